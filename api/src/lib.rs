@@ -1,0 +1,27 @@
+//! `mesh-api`: the one typed configuration crate every binary of the mesh shares.
+//!
+//! It holds the Istio-compatible resource kinds (`networking.istio.io/v1`, `security.istio.io/v1`),
+//! their semantic [`validate`]ion, the multi-document [`load`]er, the generated CRDs, the mesh-wide
+//! [`mesh::MeshConfig`] and the wire constants ([`ports`], [`identity`], [`xds`]) that the pilot,
+//! the proxy, the CA and `meshctl` must agree on.
+//!
+//! It is pure: no network, no Kubernetes client, no async runtime, and it imports no other crate of
+//! the workspace. File and stdin reading in [`load`] is its only I/O.
+
+#[macro_use]
+mod string_enum;
+
+pub mod crds;
+pub mod duration;
+pub mod identity;
+pub mod load;
+pub mod mesh;
+pub mod networking;
+pub mod ports;
+mod resource;
+pub mod security;
+pub mod validate;
+pub mod xds;
+
+pub use duration::Duration;
+pub use resource::{ObjectRef, Resource};

@@ -1,0 +1,625 @@
+//! Loading config from YAML and JSON: files, directories and stdin, one or many documents each.
+//!
+//! Every error names the file, the document (1-based) and the line, and loading goes on after a
+//! bad document so that one run reports all of them. Kinds the mesh does not read are reported,
+//! never skipped silently.
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::Resource;
+use crate::{networking, security};
+
+/// Where an object was read: file (or `<stdin>`), document number and first line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The file, or `<stdin>`.
+    pub file: String,
+    /// The document within the file, from 1.
+    pub document: usize,
+    /// The line the document starts on, from 1.
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{} (document {})", self.file, self.line, self.document)
+    }
+}
+
+/// An object and where it was read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loaded {
+    /// Where it was read.
+    pub origin: Origin,
+    /// The object.
+    pub resource: Resource,
+}
+
+/// A document (or file) that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub struct LoadError {
+    /// The file, or `<stdin>`.
+    pub file: String,
+    /// The document within the file, from 1 (absent when the whole file failed).
+    pub document: Option<usize>,
+    /// The line of the problem, from 1 (absent when unknown).
+    pub line: Option<usize>,
+    /// The column of the problem, from 1 (absent when unknown).
+    pub column: Option<usize>,
+    /// What went wrong.
+    pub kind: LoadErrorKind,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        if let Some(document) = self.document {
+            write!(f, ": document {document}")?;
+        }
+        write!(f, ": {}", self.kind)
+    }
+}
+
+/// What went wrong while loading.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadErrorKind {
+    /// The file or directory could not be read.
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not valid YAML or JSON.
+    #[error("invalid {format}: {message}")]
+    Syntax {
+        /// `YAML` or `JSON`.
+        format: &'static str,
+        /// The parser's message.
+        message: String,
+    },
+    /// `apiVersion` or `kind` is missing.
+    #[error("missing {0}: every object needs apiVersion and kind")]
+    MissingTypeField(&'static str),
+    /// A kind the mesh does not read.
+    #[error("kind {kind} ({api_version}) is not a kind the mesh reads: expected one of {}", KNOWN_KINDS.join(", "))]
+    UnknownKind {
+        /// The document's `apiVersion`.
+        api_version: String,
+        /// The document's `kind`.
+        kind: String,
+    },
+    /// A known kind under an `apiVersion` that does not serve it.
+    #[error("{kind} is not served by apiVersion {api_version}: use {expected}")]
+    WrongApiVersion {
+        /// The document's `kind`.
+        kind: String,
+        /// The document's `apiVersion`.
+        api_version: String,
+        /// The versions that serve the kind.
+        expected: String,
+    },
+    /// A field that does not fit the schema (unknown field, wrong type).
+    #[error("{path}: {message}")]
+    Field {
+        /// The field path (`spec.http[0].timeout`).
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The kinds [`load_str`] and friends understand.
+pub const KNOWN_KINDS: &[&str] = &[
+    "VirtualService",
+    "DestinationRule",
+    "Gateway",
+    "ServiceEntry",
+    "WorkloadEntry",
+    "Sidecar",
+    "PeerAuthentication",
+    "AuthorizationPolicy",
+    "Service",
+    "Namespace",
+    "List",
+];
+
+/// What a load produced: the objects that loaded and the errors of those that did not.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Objects in the order they were read.
+    pub objects: Vec<Loaded>,
+    /// One error per document (or file) that failed.
+    pub errors: Vec<LoadError>,
+}
+
+impl LoadReport {
+    fn merge(&mut self, other: LoadReport) {
+        self.objects.extend(other.objects);
+        self.errors.extend(other.errors);
+    }
+
+    /// The objects, or every error when there was one.
+    pub fn into_result(self) -> Result<Vec<Loaded>, Vec<LoadError>> {
+        if self.errors.is_empty() { Ok(self.objects) } else { Err(self.errors) }
+    }
+}
+
+/// Loads a file, or every `.yaml`, `.yml` and `.json` file under a directory (recursively, in
+/// name order, skipping names that start with `.` such as the `..data` links of mounted
+/// ConfigMaps).
+pub fn load_path(path: &Path) -> LoadReport {
+    let mut report = LoadReport::default();
+    let source = path.display().to_string();
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(err) => {
+            report.errors.push(whole_file_error(&source, err.into()));
+            return report;
+        }
+    };
+    if meta.is_dir() {
+        let mut files = Vec::new();
+        if let Err(err) = collect_files(path, &mut files) {
+            report.errors.push(whole_file_error(&source, err.into()));
+        }
+        files.sort();
+        for file in files {
+            report.merge(load_file(&file));
+        }
+    } else {
+        report.merge(load_file(path));
+    }
+    report
+}
+
+fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if std::fs::metadata(&path)?.is_dir() {
+            collect_files(&path, files)?;
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+        {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn load_file(path: &Path) -> LoadReport {
+    let source = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let json = path.extension().is_some_and(|e| e == "json");
+            load_text(&source, &text, if json { Format::Json } else { Format::Yaml })
+        }
+        Err(err) => {
+            LoadReport { objects: Vec::new(), errors: vec![whole_file_error(&source, err.into())] }
+        }
+    }
+}
+
+/// Loads standard input (YAML, or JSON when it starts with `{` or `[`).
+pub fn load_stdin() -> LoadReport {
+    load_reader("<stdin>", std::io::stdin().lock())
+}
+
+/// Loads everything a reader yields; `source` names it in errors.
+pub fn load_reader(source: &str, mut reader: impl Read) -> LoadReport {
+    let mut text = String::new();
+    match reader.read_to_string(&mut text) {
+        Ok(_) => load_str(source, &text),
+        Err(err) => {
+            LoadReport { objects: Vec::new(), errors: vec![whole_file_error(source, err.into())] }
+        }
+    }
+}
+
+/// Loads YAML text (JSON when it starts with `{` or `[`); `source` names it in errors.
+pub fn load_str(source: &str, text: &str) -> LoadReport {
+    let json = text.trim_start().starts_with(['{', '[']);
+    load_text(source, text, if json { Format::Json } else { Format::Yaml })
+}
+
+fn whole_file_error(source: &str, kind: LoadErrorKind) -> LoadError {
+    LoadError { file: source.to_owned(), document: None, line: None, column: None, kind }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+/// One document of a file and where it starts.
+struct Document<'a> {
+    text: &'a str,
+    format: Format,
+    /// Lines before the document in the file.
+    line_offset: usize,
+    /// 1-based index in the file.
+    index: usize,
+}
+
+fn load_text(source: &str, text: &str, format: Format) -> LoadReport {
+    let mut report = LoadReport::default();
+    let documents = match format {
+        Format::Yaml => split_yaml(text),
+        Format::Json => match split_json(text) {
+            Ok(documents) => documents,
+            Err(err) => {
+                report.errors.push(err.into_load_error(source, None, 0));
+                return report;
+            }
+        },
+    };
+    for doc in documents {
+        match load_document(&doc) {
+            Ok(resources) => {
+                let origin =
+                    Origin { file: source.to_owned(), document: doc.index, line: doc.first_line() };
+                report.objects.extend(
+                    resources
+                        .into_iter()
+                        .map(|resource| Loaded { origin: origin.clone(), resource }),
+                );
+            }
+            Err(err) => {
+                report.errors.push(err.into_load_error(source, Some(doc.index), doc.line_offset))
+            }
+        }
+    }
+    report
+}
+
+impl Document<'_> {
+    /// The first line of the document with content, from 1.
+    fn first_line(&self) -> usize {
+        let skipped = self
+            .text
+            .lines()
+            .take_while(|line| {
+                let line = line.trim();
+                line.is_empty() || line.starts_with('#') || line.starts_with("---")
+            })
+            .count();
+        self.line_offset + skipped + 1
+    }
+}
+
+/// Splits YAML at `---` document markers, keeping the line each document starts on. Documents
+/// with nothing but comments and blank lines are dropped, as kubectl does.
+fn split_yaml(text: &str) -> Vec<Document<'_>> {
+    let mut documents = Vec::new();
+    let mut start = 0;
+    let mut start_line = 0;
+    let mut offset = 0;
+    let mut index = 0;
+    let mut push = |from: usize, to: usize, line: usize| {
+        let body = &text[from..to];
+        let has_content = body.lines().any(|l| {
+            let l = l.trim();
+            !l.is_empty() && !l.starts_with('#') && l != "..." && !l.starts_with("%")
+        });
+        if has_content {
+            index += 1;
+            documents.push(Document { text: body, format: Format::Yaml, line_offset: line, index });
+        }
+    };
+    for (line_no, line) in text.split_inclusive('\n').enumerate() {
+        let content = line.trim_end_matches(['\n', '\r']);
+        let is_marker = content == "---"
+            || content.strip_prefix("---").is_some_and(|rest| rest.starts_with([' ', '\t']));
+        if is_marker {
+            push(start, offset, start_line);
+            // The marker line may carry content (`--- !tag`); keep it in the next document.
+            start = offset;
+            start_line = line_no;
+        }
+        offset += line.len();
+    }
+    push(start, text.len(), start_line);
+    documents
+}
+
+/// Splits a stream of JSON values (one object, several concatenated, or an array of objects).
+fn split_json(text: &str) -> Result<Vec<Document<'_>>, DocError> {
+    let mut documents = Vec::new();
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<serde::de::IgnoredAny>();
+    let mut start = 0;
+    while let Some(item) = stream.next() {
+        item.map_err(|err| DocError::json_syntax(&err))?;
+        let end = stream.byte_offset();
+        let body = &text[start..end];
+        let leading = body.len() - body.trim_start().len();
+        let line_offset = text[..start + leading].matches('\n').count();
+        documents.push(Document {
+            text: &text[start + leading..end],
+            format: Format::Json,
+            line_offset,
+            index: documents.len() + 1,
+        });
+        start = end;
+    }
+    Ok(documents)
+}
+
+/// A problem in one document, with a position relative to the document.
+struct DocError {
+    line: Option<usize>,
+    column: Option<usize>,
+    kind: LoadErrorKind,
+}
+
+impl DocError {
+    fn new(kind: LoadErrorKind) -> Self {
+        Self { line: None, column: None, kind }
+    }
+
+    fn json_syntax(err: &serde_json::Error) -> Self {
+        let message = strip_json_position(&err.to_string());
+        Self {
+            line: Some(err.line()),
+            column: Some(err.column()),
+            kind: LoadErrorKind::Syntax { format: "JSON", message },
+        }
+    }
+
+    fn into_load_error(
+        self,
+        source: &str,
+        document: Option<usize>,
+        line_offset: usize,
+    ) -> LoadError {
+        LoadError {
+            file: source.to_owned(),
+            document,
+            // Without a position, point at the start of the document.
+            line: Some(self.line.map_or(line_offset + 1, |line| line + line_offset)),
+            column: self.column,
+            kind: self.kind,
+        }
+    }
+}
+
+/// serde_json appends " at line L column C"; the position is reported separately.
+fn strip_json_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// serde-saphyr renders "error: line L column C: message" plus a snippet; keep the message.
+fn yaml_message(err: &serde_saphyr::Error) -> String {
+    let rendered = err.without_snippet().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match first.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((_, message)) => message.to_owned(),
+        None => first.to_owned(),
+    }
+}
+
+fn yaml_position(err: &serde_saphyr::Error) -> (Option<usize>, Option<usize>) {
+    match err.location() {
+        Some(loc) if loc.line() > 0 => (
+            usize::try_from(loc.line()).ok(),
+            usize::try_from(loc.column()).ok().filter(|c| *c > 0),
+        ),
+        _ => (None, None),
+    }
+}
+
+/// Deserializes a whole document into `T`, reporting the field path of the first problem.
+fn typed<T: DeserializeOwned>(doc: &Document<'_>) -> Result<T, DocError> {
+    match doc.format {
+        Format::Yaml => {
+            let mut path = None;
+            let result = serde_saphyr::with_deserializer_from_str(doc.text, |de| {
+                serde_path_to_error::deserialize(de).map_err(|err| {
+                    path = Some(err.path().to_string());
+                    err.into_inner()
+                })
+            });
+            result.map_err(|err| {
+                let (line, column) = yaml_position(&err);
+                let message = yaml_message(&err);
+                let kind = match path.filter(|p| p != ".") {
+                    Some(path) => LoadErrorKind::Field { path, message },
+                    None => LoadErrorKind::Syntax { format: "YAML", message },
+                };
+                DocError { line, column, kind }
+            })
+        }
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_str(doc.text);
+            serde_path_to_error::deserialize(&mut de).map_err(|err| {
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                let message = strip_json_position(&inner.to_string());
+                let kind = if inner.is_syntax() || inner.is_eof() || path == "." {
+                    LoadErrorKind::Syntax { format: "JSON", message }
+                } else {
+                    LoadErrorKind::Field { path, message }
+                };
+                DocError { line: Some(inner.line()), column: Some(inner.column()), kind }
+            })
+        }
+    }
+}
+
+/// The type fields every object starts with.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypeHeader {
+    api_version: Option<String>,
+    kind: Option<String>,
+}
+
+/// A `kind: List` of objects, as `kubectl get -o yaml` prints.
+#[derive(Deserialize)]
+struct List {
+    #[serde(default)]
+    items: Vec<serde_json::Value>,
+}
+
+fn load_document(doc: &Document<'_>) -> Result<Vec<Resource>, DocError> {
+    let header: TypeHeader = typed(doc)?;
+    let api_version = header
+        .api_version
+        .ok_or_else(|| DocError::new(LoadErrorKind::MissingTypeField("apiVersion")))?;
+    let kind = header.kind.ok_or_else(|| DocError::new(LoadErrorKind::MissingTypeField("kind")))?;
+    if kind == "List" || kind.ends_with("List") && api_version == "v1" {
+        let list: List = typed(doc)?;
+        let mut resources = Vec::new();
+        for (i, item) in list.items.into_iter().enumerate() {
+            resources.push(from_value(item).map_err(|err| prefix_items(err, i))?);
+        }
+        return Ok(resources);
+    }
+    let kind_of = kind_of(&api_version, &kind)?;
+    Ok(vec![match kind_of {
+        Kind::VirtualService => Resource::VirtualService(typed(doc)?),
+        Kind::DestinationRule => Resource::DestinationRule(typed(doc)?),
+        Kind::Gateway => Resource::Gateway(typed(doc)?),
+        Kind::ServiceEntry => Resource::ServiceEntry(typed(doc)?),
+        Kind::WorkloadEntry => Resource::WorkloadEntry(typed(doc)?),
+        Kind::Sidecar => Resource::Sidecar(typed(doc)?),
+        Kind::PeerAuthentication => Resource::PeerAuthentication(typed(doc)?),
+        Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(typed(doc)?),
+        Kind::Service => Resource::Service(typed(doc)?),
+        Kind::Namespace => Resource::Namespace(typed(doc)?),
+    }])
+}
+
+fn prefix_items(mut err: DocError, index: usize) -> DocError {
+    if let LoadErrorKind::Field { path, .. } = &mut err.kind {
+        *path = format!("items[{index}].{path}");
+    } else {
+        err.kind =
+            LoadErrorKind::Field { path: format!("items[{index}]"), message: err.kind.to_string() };
+    }
+    err
+}
+
+/// Deserializes one item of a List (no positions inside: the List's line is reported).
+fn from_value(value: serde_json::Value) -> Result<Resource, DocError> {
+    fn typed_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, DocError> {
+        serde_path_to_error::deserialize(value).map_err(|err| {
+            let path = err.path().to_string();
+            DocError::new(LoadErrorKind::Field { path, message: err.into_inner().to_string() })
+        })
+    }
+    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let api_version = field("apiVersion")
+        .ok_or_else(|| DocError::new(LoadErrorKind::MissingTypeField("apiVersion")))?;
+    let kind =
+        field("kind").ok_or_else(|| DocError::new(LoadErrorKind::MissingTypeField("kind")))?;
+    Ok(match kind_of(&api_version, &kind)? {
+        Kind::VirtualService => Resource::VirtualService(typed_value(value)?),
+        Kind::DestinationRule => Resource::DestinationRule(typed_value(value)?),
+        Kind::Gateway => Resource::Gateway(typed_value(value)?),
+        Kind::ServiceEntry => Resource::ServiceEntry(typed_value(value)?),
+        Kind::WorkloadEntry => Resource::WorkloadEntry(typed_value(value)?),
+        Kind::Sidecar => Resource::Sidecar(typed_value(value)?),
+        Kind::PeerAuthentication => Resource::PeerAuthentication(typed_value(value)?),
+        Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(typed_value(value)?),
+        Kind::Service => Resource::Service(typed_value(value)?),
+        Kind::Namespace => Resource::Namespace(typed_value(value)?),
+    })
+}
+
+enum Kind {
+    VirtualService,
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+    WorkloadEntry,
+    Sidecar,
+    PeerAuthentication,
+    AuthorizationPolicy,
+    Service,
+    Namespace,
+}
+
+/// Maps `apiVersion` + `kind` to a kind the mesh reads, checking the version serves it.
+fn kind_of(api_version: &str, kind: &str) -> Result<Kind, DocError> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let (kind_enum, expected_group, versions) = match kind {
+        "VirtualService" => (Kind::VirtualService, networking::GROUP, networking::READ_VERSIONS),
+        "DestinationRule" => (Kind::DestinationRule, networking::GROUP, networking::READ_VERSIONS),
+        "Gateway" => (Kind::Gateway, networking::GROUP, networking::READ_VERSIONS),
+        "ServiceEntry" => (Kind::ServiceEntry, networking::GROUP, networking::READ_VERSIONS),
+        "WorkloadEntry" => (Kind::WorkloadEntry, networking::GROUP, networking::READ_VERSIONS),
+        "Sidecar" => (Kind::Sidecar, networking::GROUP, networking::READ_VERSIONS),
+        "PeerAuthentication" => {
+            (Kind::PeerAuthentication, security::GROUP, security::READ_VERSIONS)
+        }
+        "AuthorizationPolicy" => {
+            (Kind::AuthorizationPolicy, security::GROUP, security::READ_VERSIONS)
+        }
+        "Service" => (Kind::Service, "", &["v1"][..]),
+        "Namespace" => (Kind::Namespace, "", &["v1"][..]),
+        _ => {
+            return Err(DocError::new(LoadErrorKind::UnknownKind {
+                api_version: api_version.to_owned(),
+                kind: kind.to_owned(),
+            }));
+        }
+    };
+    if group == expected_group && versions.contains(&version) {
+        return Ok(kind_enum);
+    }
+    // `Gateway` also exists in the Kubernetes Gateway API, which the mesh does not read.
+    if group != expected_group && kind == "Gateway" {
+        return Err(DocError::new(LoadErrorKind::UnknownKind {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+        }));
+    }
+    let expected = versions
+        .iter()
+        .map(|v| {
+            if expected_group.is_empty() {
+                (*v).to_owned()
+            } else {
+                format!("{expected_group}/{v}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" or ");
+    Err(DocError::new(LoadErrorKind::WrongApiVersion {
+        kind: kind.to_owned(),
+        api_version: api_version.to_owned(),
+        expected,
+    }))
+}
+
+/// Parses one document of `T` (such as a MeshConfig), with the same error reporting as objects.
+pub(crate) fn parse_single<T: DeserializeOwned>(source: &str, text: &str) -> Result<T, LoadError> {
+    let json = text.trim_start().starts_with(['{', '[']);
+    let doc = Document {
+        text,
+        format: if json { Format::Json } else { Format::Yaml },
+        line_offset: 0,
+        index: 1,
+    };
+    typed(&doc).map_err(|err| {
+        let mut err = err.into_load_error(source, None, 0);
+        err.document = None;
+        err
+    })
+}

@@ -1,0 +1,126 @@
+//! [`Resource`]: any object the mesh reads, typed.
+
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::ResourceExt;
+
+use crate::networking::{
+    DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
+};
+use crate::security::{AuthorizationPolicy, PeerAuthentication};
+
+/// One object of a kind the mesh understands.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // Loaded once per file; boxing would only add noise.
+pub enum Resource {
+    /// `networking.istio.io` VirtualService.
+    VirtualService(VirtualService),
+    /// `networking.istio.io` DestinationRule.
+    DestinationRule(DestinationRule),
+    /// `networking.istio.io` Gateway.
+    Gateway(Gateway),
+    /// `networking.istio.io` ServiceEntry.
+    ServiceEntry(ServiceEntry),
+    /// `networking.istio.io` WorkloadEntry.
+    WorkloadEntry(WorkloadEntry),
+    /// `networking.istio.io` Sidecar.
+    Sidecar(Sidecar),
+    /// `security.istio.io` PeerAuthentication.
+    PeerAuthentication(PeerAuthentication),
+    /// `security.istio.io` AuthorizationPolicy.
+    AuthorizationPolicy(AuthorizationPolicy),
+    /// Core `v1` Service (local mode reads them from files).
+    Service(Service),
+    /// Core `v1` Namespace (local mode reads them from files).
+    Namespace(Namespace),
+}
+
+/// Kind, namespace and name of an object, as errors print it (`VirtualService default/hello`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectRef {
+    /// The kind (`VirtualService`).
+    pub kind: String,
+    /// The namespace, if the object has one.
+    pub namespace: Option<String>,
+    /// The name (empty when the object has none).
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// A reference to a kind/namespace/name.
+    pub fn new(kind: &str, namespace: Option<&str>, name: &str) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The reference of a Kubernetes object.
+    pub fn of<K: kube::Resource<DynamicType = ()>>(object: &K) -> Self {
+        Self {
+            kind: K::kind(&()).into_owned(),
+            namespace: object.namespace(),
+            name: object.name_any(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = if self.name.is_empty() { "<unnamed>" } else { &self.name };
+        match &self.namespace {
+            Some(namespace) => write!(f, "{} {namespace}/{name}", self.kind),
+            None => write!(f, "{} {name}", self.kind),
+        }
+    }
+}
+
+impl Resource {
+    /// Kind, namespace and name of the object.
+    pub fn object_ref(&self) -> ObjectRef {
+        match self {
+            Resource::VirtualService(o) => ObjectRef::of(o),
+            Resource::DestinationRule(o) => ObjectRef::of(o),
+            Resource::Gateway(o) => ObjectRef::of(o),
+            Resource::ServiceEntry(o) => ObjectRef::of(o),
+            Resource::WorkloadEntry(o) => ObjectRef::of(o),
+            Resource::Sidecar(o) => ObjectRef::of(o),
+            Resource::PeerAuthentication(o) => ObjectRef::of(o),
+            Resource::AuthorizationPolicy(o) => ObjectRef::of(o),
+            Resource::Service(o) => ObjectRef::of(o),
+            Resource::Namespace(o) => ObjectRef::of(o),
+        }
+    }
+
+    /// The object as JSON, with `apiVersion` and `kind`.
+    pub fn to_json(&self) -> serde_json::Result<serde_json::Value> {
+        match self {
+            Resource::VirtualService(o) => serde_json::to_value(o),
+            Resource::DestinationRule(o) => serde_json::to_value(o),
+            Resource::Gateway(o) => serde_json::to_value(o),
+            Resource::ServiceEntry(o) => serde_json::to_value(o),
+            Resource::WorkloadEntry(o) => serde_json::to_value(o),
+            Resource::Sidecar(o) => serde_json::to_value(o),
+            Resource::PeerAuthentication(o) => serde_json::to_value(o),
+            Resource::AuthorizationPolicy(o) => serde_json::to_value(o),
+            Resource::Service(o) => serde_json::to_value(o),
+            Resource::Namespace(o) => serde_json::to_value(o),
+        }
+    }
+
+    /// The object as YAML, with `apiVersion` and `kind`.
+    pub fn to_yaml(&self) -> Result<String, serde_saphyr::SerializeError> {
+        match self {
+            Resource::VirtualService(o) => serde_saphyr::to_string(o),
+            Resource::DestinationRule(o) => serde_saphyr::to_string(o),
+            Resource::Gateway(o) => serde_saphyr::to_string(o),
+            Resource::ServiceEntry(o) => serde_saphyr::to_string(o),
+            Resource::WorkloadEntry(o) => serde_saphyr::to_string(o),
+            Resource::Sidecar(o) => serde_saphyr::to_string(o),
+            Resource::PeerAuthentication(o) => serde_saphyr::to_string(o),
+            Resource::AuthorizationPolicy(o) => serde_saphyr::to_string(o),
+            Resource::Service(o) => serde_saphyr::to_string(o),
+            Resource::Namespace(o) => serde_saphyr::to_string(o),
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! `security.istio.io/v1`: PeerAuthentication (which mTLS a workload accepts) and
+//! AuthorizationPolicy (who may call it), with Istio's field names.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use crate::networking::LabelSelector;
+
+/// The API group of the security kinds.
+pub const GROUP: &str = "security.istio.io";
+/// The version the mesh writes; `v1beta1` is read too.
+pub const VERSION: &str = "v1";
+/// Versions of the group that carry the same schema.
+pub const READ_VERSIONS: &[&str] = &["v1", "v1beta1"];
+
+/// The `spec` of a PeerAuthentication (`security.istio.io/v1`).
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "security.istio.io",
+    version = "v1",
+    kind = "PeerAuthentication",
+    plural = "peerauthentications",
+    shortname = "pa",
+    category = "istio-io",
+    category = "security-istio-io",
+    namespaced,
+    derive = "PartialEq",
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mtls.mode"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct PeerAuthenticationSpec {
+    /// Workloads this applies to; without it, the whole namespace (or mesh, in the root
+    /// namespace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// The mTLS mode for every port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<MutualTls>,
+    /// mTLS mode per workload port (the keys are port numbers); needs a `selector`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_level_mtls: BTreeMap<String, MutualTls>,
+}
+
+/// An mTLS mode.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct MutualTls {
+    /// UNSET, DISABLE, PERMISSIVE or STRICT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<MtlsMode>,
+}
+
+string_enum! {
+    /// What a workload accepts from its peers.
+    pub enum MtlsMode {
+        /// Inherit from the parent policy; PERMISSIVE when there is none.
+        Unset = "UNSET",
+        /// Plaintext only.
+        Disable = "DISABLE",
+        /// mTLS or plaintext.
+        Permissive = "PERMISSIVE",
+        /// mTLS only.
+        Strict = "STRICT",
+    }
+}
+
+/// The `spec` of an AuthorizationPolicy (`security.istio.io/v1`).
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "security.istio.io",
+    version = "v1",
+    kind = "AuthorizationPolicy",
+    plural = "authorizationpolicies",
+    shortname = "ap",
+    category = "istio-io",
+    category = "security-istio-io",
+    namespaced,
+    derive = "PartialEq",
+    printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorizationPolicySpec {
+    /// Workloads this applies to; without it, the whole namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// A resource (a Gateway API gateway or service) this applies to, instead of `selector`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<PolicyTargetReference>,
+    /// Several target resources.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub target_refs: Vec<PolicyTargetReference>,
+    /// Rules, any of which matches. No rules: ALLOW matches nothing, DENY matches nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
+    /// What a match does (ALLOW when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<AuthorizationAction>,
+    /// The external authorizer (CUSTOM only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ExtensionProvider>,
+}
+
+string_enum! {
+    /// The action of an AuthorizationPolicy.
+    pub enum AuthorizationAction {
+        /// Allow matching requests; with any ALLOW policy, unmatched requests are denied.
+        Allow = "ALLOW",
+        /// Deny matching requests.
+        Deny = "DENY",
+        /// Log matching requests.
+        Audit = "AUDIT",
+        /// Ask an external authorizer.
+        Custom = "CUSTOM",
+    }
+}
+
+/// A reference to the resource a policy targets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyTargetReference {
+    /// API group of the target.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    /// Kind of the target.
+    pub kind: String,
+    /// Name of the target.
+    pub name: String,
+    /// Namespace of the target (the policy's own when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// The external authorizer of a CUSTOM policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtensionProvider {
+    /// Name of an extension provider of the mesh config.
+    pub name: String,
+}
+
+/// One rule: who (`from`), what (`to`) and under which conditions (`when`). Each list is ANDed
+/// with the others; the entries of one list are ORed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    /// Callers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<RuleFrom>,
+    /// Operations.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<RuleTo>,
+    /// Further conditions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<Condition>,
+}
+
+/// A `from` entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleFrom {
+    /// Who the caller is.
+    pub source: Source,
+}
+
+/// A `to` entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleTo {
+    /// What the caller does.
+    pub operation: Operation,
+}
+
+/// Attributes of the caller; the fields given are ANDed, the values of one field ORed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Source {
+    /// Peer identities (`cluster.local/ns/default/sa/sleep`), prefix or suffix `*` allowed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub principals: Vec<String>,
+    /// Peer identities that must not match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_principals: Vec<String>,
+    /// JWT principals (`iss/sub`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub request_principals: Vec<String>,
+    /// JWT principals that must not match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_request_principals: Vec<String>,
+    /// Namespaces of the peer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Namespaces that must not match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_namespaces: Vec<String>,
+    /// Service accounts of the peer (`namespace/name`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
+    /// Service accounts that must not match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_service_accounts: Vec<String>,
+    /// Peer IPs or CIDRs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ip_blocks: Vec<String>,
+    /// Peer IPs or CIDRs that must not match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_ip_blocks: Vec<String>,
+    /// Client IPs (from X-Forwarded-For) or CIDRs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote_ip_blocks: Vec<String>,
+    /// Client IPs or CIDRs that must not match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_remote_ip_blocks: Vec<String>,
+}
+
+/// Attributes of the request; the fields given are ANDed, the values of one field ORed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Operation {
+    /// Hosts (`Host`/`:authority`), prefix or suffix `*` allowed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Hosts that must not match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_hosts: Vec<String>,
+    /// Destination ports, as strings (`"8080"`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    /// Ports that must not match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_ports: Vec<String>,
+    /// HTTP methods (or gRPC `POST`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Methods that must not match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_methods: Vec<String>,
+    /// Paths, prefix or suffix `*` allowed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Paths that must not match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_paths: Vec<String>,
+}
+
+/// A condition on a request attribute (`key: request.headers[version]`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Condition {
+    /// The attribute, such as `source.ip`, `request.headers[x-token]`, `destination.port`.
+    pub key: String,
+    /// Values, any of which matches.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    /// Values that must not match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_values: Vec<String>,
+}

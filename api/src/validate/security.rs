@@ -1,0 +1,217 @@
+//! Validation of the `security.istio.io` kinds.
+
+use super::{Checker, Path, ValidationError};
+use crate::ObjectRef;
+use crate::identity::is_dns_label;
+use crate::security::*;
+
+/// Validates a PeerAuthentication.
+pub fn peer_authentication(pa: &PeerAuthentication) -> Vec<ValidationError> {
+    let mut c = Checker::new(ObjectRef::of(pa));
+    let spec = &pa.spec;
+    let root = Path::root("spec");
+    if let Some(mtls) = &spec.mtls {
+        mtls_mode(&mut c, &root.field("mtls").field("mode"), mtls);
+    }
+    let has_selector = spec.selector.as_ref().is_some_and(|s| !s.match_labels.is_empty());
+    if !spec.port_level_mtls.is_empty() && !has_selector {
+        c.error(
+            &root.field("portLevelMtls"),
+            "portLevelMtls needs a selector: port numbers only mean something for specific workloads",
+        );
+    }
+    for (port, mtls) in &spec.port_level_mtls {
+        let path = root.field("portLevelMtls").key(port);
+        match port.parse::<u32>() {
+            Ok(number) => c.port(&path, number),
+            Err(_) => c.error(&path, format!("{port:?} is not a port number")),
+        }
+        mtls_mode(&mut c, &path.field("mode"), mtls);
+    }
+    c.finish()
+}
+
+fn mtls_mode(c: &mut Checker, path: &Path, mtls: &MutualTls) {
+    if let Some(mode) = &mtls.mode {
+        c.known(path, mode.as_str(), mode.is_known(), MtlsMode::KNOWN);
+    }
+}
+
+/// Attributes a `when` condition may test. Keys ending in `[` take a name in brackets.
+const CONDITION_KEYS: &[&str] = &[
+    "request.headers[",
+    "source.ip",
+    "remote.ip",
+    "source.namespace",
+    "source.principal",
+    "request.auth.principal",
+    "request.auth.audiences",
+    "request.auth.presenter",
+    "request.auth.claims[",
+    "destination.ip",
+    "destination.port",
+    "connection.sni",
+    "experimental.envoy.filters.",
+];
+
+/// Validates an AuthorizationPolicy.
+pub fn authorization_policy(ap: &AuthorizationPolicy) -> Vec<ValidationError> {
+    let mut c = Checker::new(ObjectRef::of(ap));
+    let spec = &ap.spec;
+    let root = Path::root("spec");
+    let action = spec.action.clone().unwrap_or(AuthorizationAction::Allow);
+    c.known(&root.field("action"), action.as_str(), action.is_known(), AuthorizationAction::KNOWN);
+    match (&action, &spec.provider) {
+        (AuthorizationAction::Custom, None) => {
+            c.error(&root.field("provider"), "action CUSTOM needs a provider");
+        }
+        (AuthorizationAction::Custom, Some(provider)) if provider.name.is_empty() => {
+            c.error(&root.field("provider").field("name"), "provider name is required");
+        }
+        (AuthorizationAction::Custom, Some(_)) | (_, None) => {}
+        (other, Some(_)) => {
+            c.error(
+                &root.field("provider"),
+                format!("provider only applies to action CUSTOM, not {other}"),
+            );
+        }
+    }
+    let targets = usize::from(spec.selector.is_some())
+        + usize::from(spec.target_ref.is_some())
+        + usize::from(!spec.target_refs.is_empty());
+    if targets > 1 {
+        c.error(&root, "set only one of selector, targetRef and targetRefs");
+    }
+    for (i, target) in spec.target_ref.iter().chain(&spec.target_refs).enumerate() {
+        let path = if spec.target_ref.is_some() {
+            root.field("targetRef")
+        } else {
+            root.field("targetRefs").index(i)
+        };
+        if target.kind.is_empty() {
+            c.error(&path.field("kind"), "kind is required");
+        }
+        if target.name.is_empty() {
+            c.error(&path.field("name"), "name is required");
+        }
+    }
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let path = root.field("rules").index(i);
+        for (j, from) in rule.from.iter().enumerate() {
+            source(&mut c, &path.field("from").index(j).field("source"), &from.source);
+        }
+        for (j, to) in rule.to.iter().enumerate() {
+            operation(&mut c, &path.field("to").index(j).field("operation"), &to.operation);
+        }
+        for (j, when) in rule.when.iter().enumerate() {
+            condition(&mut c, &path.field("when").index(j), when);
+        }
+    }
+    c.finish()
+}
+
+fn source(c: &mut Checker, path: &Path, source: &Source) {
+    let lists = [
+        ("principals", &source.principals),
+        ("notPrincipals", &source.not_principals),
+        ("requestPrincipals", &source.request_principals),
+        ("notRequestPrincipals", &source.not_request_principals),
+        ("namespaces", &source.namespaces),
+        ("notNamespaces", &source.not_namespaces),
+        ("serviceAccounts", &source.service_accounts),
+        ("notServiceAccounts", &source.not_service_accounts),
+        ("ipBlocks", &source.ip_blocks),
+        ("notIpBlocks", &source.not_ip_blocks),
+        ("remoteIpBlocks", &source.remote_ip_blocks),
+        ("notRemoteIpBlocks", &source.not_remote_ip_blocks),
+    ];
+    if lists.iter().all(|(_, values)| values.is_empty()) {
+        c.error(path, "a source needs at least one field (principals, namespaces, ipBlocks, ...)");
+    }
+    for (field, values) in lists {
+        for (i, value) in values.iter().enumerate() {
+            let vpath = path.field(field).index(i);
+            if value.is_empty() {
+                c.error(&vpath, "value is empty");
+            } else if field.to_ascii_lowercase().ends_with("ipblocks") {
+                c.ip_or_cidr(&vpath, value);
+            } else if field.to_ascii_lowercase().ends_with("serviceaccounts") {
+                let ok = value
+                    .split_once('/')
+                    .is_some_and(|(ns, sa)| is_dns_label(ns) && !sa.is_empty());
+                if !ok {
+                    c.error(&vpath, format!("{value:?} must be namespace/service-account"));
+                }
+            }
+        }
+    }
+    if !source.service_accounts.is_empty() && !source.principals.is_empty() {
+        c.error(&path.field("serviceAccounts"), "set serviceAccounts or principals, not both");
+    }
+}
+
+fn operation(c: &mut Checker, path: &Path, op: &Operation) {
+    let lists = [
+        ("hosts", &op.hosts),
+        ("notHosts", &op.not_hosts),
+        ("ports", &op.ports),
+        ("notPorts", &op.not_ports),
+        ("methods", &op.methods),
+        ("notMethods", &op.not_methods),
+        ("paths", &op.paths),
+        ("notPaths", &op.not_paths),
+    ];
+    if lists.iter().all(|(_, values)| values.is_empty()) {
+        c.error(path, "an operation needs at least one field (hosts, ports, methods, paths, ...)");
+    }
+    for (field, values) in lists {
+        for (i, value) in values.iter().enumerate() {
+            let vpath = path.field(field).index(i);
+            if value.is_empty() {
+                c.error(&vpath, "value is empty");
+            } else if field.ends_with("orts") {
+                match value.parse::<u32>() {
+                    Ok(port) => c.port(&vpath, port),
+                    Err(_) => c.error(&vpath, format!("{value:?} is not a port number")),
+                }
+            }
+        }
+    }
+}
+
+fn condition(c: &mut Checker, path: &Path, when: &Condition) {
+    let key = when.key.as_str();
+    let known = CONDITION_KEYS.iter().any(|known| {
+        if known.ends_with('[') {
+            key.strip_prefix(known).is_some_and(|rest| rest.len() > 1 && rest.ends_with(']'))
+        } else if known.ends_with('.') {
+            key.len() > known.len() && key.starts_with(known)
+        } else {
+            key == *known
+        }
+    });
+    if key.is_empty() {
+        c.error(&path.field("key"), "key is required");
+    } else if !known {
+        c.error(
+            &path.field("key"),
+            format!("unknown condition key {key:?}: use request.headers[name], source.ip, remote.ip, source.namespace, source.principal, request.auth.*, destination.ip, destination.port or connection.sni"),
+        );
+    }
+    if when.values.is_empty() && when.not_values.is_empty() {
+        c.error(path, "a condition needs values or notValues");
+    }
+    for (field, values) in [("values", &when.values), ("notValues", &when.not_values)] {
+        for (i, value) in values.iter().enumerate() {
+            let vpath = path.field(field).index(i);
+            match key {
+                "source.ip" | "remote.ip" | "destination.ip" => c.ip_or_cidr(&vpath, value),
+                "destination.port" => match value.parse::<u32>() {
+                    Ok(port) => c.port(&vpath, port),
+                    Err(_) => c.error(&vpath, format!("{value:?} is not a port number")),
+                },
+                _ => {}
+            }
+        }
+    }
+}
