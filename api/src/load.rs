@@ -407,9 +407,14 @@ fn yaml_message(err: &serde_saphyr::Error) -> String {
     let rendered = err.without_snippet().to_string();
     let first = rendered.lines().next().unwrap_or_default();
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    match first.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
-        Some((_, message)) => message.to_owned(),
-        None => first.to_owned(),
+    let message = match first.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((_, message)) => message,
+        None => first,
+    };
+    // Parser messages repeat the position the error already carries.
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
     }
 }
 
@@ -437,7 +442,13 @@ fn typed<T: DeserializeOwned>(doc: &Document<'_>) -> Result<T, DocError> {
             result.map_err(|err| {
                 let (line, column) = yaml_position(&err);
                 let message = yaml_message(&err);
-                let kind = match path.filter(|p| p != ".") {
+                // The YAML parser's own errors say nothing about fields, whatever the path
+                // deserialization had reached.
+                let syntax = matches!(
+                    err.without_snippet(),
+                    serde_saphyr::Error::ExternalMessage { .. } | serde_saphyr::Error::Eof { .. }
+                );
+                let kind = match path.filter(|p| p != "." && !syntax) {
                     Some(path) => LoadErrorKind::Field { path, message },
                     None => LoadErrorKind::Syntax { format: "YAML", message },
                 };

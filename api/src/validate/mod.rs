@@ -118,7 +118,10 @@ impl Checker {
             Ok(d) if d.is_zero() && allow_zero => {}
             Ok(d) if d < std::time::Duration::from_millis(1) => {
                 let hint = if allow_zero { " (or 0s to disable)" } else { "" };
-                self.error(path, format!("duration {duration:?} must be at least 1ms{hint}"));
+                self.error(
+                    path,
+                    format!("duration {:?} must be at least 1ms{hint}", duration.as_str()),
+                );
             }
             Ok(_) => {}
         }
