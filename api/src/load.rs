@@ -260,7 +260,7 @@ fn load_text(source: &str, text: &str, format: Format) -> LoadReport {
         Format::Json => match split_json(text) {
             Ok(documents) => documents,
             Err(err) => {
-                report.errors.push(err.into_load_error(source, None, 0));
+                report.errors.push(err.into_load_error(source, None, 0, 1));
                 return report;
             }
         },
@@ -276,9 +276,12 @@ fn load_text(source: &str, text: &str, format: Format) -> LoadReport {
                         .map(|resource| Loaded { origin: origin.clone(), resource }),
                 );
             }
-            Err(err) => {
-                report.errors.push(err.into_load_error(source, Some(doc.index), doc.line_offset))
-            }
+            Err(err) => report.errors.push(err.into_load_error(
+                source,
+                Some(doc.index),
+                doc.line_offset,
+                doc.first_line(),
+            )),
         }
     }
     report
@@ -311,7 +314,7 @@ fn split_yaml(text: &str) -> Vec<Document<'_>> {
         let body = &text[from..to];
         let has_content = body.lines().any(|l| {
             let l = l.trim();
-            !l.is_empty() && !l.starts_with('#') && l != "..." && !l.starts_with("%")
+            !l.is_empty() && !l.starts_with('#') && l != "---" && l != "..." && !l.starts_with('%')
         });
         if has_content {
             index += 1;
@@ -377,17 +380,19 @@ impl DocError {
         }
     }
 
+    /// `line_offset`: lines of the file before the document; `first_line`: where its content
+    /// starts, reported when the error has no position of its own.
     fn into_load_error(
         self,
         source: &str,
         document: Option<usize>,
         line_offset: usize,
+        first_line: usize,
     ) -> LoadError {
         LoadError {
             file: source.to_owned(),
             document,
-            // Without a position, point at the start of the document.
-            line: Some(self.line.map_or(line_offset + 1, |line| line + line_offset)),
+            line: Some(self.line.map_or(first_line, |line| line + line_offset)),
             column: self.column,
             kind: self.kind,
         }
@@ -620,7 +625,10 @@ fn kind_of(api_version: &str, kind: &str) -> Result<Kind, DocError> {
 }
 
 /// Parses one document of `T` (such as a MeshConfig), with the same error reporting as objects.
-pub(crate) fn parse_single<T: DeserializeOwned>(source: &str, text: &str) -> Result<T, LoadError> {
+pub(crate) fn parse_single<T: DeserializeOwned>(
+    source: &str,
+    text: &str,
+) -> Result<T, Box<LoadError>> {
     let json = text.trim_start().starts_with(['{', '[']);
     let doc = Document {
         text,
@@ -629,8 +637,8 @@ pub(crate) fn parse_single<T: DeserializeOwned>(source: &str, text: &str) -> Res
         index: 1,
     };
     typed(&doc).map_err(|err| {
-        let mut err = err.into_load_error(source, None, 0);
+        let mut err = err.into_load_error(source, None, 0, 1);
         err.document = None;
-        err
+        Box::new(err)
     })
 }

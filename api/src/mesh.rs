@@ -152,7 +152,7 @@ pub enum MeshConfigError {
     },
     /// The YAML does not fit the MeshConfig schema.
     #[error("{0}")]
-    Parse(crate::load::LoadError),
+    Parse(Box<crate::load::LoadError>),
     /// The values break a rule.
     #[error("mesh config {source_name} is invalid:\n{}", .errors.iter().map(|e| format!("  {}: {}", e.path, e.reason)).collect::<Vec<_>>().join("\n"))]
     Invalid {
@@ -225,13 +225,13 @@ impl MeshConfig {
                 format!("percentage {sampling} is out of range: must be 0 to 100"),
             );
         }
-        if let Some(endpoint) = &self.tracing.otlp_endpoint {
-            if !has_host_and_port(endpoint) {
-                c.error(
-                    &root.field("tracing").field("otlpEndpoint"),
-                    format!("{endpoint:?} must be host:port"),
-                );
-            }
+        if let Some(endpoint) = &self.tracing.otlp_endpoint
+            && !has_host_and_port(endpoint)
+        {
+            c.error(
+                &root.field("tracing").field("otlpEndpoint"),
+                format!("{endpoint:?} must be host:port"),
+            );
         }
         let proxy = root.field("defaultConfig");
         for (field, address) in [

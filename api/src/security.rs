@@ -28,8 +28,8 @@ pub const READ_VERSIONS: &[&str] = &["v1", "v1beta1"];
     category = "security-istio-io",
     namespaced,
     derive = "PartialEq",
-    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mtls.mode"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Mode", "type": "string", "jsonPath": ".spec.mtls.mode"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerAuthenticationSpec {
@@ -80,8 +80,8 @@ string_enum! {
     category = "security-istio-io",
     namespaced,
     derive = "PartialEq",
-    printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Action", "type": "string", "jsonPath": ".spec.action"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationPolicySpec {

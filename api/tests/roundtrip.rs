@@ -1,6 +1,8 @@
 //! Every kind survives YAML -> typed -> YAML/JSON unchanged: no field the user wrote is lost,
 //! renamed or invented, and the canary setup reads as the user meant it.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
 use std::path::{Path, PathBuf};
 
 use mesh_api::Resource;

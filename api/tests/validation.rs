@@ -1,5 +1,7 @@
 //! Wrong inputs users write, each with the exact field path and reason the mesh reports.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
 use mesh_api::load;
 
 /// Loads one object and returns its validation errors as `(path, reason)`.

@@ -22,8 +22,8 @@ use crate::Duration;
     category = "networking-istio-io",
     namespaced,
     derive = "PartialEq",
-    printcolumn(name = "Host", type_ = "string", json_path = ".spec.host"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Host", "type": "string", "jsonPath": ".spec.host"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationRuleSpec {

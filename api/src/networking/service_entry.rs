@@ -21,10 +21,10 @@ use super::{Port, WorkloadSelector};
     category = "networking-istio-io",
     namespaced,
     derive = "PartialEq",
-    printcolumn(name = "Hosts", type_ = "string", json_path = ".spec.hosts"),
-    printcolumn(name = "Location", type_ = "string", json_path = ".spec.location"),
-    printcolumn(name = "Resolution", type_ = "string", json_path = ".spec.resolution"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Hosts", "type": "string", "jsonPath": ".spec.hosts"}"#,
+    printcolumn = r#"{"name": "Location", "type": "string", "jsonPath": ".spec.location"}"#,
+    printcolumn = r#"{"name": "Resolution", "type": "string", "jsonPath": ".spec.resolution"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceEntrySpec {
@@ -96,8 +96,8 @@ string_enum! {
     category = "networking-istio-io",
     namespaced,
     derive = "PartialEq",
-    printcolumn(name = "Address", type_ = "string", json_path = ".spec.address"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Address", "type": "string", "jsonPath": ".spec.address"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadEntrySpec {

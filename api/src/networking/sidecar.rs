@@ -18,7 +18,7 @@ use super::{ConnectionPoolSettings, Destination, Port, ServerTlsSettings, Worklo
     category = "networking-istio-io",
     namespaced,
     derive = "PartialEq",
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct SidecarSpec {

@@ -21,9 +21,9 @@ use crate::Duration;
     category = "networking-istio-io",
     namespaced,
     derive = "PartialEq",
-    printcolumn(name = "Gateways", type_ = "string", json_path = ".spec.gateways"),
-    printcolumn(name = "Hosts", type_ = "string", json_path = ".spec.hosts"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Gateways", "type": "string", "jsonPath": ".spec.gateways"}"#,
+    printcolumn = r#"{"name": "Hosts", "type": "string", "jsonPath": ".spec.hosts"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualServiceSpec {

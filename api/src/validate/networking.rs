@@ -91,13 +91,13 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<ValidationError> {
     let mut names = BTreeSet::new();
     for (i, route) in spec.http.iter().enumerate() {
         let path = root.field("http").index(i);
-        if let Some(name) = &route.name {
-            if !names.insert(name.as_str()) {
-                c.error(
-                    &path.field("name"),
-                    format!("route name {name:?} is used by an earlier route"),
-                );
-            }
+        if let Some(name) = &route.name
+            && !names.insert(name.as_str())
+        {
+            c.error(
+                &path.field("name"),
+                format!("route name {name:?} is used by an earlier route"),
+            );
         }
         http_route(&mut c, &path, route);
     }
@@ -223,15 +223,15 @@ fn http_route(c: &mut Checker, path: &Path, route: &HttpRoute) {
 
     if let Some(redirect) = &route.redirect {
         let rpath = path.field("redirect");
-        if let Some(code) = redirect.redirect_code {
-            if !REDIRECT_CODES.contains(&code) {
-                c.error(
-                    &rpath.field("redirectCode"),
-                    format!(
-                        "redirect code {code} is not a redirect: must be 301, 302, 303, 307 or 308"
-                    ),
-                );
-            }
+        if let Some(code) = redirect.redirect_code
+            && !REDIRECT_CODES.contains(&code)
+        {
+            c.error(
+                &rpath.field("redirectCode"),
+                format!(
+                    "redirect code {code} is not a redirect: must be 301, 302, 303, 307 or 308"
+                ),
+            );
         }
         if let Some(port) = redirect.port {
             c.port(&rpath.field("port"), port);
@@ -247,10 +247,10 @@ fn http_route(c: &mut Checker, path: &Path, route: &HttpRoute) {
                 RedirectPortSelection::KNOWN,
             );
         }
-        if let Some(scheme) = &redirect.scheme {
-            if !matches!(scheme.as_str(), "http" | "https") {
-                c.error(&rpath.field("scheme"), format!("scheme {scheme:?} must be http or https"));
-            }
+        if let Some(scheme) = &redirect.scheme
+            && !matches!(scheme.as_str(), "http" | "https")
+        {
+            c.error(&rpath.field("scheme"), format!("scheme {scheme:?} must be http or https"));
         }
         if redirect.uri.is_none()
             && redirect.authority.is_none()
@@ -272,10 +272,11 @@ fn http_route(c: &mut Checker, path: &Path, route: &HttpRoute) {
                 format!("status {} is not a valid HTTP status: must be 200 to 599", direct.status),
             );
         }
-        if let Some(body) = &direct.body {
-            if body.string.is_some() && body.bytes.is_some() {
-                c.error(&dpath.field("body"), "set string or bytes, not both");
-            }
+        if let Some(body) = &direct.body
+            && body.string.is_some()
+            && body.bytes.is_some()
+        {
+            c.error(&dpath.field("body"), "set string or bytes, not both");
         }
     }
     if let Some(delegate) = &route.delegate {
@@ -286,10 +287,10 @@ fn http_route(c: &mut Checker, path: &Path, route: &HttpRoute) {
                 format!("{:?} is not a VirtualService name", delegate.name),
             );
         }
-        if let Some(ns) = &delegate.namespace {
-            if !is_dns_label(ns) {
-                c.error(&dpath.field("namespace"), format!("{ns:?} is not a namespace name"));
-            }
+        if let Some(ns) = &delegate.namespace
+            && !is_dns_label(ns)
+        {
+            c.error(&dpath.field("namespace"), format!("{ns:?} is not a namespace name"));
         }
     }
     if let Some(rewrite) = &route.rewrite {
@@ -331,13 +332,13 @@ fn http_route(c: &mut Checker, path: &Path, route: &HttpRoute) {
     if let Some(percent) = &route.mirror_percentage {
         c.percent(&path.field("mirrorPercentage"), percent);
     }
-    if let Some(percent) = route.mirror_percent {
-        if percent > 100 {
-            c.error(
-                &path.field("mirrorPercent"),
-                format!("percentage {percent} is out of range: must be 0 to 100"),
-            );
-        }
+    if let Some(percent) = route.mirror_percent
+        && percent > 100
+    {
+        c.error(
+            &path.field("mirrorPercent"),
+            format!("percentage {percent} is out of range: must be 0 to 100"),
+        );
     }
     if (route.mirror_percentage.is_some() || route.mirror_percent.is_some())
         && route.mirror.is_none()
@@ -396,10 +397,10 @@ fn http_match(c: &mut Checker, path: &Path, m: &HttpMatchRequest) {
     for (i, gw) in m.gateways.iter().enumerate() {
         gateway_ref(c, &path.field("gateways").index(i), gw);
     }
-    if let Some(ns) = &m.source_namespace {
-        if !is_dns_label(ns) {
-            c.error(&path.field("sourceNamespace"), format!("{ns:?} is not a namespace name"));
-        }
+    if let Some(ns) = &m.source_namespace
+        && !is_dns_label(ns)
+    {
+        c.error(&path.field("sourceNamespace"), format!("{ns:?} is not a namespace name"));
     }
 }
 
@@ -411,10 +412,10 @@ fn destination(c: &mut Checker, path: &Path, dest: &Destination) {
     } else {
         c.host(&path.field("host"), &dest.host);
     }
-    if let Some(subset) = &dest.subset {
-        if !is_dns_label(subset) {
-            c.error(&path.field("subset"), format!("subset {subset:?} is not a valid subset name"));
-        }
+    if let Some(subset) = &dest.subset
+        && !is_dns_label(subset)
+    {
+        c.error(&path.field("subset"), format!("subset {subset:?} is not a valid subset name"));
     }
     if let Some(port) = &dest.port {
         c.port(&path.field("port").field("number"), port.number);
@@ -426,14 +427,14 @@ fn weights(c: &mut Checker, path: &Path, weights: impl Iterator<Item = Option<i3
     let weights: Vec<Option<i32>> = weights.collect();
     let mut in_range = true;
     for (i, weight) in weights.iter().enumerate() {
-        if let Some(w) = weight {
-            if !(0..=100).contains(w) {
-                in_range = false;
-                c.error(
-                    &path.index(i).field("weight"),
-                    format!("weight {w} is out of range: must be 0 to 100"),
-                );
-            }
+        if let Some(w) = weight
+            && !(0..=100).contains(w)
+        {
+            in_range = false;
+            c.error(
+                &path.index(i).field("weight"),
+                format!("weight {w} is out of range: must be 0 to 100"),
+            );
         }
     }
     if !in_range {
@@ -466,10 +467,10 @@ fn route_destinations(c: &mut Checker, path: &Path, route: &[RouteDestination]) 
 }
 
 pub(crate) fn http_retry(c: &mut Checker, path: &Path, retry: &HttpRetry) {
-    if let Some(attempts) = retry.attempts {
-        if attempts < 0 {
-            c.error(&path.field("attempts"), format!("attempts {attempts} must not be negative"));
-        }
+    if let Some(attempts) = retry.attempts
+        && attempts < 0
+    {
+        c.error(&path.field("attempts"), format!("attempts {attempts} must not be negative"));
     }
     c.opt_duration(&path.field("perTryTimeout"), retry.per_try_timeout.as_ref());
     c.opt_duration(&path.field("backoff"), retry.backoff.as_ref());
@@ -711,33 +712,33 @@ fn traffic_policy(c: &mut Checker, path: &Path, policy: &TrafficPolicy) {
     }
     if let Some(tunnel) = &policy.tunnel {
         let tpath = path.field("tunnel");
-        if let Some(protocol) = &tunnel.protocol {
-            if !matches!(protocol.as_str(), "CONNECT" | "POST") {
-                c.error(
-                    &tpath.field("protocol"),
-                    format!("unknown value {protocol:?}: must be one of CONNECT, POST"),
-                );
-            }
+        if let Some(protocol) = &tunnel.protocol
+            && !matches!(protocol.as_str(), "CONNECT" | "POST")
+        {
+            c.error(
+                &tpath.field("protocol"),
+                format!("unknown value {protocol:?}: must be one of CONNECT, POST"),
+            );
         }
         if tunnel.target_host.is_empty() {
             c.error(&tpath.field("targetHost"), "targetHost is required");
         }
         c.port(&tpath.field("targetPort"), tunnel.target_port);
     }
-    if let Some(proxy_protocol) = &policy.proxy_protocol {
-        if let Some(version) = &proxy_protocol.version {
-            c.known(
-                &path.field("proxyProtocol").field("version"),
-                version.as_str(),
-                version.is_known(),
-                ProxyProtocolVersion::KNOWN,
-            );
-        }
+    if let Some(proxy_protocol) = &policy.proxy_protocol
+        && let Some(version) = &proxy_protocol.version
+    {
+        c.known(
+            &path.field("proxyProtocol").field("version"),
+            version.as_str(),
+            version.is_known(),
+            ProxyProtocolVersion::KNOWN,
+        );
     }
-    if let Some(budget) = &policy.retry_budget {
-        if let Some(percent) = &budget.percent {
-            c.percent(&path.field("retryBudget").field("percent"), percent);
-        }
+    if let Some(budget) = &policy.retry_budget
+        && let Some(percent) = &budget.percent
+    {
+        c.percent(&path.field("retryBudget").field("percent"), percent);
     }
 }
 
@@ -783,13 +784,13 @@ fn load_balancer(c: &mut Checker, path: &Path, lb: &LoadBalancerSettings) {
             1 => {}
             _ => c.error(&hpath, "set only one hash key of httpHeaderName, httpCookie, useSourceIp and httpQueryParameterName"),
         }
-        if let Some(name) = &hash.http_header_name {
-            if !super::is_header_name(name) {
-                c.error(
-                    &hpath.field("httpHeaderName"),
-                    format!("{name:?} is not a valid HTTP header name"),
-                );
-            }
+        if let Some(name) = &hash.http_header_name
+            && !super::is_header_name(name)
+        {
+            c.error(
+                &hpath.field("httpHeaderName"),
+                format!("{name:?} is not a valid HTTP header name"),
+            );
         }
         if let Some(cookie) = &hash.http_cookie {
             if cookie.name.is_empty() {
@@ -840,10 +841,10 @@ fn load_balancer(c: &mut Checker, path: &Path, lb: &LoadBalancerSettings) {
 
 fn connection_pool(c: &mut Checker, path: &Path, pool: &ConnectionPoolSettings) {
     let non_negative = |c: &mut Checker, path: Path, value: Option<i32>| {
-        if let Some(v) = value {
-            if v < 0 {
-                c.error(&path, format!("{v} must not be negative"));
-            }
+        if let Some(v) = value
+            && v < 0
+        {
+            c.error(&path, format!("{v} must not be negative"));
         }
     };
     if pool.tcp.is_none() && pool.http.is_none() {
@@ -889,13 +890,13 @@ fn outlier_detection(c: &mut Checker, path: &Path, outlier: &OutlierDetection) {
         ("maxEjectionPercent", outlier.max_ejection_percent),
         ("minHealthPercent", outlier.min_health_percent),
     ] {
-        if let Some(v) = value {
-            if !(0..=100).contains(&v) {
-                c.error(
-                    &path.field(field),
-                    format!("percentage {v} is out of range: must be 0 to 100"),
-                );
-            }
+        if let Some(v) = value
+            && !(0..=100).contains(&v)
+        {
+            c.error(
+                &path.field(field),
+                format!("percentage {v} is out of range: must be 0 to 100"),
+            );
         }
     }
     if let Some(v) = outlier.consecutive_errors {
@@ -958,13 +959,13 @@ pub fn gateway(gw: &Gateway) -> Vec<ValidationError> {
         for (j, host) in server.hosts.iter().enumerate() {
             namespaced_host(&mut c, &path.field("hosts").index(j), host, false);
         }
-        if let Some(name) = &server.name {
-            if !names.insert(name.as_str()) {
-                c.error(
-                    &path.field("name"),
-                    format!("server name {name:?} is used by an earlier server"),
-                );
-            }
+        if let Some(name) = &server.name
+            && !names.insert(name.as_str())
+        {
+            c.error(
+                &path.field("name"),
+                format!("server name {name:?} is used by an earlier server"),
+            );
         }
         let protocol = server.port.protocol.to_ascii_uppercase();
         let terminates = matches!(protocol.as_str(), "HTTPS" | "TLS");
@@ -1027,13 +1028,15 @@ fn server_tls(c: &mut Checker, path: &Path, tls: &ServerTlsSettings, protocol: &
     }
     if let (Some(min), Some(max)) = (&tls.min_protocol_version, &tls.max_protocol_version) {
         let rank = |v: &TlsProtocol| TlsProtocol::KNOWN.iter().position(|k| *k == v.as_str());
-        if let (Some(lo), Some(hi)) = (rank(min), rank(max)) {
-            if lo > 0 && hi > 0 && lo > hi {
-                c.error(
-                    &path.field("minProtocolVersion"),
-                    format!("{min} is above maxProtocolVersion {max}"),
-                );
-            }
+        if let (Some(lo), Some(hi)) = (rank(min), rank(max))
+            && lo > 0
+            && hi > 0
+            && lo > hi
+        {
+            c.error(
+                &path.field("minProtocolVersion"),
+                format!("{min} is above maxProtocolVersion {max}"),
+            );
         }
     }
 }
@@ -1212,13 +1215,13 @@ fn workload_entry_spec(c: &mut Checker, path: &Path, spec: &WorkloadEntrySpec) {
         c.port(&path.field("ports").key(name), *number);
     }
     labels(c, &path.field("labels"), &spec.labels);
-    if let Some(sa) = &spec.service_account {
-        if !is_dns_subdomain(sa) {
-            c.error(
-                &path.field("serviceAccount"),
-                format!("{sa:?} is not a valid service account name"),
-            );
-        }
+    if let Some(sa) = &spec.service_account
+        && !is_dns_subdomain(sa)
+    {
+        c.error(
+            &path.field("serviceAccount"),
+            format!("{sa:?} is not a valid service account name"),
+        );
     }
     if spec.weight == Some(0) {
         c.error(&path.field("weight"), "weight must be at least 1 (leave it out for the default)");

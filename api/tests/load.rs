@@ -1,0 +1,181 @@
+//! The loader: files, directories, stdin, YAML and JSON, and errors that say where.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use std::io::Cursor;
+
+use mesh_api::Resource;
+use mesh_api::load::{self, LoadError, LoadErrorKind};
+
+fn only_error(report: load::LoadReport) -> LoadError {
+    let mut errors = report.errors;
+    assert_eq!(errors.len(), 1, "one error expected: {errors:?}");
+    errors.remove(0)
+}
+
+const GOOD_VS: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: good
+  namespace: default
+spec:
+  hosts: [good]
+  http:
+  - route:
+    - destination:
+        host: good
+";
+
+#[test]
+fn unknown_field_names_file_document_line_and_path() {
+    let text = format!(
+        "{GOOD_VS}---\n# a typo in the second document\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: typo\nspec:\n  hosts: [typo]\n  http:\n  - route:\n    - destination:\n        host: typo\n    timout: 5s\n"
+    );
+    let report = load::load_str("routes.yaml", &text);
+    assert_eq!(report.objects.len(), 1, "the good document still loads");
+    let err = only_error(report);
+    assert_eq!(err.file, "routes.yaml");
+    assert_eq!(err.document, Some(2));
+    assert_eq!(err.line, Some(24));
+    assert_eq!(err.column, Some(5));
+    let LoadErrorKind::Field { path, message } = &err.kind else { panic!("{err}") };
+    assert_eq!(path, "spec.http[0].timout");
+    assert!(message.starts_with("unknown field `timout`, expected one of"), "{message}");
+    assert!(
+        err.to_string().starts_with(
+            "routes.yaml:24:5: document 2: spec.http[0].timout: unknown field `timout`"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_type_names_the_field_and_line() {
+    let text = GOOD_VS.replace("  hosts: [good]\n", "  hosts: [good]\n  exportTo: 7\n");
+    let err = only_error(load::load_str("vs.yaml", &text));
+    assert_eq!(err.line, Some(8));
+    let LoadErrorKind::Field { path, .. } = &err.kind else { panic!("{err}") };
+    assert_eq!(path, "spec.exportTo");
+}
+
+#[test]
+fn yaml_syntax_error_has_the_line() {
+    let text = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: [unclosed\n";
+    let err = only_error(load::load_str("ns.yaml", text));
+    assert!(matches!(err.kind, LoadErrorKind::Syntax { format: "YAML", .. }), "{err}");
+    assert_eq!(err.line, Some(4));
+    assert_eq!(err.document, Some(1));
+}
+
+#[test]
+fn unknown_kind_is_reported_not_skipped() {
+    let text =
+        format!("{GOOD_VS}---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n");
+    let report = load::load_str("mixed.yaml", &text);
+    assert_eq!(report.objects.len(), 1);
+    let err = only_error(report);
+    assert_eq!(err.document, Some(2));
+    assert_eq!(err.line, Some(13));
+    assert_eq!(
+        err.kind.to_string(),
+        "kind Deployment (apps/v1) is not a kind the mesh reads: expected one of VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar, PeerAuthentication, AuthorizationPolicy, Service, Namespace, List"
+    );
+}
+
+#[test]
+fn gateway_api_gateway_is_not_an_istio_gateway() {
+    let text = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: gw\nspec:\n  gatewayClassName: x\n";
+    let err = only_error(load::load_str("gw.yaml", text));
+    assert!(matches!(err.kind, LoadErrorKind::UnknownKind { .. }), "{err}");
+}
+
+#[test]
+fn wrong_api_version_says_which_to_use() {
+    let text = GOOD_VS.replace("networking.istio.io/v1", "networking.istio.io/v2");
+    let err = only_error(load::load_str("vs.yaml", &text));
+    assert_eq!(
+        err.kind.to_string(),
+        "VirtualService is not served by apiVersion networking.istio.io/v2: use networking.istio.io/v1 or networking.istio.io/v1beta1 or networking.istio.io/v1alpha3"
+    );
+}
+
+#[test]
+fn missing_kind_is_an_error() {
+    let err = only_error(load::load_str("x.yaml", "apiVersion: v1\nmetadata:\n  name: x\n"));
+    assert_eq!(err.kind.to_string(), "missing kind: every object needs apiVersion and kind");
+    assert_eq!(err.line, Some(1));
+}
+
+#[test]
+fn empty_and_comment_only_documents_are_ignored() {
+    let text = format!("---\n# nothing here\n---\n{GOOD_VS}---\n");
+    let report = load::load_str("x.yaml", &text);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.objects.len(), 1);
+    assert_eq!(report.objects[0].origin.document, 1);
+    assert_eq!(report.objects[0].origin.line, 4);
+}
+
+#[test]
+fn directory_is_read_recursively_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("b/nested")).unwrap();
+    std::fs::create_dir_all(dir.path().join("..data")).unwrap();
+    std::fs::write(dir.path().join("a.yaml"), GOOD_VS.replace("good", "first")).unwrap();
+    std::fs::write(dir.path().join("b/nested/c.yml"), GOOD_VS.replace("good", "second")).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not config").unwrap();
+    std::fs::write(dir.path().join("..data/dup.yaml"), GOOD_VS).unwrap();
+    std::fs::write(
+        dir.path().join("bad.json"),
+        "{\"apiVersion\": \"v1\",\n \"kind\": \"Namespace\",\n \"metadata\": {\"name\": 5}}",
+    )
+    .unwrap();
+    let report = load::load_path(dir.path());
+    let names: Vec<String> = report.objects.iter().map(|o| o.resource.object_ref().name).collect();
+    assert_eq!(names, ["first", "second"]);
+    let err = only_error(report);
+    assert!(err.file.ends_with("bad.json"), "{err}");
+    assert_eq!(err.line, Some(3));
+    let LoadErrorKind::Field { path, .. } = &err.kind else { panic!("{err}") };
+    assert_eq!(path, "metadata.name");
+}
+
+#[test]
+fn missing_path_is_an_error() {
+    let err = only_error(load::load_path(std::path::Path::new("/nonexistent/mesh/config")));
+    assert!(matches!(err.kind, LoadErrorKind::Io(_)));
+    assert!(err.to_string().starts_with("/nonexistent/mesh/config: cannot read:"), "{err}");
+}
+
+#[test]
+fn json_stream_and_kubectl_list_load() {
+    let text = r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "one"}}
+{"apiVersion": "v1", "kind": "List", "items": [
+  {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "two"}},
+  {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+   "metadata": {"name": "strict", "namespace": "two"}, "spec": {"mtls": {"mode": "STRICT"}}}
+]}"#;
+    let report = load::load_reader("<stdin>", Cursor::new(text));
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let names: Vec<String> =
+        report.objects.iter().map(|o| o.resource.object_ref().to_string()).collect();
+    assert_eq!(names, ["Namespace one", "Namespace two", "PeerAuthentication two/strict"]);
+    assert_eq!(report.objects[1].origin.document, 2);
+    assert_eq!(report.objects[1].origin.line, 2);
+    assert!(matches!(report.objects[2].resource, Resource::PeerAuthentication(_)));
+}
+
+#[test]
+fn list_item_errors_name_the_item() {
+    let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: security.istio.io/v1\n  kind: PeerAuthentication\n  metadata: {name: x}\n  spec:\n    mtls: {mode: STRICT, extra: 1}\n";
+    let err = only_error(load::load_str("list.yaml", text));
+    let LoadErrorKind::Field { path, .. } = &err.kind else { panic!("{err}") };
+    assert_eq!(path, "items[0].spec.mtls.extra");
+}
+
+#[test]
+fn json_syntax_error_has_line_and_column() {
+    let err = only_error(load::load_str("<stdin>", "{\"apiVersion\": \"v1\",\n  \"kind\": }"));
+    assert!(matches!(err.kind, LoadErrorKind::Syntax { format: "JSON", .. }), "{err}");
+    assert_eq!((err.line, err.column), (Some(2), Some(11)));
+}
