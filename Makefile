@@ -1,0 +1,36 @@
+# The mesh's entry points. `make test` is what CI runs; every target installs what it needs.
+
+CARGO ?= cargo
+CRD_DIR := charts/base/crds
+
+.PHONY: help deps test fmt-check clippy unit crds validate fmt
+
+help:
+	@echo "make test        format check, clippy (warnings denied) and every test of the workspace"
+	@echo "make validate CONFIG=<file|dir|->  check Istio YAML against the mesh's rules"
+	@echo "make crds        regenerate $(CRD_DIR) from the mesh-api types"
+	@echo "make fmt         format the code"
+
+deps:
+	@scripts/deps.sh
+
+test: deps fmt-check clippy unit
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --locked
+
+fmt:
+	$(CARGO) fmt --all
+
+crds:
+	$(CARGO) run -q -p mesh-api --example write_crds -- $(CRD_DIR)
+
+CONFIG ?= -
+validate: deps
+	$(CARGO) run -q -p mesh-api --example validate -- $(CONFIG)

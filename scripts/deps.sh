@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building and testing the mesh needs on a fresh Debian/Ubuntu machine, and only
+# what is missing. Safe to run again. Used by `make deps`, and so by `make test` and CI.
+set -euo pipefail
+
+# System packages the test suite needs. The Rust crates need only a C compiler (ring); the
+# capture and end-to-end tests add iptables and iproute2 when they land.
+APT_PACKAGES=(gcc make)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "deps: cargo is missing; install Rust 1.89 or newer (https://rustup.rs) and run again" >&2
+  exit 1
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    echo "deps: adding the $component component"
+    rustup component add "$component"
+  fi
+done
