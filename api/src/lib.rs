@@ -9,7 +9,7 @@
 //! the workspace. File and stdin reading in [`load`] is its only I/O.
 
 #[macro_use]
-mod string_enum;
+pub mod string_enum;
 
 pub mod crds;
 pub mod duration;

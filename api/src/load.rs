@@ -485,11 +485,44 @@ struct TypeHeader {
     kind: Option<String>,
 }
 
-/// A `kind: List` of objects, as `kubectl get -o yaml` prints.
+/// A `kind: List` (or `ServiceList`, ...) of objects, as kubectl and the API server print them.
 #[derive(Deserialize)]
 struct List {
     #[serde(default)]
     items: Vec<serde_json::Value>,
+}
+
+/// What an object is decoded from: a document of a file (positions known), or an item of a
+/// List (positions inside it unknown; the List's line is reported).
+enum Input<'a> {
+    Document(&'a Document<'a>),
+    Item(serde_json::Value),
+}
+
+impl Input<'_> {
+    fn decode<T: DeserializeOwned>(&self) -> Result<T, DocError> {
+        match self {
+            Input::Document(doc) => typed(doc),
+            Input::Item(value) => serde_path_to_error::deserialize(value.clone()).map_err(|err| {
+                let path = err.path().to_string();
+                DocError::new(LoadErrorKind::Field { path, message: err.into_inner().to_string() })
+            }),
+        }
+    }
+
+    /// The line of the first `key:` in the document, for errors found after decoding.
+    fn line_of_key(&self, key: &str) -> Option<usize> {
+        let Input::Document(doc) = self else { return None };
+        let yaml_key = format!("{key}:");
+        let json_key = format!("\"{key}\"");
+        doc.text
+            .lines()
+            .position(|line| {
+                let line = line.trim_start().trim_start_matches("- ");
+                line.starts_with(&yaml_key) || line.contains(&json_key)
+            })
+            .map(|index| doc.line_offset + index + 1)
+    }
 }
 
 fn load_document(doc: &Document<'_>) -> Result<Vec<Resource>, DocError> {
@@ -498,27 +531,26 @@ fn load_document(doc: &Document<'_>) -> Result<Vec<Resource>, DocError> {
         .api_version
         .ok_or_else(|| DocError::new(LoadErrorKind::MissingTypeField("apiVersion")))?;
     let kind = header.kind.ok_or_else(|| DocError::new(LoadErrorKind::MissingTypeField("kind")))?;
-    if kind == "List" || kind.ends_with("List") && api_version == "v1" {
-        let list: List = typed(doc)?;
-        let mut resources = Vec::new();
-        for (i, item) in list.items.into_iter().enumerate() {
-            resources.push(from_value(item).map_err(|err| prefix_items(err, i))?);
-        }
-        return Ok(resources);
+    if !kind.ends_with("List") {
+        return Ok(vec![decode_object(&Input::Document(doc), &api_version, &kind)?]);
     }
-    let kind_of = kind_of(&api_version, &kind)?;
-    Ok(vec![match kind_of {
-        Kind::VirtualService => Resource::VirtualService(typed(doc)?),
-        Kind::DestinationRule => Resource::DestinationRule(typed(doc)?),
-        Kind::Gateway => Resource::Gateway(typed(doc)?),
-        Kind::ServiceEntry => Resource::ServiceEntry(typed(doc)?),
-        Kind::WorkloadEntry => Resource::WorkloadEntry(typed(doc)?),
-        Kind::Sidecar => Resource::Sidecar(typed(doc)?),
-        Kind::PeerAuthentication => Resource::PeerAuthentication(typed(doc)?),
-        Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(typed(doc)?),
-        Kind::Service => Resource::Service(typed(doc)?),
-        Kind::Namespace => Resource::Namespace(typed(doc)?),
-    }])
+    // Items of a typed list (`VirtualServiceList`, as the API server returns it) may leave out
+    // their apiVersion and kind; they are the list's.
+    let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
+    let list: List = typed(doc)?;
+    let mut resources = Vec::with_capacity(list.items.len());
+    for (i, item) in list.items.into_iter().enumerate() {
+        let field = |name: &str| item.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        let item_api = field("apiVersion").or_else(|| item_kind.map(|_| api_version.clone()));
+        let item_kind = field("kind").or_else(|| item_kind.map(str::to_owned));
+        let decoded = match (item_api, item_kind) {
+            (None, _) => Err(DocError::new(LoadErrorKind::MissingTypeField("apiVersion"))),
+            (_, None) => Err(DocError::new(LoadErrorKind::MissingTypeField("kind"))),
+            (Some(api), Some(kind)) => decode_object(&Input::Item(item), &api, &kind),
+        };
+        resources.push(decoded.map_err(|err| prefix_items(err, i))?);
+    }
+    Ok(resources)
 }
 
 fn prefix_items(mut err: DocError, index: usize) -> DocError {
@@ -531,80 +563,120 @@ fn prefix_items(mut err: DocError, index: usize) -> DocError {
     err
 }
 
-/// Deserializes one item of a List (no positions inside: the List's line is reported).
-fn from_value(value: serde_json::Value) -> Result<Resource, DocError> {
-    fn typed_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, DocError> {
-        serde_path_to_error::deserialize(value).map_err(|err| {
-            let path = err.path().to_string();
-            DocError::new(LoadErrorKind::Field { path, message: err.into_inner().to_string() })
-        })
+/// Decodes one object of a known kind, refusing fields the types would silently drop.
+fn decode_object(input: &Input<'_>, api_version: &str, kind: &str) -> Result<Resource, DocError> {
+    let resource = kind_of(api_version, kind)?(input)?;
+    // The Istio specs refuse unknown fields themselves; Kubernetes' own types (metadata,
+    // Service, Namespace) ignore them, so a typo such as `metadata.lables` is caught here by
+    // comparing what was written with what was understood.
+    let written: serde_json::Value = input.decode()?;
+    let understood = resource.to_json().map_err(|err| {
+        DocError::new(LoadErrorKind::Syntax { format: "JSON", message: err.to_string() })
+    })?;
+    if let Some((path, key)) = first_dropped(&written, &understood, "") {
+        return Err(DocError {
+            line: input.line_of_key(&key),
+            column: None,
+            kind: LoadErrorKind::Field { path, message: format!("unknown field `{key}`") },
+        });
     }
-    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_owned);
-    let api_version = field("apiVersion")
-        .ok_or_else(|| DocError::new(LoadErrorKind::MissingTypeField("apiVersion")))?;
-    let kind =
-        field("kind").ok_or_else(|| DocError::new(LoadErrorKind::MissingTypeField("kind")))?;
-    Ok(match kind_of(&api_version, &kind)? {
-        Kind::VirtualService => Resource::VirtualService(typed_value(value)?),
-        Kind::DestinationRule => Resource::DestinationRule(typed_value(value)?),
-        Kind::Gateway => Resource::Gateway(typed_value(value)?),
-        Kind::ServiceEntry => Resource::ServiceEntry(typed_value(value)?),
-        Kind::WorkloadEntry => Resource::WorkloadEntry(typed_value(value)?),
-        Kind::Sidecar => Resource::Sidecar(typed_value(value)?),
-        Kind::PeerAuthentication => Resource::PeerAuthentication(typed_value(value)?),
-        Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(typed_value(value)?),
-        Kind::Service => Resource::Service(typed_value(value)?),
-        Kind::Namespace => Resource::Namespace(typed_value(value)?),
-    })
+    Ok(resource)
 }
 
-enum Kind {
-    VirtualService,
-    DestinationRule,
-    Gateway,
-    ServiceEntry,
-    WorkloadEntry,
-    Sidecar,
-    PeerAuthentication,
-    AuthorizationPolicy,
-    Service,
-    Namespace,
-}
-
-/// Maps `apiVersion` + `kind` to a kind the mesh reads, checking the version serves it.
-fn kind_of(api_version: &str, kind: &str) -> Result<Kind, DocError> {
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let (kind_enum, expected_group, versions) = match kind {
-        "VirtualService" => (Kind::VirtualService, networking::GROUP, networking::READ_VERSIONS),
-        "DestinationRule" => (Kind::DestinationRule, networking::GROUP, networking::READ_VERSIONS),
-        "Gateway" => (Kind::Gateway, networking::GROUP, networking::READ_VERSIONS),
-        "ServiceEntry" => (Kind::ServiceEntry, networking::GROUP, networking::READ_VERSIONS),
-        "WorkloadEntry" => (Kind::WorkloadEntry, networking::GROUP, networking::READ_VERSIONS),
-        "Sidecar" => (Kind::Sidecar, networking::GROUP, networking::READ_VERSIONS),
-        "PeerAuthentication" => {
-            (Kind::PeerAuthentication, security::GROUP, security::READ_VERSIONS)
-        }
-        "AuthorizationPolicy" => {
-            (Kind::AuthorizationPolicy, security::GROUP, security::READ_VERSIONS)
-        }
-        "Service" => (Kind::Service, "", &["v1"][..]),
-        "Namespace" => (Kind::Namespace, "", &["v1"][..]),
-        _ => {
-            return Err(DocError::new(LoadErrorKind::UnknownKind {
-                api_version: api_version.to_owned(),
-                kind: kind.to_owned(),
-            }));
-        }
+/// The first field (path and key) present in `written` but missing from `understood`. Empty
+/// values and the server-owned top-level `status` do not count.
+fn first_dropped(
+    written: &serde_json::Value,
+    understood: &serde_json::Value,
+    path: &str,
+) -> Option<(String, String)> {
+    use serde_json::Value;
+    let is_empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
     };
+    match (written, understood) {
+        (Value::Object(written), Value::Object(understood)) => {
+            for (key, value) in written {
+                if is_empty(value) || (path.is_empty() && key == "status") {
+                    continue;
+                }
+                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                match understood.get(key) {
+                    None => return Some((child, key.clone())),
+                    Some(inner) => {
+                        if let Some(found) = first_dropped(value, inner, &child) {
+                            return Some(found);
+                        }
+                    }
+                }
+            }
+            None
+        }
+        (Value::Array(written), Value::Array(understood)) if written.len() == understood.len() => {
+            written
+                .iter()
+                .zip(understood)
+                .enumerate()
+                .find_map(|(i, (w, u))| first_dropped(w, u, &format!("{path}[{i}]")))
+        }
+        _ => None,
+    }
+}
+
+/// Turns a document or List item into one kind of object.
+type Decode = fn(&Input<'_>) -> Result<Resource, DocError>;
+
+/// Every kind the loader reads: name, API group (empty for core), versions, decoder.
+const KINDS: &[(&str, &str, &[&str], Decode)] = &[
+    ("VirtualService", networking::GROUP, networking::READ_VERSIONS, |i| {
+        Ok(Resource::VirtualService(i.decode()?))
+    }),
+    ("DestinationRule", networking::GROUP, networking::READ_VERSIONS, |i| {
+        Ok(Resource::DestinationRule(i.decode()?))
+    }),
+    ("Gateway", networking::GROUP, networking::READ_VERSIONS, |i| {
+        Ok(Resource::Gateway(i.decode()?))
+    }),
+    ("ServiceEntry", networking::GROUP, networking::READ_VERSIONS, |i| {
+        Ok(Resource::ServiceEntry(i.decode()?))
+    }),
+    ("WorkloadEntry", networking::GROUP, networking::READ_VERSIONS, |i| {
+        Ok(Resource::WorkloadEntry(i.decode()?))
+    }),
+    ("Sidecar", networking::GROUP, networking::READ_VERSIONS, |i| {
+        Ok(Resource::Sidecar(i.decode()?))
+    }),
+    ("PeerAuthentication", security::GROUP, security::READ_VERSIONS, |i| {
+        Ok(Resource::PeerAuthentication(i.decode()?))
+    }),
+    ("AuthorizationPolicy", security::GROUP, security::READ_VERSIONS, |i| {
+        Ok(Resource::AuthorizationPolicy(i.decode()?))
+    }),
+    ("Service", "", &["v1"], |i| Ok(Resource::Service(i.decode()?))),
+    ("Namespace", "", &["v1"], |i| Ok(Resource::Namespace(i.decode()?))),
+];
+
+/// Maps `apiVersion` + `kind` to its decoder, checking that the version serves the kind.
+fn kind_of(api_version: &str, kind: &str) -> Result<Decode, DocError> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let unknown = || {
+        DocError::new(LoadErrorKind::UnknownKind {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+        })
+    };
+    let &(_, expected_group, versions, decode) =
+        KINDS.iter().find(|(name, ..)| *name == kind).ok_or_else(unknown)?;
     if group == expected_group && versions.contains(&version) {
-        return Ok(kind_enum);
+        return Ok(decode);
     }
     // `Gateway` also exists in the Kubernetes Gateway API, which the mesh does not read.
     if group != expected_group && kind == "Gateway" {
-        return Err(DocError::new(LoadErrorKind::UnknownKind {
-            api_version: api_version.to_owned(),
-            kind: kind.to_owned(),
-        }));
+        return Err(unknown());
     }
     let expected = versions
         .iter()

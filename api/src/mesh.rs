@@ -201,23 +201,13 @@ impl MeshConfig {
             );
         }
         let mode = &self.outbound_traffic_policy.mode;
-        c.known(
-            &root.field("outboundTrafficPolicy").field("mode"),
-            mode.as_str(),
-            mode.is_known(),
-            OutboundTrafficMode::KNOWN,
-        );
+        c.known(&root.field("outboundTrafficPolicy").field("mode"), mode);
         c.duration(&root.field("connectTimeout"), &self.connect_timeout, false);
         c.duration(&root.field("protocolDetectionTimeout"), &self.protocol_detection_timeout, true);
         let retry = &self.default_http_retry_policy;
         crate::validate::http_retry(&mut c, &root.field("defaultHttpRetryPolicy"), retry);
         let enc = &self.access_log_encoding;
-        c.known(
-            &root.field("accessLogEncoding"),
-            enc.as_str(),
-            enc.is_known(),
-            AccessLogEncoding::KNOWN,
-        );
+        c.known(&root.field("accessLogEncoding"), enc);
         let sampling = self.tracing.sampling_percentage;
         if !(0.0..=100.0).contains(&sampling) {
             c.error(

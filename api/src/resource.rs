@@ -8,10 +8,42 @@ use crate::networking::{
 };
 use crate::security::{AuthorizationPolicy, PeerAuthentication};
 
-/// One object of a kind the mesh understands.
-#[derive(Clone, Debug, PartialEq)]
-#[allow(clippy::large_enum_variant)] // Loaded once per file; boxing would only add noise.
-pub enum Resource {
+/// Declares [`Resource`] and the methods that treat every kind alike.
+macro_rules! resources {
+    ($( $(#[$doc:meta])* $variant:ident($ty:ty), )+) => {
+        /// One object of a kind the mesh understands.
+        #[derive(Clone, Debug, PartialEq)]
+        #[allow(clippy::large_enum_variant)] // Loaded once per file; boxing would only add noise.
+        pub enum Resource {
+            $( $(#[$doc])* $variant($ty), )+
+        }
+
+        impl Resource {
+            /// Kind, namespace and name of the object.
+            pub fn object_ref(&self) -> ObjectRef {
+                match self {
+                    $( Resource::$variant(o) => ObjectRef::of(o), )+
+                }
+            }
+
+            /// The object as JSON, with `apiVersion` and `kind`.
+            pub fn to_json(&self) -> serde_json::Result<serde_json::Value> {
+                match self {
+                    $( Resource::$variant(o) => serde_json::to_value(o), )+
+                }
+            }
+
+            /// The object as YAML, with `apiVersion` and `kind`.
+            pub fn to_yaml(&self) -> Result<String, serde_saphyr::SerializeError> {
+                match self {
+                    $( Resource::$variant(o) => serde_saphyr::to_string(o), )+
+                }
+            }
+        }
+    };
+}
+
+resources! {
     /// `networking.istio.io` VirtualService.
     VirtualService(VirtualService),
     /// `networking.istio.io` DestinationRule.
@@ -71,56 +103,6 @@ impl std::fmt::Display for ObjectRef {
         match &self.namespace {
             Some(namespace) => write!(f, "{} {namespace}/{name}", self.kind),
             None => write!(f, "{} {name}", self.kind),
-        }
-    }
-}
-
-impl Resource {
-    /// Kind, namespace and name of the object.
-    pub fn object_ref(&self) -> ObjectRef {
-        match self {
-            Resource::VirtualService(o) => ObjectRef::of(o),
-            Resource::DestinationRule(o) => ObjectRef::of(o),
-            Resource::Gateway(o) => ObjectRef::of(o),
-            Resource::ServiceEntry(o) => ObjectRef::of(o),
-            Resource::WorkloadEntry(o) => ObjectRef::of(o),
-            Resource::Sidecar(o) => ObjectRef::of(o),
-            Resource::PeerAuthentication(o) => ObjectRef::of(o),
-            Resource::AuthorizationPolicy(o) => ObjectRef::of(o),
-            Resource::Service(o) => ObjectRef::of(o),
-            Resource::Namespace(o) => ObjectRef::of(o),
-        }
-    }
-
-    /// The object as JSON, with `apiVersion` and `kind`.
-    pub fn to_json(&self) -> serde_json::Result<serde_json::Value> {
-        match self {
-            Resource::VirtualService(o) => serde_json::to_value(o),
-            Resource::DestinationRule(o) => serde_json::to_value(o),
-            Resource::Gateway(o) => serde_json::to_value(o),
-            Resource::ServiceEntry(o) => serde_json::to_value(o),
-            Resource::WorkloadEntry(o) => serde_json::to_value(o),
-            Resource::Sidecar(o) => serde_json::to_value(o),
-            Resource::PeerAuthentication(o) => serde_json::to_value(o),
-            Resource::AuthorizationPolicy(o) => serde_json::to_value(o),
-            Resource::Service(o) => serde_json::to_value(o),
-            Resource::Namespace(o) => serde_json::to_value(o),
-        }
-    }
-
-    /// The object as YAML, with `apiVersion` and `kind`.
-    pub fn to_yaml(&self) -> Result<String, serde_saphyr::SerializeError> {
-        match self {
-            Resource::VirtualService(o) => serde_saphyr::to_string(o),
-            Resource::DestinationRule(o) => serde_saphyr::to_string(o),
-            Resource::Gateway(o) => serde_saphyr::to_string(o),
-            Resource::ServiceEntry(o) => serde_saphyr::to_string(o),
-            Resource::WorkloadEntry(o) => serde_saphyr::to_string(o),
-            Resource::Sidecar(o) => serde_saphyr::to_string(o),
-            Resource::PeerAuthentication(o) => serde_saphyr::to_string(o),
-            Resource::AuthorizationPolicy(o) => serde_saphyr::to_string(o),
-            Resource::Service(o) => serde_saphyr::to_string(o),
-            Resource::Namespace(o) => serde_saphyr::to_string(o),
         }
     }
 }

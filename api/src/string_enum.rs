@@ -5,6 +5,16 @@
 //! a typo cannot make a whole Kubernetes list unreadable. The JSON schema still lists only the known
 //! values, so an API server with our CRDs refuses typos at admission.
 
+/// What validation needs of a string enumeration.
+pub trait StringEnum {
+    /// Every value this version understands.
+    const KNOWN: &'static [&'static str];
+    /// The value as written.
+    fn as_str(&self) -> &str;
+    /// Whether the value is one of [`Self::KNOWN`].
+    fn is_known(&self) -> bool;
+}
+
 /// Declares a string enumeration with an `Unknown(String)` fallback (see the module docs).
 macro_rules! string_enum {
     (
@@ -37,6 +47,18 @@ macro_rules! string_enum {
             /// Whether the value is one of [`Self::KNOWN`].
             pub fn is_known(&self) -> bool {
                 !matches!(self, Self::Unknown(_))
+            }
+        }
+
+        impl $crate::string_enum::StringEnum for $name {
+            const KNOWN: &'static [&'static str] = $name::KNOWN;
+
+            fn as_str(&self) -> &str {
+                $name::as_str(self)
+            }
+
+            fn is_known(&self) -> bool {
+                $name::is_known(self)
             }
         }
 

@@ -179,3 +179,40 @@ fn json_syntax_error_has_line_and_column() {
     assert!(matches!(err.kind, LoadErrorKind::Syntax { format: "JSON", .. }), "{err}");
     assert_eq!((err.line, err.column), (Some(2), Some(11)));
 }
+
+#[test]
+fn typo_in_kubernetes_fields_is_not_silently_dropped() {
+    // Kubernetes' own types ignore unknown fields; the loader does not.
+    let text = GOOD_VS
+        .replace("  namespace: default\n", "  namespace: default\n  lables:\n    app: good\n");
+    let err = only_error(load::load_str("vs.yaml", &text));
+    assert_eq!(err.line, Some(6));
+    let LoadErrorKind::Field { path, message } = &err.kind else { panic!("{err}") };
+    assert_eq!((path.as_str(), message.as_str()), ("metadata.lables", "unknown field `lables`"));
+
+    let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: reviews\nspec:\n  selector:\n    app: reviews\n  prots:\n  - port: 9080\n";
+    let err = only_error(load::load_str("svc.yaml", service));
+    assert_eq!(err.line, Some(8));
+    let LoadErrorKind::Field { path, .. } = &err.kind else { panic!("{err}") };
+    assert_eq!(path, "spec.prots");
+}
+
+#[test]
+fn server_written_status_and_nulls_are_accepted() {
+    let text = GOOD_VS.replace("metadata:\n", "metadata:\n  creationTimestamp: null\n")
+        + "status:\n  observedGeneration: 3\n";
+    let report = load::load_str("vs.yaml", &text);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.objects.len(), 1);
+}
+
+#[test]
+fn typed_list_from_the_api_server_loads() {
+    // `kubectl get --raw` returns items without apiVersion and kind.
+    let text = r#"{"apiVersion": "networking.istio.io/v1", "kind": "VirtualServiceList",
+ "items": [{"metadata": {"name": "a", "namespace": "default"},
+            "spec": {"hosts": ["a"], "http": [{"route": [{"destination": {"host": "a"}}]}]}}]}"#;
+    let report = load::load_str("<stdin>", text);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.objects[0].resource.object_ref().to_string(), "VirtualService default/a");
+}

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 use crate::duration::Duration;
 use crate::networking::{Percent, StringMatch};
+use crate::string_enum::StringEnum;
 use crate::{ObjectRef, Resource};
 
 mod networking;
@@ -171,11 +172,15 @@ impl Checker {
     }
 
     /// A known enumeration value.
-    pub(crate) fn known(&mut self, path: &Path, value: &str, is_known: bool, known: &[&str]) {
-        if !is_known {
+    pub(crate) fn known<E: StringEnum>(&mut self, path: &Path, value: &E) {
+        if !value.is_known() {
             self.error(
                 path,
-                format!("unknown value {value:?}: must be one of {}", known.join(", ")),
+                format!(
+                    "unknown value {:?}: must be one of {}",
+                    value.as_str(),
+                    E::KNOWN.join(", ")
+                ),
             );
         }
     }

@@ -240,12 +240,7 @@ fn http_route(c: &mut Checker, path: &Path, route: &HttpRoute) {
             }
         }
         if let Some(derive) = &redirect.derive_port {
-            c.known(
-                &rpath.field("derivePort"),
-                derive.as_str(),
-                derive.is_known(),
-                RedirectPortSelection::KNOWN,
-            );
+            c.known(&rpath.field("derivePort"), derive);
         }
         if let Some(scheme) = &redirect.scheme
             && !matches!(scheme.as_str(), "http" | "https")
@@ -586,12 +581,7 @@ fn cors_policy(c: &mut Checker, path: &Path, cors: &CorsPolicy) {
     }
     c.opt_duration(&path.field("maxAge"), cors.max_age.as_ref());
     if let Some(mode) = &cors.unmatched_preflights {
-        c.known(
-            &path.field("unmatchedPreflights"),
-            mode.as_str(),
-            mode.is_known(),
-            UnmatchedPreflights::KNOWN,
-        );
+        c.known(&path.field("unmatchedPreflights"), mode);
     }
 }
 
@@ -728,12 +718,7 @@ fn traffic_policy(c: &mut Checker, path: &Path, policy: &TrafficPolicy) {
     if let Some(proxy_protocol) = &policy.proxy_protocol
         && let Some(version) = &proxy_protocol.version
     {
-        c.known(
-            &path.field("proxyProtocol").field("version"),
-            version.as_str(),
-            version.is_known(),
-            ProxyProtocolVersion::KNOWN,
-        );
+        c.known(&path.field("proxyProtocol").field("version"), version);
     }
     if let Some(budget) = &policy.retry_budget
         && let Some(percent) = &budget.percent
@@ -766,7 +751,7 @@ fn port_policy(
 
 fn load_balancer(c: &mut Checker, path: &Path, lb: &LoadBalancerSettings) {
     if let Some(simple) = &lb.simple {
-        c.known(&path.field("simple"), simple.as_str(), simple.is_known(), SimpleLb::KNOWN);
+        c.known(&path.field("simple"), simple);
         if lb.consistent_hash.is_some() {
             c.error(&path.field("consistentHash"), "set simple or consistentHash, not both");
         }
@@ -875,12 +860,7 @@ fn connection_pool(c: &mut Checker, path: &Path, pool: &ConnectionPoolSettings) 
             c.duration(&hpath.field("idleTimeout"), idle, true);
         }
         if let Some(policy) = &http.h2_upgrade_policy {
-            c.known(
-                &hpath.field("h2UpgradePolicy"),
-                policy.as_str(),
-                policy.is_known(),
-                H2UpgradePolicy::KNOWN,
-            );
+            c.known(&hpath.field("h2UpgradePolicy"), policy);
         }
     }
 }
@@ -918,7 +898,7 @@ fn client_tls(c: &mut Checker, path: &Path, tls: &ClientTlsSettings) {
     let Some(mode) = &tls.mode else {
         return;
     };
-    c.known(&path.field("mode"), mode.as_str(), mode.is_known(), ClientTlsMode::KNOWN);
+    c.known(&path.field("mode"), mode);
     match mode {
         ClientTlsMode::Mutual => {
             let has_files = tls.client_certificate.is_some() && tls.private_key.is_some();
@@ -986,7 +966,7 @@ fn server_tls(c: &mut Checker, path: &Path, tls: &ServerTlsSettings, protocol: &
         c.error(&path.field("httpsRedirect"), "httpsRedirect only applies to HTTP servers");
     }
     if let Some(mode) = &tls.mode {
-        c.known(&path.field("mode"), mode.as_str(), mode.is_known(), ServerTlsMode::KNOWN);
+        c.known(&path.field("mode"), mode);
         let has_credential = tls.credential_name.is_some() || !tls.credential_names.is_empty();
         let has_files = tls.server_certificate.is_some() && tls.private_key.is_some();
         match mode {
@@ -1023,7 +1003,7 @@ fn server_tls(c: &mut Checker, path: &Path, tls: &ServerTlsSettings, protocol: &
         ("maxProtocolVersion", &tls.max_protocol_version),
     ] {
         if let Some(v) = version {
-            c.known(&path.field(field), v.as_str(), v.is_known(), TlsProtocol::KNOWN);
+            c.known(&path.field(field), v);
         }
     }
     if let (Some(min), Some(max)) = (&tls.min_protocol_version, &tls.max_protocol_version) {
@@ -1126,15 +1106,10 @@ pub fn service_entry(se: &ServiceEntry) -> Vec<ValidationError> {
         }
     }
     if let Some(location) = &spec.location {
-        c.known(&root.field("location"), location.as_str(), location.is_known(), Location::KNOWN);
+        c.known(&root.field("location"), location);
     }
     let resolution = spec.resolution.clone().unwrap_or(Resolution::None);
-    c.known(
-        &root.field("resolution"),
-        resolution.as_str(),
-        resolution.is_known(),
-        Resolution::KNOWN,
-    );
+    c.known(&root.field("resolution"), &resolution);
     if !spec.endpoints.is_empty() && spec.workload_selector.is_some() {
         c.error(&root.field("workloadSelector"), "set endpoints or workloadSelector, not both");
     }
@@ -1253,7 +1228,7 @@ pub fn sidecar(sc: &Sidecar) -> Vec<ValidationError> {
             );
         }
         if let Some(mode) = &ingress.capture_mode {
-            c.known(&path.field("captureMode"), mode.as_str(), mode.is_known(), CaptureMode::KNOWN);
+            c.known(&path.field("captureMode"), mode);
         }
         if let Some(endpoint) = &ingress.default_endpoint {
             default_endpoint(&mut c, &path.field("defaultEndpoint"), endpoint);
@@ -1279,7 +1254,7 @@ pub fn sidecar(sc: &Sidecar) -> Vec<ValidationError> {
             c.error(&path.field("port"), "only one egress listener may leave out the port");
         }
         if let Some(mode) = &egress.capture_mode {
-            c.known(&path.field("captureMode"), mode.as_str(), mode.is_known(), CaptureMode::KNOWN);
+            c.known(&path.field("captureMode"), mode);
         }
     }
     if let Some(pool) = &spec.inbound_connection_pool {
@@ -1288,12 +1263,7 @@ pub fn sidecar(sc: &Sidecar) -> Vec<ValidationError> {
     if let Some(policy) = &spec.outbound_traffic_policy {
         let path = root.field("outboundTrafficPolicy");
         if let Some(mode) = &policy.mode {
-            c.known(
-                &path.field("mode"),
-                mode.as_str(),
-                mode.is_known(),
-                OutboundTrafficMode::KNOWN,
-            );
+            c.known(&path.field("mode"), mode);
         }
         if let Some(proxy) = &policy.egress_proxy {
             if policy.mode != Some(OutboundTrafficMode::AllowAny) {

@@ -33,7 +33,7 @@ pub fn peer_authentication(pa: &PeerAuthentication) -> Vec<ValidationError> {
 
 fn mtls_mode(c: &mut Checker, path: &Path, mtls: &MutualTls) {
     if let Some(mode) = &mtls.mode {
-        c.known(path, mode.as_str(), mode.is_known(), MtlsMode::KNOWN);
+        c.known(path, mode);
     }
 }
 
@@ -60,7 +60,7 @@ pub fn authorization_policy(ap: &AuthorizationPolicy) -> Vec<ValidationError> {
     let spec = &ap.spec;
     let root = Path::root("spec");
     let action = spec.action.clone().unwrap_or(AuthorizationAction::Allow);
-    c.known(&root.field("action"), action.as_str(), action.is_known(), AuthorizationAction::KNOWN);
+    c.known(&root.field("action"), &action);
     match (&action, &spec.provider) {
         (AuthorizationAction::Custom, None) => {
             c.error(&root.field("provider"), "action CUSTOM needs a provider");
