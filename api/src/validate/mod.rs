@@ -111,6 +111,14 @@ impl Checker {
         }
     }
 
+    /// A port number written as text (`"9080"`).
+    pub(crate) fn port_text(&mut self, path: &Path, port: &str) {
+        match port.parse::<u32>() {
+            Ok(number) => self.port(path, number),
+            Err(_) => self.error(path, format!("{port:?} is not a port number")),
+        }
+    }
+
     /// A duration that parses and is at least 1ms (`allow_zero`: `0s` is accepted and means
     /// "disabled").
     pub(crate) fn duration(&mut self, path: &Path, duration: &Duration, allow_zero: bool) {

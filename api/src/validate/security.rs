@@ -22,10 +22,7 @@ pub fn peer_authentication(pa: &PeerAuthentication) -> Vec<ValidationError> {
     }
     for (port, mtls) in &spec.port_level_mtls {
         let path = root.field("portLevelMtls").key(port);
-        match port.parse::<u32>() {
-            Ok(number) => c.port(&path, number),
-            Err(_) => c.error(&path, format!("{port:?} is not a port number")),
-        }
+        c.port_text(&path, port);
         mtls_mode(&mut c, &path.field("mode"), mtls);
     }
     c.finish()
@@ -125,26 +122,24 @@ fn source(c: &mut Checker, path: &Path, source: &Source) {
         ("remoteIpBlocks", &source.remote_ip_blocks),
         ("notRemoteIpBlocks", &source.not_remote_ip_blocks),
     ];
-    if lists.iter().all(|(_, values)| values.is_empty()) {
-        c.error(path, "a source needs at least one field (principals, namespaces, ipBlocks, ...)");
-    }
-    for (field, values) in lists {
-        for (i, value) in values.iter().enumerate() {
-            let vpath = path.field(field).index(i);
-            if value.is_empty() {
-                c.error(&vpath, "value is empty");
-            } else if field.to_ascii_lowercase().ends_with("ipblocks") {
-                c.ip_or_cidr(&vpath, value);
+    value_lists(
+        c,
+        path,
+        &lists,
+        "a source needs at least one field (principals, namespaces, ipBlocks, ...)",
+        |c, vpath, field, value| {
+            if field.to_ascii_lowercase().ends_with("ipblocks") {
+                c.ip_or_cidr(vpath, value);
             } else if field.to_ascii_lowercase().ends_with("serviceaccounts") {
                 let ok = value
                     .split_once('/')
                     .is_some_and(|(ns, sa)| is_dns_label(ns) && !sa.is_empty());
                 if !ok {
-                    c.error(&vpath, format!("{value:?} must be namespace/service-account"));
+                    c.error(vpath, format!("{value:?} must be namespace/service-account"));
                 }
             }
-        }
-    }
+        },
+    );
     if !source.service_accounts.is_empty() && !source.principals.is_empty() {
         c.error(&path.field("serviceAccounts"), "set serviceAccounts or principals, not both");
     }
@@ -161,19 +156,38 @@ fn operation(c: &mut Checker, path: &Path, op: &Operation) {
         ("paths", &op.paths),
         ("notPaths", &op.not_paths),
     ];
+    value_lists(
+        c,
+        path,
+        &lists,
+        "an operation needs at least one field (hosts, ports, methods, paths, ...)",
+        |c, vpath, field, value| {
+            if field.ends_with("orts") {
+                c.port_text(vpath, value);
+            }
+        },
+    );
+}
+
+/// The value lists of a source or operation: at least one set, no empty value, and each value
+/// checked by `check(checker, path, field, value)`.
+fn value_lists(
+    c: &mut Checker,
+    path: &Path,
+    lists: &[(&str, &Vec<String>)],
+    none_set: &str,
+    check: impl Fn(&mut Checker, &Path, &str, &str),
+) {
     if lists.iter().all(|(_, values)| values.is_empty()) {
-        c.error(path, "an operation needs at least one field (hosts, ports, methods, paths, ...)");
+        c.error(path, none_set);
     }
     for (field, values) in lists {
         for (i, value) in values.iter().enumerate() {
             let vpath = path.field(field).index(i);
             if value.is_empty() {
                 c.error(&vpath, "value is empty");
-            } else if field.ends_with("orts") {
-                match value.parse::<u32>() {
-                    Ok(port) => c.port(&vpath, port),
-                    Err(_) => c.error(&vpath, format!("{value:?} is not a port number")),
-                }
+            } else {
+                check(c, &vpath, field, value);
             }
         }
     }
@@ -206,10 +220,7 @@ fn condition(c: &mut Checker, path: &Path, when: &Condition) {
             let vpath = path.field(field).index(i);
             match key {
                 "source.ip" | "remote.ip" | "destination.ip" => c.ip_or_cidr(&vpath, value),
-                "destination.port" => match value.parse::<u32>() {
-                    Ok(port) => c.port(&vpath, port),
-                    Err(_) => c.error(&vpath, format!("{value:?} is not a port number")),
-                },
+                "destination.port" => c.port_text(&vpath, value),
                 _ => {}
             }
         }
