@@ -1,0 +1,79 @@
+//! Golden tests of the rule plan: the `--dry-run` output for each kind of flag.
+//! `UPDATE_GOLDEN=1 cargo test -p mesh-init --test plan` rewrites the files after a deliberate
+//! change; review the diff before committing it.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use mesh_init::capture;
+use mesh_init::config::{Config, Flags};
+
+fn golden(name: &str, args: &[&str]) {
+    let mut all = vec!["mesh-init"];
+    all.extend_from_slice(args);
+    let config = Config::from_flags(&Flags::try_parse_from(all).unwrap()).unwrap();
+    let actual = capture::dry_run(&config);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.golden"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("{}: {err} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
+    pretty_assertions::assert_eq!(actual, expected, "{name}: plan differs from {}", path.display());
+}
+
+#[test]
+fn defaults() {
+    golden("defaults", &[]);
+}
+
+#[test]
+fn include_and_exclude_ports() {
+    golden("ports", &["--ipv6", "off", "-b", "8080,9090", "-q", "3306", "-o", "5432,6379"]);
+}
+
+#[test]
+fn inbound_exclude_ports() {
+    golden("inbound-exclude-ports", &["--ipv6", "off", "-d", "15090,15021,15020,9000"]);
+}
+
+#[test]
+fn include_and_exclude_cidrs_v4_and_v6() {
+    golden(
+        "cidrs",
+        &["-i", "10.96.0.0/12,fd00:96::/108", "-x", "10.96.0.1/32,fd00:96::1/128,169.254.169.254"],
+    );
+}
+
+#[test]
+fn excluded_interface() {
+    golden("exclude-interface", &["--ipv6", "off", "-c", "eth1,net2"]);
+}
+
+#[test]
+fn dns_capture() {
+    golden("dns", &["--ipv6", "off", "--redirect-dns"]);
+}
+
+#[test]
+fn several_uids_and_gids() {
+    golden("uids", &["--ipv6", "off", "-u", "1337,1338", "-g", "1337,2000"]);
+}
+
+#[test]
+fn inbound_disabled() {
+    golden("inbound-disabled", &["--ipv6", "off", "-b", ""]);
+}
+
+#[test]
+fn outbound_disabled() {
+    golden("outbound-disabled", &["--ipv6", "off", "-i", ""]);
+}
+
+#[test]
+fn ipv6_forced() {
+    golden("ipv6-on", &["--ipv6", "on", "-p", "16001", "-z", "16006"]);
+}
