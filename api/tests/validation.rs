@@ -69,15 +69,13 @@ fn weights_not_summing_to_100() {
 }
 
 #[test]
-fn lone_destination_with_partial_weight() {
+fn lone_destination_takes_all_traffic_whatever_its_weight() {
+    // Istio: "If there is only one destination in a rule, it will receive all traffic."
     expect(
         &vs(
             "  hosts: [hello]\n  http:\n  - route:\n    - destination: {host: hello}\n      weight: 50\n",
         ),
-        &[(
-            "spec.http[0].route[0].weight",
-            "the only destination must have weight 100 (or none), not 50",
-        )],
+        &[],
     );
 }
 
@@ -186,7 +184,7 @@ fn invalid_redirect_code() {
         &vs("  hosts: [hello]\n  http:\n  - redirect:\n      uri: /new\n      redirectCode: 200\n"),
         &[(
             "spec.http[0].redirect.redirectCode",
-            "redirect code 200 is not a redirect: must be 301, 302, 303, 307 or 308",
+            "redirect code 200 is not a redirect: must be 300 to 399",
         )],
     );
 }
@@ -283,7 +281,7 @@ fn hosts_empty_and_malformed() {
         &[
             (
                 "spec.hosts[0]",
-                "host \"Hello_World\" is not a valid DNS name: label \"Hello_World\" must be 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'",
+                "host \"Hello_World\" is not a valid DNS name: label \"Hello_World\" must be 1 to 63 letters, digits or '-', not starting or ending with '-'",
             ),
             (
                 "spec.hosts[1]",
@@ -436,16 +434,24 @@ fn string_match_with_two_kinds() {
 }
 
 #[test]
-fn header_manipulation_of_host() {
+fn header_manipulation_of_host_and_pseudo_headers() {
+    // Setting the host is allowed (as in Istio); removing it, or touching other pseudo-headers,
+    // is not.
     expect(
         &vs(&format!(
-            "  hosts: [hello]\n  http:\n{}    headers:\n      request:\n        set:\n          host: other\n",
+            "  hosts: [hello]\n  http:\n{}    headers:\n      request:\n        set:\n          host: other\n          \":path\": /x\n        remove: [host]\n",
             ROUTE_ITEM
         )),
-        &[(
-            "spec.http[0].headers.request.set[host]",
-            "header \"host\" cannot be changed here; use rewrite.authority for the host",
-        )],
+        &[
+            (
+                "spec.http[0].headers.request.set[:path]",
+                "pseudo-header \":path\" cannot be changed",
+            ),
+            (
+                "spec.http[0].headers.request.remove[0]",
+                "header \"host\" cannot be removed: every request has a host",
+            ),
+        ],
     );
 }
 
@@ -511,19 +517,22 @@ fn gateway_protocol_unknown() {
 }
 
 #[test]
-fn service_entry_static_without_endpoints() {
+fn service_entry_unknown_location_and_wildcard_dns() {
     expect(
         &kind(
             "ServiceEntry",
             "networking.istio.io",
-            "  hosts: [db.internal]\n  ports: [{number: 5432, name: pg, protocol: TCP}]\n  resolution: STATIC\n  location: MESH_OUTSIDE\n",
+            "  hosts: [\"*.db.internal\"]\n  ports: [{number: 5432, name: pg, protocol: TCP}]\n  resolution: DNS\n  location: MESH_OUTSIDE\n",
         ),
         &[
             (
                 "spec.location",
                 "unknown value \"MESH_OUTSIDE\": must be one of MESH_EXTERNAL, MESH_INTERNAL",
             ),
-            ("spec.endpoints", "resolution STATIC needs endpoints or a workloadSelector"),
+            (
+                "spec.hosts[0]",
+                "wildcard host \"*.db.internal\" cannot be resolved with DNS: add endpoints or use resolution NONE or DYNAMIC_DNS",
+            ),
         ],
     );
 }
@@ -650,7 +659,7 @@ fn every_error_of_a_document_is_reported() {
             ("spec.http[1].redirect", "redirect cannot be used together with route"),
             (
                 "spec.http[1].redirect.redirectCode",
-                "redirect code 404 is not a redirect: must be 301, 302, 303, 307 or 308",
+                "redirect code 404 is not a redirect: must be 300 to 399",
             ),
         ],
     );

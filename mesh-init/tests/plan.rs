@@ -15,13 +15,16 @@ fn golden(name: &str, args: &[&str]) {
     all.extend_from_slice(args);
     let config = Config::from_flags(&Flags::try_parse_from(all).unwrap()).unwrap();
     let actual = capture::dry_run(&config);
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.golden"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.golden"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|err| panic!("{}: {err} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|err| {
+        panic!("{}: {err} (run with UPDATE_GOLDEN=1 to create it)", path.display())
+    });
     pretty_assertions::assert_eq!(actual, expected, "{name}: plan differs from {}", path.display());
 }
 

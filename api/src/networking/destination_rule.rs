@@ -124,6 +124,24 @@ pub struct LoadBalancerSettings {
     /// Ramp traffic up slowly to new endpoints over this duration.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warmup_duration_secs: Option<Duration>,
+    /// Slow start for new endpoints (supersedes `warmupDurationSecs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<WarmupConfiguration>,
+}
+
+/// Slow start: new endpoints get a growing share of traffic.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct WarmupConfiguration {
+    /// How long the ramp lasts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Duration>,
+    /// Share of its full traffic an endpoint gets at the start, in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimum_percent: Option<f64>,
+    /// Curve of the ramp (1.0 is linear).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggression: Option<f64>,
 }
 
 string_enum! {

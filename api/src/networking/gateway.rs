@@ -101,6 +101,24 @@ pub struct ServerTlsSettings {
     /// Cipher suites, by OpenSSL name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cipher_suites: Vec<String>,
+    /// Several certificate and key pairs from files (one RSA, one ECDSA).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls_certificates: Vec<TlsCertificate>,
+}
+
+/// A certificate and key from files.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsCertificate {
+    /// Certificate file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_certificate: Option<String>,
+    /// Key file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// CA bundle file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
 }
 
 string_enum! {

@@ -224,17 +224,20 @@ impl Checker {
         }
     }
 
-    /// A header name that the proxy may change.
-    pub(crate) fn header_name(&mut self, path: &Path, name: &str) {
+    /// A header name that the proxy may set or add (`removing`: may remove). The host may be
+    /// set (`:authority` or `host`, as Istio allows) but not removed; other pseudo-headers
+    /// belong to the protocol.
+    pub(crate) fn header_name(&mut self, path: &Path, name: &str, removing: bool) {
+        let is_host = name.eq_ignore_ascii_case("host") || name == ":authority";
         if !is_header_name(name) {
             self.error(path, format!("{name:?} is not a valid HTTP header name"));
-        } else if name.starts_with(':') || name.eq_ignore_ascii_case("host") {
+        } else if removing && is_host {
             self.error(
                 path,
-                format!(
-                    "header {name:?} cannot be changed here; use rewrite.authority for the host"
-                ),
+                format!("header {name:?} cannot be removed: every request has a host"),
             );
+        } else if name.starts_with(':') && !is_host {
+            self.error(path, format!("pseudo-header {name:?} cannot be changed"));
         }
     }
 }
@@ -258,6 +261,17 @@ pub(crate) fn is_header_name(name: &str) -> bool {
         && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// A DNS label as Istio accepts it in hosts and subset names: letters of either case, digits
+/// and `-`, 1 to 63 of them, not starting or ending with `-`.
+pub(crate) fn is_host_label(label: &str) -> bool {
+    let bytes = label.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
 /// Checks a host that may carry a leading wildcard (`*`, `*.example.com`, `reviews`).
 pub(crate) fn check_wildcard_domain(host: &str) -> Result<(), String> {
     if host.is_empty() {
@@ -269,16 +283,18 @@ pub(crate) fn check_wildcard_domain(host: &str) -> Result<(), String> {
     if host == "*" {
         return Ok(());
     }
-    let name = host.strip_prefix("*.").or_else(|| host.strip_prefix('*')).unwrap_or(host);
+    // A trailing dot marks a fully qualified name, as in DNS.
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let name = name.strip_prefix("*.").or_else(|| name.strip_prefix('*')).unwrap_or(name);
     if name.is_empty() || name.contains('*') {
         return Err(format!(
             "host {host:?} is not a valid wildcard: only a leading '*' or '*.' is allowed"
         ));
     }
     for label in name.split('.') {
-        if !crate::identity::is_dns_label(label) {
+        if !is_host_label(label) {
             return Err(format!(
-                "host {host:?} is not a valid DNS name: label {label:?} must be 1 to 63 lowercase letters, digits or '-', not starting or ending with '-'"
+                "host {host:?} is not a valid DNS name: label {label:?} must be 1 to 63 letters, digits or '-', not starting or ending with '-'"
             ));
         }
     }
@@ -305,7 +321,9 @@ mod tests {
         assert!(check_wildcard_domain("*.example.com").is_ok());
         assert!(check_wildcard_domain("reviews.default.svc.cluster.local").is_ok());
         assert!(check_wildcard_domain("foo.*.com").is_err());
-        assert!(check_wildcard_domain("Reviews").is_err());
+        assert!(check_wildcard_domain("Reviews").is_ok());
+        assert!(check_wildcard_domain("istio.io.").is_ok());
+        assert!(check_wildcard_domain("under_score").is_err());
         assert!(check_wildcard_domain("a..b").is_err());
         assert!(check_wildcard_domain("-a.com").is_err());
     }

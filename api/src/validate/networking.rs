@@ -49,8 +49,6 @@ pub const GRPC_STATUSES: &[&str] = &[
     "UNAUTHENTICATED",
 ];
 
-const REDIRECT_CODES: [u32; 5] = [301, 302, 303, 307, 308];
-
 /// Validates a VirtualService.
 pub fn virtual_service(vs: &VirtualService) -> Vec<ValidationError> {
     let mut c = Checker::new(ObjectRef::of(vs));
@@ -88,17 +86,8 @@ pub fn virtual_service(vs: &VirtualService) -> Vec<ValidationError> {
     }
     c.export_to(&root.field("exportTo"), &spec.export_to);
 
-    let mut names = BTreeSet::new();
     for (i, route) in spec.http.iter().enumerate() {
         let path = root.field("http").index(i);
-        if let Some(name) = &route.name
-            && !names.insert(name.as_str())
-        {
-            c.error(
-                &path.field("name"),
-                format!("route name {name:?} is used by an earlier route"),
-            );
-        }
         http_route(&mut c, &path, route);
     }
     for (i, route) in spec.tls.iter().enumerate() {
@@ -224,13 +213,11 @@ fn http_route(c: &mut Checker, path: &Path, route: &HttpRoute) {
     if let Some(redirect) = &route.redirect {
         let rpath = path.field("redirect");
         if let Some(code) = redirect.redirect_code
-            && !REDIRECT_CODES.contains(&code)
+            && !(300..=399).contains(&code)
         {
             c.error(
                 &rpath.field("redirectCode"),
-                format!(
-                    "redirect code {code} is not a redirect: must be 301, 302, 303, 307 or 308"
-                ),
+                format!("redirect code {code} is not a redirect: must be 300 to 399"),
             );
         }
         if let Some(port) = redirect.port {
@@ -363,18 +350,20 @@ fn http_match(c: &mut Checker, path: &Path, m: &HttpMatchRequest) {
             c.string_match(&path.field(field), value, true);
         }
     }
-    if let Some(uri) = &m.uri {
-        for prefix in [&uri.exact, &uri.prefix].into_iter().flatten() {
-            if !prefix.starts_with('/') {
-                c.error(&path.field("uri"), format!("path {prefix:?} must start with '/'"));
-            }
-        }
-    }
     for (field, map) in [("headers", &m.headers), ("withoutHeaders", &m.without_headers)] {
         for (name, value) in map {
             let hpath = path.field(field).key(name);
-            if !super::is_header_name(name) {
+            // `@request.auth.claims.<claim>` routes on a JWT claim (gateways).
+            let claim = name.strip_prefix("@request.auth.claims.").is_some_and(|c| !c.is_empty());
+            if !claim && !super::is_header_name(name) {
                 c.error(&hpath, format!("{name:?} is not a valid HTTP header name"));
+            }
+            // `regex: "*"` is Istio's spelling of "present" in withoutHeaders.
+            if value.regex.as_deref() == Some("*")
+                && value.exact.is_none()
+                && value.prefix.is_none()
+            {
+                continue;
             }
             c.string_match(&hpath, value, false);
         }
@@ -408,7 +397,7 @@ fn destination(c: &mut Checker, path: &Path, dest: &Destination) {
         c.host(&path.field("host"), &dest.host);
     }
     if let Some(subset) = &dest.subset
-        && !is_dns_label(subset)
+        && !super::is_host_label(subset)
     {
         c.error(&path.field("subset"), format!("subset {subset:?} is not a valid subset name"));
     }
@@ -435,13 +424,9 @@ fn weights(c: &mut Checker, path: &Path, weights: impl Iterator<Item = Option<i3
     if !in_range {
         return;
     }
+    // A lone destination gets all the traffic whatever its weight, as in Istio.
     match weights.as_slice() {
-        [] => {}
-        [None] | [Some(0)] | [Some(100)] => {}
-        [Some(w)] => c.error(
-            &path.index(0).field("weight"),
-            format!("the only destination must have weight 100 (or none), not {w}"),
-        ),
+        [] | [_] => {}
         many => {
             let total: i32 = many.iter().map(|w| w.unwrap_or(0)).sum();
             if total != 100 {
@@ -494,7 +479,8 @@ fn fault_injection(c: &mut Checker, path: &Path, fault: &HttpFaultInjection) {
                 &dpath.field("exponentialDelay"),
                 "exponentialDelay is not supported; use fixedDelay",
             ),
-            (None, None) => c.error(&dpath.field("fixedDelay"), "fixedDelay is required"),
+            // Istio accepts a delay without one; it delays nothing.
+            (None, None) => {}
         }
         if let Some(percent) = &delay.percentage {
             c.percent(&dpath.field("percentage"), percent);
@@ -590,13 +576,13 @@ fn header_operations(c: &mut Checker, path: &Path, headers: &Headers) {
         let Some(ops) = ops else { continue };
         let opath = path.field(field);
         for name in ops.set.keys() {
-            c.header_name(&opath.field("set").key(name), name);
+            c.header_name(&opath.field("set").key(name), name, false);
         }
         for name in ops.add.keys() {
-            c.header_name(&opath.field("add").key(name), name);
+            c.header_name(&opath.field("add").key(name), name, false);
         }
         for (i, name) in ops.remove.iter().enumerate() {
-            c.header_name(&opath.field("remove").index(i), name);
+            c.header_name(&opath.field("remove").index(i), name, true);
         }
     }
 }
@@ -619,11 +605,11 @@ pub fn destination_rule(dr: &DestinationRule) -> Vec<ValidationError> {
         let path = root.field("subsets").index(i);
         if subset.name.is_empty() {
             c.error(&path.field("name"), "subset name is required");
-        } else if !is_dns_label(&subset.name) {
+        } else if !super::is_host_label(&subset.name) {
             c.error(
                 &path.field("name"),
                 format!(
-                    "subset name {:?} must be a DNS label (lowercase letters, digits and '-')",
+                    "subset name {:?} must be a DNS label (letters, digits and '-')",
                     subset.name
                 ),
             );
@@ -765,8 +751,7 @@ fn load_balancer(c: &mut Checker, path: &Path, lb: &LoadBalancerSettings) {
             hash.http_query_parameter_name.is_some(),
         ];
         match keys.iter().filter(|k| **k).count() {
-            0 => c.error(&hpath, "set one hash key: httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName"),
-            1 => {}
+            0 | 1 => {}
             _ => c.error(&hpath, "set only one hash key of httpHeaderName, httpCookie, useSourceIp and httpQueryParameterName"),
         }
         if let Some(name) = &hash.http_header_name
@@ -799,7 +784,7 @@ fn load_balancer(c: &mut Checker, path: &Path, lb: &LoadBalancerSettings) {
             c.error(&lpath.field("failover"), "set distribute or failover, not both");
         }
         for (i, rule) in locality.distribute.iter().enumerate() {
-            let total: u32 = rule.to.values().sum();
+            let total: u64 = rule.to.values().map(|w| u64::from(*w)).sum();
             if total != 100 {
                 c.error(
                     &lpath.field("distribute").index(i).field("to"),
@@ -822,6 +807,26 @@ fn load_balancer(c: &mut Checker, path: &Path, lb: &LoadBalancerSettings) {
         }
     }
     c.opt_duration(&path.field("warmupDurationSecs"), lb.warmup_duration_secs.as_ref());
+    if let Some(warmup) = &lb.warmup {
+        let wpath = path.field("warmup");
+        c.opt_duration(&wpath.field("duration"), warmup.duration.as_ref());
+        if let Some(min) = warmup.minimum_percent
+            && !(0.0..=100.0).contains(&min)
+        {
+            c.error(
+                &wpath.field("minimumPercent"),
+                format!("percentage {min} is out of range: must be 0 to 100"),
+            );
+        }
+        if let Some(aggression) = warmup.aggression
+            && aggression < 1.0
+        {
+            c.error(
+                &wpath.field("aggression"),
+                format!("aggression {aggression} must be at least 1"),
+            );
+        }
+    }
 }
 
 fn connection_pool(c: &mut Checker, path: &Path, pool: &ConnectionPoolSettings) {
@@ -882,12 +887,6 @@ fn outlier_detection(c: &mut Checker, path: &Path, outlier: &OutlierDetection) {
     if let Some(v) = outlier.consecutive_errors {
         if v < 0 {
             c.error(&path.field("consecutiveErrors"), format!("{v} must not be negative"));
-        }
-        if outlier.consecutive_gateway_errors.is_some() {
-            c.error(
-                &path.field("consecutiveErrors"),
-                "set consecutiveGatewayErrors or the deprecated consecutiveErrors, not both",
-            );
         }
     }
     c.opt_duration(&path.field("interval"), outlier.interval.as_ref());
@@ -962,13 +961,11 @@ pub fn gateway(gw: &Gateway) -> Vec<ValidationError> {
 }
 
 fn server_tls(c: &mut Checker, path: &Path, tls: &ServerTlsSettings, protocol: &str) {
-    if tls.https_redirect == Some(true) && protocol != "HTTP" {
-        c.error(&path.field("httpsRedirect"), "httpsRedirect only applies to HTTP servers");
-    }
     if let Some(mode) = &tls.mode {
         c.known(&path.field("mode"), mode);
         let has_credential = tls.credential_name.is_some() || !tls.credential_names.is_empty();
-        let has_files = tls.server_certificate.is_some() && tls.private_key.is_some();
+        let has_files = (tls.server_certificate.is_some() && tls.private_key.is_some())
+            || !tls.tls_certificates.is_empty();
         match mode {
             ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
                 if !has_credential && !has_files {
@@ -1088,14 +1085,12 @@ pub fn service_entry(se: &ServiceEntry) -> Vec<ValidationError> {
     for (i, address) in spec.addresses.iter().enumerate() {
         c.ip_or_cidr(&root.field("addresses").index(i), address);
     }
-    if spec.ports.is_empty() {
-        c.error(&root.field("ports"), "at least one port is required");
-    }
     let mut numbers = BTreeSet::new();
     let mut names = BTreeSet::new();
     for (i, p) in spec.ports.iter().enumerate() {
         let path = root.field("ports").index(i);
-        port(&mut c, &path, p, true);
+        // An empty protocol asks the proxy to detect it, as in Istio.
+        port(&mut c, &path, p, false);
         if !numbers.insert(p.number) {
             c.error(&path.field("number"), format!("port {} is declared twice", p.number));
         }
@@ -1116,12 +1111,6 @@ pub fn service_entry(se: &ServiceEntry) -> Vec<ValidationError> {
     match resolution {
         Resolution::None if !spec.endpoints.is_empty() => {
             c.error(&root.field("endpoints"), "endpoints cannot be set with resolution NONE");
-        }
-        Resolution::Static if spec.endpoints.is_empty() && spec.workload_selector.is_none() => {
-            c.error(
-                &root.field("endpoints"),
-                "resolution STATIC needs endpoints or a workloadSelector",
-            );
         }
         Resolution::Dns | Resolution::DnsRoundRobin if spec.endpoints.is_empty() => {
             for (i, host) in spec.hosts.iter().enumerate() {
@@ -1209,18 +1198,12 @@ pub fn sidecar(sc: &Sidecar) -> Vec<ValidationError> {
     let spec = &sc.spec;
     let root = Path::root("spec");
     if let Some(selector) = &spec.workload_selector {
-        if selector.labels.is_empty() {
-            c.error(
-                &root.field("workloadSelector").field("labels"),
-                "a workloadSelector needs at least one label",
-            );
-        }
         labels(&mut c, &root.field("workloadSelector").field("labels"), &selector.labels);
     }
     let mut ingress_ports = BTreeSet::new();
     for (i, ingress) in spec.ingress.iter().enumerate() {
         let path = root.field("ingress").index(i);
-        port(&mut c, &path.field("port"), &ingress.port, true);
+        port(&mut c, &path.field("port"), &ingress.port, false);
         if !ingress_ports.insert(ingress.port.number) {
             c.error(
                 &path.field("port").field("number"),

@@ -41,6 +41,7 @@ const CONDITION_KEYS: &[&str] = &[
     "remote.ip",
     "source.namespace",
     "source.principal",
+    "source.serviceAccount",
     "request.auth.principal",
     "request.auth.audiences",
     "request.auth.presenter",
