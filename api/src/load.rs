@@ -106,8 +106,9 @@ pub enum LoadErrorKind {
         /// The versions that serve the kind.
         expected: String,
     },
-    /// A field that does not fit the schema (unknown field, wrong type).
-    #[error("{path}: {message}")]
+    /// A field that does not fit the schema (unknown field, wrong type); the path is empty for
+    /// the object as a whole.
+    #[error("{}{message}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
     Field {
         /// The field path (`spec.http[0].timeout`).
         path: String,
@@ -255,34 +256,28 @@ struct Document<'a> {
 
 fn load_text(source: &str, text: &str, format: Format) -> LoadReport {
     let mut report = LoadReport::default();
-    let documents = match format {
-        Format::Yaml => split_yaml(text),
-        Format::Json => match split_json(text) {
-            Ok(documents) => documents,
-            Err(err) => {
-                report.errors.push(err.into_load_error(source, None, 0, 1));
-                return report;
-            }
-        },
+    let (documents, stream_error) = match format {
+        Format::Yaml => (split_yaml(text), None),
+        Format::Json => split_json(text),
     };
-    for doc in documents {
-        match load_document(&doc) {
-            Ok(resources) => {
-                let origin =
-                    Origin { file: source.to_owned(), document: doc.index, line: doc.first_line() };
-                report.objects.extend(
-                    resources
-                        .into_iter()
-                        .map(|resource| Loaded { origin: origin.clone(), resource }),
-                );
+    for doc in &documents {
+        let origin =
+            Origin { file: source.to_owned(), document: doc.index, line: doc.first_line() };
+        for result in load_document(doc) {
+            match result {
+                Ok(resource) => report.objects.push(Loaded { origin: origin.clone(), resource }),
+                Err(err) => report.errors.push(err.into_load_error(
+                    source,
+                    Some(doc.index),
+                    doc.line_offset,
+                    doc.first_line(),
+                )),
             }
-            Err(err) => report.errors.push(err.into_load_error(
-                source,
-                Some(doc.index),
-                doc.line_offset,
-                doc.first_line(),
-            )),
         }
+    }
+    // The documents before a JSON syntax error still count.
+    if let Some(err) = stream_error {
+        report.errors.push(err.into_load_error(source, Some(documents.len() + 1), 0, 1));
     }
     report
 }
@@ -337,13 +332,16 @@ fn split_yaml(text: &str) -> Vec<Document<'_>> {
     documents
 }
 
-/// Splits a stream of JSON values (one object, several concatenated, or an array of objects).
-fn split_json(text: &str) -> Result<Vec<Document<'_>>, DocError> {
+/// Splits a stream of JSON values (objects, or arrays of objects); a syntax error ends the
+/// stream, keeping the values before it.
+fn split_json(text: &str) -> (Vec<Document<'_>>, Option<DocError>) {
     let mut documents = Vec::new();
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<serde::de::IgnoredAny>();
     let mut start = 0;
     while let Some(item) = stream.next() {
-        item.map_err(|err| DocError::json_syntax(&err))?;
+        if let Err(err) = item {
+            return (documents, Some(DocError::json_syntax(&err)));
+        }
         let end = stream.byte_offset();
         let body = &text[start..end];
         let leading = body.len() - body.trim_start().len();
@@ -356,7 +354,7 @@ fn split_json(text: &str) -> Result<Vec<Document<'_>>, DocError> {
         });
         start = end;
     }
-    Ok(documents)
+    (documents, None)
 }
 
 /// A problem in one document, with a position relative to the document.
@@ -433,6 +431,11 @@ fn yaml_position(err: &serde_saphyr::Error) -> (Option<usize>, Option<usize>) {
     }
 }
 
+/// serde_path_to_error writes the root as `.`; errors show it as no path at all.
+fn top_level(path: String) -> String {
+    if path == "." { String::new() } else { path }
+}
+
 /// Deserializes a whole document into `T`, reporting the field path of the first problem.
 fn typed<T: DeserializeOwned>(doc: &Document<'_>) -> Result<T, DocError> {
     match doc.format {
@@ -453,9 +456,11 @@ fn typed<T: DeserializeOwned>(doc: &Document<'_>) -> Result<T, DocError> {
                     err.without_snippet(),
                     serde_saphyr::Error::ExternalMessage { .. } | serde_saphyr::Error::Eof { .. }
                 );
-                let kind = match path.filter(|p| p != "." && !syntax) {
-                    Some(path) => LoadErrorKind::Field { path, message },
-                    None => LoadErrorKind::Syntax { format: "YAML", message },
+                let kind = match path {
+                    Some(path) if !syntax => {
+                        LoadErrorKind::Field { path: top_level(path), message }
+                    }
+                    _ => LoadErrorKind::Syntax { format: "YAML", message },
                 };
                 DocError { line, column, kind }
             })
@@ -466,10 +471,10 @@ fn typed<T: DeserializeOwned>(doc: &Document<'_>) -> Result<T, DocError> {
                 let path = err.path().to_string();
                 let inner = err.into_inner();
                 let message = strip_json_position(&inner.to_string());
-                let kind = if inner.is_syntax() || inner.is_eof() || path == "." {
+                let kind = if inner.is_syntax() || inner.is_eof() {
                     LoadErrorKind::Syntax { format: "JSON", message }
                 } else {
-                    LoadErrorKind::Field { path, message }
+                    LoadErrorKind::Field { path: top_level(path), message }
                 };
                 DocError { line: Some(inner.line()), column: Some(inner.column()), kind }
             })
@@ -502,55 +507,132 @@ enum Input<'a> {
 impl Input<'_> {
     fn decode<T: DeserializeOwned>(&self) -> Result<T, DocError> {
         match self {
-            Input::Document(doc) => typed(doc),
-            Input::Item(value) => serde_path_to_error::deserialize(value.clone()).map_err(|err| {
-                let path = err.path().to_string();
-                DocError::new(LoadErrorKind::Field { path, message: err.into_inner().to_string() })
+            Input::Document(doc) => typed(doc).or_else(|err| {
+                // An empty YAML value (`hosts:`) is a null, and so is `spec:` with nothing
+                // under it; Istio and the API server read both as "not set". Decode again
+                // without them, keeping the first error (it has a position) if that fails too.
+                match typed::<serde_json::Value>(doc).ok().and_then(without_nulls) {
+                    Some(cleaned) => from_value(cleaned).map_err(|_| err),
+                    None => Err(err),
+                }
             }),
+            Input::Item(value) => from_value(without_nulls(value.clone()).unwrap_or(value.clone())),
         }
     }
 
-    /// The line of the first `key:` in the document, for errors found after decoding.
-    fn line_of_key(&self, key: &str) -> Option<usize> {
+    /// The line of a field given by its path (`spec.ports[0].prots`), found by looking for
+    /// each key in turn below the previous one; for errors found after decoding.
+    fn line_of(&self, path: &str) -> Option<usize> {
         let Input::Document(doc) = self else { return None };
-        let yaml_key = format!("{key}:");
-        let json_key = format!("\"{key}\"");
-        doc.text
-            .lines()
-            .position(|line| {
+        let lines: Vec<&str> = doc.text.lines().collect();
+        let mut from = 0;
+        let mut found = None;
+        for key in path.split('.').map(|k| k.split('[').next().unwrap_or(k)) {
+            let yaml_key = format!("{key}:");
+            let json_key = format!("\"{key}\"");
+            let index = lines[from..].iter().position(|line| {
                 let line = line.trim_start().trim_start_matches("- ");
                 line.starts_with(&yaml_key) || line.contains(&json_key)
-            })
-            .map(|index| doc.line_offset + index + 1)
+            })?;
+            found = Some(from + index);
+            from += index + 1;
+        }
+        found.map(|index| doc.line_offset + index + 1)
     }
 }
 
-fn load_document(doc: &Document<'_>) -> Result<Vec<Resource>, DocError> {
+fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, DocError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = top_level(err.path().to_string());
+        DocError::new(LoadErrorKind::Field { path, message: err.into_inner().to_string() })
+    })
+}
+
+/// The value without its null fields and with an empty `spec` when it has none, or `None`
+/// when that changes nothing.
+fn without_nulls(value: serde_json::Value) -> Option<serde_json::Value> {
+    fn strip(value: &mut serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Object(map) => {
+                let before = map.len();
+                map.retain(|_, v| !v.is_null());
+                let mut changed = map.len() != before;
+                for v in map.values_mut() {
+                    changed |= strip(v);
+                }
+                changed
+            }
+            serde_json::Value::Array(items) => items.iter_mut().fold(false, |c, v| strip(v) | c),
+            _ => false,
+        }
+    }
+    let mut value = value;
+    let mut changed = strip(&mut value);
+    if let serde_json::Value::Object(map) = &mut value
+        && !map.contains_key("spec")
+    {
+        map.insert("spec".to_owned(), serde_json::Value::Object(Default::default()));
+        changed = true;
+    }
+    changed.then_some(value)
+}
+
+/// Every object of a document: one, or each item of a List or a JSON array, each loaded or
+/// refused on its own.
+fn load_document(doc: &Document<'_>) -> Vec<Result<Resource, DocError>> {
+    match list_items(doc) {
+        Err(err) => vec![Err(err)],
+        Ok(None) => vec![
+            header(doc).and_then(|(api, kind)| decode_object(&Input::Document(doc), &api, &kind)),
+        ],
+        Ok(Some((items, defaults))) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let field = |name: &str| item.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+                let api = field("apiVersion").or_else(|| defaults.as_ref().map(|d| d.0.clone()));
+                let kind = field("kind").or_else(|| defaults.as_ref().map(|d| d.1.clone()));
+                match (api, kind) {
+                    (None, _) => Err(DocError::new(LoadErrorKind::MissingTypeField("apiVersion"))),
+                    (_, None) => Err(DocError::new(LoadErrorKind::MissingTypeField("kind"))),
+                    (Some(api), Some(kind)) => decode_object(&Input::Item(item), &api, &kind),
+                }
+                .map_err(|err| prefix_items(err, i))
+            })
+            .collect(),
+    }
+}
+
+/// The `apiVersion` and `kind` of a document.
+fn header(doc: &Document<'_>) -> Result<(String, String), DocError> {
     let header: TypeHeader = typed(doc)?;
     let api_version = header
         .api_version
         .ok_or_else(|| DocError::new(LoadErrorKind::MissingTypeField("apiVersion")))?;
     let kind = header.kind.ok_or_else(|| DocError::new(LoadErrorKind::MissingTypeField("kind")))?;
+    Ok((api_version, kind))
+}
+
+/// The items of a List (`List`, or `VirtualServiceList` as the API server returns it, whose
+/// items may leave out the apiVersion and kind they share) or of a JSON array, with the
+/// defaults for their apiVersion and kind; `None` for a single object.
+#[allow(clippy::type_complexity)]
+fn list_items(
+    doc: &Document<'_>,
+) -> Result<Option<(Vec<serde_json::Value>, Option<(String, String)>)>, DocError> {
+    if doc.format == Format::Json && doc.text.starts_with('[') {
+        return Ok(Some((typed(doc)?, None)));
+    }
+    let (api_version, kind) = header(doc)?;
     if !kind.ends_with("List") {
-        return Ok(vec![decode_object(&Input::Document(doc), &api_version, &kind)?]);
+        return Ok(None);
     }
-    // Items of a typed list (`VirtualServiceList`, as the API server returns it) may leave out
-    // their apiVersion and kind; they are the list's.
-    let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
     let list: List = typed(doc)?;
-    let mut resources = Vec::with_capacity(list.items.len());
-    for (i, item) in list.items.into_iter().enumerate() {
-        let field = |name: &str| item.get(name).and_then(|v| v.as_str()).map(str::to_owned);
-        let item_api = field("apiVersion").or_else(|| item_kind.map(|_| api_version.clone()));
-        let item_kind = field("kind").or_else(|| item_kind.map(str::to_owned));
-        let decoded = match (item_api, item_kind) {
-            (None, _) => Err(DocError::new(LoadErrorKind::MissingTypeField("apiVersion"))),
-            (_, None) => Err(DocError::new(LoadErrorKind::MissingTypeField("kind"))),
-            (Some(api), Some(kind)) => decode_object(&Input::Item(item), &api, &kind),
-        };
-        resources.push(decoded.map_err(|err| prefix_items(err, i))?);
-    }
-    Ok(resources)
+    let defaults = kind
+        .strip_suffix("List")
+        .filter(|k| !k.is_empty())
+        .map(|item_kind| (api_version.clone(), item_kind.to_owned()));
+    Ok(Some((list.items, defaults)))
 }
 
 fn prefix_items(mut err: DocError, index: usize) -> DocError {
@@ -575,7 +657,7 @@ fn decode_object(input: &Input<'_>, api_version: &str, kind: &str) -> Result<Res
     })?;
     if let Some((path, key)) = first_dropped(&written, &understood, "") {
         return Err(DocError {
-            line: input.line_of_key(&key),
+            line: input.line_of(&path),
             column: None,
             kind: LoadErrorKind::Field { path, message: format!("unknown field `{key}`") },
         });

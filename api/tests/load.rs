@@ -216,3 +216,67 @@ fn typed_list_from_the_api_server_loads() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(report.objects[0].resource.object_ref().to_string(), "VirtualService default/a");
 }
+
+#[test]
+fn empty_values_read_as_not_set() {
+    // `exportTo:` with nothing after it is a YAML null; Istio reads it as "not set".
+    let text =
+        GOOD_VS.replace("  hosts: [good]\n", "  hosts: [good]\n  exportTo:\n  gateways: ~\n");
+    let report = load::load_str("vs.yaml", &text);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let deny_all = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: allow-nothing\n  namespace: default\nspec:\n";
+    let report = load::load_str("ap.yaml", deny_all);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.objects.len(), 1);
+}
+
+#[test]
+fn misspelt_spec_is_reported() {
+    let text = GOOD_VS.replace("spec:\n", "sepc:\n");
+    let err = only_error(load::load_str("vs.yaml", &text));
+    assert_eq!(err.line, Some(6));
+    assert_eq!(err.kind.to_string(), "sepc: unknown field `sepc`");
+}
+
+#[test]
+fn dropped_field_line_follows_the_path() {
+    // `name:` appears under metadata first; the error points at the one under spec.ports.
+    let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: reviews\nspec:\n  ports:\n  - name: http\n    port: 9080\n    protocoll: TCP\n";
+    let err = only_error(load::load_str("svc.yaml", service));
+    assert_eq!(err.line, Some(9));
+    assert_eq!(err.kind.to_string(), "spec.ports[0].protocoll: unknown field `protocoll`");
+}
+
+#[test]
+fn json_array_of_objects_loads() {
+    let text = r#"[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}},
+ {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "b"}}]"#;
+    let report = load::load_str("ns.json", text);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.objects.len(), 2);
+}
+
+#[test]
+fn json_syntax_error_keeps_the_documents_before_it() {
+    let text = "{\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"a\"}}\n{\"apiVersion\": ";
+    let report = load::load_str("ns.json", text);
+    assert_eq!(report.objects.len(), 1);
+    let err = only_error(report);
+    assert_eq!(err.document, Some(2));
+    assert!(matches!(err.kind, LoadErrorKind::Syntax { format: "JSON", .. }), "{err}");
+}
+
+#[test]
+fn one_bad_list_item_does_not_lose_the_others() {
+    let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: good}\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: web}\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: also-good}\n";
+    let report = load::load_str("list.yaml", text);
+    let names: Vec<String> = report.objects.iter().map(|o| o.resource.object_ref().name).collect();
+    assert_eq!(names, ["good", "also-good"]);
+    let err = only_error(report);
+    let LoadErrorKind::Field { path, message } = &err.kind else { panic!("{err}") };
+    assert_eq!(path, "items[1]");
+    assert!(
+        message.starts_with("kind Deployment (apps/v1) is not a kind the mesh reads"),
+        "{message}"
+    );
+}

@@ -351,10 +351,10 @@ impl Config {
             "legacy" => Backend::Legacy,
             other => return Err(err("iptables-backend", other, "must be auto, nft or legacy")),
         };
-        if let Some(ns) = &flags.network_namespace {
-            if ns.is_empty() || ns.contains('/') || ns.starts_with('.') {
-                return Err(err("network-namespace", ns, "not a network namespace name"));
-            }
+        if let Some(ns) = &flags.network_namespace
+            && (ns.is_empty() || ns.contains('/') || ns.starts_with('.'))
+        {
+            return Err(err("network-namespace", ns, "not a network namespace name"));
         }
         Ok(Self {
             proxy_port: nonzero("proxy-port", flags.proxy_port)?,

@@ -884,10 +884,10 @@ fn outlier_detection(c: &mut Checker, path: &Path, outlier: &OutlierDetection) {
             );
         }
     }
-    if let Some(v) = outlier.consecutive_errors {
-        if v < 0 {
-            c.error(&path.field("consecutiveErrors"), format!("{v} must not be negative"));
-        }
+    if let Some(v) = outlier.consecutive_errors
+        && v < 0
+    {
+        c.error(&path.field("consecutiveErrors"), format!("{v} must not be negative"));
     }
     c.opt_duration(&path.field("interval"), outlier.interval.as_ref());
     c.opt_duration(&path.field("baseEjectionTime"), outlier.base_ejection_time.as_ref());
