@@ -3,9 +3,9 @@
 # what is missing. Safe to run again. Used by `make deps`, and so by `make test` and CI.
 set -euo pipefail
 
-# System packages the test suite needs. The Rust crates need only a C compiler (ring); the
-# capture and end-to-end tests add iptables and iproute2 when they land.
-APT_PACKAGES=(gcc make)
+# System packages the test suite needs: a C compiler for ring; iptables, iproute2 (ip netns),
+# util-linux (setpriv) and python3 (a tiny test client) for mesh-init's namespaced tests.
+APT_PACKAGES=(gcc make iptables iproute2 util-linux python3)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

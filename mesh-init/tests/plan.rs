@@ -80,3 +80,44 @@ fn outbound_disabled() {
 fn ipv6_forced() {
     golden("ipv6-on", &["--ipv6", "on", "-p", "16001", "-z", "16006"]);
 }
+
+/// Runs the binary with a PATH that has no iptables: it must say so and fail.
+#[test]
+fn missing_iptables_is_a_clear_error() {
+    let empty = std::env::temp_dir().join(format!("mesh-init-empty-path-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-init"))
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("was not found in PATH: install the iptables package"), "{stderr}");
+}
+
+#[test]
+fn invalid_flag_names_flag_and_value_and_exits_2() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-init"))
+        .args(["--dry-run", "-x", "10.0.0.0/8,300.1.1.1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid --outbound-exclude-ip-ranges value \"300.1.1.1\": \"300.1.1.1\" is not an IPv4 or IPv6 address"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_touches_nothing() {
+    // No iptables on PATH: a dry run must not need it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-init"))
+        .env("PATH", "/nonexistent")
+        .args(["--dry-run", "--ipv6", "off"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("-A MESH_REDIRECT -p tcp -j REDIRECT --to-ports 15001"), "{stdout}");
+}
