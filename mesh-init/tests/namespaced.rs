@@ -306,10 +306,10 @@ fn proxy_traffic_from_127_0_0_6_is_not_captured_but_its_own_vip_calls_are() {
     let app_port = v4(pod.ip, 9080);
 
     // The proxy forwarding to the app from 127.0.0.6: straight to the app.
-    let passthrough = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6)));
-    assert!(Pod::connect(&pod.ns, Some(PROXY_UID), app_port, passthrough, "forwarded"));
+    let passthrough = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
+    assert!(Pod::connect(&pod.ns, Some(PROXY_UID), app_port, Some(passthrough), "forwarded"));
     let got = arrival(&app).expect("traffic from 127.0.0.6 reaches the app");
-    assert_eq!((got.token.as_str(), got.peer.ip()), ("forwarded", passthrough.unwrap()));
+    assert_eq!((got.token.as_str(), got.peer.ip()), ("forwarded", passthrough));
     assert!(arrival(&inbound).is_none(), "traffic from 127.0.0.6 must not be captured");
 
     // The proxy calling its own pod's address over lo goes through the inbound path.
