@@ -1,0 +1,147 @@
+//! The gRPC server: Istio's `IstioCertificateService/CreateCertificate` over TLS.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info, warn};
+
+use crate::auth::{AuthError, Authenticator};
+use crate::authority::{Authority, SignError};
+use crate::metrics::{Metrics, Reason};
+use crate::pb::istio_certificate_service_server::{
+    IstioCertificateService, IstioCertificateServiceServer,
+};
+use crate::pb::{IstioCertificateRequest, IstioCertificateResponse};
+
+/// Signs certificates for authenticated callers.
+pub struct CaService {
+    authority: Arc<Authority>,
+    authenticator: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
+}
+
+impl CaService {
+    /// The service over a CA and an authenticator.
+    pub fn new(
+        authority: Arc<Authority>,
+        authenticator: Arc<Authenticator>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { authority, authenticator, metrics }
+    }
+
+    /// The service as a tonic server.
+    pub fn into_server(self) -> IstioCertificateServiceServer<Self> {
+        IstioCertificateServiceServer::new(self)
+    }
+
+    fn refuse(&self, reason: Reason, status: Status) -> Status {
+        self.metrics.refused(reason);
+        debug!(?reason, "certificate request refused: {}", status.message());
+        status
+    }
+}
+
+/// The bearer token of a request (`authorization: Bearer <token>`).
+fn bearer(request: &Request<IstioCertificateRequest>) -> Option<&str> {
+    let value = request.metadata().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+#[tonic::async_trait]
+impl IstioCertificateService for CaService {
+    async fn create_certificate(
+        &self,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let Some(token) = bearer(&request) else {
+            return Err(self.refuse(
+                Reason::unauthenticated,
+                Status::unauthenticated(AuthError::Missing.to_string()),
+            ));
+        };
+        let caller = match self.authenticator.authenticate(token).await {
+            Ok(caller) => caller,
+            Err(err @ AuthError::Unavailable(_)) => {
+                return Err(self.refuse(Reason::unavailable, Status::unavailable(err.to_string())));
+            }
+            Err(err) => {
+                return Err(
+                    self.refuse(Reason::unauthenticated, Status::unauthenticated(err.to_string()))
+                );
+            }
+        };
+        let identity = caller.identity(self.authority.trust_domain()).map_err(|e| {
+            self.refuse(Reason::unauthenticated, Status::unauthenticated(e.to_string()))
+        })?;
+        let request = request.into_inner();
+        let chain =
+            self.authority.sign(&request.csr, &identity, request.validity_duration).map_err(
+                |err| {
+                    let message = err.to_string();
+                    match err {
+                        SignError::CaRequested | SignError::IdentityMismatch { .. } => self
+                            .refuse(Reason::permission_denied, Status::permission_denied(message)),
+                        SignError::Internal(_) => {
+                            self.refuse(Reason::internal, Status::internal(message))
+                        }
+                        SignError::Malformed(_)
+                        | SignError::BadSignature
+                        | SignError::UnsupportedKey(_)
+                        | SignError::BadTtl { .. } => {
+                            self.refuse(Reason::invalid_argument, Status::invalid_argument(message))
+                        }
+                    }
+                },
+            )?;
+        self.metrics.signed.inc();
+        info!(%identity, ttl = request.validity_duration, "certificate signed");
+        Ok(Response::new(IstioCertificateResponse { cert_chain: chain }))
+    }
+}
+
+/// Serves the CA over TLS on `listener` until `shutdown`. TLS handshakes run in their own
+/// tasks so a slow client cannot hold up the others.
+pub async fn serve_tls(
+    listener: TcpListener,
+    service: CaService,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let acceptor = TlsAcceptor::from(tls);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    warn!("CA accept failed: {err}");
+                    continue;
+                }
+            };
+            let (acceptor, sender) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let handshake =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
+                        .await;
+                match handshake {
+                    Ok(Ok(tls)) => {
+                        let _ = sender.send(Ok::<_, std::io::Error>(tls)).await;
+                    }
+                    Ok(Err(err)) => debug!(%peer, "TLS handshake failed: {err}"),
+                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
+        .await
+}
