@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod authority;
 pub mod client;
+pub mod distribute;
 pub mod metrics;
 pub mod root;
 pub mod server;
