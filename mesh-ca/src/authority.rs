@@ -3,7 +3,10 @@
 //!
 //! The CA never trusts what the CSR asks for: it reads the CSR only for its public key (after
 //! checking the signature, the key type and that no CA certificate is asked for), and signs
-//! fresh parameters whose only SAN is the authenticated identity.
+//! fresh parameters whose only SAN is the authenticated identity. A CSR that names another
+//! identity than the caller's is refused (PERMISSION_DENIED) rather than silently signed for
+//! the caller: a workload asking for someone else's name is a bug or an attack, and either way
+//! it should hear about it. A CSR with no SAN at all is signed for the caller.
 
 use std::time::Duration;
 

@@ -484,3 +484,39 @@ async fn client_rotates_before_expiry_and_servers_keep_accepting() {
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(text.contains("workload_cert_expiry_timestamp_seconds"), "{text}");
 }
+
+#[test]
+fn a_csr_whose_signature_does_not_verify_is_refused() {
+    let material = RootMaterial::generate(TD, root::ROOT_VALIDITY).unwrap();
+    let ca = authority(&material, Policy::default());
+    let who = id("default", "sleep");
+    let (_key, csr) = client::new_csr(&who).unwrap();
+    // Flip a bit near the end of the DER: inside the signature.
+    use rustls_pki_types::pem::PemObject;
+    let der =
+        rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(csr.as_bytes()).unwrap();
+    let mut bytes = der.as_ref().to_vec();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    let b64 = {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for c in bytes.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                out.push(if i <= c.len() {
+                    T[(n >> (18 - 6 * i) & 63) as usize] as char
+                } else {
+                    '='
+                });
+            }
+        }
+        out
+    };
+    let tampered =
+        format!("-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n");
+    let err = ca.sign(&tampered, &who, 60).unwrap_err();
+    assert_eq!(err.to_string(), "the CSR signature does not verify");
+}
