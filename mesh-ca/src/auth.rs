@@ -97,16 +97,20 @@ impl TokenReviewer {
                 .unwrap_or_else(|| "rejected by the API server".to_owned());
             return Err(AuthError::Invalid(why));
         }
-        if let Some(audiences) = &status.audiences
-            && !audiences.contains(&self.audience)
-        {
+        // No audiences back means the token is good for the API server's own audience, not
+        // ours: refuse it.
+        if !status.audiences.as_ref().is_some_and(|a| a.contains(&self.audience)) {
             return Err(AuthError::Invalid(format!(
                 "the token is not for audience {}",
                 self.audience
             )));
         }
-        let username = status.user.and_then(|u| u.username).unwrap_or_default();
+        let user = status.user.unwrap_or_default();
+        let username = user.username.unwrap_or_default();
+        let in_group =
+            user.groups.as_ref().is_some_and(|g| g.iter().any(|g| g == "system:serviceaccounts"));
         parse_service_account(&username)
+            .filter(|_| in_group)
             .ok_or_else(|| AuthError::Invalid(format!("{username:?} is not a service account")))
     }
 }

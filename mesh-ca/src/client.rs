@@ -25,12 +25,22 @@ use crate::pb::istio_certificate_service_client::IstioCertificateServiceClient;
 use crate::tls::{self, CertStore, TlsError};
 
 /// Where the workload's token comes from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum TokenSource {
     /// A file, read again for every request (projected tokens are refreshed on disk).
     File(PathBuf),
     /// A fixed token.
     Value(String),
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            // Never print a bearer token.
+            TokenSource::Value(_) => f.write_str("Value(<redacted>)"),
+        }
+    }
 }
 
 /// How to reach the CA and what to ask for.

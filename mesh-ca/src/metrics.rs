@@ -96,7 +96,11 @@ pub async fn serve(
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
-                Err(err) => { warn!("monitoring accept failed: {err}"); continue; }
+                Err(err) => {
+                    warn!("monitoring accept failed: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             },
             () = &mut shutdown => return,
         };

@@ -159,6 +159,8 @@ fn write_private(path: &Path, contents: &str) -> Result<(), RootError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| RootError::Io { path: path.to_owned(), source };
     let tmp = path.with_extension("tmp");
+    // A leftover from a crash may have other permissions; `mode` applies only to new files.
+    let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -175,7 +177,8 @@ fn write_private(path: &Path, contents: &str) -> Result<(), RootError> {
 pub fn load_or_create_dir(dir: &Path, trust_domain: &str) -> Result<RootMaterial, RootError> {
     let cert_path = dir.join("root-cert.pem");
     let key_path = dir.join("root-key.pem");
-    if cert_path.exists() || key_path.exists() {
+    // A key without its certificate is what a crash between the two writes leaves: start over.
+    if cert_path.exists() {
         let cert = read(&cert_path)?;
         return Ok(RootMaterial {
             signing_cert_pem: cert.clone(),
@@ -220,7 +223,51 @@ pub fn load_plugin(dir: &Path) -> Result<RootMaterial, RootError> {
             first_der("cert-chain.pem", pem).is_ok_and(|der| der != signing_der && der != root_der)
         })
         .collect();
-    Ok(RootMaterial { signing_cert_pem, signing_key_pem, intermediates, root_pem })
+    let material = RootMaterial { signing_cert_pem, signing_key_pem, intermediates, root_pem };
+    material.check_chain()?;
+    Ok(material)
+}
+
+impl RootMaterial {
+    /// Checks that the signing certificate chains to the root through the intermediates and
+    /// that none of them has expired: a bad plug-in must stop the CA, not make it issue
+    /// certificates nobody accepts.
+    pub fn check_chain(&self) -> Result<(), RootError> {
+        let pems: Vec<&String> = std::iter::once(&self.signing_cert_pem)
+            .chain(&self.intermediates)
+            .chain(std::iter::once(&self.root_pem))
+            .collect();
+        let ders = pems
+            .iter()
+            .map(|pem| first_der("CA certificate", pem))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut parsed = Vec::new();
+        for der in &ders {
+            let (_, cert) = x509_parser::parse_x509_certificate(der)
+                .map_err(|e| invalid("CA certificate", e))?;
+            parsed.push(cert);
+        }
+        for cert in &parsed {
+            if !cert.validity().is_valid() {
+                return Err(invalid(
+                    format!("CA certificate {}", cert.subject()),
+                    "is expired or not yet valid",
+                ));
+            }
+        }
+        for pair in parsed.windows(2) {
+            if pair[0].verify_signature(Some(pair[1].public_key())).is_err() {
+                return Err(invalid(
+                    format!("CA certificate {}", pair[0].subject()),
+                    format!(
+                        "is not signed by {}: check cert-chain.pem and root-cert.pem",
+                        pair[1].subject()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn first_der(what: &str, pem: &str) -> Result<Vec<u8>, RootError> {

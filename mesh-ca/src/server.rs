@@ -103,6 +103,9 @@ impl IstioCertificateService for CaService {
     }
 }
 
+/// Most TLS handshakes in progress at once.
+const MAX_HANDSHAKES: usize = 256;
+
 /// Serves the CA over TLS on `listener` until `shutdown`. TLS handshakes run in their own
 /// tasks so a slow client cannot hold up the others.
 pub async fn serve_tls(
@@ -113,17 +116,26 @@ pub async fn serve_tls(
 ) -> Result<(), tonic::transport::Error> {
     let acceptor = TlsAcceptor::from(tls);
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    // Handshakes in progress are bounded: unauthenticated peers cannot pile them up.
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(err) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
                     warn!("CA accept failed: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                debug!(%peer, "too many TLS handshakes in progress; connection dropped");
+                continue;
+            };
             let (acceptor, sender) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 let handshake =
                     tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
                         .await;

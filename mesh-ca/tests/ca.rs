@@ -166,6 +166,17 @@ fn write_cacerts(dir: &std::path::Path) -> RootMaterial {
 }
 
 #[test]
+fn a_plugged_in_intermediate_from_another_root_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cacerts(dir.path());
+    let stranger = RootMaterial::generate(TD, root::ROOT_VALIDITY).unwrap();
+    std::fs::write(dir.path().join("root-cert.pem"), &stranger.root_pem).unwrap();
+    std::fs::write(dir.path().join("cert-chain.pem"), "").unwrap();
+    let err = root::load_plugin(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("is not signed by"), "{err}");
+}
+
+#[test]
 fn plugged_in_intermediate_returns_a_three_certificate_chain() {
     let dir = tempfile::tempdir().unwrap();
     let root = write_cacerts(dir.path());
@@ -409,10 +420,29 @@ async fn mtls_checks_identities_both_ways_and_refuses_other_roots() {
     // A workload of another mesh (another root) gets no connection.
     let other = RootMaterial::generate(TD, root::ROOT_VALIDITY).unwrap();
     let stranger = store_for(&authority(&other, Policy::default()), &id("bookinfo", "productpage"));
-    let refused = mtls_connect(server, stranger, &material.root_pem, vec![x]).await;
+    let refused = mtls_connect(server, stranger, &material.root_pem, vec![x.clone()]).await;
     assert!(
         refused.is_err() || refused.as_ref().is_ok_and(|(seen, _)| seen.is_empty()),
         "{refused:?}"
+    );
+
+    // And a server of another mesh is refused by our client, whatever identity it shows.
+    let impostor =
+        start_mtls_server(store_for(&authority(&other, Policy::default()), &x), &other.root_pem)
+            .await;
+    let err = mtls_connect(impostor, client.clone(), &material.root_pem, vec![x.clone()])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid peer certificate"), "{err}");
+
+    // A workload of another trust domain, even under our root, is refused by the server.
+    let foreign = SpiffeId::new("other.domain", "bookinfo", "productpage").unwrap();
+    let foreign_ca = Authority::new(&material, "other.domain", Policy::default()).unwrap();
+    let refused =
+        mtls_connect(server, store_for(&foreign_ca, &foreign), &material.root_pem, vec![x]).await;
+    assert!(
+        refused.is_err() || refused.as_ref().is_ok_and(|(seen, _)| seen.is_empty()),
+        "a peer of another trust domain got through: {refused:?}"
     );
 }
 

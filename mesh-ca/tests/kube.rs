@@ -61,7 +61,7 @@ async fn token_review_maps_service_accounts_and_refusals() {
         "POST",
         "/apis/authentication.k8s.io/v1/tokenreviews",
         StatusCode::CREATED,
-        review(json!({"authenticated": true, "audiences": ["mesh-ca"], "user": {"username": "system:serviceaccount:bookinfo:bookinfo-reviews"}})),
+        review(json!({"authenticated": true, "audiences": ["mesh-ca"], "user": {"username": "system:serviceaccount:bookinfo:bookinfo-reviews", "groups": ["system:serviceaccounts", "system:serviceaccounts:bookinfo"]}})),
     )
     .await;
     assert_eq!(sent["spec"], json!({"token": "good-token", "audiences": ["mesh-ca"]}));
@@ -86,6 +86,24 @@ async fn token_review_maps_service_accounts_and_refusals() {
     match call.await.unwrap() {
         Err(AuthError::Invalid(why)) => assert_eq!(why, "token has expired"),
         other => panic!("expected an invalid token, got {other:?}"),
+    }
+
+    // Authenticated, but with no audience: good for the API server, not for the CA.
+    let call = tokio::spawn({
+        let auth = auth.clone();
+        async move { auth.authenticate("api-server-token").await }
+    });
+    answer(
+        &mut handle,
+        "POST",
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        StatusCode::CREATED,
+        review(json!({"authenticated": true, "user": {"username": "system:serviceaccount:default:sleep", "groups": ["system:serviceaccounts"]}})),
+    )
+    .await;
+    match call.await.unwrap() {
+        Err(AuthError::Invalid(why)) => assert_eq!(why, "the token is not for audience mesh-ca"),
+        other => panic!("expected a refusal, got {other:?}"),
     }
 
     // A token of a user, not a service account.

@@ -14,7 +14,7 @@ pub enum CaptureError {
     #[error(transparent)]
     Iptables(#[from] IptablesError),
     /// A later address family failed after an earlier one was installed; the earlier one was
-    /// removed again so the pod is left as it was found.
+    /// removed again, so the pod is left without capture rather than half captured.
     #[error(
         "{failed}\n(the IPv4 rules installed before this failure were removed again{rollback})"
     )]
@@ -42,7 +42,8 @@ fn families(config: &Config, iptables: Option<&Iptables>) -> Vec<Family> {
     let v6 = match config.ipv6 {
         Ipv6Mode::On => true,
         Ipv6Mode::Off => false,
-        Ipv6Mode::Auto => config.mentions_ipv6() || iptables.is_some_and(Iptables::has_global_ipv6),
+        // As Istio: the pod's own addresses decide; IPv6 ranges in the flags alone do not.
+        Ipv6Mode::Auto => iptables.is_some_and(Iptables::has_global_ipv6),
     };
     if v6 { vec![Family::V4, Family::V6] } else { vec![Family::V4] }
 }
@@ -60,7 +61,7 @@ pub fn dry_run(config: &Config) -> String {
             Family::V4 => ("iptables-restore --noflush", ""),
             Family::V6 => (
                 "ip6tables-restore --noflush",
-                if config.ipv6 == Ipv6Mode::Auto && !config.mentions_ipv6() {
+                if config.ipv6 == Ipv6Mode::Auto {
                     " (applied only when the pod has an IPv6 address)"
                 } else {
                     ""
@@ -73,9 +74,13 @@ pub fn dry_run(config: &Config) -> String {
     out
 }
 
-/// Installs the plan in each family, replacing what of ours is there.
+/// Installs the plan in each family, replacing what of ours is there; a family no longer
+/// wanted (IPv6 after `--ipv6 on` was dropped) loses our rules.
 pub fn apply(config: &Config, iptables: &Iptables) -> Result<(), CaptureError> {
     let families = families(config, Some(iptables));
+    if !families.contains(&Family::V6) {
+        remove_family(iptables, Family::V6)?;
+    }
     let mut done = Vec::new();
     for family in families {
         let result = install(iptables, family, Some(&plan::render(config, family)));
@@ -99,15 +104,21 @@ pub fn apply(config: &Config, iptables: &Iptables) -> Result<(), CaptureError> {
 
 /// Removes our chains and jumps from every family that has them.
 pub fn remove(iptables: &Iptables) -> Result<(), CaptureError> {
-    for family in [Family::V4, Family::V6] {
-        match install(iptables, family, None) {
-            Ok(()) => log_table(iptables, family),
-            // A host without ip6tables has no IPv6 rules of ours to remove.
-            Err(IptablesError::Missing { .. }) if family == Family::V6 => {}
-            Err(err) => return Err(err.into()),
+    install(iptables, Family::V4, None)?;
+    log_table(iptables, Family::V4);
+    remove_family(iptables, Family::V6)
+}
+
+/// Removes our IPv6 rules, if IPv6 is there at all: a host without ip6tables, or whose kernel
+/// has IPv6 (or its nat table) off, has none of ours.
+fn remove_family(iptables: &Iptables, family: Family) -> Result<(), CaptureError> {
+    match iptables.save(family, Some("nat")) {
+        Ok(_) => install(iptables, family, None).map_err(Into::into),
+        Err(err) => {
+            tracing::debug!(?family, "no {family:?} nat table to clean: {err}");
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// One transaction: remove what of ours is installed, then add `plan` when given.

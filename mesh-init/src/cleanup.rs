@@ -1,7 +1,7 @@
 //! Finding the mesh's rules in `iptables-save` output, so they can be replaced or removed
 //! without touching anyone else's. Pure functions of the saved text.
 
-use crate::plan::CHAIN_PREFIX;
+use crate::plan::CHAINS;
 
 /// What of ours is installed in the nat table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub fn installed(save: &str) -> Installed {
         }
         if let Some(chain) = line.strip_prefix(':') {
             let name = chain.split_whitespace().next().unwrap_or_default();
-            if name.starts_with(CHAIN_PREFIX) {
+            if CHAINS.contains(&name) {
                 found.chains.push(name.to_owned());
             }
         } else if let Some(rule) = line.strip_prefix("-A ") {
@@ -43,8 +43,8 @@ pub fn installed(save: &str) -> Installed {
                 .split_whitespace()
                 .collect::<Vec<_>>()
                 .windows(2)
-                .any(|w| matches!(w[0], "-j" | "-g") && w[1].starts_with(CHAIN_PREFIX));
-            if !chain.starts_with(CHAIN_PREFIX) && jumps_to_ours {
+                .any(|w| matches!(w[0], "-j" | "-g") && CHAINS.contains(&w[1]));
+            if !CHAINS.contains(&chain) && jumps_to_ours {
                 found.jumps.push(format!("-D {rule}"));
             }
         }
@@ -131,12 +131,13 @@ COMMIT
 
     #[test]
     fn finds_only_our_jumps_and_chains() {
+        // MESH_OUTPUT_DNS looks like ours but is not one of our chains: left alone.
         let found = installed(SAVED);
         assert_eq!(
             found.jumps,
             ["-D PREROUTING -p tcp -j MESH_INBOUND", "-D OUTPUT -j MESH_OUTPUT"]
         );
-        assert_eq!(found.chains, ["MESH_INBOUND", "MESH_OUTPUT", "MESH_OUTPUT_DNS"]);
+        assert_eq!(found.chains, ["MESH_INBOUND", "MESH_OUTPUT"]);
     }
 
     #[test]
@@ -144,22 +145,21 @@ COMMIT
         let text = transaction(&installed(SAVED), None);
         assert_eq!(
             text,
-            "*nat\n:MESH_INBOUND - [0:0]\n:MESH_OUTPUT - [0:0]\n:MESH_OUTPUT_DNS - [0:0]\n\
+            "*nat\n:MESH_INBOUND - [0:0]\n:MESH_OUTPUT - [0:0]\n\
              -D PREROUTING -p tcp -j MESH_INBOUND\n-D OUTPUT -j MESH_OUTPUT\n\
-             -X MESH_INBOUND\n-X MESH_OUTPUT\n-X MESH_OUTPUT_DNS\nCOMMIT\n"
+             -X MESH_INBOUND\n-X MESH_OUTPUT\nCOMMIT\n"
         );
     }
 
     #[test]
-    fn replacing_keeps_planned_chains_and_drops_stale_ones() {
-        let plan =
-            "*nat\n:MESH_INBOUND - [0:0]\n:MESH_OUTPUT - [0:0]\n-A OUTPUT -j MESH_OUTPUT\nCOMMIT\n";
+    fn replacing_keeps_planned_chains_and_drops_unplanned_ones() {
+        let plan = "*nat\n:MESH_OUTPUT - [0:0]\n:MESH_REDIRECT - [0:0]\n-A OUTPUT -j MESH_OUTPUT\nCOMMIT\n";
         let text = transaction(&installed(SAVED), Some(plan));
         assert_eq!(
             text,
-            "*nat\n:MESH_INBOUND - [0:0]\n:MESH_OUTPUT - [0:0]\n:MESH_OUTPUT_DNS - [0:0]\n\
+            "*nat\n:MESH_INBOUND - [0:0]\n:MESH_OUTPUT - [0:0]\n:MESH_REDIRECT - [0:0]\n\
              -D PREROUTING -p tcp -j MESH_INBOUND\n-D OUTPUT -j MESH_OUTPUT\n\
-             -X MESH_OUTPUT_DNS\n-A OUTPUT -j MESH_OUTPUT\nCOMMIT\n"
+             -X MESH_INBOUND\n-A OUTPUT -j MESH_OUTPUT\nCOMMIT\n"
         );
     }
 

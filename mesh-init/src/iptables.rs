@@ -58,21 +58,27 @@ impl Iptables {
             Backend::Nft => "iptables-nft",
             Backend::Legacy => "iptables-legacy",
             Backend::Auto => {
-                let count = |variant: &'static str| -> usize {
+                // (rules, rules of ours) in each backend, None when it is not installed.
+                let count = |variant: &'static str| -> Option<(usize, usize)> {
                     let probe = Self { netns: this.netns.clone(), variant };
-                    probe
-                        .save(Family::V4, None)
-                        .map(|text| text.lines().filter(|l| l.starts_with("-A ")).count())
-                        .unwrap_or(0)
+                    let text = probe.save(Family::V4, None).ok()?;
+                    let rules = text.lines().filter(|l| l.starts_with("-A ")).count();
+                    let ours = crate::cleanup::installed(&text);
+                    Some((rules, usize::from(!ours.is_empty())))
                 };
-                let legacy = count("iptables-legacy");
-                let nft = count("iptables-nft");
-                if legacy > 0 && nft == 0 {
-                    "iptables-legacy"
-                } else if nft > 0 && legacy == 0 {
-                    "iptables-nft"
-                } else {
-                    "iptables"
+                let (legacy, nft) = (count("iptables-legacy"), count("iptables-nft"));
+                match (legacy, nft) {
+                    // Where our rules already are, so a re-run replaces them.
+                    (Some((_, 1)), Some((_, 0)) | None) => "iptables-legacy",
+                    (Some((_, 0)) | None, Some((_, 1))) => "iptables-nft",
+                    // Else where the node's other rules are (kube-proxy, CNI).
+                    (Some((l, _)), Some((0, _)) | None) if l > 0 => "iptables-legacy",
+                    (Some((0, _)) | None, Some((n, _))) if n > 0 => "iptables-nft",
+                    // Else the system default, or whichever exists.
+                    _ if probe_exists(&this.netns, "iptables") => "iptables",
+                    (_, Some(_)) => "iptables-nft",
+                    (Some(_), None) => "iptables-legacy",
+                    (None, None) => "iptables",
                 }
             }
         };
@@ -182,6 +188,15 @@ impl Iptables {
     }
 }
 
+/// Whether `<variant>-save` can be run.
+fn probe_exists(netns: &Option<String>, variant: &'static str) -> bool {
+    let probe = Iptables { netns: netns.clone(), variant };
+    !matches!(
+        probe.save(Family::V4, Some("nat")),
+        Err(IptablesError::Missing { .. } | IptablesError::Spawn { .. })
+    )
+}
+
 /// What an iptables error message probably means.
 pub fn hint(stderr: &str) -> Option<&'static str> {
     let lower = stderr.to_ascii_lowercase();
@@ -197,6 +212,10 @@ pub fn hint(stderr: &str) -> Option<&'static str> {
         Some("the kernel lacks the owner match: load the xt_owner module")
     } else if lower.contains("redirect") && lower.contains("target") {
         Some("the kernel lacks the REDIRECT target: load the xt_REDIRECT module")
+    } else if lower.contains("rule_append failed") || lower.contains("could not process rule") {
+        Some(
+            "the kernel refused a rule: it may lack nat, the owner match or REDIRECT (load nf_nat, xt_owner and xt_REDIRECT, or nft_chain_nat for the nft backend)",
+        )
     } else if lower.contains("permission denied") || lower.contains("operation not permitted") {
         Some("mesh-init needs CAP_NET_ADMIN (and CAP_NET_RAW) in the pod's network namespace")
     } else if lower.contains("cannot open network namespace") {

@@ -117,11 +117,21 @@ fn outbound(r: &mut Rules, config: &Config, family: Family) {
         r.add(OUTPUT, &format!("-o {interface} -j RETURN"));
     }
     for port in &config.outbound_exclude_ports {
-        r.add(OUTPUT, &format!("-p tcp --dport {port} -j RETURN"));
+        for protocol in ["tcp", "udp"] {
+            r.add(OUTPUT, &format!("-p {protocol} --dport {port} -j RETURN"));
+        }
     }
     // The proxy's own connections to the app come from this address: never capture them.
     r.add(OUTPUT, &format!("-o lo -s {} -j RETURN", family.passthrough_source()));
     let inbound_on = config.inbound != InboundPorts::Disabled;
+    // With DNS capture, DNS over lo (a local resolver) is not "the app talking to itself" and
+    // the proxy's own DNS is not a call to its pod: port 53 is kept out of those rules.
+    let (never_inbound, app_on_lo) = match config.dns_port {
+        Some(_) => {
+            (format!("-m multiport ! --dports 53,{}", config.tunnel_port), "-p tcp ! --dport 53 ")
+        }
+        None => (format!("! --dport {}", config.tunnel_port), ""),
+    };
     for (owner, ids) in [("uid", &config.proxy_uids), ("gid", &config.proxy_gids)] {
         for id in ids.iter() {
             if inbound_on {
@@ -130,13 +140,12 @@ fn outbound(r: &mut Rules, config: &Config, family: Family) {
                 r.add(
                     OUTPUT,
                     &format!(
-                        "-o lo ! -d {localhost} -p tcp ! --dport {} -m owner --{owner}-owner {id} -j {IN_REDIRECT}",
-                        config.tunnel_port
+                        "-o lo ! -d {localhost} -p tcp {never_inbound} -m owner --{owner}-owner {id} -j {IN_REDIRECT}"
                     ),
                 );
             }
             // The app talking to itself over lo is not mesh traffic.
-            r.add(OUTPUT, &format!("-o lo -m owner ! --{owner}-owner {id} -j RETURN"));
+            r.add(OUTPUT, &format!("-o lo {app_on_lo}-m owner ! --{owner}-owner {id} -j RETURN"));
             // The proxy's own traffic: capturing it would loop.
             r.add(OUTPUT, &format!("-m owner --{owner}-owner {id} -j RETURN"));
         }

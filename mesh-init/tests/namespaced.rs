@@ -421,3 +421,22 @@ fn failures_name_what_failed() {
     let v4 = pod.nat_rules("iptables-save");
     assert!(!v4.iter().any(|r| r.contains("MESH_")), "IPv4 rules left behind: {v4:#?}");
 }
+
+#[test]
+fn dns_to_a_local_resolver_is_captured_when_asked() {
+    if !can_run() {
+        return;
+    }
+    let pod = Pod::new();
+    pod.install(&["--ipv6", "off", "--redirect-dns"]);
+    let dns = Pod::listen(&pod.ns, any4(15053));
+    let resolver = Pod::listen(&pod.ns, v4(Ipv4Addr::new(127, 0, 0, 53), 53));
+    // The app asking a resolver on loopback (as systemd-resolved or Docker set it up) reaches
+    // the proxy's DNS port; the proxy asking the same resolver reaches it.
+    let stub = v4(Ipv4Addr::new(127, 0, 0, 53), 53);
+    assert!(Pod::connect(&pod.ns, Some(APP_UID), stub, None, "app-dns"));
+    assert_eq!(arrival(&dns).expect("app DNS captured").token, "app-dns");
+    assert!(Pod::connect(&pod.ns, Some(PROXY_UID), stub, None, "proxy-dns"));
+    assert_eq!(arrival(&resolver).expect("proxy DNS goes out").token, "proxy-dns");
+    assert!(arrival(&dns).is_none());
+}

@@ -18,7 +18,8 @@ mod security;
 
 pub(crate) use networking::http_retry;
 pub use networking::{
-    destination_rule, gateway, service_entry, sidecar, virtual_service, workload_entry,
+    GRPC_STATUSES, RETRY_ON, destination_rule, gateway, service_entry, sidecar, virtual_service,
+    workload_entry,
 };
 pub use security::{authorization_policy, peer_authentication};
 
