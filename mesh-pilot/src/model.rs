@@ -1,0 +1,234 @@
+//! The service model: what the translation reads. One immutable [`Snapshot`] per change of
+//! the config sources; proxies and pushes share it through an `Arc`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use mesh_api::networking::{DestinationRule, VirtualService};
+
+/// The cluster DNS domain services live under.
+pub const DEFAULT_DOMAIN: &str = "cluster.local";
+
+/// An application protocol, as far as routing cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// HTTP/1.1 (and h2c): routed by RDS.
+    Http,
+    /// HTTP/2 or gRPC: routed by RDS, HTTP/2 upstream.
+    Http2,
+    /// Anything else: forwarded as TCP.
+    Tcp,
+}
+
+impl Protocol {
+    /// Istio's rule: the port's protocol field, else its name prefix (`http-web`, `grpc`).
+    pub fn detect(protocol: Option<&str>, name: &str) -> Self {
+        let declared = protocol.filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("TCP"));
+        let word = declared.unwrap_or_else(|| name.split('-').next().unwrap_or_default());
+        match word.to_ascii_lowercase().as_str() {
+            "http" | "http1" | "http/1.1" | "kubernetes.io/h2c" => Protocol::Http,
+            "http2" | "grpc" | "grpc-web" | "h2c" => Protocol::Http2,
+            _ => Protocol::Tcp,
+        }
+    }
+
+    /// Whether the port is routed as HTTP.
+    pub fn is_http(self) -> bool {
+        self != Protocol::Tcp
+    }
+}
+
+/// A port of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Name of the port.
+    pub name: String,
+    /// The service port.
+    pub port: u16,
+    /// The port on the endpoints, when the endpoint does not say.
+    pub target_port: u16,
+    /// Protocol.
+    pub protocol: Protocol,
+}
+
+/// A service: a host name, an optional virtual IP, ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Fully qualified host name (`reviews.bookinfo.svc.cluster.local`).
+    pub hostname: String,
+    /// Namespace of the object that declared it.
+    pub namespace: String,
+    /// Short name (`reviews`), empty for ServiceEntry hosts.
+    pub name: String,
+    /// Virtual IP, if any.
+    pub vip: Option<IpAddr>,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+    /// Whether the endpoints are inside the mesh.
+    pub mesh_internal: bool,
+}
+
+impl Service {
+    /// The names a request may use for this service (virtual host domains, without ports).
+    pub fn short_names(&self, domain: &str) -> Vec<String> {
+        let mut names = vec![self.hostname.clone()];
+        if !self.name.is_empty() {
+            let svc = format!("{}.{}.svc", self.name, self.namespace);
+            names.push(self.name.clone());
+            names.push(format!("{}.{}", self.name, self.namespace));
+            names.push(svc.clone());
+            let _ = domain;
+        }
+        if let Some(vip) = self.vip {
+            names.push(vip.to_string());
+        }
+        names.dedup();
+        names
+    }
+
+    /// The port with this number.
+    pub fn port(&self, number: u16) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.port == number)
+    }
+}
+
+/// An endpoint of a service port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Address.
+    pub address: IpAddr,
+    /// Port on the endpoint.
+    pub port: u16,
+    /// Labels of the workload (subsets select on them).
+    pub labels: BTreeMap<String, String>,
+    /// Namespace of the workload.
+    pub namespace: String,
+    /// Service account of the workload.
+    pub service_account: String,
+    /// Whether the workload runs a sidecar (and so takes mTLS).
+    pub sidecar: bool,
+    /// `region/zone/subzone`.
+    pub locality: String,
+    /// Load-balancing weight.
+    pub weight: u32,
+}
+
+/// Everything the translation needs, at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Monotonic version of the snapshot.
+    pub version: u64,
+    /// The cluster DNS domain.
+    pub domain: String,
+    /// Services by host name.
+    pub services: BTreeMap<String, Service>,
+    /// Endpoints by (host name, service port).
+    pub endpoints: BTreeMap<(String, u16), Vec<Endpoint>>,
+    /// VirtualServices.
+    pub virtual_services: Vec<VirtualService>,
+    /// DestinationRules.
+    pub destination_rules: Vec<DestinationRule>,
+}
+
+impl Snapshot {
+    /// Resolves a host written in config of `namespace` to a full host name: short names are
+    /// relative to that namespace, names with a dot are taken as they are (Istio's rule).
+    pub fn resolve(&self, host: &str, namespace: &str) -> String {
+        if host.contains('.') || host.contains('*') {
+            host.to_owned()
+        } else {
+            format!("{host}.{namespace}.svc.{}", self.domain)
+        }
+    }
+
+    /// The DestinationRule for a host, as seen from a proxy namespace: the proxy's own
+    /// namespace first, then any other, as Istio picks.
+    pub fn destination_rule(
+        &self,
+        hostname: &str,
+        proxy_namespace: &str,
+    ) -> Option<&DestinationRule> {
+        let applies = |dr: &&DestinationRule| {
+            let ns = dr.metadata.namespace.as_deref().unwrap_or_default();
+            self.resolve(&dr.spec.host, ns) == hostname
+        };
+        let mut candidates: Vec<&DestinationRule> =
+            self.destination_rules.iter().filter(applies).collect();
+        candidates.sort_by_key(|dr| dr.metadata.namespace.as_deref() != Some(proxy_namespace));
+        candidates.into_iter().next()
+    }
+}
+
+/// What the pilot knows of a connected proxy, from its node id and metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Proxy {
+    /// Node id.
+    pub id: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Workload labels.
+    pub labels: BTreeMap<String, String>,
+    /// Workload IPs.
+    pub ips: Vec<IpAddr>,
+    /// Service account.
+    pub service_account: String,
+}
+
+impl Proxy {
+    /// Reads a proxy from an Envoy node: metadata first, the node id for what it leaves out.
+    pub fn from_node(node: &envoy_types::pb::envoy::config::core::v3::Node) -> Self {
+        use envoy_types::pb::google::protobuf::value::Kind;
+        let meta = node.metadata.as_ref().map(|m| &m.fields);
+        let text = |key: &str| -> Option<String> {
+            match meta?.get(key)?.kind.as_ref()? {
+                Kind::StringValue(s) => Some(s.clone()),
+                _ => None,
+            }
+        };
+        let parsed: Option<mesh_api::xds::NodeId> = node.id.parse().ok();
+        let labels = meta
+            .and_then(|m| m.get(mesh_api::xds::metadata::LABELS))
+            .and_then(|v| match v.kind.as_ref()? {
+                Kind::StructValue(s) => Some(
+                    s.fields
+                        .iter()
+                        .filter_map(|(k, v)| match v.kind.as_ref()? {
+                            Kind::StringValue(s) => Some((k.clone(), s.clone())),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let ips = text(mesh_api::xds::metadata::INSTANCE_IPS)
+            .map(|list| list.split(',').filter_map(|ip| ip.trim().parse().ok()).collect())
+            .or_else(|| parsed.as_ref().map(|n| vec![n.ip]))
+            .unwrap_or_default();
+        Proxy {
+            id: node.id.clone(),
+            namespace: text(mesh_api::xds::metadata::NAMESPACE)
+                .or_else(|| parsed.as_ref().map(|n| n.namespace.clone()))
+                .unwrap_or_else(|| "default".to_owned()),
+            labels,
+            ips,
+            service_account: text(mesh_api::xds::metadata::SERVICE_ACCOUNT)
+                .unwrap_or_else(|| "default".to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_follow_istio_naming() {
+        assert_eq!(Protocol::detect(None, "http-web"), Protocol::Http);
+        assert_eq!(Protocol::detect(None, "grpc"), Protocol::Http2);
+        assert_eq!(Protocol::detect(Some("HTTP2"), "x"), Protocol::Http2);
+        assert_eq!(Protocol::detect(Some("TCP"), "http"), Protocol::Http);
+        assert_eq!(Protocol::detect(None, "mongo"), Protocol::Tcp);
+        assert_eq!(Protocol::detect(Some("kubernetes.io/h2c"), "web"), Protocol::Http);
+    }
+}

@@ -1,0 +1,272 @@
+//! The local-directory source: every YAML and JSON file under a directory (Services with a
+//! clusterIP, WorkloadEntries selected by the Services' selectors, ServiceEntries, and the
+//! routing kinds), read again when anything in it changes. A local mesh needs no cluster.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::Service as KubeService;
+use mesh_api::Resource;
+use mesh_api::load::{self, Loaded};
+use mesh_api::networking::{Location, Resolution, ServiceEntry, WorkloadEntry, WorkloadEntrySpec};
+
+use super::Rejected;
+use crate::model::{DEFAULT_DOMAIN, Endpoint, Protocol, Service, ServicePort, Snapshot};
+
+/// Label that marks a workload as running a sidecar (Istio's).
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
+/// Reads `dir` into a snapshot (version 0; the caller numbers them) and the objects left out.
+pub fn read(dir: &Path) -> (Snapshot, Vec<Rejected>) {
+    let report = load::load_path(dir);
+    let mut rejected: Vec<Rejected> = report
+        .errors
+        .iter()
+        .map(|e| Rejected { origin: e.file.clone(), reason: e.to_string() })
+        .collect();
+    let mut valid = Vec::new();
+    for loaded in report.objects {
+        let errors = mesh_api::validate::resource(&loaded.resource);
+        if errors.is_empty() {
+            valid.push(loaded);
+        } else {
+            rejected.extend(
+                errors
+                    .into_iter()
+                    .map(|e| Rejected { origin: loaded.origin.to_string(), reason: e.to_string() }),
+            );
+        }
+    }
+    let (snapshot, more) = build(&valid);
+    rejected.extend(more);
+    (snapshot, rejected)
+}
+
+/// Builds the model from valid objects.
+pub fn build(objects: &[Loaded]) -> (Snapshot, Vec<Rejected>) {
+    let mut snapshot = Snapshot { domain: DEFAULT_DOMAIN.to_owned(), ..Snapshot::default() };
+    let mut rejected = Vec::new();
+    let workloads: Vec<&WorkloadEntry> = objects
+        .iter()
+        .filter_map(|o| match &o.resource {
+            Resource::WorkloadEntry(we) => Some(we),
+            _ => None,
+        })
+        .collect();
+    for loaded in objects {
+        match &loaded.resource {
+            Resource::Service(svc) => match kube_service(svc, &snapshot.domain) {
+                Ok(service) => {
+                    let selector =
+                        svc.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+                    let namespace = service.namespace.clone();
+                    let selected = workloads.iter().filter(|we| {
+                        we.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                            && !selector.is_empty()
+                            && selector.iter().all(|(k, v)| we.spec.labels.get(k) == Some(v))
+                    });
+                    add_endpoints(
+                        &mut snapshot,
+                        &service,
+                        selected.map(|we| (&we.spec, namespace.as_str())),
+                    );
+                    snapshot.services.insert(service.hostname.clone(), service);
+                }
+                Err(reason) => {
+                    rejected.push(Rejected { origin: loaded.origin.to_string(), reason })
+                }
+            },
+            Resource::ServiceEntry(se) => {
+                for service in service_entry(se) {
+                    let namespace = service.namespace.clone();
+                    let from_selector: Vec<(&WorkloadEntrySpec, &str)> = match &se
+                        .spec
+                        .workload_selector
+                    {
+                        Some(selector) => workloads
+                            .iter()
+                            .filter(|we| {
+                                we.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                                    && selector
+                                        .labels
+                                        .iter()
+                                        .all(|(k, v)| we.spec.labels.get(k) == Some(v))
+                            })
+                            .map(|we| (&we.spec, namespace.as_str()))
+                            .collect(),
+                        None => se.spec.endpoints.iter().map(|e| (e, namespace.as_str())).collect(),
+                    };
+                    if se.spec.resolution.clone().unwrap_or(Resolution::None) != Resolution::None {
+                        add_endpoints(&mut snapshot, &service, from_selector.into_iter());
+                    }
+                    snapshot.services.insert(service.hostname.clone(), service);
+                }
+            }
+            Resource::VirtualService(vs) => snapshot.virtual_services.push(vs.clone()),
+            Resource::DestinationRule(dr) => snapshot.destination_rules.push(dr.clone()),
+            _ => {}
+        }
+    }
+    (snapshot, rejected)
+}
+
+fn kube_service(svc: &KubeService, domain: &str) -> Result<Service, String> {
+    let name = svc.metadata.name.clone().ok_or("Service without a name")?;
+    let namespace = svc.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
+    let spec = svc.spec.clone().unwrap_or_default();
+    let vip = spec
+        .cluster_ip
+        .filter(|ip| ip != "None" && !ip.is_empty())
+        .map(|ip| {
+            ip.parse::<IpAddr>().map_err(|_| {
+                format!("Service {namespace}/{name}: clusterIP {ip:?} is not an IP address")
+            })
+        })
+        .transpose()?;
+    let mut ports = Vec::new();
+    for p in spec.ports.unwrap_or_default() {
+        let port = u16::try_from(p.port)
+            .map_err(|_| format!("Service {namespace}/{name}: port {} is out of range", p.port))?;
+        let target_port = match &p.target_port {
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(t)) => {
+                u16::try_from(*t).unwrap_or(port)
+            }
+            _ => port,
+        };
+        let port_name = p.name.clone().unwrap_or_default();
+        ports.push(ServicePort {
+            protocol: Protocol::detect(p.app_protocol.as_deref(), &port_name),
+            name: port_name,
+            port,
+            target_port,
+        });
+    }
+    Ok(Service {
+        hostname: format!("{name}.{namespace}.svc.{domain}"),
+        namespace,
+        name,
+        vip,
+        ports,
+        mesh_internal: true,
+    })
+}
+
+fn service_entry(se: &ServiceEntry) -> Vec<Service> {
+    let namespace = se.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
+    let vip = se.spec.addresses.iter().find_map(|a| a.split('/').next()?.parse::<IpAddr>().ok());
+    let ports: Vec<ServicePort> = se
+        .spec
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let port = u16::try_from(p.number).ok()?;
+            Some(ServicePort {
+                name: p.name.clone(),
+                port,
+                target_port: p.target_port.and_then(|t| u16::try_from(t).ok()).unwrap_or(port),
+                protocol: Protocol::detect(Some(&p.protocol), ""),
+            })
+        })
+        .collect();
+    let internal = se.spec.location == Some(Location::MeshInternal);
+    se.spec
+        .hosts
+        .iter()
+        .map(|host| Service {
+            hostname: host.clone(),
+            namespace: namespace.clone(),
+            name: String::new(),
+            vip,
+            ports: ports.clone(),
+            mesh_internal: internal,
+        })
+        .collect()
+}
+
+/// Endpoints of each service port from workload specs (WorkloadEntries or ServiceEntry
+/// endpoints); entries whose address is not an IP are skipped (DNS resolution is the proxy's).
+fn add_endpoints<'a>(
+    snapshot: &mut Snapshot,
+    service: &Service,
+    workloads: impl Iterator<Item = (&'a WorkloadEntrySpec, &'a str)>,
+) {
+    let workloads: Vec<_> = workloads.collect();
+    for port in &service.ports {
+        let endpoints: Vec<Endpoint> = workloads
+            .iter()
+            .filter_map(|(we, namespace)| {
+                let address: IpAddr = we.address.parse().ok()?;
+                let target = we
+                    .ports
+                    .get(&port.name)
+                    .and_then(|p| u16::try_from(*p).ok())
+                    .unwrap_or(port.target_port);
+                Some(Endpoint {
+                    address,
+                    port: target,
+                    labels: we.labels.clone(),
+                    namespace: (*namespace).to_owned(),
+                    service_account: we
+                        .service_account
+                        .clone()
+                        .unwrap_or_else(|| "default".to_owned()),
+                    sidecar: we.labels.get(TLS_MODE_LABEL).is_some_and(|m| m == "istio"),
+                    locality: we.locality.clone().unwrap_or_default(),
+                    weight: we.weight.unwrap_or(1).max(1),
+                })
+            })
+            .collect();
+        snapshot.endpoints.insert((service.hostname.clone(), port.port), endpoints);
+    }
+}
+
+/// A fingerprint of every config file under `dir` (path, size, modification time), to notice
+/// changes without a file-system notification API.
+pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(current) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path, meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Watches `dir`, sending a new snapshot (and the rejected objects) whenever its files change.
+/// Polls every `interval`, which also picks up ConfigMap volume updates (symlink swaps).
+pub async fn watch(
+    dir: PathBuf,
+    interval: Duration,
+    on_change: impl Fn(Snapshot, Vec<Rejected>) + Send + 'static,
+) {
+    let mut last = None;
+    loop {
+        let now = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || fingerprint(&dir)).await.unwrap_or_default()
+        };
+        if last.as_ref() != Some(&now) {
+            let dir = dir.clone();
+            if let Ok((snapshot, rejected)) = tokio::task::spawn_blocking(move || read(&dir)).await
+            {
+                on_change(snapshot, rejected);
+            }
+            last = Some(now);
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Labels as Istio's selectors compare them.
+pub type Labels = BTreeMap<String, String>;

@@ -1,0 +1,315 @@
+//! CDS: `outbound|port|subset|host` per service port and DestinationRule subset, with load
+//! balancing, circuit breakers and outlier detection; `inbound|port||` for the proxy's own
+//! ports; PassthroughCluster and BlackHoleCluster.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::CommonLbConfig;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
+};
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster, OutlierDetection, circuit_breakers::Thresholds,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    AggregatedConfigSource, BindConfig, ConfigSource, Http2ProtocolOptions, HttpProtocolOptions,
+    SocketAddress, config_source::ConfigSourceSpecifier, socket_address,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions as UpstreamHttpOptions;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+    ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+};
+use envoy_types::pb::envoy::r#type::v3::Percent;
+use envoy_types::pb::google::protobuf::UInt32Value;
+use mesh_api::networking::{
+    ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection as DrOutlier, SimpleLb,
+    TrafficPolicy,
+};
+use mesh_api::xds::{
+    BLACKHOLE_CLUSTER, ClusterName, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER,
+};
+
+use super::{any, config_duration, duration};
+use crate::model::{Protocol, Proxy, Snapshot};
+
+/// Connect timeout when nothing sets one (Istio's mesh default).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A config source pointing at the ADS stream.
+pub fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: 2, // V3
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..ConfigSource::default()
+    }
+}
+
+/// Every cluster a sidecar gets.
+pub fn clusters(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Cluster> {
+    let mut out = Vec::new();
+    for service in snapshot.services.values() {
+        let rule = snapshot.destination_rule(&service.hostname, &proxy.namespace);
+        for port in &service.ports {
+            let base = rule.and_then(|r| r.spec.traffic_policy.as_ref());
+            out.push(outbound(
+                &service.hostname,
+                port.port,
+                None,
+                port.protocol,
+                &policy_for(base, None, port.port),
+            ));
+            for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
+                let merged = policy_for(base, subset.traffic_policy.as_ref(), port.port);
+                out.push(outbound(
+                    &service.hostname,
+                    port.port,
+                    Some(&subset.name),
+                    port.protocol,
+                    &merged,
+                ));
+            }
+        }
+    }
+    out.extend(inbound(snapshot, proxy));
+    out.push(passthrough(PASSTHROUGH_CLUSTER, None));
+    out.push(passthrough(INBOUND_PASSTHROUGH_CLUSTER, Some("127.0.0.6")));
+    out.push(Cluster {
+        name: BLACKHOLE_CLUSTER.to_owned(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        ..Cluster::default()
+    });
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The effective policy of a (subset, port): the subset's settings override the rule's, and
+/// port-level settings override both (Istio's precedence).
+#[derive(Clone, Debug, Default)]
+pub struct Effective {
+    load_balancer: Option<LoadBalancerSettings>,
+    connection_pool: Option<ConnectionPoolSettings>,
+    outlier_detection: Option<DrOutlier>,
+}
+
+fn policy_for(
+    base: Option<&TrafficPolicy>,
+    subset: Option<&TrafficPolicy>,
+    port: u16,
+) -> Effective {
+    let mut effective = Effective::default();
+    for policy in [base, subset].into_iter().flatten() {
+        let level = policy
+            .port_level_settings
+            .iter()
+            .find(|p| p.port.as_ref().is_some_and(|s| s.number == u32::from(port)));
+        effective.load_balancer = level
+            .and_then(|l| l.load_balancer.clone())
+            .or(policy.load_balancer.clone())
+            .or(effective.load_balancer);
+        effective.connection_pool = level
+            .and_then(|l| l.connection_pool.clone())
+            .or(policy.connection_pool.clone())
+            .or(effective.connection_pool);
+        effective.outlier_detection = level
+            .and_then(|l| l.outlier_detection.clone())
+            .or(policy.outlier_detection.clone())
+            .or(effective.outlier_detection);
+    }
+    effective
+}
+
+fn outbound(
+    host: &str,
+    port: u16,
+    subset: Option<&str>,
+    protocol: Protocol,
+    policy: &Effective,
+) -> Cluster {
+    let name = ClusterName::outbound(port, subset, host).to_string();
+    let mut cluster = Cluster {
+        name: name.clone(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig { eds_config: Some(ads()), service_name: name }),
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        lb_policy: LbPolicy::LeastRequest as i32,
+        ..Cluster::default()
+    };
+    if let Some(lb) = &policy.load_balancer {
+        cluster.lb_policy = match (&lb.simple, &lb.consistent_hash) {
+            (_, Some(hash)) if hash.maglev.is_some() => LbPolicy::Maglev as i32,
+            (_, Some(_)) => LbPolicy::RingHash as i32,
+            (Some(SimpleLb::RoundRobin), _) => LbPolicy::RoundRobin as i32,
+            (Some(SimpleLb::Random), _) => LbPolicy::Random as i32,
+            (Some(SimpleLb::Passthrough), _) => LbPolicy::ClusterProvided as i32,
+            _ => LbPolicy::LeastRequest as i32,
+        };
+    }
+    let mut thresholds = Thresholds::default();
+    let mut breakers = false;
+    let mut http_options = HttpProtocolOptions::default();
+    if let Some(pool) = &policy.connection_pool {
+        let set = |v: Option<i32>| {
+            v.filter(|v| *v > 0)
+                .and_then(|v| u32::try_from(v).ok())
+                .map(|value| UInt32Value { value })
+        };
+        if let Some(tcp) = &pool.tcp {
+            if let Some(v) = set(tcp.max_connections) {
+                thresholds.max_connections = Some(v);
+                breakers = true;
+            }
+            if let Some(t) = tcp.connect_timeout.as_ref().and_then(config_duration) {
+                cluster.connect_timeout = Some(t);
+            }
+        }
+        if let Some(http) = &pool.http {
+            if let Some(v) = set(http.http1_max_pending_requests) {
+                thresholds.max_pending_requests = Some(v);
+                breakers = true;
+            }
+            if let Some(v) = set(http.http2_max_requests) {
+                thresholds.max_requests = Some(v);
+                breakers = true;
+            }
+            if let Some(v) = set(http.max_retries) {
+                thresholds.max_retries = Some(v);
+                breakers = true;
+            }
+            if let Some(v) = set(http.max_requests_per_connection) {
+                http_options.max_requests_per_connection = Some(v);
+            }
+            if let Some(t) = http.idle_timeout.as_ref().and_then(config_duration) {
+                http_options.idle_timeout = Some(t);
+            }
+        }
+    }
+    if breakers {
+        cluster.circuit_breakers =
+            Some(CircuitBreakers { thresholds: vec![thresholds], ..CircuitBreakers::default() });
+    }
+    let upstream = UpstreamHttpOptions {
+        common_http_protocol_options: Some(http_options),
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(if protocol == Protocol::Http2 {
+                    ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())
+                } else {
+                    ProtocolConfig::HttpProtocolOptions(
+                        envoy_types::pb::envoy::config::core::v3::Http1ProtocolOptions::default(),
+                    )
+                }),
+            },
+        )),
+        ..UpstreamHttpOptions::default()
+    };
+    if protocol.is_http() {
+        cluster.typed_extension_protocol_options = BTreeMap::from([(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+            any(upstream),
+        )])
+        .into_iter()
+        .collect();
+    }
+    if let Some(outlier) = &policy.outlier_detection {
+        cluster.outlier_detection = Some(outlier_detection(outlier));
+        // Below this share of healthy hosts Envoy ignores ejections (its panic threshold).
+        if let Some(min) = outlier.min_health_percent {
+            cluster.common_lb_config = Some(CommonLbConfig {
+                healthy_panic_threshold: Some(Percent { value: f64::from(min) }),
+                ..CommonLbConfig::default()
+            });
+        }
+    }
+    cluster
+}
+
+fn outlier_detection(o: &DrOutlier) -> OutlierDetection {
+    let u32v = |v: Option<u32>| v.map(|value| UInt32Value { value });
+    let percent =
+        |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).map(|value| UInt32Value { value });
+    let mut out = OutlierDetection {
+        consecutive_5xx: u32v(o.consecutive_5xx_errors),
+        consecutive_gateway_failure: u32v(
+            o.consecutive_gateway_errors
+                .or(o.consecutive_errors.and_then(|v| u32::try_from(v).ok())),
+        ),
+        interval: o.interval.as_ref().and_then(config_duration),
+        base_ejection_time: o.base_ejection_time.as_ref().and_then(config_duration),
+        max_ejection_percent: percent(o.max_ejection_percent),
+        split_external_local_origin_errors: o.split_external_local_origin_errors.unwrap_or(false),
+        consecutive_local_origin_failure: u32v(o.consecutive_local_origin_failures),
+        ..OutlierDetection::default()
+    };
+    // Istio turns 5xx detection off unless asked, and gateway errors on when asked.
+    out.enforcing_consecutive_5xx = Some(UInt32Value {
+        value: if o.consecutive_5xx_errors.unwrap_or(0) > 0 { 100 } else { 0 },
+    });
+    out.enforcing_consecutive_gateway_failure = Some(UInt32Value {
+        value: if out.consecutive_gateway_failure.as_ref().is_some_and(|v| v.value > 0) {
+            100
+        } else {
+            0
+        },
+    });
+    out
+}
+
+/// The ports of the services this proxy's workload serves (endpoint port, protocol).
+pub fn inbound_ports(snapshot: &Snapshot, proxy: &Proxy) -> BTreeMap<u16, Protocol> {
+    let mut ports = BTreeMap::new();
+    for ((host, port), endpoints) in &snapshot.endpoints {
+        if let Some(own) = endpoints.iter().find(|e| proxy.ips.contains(&e.address)) {
+            let protocol = snapshot
+                .services
+                .get(host)
+                .and_then(|s| s.port(*port))
+                .map_or(Protocol::Tcp, |p| p.protocol);
+            ports.entry(own.port).or_insert(protocol);
+        }
+    }
+    ports
+}
+
+/// `inbound|port||` for each port of the services this proxy serves: to the app on
+/// 127.0.0.1, from 127.0.0.6 so capture never takes it again.
+fn inbound(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Cluster> {
+    inbound_ports(snapshot, proxy)
+        .into_keys()
+        .map(|port| {
+            let name = ClusterName::inbound(port).to_string();
+            Cluster {
+                cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+                    DiscoveryType::Static as i32,
+                )),
+                connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+                load_assignment: Some(super::endpoint::static_assignment(&name, "127.0.0.1", port)),
+                upstream_bind_config: Some(bind("127.0.0.6")),
+                name,
+                ..Cluster::default()
+            }
+        })
+        .collect()
+}
+
+fn bind(source: &str) -> BindConfig {
+    BindConfig {
+        source_address: Some(SocketAddress {
+            address: source.to_owned(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(0)),
+            ..SocketAddress::default()
+        }),
+        ..BindConfig::default()
+    }
+}
+
+fn passthrough(name: &str, source: Option<&str>) -> Cluster {
+    Cluster {
+        name: name.to_owned(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32)),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        upstream_bind_config: source.map(bind),
+        ..Cluster::default()
+    }
+}

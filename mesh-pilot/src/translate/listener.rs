@@ -1,0 +1,225 @@
+//! LDS: `virtualOutbound` on 15001 (original destination; a filter chain per HTTP port and per
+//! TCP service VIP:port, passthrough otherwise) and `virtualInbound` on 15006 (a chain per port
+//! the workload serves, to the app from 127.0.0.6).
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, filter,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+};
+use envoy_types::pb::envoy::config::route::v3::{route, route_action, route_match};
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+use mesh_api::ports;
+use mesh_api::xds::{
+    ClusterName, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER, VIRTUAL_INBOUND_LISTENER,
+    VIRTUAL_OUTBOUND_LISTENER,
+};
+
+use super::{any, duration};
+use crate::model::{Protocol, Proxy, Snapshot};
+
+/// Name of the HTTP connection manager network filter.
+pub const HCM: &str = "envoy.filters.network.http_connection_manager";
+/// Name of the fault HTTP filter (per-route config keys use it).
+pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+/// Name of the CORS HTTP filter.
+pub const CORS_FILTER: &str = "envoy.filters.http.cors";
+
+/// The sidecar's listeners.
+pub fn listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
+    vec![virtual_outbound(snapshot), virtual_inbound(snapshot, proxy)]
+}
+
+fn capture_listener(
+    name: &str,
+    port: u16,
+    chains: Vec<FilterChain>,
+    default: FilterChain,
+    direction: TrafficDirection,
+) -> Listener {
+    Listener {
+        name: name.to_owned(),
+        address: Some(super::endpoint::socket("0.0.0.0", port)),
+        use_original_dst: Some(BoolValue { value: true }),
+        filter_chains: chains,
+        default_filter_chain: Some(default),
+        traffic_direction: direction as i32,
+        ..Listener::default()
+    }
+}
+
+fn virtual_outbound(snapshot: &Snapshot) -> Listener {
+    let mut http_ports = BTreeMap::new();
+    let mut chains = Vec::new();
+    for service in snapshot.services.values() {
+        for port in &service.ports {
+            if port.protocol.is_http() {
+                http_ports.insert(port.port, ());
+            } else if let Some(vip) = service.vip {
+                let cluster = ClusterName::outbound(port.port, None, &service.hostname).to_string();
+                chains.push(FilterChain {
+                    name: format!("{vip}_{}", port.port),
+                    filter_chain_match: Some(FilterChainMatch {
+                        destination_port: Some(UInt32Value { value: u32::from(port.port) }),
+                        prefix_ranges: vec![CidrRange {
+                            address_prefix: vip.to_string(),
+                            prefix_len: Some(UInt32Value {
+                                value: if vip.is_ipv4() { 32 } else { 128 },
+                            }),
+                        }],
+                        ..FilterChainMatch::default()
+                    }),
+                    filters: vec![tcp_proxy_filter(
+                        &format!("outbound|{}||{}", port.port, service.hostname),
+                        &cluster,
+                    )],
+                    ..FilterChain::default()
+                });
+            }
+        }
+    }
+    for port in http_ports.into_keys() {
+        chains.push(FilterChain {
+            name: format!("0.0.0.0_{port}"),
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: Some(UInt32Value { value: u32::from(port) }),
+                ..FilterChainMatch::default()
+            }),
+            filters: vec![hcm_filter(
+                &format!("outbound_0.0.0.0_{port}"),
+                http_connection_manager::RouteSpecifier::Rds(Rds {
+                    config_source: Some(super::cluster::ads()),
+                    route_config_name: mesh_api::xds::route_config_name(port),
+                }),
+            )],
+            ..FilterChain::default()
+        });
+    }
+    chains.sort_by(|a, b| a.name.cmp(&b.name));
+    let default = FilterChain {
+        name: PASSTHROUGH_CLUSTER.to_owned(),
+        filters: vec![tcp_proxy_filter(PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER)],
+        ..FilterChain::default()
+    };
+    capture_listener(
+        VIRTUAL_OUTBOUND_LISTENER,
+        ports::PROXY_OUTBOUND,
+        chains,
+        default,
+        TrafficDirection::Outbound,
+    )
+}
+
+fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
+    let chains = super::cluster::inbound_ports(snapshot, proxy)
+        .into_iter()
+        .map(|(port, protocol)| {
+            let cluster = ClusterName::inbound(port).to_string();
+            let filter = if protocol == Protocol::Tcp {
+                tcp_proxy_filter(&cluster, &cluster)
+            } else {
+                hcm_filter(
+                    &format!("inbound_0.0.0.0_{port}"),
+                    http_connection_manager::RouteSpecifier::RouteConfig(inbound_routes(&cluster)),
+                )
+            };
+            FilterChain {
+                name: cluster.clone(),
+                filter_chain_match: Some(FilterChainMatch {
+                    destination_port: Some(UInt32Value { value: u32::from(port) }),
+                    ..FilterChainMatch::default()
+                }),
+                filters: vec![filter],
+                ..FilterChain::default()
+            }
+        })
+        .collect();
+    let default = FilterChain {
+        name: INBOUND_PASSTHROUGH_CLUSTER.to_owned(),
+        filters: vec![tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER)],
+        ..FilterChain::default()
+    };
+    capture_listener(
+        VIRTUAL_INBOUND_LISTENER,
+        ports::PROXY_INBOUND,
+        chains,
+        default,
+        TrafficDirection::Inbound,
+    )
+}
+
+fn inbound_routes(cluster: &str) -> RouteConfiguration {
+    RouteConfiguration {
+        name: cluster.to_owned(),
+        virtual_hosts: vec![VirtualHost {
+            name: cluster.to_owned(),
+            domains: vec!["*".to_owned()],
+            routes: vec![Route {
+                name: "default".to_owned(),
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_owned())),
+                    ..RouteMatch::default()
+                }),
+                action: Some(route::Action::Route(RouteAction {
+                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                        cluster.to_owned(),
+                    )),
+                    timeout: Some(duration(std::time::Duration::ZERO)),
+                    ..RouteAction::default()
+                })),
+                ..Route::default()
+            }],
+            ..VirtualHost::default()
+        }],
+        validate_clusters: Some(BoolValue { value: false }),
+        ..RouteConfiguration::default()
+    }
+}
+
+fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
+    let proxy = TcpProxy {
+        stat_prefix: stat_prefix.to_owned(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_owned())),
+        ..TcpProxy::default()
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".to_owned(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(proxy))),
+    }
+}
+
+fn http_filter<T: prost::Name + prost::Message>(name: &str, config: T) -> HttpFilter {
+    HttpFilter {
+        name: name.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(config))),
+        ..HttpFilter::default()
+    }
+}
+
+fn hcm_filter(stat_prefix: &str, routes: http_connection_manager::RouteSpecifier) -> Filter {
+    let hcm = HttpConnectionManager {
+        stat_prefix: stat_prefix.to_owned(),
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(routes),
+        // Fault and CORS do nothing unless a route configures them.
+        http_filters: vec![
+            http_filter(FAULT_FILTER, HttpFault::default()),
+            http_filter(CORS_FILTER, Cors::default()),
+            http_filter("envoy.filters.http.router", Router::default()),
+        ],
+        use_remote_address: Some(BoolValue { value: false }),
+        ..HttpConnectionManager::default()
+    };
+    Filter { name: HCM.to_owned(), config_type: Some(filter::ConfigType::TypedConfig(any(hcm))) }
+}

@@ -1,0 +1,65 @@
+//! Translation: pure functions from a [`Snapshot`] and a [`Proxy`] to Envoy v3 resources.
+//! No I/O; golden tests pin the output.
+
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use prost::Name;
+
+use crate::model::{Proxy, Snapshot};
+
+pub mod cluster;
+pub mod endpoint;
+pub mod listener;
+pub mod route;
+
+/// Every resource of one type for one proxy, by name.
+pub type Resources = Vec<(String, Any)>;
+
+/// Packs a message as `Any`.
+pub fn any<T: Name + prost::Message>(message: T) -> Any {
+    envoy_types::util::pack_any(message)
+}
+
+/// A protobuf duration.
+pub fn duration(d: std::time::Duration) -> PbDuration {
+    PbDuration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A config duration (already validated) as a protobuf duration.
+pub fn config_duration(d: &mesh_api::Duration) -> Option<PbDuration> {
+    d.parse().ok().map(duration)
+}
+
+/// What the proxy gets for one type URL.
+pub fn generate(type_url: &str, snapshot: &Snapshot, proxy: &Proxy) -> Option<Resources> {
+    let packed = |items: Vec<(String, Any)>| Some(items);
+    match type_url {
+        mesh_api::xds::CLUSTER_TYPE => packed(
+            cluster::clusters(snapshot, proxy)
+                .into_iter()
+                .map(|c| (c.name.clone(), any(c)))
+                .collect(),
+        ),
+        mesh_api::xds::ENDPOINT_TYPE => packed(
+            endpoint::load_assignments(snapshot, proxy)
+                .into_iter()
+                .map(|c| (c.cluster_name.clone(), any(c)))
+                .collect(),
+        ),
+        mesh_api::xds::LISTENER_TYPE => packed(
+            listener::listeners(snapshot, proxy)
+                .into_iter()
+                .map(|l| (l.name.clone(), any(l)))
+                .collect(),
+        ),
+        mesh_api::xds::ROUTE_TYPE => packed(
+            route::route_configs(snapshot, proxy)
+                .into_iter()
+                .map(|r| (r.name.clone(), any(r)))
+                .collect(),
+        ),
+        _ => None,
+    }
+}

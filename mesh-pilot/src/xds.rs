@@ -1,0 +1,339 @@
+//! The ADS server: one state-of-the-world stream per proxy, with per-type versions, nonces and
+//! ACK/NACK bookkeeping, pushes in make-before-break order (CDS, EDS, LDS, RDS), and a per-proxy
+//! record of what was sent and acknowledged (`syncz`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use futures::{Stream, StreamExt};
+use mesh_api::xds::PUSH_ORDER;
+use tokio::sync::{RwLock, mpsc, watch};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::model::{Proxy, Snapshot};
+use crate::translate;
+
+/// Most resource names a request may subscribe to; more is refused as abuse.
+const MAX_NAMES: usize = 100_000;
+
+/// Sync state of one type for one proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TypeStatus {
+    /// Version of the last response sent.
+    pub sent_version: String,
+    /// Nonce of the last response sent.
+    pub sent_nonce: String,
+    /// Version the proxy last accepted.
+    pub acked_version: String,
+    /// Nonce the proxy last accepted.
+    pub acked_nonce: String,
+    /// The proxy's message on its last rejection, until it accepts again.
+    pub last_nack: Option<String>,
+}
+
+impl TypeStatus {
+    /// `SYNCED`, `STALE`, `NOT SENT` or `ERROR`, as Istio's proxy-status says them.
+    pub fn state(&self) -> &'static str {
+        if self.last_nack.is_some() {
+            "ERROR"
+        } else if self.sent_nonce.is_empty() {
+            "NOT SENT"
+        } else if self.sent_nonce == self.acked_nonce {
+            "SYNCED"
+        } else {
+            "STALE"
+        }
+    }
+}
+
+/// What `/debug/syncz` reports for one proxy.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyStatus {
+    /// Node id.
+    pub id: String,
+    /// Per type URL.
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+/// The xDS server state shared by all streams.
+pub struct Discovery {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    status: RwLock<BTreeMap<u64, ProxyStatus>>,
+    next_connection: AtomicU64,
+}
+
+impl Discovery {
+    /// A server pushing whatever `snapshots` holds.
+    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>) -> Arc<Self> {
+        Arc::new(Self {
+            snapshots,
+            status: RwLock::new(BTreeMap::new()),
+            next_connection: AtomicU64::new(1),
+        })
+    }
+
+    /// The sync state of every connected proxy.
+    pub async fn syncz(&self) -> Vec<ProxyStatus> {
+        self.status.read().await.values().cloned().collect()
+    }
+
+    /// The gRPC service.
+    pub fn service(self: &Arc<Self>) -> AggregatedDiscoveryServiceServer<Ads> {
+        AggregatedDiscoveryServiceServer::new(Ads(self.clone()))
+            .max_decoding_message_size(16 * 1024 * 1024)
+    }
+}
+
+/// The tonic service over a [`Discovery`].
+pub struct Ads(Arc<Discovery>);
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let discovery = self.0.clone();
+        let id = discovery.next_connection.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let mut stream = Stream_ {
+                id,
+                discovery: discovery.clone(),
+                tx,
+                proxy: None,
+                watched: HashMap::new(),
+                nonce: 0,
+            };
+            if let Err(status) = stream.run(request.into_inner()).await {
+                let _ = stream.tx.send(Err(status)).await;
+            }
+            discovery.status.write().await.remove(&id);
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented(
+            "delta xDS is not served yet by mesh-pilot; use state-of-the-world ADS (api_type: GRPC)",
+        ))
+    }
+}
+
+/// What one stream watches of one type.
+struct Watched {
+    /// Requested names; empty means all (wildcard) for LDS and CDS.
+    names: BTreeSet<String>,
+    /// Fingerprint of the last resources sent, to skip pushes that change nothing.
+    sent: Option<Vec<u8>>,
+}
+
+struct Stream_ {
+    id: u64,
+    discovery: Arc<Discovery>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    proxy: Option<Proxy>,
+    watched: HashMap<String, Watched>,
+    nonce: u64,
+}
+
+impl Stream_ {
+    async fn run(&mut self, mut requests: Streaming<DiscoveryRequest>) -> Result<(), Status> {
+        let mut snapshots = self.discovery.snapshots.clone();
+        loop {
+            tokio::select! {
+                request = requests.next() => match request {
+                    Some(Ok(request)) => self.on_request(request).await?,
+                    Some(Err(status)) => {
+                        debug!(connection = self.id, "stream ended: {status}");
+                        return Ok(());
+                    }
+                    None => return Ok(()),
+                },
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        return Err(Status::unavailable("the pilot is shutting down"));
+                    }
+                    self.push_all(false).await?;
+                }
+            }
+        }
+    }
+
+    async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
+        if self.proxy.is_none() {
+            let node = request
+                .node
+                .as_ref()
+                .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
+            let proxy = Proxy::from_node(node);
+            info!(connection = self.id, node = %proxy.id, "proxy connected");
+            self.discovery
+                .status
+                .write()
+                .await
+                .insert(self.id, ProxyStatus { id: proxy.id.clone(), types: BTreeMap::new() });
+            self.proxy = Some(proxy);
+        }
+        let type_url = request.type_url.clone();
+        if !PUSH_ORDER.contains(&type_url.as_str()) {
+            // Unknown types are answered with nothing rather than an error: Envoy asks for
+            // types a control plane may not serve.
+            debug!(connection = self.id, %type_url, "request for a type this pilot does not serve");
+            return Ok(());
+        }
+        if request.resource_names.len() > MAX_NAMES {
+            return Err(Status::resource_exhausted(format!(
+                "more than {MAX_NAMES} resource names in one request"
+            )));
+        }
+        if let Some(error) = &request.error_detail {
+            warn!(connection = self.id, %type_url, "proxy rejected {}: {}", request.response_nonce, error.message);
+            self.record(&type_url, |s| s.last_nack = Some(error.message.clone())).await;
+            return Ok(());
+        }
+        let sent_nonce = self.status(&type_url).await.map(|s| s.sent_nonce).unwrap_or_default();
+        if !request.response_nonce.is_empty() && request.response_nonce != sent_nonce {
+            debug!(connection = self.id, %type_url, "stale nonce {} ignored", request.response_nonce);
+            return Ok(());
+        }
+        let names: BTreeSet<String> = request.resource_names.iter().cloned().collect();
+        let first = !self.watched.contains_key(&type_url);
+        let names_changed = self.watched.get(&type_url).is_some_and(|w| w.names != names);
+        if !request.response_nonce.is_empty() {
+            // An ACK of what was sent.
+            let version = request.version_info.clone();
+            let nonce = request.response_nonce.clone();
+            self.record(&type_url, |s| {
+                s.acked_version = version;
+                s.acked_nonce = nonce;
+                s.last_nack = None;
+            })
+            .await;
+        }
+        if first || names_changed || request.response_nonce.is_empty() {
+            let watched = self
+                .watched
+                .entry(type_url.clone())
+                .or_insert(Watched { names: BTreeSet::new(), sent: None });
+            watched.names = names;
+            watched.sent = None;
+            self.push(&type_url, true).await?;
+        }
+        Ok(())
+    }
+
+    async fn status(&self, type_url: &str) -> Option<TypeStatus> {
+        self.discovery
+            .status
+            .read()
+            .await
+            .get(&self.id)
+            .and_then(|p| p.types.get(type_url).cloned())
+    }
+
+    async fn record(&self, type_url: &str, update: impl FnOnce(&mut TypeStatus)) {
+        if let Some(proxy) = self.discovery.status.write().await.get_mut(&self.id) {
+            update(proxy.types.entry(type_url.to_owned()).or_default());
+        }
+    }
+
+    /// Pushes every watched type, in make-before-break order.
+    async fn push_all(&mut self, force: bool) -> Result<(), Status> {
+        for type_url in PUSH_ORDER {
+            if self.watched.contains_key(type_url) {
+                self.push(type_url, force).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the current state of one type, unless it is what was sent last (and not forced).
+    async fn push(&mut self, type_url: &str, force: bool) -> Result<(), Status> {
+        let Some(proxy) = &self.proxy else { return Ok(()) };
+        let snapshot = self.discovery.snapshots.borrow().clone();
+        let Some(resources) = translate::generate(type_url, &snapshot, proxy) else {
+            return Ok(());
+        };
+        let Some(watched) = self.watched.get_mut(type_url) else { return Ok(()) };
+        let wildcard = watched.names.is_empty() || watched.names.contains("*");
+        let selected: Vec<_> = resources
+            .into_iter()
+            .filter(|(name, _)| wildcard || watched.names.contains(name))
+            .map(|(_, any)| any)
+            .collect();
+        let fingerprint: Vec<u8> = selected
+            .iter()
+            .flat_map(|a| a.value.iter().copied().chain(a.type_url.bytes()))
+            .collect();
+        if !force && watched.sent.as_ref() == Some(&fingerprint) {
+            return Ok(());
+        }
+        watched.sent = Some(fingerprint);
+        self.nonce += 1;
+        let nonce = format!("{}-{}", self.id, self.nonce);
+        let version = snapshot.version.to_string();
+        let response = DiscoveryResponse {
+            version_info: version.clone(),
+            resources: selected,
+            type_url: type_url.to_owned(),
+            nonce: nonce.clone(),
+            ..DiscoveryResponse::default()
+        };
+        self.record(type_url, |s| {
+            s.sent_version = version;
+            s.sent_nonce = nonce;
+        })
+        .await;
+        self.tx.send(Ok(response)).await.map_err(|_| Status::cancelled("the proxy went away"))
+    }
+}
+
+/// Publishes snapshots after `after` of quiet, or at the latest `max` after the first change of
+/// a burst, numbering them. Many changes make one push.
+pub async fn debounce(
+    mut changes: mpsc::Receiver<Snapshot>,
+    publish: watch::Sender<Arc<Snapshot>>,
+    after: std::time::Duration,
+    max: std::time::Duration,
+) {
+    let mut version = publish.borrow().version;
+    while let Some(mut latest) = changes.recv().await {
+        let burst_started = tokio::time::Instant::now();
+        loop {
+            let quiet_until = tokio::time::Instant::now() + after;
+            let deadline = (burst_started + max).min(quiet_until);
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Ok(Some(next)) => {
+                    latest = next;
+                    if tokio::time::Instant::now() >= burst_started + max {
+                        break;
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        version += 1;
+        latest.version = version;
+        if publish.send(Arc::new(latest)).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Translation of a small mesh (two versions of a service, a TCP service, a VirtualService with
+//! a header match, a fault and a weighted split, a DestinationRule with subsets and limits) into
+//! Envoy resources, checked field by field.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use std::path::Path;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::route::v3::{header_matcher, route, route_action, route_match};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{HttpFault, fault_abort};
+use mesh_pilot::model::{Proxy, Snapshot};
+use mesh_pilot::source::local;
+use mesh_pilot::translate::{cluster, endpoint, listener, route as routes};
+use prost::Message;
+
+fn mesh() -> Snapshot {
+    let (snapshot, rejected) =
+        local::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mesh"));
+    assert!(rejected.is_empty(), "{rejected:?}");
+    snapshot
+}
+
+fn client() -> Proxy {
+    Proxy {
+        id: "sidecar~10.0.0.9~client-1.demo~demo.svc.cluster.local".into(),
+        namespace: "demo".into(),
+        ..Proxy::default()
+    }
+}
+
+fn find<'a>(clusters: &'a [Cluster], name: &str) -> &'a Cluster {
+    clusters.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no cluster {name}"))
+}
+
+#[test]
+fn clusters_follow_istio_names_and_destination_rules() {
+    let clusters = cluster::clusters(&mesh(), &client());
+    let names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "BlackHoleCluster",
+            "InboundPassthroughCluster",
+            "PassthroughCluster",
+            "outbound|5432||db.demo.svc.cluster.local",
+            "outbound|80|v1|hello.demo.svc.cluster.local",
+            "outbound|80|v2|hello.demo.svc.cluster.local",
+            "outbound|80||hello.demo.svc.cluster.local",
+        ]
+    );
+    let hello = find(&clusters, "outbound|80||hello.demo.svc.cluster.local");
+    let thresholds = &hello.circuit_breakers.as_ref().unwrap().thresholds[0];
+    assert_eq!(thresholds.max_connections.as_ref().unwrap().value, 100);
+    assert_eq!(thresholds.max_pending_requests.as_ref().unwrap().value, 10);
+    let outlier = hello.outlier_detection.as_ref().unwrap();
+    assert_eq!(outlier.consecutive_5xx.as_ref().unwrap().value, 3);
+    assert_eq!(outlier.base_ejection_time.as_ref().unwrap().seconds, 30);
+    assert_eq!(outlier.max_ejection_percent.as_ref().unwrap().value, 50);
+    assert_eq!(hello.lb_policy, LbPolicy::LeastRequest as i32);
+    // The subset's own load balancer overrides; the rule's limits still apply.
+    let v2 = find(&clusters, "outbound|80|v2|hello.demo.svc.cluster.local");
+    assert_eq!(v2.lb_policy, LbPolicy::RoundRobin as i32);
+    assert!(v2.circuit_breakers.is_some());
+}
+
+#[test]
+fn endpoints_are_split_by_subset_with_mtls_metadata() {
+    let assignments = endpoint::load_assignments(&mesh(), &client());
+    let addresses = |name: &str| -> Vec<String> {
+        let cla = assignments.iter().find(|a| a.cluster_name == name).unwrap();
+        cla.endpoints
+            .iter()
+            .flat_map(|l| &l.lb_endpoints)
+            .map(|e| match &e.host_identifier {
+                Some(HostIdentifier::Endpoint(ep)) => {
+                    format!("{:?}", ep.address.as_ref().unwrap().address)
+                }
+                other => format!("{other:?}"),
+            })
+            .collect()
+    };
+    let all = addresses("outbound|80||hello.demo.svc.cluster.local");
+    assert_eq!(all.len(), 2);
+    let v1 = addresses("outbound|80|v1|hello.demo.svc.cluster.local");
+    assert_eq!(v1.len(), 1);
+    assert!(v1[0].contains("127.0.0.1") && v1[0].contains("18081"), "{v1:?}");
+    let v2 = assignments
+        .iter()
+        .find(|a| a.cluster_name == "outbound|80|v2|hello.demo.svc.cluster.local")
+        .unwrap();
+    let locality = v2.endpoints[0].locality.as_ref().unwrap();
+    assert_eq!((locality.region.as_str(), locality.zone.as_str()), ("eu-west", "zone-a"));
+    let meta = &v2.endpoints[0].lb_endpoints[0].metadata.as_ref().unwrap().filter_metadata["mesh"];
+    assert_eq!(
+        format!("{:?}", meta.fields["identity"].kind),
+        "Some(StringValue(\"spiffe://cluster.local/ns/demo/sa/hello\"))"
+    );
+    assert_eq!(format!("{:?}", meta.fields["tlsMode"].kind), "Some(StringValue(\"istio\"))");
+}
+
+#[test]
+fn routes_carry_matches_faults_retries_and_weights() {
+    let configs = routes::route_configs(&mesh(), &client());
+    assert_eq!(configs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["80"]);
+    let vhost = configs[0]
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == "hello.demo.svc.cluster.local:80")
+        .unwrap();
+    for domain in [
+        "hello",
+        "hello:80",
+        "hello.demo",
+        "hello.demo.svc",
+        "hello.demo.svc.cluster.local",
+        "10.96.0.10",
+        "10.96.0.10:80",
+    ] {
+        assert!(
+            vhost.domains.iter().any(|d| d == domain),
+            "missing domain {domain}: {:?}",
+            vhost.domains
+        );
+    }
+    let names: Vec<&str> = vhost.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["testers", "broken", "split"]);
+
+    let testers = &vhost.routes[0];
+    let m = testers.r#match.as_ref().unwrap();
+    assert_eq!(m.headers[0].name, "x-tester");
+    assert!(matches!(
+        m.headers[0].header_match_specifier,
+        Some(header_matcher::HeaderMatchSpecifier::StringMatch(_))
+    ));
+    let Some(route::Action::Route(action)) = &testers.action else { panic!("not a route") };
+    assert_eq!(
+        action.cluster_specifier,
+        Some(route_action::ClusterSpecifier::Cluster(
+            "outbound|80|v2|hello.demo.svc.cluster.local".into()
+        ))
+    );
+    assert_eq!(action.timeout.as_ref().unwrap().seconds, 2);
+    let retry = action.retry_policy.as_ref().unwrap();
+    assert_eq!(
+        (retry.retry_on.as_str(), retry.num_retries.as_ref().unwrap().value),
+        ("5xx,retriable-status-codes", 3)
+    );
+    assert_eq!(retry.retriable_status_codes, [503]);
+    assert_eq!(retry.per_try_timeout.as_ref().unwrap().nanos, 500_000_000);
+
+    let broken = &vhost.routes[1];
+    assert_eq!(
+        broken.r#match.as_ref().unwrap().path_specifier,
+        Some(route_match::PathSpecifier::Prefix("/broken".into()))
+    );
+    let fault =
+        HttpFault::decode(broken.typed_per_filter_config[listener::FAULT_FILTER].value.as_slice())
+            .unwrap();
+    let abort = fault.abort.unwrap();
+    assert_eq!(abort.error_type, Some(fault_abort::ErrorType::HttpStatus(418)));
+    assert_eq!(abort.percentage.unwrap().numerator, 1_000_000);
+
+    let Some(route::Action::Route(split)) = &vhost.routes[2].action else { panic!("not a route") };
+    let Some(route_action::ClusterSpecifier::WeightedClusters(weighted)) = &split.cluster_specifier
+    else {
+        panic!("not weighted")
+    };
+    let shares: Vec<(&str, u32)> = weighted
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight.as_ref().unwrap().value))
+        .collect();
+    assert_eq!(
+        shares,
+        [
+            ("outbound|80|v1|hello.demo.svc.cluster.local", 75),
+            ("outbound|80|v2|hello.demo.svc.cluster.local", 25)
+        ]
+    );
+    // No timeout asked: disabled, as Istio; the mesh's default retries.
+    assert_eq!(split.timeout.as_ref().unwrap().seconds, 0);
+    assert_eq!(split.retry_policy.as_ref().unwrap().num_retries.as_ref().unwrap().value, 2);
+}
+
+#[test]
+fn listeners_capture_outbound_by_port_and_vip_and_inbound_for_own_ports() {
+    let snapshot = mesh();
+    let outbound = &listener::listeners(&snapshot, &client())[0];
+    assert_eq!(outbound.name, "virtualOutbound");
+    let chains: Vec<&str> = outbound.filter_chains.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(chains, ["0.0.0.0_80", "10.96.0.20_5432"]);
+    assert_eq!(outbound.default_filter_chain.as_ref().unwrap().name, "PassthroughCluster");
+
+    // The proxy of hello-v1 (127.0.0.1) serves 18081: an inbound chain and cluster for it.
+    let server = Proxy {
+        ips: vec!["127.0.0.1".parse().unwrap()],
+        namespace: "demo".into(),
+        ..Proxy::default()
+    };
+    let inbound = &listener::listeners(&snapshot, &server)[1];
+    assert_eq!(inbound.name, "virtualInbound");
+    assert_eq!(
+        inbound.filter_chains.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["inbound|18081||"]
+    );
+    let clusters = cluster::clusters(&snapshot, &server);
+    let own = find(&clusters, "inbound|18081||");
+    assert!(own.upstream_bind_config.is_some(), "inbound traffic leaves from 127.0.0.6");
+}
