@@ -231,10 +231,17 @@ pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
         let Ok(entries) = std::fs::read_dir(&current) else { continue };
         for entry in entries.flatten() {
             let path = entry.path();
+            // The loader skips dot files (ConfigMap mounts' `..data`); so does the watch.
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
             let Ok(meta) = std::fs::metadata(&path) else { continue };
             if meta.is_dir() {
                 stack.push(path);
-            } else {
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) {
                 out.push((path, meta.len(), meta.modified().ok()));
             }
         }

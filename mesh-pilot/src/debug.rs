@@ -1,0 +1,127 @@
+//! The monitoring and debug endpoint (port 15014): `/ready` once the first snapshot is out,
+//! `/debug/syncz` (what each proxy was sent and acknowledged, per type: the data behind
+//! `meshctl proxy-status`), `/debug/registry` (the services known).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::model::Snapshot;
+use crate::xds::Discovery;
+
+/// What the endpoint reads.
+pub struct State {
+    /// The xDS server.
+    pub discovery: Arc<Discovery>,
+    /// The published snapshots.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Set once the config sources have produced a first snapshot.
+    pub ready: AtomicBool,
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    warn!("debug accept failed: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(respond(req.uri().path(), &state).await) }
+            });
+            if let Err(err) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!("debug connection ended: {err}");
+            }
+        });
+    }
+}
+
+async fn respond(path: &str, state: &State) -> Response<Full<Bytes>> {
+    let (status, body) = match path {
+        "/ready" if state.ready.load(Ordering::Acquire) => (StatusCode::OK, "ready\n".to_owned()),
+        "/ready" => {
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: no configuration read yet\n".to_owned())
+        }
+        "/debug/syncz" => {
+            let proxies: Vec<_> =
+                state
+                    .discovery
+                    .syncz()
+                    .await
+                    .into_iter()
+                    .map(|p| {
+                        let types: serde_json::Map<String, serde_json::Value> = p
+                        .types
+                        .iter()
+                        .map(|(t, s)| {
+                            (t.clone(), json!({
+                                "state": s.state(),
+                                "sent_version": s.sent_version, "sent_nonce": s.sent_nonce,
+                                "acked_version": s.acked_version, "acked_nonce": s.acked_nonce,
+                                "last_nack": s.last_nack,
+                            }))
+                        })
+                        .collect();
+                        json!({"proxy": p.id, "types": types})
+                    })
+                    .collect();
+            (StatusCode::OK, format!("{:#}\n", json!(proxies)))
+        }
+        "/debug/registry" => {
+            let snapshot = state.snapshots.borrow().clone();
+            let services: Vec<_> = snapshot
+                .services
+                .values()
+                .map(|s| {
+                    let ports: Vec<_> = s
+                        .ports
+                        .iter()
+                        .map(|p| {
+                            let endpoints = snapshot.endpoints.get(&(s.hostname.clone(), p.port)).map_or(0, Vec::len);
+                            json!({"port": p.port, "name": p.name, "protocol": format!("{:?}", p.protocol), "endpoints": endpoints})
+                        })
+                        .collect();
+                    json!({"hostname": s.hostname, "vip": s.vip.map(|v| v.to_string()), "ports": ports})
+                })
+                .collect();
+            (
+                StatusCode::OK,
+                format!("{:#}\n", json!({"version": snapshot.version, "services": services})),
+            )
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found: try /ready, /debug/syncz or /debug/registry\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}

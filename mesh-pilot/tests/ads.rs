@@ -1,0 +1,222 @@
+//! The ADS protocol with a tonic client: first responses in push order, ACK, NACK (recorded,
+//! not answered), stale nonces, pushes on change (only of what changed), debounce.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use mesh_pilot::model::Snapshot;
+use mesh_pilot::source::local;
+use mesh_pilot::xds::{Discovery, debounce};
+use tokio::sync::{mpsc, watch};
+use tonic::Streaming;
+
+const NODE: &str = "sidecar~10.0.0.9~client-1.demo~demo.svc.cluster.local";
+
+fn mesh() -> Snapshot {
+    let (mut snapshot, rejected) =
+        local::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mesh"));
+    assert!(rejected.is_empty(), "{rejected:?}");
+    snapshot.version = 1;
+    snapshot
+}
+
+struct Client {
+    requests: mpsc::Sender<DiscoveryRequest>,
+    responses: Streaming<DiscoveryResponse>,
+}
+
+async fn start(snapshot: Snapshot) -> (Arc<Discovery>, watch::Sender<Arc<Snapshot>>, String) {
+    let (tx, rx) = watch::channel(Arc::new(snapshot));
+    let discovery = Discovery::new(rx);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let service = discovery.service();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+    (discovery, tx, address)
+}
+
+async fn connect(address: &str) -> Client {
+    let mut grpc = AggregatedDiscoveryServiceClient::connect(address.to_owned()).await.unwrap();
+    let (requests, rx) = mpsc::channel(16);
+    let responses = grpc
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    Client { requests, responses }
+}
+
+fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(Node { id: NODE.into(), ..Node::default() }),
+        type_url: type_url.into(),
+        resource_names: names.iter().map(|n| (*n).to_owned()).collect(),
+        version_info: version.into(),
+        response_nonce: nonce.into(),
+        ..DiscoveryRequest::default()
+    }
+}
+
+impl Client {
+    async fn send(&self, request: DiscoveryRequest) {
+        self.requests.send(request).await.unwrap();
+    }
+
+    async fn next(&mut self) -> DiscoveryResponse {
+        tokio::time::timeout(Duration::from_secs(5), self.responses.message())
+            .await
+            .expect("a response in time")
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn nothing_within(&mut self, wait: Duration) {
+        if let Ok(Ok(Some(response))) = tokio::time::timeout(wait, self.responses.message()).await {
+            panic!("unexpected response for {} (nonce {})", response.type_url, response.nonce);
+        }
+    }
+}
+
+#[tokio::test]
+async fn ack_nack_and_stale_nonce() {
+    let (discovery, _tx, address) = start(mesh()).await;
+    let mut client = connect(&address).await;
+
+    client.send(request(CLUSTER_TYPE, &[], "", "")).await;
+    let cds = client.next().await;
+    assert_eq!((cds.type_url.as_str(), cds.version_info.as_str()), (CLUSTER_TYPE, "1"));
+    assert_eq!(cds.resources.len(), 7);
+
+    // ACK: recorded, not answered.
+    client.send(request(CLUSTER_TYPE, &[], "1", &cds.nonce)).await;
+    client.nothing_within(Duration::from_millis(300)).await;
+    let status = &discovery.syncz().await[0];
+    assert_eq!(status.id, NODE);
+    assert_eq!(status.types[CLUSTER_TYPE].state(), "SYNCED");
+
+    // EDS for two named clusters only.
+    let names =
+        ["outbound|80|v1|hello.demo.svc.cluster.local", "outbound|5432||db.demo.svc.cluster.local"];
+    client.send(request(ENDPOINT_TYPE, &names, "", "")).await;
+    let eds = client.next().await;
+    assert_eq!(eds.resources.len(), 2);
+
+    // NACK: the error is kept for proxy-status, nothing is sent back.
+    let mut nack = request(ENDPOINT_TYPE, &names, "", &eds.nonce);
+    nack.error_detail =
+        Some(RpcStatus { code: 3, message: "bad endpoint".into(), ..RpcStatus::default() });
+    client.send(nack).await;
+    client.nothing_within(Duration::from_millis(300)).await;
+    let status = &discovery.syncz().await[0];
+    assert_eq!(status.types[ENDPOINT_TYPE].state(), "ERROR");
+    assert_eq!(status.types[ENDPOINT_TYPE].last_nack.as_deref(), Some("bad endpoint"));
+
+    // A stale nonce is ignored, even with new names.
+    client.send(request(ENDPOINT_TYPE, &names[..1], "1", "not-the-nonce")).await;
+    client.nothing_within(Duration::from_millis(300)).await;
+
+    // Changing the subscription with the current nonce gets an answer with just that.
+    client.send(request(ENDPOINT_TYPE, &names[..1], "1", &eds.nonce)).await;
+    let eds = client.next().await;
+    assert_eq!(eds.resources.len(), 1);
+    client.send(request(ENDPOINT_TYPE, &names[..1], "1", &eds.nonce)).await;
+    client.nothing_within(Duration::from_millis(200)).await;
+    assert_eq!(discovery.syncz().await[0].types[ENDPOINT_TYPE].state(), "SYNCED");
+}
+
+#[tokio::test]
+async fn changes_push_only_the_types_that_changed_in_order() {
+    let (discovery, tx, address) = start(mesh()).await;
+    let mut client = connect(&address).await;
+    let mut nonces = std::collections::HashMap::new();
+    for type_url in [CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE] {
+        let names: &[&str] = if type_url == ROUTE_TYPE { &["80"] } else { &[] };
+        client.send(request(type_url, names, "", "")).await;
+        let response = client.next().await;
+        client.send(request(type_url, names, &response.version_info, &response.nonce)).await;
+        nonces.insert(type_url, response.nonce);
+    }
+    client.nothing_within(Duration::from_millis(200)).await;
+
+    // A new weight changes routes only: one RDS push, nothing else.
+    let mut next = mesh();
+    next.version = 2;
+    let vs = &mut next.virtual_services[0];
+    vs.spec.http[2].route[0].weight = Some(50);
+    vs.spec.http[2].route[1].weight = Some(50);
+    tx.send(Arc::new(next)).unwrap();
+    let pushed = client.next().await;
+    assert_eq!((pushed.type_url.as_str(), pushed.version_info.as_str()), (ROUTE_TYPE, "2"));
+    client.nothing_within(Duration::from_millis(300)).await;
+
+    // A new service changes clusters, listeners and routes: pushed in that order.
+    let mut next = mesh();
+    next.version = 3;
+    let mut extra = next.services["db.demo.svc.cluster.local"].clone();
+    extra.hostname = "cache.demo.svc.cluster.local".into();
+    extra.name = "cache".into();
+    extra.vip = Some("10.96.0.30".parse().unwrap());
+    next.services.insert(extra.hostname.clone(), extra);
+    tx.send(Arc::new(next)).unwrap();
+    let order: Vec<String> =
+        [client.next().await, client.next().await].iter().map(|r| r.type_url.clone()).collect();
+    assert_eq!(order, [CLUSTER_TYPE, LISTENER_TYPE]);
+    assert_eq!(discovery.syncz().await.len(), 1);
+}
+
+#[tokio::test]
+async fn debounce_coalesces_a_burst_into_one_snapshot() {
+    let (changes_tx, changes_rx) = mpsc::channel(64);
+    let (publish, mut published) = watch::channel(Arc::new(Snapshot::default()));
+    tokio::spawn(debounce(changes_rx, publish, Duration::from_millis(100), Duration::from_secs(1)));
+    for i in 0..20 {
+        changes_tx
+            .send(Snapshot { domain: format!("burst-{i}"), ..Snapshot::default() })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    published.changed().await.unwrap();
+    let got = published.borrow_and_update().clone();
+    assert_eq!((got.version, got.domain.as_str()), (1, "burst-19"), "one push with the last state");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), published.changed()).await.is_err(),
+        "no second push"
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_are_refused_without_harm() {
+    let (discovery, _tx, address) = start(mesh()).await;
+    // No node on the first request: the stream is refused.
+    let mut client = connect(&address).await;
+    let mut anonymous = request(CLUSTER_TYPE, &[], "", "");
+    anonymous.node = None;
+    client.send(anonymous).await;
+    let err = tokio::time::timeout(Duration::from_secs(5), client.responses.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // Unknown types are ignored; the stream stays usable.
+    let mut client = connect(&address).await;
+    client.send(request("type.googleapis.com/some.Unknown", &[], "", "")).await;
+    client.nothing_within(Duration::from_millis(200)).await;
+    client.send(request(CLUSTER_TYPE, &[], "", "")).await;
+    assert_eq!(client.next().await.type_url, CLUSTER_TYPE);
+    let _ = discovery;
+}

@@ -1,0 +1,131 @@
+//! The `mesh-pilot` binary in local mode: it serves what the directory says, pushes when a file
+//! changes, and reports an invalid file without disturbing the rest.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn get(port: u16, path: &str) -> Option<String> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}
+
+fn cds_request(version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(Node {
+            id: "sidecar~10.0.0.9~c.demo~demo.svc.cluster.local".into(),
+            ..Node::default()
+        }),
+        type_url: mesh_api::xds::CLUSTER_TYPE.into(),
+        version_info: version.into(),
+        response_nonce: nonce.into(),
+        ..DiscoveryRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn local_directory_changes_reach_connected_proxies() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("pilot.log");
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mesh");
+    for file in ["services.yaml", "routing.yaml"] {
+        std::fs::copy(data.join(file), dir.path().join(file)).unwrap();
+    }
+    let (xds, monitoring) = (free_port(), free_port());
+    let mut pilot = Command::new(env!("CARGO_BIN_EXE_mesh-pilot"))
+        .arg("--config-dir")
+        .arg(dir.path())
+        .args([
+            "--xds-listen",
+            &format!("127.0.0.1:{xds}"),
+            "--monitoring-listen",
+            &format!("127.0.0.1:{monitoring}"),
+        ])
+        .args(["--poll-interval", "100ms", "--debounce-after", "50ms"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !get(monitoring, "/ready").await.is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+        assert!(Instant::now() < deadline, "mesh-pilot did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut client =
+        AggregatedDiscoveryServiceClient::connect(format!("http://127.0.0.1:{xds}")).await.unwrap();
+    let (requests, rx) = tokio::sync::mpsc::channel(4);
+    let mut responses = client
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    requests.send(cds_request("", "")).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), responses.message())
+        .await
+        .expect("a first CDS response")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.resources.len(), 7);
+    requests.send(cds_request(&first.version_info, &first.nonce)).await.unwrap();
+
+    // A new Service file: the connected client gets its cluster.
+    std::fs::write(
+        dir.path().join("cache.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: cache, namespace: demo}\nspec:\n  clusterIP: 10.96.0.30\n  ports: [{name: tcp-redis, port: 6379}]\n",
+    )
+    .unwrap();
+    let pushed = tokio::time::timeout(Duration::from_secs(10), responses.message())
+        .await
+        .expect("a push after the edit")
+        .unwrap()
+        .unwrap();
+    assert_eq!(pushed.resources.len(), 8);
+    assert_ne!(pushed.version_info, first.version_info);
+    requests.send(cds_request(&pushed.version_info, &pushed.nonce)).await.unwrap();
+
+    // An invalid file is reported and changes nothing for the proxies.
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: bad, namespace: demo}\nspec:\n  host: cache\n  subsets:\n  - name: a\n  - name: a\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), responses.message()).await.is_err(),
+        "no push for an invalid file"
+    );
+    let syncz = get(monitoring, "/debug/syncz").await.unwrap();
+    assert!(syncz.contains("\"state\": \"SYNCED\""), "{syncz}");
+    let registry = get(monitoring, "/debug/registry").await.unwrap();
+    assert!(registry.contains("cache.demo.svc.cluster.local"), "{registry}");
+
+    let _ = Command::new("kill").args(["-TERM", &pilot.id().to_string()]).status();
+    let exit = tokio::task::spawn_blocking(move || pilot.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "mesh-pilot exited with {exit}");
+    let out = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        out.contains("bad.yaml")
+            && out.contains("subset name \"a\" is already used by an earlier subset"),
+        "the invalid file is reported with its place and reason:\n{out}"
+    );
+}
