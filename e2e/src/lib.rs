@@ -1,5 +1,8 @@
-//! End-to-end tests and benchmarks: bookinfo-style demo apps, the local cluster built from Linux
-//! network namespaces, scenarios that run the real binaries, and side-by-side benchmarks.
+//! End-to-end tests and benchmarks: the local cluster built from Linux network namespaces, and
+//! scenarios that run the mesh's components (and Envoy, as the reference proxy) in it, driven
+//! from outside as a user would.
 //!
-//! It drives the binaries from outside, as a user would. It arrives with the demo; until then it
-//! holds no code.
+//! Everything here creates its own namespaces and removes them; nothing touches the host's
+//! network.
+
+pub mod netns;
