@@ -23,7 +23,7 @@ use crate::model::{Proxy, Snapshot};
 use crate::translate;
 
 /// Most resource names a request may subscribe to; more is refused as abuse.
-const MAX_NAMES: usize = 100_000;
+pub(crate) const MAX_NAMES: usize = 100_000;
 
 /// Sync state of one type for one proxy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,8 +66,8 @@ pub struct ProxyStatus {
 
 /// The xDS server state shared by all streams.
 pub struct Discovery {
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    status: RwLock<BTreeMap<u64, ProxyStatus>>,
+    pub(crate) snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub(crate) status: RwLock<BTreeMap<u64, ProxyStatus>>,
     next_connection: AtomicU64,
 }
 
@@ -129,11 +129,19 @@ impl AggregatedDiscoveryService for Ads {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "delta xDS is not served yet by mesh-pilot; use state-of-the-world ADS (api_type: GRPC)",
-        ))
+        let (tx, rx) = mpsc::channel(16);
+        let discovery = self.0.clone();
+        let id = discovery.next_connection.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let mut stream = crate::delta::DeltaStream::new(id, discovery.clone(), tx.clone());
+            if let Err(status) = stream.run(request.into_inner()).await {
+                let _ = tx.send(Err(status)).await;
+            }
+            discovery.status.write().await.remove(&id);
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 }
 

@@ -220,3 +220,100 @@ async fn malformed_requests_are_refused_without_harm() {
     assert_eq!(client.next().await.type_url, CLUSTER_TYPE);
     let _ = discovery;
 }
+
+#[tokio::test]
+async fn delta_sends_only_what_changed_and_names_removals() {
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+    let (discovery, tx, address) = start(mesh()).await;
+    let mut grpc = AggregatedDiscoveryServiceClient::connect(address).await.unwrap();
+    let (requests, rx) = mpsc::channel(16);
+    let mut responses = grpc
+        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let node = Some(Node { id: NODE.into(), ..Node::default() });
+
+    // Wildcard CDS: everything, each with a version.
+    requests
+        .send(DeltaDiscoveryRequest {
+            node: node.clone(),
+            type_url: CLUSTER_TYPE.into(),
+            ..DeltaDiscoveryRequest::default()
+        })
+        .await
+        .unwrap();
+    let first: envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse =
+        next_delta(&mut responses).await;
+    assert_eq!(first.resources.len(), 7);
+    assert!(first.resources.iter().all(|r| !r.version.is_empty()));
+    requests
+        .send(DeltaDiscoveryRequest {
+            type_url: CLUSTER_TYPE.into(),
+            response_nonce: first.nonce.clone(),
+            ..DeltaDiscoveryRequest::default()
+        })
+        .await
+        .unwrap();
+
+    // Named EDS, then a name that does not exist: answered as removed.
+    requests
+        .send(DeltaDiscoveryRequest {
+            type_url: ENDPOINT_TYPE.into(),
+            resource_names_subscribe: vec![
+                "outbound|80|v1|hello.demo.svc.cluster.local".into(),
+                "outbound|1|x|nope".into(),
+            ],
+            ..DeltaDiscoveryRequest::default()
+        })
+        .await
+        .unwrap();
+    let eds = next_delta(&mut responses).await;
+    assert_eq!(
+        eds.resources.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["outbound|80|v1|hello.demo.svc.cluster.local"]
+    );
+    assert_eq!(eds.removed_resources, ["outbound|1|x|nope"]);
+    requests
+        .send(DeltaDiscoveryRequest {
+            type_url: ENDPOINT_TYPE.into(),
+            response_nonce: eds.nonce.clone(),
+            ..DeltaDiscoveryRequest::default()
+        })
+        .await
+        .unwrap();
+
+    // The db service goes away: CDS names its cluster as removed and resends nothing else.
+    let mut smaller = mesh();
+    smaller.version = 2;
+    smaller.services.remove("db.demo.svc.cluster.local");
+    tx.send(Arc::new(smaller)).unwrap();
+    let update = next_delta(&mut responses).await;
+    assert_eq!(update.type_url, CLUSTER_TYPE);
+    assert!(update.resources.is_empty(), "unchanged clusters are not resent");
+    assert_eq!(update.removed_resources, ["outbound|5432||db.demo.svc.cluster.local"]);
+    requests
+        .send(DeltaDiscoveryRequest {
+            type_url: CLUSTER_TYPE.into(),
+            response_nonce: update.nonce.clone(),
+            ..DeltaDiscoveryRequest::default()
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = &discovery.syncz().await[0];
+    assert_eq!(status.types[CLUSTER_TYPE].state(), "SYNCED");
+    assert_eq!(status.types[ENDPOINT_TYPE].state(), "SYNCED");
+}
+
+async fn next_delta(
+    responses: &mut Streaming<
+        envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse,
+    >,
+) -> envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse {
+    tokio::time::timeout(Duration::from_secs(5), responses.message())
+        .await
+        .expect("a delta response in time")
+        .unwrap()
+        .unwrap()
+}

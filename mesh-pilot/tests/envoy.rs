@@ -140,6 +140,15 @@ fn rendered_resources_pass_envoy_validate() {
 
 #[tokio::test]
 async fn envoy_acks_every_type_over_ads() {
+    envoy_acks_every_type("GRPC").await;
+}
+
+#[tokio::test]
+async fn envoy_acks_every_type_over_delta_ads() {
+    envoy_acks_every_type("DELTA_GRPC").await;
+}
+
+async fn envoy_acks_every_type(api_type: &str) {
     if !envoy_available() {
         return;
     }
@@ -162,7 +171,7 @@ async fn envoy_acks_every_type_over_ads() {
   cluster: demo
   metadata: {{NAMESPACE: demo, INSTANCE_IPS: "127.0.0.1", SERVICE_ACCOUNT: hello}}
 dynamic_resources:
-  ads_config: {{api_type: GRPC, transport_api_version: V3, grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]}}
+  ads_config: {{api_type: {api_type}, transport_api_version: V3, grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]}}
   cds_config: {{ads: {{}}, resource_api_version: V3}}
   lds_config: {{ads: {{}}, resource_api_version: V3}}
 static_resources:

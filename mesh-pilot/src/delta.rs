@@ -1,0 +1,256 @@
+//! Incremental (delta) ADS: per resource versions, only what changed is sent, and what went
+//! away is named in `removed_resources`. Same bookkeeping (`syncz`) as state of the world.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+use futures::StreamExt;
+use mesh_api::xds::{CLUSTER_TYPE, LISTENER_TYPE, PUSH_ORDER};
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::model::Proxy;
+use crate::translate;
+use crate::xds::{Discovery, MAX_NAMES, ProxyStatus, TypeStatus};
+
+/// What one delta stream tracks of one type.
+#[derive(Default)]
+struct Subscription {
+    /// Every resource (CDS and LDS by default, or `*`).
+    wildcard: bool,
+    /// Resources asked for by name.
+    names: BTreeSet<String>,
+    /// What the proxy has: name to version.
+    sent: BTreeMap<String, String>,
+    /// Names asked for that do not exist and were answered as removed (once).
+    absent: BTreeSet<String>,
+}
+
+impl Subscription {
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+/// One delta ADS stream.
+pub(crate) struct DeltaStream {
+    id: u64,
+    discovery: Arc<Discovery>,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    proxy: Option<Proxy>,
+    subscriptions: HashMap<String, Subscription>,
+    nonce: u64,
+}
+
+fn version_of(bytes: &[u8]) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+impl DeltaStream {
+    pub(crate) fn new(
+        id: u64,
+        discovery: Arc<Discovery>,
+        tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    ) -> Self {
+        Self { id, discovery, tx, proxy: None, subscriptions: HashMap::new(), nonce: 0 }
+    }
+
+    pub(crate) async fn run(
+        &mut self,
+        mut requests: Streaming<DeltaDiscoveryRequest>,
+    ) -> Result<(), Status> {
+        let mut snapshots = self.discovery.snapshots.clone();
+        loop {
+            tokio::select! {
+                request = requests.next() => match request {
+                    Some(Ok(request)) => self.on_request(request).await?,
+                    Some(Err(status)) => {
+                        debug!(connection = self.id, "delta stream ended: {status}");
+                        return Ok(());
+                    }
+                    None => return Ok(()),
+                },
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        return Err(Status::unavailable("the pilot is shutting down"));
+                    }
+                    for type_url in PUSH_ORDER {
+                        if self.subscriptions.contains_key(type_url) {
+                            self.push(type_url).await?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn record(&self, type_url: &str, update: impl FnOnce(&mut TypeStatus)) {
+        if let Some(proxy) = self.discovery.status.write().await.get_mut(&self.id) {
+            update(proxy.types.entry(type_url.to_owned()).or_default());
+        }
+    }
+
+    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
+        if self.proxy.is_none() {
+            let node = request
+                .node
+                .as_ref()
+                .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
+            let proxy = Proxy::from_node(node);
+            info!(connection = self.id, node = %proxy.id, "proxy connected (delta)");
+            self.discovery
+                .status
+                .write()
+                .await
+                .insert(self.id, ProxyStatus { id: proxy.id.clone(), types: BTreeMap::new() });
+            self.proxy = Some(proxy);
+        }
+        let type_url = request.type_url.clone();
+        if !PUSH_ORDER.contains(&type_url.as_str()) {
+            debug!(connection = self.id, %type_url, "delta request for a type this pilot does not serve");
+            return Ok(());
+        }
+        if request.resource_names_subscribe.len() + request.resource_names_unsubscribe.len()
+            > MAX_NAMES
+        {
+            return Err(Status::resource_exhausted(format!(
+                "more than {MAX_NAMES} resource names in one request"
+            )));
+        }
+        if !request.response_nonce.is_empty() {
+            let sent = self
+                .discovery
+                .status
+                .read()
+                .await
+                .get(&self.id)
+                .and_then(|p| p.types.get(&type_url).map(|s| s.sent_nonce.clone()))
+                .unwrap_or_default();
+            if request.response_nonce != sent {
+                debug!(connection = self.id, %type_url, "stale nonce {} ignored", request.response_nonce);
+                return Ok(());
+            }
+            match &request.error_detail {
+                Some(error) => {
+                    warn!(connection = self.id, %type_url, "proxy rejected {}: {}", request.response_nonce, error.message);
+                    self.record(&type_url, |s| s.last_nack = Some(error.message.clone())).await;
+                }
+                None => {
+                    let nonce = request.response_nonce.clone();
+                    self.record(&type_url, |s| {
+                        s.acked_nonce = nonce;
+                        s.acked_version = s.sent_version.clone();
+                        s.last_nack = None;
+                    })
+                    .await;
+                }
+            }
+        }
+        let first = !self.subscriptions.contains_key(&type_url);
+        let subscription = self.subscriptions.entry(type_url.clone()).or_default();
+        if first {
+            // An empty first subscription to CDS or LDS means "everything" (legacy wildcard).
+            subscription.wildcard = request.resource_names_subscribe.is_empty()
+                && (type_url == CLUSTER_TYPE || type_url == LISTENER_TYPE);
+            // What the proxy already has from an earlier stream.
+            subscription.sent = request.initial_resource_versions.clone().into_iter().collect();
+        }
+        let mut changed = first;
+        for name in &request.resource_names_subscribe {
+            changed = true;
+            if name == "*" {
+                subscription.wildcard = true;
+            } else {
+                subscription.names.insert(name.clone());
+                // A re-subscription must be answered even if the proxy had it.
+                subscription.sent.remove(name);
+            }
+        }
+        for name in &request.resource_names_unsubscribe {
+            changed = true;
+            if name == "*" {
+                subscription.wildcard = false;
+            } else {
+                subscription.names.remove(name);
+            }
+            subscription.sent.remove(name);
+        }
+        if changed {
+            self.push(&type_url).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends what changed of one type since the last response: new and updated resources, and
+    /// the names of the ones the proxy should drop.
+    async fn push(&mut self, type_url: &str) -> Result<(), Status> {
+        let Some(proxy) = &self.proxy else { return Ok(()) };
+        let snapshot = self.discovery.snapshots.borrow().clone();
+        let Some(resources) = translate::generate(type_url, &snapshot, proxy) else {
+            return Ok(());
+        };
+        let Some(subscription) = self.subscriptions.get_mut(type_url) else { return Ok(()) };
+        let mut updated = Vec::new();
+        let mut current = BTreeSet::new();
+        for (name, any) in resources {
+            if !subscription.wants(&name) {
+                continue;
+            }
+            current.insert(name.clone());
+            let version = version_of(&any.value);
+            if subscription.sent.get(&name) != Some(&version) {
+                subscription.sent.insert(name.clone(), version.clone());
+                updated.push(Resource {
+                    name,
+                    version,
+                    resource: Some(any),
+                    ..Resource::default()
+                });
+            }
+        }
+        let removed: Vec<String> =
+            subscription.sent.keys().filter(|n| !current.contains(*n)).cloned().collect();
+        for name in &removed {
+            subscription.sent.remove(name);
+        }
+        // A named subscription to something that does not exist is answered too, as removed
+        // (once), so the proxy stops waiting for it.
+        let missing: Vec<String> = subscription
+            .names
+            .iter()
+            .filter(|n| {
+                !current.contains(*n) && !removed.contains(n) && !subscription.absent.contains(*n)
+            })
+            .cloned()
+            .collect();
+        subscription.absent.retain(|n| !current.contains(n));
+        subscription.absent.extend(missing.iter().cloned());
+        if updated.is_empty() && removed.is_empty() && missing.is_empty() {
+            return Ok(());
+        }
+        self.nonce += 1;
+        let nonce = format!("{}-d{}", self.id, self.nonce);
+        let version = snapshot.version.to_string();
+        let response = DeltaDiscoveryResponse {
+            system_version_info: version.clone(),
+            resources: updated,
+            type_url: type_url.to_owned(),
+            removed_resources: removed.into_iter().chain(missing).collect(),
+            nonce: nonce.clone(),
+            ..DeltaDiscoveryResponse::default()
+        };
+        self.record(type_url, |s| {
+            s.sent_version = version;
+            s.sent_nonce = nonce;
+        })
+        .await;
+        self.tx.send(Ok(response)).await.map_err(|_| Status::cancelled("the proxy went away"))
+    }
+}
