@@ -65,6 +65,7 @@ pub async fn serve(
 
 async fn respond(path: &str, state: &State) -> Response<Full<Bytes>> {
     let (status, body) = match path {
+        "/metrics" => (StatusCode::OK, state.discovery.metrics.encode()),
         "/ready" if state.ready.load(Ordering::Acquire) => (StatusCode::OK, "ready\n".to_owned()),
         "/ready" => {
             (StatusCode::SERVICE_UNAVAILABLE, "not ready: no configuration read yet\n".to_owned())
@@ -118,7 +119,7 @@ async fn respond(path: &str, state: &State) -> Response<Full<Bytes>> {
         }
         _ => (
             StatusCode::NOT_FOUND,
-            "not found: try /ready, /debug/syncz or /debug/registry\n".to_owned(),
+            "not found: try /metrics, /ready, /debug/syncz or /debug/registry\n".to_owned(),
         ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));

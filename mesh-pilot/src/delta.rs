@@ -140,6 +140,11 @@ impl DeltaStream {
             match &request.error_detail {
                 Some(error) => {
                     warn!(connection = self.id, %type_url, "proxy rejected {}: {}", request.response_nonce, error.message);
+                    self.discovery
+                        .metrics
+                        .rejects
+                        .get_or_create(&crate::metrics::TypeLabel::of(&type_url))
+                        .inc();
                     self.record(&type_url, |s| s.last_nack = Some(error.message.clone())).await;
                 }
                 None => {
@@ -251,6 +256,7 @@ impl DeltaStream {
             s.sent_nonce = nonce;
         })
         .await;
+        self.discovery.metrics.observe_push(type_url, snapshot.published);
         self.tx.send(Ok(response)).await.map_err(|_| Status::cancelled("the proxy went away"))
     }
 }

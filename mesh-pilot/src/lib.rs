@@ -6,6 +6,7 @@
 
 pub mod debug;
 mod delta;
+pub mod metrics;
 pub mod model;
 pub mod source;
 pub mod translate;

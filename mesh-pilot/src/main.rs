@@ -71,10 +71,13 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let (publish, snapshots) = watch::channel(Arc::new(Snapshot::default()));
     let (changes_tx, changes_rx) = mpsc::channel(16);
     tokio::spawn(xds::debounce(changes_rx, publish, flags.debounce_after, flags.debounce_max));
+    let discovery = xds::Discovery::new(snapshots.clone());
+    let metrics = discovery.metrics.clone();
     tokio::spawn(source::local::watch(
         flags.config_dir.clone(),
         flags.poll_interval,
         move |snapshot, rejected| {
+            metrics.config_rejected.set(i64::try_from(rejected.len()).unwrap_or(i64::MAX));
             for problem in &rejected {
                 warn!("config left out: {problem}");
             }
@@ -91,7 +94,6 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         },
     ));
 
-    let discovery = xds::Discovery::new(snapshots.clone());
     let state = Arc::new(debug::State {
         discovery: discovery.clone(),
         snapshots: snapshots.clone(),

@@ -128,6 +128,8 @@ pub struct Snapshot {
     pub virtual_services: Vec<VirtualService>,
     /// DestinationRules.
     pub destination_rules: Vec<DestinationRule>,
+    /// When the change that made this snapshot was published (for convergence time).
+    pub published: Option<std::time::Instant>,
 }
 
 impl Snapshot {

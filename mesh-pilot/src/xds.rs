@@ -69,6 +69,8 @@ pub struct Discovery {
     pub(crate) snapshots: watch::Receiver<Arc<Snapshot>>,
     pub(crate) status: RwLock<BTreeMap<u64, ProxyStatus>>,
     next_connection: AtomicU64,
+    /// The xDS metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Discovery {
@@ -78,6 +80,7 @@ impl Discovery {
             snapshots,
             status: RwLock::new(BTreeMap::new()),
             next_connection: AtomicU64::new(1),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
         })
     }
 
@@ -110,6 +113,7 @@ impl AggregatedDiscoveryService for Ads {
         let (tx, rx) = mpsc::channel(16);
         let discovery = self.0.clone();
         let id = discovery.next_connection.fetch_add(1, Ordering::Relaxed);
+        discovery.metrics.connected.inc();
         tokio::spawn(async move {
             let mut stream = Stream_ {
                 id,
@@ -123,6 +127,7 @@ impl AggregatedDiscoveryService for Ads {
                 let _ = stream.tx.send(Err(status)).await;
             }
             discovery.status.write().await.remove(&id);
+            discovery.metrics.connected.dec();
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
@@ -134,12 +139,14 @@ impl AggregatedDiscoveryService for Ads {
         let (tx, rx) = mpsc::channel(16);
         let discovery = self.0.clone();
         let id = discovery.next_connection.fetch_add(1, Ordering::Relaxed);
+        discovery.metrics.connected.inc();
         tokio::spawn(async move {
             let mut stream = crate::delta::DeltaStream::new(id, discovery.clone(), tx.clone());
             if let Err(status) = stream.run(request.into_inner()).await {
                 let _ = tx.send(Err(status)).await;
             }
             discovery.status.write().await.remove(&id);
+            discovery.metrics.connected.dec();
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
@@ -214,6 +221,11 @@ impl Stream_ {
         }
         if let Some(error) = &request.error_detail {
             warn!(connection = self.id, %type_url, "proxy rejected {}: {}", request.response_nonce, error.message);
+            self.discovery
+                .metrics
+                .rejects
+                .get_or_create(&crate::metrics::TypeLabel::of(&type_url))
+                .inc();
             self.record(&type_url, |s| s.last_nack = Some(error.message.clone())).await;
             return Ok(());
         }
@@ -310,6 +322,7 @@ impl Stream_ {
             s.sent_nonce = nonce;
         })
         .await;
+        self.discovery.metrics.observe_push(type_url, snapshot.published);
         self.tx.send(Ok(response)).await.map_err(|_| Status::cancelled("the proxy went away"))
     }
 }
@@ -340,6 +353,7 @@ pub async fn debounce(
         }
         version += 1;
         latest.version = version;
+        latest.published = Some(std::time::Instant::now());
         if publish.send(Arc::new(latest)).is_err() {
             return;
         }

@@ -123,6 +123,11 @@ async fn ack_nack_and_stale_nonce() {
     let status = &discovery.syncz().await[0];
     assert_eq!(status.types[ENDPOINT_TYPE].state(), "ERROR");
     assert_eq!(status.types[ENDPOINT_TYPE].last_nack.as_deref(), Some("bad endpoint"));
+    assert!(
+        discovery.metrics.encode().contains("pilot_xds_rejects_total{type=\"eds\"} 1"),
+        "{}",
+        discovery.metrics.encode()
+    );
 
     // A stale nonce is ignored, even with new names.
     client.send(request(ENDPOINT_TYPE, &names[..1], "1", "not-the-nonce")).await;

@@ -116,6 +116,15 @@ async fn local_directory_changes_reach_connected_proxies() {
     );
     let syncz = get(monitoring, "/debug/syncz").await.unwrap();
     assert!(syncz.contains("\"state\": \"SYNCED\""), "{syncz}");
+    let metrics = get(monitoring, "/metrics").await.unwrap();
+    for line in [
+        "pilot_xds_pushes_total{type=\"cds\"} 2",
+        "pilot_config_rejected 1",
+        "pilot_xds 1",
+        "pilot_proxy_convergence_time_count 2",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
     let registry = get(monitoring, "/debug/registry").await.unwrap();
     assert!(registry.contains("cache.demo.svc.cluster.local"), "{registry}");
 
