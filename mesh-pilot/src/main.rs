@@ -20,10 +20,10 @@ use tracing::{error, info, warn};
 #[derive(Debug, Parser)]
 #[command(name = "mesh-pilot", version, about)]
 struct Flags {
-    /// Directory of Services, WorkloadEntries, ServiceEntries and Istio routing config (local
-    /// mode), read again when it changes.
+    /// Local mode: a directory of Services, WorkloadEntries, ServiceEntries and Istio routing
+    /// config, read again when it changes. Without it the pilot watches the Kubernetes API.
     #[arg(long, env = "MESH_PILOT_CONFIG_DIR")]
-    config_dir: PathBuf,
+    config_dir: Option<PathBuf>,
     /// Address of the plaintext xDS server.
     #[arg(long, env = "MESH_PILOT_XDS_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::PILOT_XDS_PLAINTEXT)))]
     xds_listen: SocketAddr,
@@ -65,34 +65,41 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(flags: Flags) -> anyhow::Result<()> {
-    if !flags.config_dir.is_dir() {
-        anyhow::bail!("--config-dir {} is not a directory", flags.config_dir.display());
+    if let Some(dir) = &flags.config_dir
+        && !dir.is_dir()
+    {
+        anyhow::bail!("--config-dir {} is not a directory", dir.display());
     }
     let (publish, snapshots) = watch::channel(Arc::new(Snapshot::default()));
     let (changes_tx, changes_rx) = mpsc::channel(16);
     tokio::spawn(xds::debounce(changes_rx, publish, flags.debounce_after, flags.debounce_max));
     let discovery = xds::Discovery::new(snapshots.clone());
     let metrics = discovery.metrics.clone();
-    tokio::spawn(source::local::watch(
-        flags.config_dir.clone(),
-        flags.poll_interval,
-        move |snapshot, rejected| {
-            metrics.config_rejected.set(i64::try_from(rejected.len()).unwrap_or(i64::MAX));
-            for problem in &rejected {
-                warn!("config left out: {problem}");
-            }
-            info!(
-                services = snapshot.services.len(),
-                rejected = rejected.len(),
-                "configuration read"
+    let on_change = move |snapshot: Snapshot, rejected: Vec<source::Rejected>| {
+        metrics.config_rejected.set(i64::try_from(rejected.len()).unwrap_or(i64::MAX));
+        for problem in &rejected {
+            warn!("config left out: {problem}");
+        }
+        info!(services = snapshot.services.len(), rejected = rejected.len(), "configuration read");
+        if changes_tx.try_send(snapshot).is_err() {
+            warn!(
+                "configuration changes are arriving faster than they are pushed; the next read will catch up"
             );
-            if changes_tx.try_send(snapshot).is_err() {
-                warn!(
-                    "configuration changes are arriving faster than they are pushed; the next read will catch up"
-                );
-            }
-        },
-    ));
+        }
+    };
+    let source = match &flags.config_dir {
+        Some(dir) => {
+            tokio::spawn(source::local::watch(dir.clone(), flags.poll_interval, on_change));
+            format!("directory {}", dir.display())
+        }
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .context("no --config-dir and cannot reach the Kubernetes API")?;
+            tokio::spawn(source::kube::run(client, on_change));
+            "the Kubernetes API".to_owned()
+        }
+    };
 
     let state = Arc::new(debug::State {
         discovery: discovery.clone(),
@@ -120,7 +127,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let listener = TcpListener::bind(flags.xds_listen)
         .await
         .with_context(|| format!("cannot listen on {}", flags.xds_listen))?;
-    info!(address = %flags.xds_listen, dir = %flags.config_dir.display(), "mesh-pilot serving xDS");
+    info!(address = %flags.xds_listen, %source, "mesh-pilot serving xDS");
     let server = tonic::transport::Server::builder()
         .add_service(discovery.service())
         .serve_with_incoming_shutdown(

@@ -2,6 +2,7 @@
 //! what it reads into a [`Snapshot`](crate::model::Snapshot) and reports the objects it left
 //! out, naming the object, the field and the reason.
 
+pub mod kube;
 pub mod local;
 
 /// An object left out of the model, and why.

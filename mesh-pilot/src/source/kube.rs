@@ -1,0 +1,245 @@
+//! The Kubernetes source: reflectors over Services, EndpointSlices, Pods and the Istio kinds,
+//! turned into a snapshot whenever any of them changes. [`build`] is the pure part (objects in,
+//! snapshot out), tested on recorded API objects; [`run`] is the watching.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use mesh_api::Resource;
+use mesh_api::networking::{DestinationRule, ServiceEntry, VirtualService, WorkloadEntry};
+use tracing::warn;
+
+use super::Rejected;
+use super::local::TLS_MODE_LABEL;
+use crate::model::{DEFAULT_DOMAIN, Endpoint, Snapshot};
+
+/// Everything the Kubernetes source has seen, at one moment.
+#[derive(Default)]
+pub struct Objects {
+    /// Services.
+    pub services: Vec<Arc<KubeService>>,
+    /// EndpointSlices.
+    pub slices: Vec<Arc<EndpointSlice>>,
+    /// Pods.
+    pub pods: Vec<Arc<Pod>>,
+    /// VirtualServices.
+    pub virtual_services: Vec<Arc<VirtualService>>,
+    /// DestinationRules.
+    pub destination_rules: Vec<Arc<DestinationRule>>,
+    /// ServiceEntries.
+    pub service_entries: Vec<Arc<ServiceEntry>>,
+    /// WorkloadEntries.
+    pub workload_entries: Vec<Arc<WorkloadEntry>>,
+}
+
+/// Builds the model: Services and ServiceEntries as in local mode (through the same code), and
+/// endpoints from EndpointSlices, with the labels and service account of their Pods.
+pub fn build(objects: &Objects) -> (Snapshot, Vec<Rejected>) {
+    let mut rejected = Vec::new();
+    let mut loaded = Vec::new();
+    let origin = |kind: &str, ns: Option<String>, name: String| mesh_api::load::Origin {
+        file: format!("{kind} {}/{name}", ns.unwrap_or_default()),
+        document: 1,
+        line: 1,
+    };
+    let mut admit = |resource: Resource, origin: mesh_api::load::Origin| {
+        let errors = mesh_api::validate::resource(&resource);
+        if errors.is_empty() {
+            loaded.push(mesh_api::load::Loaded { origin, resource });
+        } else {
+            rejected.extend(
+                errors
+                    .into_iter()
+                    .map(|e| Rejected { origin: origin.to_string(), reason: e.to_string() }),
+            );
+        }
+    };
+    for s in &objects.services {
+        admit(Resource::Service((**s).clone()), origin("Service", s.namespace(), s.name_any()));
+    }
+    for o in &objects.virtual_services {
+        admit(
+            Resource::VirtualService((**o).clone()),
+            origin("VirtualService", o.namespace(), o.name_any()),
+        );
+    }
+    for o in &objects.destination_rules {
+        admit(
+            Resource::DestinationRule((**o).clone()),
+            origin("DestinationRule", o.namespace(), o.name_any()),
+        );
+    }
+    for o in &objects.service_entries {
+        admit(
+            Resource::ServiceEntry((**o).clone()),
+            origin("ServiceEntry", o.namespace(), o.name_any()),
+        );
+    }
+    for o in &objects.workload_entries {
+        admit(
+            Resource::WorkloadEntry((**o).clone()),
+            origin("WorkloadEntry", o.namespace(), o.name_any()),
+        );
+    }
+    let (mut snapshot, more) = super::local::build(&loaded);
+    rejected.extend(more);
+    slice_endpoints(&mut snapshot, objects);
+    (snapshot, rejected)
+}
+
+/// Endpoints of Kubernetes Services come from their EndpointSlices, not from selectors.
+fn slice_endpoints(snapshot: &mut Snapshot, objects: &Objects) {
+    let pods: BTreeMap<(String, String), &Pod> = objects
+        .pods
+        .iter()
+        .map(|p| ((p.namespace().unwrap_or_default(), p.name_any()), p.as_ref()))
+        .collect();
+    for slice in &objects.slices {
+        let namespace = slice.namespace().unwrap_or_default();
+        let Some(service_name) = slice.labels().get("kubernetes.io/service-name") else { continue };
+        let host = format!("{service_name}.{namespace}.svc.{DEFAULT_DOMAIN}");
+        let Some(service) = snapshot.services.get(&host).cloned() else { continue };
+        for endpoint in &slice.endpoints {
+            // Not ready (and not explicitly serving while terminating) gets no traffic.
+            let conditions = endpoint.conditions.clone().unwrap_or_default();
+            if conditions.ready == Some(false) {
+                continue;
+            }
+            let pod =
+                endpoint.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(
+                    |r| {
+                        pods.get(&(
+                            r.namespace.clone().unwrap_or_else(|| namespace.clone()),
+                            r.name.clone().unwrap_or_default(),
+                        ))
+                    },
+                );
+            let labels: BTreeMap<String, String> =
+                pod.map(|p| p.labels().clone()).unwrap_or_default();
+            let service_account = pod
+                .and_then(|p| p.spec.as_ref())
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".to_owned());
+            let sidecar = labels.get(TLS_MODE_LABEL).is_some_and(|m| m == "istio");
+            let locality = endpoint.zone.clone().unwrap_or_default();
+            for address in &endpoint.addresses {
+                let Ok(ip) = address.parse::<IpAddr>() else { continue };
+                for port in &service.ports {
+                    // The slice says which port number the endpoint uses for each port name.
+                    let target = slice
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|p| p.name.as_deref().unwrap_or_default() == port.name)
+                        .and_then(|p| p.port)
+                        .and_then(|p| u16::try_from(p).ok());
+                    let Some(target) = target else { continue };
+                    snapshot.endpoints.entry((host.clone(), port.port)).or_default().push(
+                        Endpoint {
+                            address: ip,
+                            port: target,
+                            labels: labels.clone(),
+                            namespace: namespace.clone(),
+                            service_account: service_account.clone(),
+                            sidecar,
+                            locality: locality.clone(),
+                            weight: 1,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Reflector stores of every kind the source watches.
+struct Stores {
+    services: Store<KubeService>,
+    slices: Store<EndpointSlice>,
+    pods: Store<Pod>,
+    virtual_services: Store<VirtualService>,
+    destination_rules: Store<DestinationRule>,
+    service_entries: Store<ServiceEntry>,
+    workload_entries: Store<WorkloadEntry>,
+}
+
+impl Stores {
+    fn objects(&self) -> Objects {
+        Objects {
+            services: self.services.state(),
+            slices: self.slices.state(),
+            pods: self.pods.state(),
+            virtual_services: self.virtual_services.state(),
+            destination_rules: self.destination_rules.state(),
+            service_entries: self.service_entries.state(),
+            workload_entries: self.workload_entries.state(),
+        }
+    }
+}
+
+/// Watches the cluster and calls `on_change` with a new snapshot after every change (the
+/// debounce downstream turns bursts into one push).
+pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + Send + 'static) {
+    let (tx, mut changed) = tokio::sync::mpsc::channel::<()>(1);
+    macro_rules! watch {
+        ($kind:ty) => {{
+            let (reader, writer) = reflector::store::<$kind>();
+            let api: Api<$kind> = Api::all(client.clone());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let stream = watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .reflect(writer)
+                    .touched_objects();
+                futures::pin_mut!(stream);
+                while let Some(event) = stream.next().await {
+                    match event {
+                        Ok(_) => {
+                            let _ = tx.try_send(());
+                        }
+                        Err(err) => warn!(kind = stringify!($kind), "watch error: {err}"),
+                    }
+                }
+            });
+            reader
+        }};
+    }
+    let stores = Stores {
+        services: watch!(KubeService),
+        slices: watch!(EndpointSlice),
+        pods: watch!(Pod),
+        virtual_services: watch!(VirtualService),
+        destination_rules: watch!(DestinationRule),
+        service_entries: watch!(ServiceEntry),
+        workload_entries: watch!(WorkloadEntry),
+    };
+    // The first snapshot waits until every kind has been listed, so readiness means "synced".
+    for ready in [
+        stores.services.wait_until_ready().await,
+        stores.slices.wait_until_ready().await,
+        stores.pods.wait_until_ready().await,
+        stores.virtual_services.wait_until_ready().await,
+        stores.destination_rules.wait_until_ready().await,
+        stores.service_entries.wait_until_ready().await,
+        stores.workload_entries.wait_until_ready().await,
+    ] {
+        if ready.is_err() {
+            warn!("a watch stopped before its first list");
+            return;
+        }
+    }
+    loop {
+        let (snapshot, rejected) = build(&stores.objects());
+        on_change(snapshot, rejected);
+        if changed.recv().await.is_none() {
+            return;
+        }
+    }
+}
