@@ -210,3 +210,45 @@ fn listeners_capture_outbound_by_port_and_vip_and_inbound_for_own_ports() {
     let own = find(&clusters, "inbound|18081||");
     assert!(own.upstream_bind_config.is_some(), "inbound traffic leaves from 127.0.0.6");
 }
+
+#[test]
+fn an_object_that_becomes_invalid_keeps_its_last_valid_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mesh");
+    for file in ["services.yaml", "routing.yaml"] {
+        std::fs::copy(data.join(file), dir.path().join(file)).unwrap();
+    }
+    let mut reader = local::Reader::default();
+    let (first, rejected) = reader.read(dir.path());
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let weights = |s: &Snapshot| {
+        s.virtual_services[0].spec.http[2].route.iter().map(|d| d.weight).collect::<Vec<_>>()
+    };
+    assert_eq!(weights(&first), [Some(75), Some(25)]);
+
+    // A typo in the weights: refused, and the 75/25 split stays in force.
+    let routing = std::fs::read_to_string(data.join("routing.yaml")).unwrap();
+    std::fs::write(dir.path().join("routing.yaml"), routing.replace("weight: 25", "weight: 35"))
+        .unwrap();
+    let (second, rejected) = reader.read(dir.path());
+    assert_eq!(weights(&second), [Some(75), Some(25)]);
+    assert_eq!(rejected.len(), 1);
+    assert!(
+        rejected[0].reason.ends_with(
+            "weights add up to 110: they must sum to 100 (its last valid version stays in force)"
+        ),
+        "{}",
+        rejected[0]
+    );
+
+    // A file that no longer parses keeps all its objects.
+    std::fs::write(dir.path().join("routing.yaml"), "apiVersion: [broken\n").unwrap();
+    let (third, rejected) = reader.read(dir.path());
+    assert_eq!((third.virtual_services.len(), third.destination_rules.len()), (1, 1));
+    assert_eq!(rejected.len(), 1);
+
+    // Deleting the file deletes its objects.
+    std::fs::remove_file(dir.path().join("routing.yaml")).unwrap();
+    let (fourth, _) = reader.read(dir.path());
+    assert!(fourth.virtual_services.is_empty());
+}

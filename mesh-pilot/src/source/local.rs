@@ -2,15 +2,15 @@
 //! clusterIP, WorkloadEntries selected by the Services' selectors, ServiceEntries, and the
 //! routing kinds), read again when anything in it changes. A local mesh needs no cluster.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Service as KubeService;
-use mesh_api::Resource;
 use mesh_api::load::{self, Loaded};
 use mesh_api::networking::{Location, Resolution, ServiceEntry, WorkloadEntry, WorkloadEntrySpec};
+use mesh_api::{ObjectRef, Resource};
 
 use super::Rejected;
 use crate::model::{DEFAULT_DOMAIN, Endpoint, Protocol, Service, ServicePort, Snapshot};
@@ -20,28 +20,62 @@ pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 
 /// Reads `dir` into a snapshot (version 0; the caller numbers them) and the objects left out.
 pub fn read(dir: &Path) -> (Snapshot, Vec<Rejected>) {
-    let report = load::load_path(dir);
-    let mut rejected: Vec<Rejected> = report
-        .errors
-        .iter()
-        .map(|e| Rejected { origin: e.file.clone(), reason: e.to_string() })
-        .collect();
-    let mut valid = Vec::new();
-    for loaded in report.objects {
-        let errors = mesh_api::validate::resource(&loaded.resource);
-        if errors.is_empty() {
-            valid.push(loaded);
-        } else {
-            rejected.extend(
-                errors
-                    .into_iter()
-                    .map(|e| Rejected { origin: loaded.origin.to_string(), reason: e.to_string() }),
-            );
+    Reader::default().read(dir)
+}
+
+/// Reads a directory again and again, keeping the last valid version of every object in force
+/// when a later edit makes it invalid (or breaks its file), as a user expects from `kubectl
+/// apply` being refused: a typo must not take a route away.
+#[derive(Default)]
+pub struct Reader {
+    last_valid: HashMap<ObjectRef, Loaded>,
+}
+
+impl Reader {
+    /// Reads `dir` once more.
+    pub fn read(&mut self, dir: &Path) -> (Snapshot, Vec<Rejected>) {
+        let report = load::load_path(dir);
+        let mut rejected: Vec<Rejected> = report
+            .errors
+            .iter()
+            .map(|e| Rejected { origin: e.file.clone(), reason: e.to_string() })
+            .collect();
+        let broken_files: HashSet<&str> = report.errors.iter().map(|e| e.file.as_str()).collect();
+        let mut current: HashMap<ObjectRef, Loaded> = HashMap::new();
+        let mut seen = HashSet::new();
+        for loaded in report.objects {
+            let key = loaded.resource.object_ref();
+            seen.insert(key.clone());
+            let errors = mesh_api::validate::resource(&loaded.resource);
+            if errors.is_empty() {
+                current.insert(key, loaded);
+                continue;
+            }
+            let kept = self.last_valid.get(&key).cloned();
+            let note = if kept.is_some() { " (its last valid version stays in force)" } else { "" };
+            rejected.extend(errors.into_iter().map(|e| Rejected {
+                origin: loaded.origin.to_string(),
+                reason: format!("{e}{note}"),
+            }));
+            if let Some(kept) = kept {
+                current.insert(key, kept);
+            }
         }
+        // Objects of a file that no longer loads stay as they were.
+        for (key, loaded) in &self.last_valid {
+            if !seen.contains(key) && broken_files.contains(loaded.origin.file.as_str()) {
+                current.insert(key.clone(), loaded.clone());
+            }
+        }
+        self.last_valid = current;
+        let mut objects: Vec<Loaded> = self.last_valid.values().cloned().collect();
+        objects.sort_by(|a, b| {
+            (&a.origin.file, a.origin.document).cmp(&(&b.origin.file, b.origin.document))
+        });
+        let (snapshot, more) = build(&objects);
+        rejected.extend(more);
+        (snapshot, rejected)
     }
-    let (snapshot, more) = build(&valid);
-    rejected.extend(more);
-    (snapshot, rejected)
 }
 
 /// Builds the model from valid objects.
@@ -258,6 +292,7 @@ pub async fn watch(
     on_change: impl Fn(Snapshot, Vec<Rejected>) + Send + 'static,
 ) {
     let mut last = None;
+    let mut reader = Some(Reader::default());
     loop {
         let now = {
             let dir = dir.clone();
@@ -265,8 +300,14 @@ pub async fn watch(
         };
         if last.as_ref() != Some(&now) {
             let dir = dir.clone();
-            if let Ok((snapshot, rejected)) = tokio::task::spawn_blocking(move || read(&dir)).await
+            let mut taken = reader.take().unwrap_or_default();
+            if let Ok((snapshot, rejected, back)) = tokio::task::spawn_blocking(move || {
+                let (snapshot, rejected) = taken.read(&dir);
+                (snapshot, rejected, taken)
+            })
+            .await
             {
+                reader = Some(back);
                 on_change(snapshot, rejected);
             }
             last = Some(now);
