@@ -3,13 +3,14 @@
 CARGO ?= cargo
 CRD_DIR := charts/base/crds
 
-.PHONY: help deps test fmt-check clippy unit crds validate fmt
+.PHONY: help deps test fmt-check clippy unit crds validate fmt bench-pilot
 
 help:
 	@echo "make test        format check, clippy (warnings denied) and every test of the workspace"
 	@echo "make validate CONFIG=<file|dir|->  check Istio YAML against the mesh's rules"
 	@echo "make crds        regenerate $(CRD_DIR) from the mesh-api types"
 	@echo "make fmt         format the code"
+	@echo "make bench-pilot time for one endpoint change to reach 1000 proxies of 1000 services"
 
 deps:
 	@scripts/deps.sh
@@ -34,3 +35,9 @@ crds:
 CONFIG ?= -
 validate: deps
 	$(CARGO) run -q -p mesh-api --example validate -- $(CONFIG)
+
+CLIENTS ?= 1000
+SERVICES ?= 1000
+bench-pilot: deps
+	$(CARGO) build --release -p mesh-pilot -p e2e
+	target/release/pilot-load --clients $(CLIENTS) --services $(SERVICES)

@@ -15,7 +15,6 @@ use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::model::Proxy;
-use crate::translate;
 use crate::xds::{Discovery, MAX_NAMES, ProxyStatus, TypeStatus};
 
 /// What one delta stream tracks of one type.
@@ -198,13 +197,13 @@ impl DeltaStream {
     async fn push(&mut self, type_url: &str) -> Result<(), Status> {
         let Some(proxy) = &self.proxy else { return Ok(()) };
         let snapshot = self.discovery.snapshots.borrow().clone();
-        let Some(resources) = translate::generate(type_url, &snapshot, proxy) else {
+        let Some(resources) = self.discovery.resources(type_url, &snapshot, proxy).await else {
             return Ok(());
         };
         let Some(subscription) = self.subscriptions.get_mut(type_url) else { return Ok(()) };
         let mut updated = Vec::new();
         let mut current = BTreeSet::new();
-        for (name, any) in resources {
+        for (name, any) in resources.iter().cloned() {
             if !subscription.wants(&name) {
                 continue;
             }

@@ -71,6 +71,17 @@ pub struct Discovery {
     next_connection: AtomicU64,
     /// The xDS metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Translations of the current snapshot, by what they depend on.
+    cache: tokio::sync::Mutex<(u64, HashMap<CacheKey, Arc<translate::Resources>>)>,
+}
+
+/// What a translation depends on besides the snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CacheKey {
+    type_url: String,
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    ips: Vec<std::net::IpAddr>,
 }
 
 impl Discovery {
@@ -81,7 +92,48 @@ impl Discovery {
             status: RwLock::new(BTreeMap::new()),
             next_connection: AtomicU64::new(1),
             metrics: Arc::new(crate::metrics::Metrics::default()),
+            cache: tokio::sync::Mutex::new((u64::MAX, HashMap::new())),
         })
+    }
+
+    /// The resources of one type for a proxy, translated once per snapshot for every proxy
+    /// that would get the same answer: EDS depends on the proxy's namespace only, RDS also on
+    /// its labels, CDS and LDS also on its addresses (inbound ports).
+    pub(crate) async fn resources(
+        &self,
+        type_url: &str,
+        snapshot: &Snapshot,
+        proxy: &Proxy,
+    ) -> Option<Arc<translate::Resources>> {
+        let key = CacheKey {
+            type_url: type_url.to_owned(),
+            namespace: proxy.namespace.clone(),
+            labels: if type_url == mesh_api::xds::ENDPOINT_TYPE {
+                BTreeMap::new()
+            } else {
+                proxy.labels.clone()
+            },
+            ips: if type_url == mesh_api::xds::CLUSTER_TYPE
+                || type_url == mesh_api::xds::LISTENER_TYPE
+            {
+                proxy.ips.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        let mut cache = self.cache.lock().await;
+        if cache.0 != snapshot.version {
+            *cache = (snapshot.version, HashMap::new());
+        }
+        if let Some(hit) = cache.1.get(&key) {
+            return Some(hit.clone());
+        }
+        let generated = Arc::new(translate::generate(type_url, snapshot, proxy)?);
+        // Bounded: a snapshot with more distinct proxies than this translates the rest uncached.
+        if cache.1.len() < 10_000 {
+            cache.1.insert(key, generated.clone());
+        }
+        Some(generated)
     }
 
     /// The sync state of every connected proxy.
@@ -157,7 +209,7 @@ struct Watched {
     /// Requested names; empty means all (wildcard) for LDS and CDS.
     names: BTreeSet<String>,
     /// Fingerprint of the last resources sent, to skip pushes that change nothing.
-    sent: Option<Vec<u8>>,
+    sent: Option<u64>,
 }
 
 struct Stream_ {
@@ -289,20 +341,26 @@ impl Stream_ {
     async fn push(&mut self, type_url: &str, force: bool) -> Result<(), Status> {
         let Some(proxy) = &self.proxy else { return Ok(()) };
         let snapshot = self.discovery.snapshots.borrow().clone();
-        let Some(resources) = translate::generate(type_url, &snapshot, proxy) else {
+        let Some(resources) = self.discovery.resources(type_url, &snapshot, proxy).await else {
             return Ok(());
         };
         let Some(watched) = self.watched.get_mut(type_url) else { return Ok(()) };
         let wildcard = watched.names.is_empty() || watched.names.contains("*");
         let selected: Vec<_> = resources
-            .into_iter()
-            .filter(|(name, _)| wildcard || watched.names.contains(name))
-            .map(|(_, any)| any)
-            .collect();
-        let fingerprint: Vec<u8> = selected
             .iter()
-            .flat_map(|a| a.value.iter().copied().chain(a.type_url.bytes()))
+            .filter(|(name, _)| wildcard || watched.names.contains(name))
+            .map(|(_, any)| any.clone())
             .collect();
+        // A hash, not a copy: a thousand streams must not each keep their last response.
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            for any in &selected {
+                any.type_url.hash(&mut hasher);
+                any.value.hash(&mut hasher);
+            }
+            hasher.finish()
+        };
         if !force && watched.sent.as_ref() == Some(&fingerprint) {
             return Ok(());
         }
