@@ -12,10 +12,10 @@ use futures::StreamExt;
 use mesh_api::xds::{CLUSTER_TYPE, LISTENER_TYPE, PUSH_ORDER};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::model::Proxy;
-use crate::xds::{Discovery, MAX_NAMES, ProxyStatus, TypeStatus};
+use crate::xds::{Discovery, MAX_NAMES, TypeStatus};
 
 /// What one delta stream tracks of one type.
 #[derive(Default)]
@@ -91,25 +91,12 @@ impl DeltaStream {
     }
 
     async fn record(&self, type_url: &str, update: impl FnOnce(&mut TypeStatus)) {
-        if let Some(proxy) = self.discovery.status.write().await.get_mut(&self.id) {
-            update(proxy.types.entry(type_url.to_owned()).or_default());
-        }
+        self.discovery.record(self.id, type_url, update).await;
     }
 
     async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
         if self.proxy.is_none() {
-            let node = request
-                .node
-                .as_ref()
-                .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
-            let proxy = Proxy::from_node(node);
-            info!(connection = self.id, node = %proxy.id, "proxy connected (delta)");
-            self.discovery
-                .status
-                .write()
-                .await
-                .insert(self.id, ProxyStatus { id: proxy.id.clone(), types: BTreeMap::new() });
-            self.proxy = Some(proxy);
+            self.proxy = Some(self.discovery.connect(self.id, request.node.as_ref()).await?);
         }
         let type_url = request.type_url.clone();
         if !PUSH_ORDER.contains(&type_url.as_str()) {
@@ -124,14 +111,7 @@ impl DeltaStream {
             )));
         }
         if !request.response_nonce.is_empty() {
-            let sent = self
-                .discovery
-                .status
-                .read()
-                .await
-                .get(&self.id)
-                .and_then(|p| p.types.get(&type_url).map(|s| s.sent_nonce.clone()))
-                .unwrap_or_default();
+            let sent = self.discovery.sent_nonce(self.id, &type_url).await;
             if request.response_nonce != sent {
                 debug!(connection = self.id, %type_url, "stale nonce {} ignored", request.response_nonce);
                 return Ok(());

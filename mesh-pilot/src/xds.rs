@@ -136,6 +136,45 @@ impl Discovery {
         Some(generated)
     }
 
+    /// Registers a stream's proxy from the node of its first request.
+    pub(crate) async fn connect(
+        &self,
+        id: u64,
+        node: Option<&envoy_types::pb::envoy::config::core::v3::Node>,
+    ) -> Result<Proxy, Status> {
+        let node =
+            node.ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
+        let proxy = Proxy::from_node(node);
+        info!(connection = id, node = %proxy.id, "proxy connected");
+        self.status
+            .write()
+            .await
+            .insert(id, ProxyStatus { id: proxy.id.clone(), types: BTreeMap::new() });
+        Ok(proxy)
+    }
+
+    /// Updates what a stream has sent or had acknowledged of one type.
+    pub(crate) async fn record(
+        &self,
+        id: u64,
+        type_url: &str,
+        update: impl FnOnce(&mut TypeStatus),
+    ) {
+        if let Some(proxy) = self.status.write().await.get_mut(&id) {
+            update(proxy.types.entry(type_url.to_owned()).or_default());
+        }
+    }
+
+    /// The last nonce sent to a stream for one type.
+    pub(crate) async fn sent_nonce(&self, id: u64, type_url: &str) -> String {
+        self.status
+            .read()
+            .await
+            .get(&id)
+            .and_then(|p| p.types.get(type_url).map(|s| s.sent_nonce.clone()))
+            .unwrap_or_default()
+    }
+
     /// The sync state of every connected proxy.
     pub async fn syncz(&self) -> Vec<ProxyStatus> {
         self.status.read().await.values().cloned().collect()
@@ -246,18 +285,7 @@ impl Stream_ {
 
     async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
         if self.proxy.is_none() {
-            let node = request
-                .node
-                .as_ref()
-                .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
-            let proxy = Proxy::from_node(node);
-            info!(connection = self.id, node = %proxy.id, "proxy connected");
-            self.discovery
-                .status
-                .write()
-                .await
-                .insert(self.id, ProxyStatus { id: proxy.id.clone(), types: BTreeMap::new() });
-            self.proxy = Some(proxy);
+            self.proxy = Some(self.discovery.connect(self.id, request.node.as_ref()).await?);
         }
         let type_url = request.type_url.clone();
         if !PUSH_ORDER.contains(&type_url.as_str()) {
@@ -281,7 +309,7 @@ impl Stream_ {
             self.record(&type_url, |s| s.last_nack = Some(error.message.clone())).await;
             return Ok(());
         }
-        let sent_nonce = self.status(&type_url).await.map(|s| s.sent_nonce).unwrap_or_default();
+        let sent_nonce = self.discovery.sent_nonce(self.id, &type_url).await;
         if !request.response_nonce.is_empty() && request.response_nonce != sent_nonce {
             debug!(connection = self.id, %type_url, "stale nonce {} ignored", request.response_nonce);
             return Ok(());
@@ -312,19 +340,8 @@ impl Stream_ {
         Ok(())
     }
 
-    async fn status(&self, type_url: &str) -> Option<TypeStatus> {
-        self.discovery
-            .status
-            .read()
-            .await
-            .get(&self.id)
-            .and_then(|p| p.types.get(type_url).cloned())
-    }
-
     async fn record(&self, type_url: &str, update: impl FnOnce(&mut TypeStatus)) {
-        if let Some(proxy) = self.discovery.status.write().await.get_mut(&self.id) {
-            update(proxy.types.entry(type_url.to_owned()).or_default());
-        }
+        self.discovery.record(self.id, type_url, update).await;
     }
 
     /// Pushes every watched type, in make-before-break order.
