@@ -128,6 +128,10 @@ pub struct Snapshot {
     pub virtual_services: Vec<VirtualService>,
     /// DestinationRules.
     pub destination_rules: Vec<DestinationRule>,
+    /// Sidecars (egress scoping and outbound traffic policy).
+    pub sidecars: Vec<mesh_api::networking::Sidecar>,
+    /// The namespace whose selector-less Sidecar is the mesh-wide default.
+    pub root_namespace: String,
     /// When the change that made this snapshot was published (for convergence time).
     pub published: Option<std::time::Instant>,
 }

@@ -97,8 +97,8 @@ impl Discovery {
     }
 
     /// The resources of one type for a proxy, translated once per snapshot for every proxy
-    /// that would get the same answer: EDS depends on the proxy's namespace only, RDS also on
-    /// its labels, CDS and LDS also on its addresses (inbound ports).
+    /// that would get the same answer: every type depends on the proxy's namespace and labels
+    /// (its Sidecar, route source matches), CDS and LDS also on its addresses (inbound ports).
     pub(crate) async fn resources(
         &self,
         type_url: &str,
@@ -108,11 +108,8 @@ impl Discovery {
         let key = CacheKey {
             type_url: type_url.to_owned(),
             namespace: proxy.namespace.clone(),
-            labels: if type_url == mesh_api::xds::ENDPOINT_TYPE {
-                BTreeMap::new()
-            } else {
-                proxy.labels.clone()
-            },
+            // Labels choose the Sidecar, so every type depends on them.
+            labels: proxy.labels.clone(),
             ips: if type_url == mesh_api::xds::CLUSTER_TYPE
                 || type_url == mesh_api::xds::LISTENER_TYPE
             {

@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::config::route::v3::{header_matcher, route, route_act
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{HttpFault, fault_abort};
 use mesh_pilot::model::{Proxy, Snapshot};
 use mesh_pilot::source::local;
-use mesh_pilot::translate::{cluster, endpoint, listener, route as routes};
+use mesh_pilot::translate::{self, cluster, endpoint, listener, route as routes};
 use prost::Message;
 
 fn mesh() -> Snapshot {
@@ -251,4 +251,52 @@ fn an_object_that_becomes_invalid_keeps_its_last_valid_version() {
     std::fs::remove_file(dir.path().join("routing.yaml")).unwrap();
     let (fourth, _) = reader.read(dir.path());
     assert!(fourth.virtual_services.is_empty());
+}
+
+#[test]
+fn sidecar_scopes_what_a_proxy_sees_and_registry_only_blocks_the_rest() {
+    let mut snapshot = mesh();
+    let sidecar: mesh_api::networking::Sidecar = serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+        "metadata": {"name": "default", "namespace": "demo"},
+        "spec": {"egress": [{"hosts": ["./hello.demo.svc.cluster.local"]}], "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}
+    }))
+    .unwrap();
+    snapshot.sidecars.push(sidecar);
+    let proxy = client();
+
+    let clusters = translate::generate(mesh_api::xds::CLUSTER_TYPE, &snapshot, &proxy).unwrap();
+    let names: Vec<&str> = clusters.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        !names.iter().any(|n| n.contains("db.demo")),
+        "db is outside the Sidecar's egress: {names:?}"
+    );
+    assert!(names.contains(&"outbound|80|v1|hello.demo.svc.cluster.local"));
+
+    let listeners = translate::generate(mesh_api::xds::LISTENER_TYPE, &snapshot, &proxy).unwrap();
+    let outbound = envoy_types::pb::envoy::config::listener::v3::Listener::decode(
+        listeners[0].1.value.as_slice(),
+    )
+    .unwrap();
+    assert_eq!(outbound.default_filter_chain.unwrap().name, "BlackHoleCluster");
+    assert!(
+        outbound.filter_chains.iter().all(|c| !c.name.contains("5432")),
+        "no chain for the hidden TCP service"
+    );
+
+    let routes = translate::generate(mesh_api::xds::ROUTE_TYPE, &snapshot, &proxy).unwrap();
+    let config = envoy_types::pb::envoy::config::route::v3::RouteConfiguration::decode(
+        routes[0].1.value.as_slice(),
+    )
+    .unwrap();
+    let last = config.virtual_hosts.last().unwrap();
+    assert_eq!(last.name, "block_all");
+    assert!(
+        matches!(&last.routes[0].action, Some(route::Action::DirectResponse(d)) if d.status == 502)
+    );
+
+    // A proxy of another namespace is not scoped by demo's Sidecar.
+    let other = Proxy { namespace: "elsewhere".into(), ..Proxy::default() };
+    let clusters = translate::generate(mesh_api::xds::CLUSTER_TYPE, &snapshot, &other).unwrap();
+    assert!(clusters.iter().any(|(n, _)| n.contains("db.demo")));
 }

@@ -80,7 +80,11 @@ impl Reader {
 
 /// Builds the model from valid objects.
 pub fn build(objects: &[Loaded]) -> (Snapshot, Vec<Rejected>) {
-    let mut snapshot = Snapshot { domain: DEFAULT_DOMAIN.to_owned(), ..Snapshot::default() };
+    let mut snapshot = Snapshot {
+        domain: DEFAULT_DOMAIN.to_owned(),
+        root_namespace: mesh_api::ports::CONTROL_PLANE_NAMESPACE.to_owned(),
+        ..Snapshot::default()
+    };
     let mut rejected = Vec::new();
     let workloads: Vec<&WorkloadEntry> = objects
         .iter()
@@ -140,6 +144,7 @@ pub fn build(objects: &[Loaded]) -> (Snapshot, Vec<Rejected>) {
             }
             Resource::VirtualService(vs) => snapshot.virtual_services.push(vs.clone()),
             Resource::DestinationRule(dr) => snapshot.destination_rules.push(dr.clone()),
+            Resource::Sidecar(sc) => snapshot.sidecars.push(sc.clone()),
             _ => {}
         }
     }

@@ -22,8 +22,8 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpPro
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use mesh_api::ports;
 use mesh_api::xds::{
-    ClusterName, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER, VIRTUAL_INBOUND_LISTENER,
-    VIRTUAL_OUTBOUND_LISTENER,
+    BLACKHOLE_CLUSTER, ClusterName, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER,
+    VIRTUAL_INBOUND_LISTENER, VIRTUAL_OUTBOUND_LISTENER,
 };
 
 use super::{any, duration};
@@ -38,7 +38,7 @@ pub const CORS_FILTER: &str = "envoy.filters.http.cors";
 
 /// The sidecar's listeners.
 pub fn listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
-    vec![virtual_outbound(snapshot), virtual_inbound(snapshot, proxy)]
+    vec![virtual_outbound(snapshot, proxy), virtual_inbound(snapshot, proxy)]
 }
 
 fn capture_listener(
@@ -59,7 +59,7 @@ fn capture_listener(
     }
 }
 
-fn virtual_outbound(snapshot: &Snapshot) -> Listener {
+fn virtual_outbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
     let mut http_ports = BTreeMap::new();
     let mut chains = Vec::new();
     for service in snapshot.services.values() {
@@ -107,9 +107,15 @@ fn virtual_outbound(snapshot: &Snapshot) -> Listener {
         });
     }
     chains.sort_by(|a, b| a.name.cmp(&b.name));
+    // Unknown destinations: passed through (ALLOW_ANY), or dropped (REGISTRY_ONLY).
+    let unknown = if super::scope::registry_only(snapshot, proxy) {
+        BLACKHOLE_CLUSTER
+    } else {
+        PASSTHROUGH_CLUSTER
+    };
     let default = FilterChain {
-        name: PASSTHROUGH_CLUSTER.to_owned(),
-        filters: vec![tcp_proxy_filter(PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER)],
+        name: unknown.to_owned(),
+        filters: vec![tcp_proxy_filter(unknown, unknown)],
         ..FilterChain::default()
     };
     capture_listener(

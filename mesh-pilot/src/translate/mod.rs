@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod endpoint;
 pub mod listener;
 pub mod route;
+pub mod scope;
 
 /// Every resource of one type for one proxy, by name.
 pub type Resources = Vec<(String, Any)>;
@@ -34,6 +35,8 @@ pub fn config_duration(d: &mesh_api::Duration) -> Option<PbDuration> {
 
 /// What the proxy gets for one type URL.
 pub fn generate(type_url: &str, snapshot: &Snapshot, proxy: &Proxy) -> Option<Resources> {
+    let scoped = scope::scoped(snapshot, proxy);
+    let snapshot: &Snapshot = &scoped;
     let packed = |items: Vec<(String, Any)>| Some(items);
     match type_url {
         mesh_api::xds::CLUSTER_TYPE => packed(

@@ -67,20 +67,35 @@ fn route_config(snapshot: &Snapshot, proxy: &Proxy, port: u16) -> RouteConfigura
             ..VirtualHost::default()
         });
     }
-    // Unknown hosts on a known port go where the caller sent them (ALLOW_ANY).
-    virtual_hosts.push(VirtualHost {
-        name: "allow_any".to_owned(),
-        domains: vec!["*".to_owned()],
-        routes: vec![Route {
-            name: "allow_any".to_owned(),
-            r#match: Some(prefix("/")),
-            action: Some(route::Action::Route(RouteAction {
+    // Unknown hosts on a known port go where the caller sent them (ALLOW_ANY), or get a 502
+    // (REGISTRY_ONLY), as Istio answers.
+    let (name, action) = if super::scope::registry_only(snapshot, proxy) {
+        (
+            "block_all",
+            route::Action::DirectResponse(DirectResponseAction {
+                status: 502,
+                ..DirectResponseAction::default()
+            }),
+        )
+    } else {
+        (
+            "allow_any",
+            route::Action::Route(RouteAction {
                 cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
                     PASSTHROUGH_CLUSTER.to_owned(),
                 )),
                 timeout: Some(duration(std::time::Duration::ZERO)),
                 ..RouteAction::default()
-            })),
+            }),
+        )
+    };
+    virtual_hosts.push(VirtualHost {
+        name: name.to_owned(),
+        domains: vec!["*".to_owned()],
+        routes: vec![Route {
+            name: name.to_owned(),
+            r#match: Some(prefix("/")),
+            action: Some(action),
             ..Route::default()
         }],
         ..VirtualHost::default()
