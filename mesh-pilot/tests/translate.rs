@@ -300,3 +300,44 @@ fn sidecar_scopes_what_a_proxy_sees_and_registry_only_blocks_the_rest() {
     let clusters = translate::generate(mesh_api::xds::CLUSTER_TYPE, &snapshot, &other).unwrap();
     assert!(clusters.iter().any(|(n, _)| n.contains("db.demo")));
 }
+
+#[test]
+fn consistent_hash_becomes_a_route_hash_policy_and_export_to_hides_config() {
+    use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::PolicySpecifier;
+    let mut snapshot = mesh();
+    let rule = &mut snapshot.destination_rules[0];
+    let subset = rule.spec.subsets.iter_mut().find(|s| s.name == "v2").unwrap();
+    subset.traffic_policy = Some(
+        serde_json::from_value(
+            serde_json::json!({"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}}}),
+        )
+        .unwrap(),
+    );
+    snapshot.virtual_services[0].spec.export_to = vec![".".into()];
+
+    let configs = routes::route_configs(&snapshot, &client());
+    let vhost = configs[0]
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == "hello.demo.svc.cluster.local:80")
+        .unwrap();
+    let Some(route::Action::Route(testers)) = &vhost.routes[0].action else {
+        panic!("not a route")
+    };
+    assert!(
+        matches!(&testers.hash_policy[0].policy_specifier, Some(PolicySpecifier::Header(h)) if h.header_name == "x-user"),
+        "{:?}",
+        testers.hash_policy
+    );
+
+    // Exported to its own namespace only: a proxy elsewhere gets the default route.
+    let other = Proxy { namespace: "elsewhere".into(), ..Proxy::default() };
+    let resources = translate::generate(mesh_api::xds::ROUTE_TYPE, &snapshot, &other).unwrap();
+    let config = envoy_types::pb::envoy::config::route::v3::RouteConfiguration::decode(
+        resources[0].1.value.as_slice(),
+    )
+    .unwrap();
+    let vhost =
+        config.virtual_hosts.iter().find(|v| v.name == "hello.demo.svc.cluster.local:80").unwrap();
+    assert_eq!(vhost.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["default"]);
+}

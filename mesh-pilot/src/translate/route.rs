@@ -171,7 +171,7 @@ fn routes(snapshot: &Snapshot, proxy: &Proxy, service: &Service, port: u16) -> V
         let name = http.name.clone().unwrap_or_else(|| {
             format!("{}.{namespace}.{i}", vs.metadata.name.as_deref().unwrap_or_default())
         });
-        let Some(action) = action(snapshot, http, namespace, port) else { continue };
+        let Some(action) = action(snapshot, proxy, http, namespace, port) else { continue };
         let per_filter = per_filter_config(http);
         let matches: Vec<Option<&HttpMatchRequest>> = if http.matches.is_empty() {
             vec![None]
@@ -325,6 +325,7 @@ fn percent(p: &Percent) -> FractionalPercent {
 
 fn action(
     snapshot: &Snapshot,
+    proxy: &Proxy,
     http: &HttpRoute,
     namespace: &str,
     port: u16,
@@ -417,6 +418,11 @@ fn action(
             Some(r) if r.attempts == Some(0) => None,
             other => Some(retry(other.as_ref())),
         },
+        hash_policy: http
+            .route
+            .first()
+            .map(|d| hash_policy(snapshot, proxy, &d.destination, namespace, port))
+            .unwrap_or_default(),
         ..RouteAction::default()
     };
     if let Some(rewrite) = &http.rewrite {
@@ -460,6 +466,59 @@ fn action(
         })
         .collect();
     Some(route::Action::Route(action))
+}
+
+/// Session affinity: the consistent-hash key of the destination's DestinationRule (subset and
+/// port settings first), as a route hash policy, as Istio puts it.
+fn hash_policy(
+    snapshot: &Snapshot,
+    proxy: &Proxy,
+    dest: &Destination,
+    namespace: &str,
+    port: u16,
+) -> Vec<route_action::HashPolicy> {
+    use route_action::hash_policy::{
+        ConnectionProperties, Cookie, Header, PolicySpecifier, QueryParameter,
+    };
+    let host = snapshot.resolve(&dest.host, namespace);
+    let Some(rule) = snapshot.destination_rule(&host, &proxy.namespace) else { return Vec::new() };
+    let number = dest.port.as_ref().and_then(|p| u16::try_from(p.number).ok()).unwrap_or(port);
+    let subset =
+        dest.subset.as_ref().and_then(|name| rule.spec.subsets.iter().find(|s| &s.name == name));
+    let policies =
+        [subset.and_then(|s| s.traffic_policy.as_ref()), rule.spec.traffic_policy.as_ref()];
+    let hash = policies.into_iter().flatten().find_map(|policy| {
+        let level = policy
+            .port_level_settings
+            .iter()
+            .find(|p| p.port.as_ref().is_some_and(|s| s.number == u32::from(number)));
+        level
+            .and_then(|l| l.load_balancer.as_ref())
+            .or(policy.load_balancer.as_ref())?
+            .consistent_hash
+            .clone()
+    });
+    let Some(hash) = hash else { return Vec::new() };
+    let specifier = if let Some(header) = hash.http_header_name {
+        PolicySpecifier::Header(Header { header_name: header, ..Header::default() })
+    } else if let Some(cookie) = hash.http_cookie {
+        PolicySpecifier::Cookie(Cookie {
+            name: cookie.name,
+            ttl: cookie.ttl.as_ref().and_then(config_duration),
+            path: cookie.path.unwrap_or_default(),
+            ..Cookie::default()
+        })
+    } else if hash.use_source_ip == Some(true) {
+        PolicySpecifier::ConnectionProperties(ConnectionProperties { source_ip: true })
+    } else if let Some(name) = hash.http_query_parameter_name {
+        PolicySpecifier::QueryParameter(QueryParameter { name })
+    } else {
+        return Vec::new();
+    };
+    vec![route_action::HashPolicy {
+        policy_specifier: Some(specifier),
+        ..route_action::HashPolicy::default()
+    }]
 }
 
 fn retry(retries: Option<&HttpRetry>) -> RetryPolicy {

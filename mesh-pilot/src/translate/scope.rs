@@ -1,5 +1,6 @@
-//! Sidecar scoping: which services a proxy sees (its Sidecar's egress hosts) and what happens
-//! to traffic for the others (its outbound traffic policy). The Sidecar that applies is the one
+//! Scoping: which services a proxy sees (its Sidecar's egress hosts), which routing config
+//! (VirtualServices and DestinationRules exported to its namespace), and what happens to
+//! traffic for the others (its outbound traffic policy). The Sidecar that applies is the one
 //! in the proxy's namespace selecting its labels, else that namespace's default, else the root
 //! namespace's default; without any, everything is visible and unknown traffic passes through.
 
@@ -41,6 +42,12 @@ pub fn registry_only(snapshot: &Snapshot, proxy: &Proxy) -> bool {
         .is_some_and(|m| *m == OutboundTrafficMode::RegistryOnly)
 }
 
+/// Whether config of `owner` with this `exportTo` is visible from `viewer` (empty: everywhere).
+fn exported(export_to: &[String], owner: &str, viewer: &str) -> bool {
+    export_to.is_empty()
+        || export_to.iter().any(|e| e == "*" || e == viewer || (e == "." && owner == viewer))
+}
+
 /// Whether an egress host (`namespace/dnsName`) admits a service, from a proxy's namespace.
 fn admits(host: &str, service: &Service, proxy_namespace: &str) -> bool {
     let Some((namespace, name)) = host.split_once('/') else { return false };
@@ -59,13 +66,33 @@ fn admits(host: &str, service: &Service, proxy_namespace: &str) -> bool {
 /// The snapshot as a proxy sees it: only the services its Sidecar lets it reach (and their
 /// endpoints). Unchanged, without a copy, when no Sidecar scopes it.
 pub fn scoped<'a>(snapshot: &'a Snapshot, proxy: &Proxy) -> Cow<'a, Snapshot> {
-    let Some(sidecar) = sidecar_for(snapshot, proxy) else { return Cow::Borrowed(snapshot) };
-    if sidecar.spec.egress.is_empty() {
+    let namespace_of = |ns: &Option<String>| ns.clone().unwrap_or_else(|| "default".to_owned());
+    let hidden_config = snapshot
+        .virtual_services
+        .iter()
+        .map(|vs| (&vs.spec.export_to, namespace_of(&vs.metadata.namespace)))
+        .chain(
+            snapshot
+                .destination_rules
+                .iter()
+                .map(|dr| (&dr.spec.export_to, namespace_of(&dr.metadata.namespace))),
+        )
+        .any(|(export_to, ns)| !exported(export_to, &ns, &proxy.namespace));
+    let sidecar = sidecar_for(snapshot, proxy).filter(|s| !s.spec.egress.is_empty());
+    if sidecar.is_none() && !hidden_config {
         return Cow::Borrowed(snapshot);
     }
+    let mut out = snapshot.clone();
+    // Routing config another namespace did not export is not this proxy's.
+    out.virtual_services.retain(|vs| {
+        exported(&vs.spec.export_to, &namespace_of(&vs.metadata.namespace), &proxy.namespace)
+    });
+    out.destination_rules.retain(|dr| {
+        exported(&dr.spec.export_to, &namespace_of(&dr.metadata.namespace), &proxy.namespace)
+    });
+    let Some(sidecar) = sidecar else { return Cow::Owned(out) };
     let hosts: Vec<&str> =
         sidecar.spec.egress.iter().flat_map(|e| e.hosts.iter().map(String::as_str)).collect();
-    let mut out = snapshot.clone();
     out.services.retain(|_, service| hosts.iter().any(|h| admits(h, service, &proxy.namespace)));
     // A proxy still serves its own ports, whatever it may call.
     out.endpoints.retain(|(host, _), endpoints| {
