@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::netns::{self, PodAndPeer};
 use mesh_init::config::{Backend, Config};
@@ -174,23 +174,12 @@ admin:
         .spawn()
         .unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = discovery.syncz().await;
-        let synced = status.first().is_some_and(|p| {
-            mesh_api::xds::PUSH_ORDER
-                .iter()
-                .all(|t| p.types.get(*t).is_some_and(|s| s.state() == "SYNCED"))
-        });
-        if synced {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = envoy.kill();
-            let out = envoy.wait_with_output().unwrap();
-            panic!("envoy did not sync: {status:?}\n{}", String::from_utf8_lossy(&out.stderr));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Err(why) =
+        discovery.wait_until_synced(&mesh_api::xds::PUSH_ORDER, Duration::from_secs(30)).await
+    {
+        let _ = envoy.kill();
+        let out = envoy.wait_with_output().unwrap();
+        panic!("envoy did not sync: {why}\n{}", String::from_utf8_lossy(&out.stderr));
     }
     // Listeners go live right after the ACK; give the workers a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;

