@@ -3,7 +3,8 @@
 //! It holds the Istio-compatible resource kinds (`networking.istio.io/v1`, `security.istio.io/v1`),
 //! their semantic [`validate`]ion, the multi-document [`load`]er, the generated CRDs, the mesh-wide
 //! [`mesh::MeshConfig`] and the wire constants ([`ports`], [`identity`], [`xds`]) that the pilot,
-//! the proxy, the CA and `meshctl` must agree on.
+//! the proxy, the CA and `meshctl` must agree on. With the `envoy-json` feature, [`envoy`]
+//! writes Envoy v3 resources as JSON (config dumps, golden files).
 //!
 //! It is pure: no network, no Kubernetes client, no async runtime, and it imports no other crate of
 //! the workspace. File and stdin reading in [`load`] is its only I/O.
@@ -13,6 +14,8 @@ pub mod string_enum;
 
 pub mod crds;
 pub mod duration;
+#[cfg(feature = "envoy-json")]
+pub mod envoy;
 pub mod identity;
 pub mod load;
 pub mod mesh;

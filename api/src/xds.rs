@@ -35,6 +35,34 @@ pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
 /// Cluster that drops everything (REGISTRY_ONLY).
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
 
+/// Mesh mTLS as the pilot configures it and the proxy implements it (Istio's names, so that
+/// an Envoy with an SDS agent reads the same config).
+pub mod mtls {
+    /// Bootstrap cluster that serves the workload's secrets over SDS.
+    pub const SDS_CLUSTER: &str = "sds-grpc";
+    /// SDS name of the workload's own certificate and key.
+    pub const WORKLOAD_SECRET: &str = "default";
+    /// SDS name of the mesh's trust bundle.
+    pub const ROOT_SECRET: &str = "ROOTCA";
+    /// ALPN a client proxy offers on mesh mTLS; the server proxy tells mesh mTLS from the
+    /// app's own TLS by it.
+    pub const ALPN: [&str; 2] = ["istio-peer-exchange", "istio"];
+    /// Endpoint metadata namespace Envoy reads to pick a transport socket per endpoint.
+    pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
+    /// Key in that namespace; `istio` when the endpoint runs a sidecar.
+    pub const TLS_MODE: &str = "tlsMode";
+    /// Value of [`TLS_MODE`] for endpoints that take mesh mTLS.
+    pub const TLS_MODE_ISTIO: &str = "istio";
+    /// Typed endpoint metadata key: the SPIFFE identity (a `google.protobuf.StringValue`)
+    /// the endpoint's sidecar must present.
+    pub const IDENTITY_METADATA: &str = "mesh.identity";
+
+    /// SNI of an outbound mTLS connection: `outbound_.9080_.v1_.reviews.default.svc.cluster.local`.
+    pub fn sni(port: u16, subset: Option<&str>, host: &str) -> String {
+        format!("outbound_.{port}_.{}_.{host}", subset.unwrap_or_default())
+    }
+}
+
 /// Node metadata keys, the ones Istio's agents send.
 pub mod metadata {
     /// Namespace of the workload.

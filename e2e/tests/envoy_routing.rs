@@ -122,6 +122,24 @@ async fn envoy_routes_real_requests_as_the_virtual_service_says() {
             .await
     });
 
+    // The workload's certificate over SDS, as the agent next to an Envoy sidecar serves it.
+    let root =
+        mesh_ca::root::RootMaterial::generate("cluster.local", Duration::from_secs(3600)).unwrap();
+    let ca =
+        mesh_ca::authority::Authority::new(&root, "cluster.local", Default::default()).unwrap();
+    let identity = mesh_api::identity::SpiffeId::new("cluster.local", "demo", "client").unwrap();
+    let (_material, secrets) =
+        tokio::sync::watch::channel(Arc::new(ca.issue_workload(&identity).unwrap()));
+    let sds = netns::listen(&net.pod, "127.0.0.1:15030".parse::<SocketAddr>().unwrap());
+    sds.set_nonblocking(true).unwrap();
+    let sds = tokio::net::TcpListener::from_std(sds).unwrap();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(mesh_ca::sds::SecretService::new(secrets).into_server())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(sds))
+            .await
+    });
+
     // Capture: the proxy here runs as root (uid 0), the app as uid 1000.
     let config = mesh_init_config(&["-u", "0", "-g", "0", "--ipv6", "off"]);
     let iptables = Iptables::detect(Some(net.pod.clone()), Backend::Auto).unwrap();
@@ -133,7 +151,7 @@ async fn envoy_routes_real_requests_as_the_virtual_service_says() {
         r#"node:
   id: "sidecar~10.99.0.2~client-1.demo~demo.svc.cluster.local"
   cluster: demo
-  metadata: {NAMESPACE: demo, INSTANCE_IPS: "10.99.0.2"}
+  metadata: {NAMESPACE: demo, INSTANCE_IPS: "10.99.0.2", SERVICE_ACCOUNT: client}
 dynamic_resources:
   ads_config: {api_type: GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: xds-grpc}}]}
   cds_config: {ads: {}, resource_api_version: V3}
@@ -150,6 +168,16 @@ static_resources:
     load_assignment:
       cluster_name: xds-grpc
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 15010}}}}]}]
+  - name: sds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment:
+      cluster_name: sds-grpc
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 15030}}}}]}]
 admin:
   address: {socket_address: {address: 127.0.0.1, port_value: 15000}}
 "#,

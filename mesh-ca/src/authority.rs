@@ -216,6 +216,19 @@ impl Authority {
         Ok(std::iter::once(cert.pem()).chain(self.chain.iter().cloned()).collect())
     }
 
+    /// A workload certificate with a fresh key made here, without a CSR round trip: for local
+    /// tooling and tests that play the workload and its CA in one process.
+    pub fn issue_workload(&self, identity: &SpiffeId) -> Result<crate::sds::Material, SignError> {
+        let (key, csr) =
+            crate::client::new_csr(identity).map_err(|e| SignError::Internal(e.to_string()))?;
+        let chain = self.sign(&csr, identity, 0)?;
+        Ok(crate::sds::Material {
+            chain,
+            key_pem: key.serialize_pem(),
+            roots: vec![self.root_pem.clone()],
+        })
+    }
+
     /// A serving certificate for the CA's own gRPC endpoint (DNS names), with a fresh key.
     /// Returns the chain (leaf first, PEM) and the key (PKCS#8 PEM).
     pub fn issue_server_cert(

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hyper_util::rt::TokioIo;
 use mesh_api::identity::SpiffeId;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,9 +14,7 @@ use prometheus_client::registry::Registry;
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use crate::pb::IstioCertificateRequest;
@@ -152,24 +149,14 @@ impl CaClient {
     pub fn new(settings: ClientSettings) -> Result<Self, ClientError> {
         let roots = tls::roots(&settings.root_pems)?;
         let anchors = tls::certs_from_pem(&settings.root_pems)?;
-        let connector = TlsConnector::from(Arc::new(tls::ca_client_config(roots)?));
         let server_name = ServerName::try_from(settings.ca_server_name.clone()).map_err(|e| {
             ClientError::Settings(format!("CA server name {:?}: {e}", settings.ca_server_name))
         })?;
         let address = settings.ca_address.clone();
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        let channel = tls::grpc_channel(&address, server_name, tls::ca_client_config(roots)?)
             .map_err(|e| ClientError::Settings(format!("CA address {address:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15));
-        let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
-            let (connector, server_name, address) =
-                (connector.clone(), server_name.clone(), address.clone());
-            async move {
-                let tcp = TcpStream::connect(&address).await?;
-                let tls = connector.connect(server_name, tcp).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        }));
+            .timeout(Duration::from_secs(15))
+            .connect_lazy();
         Ok(Self { settings, grpc: IstioCertificateServiceClient::new(channel), anchors })
     }
 

@@ -3,9 +3,8 @@
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tonic::{Request, Response, Status};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::auth::{AuthError, Authenticator};
 use crate::authority::{Authority, SignError};
@@ -103,57 +102,15 @@ impl IstioCertificateService for CaService {
     }
 }
 
-/// Most TLS handshakes in progress at once.
-const MAX_HANDSHAKES: usize = 256;
-
-/// Serves the CA over TLS on `listener` until `shutdown`. TLS handshakes run in their own
-/// tasks so a slow client cannot hold up the others.
+/// Serves the CA over TLS on `listener` until `shutdown`.
 pub async fn serve_tls(
     listener: TcpListener,
     service: CaService,
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let acceptor = TlsAcceptor::from(tls);
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    // Handshakes in progress are bounded: unauthenticated peers cannot pile them up.
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    warn!("CA accept failed: {err}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                debug!(%peer, "too many TLS handshakes in progress; connection dropped");
-                continue;
-            };
-            let (acceptor, sender) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                let handshake =
-                    tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
-                        .await;
-                match handshake {
-                    Ok(Ok(tls)) => {
-                        let _ = sender.send(Ok::<_, std::io::Error>(tls)).await;
-                    }
-                    Ok(Err(err)) => debug!(%peer, "TLS handshake failed: {err}"),
-                    Err(_) => debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-            if tx.is_closed() {
-                return;
-            }
-        }
-    });
     tonic::transport::Server::builder()
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
+        .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), shutdown)
         .await
 }

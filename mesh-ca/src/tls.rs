@@ -302,3 +302,112 @@ impl ServerCertVerifier for IdentityVerifier {
         self.algs.supported_schemes()
     }
 }
+
+/// Most TLS handshakes in progress at once on one listener.
+const MAX_HANDSHAKES: usize = 256;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The TLS connections accepted on `listener`, as a stream a tonic server can serve
+/// (`serve_with_incoming`; peers' certificates reach handlers through `Request::peer_certs`).
+/// Handshakes run in their own tasks, bounded in number and time, so slow or unauthenticated
+/// peers cannot hold up the others. The stream ends when its receiver is dropped.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        tracing::warn!("TLS accept failed: {err}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = tx.closed() => return,
+            };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "too many TLS handshakes in progress; connection dropped");
+                continue;
+            };
+            let (acceptor, sender) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = sender.send(Ok(tls)).await;
+                    }
+                    Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A gRPC endpoint at `address` (`host:port`) reached over TLS with `config` (ALPN set to
+/// HTTP/2), presenting `server_name` in SNI. Connections are made lazily and re-made after
+/// failures, as tonic does. For mesh mTLS (`mesh_client_config`) the server name is only SNI:
+/// the peer's SPIFFE identity is what is verified.
+pub fn grpc_channel(
+    address: &str,
+    server_name: rustls_pki_types::ServerName<'static>,
+    mut config: rustls::ClientConfig,
+) -> Result<GrpcEndpoint, tonic::transport::Error> {
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    Ok(GrpcEndpoint { endpoint, connector, server_name, address: address.to_owned() })
+}
+
+/// A gRPC endpoint behind TLS; see [`grpc_channel`].
+#[derive(Clone)]
+pub struct GrpcEndpoint {
+    endpoint: tonic::transport::Endpoint,
+    connector: tokio_rustls::TlsConnector,
+    server_name: rustls_pki_types::ServerName<'static>,
+    address: String,
+}
+
+impl std::fmt::Debug for GrpcEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcEndpoint")
+            .field("address", &self.address)
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcEndpoint {
+    /// Every call fails after `timeout` (not for streams that should live long).
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.endpoint = self.endpoint.timeout(timeout);
+        self
+    }
+
+    /// The channel; it connects on first use.
+    pub fn connect_lazy(self) -> tonic::transport::Channel {
+        let Self { endpoint, connector, server_name, address } = self;
+        endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
+            let (connector, server_name, address) =
+                (connector.clone(), server_name.clone(), address.clone());
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&address).await?;
+                let tls = connector.connect(server_name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+    }
+}

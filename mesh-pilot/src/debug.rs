@@ -26,6 +26,8 @@ pub struct State {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// Set once the config sources have produced a first snapshot.
     pub ready: AtomicBool,
+    /// Set while the pilot waits for its certificate (mTLS xDS configured, not yet served).
+    pub certificate_pending: AtomicBool,
 }
 
 /// Serves until `shutdown`.
@@ -66,10 +68,14 @@ pub async fn serve(
 async fn respond(path: &str, state: &State) -> Response<Full<Bytes>> {
     let (status, body) = match path {
         "/metrics" => (StatusCode::OK, state.discovery.metrics.encode()),
-        "/ready" if state.ready.load(Ordering::Acquire) => (StatusCode::OK, "ready\n".to_owned()),
-        "/ready" => {
+        "/ready" if !state.ready.load(Ordering::Acquire) => {
             (StatusCode::SERVICE_UNAVAILABLE, "not ready: no configuration read yet\n".to_owned())
         }
+        "/ready" if state.certificate_pending.load(Ordering::Acquire) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the pilot's certificate from the CA\n".to_owned(),
+        ),
+        "/ready" => (StatusCode::OK, "ready\n".to_owned()),
         "/debug/syncz" => {
             let proxies: Vec<_> =
                 state

@@ -14,7 +14,7 @@ use tonic::Status;
 use tracing::{debug, warn};
 
 use crate::model::Proxy;
-use crate::xds::{Discovery, MAX_NAMES, TypeStatus};
+use crate::xds::{Caller, Discovery, MAX_NAMES, TypeStatus};
 
 /// What one delta stream tracks of one type.
 #[derive(Default)]
@@ -40,6 +40,7 @@ pub(crate) struct DeltaStream {
     id: u64,
     discovery: Arc<Discovery>,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    caller: Caller,
     proxy: Option<Proxy>,
     subscriptions: HashMap<String, Subscription>,
     nonce: u64,
@@ -73,8 +74,9 @@ impl DeltaStream {
         id: u64,
         discovery: Arc<Discovery>,
         tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+        caller: Caller,
     ) -> Self {
-        Self { id, discovery, tx, proxy: None, subscriptions: HashMap::new(), nonce: 0 }
+        Self { id, discovery, tx, caller, proxy: None, subscriptions: HashMap::new(), nonce: 0 }
     }
 
     async fn record(&self, type_url: &str, update: impl FnOnce(&mut TypeStatus)) {
@@ -83,7 +85,8 @@ impl DeltaStream {
 
     async fn handle(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
         if self.proxy.is_none() {
-            self.proxy = Some(self.discovery.connect(self.id, request.node.as_ref()).await?);
+            self.proxy =
+                Some(self.discovery.connect(self.id, request.node.as_ref(), &self.caller).await?);
         }
         let type_url = request.type_url.clone();
         if !PUSH_ORDER.contains(&type_url.as_str()) {

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub convergence: Histogram,
     /// Objects left out of the model because they are invalid.
     pub config_rejected: Gauge,
+    /// xDS streams refused because the node is not the workload its certificate names.
+    pub identity_refused: Counter,
+    /// The pilot's own certificate (mTLS xDS), `workload_cert_*`.
+    pub certificate: mesh_ca::client::ClientMetrics,
 }
 
 impl Default for Metrics {
@@ -51,6 +55,13 @@ impl Default for Metrics {
         let connected = Gauge::default();
         let convergence = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let config_rejected = Gauge::default();
+        let identity_refused = Counter::default();
+        let certificate = mesh_ca::client::ClientMetrics::register(&mut registry);
+        registry.register(
+            "pilot_xds_identity_refused",
+            "xDS streams refused because the node is not the workload its certificate names",
+            identity_refused.clone(),
+        );
         registry.register("pilot_xds_pushes", "xDS responses sent, by type", pushes.clone());
         registry.register(
             "pilot_xds_rejects",
@@ -68,7 +79,16 @@ impl Default for Metrics {
             "Objects left out of the model because they are invalid",
             config_rejected.clone(),
         );
-        Self { registry, pushes, rejects, connected, convergence, config_rejected }
+        Self {
+            registry,
+            pushes,
+            rejects,
+            connected,
+            convergence,
+            config_rejected,
+            identity_refused,
+            certificate,
+        }
     }
 }
 

@@ -51,6 +51,17 @@ pub struct ServicePort {
     pub protocol: Protocol,
 }
 
+/// How a proxy finds the endpoints of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// The pilot sends them (EDS): Kubernetes Services, ServiceEntries with STATIC resolution.
+    Endpoints,
+    /// The proxy resolves the host name itself (ServiceEntry DNS resolution).
+    Dns,
+    /// The caller's original destination is used (ServiceEntry resolution NONE).
+    Passthrough,
+}
+
 /// A service: a host name, an optional virtual IP, ports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
@@ -66,6 +77,8 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     /// Whether the endpoints are inside the mesh.
     pub mesh_internal: bool,
+    /// How its endpoints are found.
+    pub resolution: Resolution,
 }
 
 impl Service {
@@ -114,12 +127,14 @@ pub struct Endpoint {
 }
 
 /// Everything the translation needs, at one moment.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Snapshot {
     /// Monotonic version of the snapshot.
     pub version: u64,
     /// The cluster DNS domain.
     pub domain: String,
+    /// The trust domain of workload identities.
+    pub trust_domain: String,
     /// Services by host name.
     pub services: BTreeMap<String, Service>,
     /// Endpoints by (host name, service port).
@@ -136,6 +151,25 @@ pub struct Snapshot {
     pub published: Option<std::time::Instant>,
 }
 
+impl Default for Snapshot {
+    /// An empty mesh with Istio's defaults: `cluster.local` for names and identities, the
+    /// control plane's namespace as root namespace.
+    fn default() -> Self {
+        Self {
+            version: 0,
+            domain: DEFAULT_DOMAIN.to_owned(),
+            trust_domain: mesh_api::identity::DEFAULT_TRUST_DOMAIN.to_owned(),
+            services: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            virtual_services: Vec::new(),
+            destination_rules: Vec::new(),
+            sidecars: Vec::new(),
+            root_namespace: mesh_api::ports::CONTROL_PLANE_NAMESPACE.to_owned(),
+            published: None,
+        }
+    }
+}
+
 impl Snapshot {
     /// Resolves a host written in config of `namespace` to a full host name: short names are
     /// relative to that namespace, names with a dot are taken as they are (Istio's rule).
@@ -145,6 +179,14 @@ impl Snapshot {
         } else {
             format!("{host}.{namespace}.svc.{}", self.domain)
         }
+    }
+
+    /// The SPIFFE identity of an endpoint's workload.
+    pub fn identity(&self, endpoint: &Endpoint) -> String {
+        format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            self.trust_domain, endpoint.namespace, endpoint.service_account
+        )
     }
 
     /// The DestinationRule for a host, as seen from a proxy namespace: the proxy's own

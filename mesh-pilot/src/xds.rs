@@ -65,6 +65,46 @@ pub struct ProxyStatus {
     pub types: BTreeMap<String, TypeStatus>,
 }
 
+/// Who is on the other end of a stream, as far as the transport can tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// The plaintext port: the node is taken at its word (local mode, tests, trusted networks).
+    Plaintext,
+    /// The mTLS port: the identity in the client certificate, if it carries a SPIFFE id.
+    Mesh(Option<mesh_api::identity::SpiffeId>),
+}
+
+impl Caller {
+    /// The caller of a request on the mTLS port, from its verified client certificate.
+    fn of_mesh<T>(request: &Request<T>) -> Self {
+        Caller::Mesh(
+            request.peer_certs().and_then(|chain| mesh_ca::tls::peer_identity(chain.as_slice())),
+        )
+    }
+
+    /// Refuses a node that claims another workload than the certificate proves.
+    fn admit(&self, proxy: &Proxy) -> Result<(), Status> {
+        match self {
+            Caller::Plaintext => Ok(()),
+            Caller::Mesh(None) => {
+                Err(Status::unauthenticated("the client certificate carries no SPIFFE identity"))
+            }
+            Caller::Mesh(Some(identity)) => {
+                if identity.namespace() == proxy.namespace
+                    && identity.service_account() == proxy.service_account
+                {
+                    Ok(())
+                } else {
+                    Err(Status::permission_denied(format!(
+                        "node {} claims namespace {:?} and service account {:?}, but its certificate is {identity}",
+                        proxy.id, proxy.namespace, proxy.service_account
+                    )))
+                }
+            }
+        }
+    }
+}
+
 /// The xDS server state shared by all streams.
 pub struct Discovery {
     pub(crate) snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -139,10 +179,16 @@ impl Discovery {
         &self,
         id: u64,
         node: Option<&envoy_types::pb::envoy::config::core::v3::Node>,
+        caller: &Caller,
     ) -> Result<Proxy, Status> {
         let node =
             node.ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
         let proxy = Proxy::from_node(node);
+        if let Err(refused) = caller.admit(&proxy) {
+            warn!(connection = id, node = %proxy.id, "xDS stream refused: {}", refused.message());
+            self.metrics.identity_refused.inc();
+            return Err(refused);
+        }
         info!(connection = id, node = %proxy.id, "proxy connected");
         self.status
             .write()
@@ -205,15 +251,62 @@ impl Discovery {
         self.status.read().await.values().cloned().collect()
     }
 
-    /// The gRPC service.
+    /// The gRPC service for the plaintext port: nodes are believed.
     pub fn service(self: &Arc<Self>) -> AggregatedDiscoveryServiceServer<Ads> {
-        AggregatedDiscoveryServiceServer::new(Ads(self.clone()))
+        AggregatedDiscoveryServiceServer::new(Ads { discovery: self.clone(), mtls: false })
+            .max_decoding_message_size(16 * 1024 * 1024)
+    }
+
+    /// The gRPC service for the mTLS port: a node must be the workload its client certificate
+    /// names (namespace and service account), or its stream is refused.
+    pub fn mtls_service(self: &Arc<Self>) -> AggregatedDiscoveryServiceServer<Ads> {
+        AggregatedDiscoveryServiceServer::new(Ads { discovery: self.clone(), mtls: true })
             .max_decoding_message_size(16 * 1024 * 1024)
     }
 }
 
+/// Serves ADS over mesh mTLS on `listener` (port 15012) until `shutdown`: the client must
+/// present a certificate of `roots` for `trust_domain`, and a node is admitted only as the
+/// workload that certificate names. The pilot presents the certificate in `store`.
+pub async fn serve_mtls(
+    discovery: Arc<Discovery>,
+    listener: tokio::net::TcpListener,
+    store: Arc<mesh_ca::tls::CertStore>,
+    roots: Arc<rustls::RootCertStore>,
+    trust_domain: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let mut config = mesh_ca::tls::mesh_server_config(store, roots, trust_domain)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    tonic::transport::Server::builder()
+        .add_service(discovery.mtls_service())
+        .serve_with_incoming_shutdown(mesh_ca::tls::incoming(listener, Arc::new(config)), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Why the mTLS xDS server could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The TLS configuration could not be built from the certificates.
+    #[error("TLS configuration for xDS: {0}")]
+    Tls(#[from] mesh_ca::tls::TlsError),
+    /// The gRPC server failed.
+    #[error("xDS server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
 /// The tonic service over a [`Discovery`].
-pub struct Ads(Arc<Discovery>);
+pub struct Ads {
+    discovery: Arc<Discovery>,
+    mtls: bool,
+}
+
+impl Ads {
+    fn caller<T>(&self, request: &Request<T>) -> Caller {
+        if self.mtls { Caller::of_mesh(request) } else { Caller::Plaintext }
+    }
+}
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -226,10 +319,12 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(serve(&self.0, request.into_inner(), |id, discovery, tx| Stream_ {
+        let caller = self.caller(&request);
+        Ok(serve(&self.discovery, request.into_inner(), |id, discovery, tx| Stream_ {
             id,
             discovery,
             tx,
+            caller,
             proxy: None,
             watched: HashMap::new(),
             nonce: 0,
@@ -240,7 +335,10 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(serve(&self.0, request.into_inner(), crate::delta::DeltaStream::new))
+        let caller = self.caller(&request);
+        Ok(serve(&self.discovery, request.into_inner(), |id, discovery, tx| {
+            crate::delta::DeltaStream::new(id, discovery, tx, caller)
+        }))
     }
 }
 
@@ -320,6 +418,7 @@ struct Stream_ {
     id: u64,
     discovery: Arc<Discovery>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    caller: Caller,
     proxy: Option<Proxy>,
     watched: HashMap<String, Watched>,
     nonce: u64,
@@ -340,7 +439,8 @@ impl Handler for Stream_ {
 impl Stream_ {
     async fn handle(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
         if self.proxy.is_none() {
-            self.proxy = Some(self.discovery.connect(self.id, request.node.as_ref()).await?);
+            self.proxy =
+                Some(self.discovery.connect(self.id, request.node.as_ref(), &self.caller).await?);
         }
         let type_url = request.type_url.clone();
         if !PUSH_ORDER.contains(&type_url.as_str()) {

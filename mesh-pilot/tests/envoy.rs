@@ -54,6 +54,36 @@ fn client() -> Proxy {
     }
 }
 
+/// The bootstrap cluster the secrets come from (the agent's SDS server; not contacted when
+/// validating).
+fn sds_cluster() -> envoy_types::pb::envoy::config::cluster::v3::Cluster {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+    };
+    let h2 = HttpProtocolOptions {
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Default::default())),
+            },
+        )),
+        ..HttpProtocolOptions::default()
+    };
+    let name = mesh_api::xds::mtls::SDS_CLUSTER;
+    envoy_types::pb::envoy::config::cluster::v3::Cluster {
+        name: name.to_owned(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        load_assignment: Some(endpoint::static_assignment(name, "127.0.0.1", 15030)),
+        typed_extension_protocol_options: [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+            translate::any(h2),
+        )]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    }
+}
+
 /// The pilot's resources for one proxy as a static bootstrap: EDS inlined into the clusters,
 /// RDS inlined into the listeners.
 fn static_bootstrap(snapshot: &Snapshot, proxy: &Proxy) -> Bootstrap {
@@ -69,6 +99,7 @@ fn static_bootstrap(snapshot: &Snapshot, proxy: &Proxy) -> Bootstrap {
             }
             c
         })
+        .chain(std::iter::once(sds_cluster()))
         .collect();
     let listeners = listener::listeners(snapshot, proxy)
         .into_iter()
@@ -115,9 +146,40 @@ fn rendered_resources_pass_envoy_validate() {
     if !envoy_available() {
         return;
     }
+    envoy_validates(&mesh(), &client());
+    // Every routing, traffic-policy and TLS feature the pilot translates. Envoy reads the
+    // certificate files DestinationRules name, so they are made real here.
+    let files = tempfile::tempdir().unwrap();
+    let golden = with_real_tls_files(common::golden_mesh(), files.path());
+    envoy_validates(&golden, &common::frontend());
+}
+
+/// The snapshot with every TLS file a DestinationRule names replaced by a real one in `dir`.
+fn with_real_tls_files(mut snapshot: Snapshot, dir: &std::path::Path) -> Snapshot {
+    let material = common::Mesh::new().issue("demo", "client");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        Some(path.display().to_string())
+    };
+    for rule in &mut snapshot.destination_rules {
+        if let Some(tls) = rule.spec.traffic_policy.as_mut().and_then(|p| p.tls.as_mut()) {
+            if tls.ca_certificates.is_some() {
+                tls.ca_certificates = write("ca.pem", &material.roots[0]);
+            }
+            if tls.client_certificate.is_some() {
+                tls.client_certificate = write("cert.pem", &material.chain.concat());
+                tls.private_key = write("key.pem", &material.key_pem);
+            }
+        }
+    }
+    snapshot
+}
+
+fn envoy_validates(snapshot: &Snapshot, proxy: &Proxy) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bootstrap.pb");
-    std::fs::write(&path, static_bootstrap(&mesh(), &client()).encode_to_vec()).unwrap();
+    std::fs::write(&path, static_bootstrap(snapshot, proxy).encode_to_vec()).unwrap();
     let out = Command::new("envoy")
         .args(["--mode", "validate", "--use-dynamic-base-id", "-c"])
         .arg(&path)
@@ -157,6 +219,7 @@ async fn envoy_acks_every_type(api_type: &str) {
             .await
     });
 
+    let sds = common::Mesh::new().sds("demo", "hello").await;
     let dir = tempfile::tempdir().unwrap();
     let bootstrap = format!(
         r#"node:
@@ -179,6 +242,16 @@ static_resources:
     load_assignment:
       cluster_name: xds-grpc
       endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]
+  - name: sds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: sds-grpc
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {sds}}}}}}}}}]}}]
 admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
 "#

@@ -89,12 +89,14 @@ fn endpoints_are_split_by_subset_with_mtls_metadata() {
         .unwrap();
     let locality = v2.endpoints[0].locality.as_ref().unwrap();
     assert_eq!((locality.region.as_str(), locality.zone.as_str()), ("eu-west", "zone-a"));
-    let meta = &v2.endpoints[0].lb_endpoints[0].metadata.as_ref().unwrap().filter_metadata["mesh"];
+    let meta = v2.endpoints[0].lb_endpoints[0].metadata.as_ref().unwrap();
+    let identity = &meta.typed_filter_metadata[mesh_api::xds::mtls::IDENTITY_METADATA];
     assert_eq!(
-        format!("{:?}", meta.fields["identity"].kind),
-        "Some(StringValue(\"spiffe://cluster.local/ns/demo/sa/hello\"))"
+        mesh_api::envoy::to_json(&identity.type_url, &identity.value).unwrap(),
+        "spiffe://cluster.local/ns/demo/sa/hello"
     );
-    assert_eq!(format!("{:?}", meta.fields["tlsMode"].kind), "Some(StringValue(\"istio\"))");
+    let tls = &meta.filter_metadata[mesh_api::xds::mtls::TRANSPORT_SOCKET_MATCH];
+    assert_eq!(format!("{:?}", tls.fields["tlsMode"].kind), "Some(StringValue(\"istio\"))");
 }
 
 #[test]
@@ -198,10 +200,18 @@ fn listeners_capture_outbound_by_port_and_vip_and_inbound_for_own_ports() {
     };
     let inbound = &listener::listeners(&snapshot, &server)[1];
     assert_eq!(inbound.name, "virtualInbound");
+    // Mesh mTLS (TLS with the mesh's ALPN) is terminated; anything else reaches the app as it
+    // came (PERMISSIVE); mTLS to an undeclared port is terminated and passed through.
     assert_eq!(
         inbound.filter_chains.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
-        ["inbound|18081||"]
+        ["inbound|18081||mtls", "inbound|18081||", "InboundPassthroughClustermtls"]
     );
+    let mtls = inbound.filter_chains[0].filter_chain_match.as_ref().unwrap();
+    assert_eq!(mtls.transport_protocol, "tls");
+    assert_eq!(mtls.application_protocols, ["istio-peer-exchange", "istio"]);
+    assert!(inbound.filter_chains[0].transport_socket.is_some());
+    assert!(inbound.filter_chains[1].transport_socket.is_none());
+    assert_eq!(inbound.listener_filters[0].name, "envoy.filters.listener.tls_inspector");
     let clusters = cluster::clusters(&snapshot, &server);
     let own = find(&clusters, "inbound|18081||");
     assert!(own.upstream_bind_config.is_some(), "inbound traffic leaves from 127.0.0.6");

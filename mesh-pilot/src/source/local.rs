@@ -13,7 +13,7 @@ use mesh_api::networking::{Location, Resolution, ServiceEntry, WorkloadEntry, Wo
 use mesh_api::{ObjectRef, Resource};
 
 use super::Rejected;
-use crate::model::{DEFAULT_DOMAIN, Endpoint, Protocol, Service, ServicePort, Snapshot};
+use crate::model::{self, Endpoint, Protocol, Service, ServicePort, Snapshot};
 
 /// Label that marks a workload as running a sidecar (Istio's).
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
@@ -80,11 +80,7 @@ impl Reader {
 
 /// Builds the model from valid objects.
 pub fn build(objects: &[Loaded]) -> (Snapshot, Vec<Rejected>) {
-    let mut snapshot = Snapshot {
-        domain: DEFAULT_DOMAIN.to_owned(),
-        root_namespace: mesh_api::ports::CONTROL_PLANE_NAMESPACE.to_owned(),
-        ..Snapshot::default()
-    };
+    let mut snapshot = Snapshot::default();
     let mut rejected = Vec::new();
     let workloads: Vec<&WorkloadEntry> = objects
         .iter()
@@ -189,6 +185,7 @@ fn kube_service(svc: &KubeService, domain: &str) -> Result<Service, String> {
         vip,
         ports,
         mesh_internal: true,
+        resolution: model::Resolution::Endpoints,
     })
 }
 
@@ -210,6 +207,11 @@ fn service_entry(se: &ServiceEntry) -> Vec<Service> {
         })
         .collect();
     let internal = se.spec.location == Some(Location::MeshInternal);
+    let resolution = match se.spec.resolution.as_ref() {
+        Some(Resolution::Static) => model::Resolution::Endpoints,
+        Some(Resolution::Dns | Resolution::DnsRoundRobin) => model::Resolution::Dns,
+        _ => model::Resolution::Passthrough,
+    };
     se.spec
         .hosts
         .iter()
@@ -220,6 +222,7 @@ fn service_entry(se: &ServiceEntry) -> Vec<Service> {
             vip,
             ports: ports.clone(),
             mesh_internal: internal,
+            resolution,
         })
         .collect()
 }

@@ -22,15 +22,16 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_optio
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::UInt32Value;
 use mesh_api::networking::{
-    ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection as DrOutlier, SimpleLb,
-    TrafficPolicy,
+    ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection as DrOutlier,
+    SimpleLb, TrafficPolicy,
 };
 use mesh_api::xds::{
-    BLACKHOLE_CLUSTER, ClusterName, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER,
+    BLACKHOLE_CLUSTER, ClusterName, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER, mtls,
 };
 
+use super::tls::Upstream;
 use super::{any, config_duration, duration};
-use crate::model::{Protocol, Proxy, Snapshot};
+use crate::model::{Protocol, Proxy, Resolution, Service, Snapshot};
 
 /// Connect timeout when nothing sets one (Istio's mesh default).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -49,24 +50,34 @@ pub fn clusters(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Cluster> {
     let mut out = Vec::new();
     for service in snapshot.services.values() {
         let rule = snapshot.destination_rule(&service.hostname, &proxy.namespace);
+        let identities = identities(snapshot, service);
         for port in &service.ports {
             let base = rule.and_then(|r| r.spec.traffic_policy.as_ref());
-            out.push(outbound(
-                &service.hostname,
-                port.port,
-                None,
-                port.protocol,
-                &policy_for(base, None, port.port),
-            ));
-            for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
-                let merged = policy_for(base, subset.traffic_policy.as_ref(), port.port);
-                out.push(outbound(
-                    &service.hostname,
-                    port.port,
-                    Some(&subset.name),
-                    port.protocol,
-                    &merged,
-                ));
+            let subsets = rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default();
+            let variants = std::iter::once((None, policy_for(base, None, port.port))).chain(
+                subsets.iter().map(|subset| {
+                    (
+                        Some(subset.name.as_str()),
+                        policy_for(base, subset.traffic_policy.as_ref(), port.port),
+                    )
+                }),
+            );
+            for (subset, policy) in variants {
+                let transport = super::tls::upstream(
+                    policy.tls.as_ref(),
+                    mtls::sni(port.port, subset, &service.hostname),
+                    &identities,
+                    service.mesh_internal,
+                );
+                let mut cluster =
+                    outbound(&service.hostname, port.port, subset, port.protocol, &policy);
+                resolve(&mut cluster, service, port.port);
+                match transport {
+                    Upstream::Plain => {}
+                    Upstream::Auto(matches) => cluster.transport_socket_matches = matches,
+                    Upstream::Always(socket) => cluster.transport_socket = Some(socket),
+                }
+                out.push(cluster);
             }
         }
     }
@@ -83,6 +94,40 @@ pub fn clusters(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Cluster> {
     out
 }
 
+/// Endpoints the proxy finds itself: by DNS (the host name on the port), or the caller's
+/// original destination. The others come over EDS, as `outbound` set up.
+fn resolve(cluster: &mut Cluster, service: &Service, port: u16) {
+    let kind = match service.resolution {
+        Resolution::Endpoints => return,
+        Resolution::Dns => DiscoveryType::StrictDns,
+        Resolution::Passthrough => DiscoveryType::OriginalDst,
+    };
+    cluster.eds_cluster_config = None;
+    cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(kind as i32));
+    if kind == DiscoveryType::StrictDns {
+        cluster.load_assignment =
+            Some(super::endpoint::static_assignment(&cluster.name, &service.hostname, port));
+    } else {
+        cluster.lb_policy = LbPolicy::ClusterProvided as i32;
+    }
+}
+
+/// The SPIFFE identities of a service's endpoints that run sidecars, which its servers may
+/// present.
+fn identities(snapshot: &Snapshot, service: &Service) -> Vec<String> {
+    let mut ids: Vec<String> = service
+        .ports
+        .iter()
+        .filter_map(|p| snapshot.endpoints.get(&(service.hostname.clone(), p.port)))
+        .flatten()
+        .filter(|e| e.sidecar)
+        .map(|e| snapshot.identity(e))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 /// The effective policy of a (subset, port): the subset's settings override the rule's, and
 /// port-level settings override both (Istio's precedence).
 #[derive(Clone, Debug, Default)]
@@ -90,6 +135,7 @@ pub struct Effective {
     load_balancer: Option<LoadBalancerSettings>,
     connection_pool: Option<ConnectionPoolSettings>,
     outlier_detection: Option<DrOutlier>,
+    tls: Option<ClientTlsSettings>,
 }
 
 fn policy_for(
@@ -115,6 +161,7 @@ fn policy_for(
             .and_then(|l| l.outlier_detection.clone())
             .or(policy.outlier_detection.clone())
             .or(effective.outlier_detection);
+        effective.tls = level.and_then(|l| l.tls.clone()).or(policy.tls.clone()).or(effective.tls);
     }
     effective
 }

@@ -7,18 +7,17 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
-use envoy_types::pb::google::protobuf::{Struct, UInt32Value, Value, value::Kind};
-use mesh_api::xds::ClusterName;
+use envoy_types::pb::google::protobuf::{StringValue, Struct, UInt32Value, Value, value::Kind};
+use mesh_api::xds::{ClusterName, mtls};
 
 use crate::model::{Endpoint, Proxy, Snapshot};
-
-/// Metadata namespace of the mesh's per-endpoint facts.
-pub const METADATA_NAMESPACE: &str = "mesh";
 
 /// One assignment per outbound cluster (the same names CDS gives).
 pub fn load_assignments(snapshot: &Snapshot, proxy: &Proxy) -> Vec<ClusterLoadAssignment> {
     let mut out = Vec::new();
-    for service in snapshot.services.values() {
+    for service in
+        snapshot.services.values().filter(|s| s.resolution == crate::model::Resolution::Endpoints)
+    {
         let rule = snapshot.destination_rule(&service.hostname, &proxy.namespace);
         for port in &service.ports {
             let endpoints = snapshot
@@ -78,13 +77,21 @@ fn string(s: impl Into<String>) -> Value {
 }
 
 fn lb_endpoint(e: &Endpoint, snapshot: &Snapshot) -> LbEndpoint {
-    let mut fields = std::collections::HashMap::new();
-    fields.insert("tlsMode".to_owned(), string(if e.sidecar { "istio" } else { "disabled" }));
-    if e.sidecar {
-        let identity =
-            format!("spiffe://{}/ns/{}/sa/{}", snapshot.domain, e.namespace, e.service_account);
-        fields.insert("identity".to_owned(), string(identity));
-    }
+    let tls_mode = if e.sidecar { mtls::TLS_MODE_ISTIO } else { "disabled" };
+    // Every map here holds one entry: protobuf maps are HashMaps, and two entries would encode
+    // in a different order each time, making an unchanged endpoint look changed.
+    // Envoy picks the cluster's transport socket by this namespace (automatic mTLS).
+    let filter_metadata = [(
+        mtls::TRANSPORT_SOCKET_MATCH.to_owned(),
+        Struct { fields: [(mtls::TLS_MODE.to_owned(), string(tls_mode))].into_iter().collect() },
+    )];
+    // The identity the endpoint's sidecar must present, for proxies that check per endpoint.
+    let typed_filter_metadata = e.sidecar.then(|| {
+        (
+            mtls::IDENTITY_METADATA.to_owned(),
+            super::any(StringValue { value: snapshot.identity(e) }),
+        )
+    });
     LbEndpoint {
         host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(EnvoyEndpoint {
             address: Some(socket(&e.address.to_string(), e.port)),
@@ -92,13 +99,8 @@ fn lb_endpoint(e: &Endpoint, snapshot: &Snapshot) -> LbEndpoint {
         })),
         load_balancing_weight: Some(UInt32Value { value: e.weight }),
         metadata: Some(Metadata {
-            filter_metadata: [(
-                METADATA_NAMESPACE.to_owned(),
-                Struct { fields: fields.into_iter().collect() },
-            )]
-            .into_iter()
-            .collect(),
-            ..Metadata::default()
+            filter_metadata: filter_metadata.into_iter().collect(),
+            typed_filter_metadata: typed_filter_metadata.into_iter().collect(),
         }),
         ..LbEndpoint::default()
     }

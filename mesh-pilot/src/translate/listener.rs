@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
 use envoy_types::pb::envoy::config::listener::v3::{
-    Filter, FilterChain, FilterChainMatch, Listener, filter,
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::config::route::v3::{route, route_action, route_match
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
@@ -23,7 +24,7 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use mesh_api::ports;
 use mesh_api::xds::{
     BLACKHOLE_CLUSTER, ClusterName, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER,
-    VIRTUAL_INBOUND_LISTENER, VIRTUAL_OUTBOUND_LISTENER,
+    VIRTUAL_INBOUND_LISTENER, VIRTUAL_OUTBOUND_LISTENER, mtls,
 };
 
 use super::{any, duration};
@@ -33,6 +34,8 @@ use crate::model::{Protocol, Proxy, Snapshot};
 pub const HCM: &str = "envoy.filters.network.http_connection_manager";
 /// Name of the fault HTTP filter (per-route config keys use it).
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+/// Name of the listener filter that reads TLS ClientHellos (SNI, ALPN).
+pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 /// Name of the CORS HTTP filter.
 pub const CORS_FILTER: &str = "envoy.filters.http.cors";
 
@@ -127,42 +130,89 @@ fn virtual_outbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
     )
 }
 
+/// Inbound chains per served port: mesh mTLS (told apart by the client proxy's ALPN) is
+/// terminated, anything else reaches the app as it came (PERMISSIVE).
 fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
-    let chains = super::cluster::inbound_ports(snapshot, proxy)
-        .into_iter()
-        .map(|(port, protocol)| {
-            let cluster = ClusterName::inbound(port).to_string();
-            let filter = if protocol == Protocol::Tcp {
+    let mesh_match = |port: Option<u16>| FilterChainMatch {
+        destination_port: port.map(|p| UInt32Value { value: u32::from(p) }),
+        transport_protocol: "tls".to_owned(),
+        application_protocols: mtls::ALPN.iter().map(|p| (*p).to_owned()).collect(),
+        ..FilterChainMatch::default()
+    };
+    let mut chains = Vec::new();
+    for (port, protocol) in super::cluster::inbound_ports(snapshot, proxy) {
+        let cluster = ClusterName::inbound(port).to_string();
+        let filter = |mtls: bool| {
+            if protocol == Protocol::Tcp {
                 tcp_proxy_filter(&cluster, &cluster)
             } else {
-                hcm_filter(
-                    &format!("inbound_0.0.0.0_{port}"),
-                    http_connection_manager::RouteSpecifier::RouteConfig(inbound_routes(&cluster)),
-                )
-            };
-            FilterChain {
-                name: cluster.clone(),
-                filter_chain_match: Some(FilterChainMatch {
-                    destination_port: Some(UInt32Value { value: u32::from(port) }),
-                    ..FilterChainMatch::default()
-                }),
-                filters: vec![filter],
-                ..FilterChain::default()
+                inbound_hcm(&format!("inbound_0.0.0.0_{port}"), &cluster, mtls)
             }
-        })
-        .collect();
+        };
+        let alpn: &[&str] = if protocol.is_http() { &["h2", "http/1.1"] } else { &[] };
+        chains.push(FilterChain {
+            name: format!("{cluster}mtls"),
+            filter_chain_match: Some(mesh_match(Some(port))),
+            filters: vec![filter(true)],
+            transport_socket: Some(super::tls::downstream_mesh(alpn)),
+            ..FilterChain::default()
+        });
+        chains.push(FilterChain {
+            name: cluster.clone(),
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: Some(UInt32Value { value: u32::from(port) }),
+                ..FilterChainMatch::default()
+            }),
+            filters: vec![filter(false)],
+            ..FilterChain::default()
+        });
+    }
+    // Mesh mTLS to a port no service declares: terminated, then passed to the app.
+    chains.push(FilterChain {
+        name: format!("{INBOUND_PASSTHROUGH_CLUSTER}mtls"),
+        filter_chain_match: Some(mesh_match(None)),
+        filters: vec![tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER)],
+        transport_socket: Some(super::tls::downstream_mesh(&[])),
+        ..FilterChain::default()
+    });
     let default = FilterChain {
         name: INBOUND_PASSTHROUGH_CLUSTER.to_owned(),
         filters: vec![tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER)],
         ..FilterChain::default()
     };
-    capture_listener(
+    let mut listener = capture_listener(
         VIRTUAL_INBOUND_LISTENER,
         ports::PROXY_INBOUND,
         chains,
         default,
         TrafficDirection::Inbound,
-    )
+    );
+    listener.listener_filters = vec![ListenerFilter {
+        name: TLS_INSPECTOR.to_owned(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(any(TlsInspector::default()))),
+        ..ListenerFilter::default()
+    }];
+    listener
+}
+
+/// The HTTP connection manager in front of the app: the peer's identity is passed on in
+/// `x-forwarded-client-cert` (and a client's own header of that name never is).
+fn inbound_hcm(stat_prefix: &str, cluster: &str, mtls: bool) -> Filter {
+    let mut hcm = hcm(
+        stat_prefix,
+        http_connection_manager::RouteSpecifier::RouteConfig(inbound_routes(cluster)),
+    );
+    hcm.forward_client_cert_details = if mtls {
+        http_connection_manager::ForwardClientCertDetails::SanitizeSet
+    } else {
+        http_connection_manager::ForwardClientCertDetails::Sanitize
+    } as i32;
+    hcm.set_current_client_cert_details =
+        Some(http_connection_manager::SetCurrentClientCertDetails {
+            uri: true,
+            ..http_connection_manager::SetCurrentClientCertDetails::default()
+        });
+    Filter { name: HCM.to_owned(), config_type: Some(filter::ConfigType::TypedConfig(any(hcm))) }
 }
 
 fn inbound_routes(cluster: &str) -> RouteConfiguration {
@@ -214,7 +264,15 @@ fn http_filter<T: prost::Name + prost::Message>(name: &str, config: T) -> HttpFi
 }
 
 fn hcm_filter(stat_prefix: &str, routes: http_connection_manager::RouteSpecifier) -> Filter {
-    let hcm = HttpConnectionManager {
+    let hcm = hcm(stat_prefix, routes);
+    Filter { name: HCM.to_owned(), config_type: Some(filter::ConfigType::TypedConfig(any(hcm))) }
+}
+
+fn hcm(
+    stat_prefix: &str,
+    routes: http_connection_manager::RouteSpecifier,
+) -> HttpConnectionManager {
+    HttpConnectionManager {
         stat_prefix: stat_prefix.to_owned(),
         codec_type: http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(routes),
@@ -226,6 +284,5 @@ fn hcm_filter(stat_prefix: &str, routes: http_connection_manager::RouteSpecifier
         ],
         use_remote_address: Some(BoolValue { value: false }),
         ..HttpConnectionManager::default()
-    };
-    Filter { name: HCM.to_owned(), config_type: Some(filter::ConfigType::TypedConfig(any(hcm))) }
+    }
 }

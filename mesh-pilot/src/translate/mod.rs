@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod listener;
 pub mod route;
 pub mod scope;
+pub mod tls;
 
 /// Every resource of one type for one proxy, by name.
 pub type Resources = Vec<(String, Any)>;
