@@ -1,6 +1,7 @@
 //! The monitoring and debug endpoint (port 15014): `/ready` once the first snapshot is out,
 //! `/debug/syncz` (what each proxy was sent and acknowledged, per type: the data behind
-//! `meshctl proxy-status`), `/debug/registry` (the services known).
+//! `meshctl proxy-status`), `/debug/config_dump?proxyID=` (what one proxy is served, as Envoy's
+//! config dump JSON), `/debug/registry` (the services known).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -53,7 +54,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(req.uri().path(), &state).await) }
+                async move { Ok::<_, Infallible>(respond(req.uri(), &state).await) }
             });
             if let Err(err) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -65,8 +66,46 @@ pub async fn serve(
     }
 }
 
-async fn respond(path: &str, state: &State) -> Response<Full<Bytes>> {
-    let (status, body) = match path {
+/// The value of a query parameter, percent-decoded.
+fn query_param(uri: &hyper::Uri, name: &str) -> Option<String> {
+    let raw =
+        uri.query()?.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn respond(uri: &hyper::Uri, state: &State) -> Response<Full<Bytes>> {
+    let (status, body) = match uri.path() {
+        "/debug/config_dump" => match query_param(uri, "proxyID") {
+            None => (
+                StatusCode::BAD_REQUEST,
+                "/debug/config_dump needs ?proxyID=<node id> (see /debug/syncz)\n".to_owned(),
+            ),
+            Some(id) => match state.discovery.config_dump(&id).await {
+                None => (StatusCode::NOT_FOUND, format!("no connected proxy {id:?}\n")),
+                Some(Ok(dump)) => (StatusCode::OK, format!("{dump:#}\n")),
+                Some(Err(err)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
+            },
+        },
         "/metrics" => (StatusCode::OK, state.discovery.metrics.encode()),
         "/ready" if !state.ready.load(Ordering::Acquire) => {
             (StatusCode::SERVICE_UNAVAILABLE, "not ready: no configuration read yet\n".to_owned())
@@ -125,7 +164,8 @@ async fn respond(path: &str, state: &State) -> Response<Full<Bytes>> {
         }
         _ => (
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /ready, /debug/syncz or /debug/registry\n".to_owned(),
+            "not found: try /metrics, /ready, /debug/syncz, /debug/config_dump?proxyID= or /debug/registry\n"
+                .to_owned(),
         ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));

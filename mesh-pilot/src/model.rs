@@ -79,6 +79,8 @@ pub struct Service {
     pub mesh_internal: bool,
     /// How its endpoints are found.
     pub resolution: Resolution,
+    /// Namespaces it is visible from (`.` its own, `*` all); empty means all.
+    pub export_to: Vec<String>,
 }
 
 impl Service {

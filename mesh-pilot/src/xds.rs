@@ -61,6 +61,8 @@ impl TypeStatus {
 pub struct ProxyStatus {
     /// Node id.
     pub id: String,
+    /// What the pilot read from the node.
+    pub node: Proxy,
     /// Per type URL.
     pub types: BTreeMap<String, TypeStatus>,
 }
@@ -190,10 +192,10 @@ impl Discovery {
             return Err(refused);
         }
         info!(connection = id, node = %proxy.id, "proxy connected");
-        self.status
-            .write()
-            .await
-            .insert(id, ProxyStatus { id: proxy.id.clone(), types: BTreeMap::new() });
+        self.status.write().await.insert(
+            id,
+            ProxyStatus { id: proxy.id.clone(), node: proxy.clone(), types: BTreeMap::new() },
+        );
         Ok(proxy)
     }
 
@@ -244,6 +246,51 @@ impl Discovery {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+    }
+
+    /// What a connected proxy (by node id) is served now, as Envoy's admin config dump
+    /// writes it (`envoy.admin.v3.ConfigDump` JSON); `None` when no such proxy is connected.
+    pub async fn config_dump(
+        &self,
+        proxy_id: &str,
+    ) -> Option<Result<serde_json::Value, mesh_api::envoy::JsonError>> {
+        let proxy =
+            self.status.read().await.values().find(|p| p.id == proxy_id).map(|p| p.node.clone())?;
+        let snapshot = self.snapshots.borrow().clone();
+        let version = snapshot.version.to_string();
+        let mut configs = Vec::new();
+        // Envoy's dump order and field names: (dump type, list field, entry field).
+        let sections = [
+            (mesh_api::xds::CLUSTER_TYPE, "ClustersConfigDump", "dynamicActiveClusters", "cluster"),
+            (
+                mesh_api::xds::ENDPOINT_TYPE,
+                "EndpointsConfigDump",
+                "dynamicEndpointConfigs",
+                "endpointConfig",
+            ),
+            (mesh_api::xds::LISTENER_TYPE, "ListenersConfigDump", "dynamicListeners", "listener"),
+            (mesh_api::xds::ROUTE_TYPE, "RoutesConfigDump", "dynamicRouteConfigs", "routeConfig"),
+        ];
+        for (type_url, dump, list, field) in sections {
+            let resources = self.resources(type_url, &snapshot, &proxy).await.unwrap_or_default();
+            let mut entries = Vec::new();
+            for (name, any) in resources.iter() {
+                let json = match mesh_api::envoy::to_json(&any.type_url, &any.value) {
+                    Ok(json) => json,
+                    Err(err) => return Some(Err(err)),
+                };
+                entries.push(if type_url == mesh_api::xds::LISTENER_TYPE {
+                    serde_json::json!({"name": name, "activeState": {"versionInfo": version, field: json}})
+                } else {
+                    serde_json::json!({"versionInfo": version, field: json})
+                });
+            }
+            configs.push(serde_json::json!({
+                "@type": format!("type.googleapis.com/envoy.admin.v3.{dump}"),
+                list: entries,
+            }));
+        }
+        Some(Ok(serde_json::json!({ "configs": configs })))
     }
 
     /// The sync state of every connected proxy.

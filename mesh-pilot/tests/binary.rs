@@ -128,6 +128,40 @@ async fn local_directory_changes_reach_connected_proxies() {
     let registry = get(monitoring, "/debug/registry").await.unwrap();
     assert!(registry.contains("cache.demo.svc.cluster.local"), "{registry}");
 
+    // What the connected proxy is served, as Envoy's config dump.
+    let dump = get(
+        monitoring,
+        "/debug/config_dump?proxyID=sidecar%7E10.0.0.9%7Ec.demo%7Edemo.svc.cluster.local",
+    )
+    .await
+    .unwrap();
+    let (head, body) = dump.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{dump}");
+    let dump: serde_json::Value = serde_json::from_str(body).unwrap();
+    let types: Vec<&str> =
+        dump["configs"].as_array().unwrap().iter().map(|c| c["@type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["ClustersConfigDump", "EndpointsConfigDump", "ListenersConfigDump", "RoutesConfigDump"]
+            .map(|t| format!("type.googleapis.com/envoy.admin.v3.{t}"))
+    );
+    let clusters = &dump["configs"][0]["dynamicActiveClusters"];
+    assert!(
+        clusters
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["cluster"]["name"] == "outbound|6379||cache.demo.svc.cluster.local"
+                && c["cluster"]["@type"] == "type.googleapis.com/envoy.config.cluster.v3.Cluster"),
+        "{clusters:#}"
+    );
+    let listeners = &dump["configs"][2]["dynamicListeners"];
+    assert_eq!(listeners[0]["activeState"]["listener"]["name"], "virtualOutbound");
+    let missing = get(monitoring, "/debug/config_dump").await.unwrap();
+    assert!(missing.starts_with("HTTP/1.1 400"), "{missing}");
+    let unknown = get(monitoring, "/debug/config_dump?proxyID=nobody").await.unwrap();
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+
     let _ = Command::new("kill").args(["-TERM", &pilot.id().to_string()]).status();
     let exit = tokio::task::spawn_blocking(move || pilot.wait()).await.unwrap().unwrap();
     assert!(exit.success(), "mesh-pilot exited with {exit}");

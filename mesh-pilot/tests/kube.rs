@@ -1,6 +1,7 @@
 //! The Kubernetes source against a mocked API server (kube-rs with tower-test): it lists
-//! Services, EndpointSlices, Pods and a VirtualService and produces the model, endpoints
-//! carrying their Pods' labels and service accounts, not-ready endpoints left out.
+//! Services, EndpointSlices, Pods and VirtualServices and produces the model, endpoints
+//! carrying their Pods' labels and service accounts, not-ready endpoints left out; an invalid
+//! VirtualService is left out and gets a Warning Event.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
@@ -58,12 +59,19 @@ fn cluster(path: &str) -> Value {
             json!([{
                 "metadata": {"name": "reviews", "namespace": "bookinfo", "resourceVersion": "1"},
                 "spec": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews", "subset": "v2"}}]}]}
+            }, {
+                "metadata": {"name": "broken", "namespace": "bookinfo", "resourceVersion": "1", "uid": "u-broken"},
+                "spec": {"hosts": ["ratings"], "http": [{"route": [
+                    {"destination": {"host": "ratings"}, "weight": 10},
+                    {"destination": {"host": "ratings"}, "weight": 10}
+                ]}]}
             }]),
         ),
         other if other.starts_with("/apis/networking.istio.io/v1/") => {
             let kind = match other.rsplit('/').next().unwrap() {
                 "destinationrules" => "DestinationRule",
                 "serviceentries" => "ServiceEntry",
+                "sidecars" => "Sidecar",
                 _ => "WorkloadEntry",
             };
             list(kind, "networking.istio.io/v1", json!([]))
@@ -76,13 +84,28 @@ fn cluster(path: &str) -> Value {
 async fn lists_become_the_model() {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
-    // The API server: answers LISTs with the cluster above, holds WATCHes open.
+    // The API server: answers LISTs with the cluster above, holds WATCHes open, records the
+    // Events posted.
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
     tokio::spawn(async move {
         let mut watches = Vec::new();
         while let Some((request, send)) = handle.next_request().await {
             let query = request.uri().query().unwrap_or_default().to_owned();
             if query.contains("watch=true") {
                 watches.push(send);
+                continue;
+            }
+            if request.method() == http::Method::POST {
+                let path = request.uri().path().to_owned();
+                let body = http_body_util::BodyExt::collect(request.into_body()).await.unwrap();
+                let event: Value = serde_json::from_slice(&body.to_bytes()).unwrap();
+                let _ = events_tx.send((path, event.clone()));
+                send.send_response(
+                    Response::builder()
+                        .status(201)
+                        .body(Body::from(serde_json::to_vec(&event).unwrap()))
+                        .unwrap(),
+                );
                 continue;
             }
             let body = serde_json::to_vec(&cluster(request.uri().path())).unwrap();
@@ -97,7 +120,18 @@ async fn lists_become_the_model() {
         .await
         .expect("a snapshot once every kind is listed")
         .unwrap();
-    assert!(rejected.is_empty(), "{rejected:?}");
+    // The invalid VirtualService is left out, reported, and gets a Warning Event.
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(rejected[0].to_string().contains("VirtualService bookinfo/broken"), "{}", rejected[0]);
+    assert!(rejected[0].reason.contains("weight"), "{}", rejected[0].reason);
+    let (path, event) =
+        tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+    assert_eq!(path, "/apis/events.k8s.io/v1/namespaces/bookinfo/events");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "InvalidConfiguration");
+    assert_eq!(event["regarding"]["name"], "broken");
+    assert_eq!(event["regarding"]["uid"], "u-broken");
+    assert!(event["note"].as_str().unwrap().contains("weight"), "{event}");
 
     let service = &snapshot.services["reviews.bookinfo.svc.cluster.local"];
     assert_eq!(service.vip, Some("10.96.0.50".parse().unwrap()));

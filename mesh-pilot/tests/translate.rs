@@ -347,3 +347,47 @@ fn consistent_hash_becomes_a_route_hash_policy_and_export_to_hides_config() {
         config.virtual_hosts.iter().find(|v| v.name == "hello.demo.svc.cluster.local:80").unwrap();
     assert_eq!(vhost.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["default"]);
 }
+
+#[test]
+fn export_to_hides_services_from_other_namespaces() {
+    // The golden mesh's db (namespace data) exported to its own namespace only, reviews to
+    // demo and data.
+    let mut snapshot = common::golden_mesh();
+    snapshot.services.get_mut("db.data.svc.cluster.local").unwrap().export_to = vec![".".into()];
+    snapshot.services.get_mut("reviews.demo.svc.cluster.local").unwrap().export_to =
+        vec!["demo".into(), "data".into()];
+    let clusters = |namespace: &str| -> Vec<String> {
+        let proxy = Proxy { namespace: namespace.into(), ..Proxy::default() };
+        translate::generate(mesh_api::xds::CLUSTER_TYPE, &snapshot, &proxy)
+            .unwrap()
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| name.starts_with("outbound|") && !name.contains("|v"))
+            .collect()
+    };
+    assert_eq!(
+        clusters("demo"),
+        [
+            "outbound|443||api.payments.example",
+            "outbound|7000||frontend.demo.svc.cluster.local",
+            "outbound|80||frontend.demo.svc.cluster.local",
+            "outbound|9080||ratings.demo.svc.cluster.local",
+            "outbound|9080||reviews.demo.svc.cluster.local",
+            "outbound|9090||reviews.demo.svc.cluster.local",
+        ]
+    );
+    assert!(clusters("data").contains(&"outbound|5432||db.data.svc.cluster.local".to_owned()));
+    assert!(clusters("data").contains(&"outbound|9080||reviews.demo.svc.cluster.local".to_owned()));
+    assert!(!clusters("web").iter().any(|c| c.contains("reviews") || c.contains("db.data")));
+
+    // The annotation on a Kubernetes Service, as written by users.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("svc.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: secret\n  namespace: ops\n  annotations: {networking.istio.io/exportTo: \". , monitoring\"}\nspec:\n  clusterIP: 10.96.9.9\n  ports: [{name: http, port: 80}]\n",
+    )
+    .unwrap();
+    let (snapshot, rejected) = mesh_pilot::source::local::read(dir.path());
+    assert!(rejected.is_empty(), "{rejected:?}");
+    assert_eq!(snapshot.services["secret.ops.svc.cluster.local"].export_to, [".", "monitoring"]);
+}

@@ -2,22 +2,25 @@
 //! turned into a snapshot whenever any of them changes. [`build`] is the pure part (objects in,
 //! snapshot out), tested on recorded API objects; [`run`] is the watching.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Resource as _;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use mesh_api::Resource;
-use mesh_api::networking::{DestinationRule, ServiceEntry, VirtualService, WorkloadEntry};
+use mesh_api::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService, WorkloadEntry};
+use mesh_api::{ObjectRef, Resource};
 use tracing::warn;
 
-use super::Rejected;
 use super::local::TLS_MODE_LABEL;
+use super::{Admission, Rejected};
 use crate::model::{DEFAULT_DOMAIN, Endpoint, Snapshot};
 
 /// Everything the Kubernetes source has seen, at one moment.
@@ -37,61 +40,59 @@ pub struct Objects {
     pub service_entries: Vec<Arc<ServiceEntry>>,
     /// WorkloadEntries.
     pub workload_entries: Vec<Arc<WorkloadEntry>>,
+    /// Sidecars.
+    pub sidecars: Vec<Arc<Sidecar>>,
 }
 
 /// Builds the model: Services and ServiceEntries as in local mode (through the same code), and
-/// endpoints from EndpointSlices, with the labels and service account of their Pods.
+/// endpoints from EndpointSlices, with the labels and service account of their Pods. Stateless;
+/// [`run`] also keeps the last valid version of objects that turn invalid.
 pub fn build(objects: &Objects) -> (Snapshot, Vec<Rejected>) {
-    let mut rejected = Vec::new();
+    let (snapshot, rejected, _) = build_with(&mut Admission::default(), objects);
+    (snapshot, rejected)
+}
+
+/// [`build`] with memory of valid versions; also returns the API reference of every object,
+/// for Events about the rejected ones.
+fn build_with(
+    admission: &mut Admission,
+    objects: &Objects,
+) -> (Snapshot, Vec<Rejected>, HashMap<ObjectRef, ObjectReference>) {
     let mut loaded = Vec::new();
-    let origin = |kind: &str, ns: Option<String>, name: String| mesh_api::load::Origin {
-        file: format!("{kind} {}/{name}", ns.unwrap_or_default()),
-        document: 1,
-        line: 1,
+    let mut references = HashMap::new();
+    let mut add = |resource: Resource, reference: ObjectReference| {
+        let key = resource.object_ref();
+        let origin = mesh_api::load::Origin {
+            file: format!(
+                "{} {}/{}",
+                key.kind,
+                key.namespace.clone().unwrap_or_default(),
+                key.name
+            ),
+            document: 1,
+            line: 1,
+        };
+        references.insert(key, reference);
+        loaded.push(mesh_api::load::Loaded { origin, resource });
     };
-    let mut admit = |resource: Resource, origin: mesh_api::load::Origin| {
-        let errors = mesh_api::validate::resource(&resource);
-        if errors.is_empty() {
-            loaded.push(mesh_api::load::Loaded { origin, resource });
-        } else {
-            rejected.extend(
-                errors
-                    .into_iter()
-                    .map(|e| Rejected { origin: origin.to_string(), reason: e.to_string() }),
-            );
-        }
-    };
-    for s in &objects.services {
-        admit(Resource::Service((**s).clone()), origin("Service", s.namespace(), s.name_any()));
+    macro_rules! add_all {
+        ($list:expr, $variant:ident) => {
+            for o in &$list {
+                add(Resource::$variant((**o).clone()), o.object_ref(&()));
+            }
+        };
     }
-    for o in &objects.virtual_services {
-        admit(
-            Resource::VirtualService((**o).clone()),
-            origin("VirtualService", o.namespace(), o.name_any()),
-        );
-    }
-    for o in &objects.destination_rules {
-        admit(
-            Resource::DestinationRule((**o).clone()),
-            origin("DestinationRule", o.namespace(), o.name_any()),
-        );
-    }
-    for o in &objects.service_entries {
-        admit(
-            Resource::ServiceEntry((**o).clone()),
-            origin("ServiceEntry", o.namespace(), o.name_any()),
-        );
-    }
-    for o in &objects.workload_entries {
-        admit(
-            Resource::WorkloadEntry((**o).clone()),
-            origin("WorkloadEntry", o.namespace(), o.name_any()),
-        );
-    }
-    let (mut snapshot, more) = super::local::build(&loaded);
+    add_all!(objects.services, Service);
+    add_all!(objects.virtual_services, VirtualService);
+    add_all!(objects.destination_rules, DestinationRule);
+    add_all!(objects.service_entries, ServiceEntry);
+    add_all!(objects.workload_entries, WorkloadEntry);
+    add_all!(objects.sidecars, Sidecar);
+    let (admitted, mut rejected) = admission.admit(loaded, &HashSet::new());
+    let (mut snapshot, more) = super::local::build(&admitted);
     rejected.extend(more);
     slice_endpoints(&mut snapshot, objects);
-    (snapshot, rejected)
+    (snapshot, rejected, references)
 }
 
 /// Endpoints of Kubernetes Services come from their EndpointSlices, not from selectors.
@@ -159,6 +160,33 @@ fn slice_endpoints(snapshot: &mut Snapshot, objects: &Objects) {
     }
 }
 
+/// Publishes a Warning Event on each object newly found invalid (once per object and
+/// reason), so `kubectl describe` shows why its config is not applied.
+async fn report(
+    recorder: &Recorder,
+    rejected: &[Rejected],
+    references: &HashMap<ObjectRef, ObjectReference>,
+    reported: &mut HashSet<(ObjectRef, String)>,
+) {
+    let current: HashSet<(ObjectRef, String)> =
+        rejected.iter().filter_map(|r| Some((r.object.clone()?, r.reason.clone()))).collect();
+    for (object, reason) in current.difference(reported) {
+        let Some(reference) = references.get(object) else { continue };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "InvalidConfiguration".to_owned(),
+            // The API server refuses notes over 1 KiB.
+            note: Some(reason.chars().take(1000).collect()),
+            action: "Validate".to_owned(),
+            secondary: None,
+        };
+        if let Err(err) = recorder.publish(&event, reference).await {
+            warn!(%object, "cannot publish an Event about the invalid object: {err}");
+        }
+    }
+    *reported = current;
+}
+
 /// Reflector stores of every kind the source watches.
 struct Stores {
     services: Store<KubeService>,
@@ -168,6 +196,7 @@ struct Stores {
     destination_rules: Store<DestinationRule>,
     service_entries: Store<ServiceEntry>,
     workload_entries: Store<WorkloadEntry>,
+    sidecars: Store<Sidecar>,
 }
 
 impl Stores {
@@ -180,6 +209,7 @@ impl Stores {
             destination_rules: self.destination_rules.state(),
             service_entries: self.service_entries.state(),
             workload_entries: self.workload_entries.state(),
+            sidecars: self.sidecars.state(),
         }
     }
 }
@@ -219,6 +249,7 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         destination_rules: watch!(DestinationRule),
         service_entries: watch!(ServiceEntry),
         workload_entries: watch!(WorkloadEntry),
+        sidecars: watch!(Sidecar),
     };
     // The first snapshot waits until every kind has been listed, so readiness means "synced".
     for ready in [
@@ -229,14 +260,22 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         stores.destination_rules.wait_until_ready().await,
         stores.service_entries.wait_until_ready().await,
         stores.workload_entries.wait_until_ready().await,
+        stores.sidecars.wait_until_ready().await,
     ] {
         if ready.is_err() {
             warn!("a watch stopped before its first list");
             return;
         }
     }
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: "mesh-pilot".to_owned(), instance: std::env::var("POD_NAME").ok() },
+    );
+    let mut admission = Admission::default();
+    let mut reported = HashSet::new();
     loop {
-        let (snapshot, rejected) = build(&stores.objects());
+        let (snapshot, rejected, references) = build_with(&mut admission, &stores.objects());
+        report(&recorder, &rejected, &references, &mut reported).await;
         on_change(snapshot, rejected);
         if changed.recv().await.is_none() {
             return;

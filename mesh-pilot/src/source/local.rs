@@ -2,18 +2,21 @@
 //! clusterIP, WorkloadEntries selected by the Services' selectors, ServiceEntries, and the
 //! routing kinds), read again when anything in it changes. A local mesh needs no cluster.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Service as KubeService;
+use mesh_api::Resource;
 use mesh_api::load::{self, Loaded};
 use mesh_api::networking::{Location, Resolution, ServiceEntry, WorkloadEntry, WorkloadEntrySpec};
-use mesh_api::{ObjectRef, Resource};
 
 use super::Rejected;
 use crate::model::{self, Endpoint, Protocol, Service, ServicePort, Snapshot};
+
+/// Annotation with the namespaces a Kubernetes Service is visible from (Istio's).
+pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
 
 /// Label that marks a workload as running a sidecar (Istio's).
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
@@ -28,7 +31,7 @@ pub fn read(dir: &Path) -> (Snapshot, Vec<Rejected>) {
 /// apply` being refused: a typo must not take a route away.
 #[derive(Default)]
 pub struct Reader {
-    last_valid: HashMap<ObjectRef, Loaded>,
+    admission: super::Admission,
 }
 
 impl Reader {
@@ -38,40 +41,11 @@ impl Reader {
         let mut rejected: Vec<Rejected> = report
             .errors
             .iter()
-            .map(|e| Rejected { origin: e.file.clone(), reason: e.to_string() })
+            .map(|e| Rejected { origin: e.file.clone(), object: None, reason: e.to_string() })
             .collect();
         let broken_files: HashSet<&str> = report.errors.iter().map(|e| e.file.as_str()).collect();
-        let mut current: HashMap<ObjectRef, Loaded> = HashMap::new();
-        let mut seen = HashSet::new();
-        for loaded in report.objects {
-            let key = loaded.resource.object_ref();
-            seen.insert(key.clone());
-            let errors = mesh_api::validate::resource(&loaded.resource);
-            if errors.is_empty() {
-                current.insert(key, loaded);
-                continue;
-            }
-            let kept = self.last_valid.get(&key).cloned();
-            let note = if kept.is_some() { " (its last valid version stays in force)" } else { "" };
-            rejected.extend(errors.into_iter().map(|e| Rejected {
-                origin: loaded.origin.to_string(),
-                reason: format!("{e}{note}"),
-            }));
-            if let Some(kept) = kept {
-                current.insert(key, kept);
-            }
-        }
-        // Objects of a file that no longer loads stay as they were.
-        for (key, loaded) in &self.last_valid {
-            if !seen.contains(key) && broken_files.contains(loaded.origin.file.as_str()) {
-                current.insert(key.clone(), loaded.clone());
-            }
-        }
-        self.last_valid = current;
-        let mut objects: Vec<Loaded> = self.last_valid.values().cloned().collect();
-        objects.sort_by(|a, b| {
-            (&a.origin.file, a.origin.document).cmp(&(&b.origin.file, b.origin.document))
-        });
+        let (objects, refused) = self.admission.admit(report.objects, &broken_files);
+        rejected.extend(refused);
         let (snapshot, more) = build(&objects);
         rejected.extend(more);
         (snapshot, rejected)
@@ -108,9 +82,11 @@ pub fn build(objects: &[Loaded]) -> (Snapshot, Vec<Rejected>) {
                     );
                     snapshot.services.insert(service.hostname.clone(), service);
                 }
-                Err(reason) => {
-                    rejected.push(Rejected { origin: loaded.origin.to_string(), reason })
-                }
+                Err(reason) => rejected.push(Rejected {
+                    origin: loaded.origin.to_string(),
+                    object: Some(loaded.resource.object_ref()),
+                    reason,
+                }),
             },
             Resource::ServiceEntry(se) => {
                 for service in service_entry(se) {
@@ -186,6 +162,15 @@ fn kube_service(svc: &KubeService, domain: &str) -> Result<Service, String> {
         ports,
         mesh_internal: true,
         resolution: model::Resolution::Endpoints,
+        export_to: svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(EXPORT_TO_ANNOTATION))
+            .map(|list| {
+                list.split(',').map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -223,6 +208,7 @@ fn service_entry(se: &ServiceEntry) -> Vec<Service> {
             ports: ports.clone(),
             mesh_internal: internal,
             resolution,
+            export_to: se.spec.export_to.clone(),
         })
         .collect()
 }

@@ -78,8 +78,10 @@ pub fn scoped<'a>(snapshot: &'a Snapshot, proxy: &Proxy) -> Cow<'a, Snapshot> {
                 .map(|dr| (&dr.spec.export_to, namespace_of(&dr.metadata.namespace))),
         )
         .any(|(export_to, ns)| !exported(export_to, &ns, &proxy.namespace));
+    let hidden_services =
+        snapshot.services.values().any(|s| !exported(&s.export_to, &s.namespace, &proxy.namespace));
     let sidecar = sidecar_for(snapshot, proxy).filter(|s| !s.spec.egress.is_empty());
-    if sidecar.is_none() && !hidden_config {
+    if sidecar.is_none() && !hidden_config && !hidden_services {
         return Cow::Borrowed(snapshot);
     }
     let mut out = snapshot.clone();
@@ -90,10 +92,13 @@ pub fn scoped<'a>(snapshot: &'a Snapshot, proxy: &Proxy) -> Cow<'a, Snapshot> {
     out.destination_rules.retain(|dr| {
         exported(&dr.spec.export_to, &namespace_of(&dr.metadata.namespace), &proxy.namespace)
     });
-    let Some(sidecar) = sidecar else { return Cow::Owned(out) };
-    let hosts: Vec<&str> =
-        sidecar.spec.egress.iter().flat_map(|e| e.hosts.iter().map(String::as_str)).collect();
-    out.services.retain(|_, service| hosts.iter().any(|h| admits(h, service, &proxy.namespace)));
+    // Services another namespace did not export, and those the Sidecar does not let it reach.
+    let hosts: Option<Vec<&str>> = sidecar
+        .map(|s| s.spec.egress.iter().flat_map(|e| e.hosts.iter().map(String::as_str)).collect());
+    out.services.retain(|_, service| {
+        exported(&service.export_to, &service.namespace, &proxy.namespace)
+            && hosts.as_ref().is_none_or(|h| h.iter().any(|h| admits(h, service, &proxy.namespace)))
+    });
     // A proxy still serves its own ports, whatever it may call.
     out.endpoints.retain(|(host, _), endpoints| {
         out.services.contains_key(host) || endpoints.iter().any(|e| proxy.ips.contains(&e.address))
