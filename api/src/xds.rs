@@ -81,6 +81,8 @@ pub mod metadata {
     pub const WORKLOAD_NAME: &str = "WORKLOAD_NAME";
     /// Mesh the workload belongs to.
     pub const MESH_ID: &str = "MESH_ID";
+    /// `grpc` for proxyless gRPC clients (Istio's key), which get config gRPC understands.
+    pub const GENERATOR: &str = "GENERATOR";
 }
 
 /// Name of the route configuration for a port (`"9080"`).

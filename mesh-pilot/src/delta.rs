@@ -167,10 +167,12 @@ impl DeltaStream {
     async fn push(&mut self, type_url: &str) -> Result<(), Status> {
         let Some(proxy) = &self.proxy else { return Ok(()) };
         let snapshot = self.discovery.snapshots.borrow().clone();
-        let Some(resources) = self.discovery.resources(type_url, &snapshot, proxy).await else {
+        let Some(subscription) = self.subscriptions.get_mut(type_url) else { return Ok(()) };
+        let Some(resources) =
+            self.discovery.resources_named(type_url, &snapshot, proxy, &subscription.names).await
+        else {
             return Ok(());
         };
-        let Some(subscription) = self.subscriptions.get_mut(type_url) else { return Ok(()) };
         let mut updated = Vec::new();
         let mut current = BTreeSet::new();
         for (name, any) in resources.iter().cloned() {

@@ -222,6 +222,8 @@ pub struct Proxy {
     pub ips: Vec<IpAddr>,
     /// Service account.
     pub service_account: String,
+    /// A proxyless gRPC client (metadata `GENERATOR: grpc`): gRPC's xDS subset only.
+    pub proxyless: bool,
 }
 
 impl Proxy {
@@ -264,6 +266,7 @@ impl Proxy {
             ips,
             service_account: text(mesh_api::xds::metadata::SERVICE_ACCOUNT)
                 .unwrap_or_else(|| "default".to_owned()),
+            proxyless: text(mesh_api::xds::metadata::GENERATOR).as_deref() == Some("grpc"),
         }
     }
 }

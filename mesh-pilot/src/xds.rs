@@ -125,6 +125,7 @@ struct CacheKey {
     namespace: String,
     labels: BTreeMap<String, String>,
     ips: Vec<std::net::IpAddr>,
+    proxyless: bool,
 }
 
 impl Discovery {
@@ -160,6 +161,7 @@ impl Discovery {
             } else {
                 Vec::new()
             },
+            proxyless: proxy.proxyless,
         };
         let mut cache = self.cache.lock().await;
         if cache.0 != snapshot.version {
@@ -174,6 +176,29 @@ impl Discovery {
             cache.1.insert(key, generated.clone());
         }
         Some(generated)
+    }
+
+    /// [`Self::resources`], plus what exists only when asked for by name: API listeners
+    /// (`host:port`) for proxyless gRPC clients.
+    pub(crate) async fn resources_named(
+        &self,
+        type_url: &str,
+        snapshot: &Snapshot,
+        proxy: &Proxy,
+        names: &BTreeSet<String>,
+    ) -> Option<Arc<translate::Resources>> {
+        let resources = self.resources(type_url, snapshot, proxy).await?;
+        let on_demand: Vec<_> = names
+            .iter()
+            .filter(|n| !resources.iter().any(|(name, _)| name == *n))
+            .filter_map(|n| translate::on_demand(type_url, snapshot, proxy, n))
+            .collect();
+        if on_demand.is_empty() {
+            return Some(resources);
+        }
+        let mut all = (*resources).clone();
+        all.extend(on_demand);
+        Some(Arc::new(all))
     }
 
     /// Registers a stream's proxy from the node of its first request.
@@ -560,10 +585,12 @@ impl Stream_ {
     async fn push(&mut self, type_url: &str, force: bool) -> Result<(), Status> {
         let Some(proxy) = &self.proxy else { return Ok(()) };
         let snapshot = self.discovery.snapshots.borrow().clone();
-        let Some(resources) = self.discovery.resources(type_url, &snapshot, proxy).await else {
+        let Some(watched) = self.watched.get_mut(type_url) else { return Ok(()) };
+        let Some(resources) =
+            self.discovery.resources_named(type_url, &snapshot, proxy, &watched.names).await
+        else {
             return Ok(());
         };
-        let Some(watched) = self.watched.get_mut(type_url) else { return Ok(()) };
         let wildcard = watched.names.is_empty() || watched.names.contains("*");
         let selected: Vec<_> = resources
             .iter()

@@ -391,3 +391,62 @@ fn export_to_hides_services_from_other_namespaces() {
     assert!(rejected.is_empty(), "{rejected:?}");
     assert_eq!(snapshot.services["secret.ops.svc.cluster.local"].export_to, [".", "monitoring"]);
 }
+
+#[test]
+fn proxyless_grpc_clients_get_api_listeners_by_name_and_config_grpc_understands() {
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    let snapshot = common::golden_mesh();
+    let grpc = Proxy { namespace: "demo".into(), proxyless: true, ..Proxy::default() };
+    let lds = mesh_api::xds::LISTENER_TYPE;
+    let (name, any) =
+        translate::on_demand(lds, &snapshot, &grpc, "reviews.demo.svc.cluster.local:9090").unwrap();
+    assert_eq!(name, "reviews.demo.svc.cluster.local:9090");
+    let listener = Listener::decode(any.value.as_slice()).unwrap();
+    assert!(listener.api_listener.is_some() && listener.address.is_none());
+    // Short names resolve as they do in a Host header; unknown hosts, TCP ports and other
+    // types are not made up.
+    assert!(translate::on_demand(lds, &snapshot, &grpc, "reviews:9080").is_some());
+    for missing in ["nope.demo.svc.cluster.local:9090", "frontend:7000", "reviews", "reviews:x"] {
+        assert!(translate::on_demand(lds, &snapshot, &grpc, missing).is_none(), "{missing}");
+    }
+    assert!(
+        translate::on_demand(mesh_api::xds::CLUSTER_TYPE, &snapshot, &grpc, "reviews:9090")
+            .is_none()
+    );
+
+    // Clusters: round robin or ring hash only, no per-endpoint transport sockets, mesh mTLS
+    // from certificate providers instead of SDS.
+    let clusters = cluster::clusters(&snapshot, &grpc);
+    for c in clusters.iter().filter(|c| c.name.starts_with("outbound|")) {
+        assert!(
+            [LbPolicy::RoundRobin as i32, LbPolicy::RingHash as i32].contains(&c.lb_policy),
+            "{}: {:?}",
+            c.name,
+            c.lb_policy
+        );
+        assert!(c.transport_socket_matches.is_empty(), "{}", c.name);
+    }
+    let v2 = find(&clusters, "outbound|9080|v2|reviews.demo.svc.cluster.local");
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    let Some(ConfigType::TypedConfig(tls)) = &v2.transport_socket.as_ref().unwrap().config_type
+    else {
+        panic!("no TLS config")
+    };
+    let tls = mesh_api::envoy::to_json(&tls.type_url, &tls.value).unwrap();
+    let common = &tls["commonTlsContext"];
+    assert_eq!(common["tlsCertificateProviderInstance"]["instanceName"], "default");
+    assert_eq!(
+        common["validationContext"]["caCertificateProviderInstance"]["certificateName"],
+        "ROOTCA"
+    );
+    // No CORS for gRPC; the fault stays.
+    let rds = routes::route_configs(&snapshot, &grpc);
+    let filters: Vec<&String> = rds
+        .iter()
+        .flat_map(|r| &r.virtual_hosts)
+        .flat_map(|v| &v.routes)
+        .flat_map(|r| r.typed_per_filter_config.keys())
+        .collect();
+    assert!(filters.iter().all(|f| *f != "envoy.filters.http.cors"), "{filters:?}");
+    assert!(filters.iter().any(|f| *f == "envoy.filters.http.fault"), "{filters:?}");
+}

@@ -68,10 +68,14 @@ pub fn clusters(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Cluster> {
                     mtls::sni(port.port, subset, &service.hostname),
                     &identities,
                     service.mesh_internal,
+                    proxy.proxyless,
                 );
                 let mut cluster =
                     outbound(&service.hostname, port.port, subset, port.protocol, &policy);
                 resolve(&mut cluster, service, port.port);
+                if proxy.proxyless {
+                    grpc_lb_policy(&mut cluster);
+                }
                 match transport {
                     Upstream::Plain => {}
                     Upstream::Auto(matches) => cluster.transport_socket_matches = matches,
@@ -92,6 +96,15 @@ pub fn clusters(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Cluster> {
     });
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// gRPC's xDS client knows round robin and ring hash of Envoy's `lb_policy` values, and
+/// refuses a cluster with another: the closest of the two takes its place.
+fn grpc_lb_policy(cluster: &mut Cluster) {
+    cluster.lb_policy = match LbPolicy::try_from(cluster.lb_policy) {
+        Ok(LbPolicy::RingHash | LbPolicy::Maglev) => LbPolicy::RingHash,
+        _ => LbPolicy::RoundRobin,
+    } as i32;
 }
 
 /// Endpoints the proxy finds itself: by DNS (the host name on the port), or the caller's

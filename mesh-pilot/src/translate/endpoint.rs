@@ -57,7 +57,14 @@ fn assignment<'a>(
             .into_iter()
             .map(|(locality, lb_endpoints)| {
                 let mut parts = locality.splitn(3, '/');
+                // gRPC ignores localities without a weight; Envoy only reads it with
+                // locality-weighted balancing. The sum of the endpoints' weights serves both.
+                let weight: u32 = lb_endpoints
+                    .iter()
+                    .map(|e| e.load_balancing_weight.as_ref().map_or(1, |w| w.value))
+                    .fold(0u32, u32::saturating_add);
                 LocalityLbEndpoints {
+                    load_balancing_weight: Some(UInt32Value { value: weight.max(1) }),
                     locality: Some(Locality {
                         region: parts.next().unwrap_or_default().to_owned(),
                         zone: parts.next().unwrap_or_default().to_owned(),

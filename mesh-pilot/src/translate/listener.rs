@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
 use envoy_types::pb::envoy::config::listener::v3::{
-    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+    ApiListener, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter,
+    listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
@@ -128,6 +129,40 @@ fn virtual_outbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
         default,
         TrafficDirection::Outbound,
     )
+}
+
+/// The API listener for `host:port`, the target of a proxyless gRPC client
+/// (`xds:///reviews.demo.svc.cluster.local:9090`): the routes of that port over RDS, as the
+/// sidecar's HTTP listeners get them. `None` unless some service has that name and HTTP port.
+pub fn api_listener(snapshot: &Snapshot, name: &str) -> Option<Listener> {
+    let (host, port) = name.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let known = snapshot.services.values().any(|s| {
+        s.port(port).is_some_and(|p| p.protocol.is_http())
+            && s.short_names(&snapshot.domain).iter().any(|n| n == host)
+    });
+    if !known {
+        return None;
+    }
+    let hcm = HttpConnectionManager {
+        stat_prefix: name.to_owned(),
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(super::cluster::ads()),
+            route_config_name: mesh_api::xds::route_config_name(port),
+        })),
+        // What gRPC implements of Envoy's filters: faults and the router.
+        http_filters: vec![
+            http_filter(FAULT_FILTER, HttpFault::default()),
+            http_filter("envoy.filters.http.router", Router::default()),
+        ],
+        ..HttpConnectionManager::default()
+    };
+    Some(Listener {
+        name: name.to_owned(),
+        api_listener: Some(ApiListener { api_listener: Some(any(hcm)) }),
+        ..Listener::default()
+    })
 }
 
 /// Inbound chains per served port: mesh mTLS (told apart by the client proxy's ALPN) is

@@ -34,6 +34,21 @@ pub fn config_duration(d: &mesh_api::Duration) -> Option<PbDuration> {
     d.parse().ok().map(duration)
 }
 
+/// A resource that exists only when a client asks for it by name: the API listener
+/// `host:port` a proxyless gRPC client asks LDS for (`xds:///host:port`).
+pub fn on_demand(
+    type_url: &str,
+    snapshot: &Snapshot,
+    proxy: &Proxy,
+    name: &str,
+) -> Option<(String, Any)> {
+    if type_url != mesh_api::xds::LISTENER_TYPE {
+        return None;
+    }
+    let scoped = scope::scoped(snapshot, proxy);
+    listener::api_listener(&scoped, name).map(|l| (l.name.clone(), any(l)))
+}
+
 /// What the proxy gets for one type URL.
 pub fn generate(type_url: &str, snapshot: &Snapshot, proxy: &Proxy) -> Option<Resources> {
     let scoped = scope::scoped(snapshot, proxy);

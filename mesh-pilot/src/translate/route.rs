@@ -172,7 +172,7 @@ fn routes(snapshot: &Snapshot, proxy: &Proxy, service: &Service, port: u16) -> V
             format!("{}.{namespace}.{i}", vs.metadata.name.as_deref().unwrap_or_default())
         });
         let Some(action) = action(snapshot, proxy, http, namespace, port) else { continue };
-        let per_filter = per_filter_config(http);
+        let per_filter = per_filter_config(http, proxy.proxyless);
         let matches: Vec<Option<&HttpMatchRequest>> = if http.matches.is_empty() {
             vec![None]
         } else {
@@ -556,7 +556,9 @@ fn retry(retries: Option<&HttpRetry>) -> RetryPolicy {
     }
 }
 
-fn per_filter_config(http: &HttpRoute) -> HashMap<String, Any> {
+/// Fault and CORS settings of a route. Proxyless gRPC clients get no CORS (a browser matter
+/// they refuse to parse).
+fn per_filter_config(http: &HttpRoute, proxyless: bool) -> HashMap<String, Any> {
     let mut out = HashMap::new();
     if let Some(fault) = &http.fault {
         let mut config = HttpFault::default();
@@ -590,7 +592,7 @@ fn per_filter_config(http: &HttpRoute) -> HashMap<String, Any> {
         }
         out.insert(FAULT_FILTER.to_owned(), any(config));
     }
-    if let Some(cors) = &http.cors_policy {
+    if let Some(cors) = http.cors_policy.as_ref().filter(|_| !proxyless) {
         let mut origins: Vec<StringMatcher> =
             cors.allow_origins.iter().filter_map(|m| string_matcher(m, false)).collect();
         origins.extend(cors.allow_origin.iter().map(|o| StringMatcher {

@@ -14,8 +14,9 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
-    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext, certificate_validation_context,
+    CertificateProviderPluginInstance, CertificateValidationContext, CommonTlsContext,
+    DownstreamTlsContext, SdsSecretConfig, SubjectAltNameMatcher, TlsCertificate,
+    UpstreamTlsContext, certificate_validation_context,
     common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
     subject_alt_name_matcher::SanType,
 };
@@ -157,16 +158,43 @@ pub enum Upstream {
     Always(TransportSocket),
 }
 
+/// Mesh mTLS for a proxyless gRPC client: gRPC reads its certificates from the certificate
+/// provider instance `default` of its bootstrap (gRFC A29), not from SDS.
+pub fn upstream_mesh_proxyless(sni: String, identities: &[String]) -> TransportSocket {
+    let provider = |name: &str| CertificateProviderPluginInstance {
+        instance_name: mtls::WORKLOAD_SECRET.to_owned(),
+        certificate_name: name.to_owned(),
+    };
+    socket(UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_provider_instance: Some(provider(mtls::WORKLOAD_SECRET)),
+            validation_context_type: Some(ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    ca_certificate_provider_instance: Some(provider(mtls::ROOT_SECRET)),
+                    match_typed_subject_alt_names: uri_sans(identities),
+                    ..CertificateValidationContext::default()
+                },
+            )),
+            ..CommonTlsContext::default()
+        }),
+        sni,
+        ..UpstreamTlsContext::default()
+    })
+}
+
 /// The transport of a cluster: the DestinationRule's TLS settings when it has them, else
-/// automatic mTLS for services inside the mesh.
+/// automatic mTLS for services inside the mesh. Proxyless gRPC clients cannot choose a
+/// transport per endpoint, so automatic mTLS is plaintext for them (mTLS when a
+/// DestinationRule asks for `ISTIO_MUTUAL`).
 pub fn upstream(
     settings: Option<&ClientTlsSettings>,
     sni: String,
     identities: &[String],
     mesh_internal: bool,
+    proxyless: bool,
 ) -> Upstream {
     let Some(settings) = settings else {
-        return if mesh_internal {
+        return if mesh_internal && !proxyless {
             Upstream::Auto(auto_mesh(sni, identities))
         } else {
             Upstream::Plain
@@ -180,7 +208,12 @@ pub fn upstream(
             } else {
                 settings.subject_alt_names.clone()
             };
-            Upstream::Always(upstream_mesh(settings.sni.clone().unwrap_or(sni), &sans))
+            let sni = settings.sni.clone().unwrap_or(sni);
+            Upstream::Always(if proxyless {
+                upstream_mesh_proxyless(sni, &sans)
+            } else {
+                upstream_mesh(sni, &sans)
+            })
         }
         Some(mode @ (ClientTlsMode::Simple | ClientTlsMode::Mutual)) => {
             Upstream::Always(socket(user_tls(settings, *mode == ClientTlsMode::Mutual)))
