@@ -3,12 +3,13 @@
 CARGO ?= cargo
 CRD_DIR := charts/base/crds
 
-.PHONY: help deps test fmt-check clippy unit crds validate fmt bench-pilot
+.PHONY: help deps test fmt-check clippy unit crds descriptors validate fmt bench-pilot
 
 help:
 	@echo "make test        format check, clippy (warnings denied) and every test of the workspace"
 	@echo "make validate CONFIG=<file|dir|->  check Istio YAML against the mesh's rules"
 	@echo "make crds        regenerate $(CRD_DIR) from the mesh-api types"
+	@echo "make descriptors regenerate api/src/envoy/descriptors.bin from the envoy-types crate"
 	@echo "make fmt         format the code"
 	@echo "make bench-pilot time for one endpoint change to reach 1000 proxies of 1000 services"
 
@@ -31,6 +32,9 @@ fmt:
 
 crds:
 	$(CARGO) run -q -p mesh-api --example write_crds -- $(CRD_DIR)
+
+descriptors:
+	$(CARGO) run -q -p mesh-api --example write_envoy_descriptors
 
 CONFIG ?= -
 validate: deps
