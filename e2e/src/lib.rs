@@ -6,3 +6,4 @@
 //! network.
 
 pub mod netns;
+pub mod sidecar;

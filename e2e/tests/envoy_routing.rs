@@ -10,22 +10,13 @@
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
+use std::net::TcpListener;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::netns::{self, PodAndPeer};
-use mesh_init::config::{Backend, Config};
-use mesh_init::iptables::Iptables;
-
-/// mesh-init's configuration from its command-line flags.
-fn mesh_init_config(args: &[&str]) -> Config {
-    use clap::Parser;
-    let mut all = vec!["mesh-init"];
-    all.extend_from_slice(args);
-    Config::from_flags(&mesh_init::config::Flags::try_parse_from(all).unwrap()).unwrap()
-}
+use e2e::sidecar;
 
 const CLIENT: &str = r#"
 import json, urllib.request, urllib.error
@@ -111,16 +102,7 @@ async fn envoy_routes_real_requests_as_the_virtual_service_says() {
     snapshot.version = 1;
     let (_publish, snapshots) = tokio::sync::watch::channel(Arc::new(snapshot));
     let discovery = mesh_pilot::xds::Discovery::new(snapshots);
-    let xds = netns::listen(&net.pod, "127.0.0.1:15010".parse::<SocketAddr>().unwrap());
-    xds.set_nonblocking(true).unwrap();
-    let xds = tokio::net::TcpListener::from_std(xds).unwrap();
-    let service = discovery.service();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds))
-            .await
-    });
+    sidecar::serve_xds(&net.pod, &discovery);
 
     // The workload's certificate over SDS, as the agent next to an Envoy sidecar serves it.
     let root =
@@ -128,86 +110,25 @@ async fn envoy_routes_real_requests_as_the_virtual_service_says() {
     let ca =
         mesh_ca::authority::Authority::new(&root, "cluster.local", Default::default()).unwrap();
     let identity = mesh_api::identity::SpiffeId::new("cluster.local", "demo", "client").unwrap();
-    let (_material, secrets) =
-        tokio::sync::watch::channel(Arc::new(ca.issue_workload(&identity).unwrap()));
-    let sds = netns::listen(&net.pod, "127.0.0.1:15030".parse::<SocketAddr>().unwrap());
-    sds.set_nonblocking(true).unwrap();
-    let sds = tokio::net::TcpListener::from_std(sds).unwrap();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(mesh_ca::sds::SecretService::new(secrets).into_server())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(sds))
-            .await
-    });
+    sidecar::serve_sds(&net.pod, ca.issue_workload(&identity).unwrap());
 
     // Capture: the proxy here runs as root (uid 0), the app as uid 1000.
-    let config = mesh_init_config(&["-u", "0", "-g", "0", "--ipv6", "off"]);
-    let iptables = Iptables::detect(Some(net.pod.clone()), Backend::Auto).unwrap();
-    mesh_init::capture::apply(&config, &iptables).unwrap();
-
-    let bootstrap = dir.path().join("envoy.yaml");
-    std::fs::write(
-        &bootstrap,
-        r#"node:
-  id: "sidecar~10.99.0.2~client-1.demo~demo.svc.cluster.local"
-  cluster: demo
-  metadata: {NAMESPACE: demo, INSTANCE_IPS: "10.99.0.2", SERVICE_ACCOUNT: client}
-dynamic_resources:
-  ads_config: {api_type: GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: xds-grpc}}]}
-  cds_config: {ads: {}, resource_api_version: V3}
-  lds_config: {ads: {}, resource_api_version: V3}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 15010}}}}]}]
-  - name: sds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}
-    load_assignment:
-      cluster_name: sds-grpc
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 15030}}}}]}]
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: 15000}}
-"#,
-    )
-    .unwrap();
-    let mut envoy = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.pod,
-            "envoy",
-            "--use-dynamic-base-id",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "warn",
-            "-c",
-        ])
-        .arg(&bootstrap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    sidecar::capture(&net.pod, &["-u", "0", "-g", "0", "--ipv6", "off"]);
+    let envoy = sidecar::Envoy::start(
+        &net.pod,
+        dir.path(),
+        &sidecar::bootstrap(
+            "sidecar~10.99.0.2~client-1.demo~demo.svc.cluster.local",
+            "demo",
+            "10.99.0.2",
+            "client",
+        ),
+    );
 
     if let Err(why) =
         discovery.wait_until_synced(&mesh_api::xds::PUSH_ORDER, Duration::from_secs(30)).await
     {
-        let _ = envoy.kill();
-        let out = envoy.wait_with_output().unwrap();
-        panic!("envoy did not sync: {why}\n{}", String::from_utf8_lossy(&out.stderr));
+        panic!("envoy did not sync: {why}\n{}", envoy.stop());
     }
     // Listeners go live right after the ACK; give the workers a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -232,13 +153,11 @@ admin:
     })
     .await
     .unwrap();
-    let _ = envoy.kill();
-    let envoy_log = envoy.wait_with_output().unwrap();
+    let envoy_log = envoy.stop();
     assert!(
         out.status.success(),
-        "client failed: {}\nenvoy: {}",
+        "client failed: {}\nenvoy: {envoy_log}",
         String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&envoy_log.stderr)
     );
     let report = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let count = |key: &str, body: &str| -> u32 {

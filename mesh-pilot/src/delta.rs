@@ -2,7 +2,6 @@
 //! away is named in `removed_resources`. Same bookkeeping (`syncz`) as state of the world.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -44,12 +43,6 @@ pub(crate) struct DeltaStream {
     proxy: Option<Proxy>,
     subscriptions: HashMap<String, Subscription>,
     nonce: u64,
-}
-
-fn version_of(bytes: &[u8]) -> String {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
 }
 
 impl crate::xds::Handler for DeltaStream {
@@ -168,25 +161,25 @@ impl DeltaStream {
         let Some(proxy) = &self.proxy else { return Ok(()) };
         let snapshot = self.discovery.snapshots.borrow().clone();
         let Some(subscription) = self.subscriptions.get_mut(type_url) else { return Ok(()) };
-        let Some(resources) =
+        let Some(translated) =
             self.discovery.resources_named(type_url, &snapshot, proxy, &subscription.names).await
         else {
             return Ok(());
         };
         let mut updated = Vec::new();
         let mut current = BTreeSet::new();
-        for (name, any) in resources.iter().cloned() {
-            if !subscription.wants(&name) {
+        for ((name, any), hash) in translated.resources.iter().zip(&translated.hashes) {
+            if !subscription.wants(name) {
                 continue;
             }
             current.insert(name.clone());
-            let version = version_of(&any.value);
-            if subscription.sent.get(&name) != Some(&version) {
+            let version = format!("{hash:016x}");
+            if subscription.sent.get(name) != Some(&version) {
                 subscription.sent.insert(name.clone(), version.clone());
                 updated.push(Resource {
-                    name,
+                    name: name.clone(),
                     version,
-                    resource: Some(any),
+                    resource: Some(any.clone()),
                     ..Resource::default()
                 });
             }

@@ -115,7 +115,37 @@ pub struct Discovery {
     /// The xDS metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Translations of the current snapshot, by what they depend on.
-    cache: tokio::sync::Mutex<(u64, HashMap<CacheKey, Arc<translate::Resources>>)>,
+    cache: tokio::sync::Mutex<(u64, HashMap<CacheKey, Arc<Translated>>)>,
+}
+
+/// One translation, shared by every stream it applies to: the resources, a hash of each
+/// (streams compare hashes, never bytes, and keep no copies), and where each name is.
+pub(crate) struct Translated {
+    pub(crate) resources: translate::Resources,
+    pub(crate) hashes: Vec<u64>,
+    index: HashMap<String, usize>,
+}
+
+impl Translated {
+    fn new(resources: translate::Resources) -> Self {
+        use std::hash::{Hash, Hasher};
+        let hashes = resources
+            .iter()
+            .map(|(_, any)| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                any.type_url.hash(&mut hasher);
+                any.value.hash(&mut hasher);
+                hasher.finish()
+            })
+            .collect();
+        let index = resources.iter().enumerate().map(|(i, (name, _))| (name.clone(), i)).collect();
+        Self { resources, hashes, index }
+    }
+
+    /// The hash of the resource of this name, if there is one.
+    pub(crate) fn hash_of(&self, name: &str) -> Option<u64> {
+        self.index.get(name).map(|i| self.hashes[*i])
+    }
 }
 
 /// What a translation depends on besides the snapshot.
@@ -148,7 +178,7 @@ impl Discovery {
         type_url: &str,
         snapshot: &Snapshot,
         proxy: &Proxy,
-    ) -> Option<Arc<translate::Resources>> {
+    ) -> Option<Arc<Translated>> {
         let key = CacheKey {
             type_url: type_url.to_owned(),
             namespace: proxy.namespace.clone(),
@@ -170,7 +200,7 @@ impl Discovery {
         if let Some(hit) = cache.1.get(&key) {
             return Some(hit.clone());
         }
-        let generated = Arc::new(translate::generate(type_url, snapshot, proxy)?);
+        let generated = Arc::new(Translated::new(translate::generate(type_url, snapshot, proxy)?));
         // Bounded: a snapshot with more distinct proxies than this translates the rest uncached.
         if cache.1.len() < 10_000 {
             cache.1.insert(key, generated.clone());
@@ -186,19 +216,19 @@ impl Discovery {
         snapshot: &Snapshot,
         proxy: &Proxy,
         names: &BTreeSet<String>,
-    ) -> Option<Arc<translate::Resources>> {
-        let resources = self.resources(type_url, snapshot, proxy).await?;
+    ) -> Option<Arc<Translated>> {
+        let translated = self.resources(type_url, snapshot, proxy).await?;
         let on_demand: Vec<_> = names
             .iter()
-            .filter(|n| !resources.iter().any(|(name, _)| name == *n))
+            .filter(|n| translated.hash_of(n).is_none())
             .filter_map(|n| translate::on_demand(type_url, snapshot, proxy, n))
             .collect();
         if on_demand.is_empty() {
-            return Some(resources);
+            return Some(translated);
         }
-        let mut all = (*resources).clone();
+        let mut all = translated.resources.clone();
         all.extend(on_demand);
-        Some(Arc::new(all))
+        Some(Arc::new(Translated::new(all)))
     }
 
     /// Registers a stream's proxy from the node of its first request.
@@ -297,9 +327,11 @@ impl Discovery {
             (mesh_api::xds::ROUTE_TYPE, "RoutesConfigDump", "dynamicRouteConfigs", "routeConfig"),
         ];
         for (type_url, dump, list, field) in sections {
-            let resources = self.resources(type_url, &snapshot, &proxy).await.unwrap_or_default();
+            let Some(translated) = self.resources(type_url, &snapshot, &proxy).await else {
+                continue;
+            };
             let mut entries = Vec::new();
-            for (name, any) in resources.iter() {
+            for (name, any) in &translated.resources {
                 let json = match mesh_api::envoy::to_json(&any.type_url, &any.value) {
                     Ok(json) => json,
                     Err(err) => return Some(Err(err)),
@@ -484,6 +516,9 @@ struct Watched {
     names: BTreeSet<String>,
     /// Fingerprint of the last resources sent, to skip pushes that change nothing.
     sent: Option<u64>,
+    /// The translation last sent from (shared with the other streams it applies to), to send
+    /// EDS and RDS incrementally.
+    last: Option<Arc<Translated>>,
 }
 
 struct Stream_ {
@@ -556,12 +591,14 @@ impl Stream_ {
             .await;
         }
         if first || names_changed || request.response_nonce.is_empty() {
-            let watched = self
-                .watched
-                .entry(type_url.clone())
-                .or_insert(Watched { names: BTreeSet::new(), sent: None });
+            let watched = self.watched.entry(type_url.clone()).or_insert(Watched {
+                names: BTreeSet::new(),
+                sent: None,
+                last: None,
+            });
             watched.names = names;
             watched.sent = None;
+            watched.last = None;
             self.push(&type_url, true).await?;
         }
         Ok(())
@@ -586,37 +623,50 @@ impl Stream_ {
         let Some(proxy) = &self.proxy else { return Ok(()) };
         let snapshot = self.discovery.snapshots.borrow().clone();
         let Some(watched) = self.watched.get_mut(type_url) else { return Ok(()) };
-        let Some(resources) =
+        let Some(translated) =
             self.discovery.resources_named(type_url, &snapshot, proxy, &watched.names).await
         else {
             return Ok(());
         };
         let wildcard = watched.names.is_empty() || watched.names.contains("*");
-        let selected: Vec<_> = resources
-            .iter()
-            .filter(|(name, _)| wildcard || watched.names.contains(name))
-            .map(|(_, any)| any.clone())
+        let selected: Vec<usize> = (0..translated.resources.len())
+            .filter(|i| wildcard || watched.names.contains(&translated.resources[*i].0))
             .collect();
-        // A hash, not a copy: a thousand streams must not each keep their last response.
+        // A hash of hashes: a thousand streams must not each keep their last response.
         let fingerprint = {
             use std::hash::{Hash, Hasher};
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            for any in &selected {
-                any.type_url.hash(&mut hasher);
-                any.value.hash(&mut hasher);
+            for i in &selected {
+                translated.hashes[*i].hash(&mut hasher);
             }
             hasher.finish()
         };
         if !force && watched.sent.as_ref() == Some(&fingerprint) {
             return Ok(());
         }
+        // Listeners and clusters are state of the world: every response holds them all. Route
+        // configurations and endpoints are not (a missing one is not a deletion): after the
+        // first response only the changed ones go, so one endpoint change is one small message.
+        let incremental =
+            type_url == mesh_api::xds::ENDPOINT_TYPE || type_url == mesh_api::xds::ROUTE_TYPE;
+        let previous = if force || !incremental { None } else { watched.last.clone() };
+        let resources: Vec<_> = selected
+            .into_iter()
+            .filter(|i| {
+                previous.as_ref().is_none_or(|p| {
+                    p.hash_of(&translated.resources[*i].0) != Some(translated.hashes[*i])
+                })
+            })
+            .map(|i| translated.resources[i].1.clone())
+            .collect();
+        watched.last = Some(translated);
         watched.sent = Some(fingerprint);
         self.nonce += 1;
         let nonce = format!("{}-{}", self.id, self.nonce);
         let version = snapshot.version.to_string();
         let response = DiscoveryResponse {
             version_info: version.clone(),
-            resources: selected,
+            resources,
             type_url: type_url.to_owned(),
             nonce: nonce.clone(),
             ..DiscoveryResponse::default()

@@ -1,5 +1,6 @@
 //! The ADS protocol with a tonic client: first responses in push order, ACK, NACK (recorded,
-//! not answered), stale nonces, pushes on change (only of what changed), debounce.
+//! not answered), stale nonces, pushes on change (only of what changed; endpoints and routes
+//! incrementally), reconnects, debounce.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
@@ -314,4 +315,62 @@ async fn next_delta(
         .expect("a delta response in time")
         .unwrap()
         .unwrap()
+}
+
+#[tokio::test]
+async fn an_endpoint_change_sends_only_the_changed_assignments_and_a_reconnect_gets_all() {
+    const ALL: [&str; 4] = [
+        "outbound|5432||db.demo.svc.cluster.local",
+        "outbound|80|v1|hello.demo.svc.cluster.local",
+        "outbound|80|v2|hello.demo.svc.cluster.local",
+        "outbound|80||hello.demo.svc.cluster.local",
+    ];
+    let (discovery, tx, address) = start(mesh()).await;
+    let mut client = connect(&address).await;
+    client.send(request(CLUSTER_TYPE, &[], "", "")).await;
+    let cds = client.next().await;
+    client.send(request(CLUSTER_TYPE, &[], &cds.version_info, &cds.nonce)).await;
+    client.send(request(ENDPOINT_TYPE, &ALL, "", "")).await;
+    let eds = client.next().await;
+    assert_eq!(eds.resources.len(), 4, "the first response holds every requested assignment");
+    client.send(request(ENDPOINT_TYPE, &ALL, &eds.version_info, &eds.nonce)).await;
+    client.nothing_within(Duration::from_millis(200)).await;
+
+    // hello-v2 moves: only the assignments it is in are sent, and no clusters.
+    let mut next = mesh();
+    next.version = 2;
+    let key = ("hello.demo.svc.cluster.local".to_owned(), 80);
+    let moved = next.endpoints.get_mut(&key).unwrap();
+    let v2 = moved.iter_mut().find(|e| e.labels.get("version").is_some_and(|v| v == "v2"));
+    v2.unwrap().address = "127.0.0.3".parse().unwrap();
+    tx.send(Arc::new(next)).unwrap();
+    let pushed = client.next().await;
+    assert_eq!(pushed.type_url, ENDPOINT_TYPE);
+    let decoded: Vec<String> = pushed
+        .resources
+        .iter()
+        .map(|any| {
+            <envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment as prost::Message>::decode(
+                any.value.as_slice(),
+            )
+            .unwrap()
+            .cluster_name
+        })
+        .collect();
+    assert_eq!(decoded, [ALL[2], ALL[3]]);
+    client.send(request(ENDPOINT_TYPE, &ALL, &pushed.version_info, &pushed.nonce)).await;
+    client.nothing_within(Duration::from_millis(300)).await;
+
+    // The proxy reconnects (a new stream, as after a pilot restart): it gets everything again,
+    // and the old stream's sync state is gone.
+    drop(client);
+    let mut again = connect(&address).await;
+    again.send(request(ENDPOINT_TYPE, &ALL, "2", "")).await;
+    let all = again.next().await;
+    assert_eq!(all.resources.len(), 4);
+    again.send(request(ENDPOINT_TYPE, &ALL, &all.version_info, &all.nonce)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = discovery.syncz().await;
+    assert_eq!(status.len(), 1, "{status:?}");
+    assert_eq!(status[0].types[ENDPOINT_TYPE].state(), "SYNCED");
 }

@@ -1,0 +1,144 @@
+//! A stock Envoy as the sidecar of a network-namespace pod, the way the mesh runs it: xDS from
+//! the pilot and secrets over SDS (both served inside the pod's namespace, as a node agent
+//! would), traffic captured by mesh-init's real rules. Envoy is the reference the mesh's own
+//! proxy is measured against.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use crate::netns;
+
+/// Where a pod's Envoy finds the pilot, inside its namespace.
+pub const XDS: &str = "127.0.0.1:15010";
+/// Where a pod's Envoy finds its secrets, inside its namespace.
+pub const SDS: &str = "127.0.0.1:15030";
+
+/// A tokio listener bound inside namespace `ns`.
+fn listen(ns: &str, address: &str) -> tokio::net::TcpListener {
+    let address: SocketAddr = address.parse().unwrap_or_else(|e| panic!("{address}: {e}"));
+    let listener = netns::listen(ns, address);
+    listener.set_nonblocking(true).unwrap_or_else(|e| panic!("nonblocking: {e}"));
+    tokio::net::TcpListener::from_std(listener).unwrap_or_else(|e| panic!("tokio listener: {e}"))
+}
+
+/// Serves the pilot's ADS inside `ns` on [`XDS`].
+pub fn serve_xds(ns: &str, discovery: &Arc<mesh_pilot::xds::Discovery>) {
+    let listener = listen(ns, XDS);
+    let service = discovery.service();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+}
+
+/// Serves a workload's certificate over SDS inside `ns` on [`SDS`], as istio-agent would.
+pub fn serve_sds(ns: &str, material: mesh_ca::sds::Material) {
+    let listener = listen(ns, SDS);
+    let (keep, secrets) = tokio::sync::watch::channel(Arc::new(material));
+    tokio::spawn(async move {
+        let _keep = keep;
+        tonic::transport::Server::builder()
+            .add_service(mesh_ca::sds::SecretService::new(secrets).into_server())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+}
+
+/// Applies mesh-init's capture in `ns` with its command-line flags (the proxy runs as root
+/// here, so `-u 0 -g 0` keeps its own traffic out of the capture).
+pub fn capture(ns: &str, flags: &[&str]) {
+    use clap::Parser;
+    let mut all = vec!["mesh-init"];
+    all.extend_from_slice(flags);
+    let flags = mesh_init::config::Flags::try_parse_from(all).unwrap_or_else(|e| panic!("{e}"));
+    let config = mesh_init::config::Config::from_flags(&flags).unwrap_or_else(|e| panic!("{e}"));
+    let iptables = mesh_init::iptables::Iptables::detect(
+        Some(ns.to_owned()),
+        mesh_init::config::Backend::Auto,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    mesh_init::capture::apply(&config, &iptables).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The bootstrap of a sidecar Envoy: ADS to the pilot, SDS to the agent (both in its
+/// namespace), admin on `admin_port`.
+pub fn bootstrap(node_id: &str, namespace: &str, ip: &str, service_account: &str) -> String {
+    let cluster = |name: &str, address: &str| {
+        let (host, port) = address.split_once(':').unwrap_or((address, "0"));
+        format!(
+            r#"  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: {name}
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {host}, port_value: {port}}}}}}}}}]}}]
+"#
+        )
+    };
+    format!(
+        r#"node:
+  id: "{node_id}"
+  cluster: {namespace}
+  metadata: {{NAMESPACE: {namespace}, INSTANCE_IPS: "{ip}", SERVICE_ACCOUNT: {service_account}}}
+dynamic_resources:
+  ads_config: {{api_type: GRPC, transport_api_version: V3, grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]}}
+  cds_config: {{ads: {{}}, resource_api_version: V3}}
+  lds_config: {{ads: {{}}, resource_api_version: V3}}
+static_resources:
+  clusters:
+{}{}admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 15000}}}}
+"#,
+        cluster("xds-grpc", XDS),
+        cluster(mesh_api::xds::mtls::SDS_CLUSTER, SDS)
+    )
+}
+
+/// An Envoy running in a namespace; killed on drop.
+pub struct Envoy {
+    child: Option<Child>,
+}
+
+impl Envoy {
+    /// Starts Envoy in `ns` with `bootstrap` (written into `dir`).
+    pub fn start(ns: &str, dir: &Path, bootstrap: &str) -> Self {
+        let path = dir.join(format!("envoy-{ns}.yaml"));
+        std::fs::write(&path, bootstrap).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "envoy", "--use-dynamic-base-id"])
+            .args(["--concurrency", "1", "--log-level", "warn", "-c"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start envoy: {e}"));
+        Self { child: Some(child) }
+    }
+
+    /// Stops Envoy and returns what it logged.
+    pub fn stop(mut self) -> String {
+        let Some(mut child) = self.child.take() else { return String::new() };
+        let _ = child.kill();
+        child
+            .wait_with_output()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Mesh mTLS between two Envoy sidecars configured by the pilot, with certificates from the
+//! mesh CA: the client pod's app calls a Service VIP; its sidecar opens mTLS to the server
+//! pod's sidecar (automatic mTLS, by endpoint metadata), which verifies the peer, terminates,
+//! and hands the request to the app from 127.0.0.6 with the caller's SPIFFE identity in
+//! `x-forwarded-client-cert`. The same port also takes plaintext (PERMISSIVE), where a
+//! client's own `x-forwarded-client-cert` is removed, not believed.
+//!
+//! Needs root, iproute2, iptables, setpriv, python3 and envoy; outside CI a missing piece is
+//! reported loudly and the test passes, under `CI=true` it fails.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e::netns::{self, PodAndPeer};
+use e2e::sidecar;
+
+/// The server app: answers every request with the `x-forwarded-client-cert` it received (or
+/// `none`) and the address the request came from.
+fn app(listener: TcpListener) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let from = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+                let mut buf = [0u8; 8192];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&seen).to_lowercase();
+                let xfcc = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-forwarded-client-cert:"))
+                    .map_or("none".to_owned(), |v| v.trim().to_owned());
+                let body = format!("from={from} xfcc={xfcc}");
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+}
+
+const CONFIG: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: hello, namespace: demo}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: hello}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: hello-1, namespace: demo}
+spec:
+  address: 10.99.0.1
+  labels: {app: hello, security.istio.io/tlsMode: istio}
+  serviceAccount: hello
+"#;
+
+/// `python3 -c` fetching `url` with extra headers, as `user` in namespace `ns`.
+fn fetch(ns: &str, user: &str, url: &str, header: Option<(&str, &str)>) -> String {
+    let headers = header.map_or("{}".to_owned(), |(k, v)| format!("{{{k:?}: {v:?}}}"));
+    let script = format!(
+        "import urllib.request\nreq = urllib.request.Request({url:?}, headers={headers})\nprint(urllib.request.urlopen(req, timeout=10).read().decode())"
+    );
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "setpriv",
+            &format!("--reuid={user}"),
+            &format!("--regid={user}"),
+        ])
+        .args(["--clear-groups", "/usr/bin/python3", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "fetch {url} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_envoy_sidecars_speak_mesh_mtls_with_certificates_from_the_ca() {
+    if !netns::can_run(&["envoy", "python3"]) {
+        return;
+    }
+    let net = PodAndPeer::new("em");
+    app(netns::listen(&net.peer, "127.0.0.1:8080".parse().unwrap()));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), CONFIG).unwrap();
+    let (mut snapshot, rejected) = mesh_pilot::source::local::read(dir.path());
+    assert!(rejected.is_empty(), "{rejected:?}");
+    snapshot.version = 1;
+    let (_publish, snapshots) = tokio::sync::watch::channel(Arc::new(snapshot));
+    let discovery = mesh_pilot::xds::Discovery::new(snapshots);
+
+    let root =
+        mesh_ca::root::RootMaterial::generate("cluster.local", Duration::from_secs(3600)).unwrap();
+    let ca =
+        mesh_ca::authority::Authority::new(&root, "cluster.local", Default::default()).unwrap();
+    let identity = |sa: &str| mesh_api::identity::SpiffeId::new("cluster.local", "demo", sa);
+    // Two pods: the client (10.99.0.2) and the server (10.99.0.1), each with its sidecar.
+    let pods = [(&net.pod, "10.99.0.2", "client"), (&net.peer, "10.99.0.1", "hello")];
+    let mut envoys = Vec::new();
+    for (ns, ip, sa) in pods {
+        sidecar::serve_xds(ns, &discovery);
+        sidecar::serve_sds(ns, ca.issue_workload(&identity(sa).unwrap()).unwrap());
+        sidecar::capture(ns, &["-u", "0", "-g", "0", "--ipv6", "off"]);
+        let node = format!("sidecar~{ip}~{sa}-1.demo~demo.svc.cluster.local");
+        envoys.push(sidecar::Envoy::start(
+            ns,
+            dir.path(),
+            &sidecar::bootstrap(&node, "demo", ip, sa),
+        ));
+    }
+
+    // Both sidecars have accepted every type.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = discovery.syncz().await;
+        let synced = status.len() == 2
+            && status.iter().all(|p| {
+                mesh_api::xds::PUSH_ORDER
+                    .iter()
+                    .all(|t| p.types.get(*t).is_some_and(|s| s.state() == "SYNCED"))
+            });
+        if synced {
+            break;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = envoys.into_iter().map(sidecar::Envoy::stop).collect();
+            panic!("the sidecars did not sync: {status:#?}\n{logs:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let pod = net.pod.clone();
+    let (mesh, plain, spoofed) = tokio::task::spawn_blocking(move || {
+        (
+            // The app (uid 1000) calls the Service: captured, sent over mesh mTLS.
+            fetch(&pod, "1000", "http://10.96.0.10/", None),
+            // Root is not captured in the client pod: plaintext straight to the server pod,
+            // whose sidecar takes it (PERMISSIVE).
+            fetch(&pod, "0", "http://10.99.0.1:8080/", None),
+            fetch(
+                &pod,
+                "0",
+                "http://10.99.0.1:8080/",
+                Some(("x-forwarded-client-cert", "URI=spiffe://cluster.local/ns/demo/sa/admin")),
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    let logs: Vec<String> = envoys.into_iter().map(sidecar::Envoy::stop).collect();
+    assert!(
+        mesh.contains("uri=spiffe://cluster.local/ns/demo/sa/client"),
+        "the server's app sees the caller's identity: {mesh}\n{logs:#?}"
+    );
+    assert!(
+        mesh.contains("by=spiffe://cluster.local/ns/demo/sa/hello"),
+        "...verified by the server's sidecar: {mesh}"
+    );
+    assert!(mesh.starts_with("from=127.0.0.6 "), "the app is called from 127.0.0.6: {mesh}");
+    assert_eq!(plain, "from=127.0.0.6 xfcc=none", "plaintext is accepted (PERMISSIVE)");
+    assert_eq!(spoofed, "from=127.0.0.6 xfcc=none", "a client's own XFCC is removed");
+}
