@@ -1,8 +1,10 @@
-//! The control plane: watches services, workloads and Istio routing config (a local directory
-//! today; Kubernetes next), keeps one immutable model snapshot, and serves each proxy Envoy v3
-//! xDS over ADS, state of the world and delta (mTLS serving is not built yet).
+//! The control plane: watches services, workloads and Istio routing config (Kubernetes, or a
+//! local directory), keeps one immutable model snapshot, and serves each proxy Envoy v3 xDS
+//! over ADS, state of the world and delta, in plaintext (15010) and over mesh mTLS (15012,
+//! where a node is admitted only as the workload its certificate names).
 //!
-//! Translation is pure ([`translate`]); only the config sources and the ADS server do I/O.
+//! Translation is pure ([`translate`]); only the config sources, the ADS server ([`xds`],
+//! [`wire`]) and the debug endpoint do I/O. The pilot never holds a workload's private key.
 
 pub mod debug;
 mod delta;
@@ -10,4 +12,5 @@ pub mod metrics;
 pub mod model;
 pub mod source;
 pub mod translate;
+pub mod wire;
 pub mod xds;

@@ -8,9 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
@@ -77,11 +75,11 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// The caller of a request on the mTLS port, from its verified client certificate.
-    fn of_mesh<T>(request: &Request<T>) -> Self {
-        Caller::Mesh(
-            request.peer_certs().and_then(|chain| mesh_ca::tls::peer_identity(chain.as_slice())),
-        )
+    /// The caller on the mTLS port, from its verified client certificate chain.
+    pub(crate) fn from_certificates(
+        chain: Option<Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
+    ) -> Self {
+        Caller::Mesh(chain.and_then(|chain| mesh_ca::tls::peer_identity(chain.as_slice())))
     }
 
     /// Refuses a node that claims another workload than the certificate proves.
@@ -123,6 +121,8 @@ pub struct Discovery {
 pub(crate) struct Translated {
     pub(crate) resources: translate::Resources,
     pub(crate) hashes: Vec<u64>,
+    /// Each resource as a `DiscoveryResponse` entry, shared by every response that carries it.
+    pub(crate) encoded: Vec<bytes::Bytes>,
     index: HashMap<String, usize>,
 }
 
@@ -139,7 +139,8 @@ impl Translated {
             })
             .collect();
         let index = resources.iter().enumerate().map(|(i, (name, _))| (name.clone(), i)).collect();
-        Self { resources, hashes, index }
+        let encoded = resources.iter().map(|(_, any)| crate::wire::encode_resource(any)).collect();
+        Self { resources, hashes, encoded, index }
     }
 
     /// The hash of the resource of this name, if there is one.
@@ -356,16 +357,14 @@ impl Discovery {
     }
 
     /// The gRPC service for the plaintext port: nodes are believed.
-    pub fn service(self: &Arc<Self>) -> AggregatedDiscoveryServiceServer<Ads> {
-        AggregatedDiscoveryServiceServer::new(Ads { discovery: self.clone(), mtls: false })
-            .max_decoding_message_size(16 * 1024 * 1024)
+    pub fn service(self: &Arc<Self>) -> crate::wire::AdsService {
+        crate::wire::AdsService::new(self.clone(), false)
     }
 
     /// The gRPC service for the mTLS port: a node must be the workload its client certificate
     /// names (namespace and service account), or its stream is refused.
-    pub fn mtls_service(self: &Arc<Self>) -> AggregatedDiscoveryServiceServer<Ads> {
-        AggregatedDiscoveryServiceServer::new(Ads { discovery: self.clone(), mtls: true })
-            .max_decoding_message_size(16 * 1024 * 1024)
+    pub fn mtls_service(self: &Arc<Self>) -> crate::wire::AdsService {
+        crate::wire::AdsService::new(self.clone(), true)
     }
 }
 
@@ -400,16 +399,38 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// The tonic service over a [`Discovery`].
+/// The tonic-generated side of ADS over a [`Discovery`]: delta streams (state-of-the-world
+/// streams are framed by [`crate::wire`]).
 pub struct Ads {
     discovery: Arc<Discovery>,
     mtls: bool,
 }
 
 impl Ads {
-    fn caller<T>(&self, request: &Request<T>) -> Caller {
-        if self.mtls { Caller::of_mesh(request) } else { Caller::Plaintext }
+    pub(crate) fn new(discovery: Arc<Discovery>, mtls: bool) -> Self {
+        Self { discovery, mtls }
     }
+
+    fn caller<T>(&self, request: &Request<T>) -> Caller {
+        if self.mtls { Caller::from_certificates(request.peer_certs()) } else { Caller::Plaintext }
+    }
+}
+
+/// Serves one state-of-the-world stream; its responses come out of the returned receiver.
+pub(crate) fn serve_sotw(
+    discovery: &Arc<Discovery>,
+    requests: Streaming<DiscoveryRequest>,
+    caller: Caller,
+) -> mpsc::Receiver<Result<crate::wire::Response, Status>> {
+    serve(discovery, requests, |id, discovery, tx| Stream_ {
+        id,
+        discovery,
+        tx,
+        caller,
+        proxy: None,
+        watched: HashMap::new(),
+        nonce: 0,
+    })
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -421,18 +442,10 @@ impl AggregatedDiscoveryService for Ads {
 
     async fn stream_aggregated_resources(
         &self,
-        request: Request<Streaming<DiscoveryRequest>>,
+        _request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let caller = self.caller(&request);
-        Ok(serve(&self.discovery, request.into_inner(), |id, discovery, tx| Stream_ {
-            id,
-            discovery,
-            tx,
-            caller,
-            proxy: None,
-            watched: HashMap::new(),
-            nonce: 0,
-        }))
+        // `wire::AdsService` routes these before they reach the generated server.
+        Err(Status::internal("state-of-the-world ADS is served by the pilot's own framing"))
     }
 
     async fn delta_aggregated_resources(
@@ -440,9 +453,10 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let caller = self.caller(&request);
-        Ok(serve(&self.discovery, request.into_inner(), |id, discovery, tx| {
+        let responses = serve(&self.discovery, request.into_inner(), |id, discovery, tx| {
             crate::delta::DeltaStream::new(id, discovery, tx, caller)
-        }))
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(responses))))
     }
 }
 
@@ -465,7 +479,7 @@ fn serve<H, T>(
     discovery: &Arc<Discovery>,
     mut requests: Streaming<H::Request>,
     handler: impl FnOnce(u64, Arc<Discovery>, mpsc::Sender<Result<T, Status>>) -> H,
-) -> Response<ResponseStream<T>>
+) -> mpsc::Receiver<Result<T, Status>>
 where
     H: Handler,
     T: Send + 'static,
@@ -507,7 +521,7 @@ where
         discovery.status.write().await.remove(&id);
         discovery.metrics.connected.dec();
     });
-    Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    rx
 }
 
 /// What one stream watches of one type.
@@ -524,7 +538,7 @@ struct Watched {
 struct Stream_ {
     id: u64,
     discovery: Arc<Discovery>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    tx: mpsc::Sender<Result<crate::wire::Response, Status>>,
     caller: Caller,
     proxy: Option<Proxy>,
     watched: HashMap<String, Watched>,
@@ -650,27 +664,22 @@ impl Stream_ {
         let incremental =
             type_url == mesh_api::xds::ENDPOINT_TYPE || type_url == mesh_api::xds::ROUTE_TYPE;
         let previous = if force || !incremental { None } else { watched.last.clone() };
-        let resources: Vec<_> = selected
-            .into_iter()
-            .filter(|i| {
-                previous.as_ref().is_none_or(|p| {
-                    p.hash_of(&translated.resources[*i].0) != Some(translated.hashes[*i])
-                })
-            })
-            .map(|i| translated.resources[i].1.clone())
-            .collect();
-        watched.last = Some(translated);
-        watched.sent = Some(fingerprint);
         self.nonce += 1;
         let nonce = format!("{}-{}", self.id, self.nonce);
         let version = snapshot.version.to_string();
-        let response = DiscoveryResponse {
-            version_info: version.clone(),
-            resources,
-            type_url: type_url.to_owned(),
-            nonce: nonce.clone(),
-            ..DiscoveryResponse::default()
-        };
+        let changed = selected.into_iter().filter(|i| {
+            previous.as_ref().is_none_or(|p| {
+                p.hash_of(&translated.resources[*i].0) != Some(translated.hashes[*i])
+            })
+        });
+        let response = crate::wire::Response::new(
+            &version,
+            changed.map(|i| &translated.encoded[i]),
+            type_url,
+            &nonce,
+        );
+        watched.last = Some(translated);
+        watched.sent = Some(fingerprint);
         self.record(type_url, |s| {
             s.sent_version = version;
             s.sent_nonce = nonce;
