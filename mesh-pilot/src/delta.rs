@@ -161,8 +161,13 @@ impl DeltaStream {
         let Some(proxy) = &self.proxy else { return Ok(()) };
         let snapshot = self.discovery.snapshots.borrow().clone();
         let Some(subscription) = self.subscriptions.get_mut(type_url) else { return Ok(()) };
+        let asked: Vec<String> = if type_url == mesh_api::xds::LISTENER_TYPE {
+            subscription.names.iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
         let Some(translated) =
-            self.discovery.resources_named(type_url, &snapshot, proxy, &subscription.names).await
+            self.discovery.resources_named(type_url, &snapshot, proxy, &asked).await
         else {
             return Ok(());
         };

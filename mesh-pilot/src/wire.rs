@@ -4,7 +4,6 @@
 //! of its largest response after sending it (tonic's encoder would, for as long as the stream
 //! lives). Delta ADS and everything else go through tonic's generated server.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,7 +16,6 @@ use envoy_types::pb::google::protobuf::Any;
 use http_body::Frame;
 use tokio::sync::mpsc;
 use tonic::Status;
-use tonic::codec::Codec as _;
 use tonic::server::NamedService;
 
 use crate::xds::{Ads, Caller, Discovery};
@@ -76,10 +74,11 @@ impl Response {
 }
 
 /// The response body of one stream: the pieces of each response as they come, then the gRPC
-/// status as trailers.
+/// status as trailers. Holds nothing between responses.
 struct Body {
     responses: mpsc::Receiver<Result<Response, Status>>,
-    pending: VecDeque<Bytes>,
+    /// The response being written, and how many of its pieces are out.
+    current: Option<(std::vec::IntoIter<Bytes>, usize)>,
     finished: bool,
 }
 
@@ -92,11 +91,12 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         loop {
-            if let Some(piece) = self.pending.pop_front() {
-                if piece.is_empty() {
-                    continue;
+            if let Some((pieces, _)) = self.current.as_mut() {
+                match pieces.next() {
+                    Some(piece) if piece.is_empty() => continue,
+                    Some(piece) => return Poll::Ready(Some(Ok(Frame::data(piece)))),
+                    None => self.current = None,
                 }
-                return Poll::Ready(Some(Ok(Frame::data(piece))));
             }
             if self.finished {
                 return Poll::Ready(None);
@@ -104,7 +104,7 @@ impl http_body::Body for Body {
             let status = match self.responses.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(response))) => {
-                    self.pending.extend(response.pieces);
+                    self.current = Some((response.pieces.into_iter(), 0));
                     continue;
                 }
                 Poll::Ready(Some(Err(status))) => status,
@@ -116,6 +116,119 @@ impl http_body::Body for Body {
                 trailers.insert("grpc-status", http::HeaderValue::from_static("13"));
             }
             return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+    }
+}
+
+/// The requests of one stream, each assembled in a buffer of its own: a proxy's subscription
+/// list can be large, and a buffer kept across messages would stay that large for the life of
+/// the stream (tonic's decoder keeps one).
+struct Requests {
+    body: tonic::body::Body,
+    /// The 5-byte gRPC prefix of the message being read.
+    header: Vec<u8>,
+    message: Vec<u8>,
+    /// The length of the message being read, once its prefix is complete.
+    expected: Option<usize>,
+    /// What followed a finished message in the same frame.
+    pending_data: Option<Bytes>,
+    done: bool,
+}
+
+impl Requests {
+    /// Takes what it can of `data` into the message being read; returns a finished message.
+    fn take(&mut self, data: &mut Bytes) -> Result<Option<DiscoveryRequest>, Status> {
+        use bytes::Buf;
+        if self.expected.is_none() {
+            let want = (5 - self.header.len()).min(data.len());
+            self.header.extend_from_slice(&data.split_to(want));
+            if self.header.len() < 5 {
+                return Ok(None);
+            }
+            if self.header[0] != 0 {
+                return Err(Status::unimplemented("compressed xDS requests are not supported"));
+            }
+            let length = u32::from_be_bytes([
+                self.header[1],
+                self.header[2],
+                self.header[3],
+                self.header[4],
+            ]);
+            let length = usize::try_from(length).unwrap_or(usize::MAX);
+            if length > MAX_REQUEST {
+                return Err(Status::resource_exhausted(format!(
+                    "a request of {length} bytes; the most is {MAX_REQUEST}"
+                )));
+            }
+            self.expected = Some(length);
+            self.message = Vec::with_capacity(length);
+        }
+        let expected = self.expected.unwrap_or(0);
+        let want = (expected - self.message.len()).min(data.remaining());
+        self.message.extend_from_slice(&data.split_to(want));
+        if self.message.len() < expected {
+            return Ok(None);
+        }
+        self.header.clear();
+        self.expected = None;
+        let message = std::mem::take(&mut self.message);
+        <DiscoveryRequest as prost::Message>::decode(message.as_slice())
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("not a DiscoveryRequest: {e}")))
+    }
+}
+
+impl futures::Stream for Requests {
+    type Item = Result<DiscoveryRequest, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let mut data = match self.pending_data.take() {
+                Some(data) => data,
+                None => match self.next_data(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => continue,
+                    Poll::Ready(Some(Err(status))) => {
+                        self.done = true;
+                        return Poll::Ready(Some(Err(status)));
+                    }
+                    Poll::Ready(Some(Ok(data))) => data,
+                },
+            };
+            while !data.is_empty() {
+                match self.take(&mut data) {
+                    Ok(Some(request)) => {
+                        if !data.is_empty() {
+                            self.pending_data = Some(data);
+                        }
+                        return Poll::Ready(Some(Ok(request)));
+                    }
+                    Ok(None) => {}
+                    Err(status) => {
+                        self.done = true;
+                        return Poll::Ready(Some(Err(status)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Requests {
+    /// The next data frame of the body (`None` for a frame without data; `done` at the end).
+    fn next_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
+        use http_body::Body as _;
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(status))) => Poll::Ready(Some(Err(status))),
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(frame.into_data().ok().map(Ok)),
         }
     }
 }
@@ -168,20 +281,105 @@ impl tower::Service<http::Request<tonic::body::Body>> for AdsService {
         } else {
             Caller::Plaintext
         };
-        let decoder =
-            tonic_prost::ProstCodec::<DiscoveryRequest, DiscoveryRequest>::default().decoder();
-        let requests = tonic::codec::Streaming::new_request(
-            decoder,
-            request.into_body(),
-            None,
-            Some(MAX_REQUEST),
-        );
+        let requests = Requests {
+            body: request.into_body(),
+            header: Vec::with_capacity(5),
+            message: Vec::new(),
+            expected: None,
+            pending_data: None,
+            done: false,
+        };
         let responses = crate::xds::serve_sotw(&self.discovery, requests, caller);
-        let body = Body { responses, pending: VecDeque::new(), finished: false };
+        let body = Body { responses, current: None, finished: false };
         let response = http::Response::builder()
             .header("content-type", "application/grpc")
             .body(tonic::body::Body::new(body))
             .unwrap_or_else(|_| http::Response::new(tonic::body::Body::empty()));
         Box::pin(async move { Ok(response) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requests() -> Requests {
+        Requests {
+            body: tonic::body::Body::empty(),
+            header: Vec::new(),
+            message: Vec::new(),
+            expected: None,
+            pending_data: None,
+            done: false,
+        }
+    }
+
+    fn framed(request: &DiscoveryRequest) -> Vec<u8> {
+        let body = prost::Message::encode_to_vec(request);
+        let mut out = vec![0];
+        out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes());
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn requests_are_reassembled_across_frames_and_split_within_them() {
+        let first = DiscoveryRequest {
+            type_url: "a".into(),
+            resource_names: (0..2000).map(|i| format!("outbound|80||svc-{i}")).collect(),
+            ..DiscoveryRequest::default()
+        };
+        let second = DiscoveryRequest { type_url: "b".into(), ..DiscoveryRequest::default() };
+        let mut wire = framed(&first);
+        wire.extend(framed(&second));
+        let mut reader = requests();
+        let mut got = Vec::new();
+        // Frames of 7 bytes: prefixes and messages cut anywhere.
+        for chunk in wire.chunks(7) {
+            let mut data = Bytes::copy_from_slice(chunk);
+            while !data.is_empty() {
+                if let Some(request) = reader.take(&mut data).unwrap_or_else(|e| panic!("{e}")) {
+                    got.push(request);
+                }
+            }
+        }
+        assert_eq!(got, [first, second]);
+    }
+
+    #[test]
+    fn bad_requests_get_the_status_that_says_why() {
+        let code = |wire: &[u8]| {
+            let mut data = Bytes::copy_from_slice(wire);
+            let mut reader = requests();
+            loop {
+                match reader.take(&mut data) {
+                    Err(status) => return status.code(),
+                    Ok(_) if data.is_empty() => return tonic::Code::Ok,
+                    Ok(_) => {}
+                }
+            }
+        };
+        assert_eq!(code(&[1, 0, 0, 0, 1, 0]), tonic::Code::Unimplemented, "compressed");
+        assert_eq!(code(&[0, 0xff, 0xff, 0xff, 0xff]), tonic::Code::ResourceExhausted);
+        assert_eq!(code(&[0, 0, 0, 0, 2, 0xff, 0xff]), tonic::Code::InvalidArgument, "garbage");
+    }
+
+    #[test]
+    fn responses_decode_as_the_envoy_message() {
+        let resources: Vec<Any> = (0..3)
+            .map(|i| Any { type_url: format!("t{i}"), value: vec![i; usize::from(i) * 100] })
+            .collect();
+        let encoded: Vec<Bytes> = resources.iter().map(encode_resource).collect();
+        let response = Response::new("7", encoded.iter(), "type", "n-1");
+        let wire: Vec<u8> = response.pieces.concat();
+        assert_eq!(wire[0], 0);
+        let length = u32::from_be_bytes([wire[1], wire[2], wire[3], wire[4]]);
+        assert_eq!(usize::try_from(length).unwrap_or(0), wire.len() - 5);
+        let decoded: envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse =
+            prost::Message::decode(&wire[5..]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decoded.version_info, "7");
+        assert_eq!(decoded.type_url, "type");
+        assert_eq!(decoded.nonce, "n-1");
+        assert_eq!(decoded.resources, resources);
     }
 }

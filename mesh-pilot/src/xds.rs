@@ -2,7 +2,7 @@
 //! ACK/NACK bookkeeping, pushes in make-before-break order (CDS, EDS, LDS, RDS), and a per-proxy
 //! record of what was sent and acknowledged (`syncz`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -123,7 +123,17 @@ pub(crate) struct Translated {
     pub(crate) hashes: Vec<u64>,
     /// Each resource as a `DiscoveryResponse` entry, shared by every response that carries it.
     pub(crate) encoded: Vec<bytes::Bytes>,
+    /// [`name_hash`] of each resource's name.
+    name_hashes: Vec<u64>,
     index: HashMap<String, usize>,
+}
+
+/// A stable 64-bit hash of a resource name: what a state-of-the-world subscription keeps.
+fn name_hash(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Translated {
@@ -140,7 +150,8 @@ impl Translated {
             .collect();
         let index = resources.iter().enumerate().map(|(i, (name, _))| (name.clone(), i)).collect();
         let encoded = resources.iter().map(|(_, any)| crate::wire::encode_resource(any)).collect();
-        Self { resources, hashes, encoded, index }
+        let name_hashes = resources.iter().map(|(name, _)| name_hash(name)).collect();
+        Self { resources, hashes, encoded, name_hashes, index }
     }
 
     /// The hash of the resource of this name, if there is one.
@@ -216,7 +227,7 @@ impl Discovery {
         type_url: &str,
         snapshot: &Snapshot,
         proxy: &Proxy,
-        names: &BTreeSet<String>,
+        names: &[String],
     ) -> Option<Arc<Translated>> {
         let translated = self.resources(type_url, snapshot, proxy).await?;
         let on_demand: Vec<_> = names
@@ -419,7 +430,7 @@ impl Ads {
 /// Serves one state-of-the-world stream; its responses come out of the returned receiver.
 pub(crate) fn serve_sotw(
     discovery: &Arc<Discovery>,
-    requests: Streaming<DiscoveryRequest>,
+    requests: impl Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin + 'static,
     caller: Caller,
 ) -> mpsc::Receiver<Result<crate::wire::Response, Status>> {
     serve(discovery, requests, |id, discovery, tx| Stream_ {
@@ -477,7 +488,7 @@ pub(crate) trait Handler: Send + 'static {
 /// sync state dropped when it ends, a protocol error sent to the proxy as the final status.
 fn serve<H, T>(
     discovery: &Arc<Discovery>,
-    mut requests: Streaming<H::Request>,
+    mut requests: impl Stream<Item = Result<H::Request, Status>> + Send + Unpin + 'static,
     handler: impl FnOnce(u64, Arc<Discovery>, mpsc::Sender<Result<T, Status>>) -> H,
 ) -> mpsc::Receiver<Result<T, Status>>
 where
@@ -500,8 +511,10 @@ where
                         }
                     }
                     Some(Err(status)) => {
+                        // A request that does not decode, or the transport failing: the
+                        // status goes back (if anyone is listening) and the stream ends.
                         debug!(connection = id, "stream ended: {status}");
-                        break Ok(());
+                        break Err(status);
                     }
                     None => break Ok(()),
                 },
@@ -524,10 +537,40 @@ where
     rx
 }
 
+/// The names a state-of-the-world stream asked for, kept small: a proxy subscribed to
+/// thousands of endpoint assignments must not cost thousands of strings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Names {
+    /// No names, or `*`: everything.
+    wildcard: bool,
+    /// [`name_hash`] of each name, sorted.
+    hashes: Vec<u64>,
+    /// Names that may only exist when asked for (`host:port` API listeners), verbatim.
+    on_demand: Vec<String>,
+}
+
+impl Names {
+    fn of(type_url: &str, names: &[String]) -> Self {
+        let mut hashes: Vec<u64> = names.iter().map(|n| name_hash(n)).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let on_demand = if type_url == mesh_api::xds::LISTENER_TYPE {
+            names.iter().filter(|n| n.contains(':')).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        Self { wildcard: names.is_empty() || names.iter().any(|n| n == "*"), hashes, on_demand }
+    }
+
+    fn wants(&self, hash: u64) -> bool {
+        self.wildcard || self.hashes.binary_search(&hash).is_ok()
+    }
+}
+
 /// What one stream watches of one type.
 struct Watched {
-    /// Requested names; empty means all (wildcard) for LDS and CDS.
-    names: BTreeSet<String>,
+    /// Requested names.
+    names: Names,
     /// Fingerprint of the last resources sent, to skip pushes that change nothing.
     sent: Option<u64>,
     /// The translation last sent from (shared with the other streams it applies to), to send
@@ -590,7 +633,7 @@ impl Stream_ {
             debug!(connection = self.id, %type_url, "stale nonce {} ignored", request.response_nonce);
             return Ok(());
         }
-        let names: BTreeSet<String> = request.resource_names.iter().cloned().collect();
+        let names = Names::of(&type_url, &request.resource_names);
         let first = !self.watched.contains_key(&type_url);
         let names_changed = self.watched.get(&type_url).is_some_and(|w| w.names != names);
         if !request.response_nonce.is_empty() {
@@ -606,7 +649,7 @@ impl Stream_ {
         }
         if first || names_changed || request.response_nonce.is_empty() {
             let watched = self.watched.entry(type_url.clone()).or_insert(Watched {
-                names: BTreeSet::new(),
+                names: Names::default(),
                 sent: None,
                 last: None,
             });
@@ -637,14 +680,15 @@ impl Stream_ {
         let Some(proxy) = &self.proxy else { return Ok(()) };
         let snapshot = self.discovery.snapshots.borrow().clone();
         let Some(watched) = self.watched.get_mut(type_url) else { return Ok(()) };
-        let Some(translated) =
-            self.discovery.resources_named(type_url, &snapshot, proxy, &watched.names).await
+        let Some(translated) = self
+            .discovery
+            .resources_named(type_url, &snapshot, proxy, &watched.names.on_demand)
+            .await
         else {
             return Ok(());
         };
-        let wildcard = watched.names.is_empty() || watched.names.contains("*");
         let selected: Vec<usize> = (0..translated.resources.len())
-            .filter(|i| wildcard || watched.names.contains(&translated.resources[*i].0))
+            .filter(|i| watched.names.wants(translated.name_hashes[*i]))
             .collect();
         // A hash of hashes: a thousand streams must not each keep their last response.
         let fingerprint = {
