@@ -73,12 +73,31 @@ impl Response {
     }
 }
 
+/// Size of the data frames a response is written in.
+const CHUNK: usize = 64 * 1024;
+
+/// The next data frame of a response: a large piece as it is, small ones copied together up to
+/// [`CHUNK`]. HTTP/2 keeps a queue slot per data frame, and the queue keeps its size; a slot per
+/// resource would leave every connection with thousands of them.
+fn next_chunk(pieces: &mut std::iter::Peekable<std::vec::IntoIter<Bytes>>) -> Option<Bytes> {
+    let first = pieces.next()?;
+    if first.len() >= CHUNK || pieces.peek().is_none() {
+        return Some(first);
+    }
+    let mut chunk = BytesMut::with_capacity(CHUNK);
+    chunk.extend_from_slice(&first);
+    while let Some(next) = pieces.next_if(|next| chunk.len() + next.len() <= CHUNK) {
+        chunk.extend_from_slice(&next);
+    }
+    Some(chunk.freeze())
+}
+
 /// The response body of one stream: the pieces of each response as they come, then the gRPC
 /// status as trailers. Holds nothing between responses.
 struct Body {
     responses: mpsc::Receiver<Result<Response, Status>>,
-    /// The response being written, and how many of its pieces are out.
-    current: Option<(std::vec::IntoIter<Bytes>, usize)>,
+    /// The pieces of the response being written.
+    current: Option<std::iter::Peekable<std::vec::IntoIter<Bytes>>>,
     finished: bool,
 }
 
@@ -91,10 +110,9 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         loop {
-            if let Some((pieces, _)) = self.current.as_mut() {
-                match pieces.next() {
-                    Some(piece) if piece.is_empty() => continue,
-                    Some(piece) => return Poll::Ready(Some(Ok(Frame::data(piece)))),
+            if let Some(pieces) = self.current.as_mut() {
+                match next_chunk(pieces) {
+                    Some(chunk) => return Poll::Ready(Some(Ok(Frame::data(chunk)))),
                     None => self.current = None,
                 }
             }
@@ -104,7 +122,7 @@ impl http_body::Body for Body {
             let status = match self.responses.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(response))) => {
-                    self.current = Some((response.pieces.into_iter(), 0));
+                    self.current = Some(response.pieces.into_iter().peekable());
                     continue;
                 }
                 Poll::Ready(Some(Err(status))) => status,

@@ -80,6 +80,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// when an EDS response carries `needle`.
 async fn proxy(
     id: usize,
+    services: usize,
     address: String,
     needle: &'static [u8],
     synced: mpsc::Sender<()>,
@@ -116,14 +117,17 @@ async fn proxy(
         if response.type_url == CLUSTER_TYPE {
             tx.send(ack(Vec::new())).await?;
             if eds_names.is_empty() {
-                eds_names = response
-                    .resources
-                    .iter()
-                    .filter_map(|any| {
-                        let cluster = <envoy_types::pb::envoy::config::cluster::v3::Cluster as prost::Message>::decode(any.value.as_slice()).ok()?;
-                        cluster.eds_cluster_config.map(|_| cluster.name)
-                    })
+                // The clusters' names are known from the mesh written: decoding thousands of
+                // clusters in thousands of simulated proxies would measure the load generator.
+                eds_names = (0..services)
+                    .map(|i| format!("outbound|8080||svc-{i}.load.svc.cluster.local"))
                     .collect();
+                if response.resources.len() < services {
+                    bail!(
+                        "stream {id}: {} clusters for {services} services",
+                        response.resources.len()
+                    );
+                }
                 tx.send(DiscoveryRequest {
                     type_url: ENDPOINT_TYPE.into(),
                     resource_names: eds_names.clone(),
@@ -208,7 +212,7 @@ async fn run(
         let (synced, got) = (synced_tx.clone(), got_tx.clone());
         let address = format!("http://127.0.0.1:{xds}");
         tokio::spawn(async move {
-            if let Err(err) = proxy(id, address, b"10.201.0.1", synced, got).await {
+            if let Err(err) = proxy(id, services, address, b"10.201.0.1", synced, got).await {
                 eprintln!("client {id}: {err:#}");
             }
         });
