@@ -160,6 +160,10 @@ impl DeltaStream {
     async fn push(&mut self, type_url: &str) -> Result<(), Status> {
         let Some(proxy) = &self.proxy else { return Ok(()) };
         let snapshot = self.discovery.snapshots.borrow().clone();
+        if snapshot.version == 0 {
+            // Nothing read yet (see the state-of-the-world stream).
+            return Ok(());
+        }
         let Some(subscription) = self.subscriptions.get_mut(type_url) else { return Ok(()) };
         let asked: Vec<String> = if type_url == mesh_api::xds::LISTENER_TYPE {
             subscription.names.iter().cloned().collect()

@@ -158,6 +158,17 @@ impl Translated {
     pub(crate) fn hash_of(&self, name: &str) -> Option<u64> {
         self.index.get(name).map(|i| self.hashes[*i])
     }
+
+    /// The hash this translation has for the resource at `i` of `other`: found at the same
+    /// position when the names line up (the usual case between two snapshots), else by name.
+    fn hash_like(&self, other: &Translated, i: usize) -> Option<u64> {
+        if self.name_hashes.get(i) == other.name_hashes.get(i)
+            && self.resources.get(i).map(|r| &r.0) == other.resources.get(i).map(|r| &r.0)
+        {
+            return self.hashes.get(i).copied();
+        }
+        self.hash_of(&other.resources[i].0)
+    }
 }
 
 /// What a translation depends on besides the snapshot.
@@ -679,6 +690,11 @@ impl Stream_ {
     async fn push(&mut self, type_url: &str, force: bool) -> Result<(), Status> {
         let Some(proxy) = &self.proxy else { return Ok(()) };
         let snapshot = self.discovery.snapshots.borrow().clone();
+        if snapshot.version == 0 {
+            // Nothing read yet: an empty answer would make a reconnecting proxy drop the
+            // config it runs on. The first snapshot answers every waiting request.
+            return Ok(());
+        }
         let Some(watched) = self.watched.get_mut(type_url) else { return Ok(()) };
         let Some(translated) = self
             .discovery
@@ -712,9 +728,9 @@ impl Stream_ {
         let nonce = format!("{}-{}", self.id, self.nonce);
         let version = snapshot.version.to_string();
         let changed = selected.into_iter().filter(|i| {
-            previous.as_ref().is_none_or(|p| {
-                p.hash_of(&translated.resources[*i].0) != Some(translated.hashes[*i])
-            })
+            previous
+                .as_ref()
+                .is_none_or(|p| p.hash_like(&translated, *i) != Some(translated.hashes[*i]))
         });
         let response = crate::wire::Response::new(
             &version,

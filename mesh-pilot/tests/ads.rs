@@ -374,3 +374,17 @@ async fn an_endpoint_change_sends_only_the_changed_assignments_and_a_reconnect_g
     assert_eq!(status.len(), 1, "{status:?}");
     assert_eq!(status[0].types[ENDPOINT_TYPE].state(), "SYNCED");
 }
+
+#[tokio::test]
+async fn nothing_is_served_before_the_first_snapshot() {
+    // A pilot that has read nothing yet must not tell a reconnecting proxy "no clusters":
+    // the proxy would drop the config its traffic runs on.
+    let (_discovery, tx, address) = start(Snapshot::default()).await;
+    let mut client = connect(&address).await;
+    client.send(request(CLUSTER_TYPE, &[], "", "")).await;
+    client.nothing_within(Duration::from_millis(300)).await;
+    tx.send(Arc::new(mesh())).unwrap();
+    let cds = client.next().await;
+    assert_eq!((cds.type_url.as_str(), cds.version_info.as_str()), (CLUSTER_TYPE, "1"));
+    assert_eq!(cds.resources.len(), 7);
+}
