@@ -138,6 +138,89 @@ impl http_body::Body for Body {
     }
 }
 
+/// A state-of-the-world request whose resource names stay in the bytes they came in: every
+/// ACK repeats the whole subscription (thousands of names), and it usually has not changed, so
+/// it is fingerprinted, not decoded.
+pub(crate) struct SotwRequest {
+    /// Everything but `resource_names` (left empty).
+    pub(crate) request: DiscoveryRequest,
+    /// The names, undecoded.
+    pub(crate) names: RawNames,
+}
+
+/// The `resource_names` of a request, as ranges of its bytes.
+pub(crate) struct RawNames {
+    message: Vec<u8>,
+    ranges: Vec<(usize, usize)>,
+    /// A hash of the names in order: equal for the same subscription sent again.
+    pub(crate) fingerprint: u64,
+}
+
+impl RawNames {
+    /// How many names.
+    pub(crate) fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// The names (any that is not UTF-8 cannot name a resource and is left out).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
+        self.ranges
+            .iter()
+            .filter_map(|(start, end)| std::str::from_utf8(&self.message[*start..*end]).ok())
+    }
+}
+
+impl SotwRequest {
+    fn decode(message: Vec<u8>) -> Result<Self, Status> {
+        use std::hash::Hasher;
+        let bad = |why: &str| Status::invalid_argument(format!("not a DiscoveryRequest: {why}"));
+        // One pass over the fields: names are noted, the rest is copied for prost.
+        let mut ranges = Vec::new();
+        let mut rest = Vec::with_capacity(256);
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let mut at = 0;
+        while at < message.len() {
+            let start = at;
+            let mut buf = &message[at..];
+            let key = prost::encoding::decode_varint(&mut buf).map_err(|e| bad(&e.to_string()))?;
+            let mut end = message.len() - buf.len();
+            match key & 7 {
+                0 => {
+                    prost::encoding::decode_varint(&mut buf).map_err(|e| bad(&e.to_string()))?;
+                    end = message.len() - buf.len();
+                }
+                1 => end += 8,
+                5 => end += 4,
+                2 => {
+                    let length = prost::encoding::decode_varint(&mut buf)
+                        .map_err(|e| bad(&e.to_string()))?;
+                    let payload = message.len() - buf.len();
+                    end = usize::try_from(length)
+                        .ok()
+                        .and_then(|l| payload.checked_add(l))
+                        .ok_or_else(|| bad("a field longer than the message"))?;
+                    if key >> 3 == 3 && end <= message.len() {
+                        hasher.write(&message[payload..end]);
+                        hasher.write_u8(0xff);
+                        ranges.push((payload, end));
+                        at = end;
+                        continue;
+                    }
+                }
+                _ => return Err(bad("groups are not used by xDS")),
+            }
+            if end > message.len() {
+                return Err(bad("a field longer than the message"));
+            }
+            rest.extend_from_slice(&message[start..end]);
+            at = end;
+        }
+        let request = <DiscoveryRequest as prost::Message>::decode(rest.as_slice())
+            .map_err(|e| bad(&e.to_string()))?;
+        Ok(Self { request, names: RawNames { message, ranges, fingerprint: hasher.finish() } })
+    }
+}
+
 /// The requests of one stream, each assembled in a buffer of its own: a proxy's subscription
 /// list can be large, and a buffer kept across messages would stay that large for the life of
 /// the stream (tonic's decoder keeps one).
@@ -155,7 +238,7 @@ struct Requests {
 
 impl Requests {
     /// Takes what it can of `data` into the message being read; returns a finished message.
-    fn take(&mut self, data: &mut Bytes) -> Result<Option<DiscoveryRequest>, Status> {
+    fn take(&mut self, data: &mut Bytes) -> Result<Option<SotwRequest>, Status> {
         use bytes::Buf;
         if self.expected.is_none() {
             let want = (5 - self.header.len()).min(data.len());
@@ -189,15 +272,12 @@ impl Requests {
         }
         self.header.clear();
         self.expected = None;
-        let message = std::mem::take(&mut self.message);
-        <DiscoveryRequest as prost::Message>::decode(message.as_slice())
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(format!("not a DiscoveryRequest: {e}")))
+        SotwRequest::decode(std::mem::take(&mut self.message)).map(Some)
     }
 }
 
 impl futures::Stream for Requests {
-    type Item = Result<DiscoveryRequest, Status>;
+    type Item = Result<SotwRequest, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
@@ -357,11 +437,33 @@ mod tests {
             let mut data = Bytes::copy_from_slice(chunk);
             while !data.is_empty() {
                 if let Some(request) = reader.take(&mut data).unwrap_or_else(|e| panic!("{e}")) {
-                    got.push(request);
+                    let names: Vec<String> = request.names.iter().map(str::to_owned).collect();
+                    got.push(DiscoveryRequest { resource_names: names, ..request.request });
                 }
             }
         }
         assert_eq!(got, [first, second]);
+    }
+
+    #[test]
+    fn the_same_names_give_the_same_fingerprint_and_others_another() {
+        let decode = |names: &[&str]| {
+            let request = DiscoveryRequest {
+                type_url: "t".into(),
+                response_nonce: "n".into(),
+                resource_names: names.iter().map(|n| (*n).to_owned()).collect(),
+                ..DiscoveryRequest::default()
+            };
+            SotwRequest::decode(prost::Message::encode_to_vec(&request))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let a = decode(&["x", "y"]);
+        assert_eq!((a.request.type_url.as_str(), a.request.response_nonce.as_str()), ("t", "n"));
+        assert!(a.request.resource_names.is_empty(), "names are not decoded");
+        assert_eq!(a.names.fingerprint, decode(&["x", "y"]).names.fingerprint);
+        assert_ne!(a.names.fingerprint, decode(&["x", "z"]).names.fingerprint);
+        assert_ne!(a.names.fingerprint, decode(&["xy"]).names.fingerprint);
+        assert_ne!(a.names.fingerprint, decode(&[]).names.fingerprint);
     }
 
     #[test]

@@ -162,9 +162,8 @@ impl Translated {
     /// The hash this translation has for the resource at `i` of `other`: found at the same
     /// position when the names line up (the usual case between two snapshots), else by name.
     fn hash_like(&self, other: &Translated, i: usize) -> Option<u64> {
-        if self.name_hashes.get(i) == other.name_hashes.get(i)
-            && self.resources.get(i).map(|r| &r.0) == other.resources.get(i).map(|r| &r.0)
-        {
+        // Equal 64-bit name hashes at the same position are taken as the same name.
+        if self.name_hashes.get(i) == other.name_hashes.get(i) {
             return self.hashes.get(i).copied();
         }
         self.hash_of(&other.resources[i].0)
@@ -441,7 +440,7 @@ impl Ads {
 /// Serves one state-of-the-world stream; its responses come out of the returned receiver.
 pub(crate) fn serve_sotw(
     discovery: &Arc<Discovery>,
-    requests: impl Stream<Item = Result<DiscoveryRequest, Status>> + Send + Unpin + 'static,
+    requests: impl Stream<Item = Result<crate::wire::SotwRequest, Status>> + Send + Unpin + 'static,
     caller: Caller,
 ) -> mpsc::Receiver<Result<crate::wire::Response, Status>> {
     serve(discovery, requests, |id, discovery, tx| Stream_ {
@@ -561,16 +560,16 @@ struct Names {
 }
 
 impl Names {
-    fn of(type_url: &str, names: &[String]) -> Self {
-        let mut hashes: Vec<u64> = names.iter().map(|n| name_hash(n)).collect();
+    fn of(type_url: &str, names: &crate::wire::RawNames) -> Self {
+        let mut hashes: Vec<u64> = names.iter().map(name_hash).collect();
         hashes.sort_unstable();
         hashes.dedup();
         let on_demand = if type_url == mesh_api::xds::LISTENER_TYPE {
-            names.iter().filter(|n| n.contains(':')).cloned().collect()
+            names.iter().filter(|n| n.contains(':')).map(str::to_owned).collect()
         } else {
             Vec::new()
         };
-        Self { wildcard: names.is_empty() || names.iter().any(|n| n == "*"), hashes, on_demand }
+        Self { wildcard: names.len() == 0 || names.iter().any(|n| n == "*"), hashes, on_demand }
     }
 
     fn wants(&self, hash: u64) -> bool {
@@ -582,6 +581,8 @@ impl Names {
 struct Watched {
     /// Requested names.
     names: Names,
+    /// The fingerprint of the names as last sent by the proxy ([`crate::wire::RawNames`]).
+    raw: u64,
     /// Fingerprint of the last resources sent, to skip pushes that change nothing.
     sent: Option<u64>,
     /// The translation last sent from (shared with the other streams it applies to), to send
@@ -600,9 +601,9 @@ struct Stream_ {
 }
 
 impl Handler for Stream_ {
-    type Request = DiscoveryRequest;
+    type Request = crate::wire::SotwRequest;
 
-    async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
+    async fn on_request(&mut self, request: crate::wire::SotwRequest) -> Result<(), Status> {
         self.handle(request).await
     }
 
@@ -612,7 +613,8 @@ impl Handler for Stream_ {
 }
 
 impl Stream_ {
-    async fn handle(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
+    async fn handle(&mut self, sotw: crate::wire::SotwRequest) -> Result<(), Status> {
+        let crate::wire::SotwRequest { request, names: raw } = sotw;
         if self.proxy.is_none() {
             self.proxy =
                 Some(self.discovery.connect(self.id, request.node.as_ref(), &self.caller).await?);
@@ -624,7 +626,7 @@ impl Stream_ {
             debug!(connection = self.id, %type_url, "request for a type this pilot does not serve");
             return Ok(());
         }
-        if request.resource_names.len() > MAX_NAMES {
+        if raw.len() > MAX_NAMES {
             return Err(Status::resource_exhausted(format!(
                 "more than {MAX_NAMES} resource names in one request"
             )));
@@ -644,9 +646,15 @@ impl Stream_ {
             debug!(connection = self.id, %type_url, "stale nonce {} ignored", request.response_nonce);
             return Ok(());
         }
-        let names = Names::of(&type_url, &request.resource_names);
-        let first = !self.watched.contains_key(&type_url);
-        let names_changed = self.watched.get(&type_url).is_some_and(|w| w.names != names);
+        // The same names as last time (the usual ACK) cost a fingerprint compare, not a decode.
+        let current = self.watched.get(&type_url);
+        let first = current.is_none();
+        let new_names = match current {
+            Some(w) if w.raw == raw.fingerprint => None,
+            Some(w) => Some(Names::of(&type_url, &raw)).filter(|n| *n != w.names),
+            None => Some(Names::of(&type_url, &raw)),
+        };
+        let names_changed = !first && new_names.is_some();
         if !request.response_nonce.is_empty() {
             // An ACK of what was sent.
             let version = request.version_info.clone();
@@ -661,13 +669,20 @@ impl Stream_ {
         if first || names_changed || request.response_nonce.is_empty() {
             let watched = self.watched.entry(type_url.clone()).or_insert(Watched {
                 names: Names::default(),
+                raw: 0,
                 sent: None,
                 last: None,
             });
-            watched.names = names;
+            if let Some(names) = new_names {
+                watched.names = names;
+            }
+            watched.raw = raw.fingerprint;
             watched.sent = None;
             watched.last = None;
             self.push(&type_url, true).await?;
+        } else if let Some(watched) = self.watched.get_mut(&type_url) {
+            // The same names in another order: remembered, so the next ACK is cheap again.
+            watched.raw = raw.fingerprint;
         }
         Ok(())
     }
