@@ -53,7 +53,8 @@ impl Default for Metrics {
         let pushes = Family::<TypeLabel, Counter>::default();
         let rejects = Family::<TypeLabel, Counter>::default();
         let connected = Gauge::default();
-        let convergence = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        let convergence =
+            Histogram::new([0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0]);
         let config_rejected = Gauge::default();
         let identity_refused = Counter::default();
         let certificate = mesh_ca::client::ClientMetrics::register(&mut registry);

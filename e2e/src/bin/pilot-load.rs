@@ -181,17 +181,46 @@ async fn main() -> anyhow::Result<()> {
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("cannot start {}", pilot.display()))?;
-    let result = run(&args.clients, args.services, xds, &file, child.id()).await;
+    let result = run(&args.clients, args.services, xds, monitoring, &file, child.id()).await;
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
+/// The pilot's `pilot_proxy_convergence_time` buckets: (upper bound in seconds, count).
+async fn convergence_buckets(monitoring: u16) -> anyhow::Result<Vec<(f64, u64)>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", monitoring)).await?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("pilot_proxy_convergence_time_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, count) = l.split_once("\"} ")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+/// The bucket bound under which a share `p` of the pushes between two scrapes fell.
+fn bucket_percentile(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> f64 {
+    let deltas: Vec<(f64, u64)> = after
+        .iter()
+        .map(|(le, n)| (*le, n - before.iter().find(|b| b.0 == *le).map_or(0, |b| b.1)))
+        .collect();
+    let total = deltas.last().map_or(0, |d| d.1);
+    deltas.iter().find(|(_, n)| *n as f64 >= p * total as f64).map_or(f64::INFINITY, |d| d.0)
+}
+
 async fn run(
     clients: &usize,
     services: usize,
     xds: u16,
+    monitoring: u16,
     file: &std::path::Path,
     pid: u32,
 ) -> anyhow::Result<()> {
@@ -225,6 +254,7 @@ async fn run(
     let connect_time = connect_started.elapsed();
     let (rss_synced, _) = memory_kib(pid);
 
+    let before = convergence_buckets(monitoring).await?;
     let changed_at = Instant::now();
     std::fs::write(file, config(services, true))?;
     let mut delays = Vec::with_capacity(clients);
@@ -235,6 +265,7 @@ async fn run(
         delays.push(at.context("a client stopped")?.duration_since(changed_at));
     }
     delays.sort();
+    let after = convergence_buckets(monitoring).await?;
     let (rss, hwm) = memory_kib(pid);
     println!(
         "pilot-load: {clients} proxies x {services} services (every proxy subscribes to every cluster)"
@@ -245,6 +276,11 @@ async fn run(
         percentile(&delays, 0.5).as_secs_f64() * 1000.0,
         percentile(&delays, 0.99).as_secs_f64() * 1000.0,
         delays.last().copied().unwrap_or_default().as_secs_f64() * 1000.0
+    );
+    println!(
+        "  of which the pilot's push, from the new snapshot to each proxy (its convergence histogram): p50 <= {} s, p99 <= {} s",
+        bucket_percentile(&before, &after, 0.5),
+        bucket_percentile(&before, &after, 0.99)
     );
     println!(
         "  pilot memory: {} MiB after sync, {} MiB now, peak {} MiB",
