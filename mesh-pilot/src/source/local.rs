@@ -2,13 +2,15 @@
 //! clusterIP, WorkloadEntries selected by the Services' selectors, ServiceEntries, and the
 //! routing kinds), read again when anything in it changes. A local mesh needs no cluster.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Service as KubeService;
 use mesh_api::Resource;
+use std::sync::Arc;
+
 use mesh_api::load::{self, Loaded};
 use mesh_api::networking::{Location, Resolution, ServiceEntry, WorkloadEntry, WorkloadEntrySpec};
 
@@ -53,16 +55,10 @@ impl Reader {
 }
 
 /// Builds the model from valid objects.
-pub fn build(objects: &[Loaded]) -> (Snapshot, Vec<Rejected>) {
+pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
     let mut snapshot = Snapshot::default();
     let mut rejected = Vec::new();
-    let workloads: Vec<&WorkloadEntry> = objects
-        .iter()
-        .filter_map(|o| match &o.resource {
-            Resource::WorkloadEntry(we) => Some(we),
-            _ => None,
-        })
-        .collect();
+    let workloads = Workloads::index(objects);
     for loaded in objects {
         match &loaded.resource {
             Resource::Service(svc) => match kube_service(svc, &snapshot.domain) {
@@ -70,11 +66,7 @@ pub fn build(objects: &[Loaded]) -> (Snapshot, Vec<Rejected>) {
                     let selector =
                         svc.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
                     let namespace = service.namespace.clone();
-                    let selected = workloads.iter().filter(|we| {
-                        we.metadata.namespace.as_deref().unwrap_or("default") == namespace
-                            && !selector.is_empty()
-                            && selector.iter().all(|(k, v)| we.spec.labels.get(k) == Some(v))
-                    });
+                    let selected = workloads.select(&namespace, selector.iter());
                     add_endpoints(
                         &mut snapshot,
                         &service,
@@ -96,14 +88,7 @@ pub fn build(objects: &[Loaded]) -> (Snapshot, Vec<Rejected>) {
                         .workload_selector
                     {
                         Some(selector) => workloads
-                            .iter()
-                            .filter(|we| {
-                                we.metadata.namespace.as_deref().unwrap_or("default") == namespace
-                                    && selector
-                                        .labels
-                                        .iter()
-                                        .all(|(k, v)| we.spec.labels.get(k) == Some(v))
-                            })
+                            .select(&namespace, selector.labels.iter())
                             .map(|we| (&we.spec, namespace.as_str()))
                             .collect(),
                         None => se.spec.endpoints.iter().map(|e| (e, namespace.as_str())).collect(),
@@ -121,6 +106,45 @@ pub fn build(objects: &[Loaded]) -> (Snapshot, Vec<Rejected>) {
         }
     }
     (snapshot, rejected)
+}
+
+/// WorkloadEntries by namespace and label, so that selecting a service's workloads does not
+/// look at every workload of the mesh (thousands of services times thousands of workloads).
+struct Workloads<'a> {
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<&'a WorkloadEntry>>,
+}
+
+impl<'a> Workloads<'a> {
+    fn index(objects: &'a [Arc<Loaded>]) -> Self {
+        let mut by_label: HashMap<_, Vec<&WorkloadEntry>> = HashMap::new();
+        for loaded in objects {
+            if let Resource::WorkloadEntry(we) = &loaded.resource {
+                let namespace = we.metadata.namespace.as_deref().unwrap_or("default");
+                for (key, value) in &we.spec.labels {
+                    by_label.entry((namespace, key.as_str(), value.as_str())).or_default().push(we);
+                }
+            }
+        }
+        Self { by_label }
+    }
+
+    /// The workloads of `namespace` with every label of `selector` (none for an empty one).
+    fn select<'s>(
+        &'s self,
+        namespace: &'s str,
+        selector: impl Iterator<Item = (&'s String, &'s String)> + Clone + 's,
+    ) -> impl Iterator<Item = &'a WorkloadEntry> + 's {
+        let candidates = selector
+            .clone()
+            .next()
+            .and_then(|(k, v)| self.by_label.get(&(namespace, k.as_str(), v.as_str())))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        candidates
+            .iter()
+            .copied()
+            .filter(move |we| selector.clone().all(|(k, v)| we.spec.labels.get(k) == Some(v)))
+    }
 }
 
 fn kube_service(svc: &KubeService, domain: &str) -> Result<Service, String> {

@@ -4,6 +4,7 @@
 //! in force when it turns invalid ([`Admission`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use mesh_api::ObjectRef;
 use mesh_api::load::Loaded;
@@ -32,7 +33,7 @@ impl std::fmt::Display for Rejected {
 /// as a user expects from `kubectl apply` being refused: a typo must not take a route away.
 #[derive(Default)]
 pub struct Admission {
-    last_valid: HashMap<ObjectRef, Loaded>,
+    last_valid: HashMap<ObjectRef, Arc<Loaded>>,
 }
 
 impl Admission {
@@ -44,16 +45,16 @@ impl Admission {
         &mut self,
         objects: Vec<Loaded>,
         broken_files: &HashSet<&str>,
-    ) -> (Vec<Loaded>, Vec<Rejected>) {
+    ) -> (Vec<Arc<Loaded>>, Vec<Rejected>) {
         let mut rejected = Vec::new();
-        let mut current: HashMap<ObjectRef, Loaded> = HashMap::new();
+        let mut current: HashMap<ObjectRef, Arc<Loaded>> = HashMap::new();
         let mut seen = HashSet::new();
         for loaded in objects {
             let key = loaded.resource.object_ref();
             seen.insert(key.clone());
             let errors = mesh_api::validate::resource(&loaded.resource);
             if errors.is_empty() {
-                current.insert(key, loaded);
+                current.insert(key, Arc::new(loaded));
                 continue;
             }
             let kept = self.last_valid.get(&key).cloned();
@@ -73,7 +74,8 @@ impl Admission {
             }
         }
         self.last_valid = current;
-        let mut objects: Vec<Loaded> = self.last_valid.values().cloned().collect();
+        // Shared, not copied: thousands of objects are read again on every change.
+        let mut objects: Vec<Arc<Loaded>> = self.last_valid.values().cloned().collect();
         objects.sort_by(|a, b| {
             (&a.origin.file, a.origin.document).cmp(&(&b.origin.file, b.origin.document))
         });
