@@ -2,4 +2,10 @@
 //! configuration from mesh-pilot, and carries all of the app's TCP and HTTP traffic with mTLS
 //! between sidecars.
 //!
-//! No panics on the data path. It arrives with issues 6 and 7; until then it holds no code.
+//! Built so far: its settings ([`settings`]) and its xDS client, which keeps the configuration
+//! the pilot sends (accepting only what the proxy implements, naming what it refuses) and keeps
+//! the last good one while the pilot is away ([`xds`]). The data path arrives next (issue 6).
+//! It may use `mesh-api` and the client side of `mesh-ca`; no panics on the data path.
+
+pub mod settings;
+pub mod xds;

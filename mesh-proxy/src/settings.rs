@@ -1,0 +1,218 @@
+//! The proxy's settings: flags, each also an environment variable (the injector sets them from
+//! the pod's downward API), checked together, with errors that name the flag and the variable.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use mesh_api::identity::SpiffeId;
+use mesh_api::xds::{NodeId, ProxyType, metadata};
+
+/// Command-line flags (and environment variables) of `mesh-proxy`.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "mesh-proxy", version, about = "The mesh's sidecar proxy")]
+pub struct Flags {
+    /// `host:port` of the pilot's xDS server.
+    #[arg(long, env = "MESH_PILOT_ADDRESS", default_value = "mesh-pilot.mesh-system.svc:15012")]
+    pub pilot_address: String,
+    /// `host:port` of mesh-ca.
+    #[arg(long, env = "MESH_CA_ADDRESS", default_value = "mesh-ca.mesh-system.svc:8060")]
+    pub ca_address: String,
+    /// The workload's token for the CA.
+    #[arg(long, env = "MESH_TOKEN_PATH", default_value = "/var/run/secrets/tokens/mesh-token")]
+    pub token_path: PathBuf,
+    /// The pod's name.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The pod's namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+    /// The pod's service account.
+    #[arg(long, env = "SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
+    /// The pod's IP address.
+    #[arg(long, env = "INSTANCE_IP")]
+    pub pod_ip: Option<String>,
+    /// The pod's labels, in the downward API's format (`key="value"` per line).
+    #[arg(long, env = "MESH_LABELS_FILE", default_value = "/etc/mesh/pod/labels")]
+    pub labels_file: PathBuf,
+    /// Trust domain of workload identities.
+    #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = mesh_api::identity::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+    /// The cluster the pod runs in.
+    #[arg(long, env = "MESH_CLUSTER_ID", default_value = "Kubernetes")]
+    pub cluster_id: String,
+    /// The cluster DNS domain.
+    #[arg(long, env = "MESH_DNS_DOMAIN", default_value = "cluster.local")]
+    pub dns_domain: String,
+}
+
+/// What is wrong with the settings, naming the flag and its environment variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    /// A required setting has no value.
+    #[error("{flag} (or {env}) is required: {why}")]
+    Missing {
+        /// The flag.
+        flag: &'static str,
+        /// Its environment variable.
+        env: &'static str,
+        /// What it is for.
+        why: &'static str,
+    },
+    /// A setting has a value that cannot be used.
+    #[error("{flag} {value:?}: {why}")]
+    Invalid {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it cannot be used.
+        why: String,
+    },
+}
+
+/// The proxy's checked settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// `host:port` of the pilot.
+    pub pilot_address: String,
+    /// `host:port` of the CA.
+    pub ca_address: String,
+    /// The token file.
+    pub token_path: PathBuf,
+    /// The workload's identity.
+    pub identity: SpiffeId,
+    /// The node id the pilot knows the proxy by.
+    pub node_id: NodeId,
+    /// The pod's labels.
+    pub labels: BTreeMap<String, String>,
+    /// The cluster the pod runs in.
+    pub cluster_id: String,
+}
+
+fn required(
+    value: &Option<String>,
+    flag: &'static str,
+    env: &'static str,
+    why: &'static str,
+) -> Result<String, SettingsError> {
+    value.clone().filter(|v| !v.trim().is_empty()).ok_or(SettingsError::Missing { flag, env, why })
+}
+
+/// Reads labels in the downward API's format: `key="value"` per line, values quoted and
+/// escaped as Go strings. A missing file means no labels (the pod may have none).
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (key, value) =
+            line.split_once('=').ok_or_else(|| format!("line {}: no '=' in {line:?}", n + 1))?;
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .ok_or_else(|| format!("line {}: the value of {key:?} is not quoted", n + 1))?;
+        labels.insert(key.to_owned(), value.replace("\\\"", "\"").replace("\\\\", "\\"));
+    }
+    Ok(labels)
+}
+
+impl Settings {
+    /// Checks the flags; every problem is reported with the flag and variable to fix.
+    pub fn from_flags(flags: &Flags) -> Result<Self, SettingsError> {
+        let pod =
+            required(&flags.pod_name, "--pod-name", "POD_NAME", "it names the proxy to the pilot")?;
+        let namespace = required(
+            &flags.pod_namespace,
+            "--pod-namespace",
+            "POD_NAMESPACE",
+            "the identity and the config the proxy gets depend on it",
+        )?;
+        let service_account = required(
+            &flags.service_account,
+            "--service-account",
+            "SERVICE_ACCOUNT",
+            "the workload certificate is issued for it",
+        )?;
+        let ip_text = required(
+            &flags.pod_ip,
+            "--pod-ip",
+            "INSTANCE_IP",
+            "the pilot finds the proxy's own endpoints by it",
+        )?;
+        let ip: IpAddr = ip_text.parse().map_err(|e| SettingsError::Invalid {
+            flag: "--pod-ip",
+            value: ip_text.clone(),
+            why: format!("not an IP address ({e})"),
+        })?;
+        let identity =
+            SpiffeId::new(&flags.trust_domain, &namespace, &service_account).map_err(|e| {
+                SettingsError::Invalid {
+                    flag: "--trust-domain/--pod-namespace/--service-account",
+                    value: format!("{}/{namespace}/{service_account}", flags.trust_domain),
+                    why: e.to_string(),
+                }
+            })?;
+        let labels = match std::fs::read_to_string(&flags.labels_file) {
+            Ok(text) => parse_labels(&text).map_err(|why| SettingsError::Invalid {
+                flag: "--labels-file",
+                value: flags.labels_file.display().to_string(),
+                why,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                return Err(SettingsError::Invalid {
+                    flag: "--labels-file",
+                    value: flags.labels_file.display().to_string(),
+                    why: e.to_string(),
+                });
+            }
+        };
+        Ok(Self {
+            pilot_address: flags.pilot_address.clone(),
+            ca_address: flags.ca_address.clone(),
+            token_path: flags.token_path.clone(),
+            node_id: NodeId {
+                proxy_type: ProxyType::Sidecar,
+                ip,
+                pod: pod.clone(),
+                namespace,
+                dns_domain: flags.dns_domain.clone(),
+            },
+            identity,
+            labels,
+            cluster_id: flags.cluster_id.clone(),
+        })
+    }
+
+    /// The xDS node: the id, and the metadata Istio's agents send.
+    pub fn node(&self) -> Node {
+        let text = |s: &str| Value { kind: Some(Kind::StringValue(s.to_owned())) };
+        let labels =
+            Struct { fields: self.labels.iter().map(|(k, v)| (k.clone(), text(v))).collect() };
+        let workload = self.labels.get("app").cloned().unwrap_or_else(|| self.node_id.pod.clone());
+        let fields = [
+            (metadata::NAMESPACE, text(&self.node_id.namespace)),
+            (metadata::SERVICE_ACCOUNT, text(self.identity.service_account())),
+            (metadata::INSTANCE_IPS, text(&self.node_id.ip.to_string())),
+            (metadata::INTERCEPTION_MODE, text("REDIRECT")),
+            (metadata::CLUSTER_ID, text(&self.cluster_id)),
+            (metadata::WORKLOAD_NAME, text(&workload)),
+            (metadata::MESH_ID, text(self.identity.trust_domain())),
+            (metadata::LABELS, Value { kind: Some(Kind::StructValue(labels)) }),
+        ];
+        Node {
+            id: self.node_id.to_string(),
+            cluster: format!("{workload}.{}", self.node_id.namespace),
+            metadata: Some(Struct {
+                fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            }),
+            ..Node::default()
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The ADS client: one state-of-the-world stream to the pilot for listeners, clusters, and the
+//! routes and endpoints they name. Every response is ACKed or NACKed (with the reason); the
+//! stream is kept up with backoff, and while the pilot is away the last good configuration
+//! stays in force.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::store::Store;
+
+/// Longest wait between connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// First wait after a failure.
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+
+/// What the client reports about itself (for health metrics and the admin endpoint).
+#[derive(Default)]
+pub struct ClientState {
+    /// Whether a stream is up.
+    pub connected: AtomicBool,
+    /// Streams opened.
+    pub connects: AtomicU64,
+    /// Responses rejected.
+    pub rejected: AtomicU64,
+    /// The last rejection's message.
+    pub last_rejection: ArcSwapOption<String>,
+}
+
+/// What one stream has asked for and accepted, per type.
+#[derive(Default)]
+struct Subscriptions {
+    names: BTreeMap<&'static str, BTreeSet<String>>,
+    versions: BTreeMap<&'static str, String>,
+    nonces: BTreeMap<&'static str, String>,
+}
+
+fn type_key(type_url: &str) -> Option<&'static str> {
+    [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE].into_iter().find(|t| *t == type_url)
+}
+
+/// Keeps an ADS stream to `channel` up forever, applying what arrives to `store`.
+pub async fn run(
+    channel: tonic::transport::Channel,
+    node: Node,
+    store: Arc<Store>,
+    state: Arc<ClientState>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        state.connects.fetch_add(1, Ordering::Relaxed);
+        let result = stream(channel.clone(), &node, &store, &state, &mut backoff).await;
+        state.connected.store(false, Ordering::Release);
+        match result {
+            Ok(()) => info!("the pilot closed the xDS stream; reconnecting"),
+            Err(status) => warn!(retry_in = ?backoff, "xDS stream to the pilot failed: {status}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn stream(
+    channel: tonic::transport::Channel,
+    node: &Node,
+    store: &Store,
+    state: &ClientState,
+    backoff: &mut Duration,
+) -> Result<(), tonic::Status> {
+    let mut client =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let (tx, rx) = mpsc::channel(16);
+    let mut subs = Subscriptions::default();
+    // After a reconnect the proxy says what it runs, so the pilot can tell what is new.
+    let current = store.current();
+    subs.names.insert(ENDPOINT_TYPE, current.eds_clusters().collect());
+    subs.names.insert(ROUTE_TYPE, current.route_names().collect());
+    for type_url in [CLUSTER_TYPE, LISTENER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE] {
+        if let Some(version) = current.versions.get(type_url) {
+            subs.versions.insert(type_url, version.clone());
+        }
+    }
+    let first =
+        |type_url: &'static str, subs: &Subscriptions, node: Option<Node>| DiscoveryRequest {
+            node,
+            type_url: type_url.to_owned(),
+            version_info: subs.versions.get(type_url).cloned().unwrap_or_default(),
+            resource_names: subs
+                .names
+                .get(type_url)
+                .map(|n| n.iter().cloned().collect())
+                .unwrap_or_default(),
+            ..DiscoveryRequest::default()
+        };
+    let _ = tx.send(first(CLUSTER_TYPE, &subs, Some(node.clone()))).await;
+    let _ = tx.send(first(LISTENER_TYPE, &subs, None)).await;
+    for type_url in [ENDPOINT_TYPE, ROUTE_TYPE] {
+        if subs.names.get(type_url).is_some_and(|n| !n.is_empty()) {
+            let _ = tx.send(first(type_url, &subs, None)).await;
+        }
+    }
+    let mut responses = client
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    state.connected.store(true, Ordering::Release);
+    info!("xDS stream to the pilot is up");
+    while let Some(response) = responses.message().await? {
+        *backoff = MIN_BACKOFF;
+        for request in handle(&response, store, state, &mut subs) {
+            if tx.send(request).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ACK or NACK one response, then (after an ACK of clusters or listeners) subscribe to the
+/// endpoints or routes they now name.
+fn handle(
+    response: &DiscoveryResponse,
+    store: &Store,
+    state: &ClientState,
+    subs: &mut Subscriptions,
+) -> Vec<DiscoveryRequest> {
+    let Some(type_url) = type_key(&response.type_url) else {
+        debug!(type_url = %response.type_url, "response for a type this proxy did not ask for");
+        return Vec::new();
+    };
+    subs.nonces.insert(type_url, response.nonce.clone());
+    let names = |subs: &Subscriptions, t: &str| -> Vec<String> {
+        subs.names.get(t).map(|n| n.iter().cloned().collect()).unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    match store.apply(type_url, &response.version_info, &response.resources) {
+        Ok(()) => {
+            subs.versions.insert(type_url, response.version_info.clone());
+            out.push(DiscoveryRequest {
+                type_url: type_url.to_owned(),
+                version_info: response.version_info.clone(),
+                response_nonce: response.nonce.clone(),
+                resource_names: names(subs, type_url),
+                ..DiscoveryRequest::default()
+            });
+            let follow = match type_url {
+                CLUSTER_TYPE => Some((ENDPOINT_TYPE, store.current().eds_clusters().collect())),
+                LISTENER_TYPE => Some((ROUTE_TYPE, store.current().route_names().collect())),
+                _ => None,
+            };
+            if let Some((dependent, wanted)) = follow
+                && subs.names.get(dependent) != Some(&wanted)
+            {
+                subs.names.insert(dependent, wanted);
+                out.push(DiscoveryRequest {
+                    type_url: dependent.to_owned(),
+                    version_info: subs.versions.get(dependent).cloned().unwrap_or_default(),
+                    response_nonce: subs.nonces.get(dependent).cloned().unwrap_or_default(),
+                    resource_names: names(subs, dependent),
+                    ..DiscoveryRequest::default()
+                });
+            }
+        }
+        Err(why) => {
+            warn!(%type_url, version = %response.version_info, "configuration rejected: {why}");
+            state.rejected.fetch_add(1, Ordering::Relaxed);
+            state.last_rejection.store(Some(Arc::new(why.clone())));
+            out.push(DiscoveryRequest {
+                type_url: type_url.to_owned(),
+                version_info: subs.versions.get(type_url).cloned().unwrap_or_default(),
+                response_nonce: response.nonce.clone(),
+                resource_names: names(subs, type_url),
+                error_detail: Some(RpcStatus { code: 3, message: why, details: Vec::new() }),
+                ..DiscoveryRequest::default()
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,308 @@
+//! The configuration the proxy runs: what the pilot sent and the proxy accepted. Each response
+//! is checked whole before any of it is applied; a rejection names the resource and the field,
+//! and leaves the last good configuration in force.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy};
+use envoy_types::pb::envoy::config::core::v3::TransportSocket;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use envoy_types::pb::google::protobuf::Any;
+use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use prost::Message;
+
+/// Network filters the proxy implements.
+const NETWORK_FILTERS: [&str; 2] =
+    ["envoy.filters.network.http_connection_manager", "envoy.filters.network.tcp_proxy"];
+/// Listener filters the proxy implements.
+const LISTENER_FILTERS: [&str; 3] = [
+    "envoy.filters.listener.tls_inspector",
+    "envoy.filters.listener.http_inspector",
+    "envoy.filters.listener.original_dst",
+];
+/// HTTP filters the proxy implements.
+const HTTP_FILTERS: [&str; 3] =
+    ["envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"];
+/// Transport sockets the proxy implements.
+const TRANSPORT_SOCKETS: [&str; 2] =
+    ["envoy.transport_sockets.tls", "envoy.transport_sockets.raw_buffer"];
+
+/// Everything the proxy runs on, at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// Listeners by name.
+    pub listeners: BTreeMap<String, Listener>,
+    /// Route configurations by name.
+    pub routes: BTreeMap<String, RouteConfiguration>,
+    /// Clusters by name.
+    pub clusters: BTreeMap<String, Cluster>,
+    /// Endpoint assignments by cluster name.
+    pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
+    /// The version last accepted, by type URL.
+    pub versions: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Whether a first full configuration is in: clusters and listeners, and the endpoints and
+    /// routes they refer to (readiness).
+    pub fn complete(&self) -> bool {
+        !self.clusters.is_empty()
+            && !self.listeners.is_empty()
+            && self.eds_clusters().all(|c| self.endpoints.contains_key(&c))
+            && self.route_names().all(|r| self.routes.contains_key(&r))
+    }
+
+    /// Clusters whose endpoints come over EDS (the names to subscribe to).
+    pub fn eds_clusters(&self) -> impl Iterator<Item = String> + '_ {
+        self.clusters.values().filter(|c| c.eds_cluster_config.is_some()).map(|c| {
+            c.eds_cluster_config
+                .as_ref()
+                .map(|e| e.service_name.clone())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| c.name.clone())
+        })
+    }
+
+    /// Route configurations the listeners' HTTP connection managers ask for over RDS.
+    pub fn route_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.listeners
+            .values()
+            .flat_map(|l| &l.filter_chains)
+            .chain(self.listeners.values().filter_map(|l| l.default_filter_chain.as_ref()))
+            .flat_map(|c| &c.filters)
+            .filter_map(|f| match &f.config_type {
+                Some(ConfigType::TypedConfig(any)) => {
+                    HttpConnectionManager::decode(any.value.as_slice()).ok()
+                }
+                _ => None,
+            })
+            .filter_map(|hcm| match hcm.route_specifier {
+                Some(RouteSpecifier::Rds(rds)) => Some(rds.route_config_name),
+                _ => None,
+            })
+    }
+}
+
+/// The proxy's configuration, read lock-free by the data path.
+#[derive(Default)]
+pub struct Store {
+    current: ArcSwap<Config>,
+}
+
+impl Store {
+    /// The configuration in force.
+    pub fn current(&self) -> Arc<Config> {
+        self.current.load_full()
+    }
+
+    /// Applies one response: every resource checked first; on the first problem nothing
+    /// changes and the problem is returned (the NACK's message). Listeners and clusters are
+    /// state of the world (what is not in the response is gone); routes and endpoints are
+    /// incremental (what is not in the response stays).
+    pub fn apply(&self, type_url: &str, version: &str, resources: &[Any]) -> Result<(), String> {
+        let mut next = (*self.current()).clone();
+        match type_url {
+            CLUSTER_TYPE => next.clusters = decode_all(resources, check_cluster, |c| &c.name)?,
+            LISTENER_TYPE => next.listeners = decode_all(resources, check_listener, |l| &l.name)?,
+            ROUTE_TYPE => next.routes.extend(decode_all(resources, check_routes, |r| &r.name)?),
+            ENDPOINT_TYPE => {
+                next.endpoints.extend(decode_all(resources, check_endpoints, |e| &e.cluster_name)?)
+            }
+            other => return Err(format!("type {other} is not one this proxy uses")),
+        }
+        if type_url == CLUSTER_TYPE {
+            // Endpoints of clusters that are gone go with them.
+            let live: std::collections::BTreeSet<String> = next.eds_clusters().collect();
+            next.endpoints.retain(|name, _| live.contains(name));
+        }
+        next.versions.insert(type_url.to_owned(), version.to_owned());
+        self.current.store(Arc::new(next));
+        Ok(())
+    }
+}
+
+fn decode_all<T: Message + Default + prost::Name>(
+    resources: &[Any],
+    check: impl Fn(&T) -> Result<(), String>,
+    name: impl Fn(&T) -> &String,
+) -> Result<BTreeMap<String, T>, String> {
+    let mut out = BTreeMap::new();
+    for (i, any) in resources.iter().enumerate() {
+        if any.type_url != T::type_url() {
+            return Err(format!("resource {i} is a {}, not a {}", any.type_url, T::full_name()));
+        }
+        let resource = T::decode(any.value.as_slice())
+            .map_err(|e| format!("resource {i} ({}) does not decode: {e}", T::full_name()))?;
+        let key = name(&resource).clone();
+        check(&resource).map_err(|why| format!("{} {key:?}: {why}", T::NAME))?;
+        out.insert(key, resource);
+    }
+    Ok(out)
+}
+
+fn check_transport_socket(socket: &TransportSocket, field: &str) -> Result<(), String> {
+    if TRANSPORT_SOCKETS.contains(&socket.name.as_str()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}.name {:?} is not a transport socket this proxy implements (it has {TRANSPORT_SOCKETS:?})",
+            socket.name
+        ))
+    }
+}
+
+fn check_cluster(c: &Cluster) -> Result<(), String> {
+    match c.cluster_discovery_type {
+        Some(ClusterDiscoveryType::Type(t))
+            if [
+                DiscoveryType::Static,
+                DiscoveryType::Eds,
+                DiscoveryType::StrictDns,
+                DiscoveryType::OriginalDst,
+            ]
+            .iter()
+            .any(|s| *s as i32 == t) => {}
+        Some(ClusterDiscoveryType::Type(t)) => {
+            return Err(format!(
+                "type {} is not supported (STATIC, EDS, STRICT_DNS and ORIGINAL_DST are)",
+                DiscoveryType::try_from(t)
+                    .map_or_else(|_| t.to_string(), |d| d.as_str_name().to_owned())
+            ));
+        }
+        Some(ClusterDiscoveryType::ClusterType(ref custom)) => {
+            return Err(format!(
+                "cluster_type {:?} (a custom cluster) is not supported",
+                custom.name
+            ));
+        }
+        None => {}
+    }
+    let supported = [
+        LbPolicy::RoundRobin,
+        LbPolicy::LeastRequest,
+        LbPolicy::Random,
+        LbPolicy::RingHash,
+        LbPolicy::Maglev,
+        LbPolicy::ClusterProvided,
+    ];
+    if !supported.iter().any(|p| *p as i32 == c.lb_policy) {
+        let name = LbPolicy::try_from(c.lb_policy)
+            .map_or_else(|_| c.lb_policy.to_string(), |p| p.as_str_name().to_owned());
+        return Err(format!("lb_policy {name} is not supported"));
+    }
+    if let Some(socket) = &c.transport_socket {
+        check_transport_socket(socket, "transport_socket")?;
+    }
+    for (i, m) in c.transport_socket_matches.iter().enumerate() {
+        if let Some(socket) = &m.transport_socket {
+            check_transport_socket(
+                socket,
+                &format!("transport_socket_matches[{i}].transport_socket"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn check_listener(l: &Listener) -> Result<(), String> {
+    if l.api_listener.is_some() {
+        return Err("api_listener is for proxyless gRPC clients, not a sidecar".to_owned());
+    }
+    for (i, f) in l.listener_filters.iter().enumerate() {
+        if !LISTENER_FILTERS.contains(&f.name.as_str()) {
+            return Err(format!("listener_filters[{i}].name {:?} is not implemented", f.name));
+        }
+    }
+    let chains =
+        l.filter_chains.iter().map(Some).chain(std::iter::once(l.default_filter_chain.as_ref()));
+    for (i, chain) in chains.enumerate().filter_map(|(i, c)| Some((i, c?))) {
+        let at = if i < l.filter_chains.len() {
+            format!("filter_chains[{i}]")
+        } else {
+            "default_filter_chain".to_owned()
+        };
+        if let Some(socket) = &chain.transport_socket {
+            check_transport_socket(socket, &format!("{at}.transport_socket"))?;
+        }
+        for (j, f) in chain.filters.iter().enumerate() {
+            if !NETWORK_FILTERS.contains(&f.name.as_str()) {
+                return Err(format!(
+                    "{at}.filters[{j}].name {:?} is not implemented (it has {NETWORK_FILTERS:?})",
+                    f.name
+                ));
+            }
+            if f.name == NETWORK_FILTERS[0] {
+                let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
+                    return Err(format!(
+                        "{at}.filters[{j}]: the HTTP connection manager has no typed_config"
+                    ));
+                };
+                let hcm = HttpConnectionManager::decode(any.value.as_slice())
+                    .map_err(|e| format!("{at}.filters[{j}].typed_config does not decode: {e}"))?;
+                for (k, h) in hcm.http_filters.iter().enumerate() {
+                    if !HTTP_FILTERS.contains(&h.name.as_str()) && !h.is_optional {
+                        return Err(format!(
+                            "{at}.filters[{j}].http_filters[{k}].name {:?} is not implemented (it has {HTTP_FILTERS:?})",
+                            h.name
+                        ));
+                    }
+                }
+                if let Some(RouteSpecifier::RouteConfig(routes)) = &hcm.route_specifier {
+                    check_routes(routes)
+                        .map_err(|why| format!("{at}.filters[{j}].route_config: {why}"))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_routes(r: &RouteConfiguration) -> Result<(), String> {
+    for (i, vhost) in r.virtual_hosts.iter().enumerate() {
+        for (j, route) in vhost.routes.iter().enumerate() {
+            let at = format!("virtual_hosts[{i}].routes[{j}]");
+            match &route.action {
+                Some(Action::Route(_) | Action::Redirect(_) | Action::DirectResponse(_)) => {}
+                Some(_) => {
+                    return Err(format!(
+                        "{at}: only route, redirect and direct_response actions are implemented"
+                    ));
+                }
+                None => return Err(format!("{at} has no action")),
+            }
+            for name in route.typed_per_filter_config.keys() {
+                if !HTTP_FILTERS.contains(&name.as_str()) {
+                    return Err(format!(
+                        "{at}.typed_per_filter_config[{name:?}] is for a filter this proxy does not implement"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_endpoints(e: &ClusterLoadAssignment) -> Result<(), String> {
+    for (i, locality) in e.endpoints.iter().enumerate() {
+        for (j, lb) in locality.lb_endpoints.iter().enumerate() {
+            let address = match &lb.host_identifier {
+                Some(HostIdentifier::Endpoint(ep)) => ep.address.as_ref(),
+                _ => None,
+            };
+            if address.and_then(|a| a.address.as_ref()).is_none() {
+                return Err(format!("endpoints[{i}].lb_endpoints[{j}] has no endpoint address"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! The proxy's settings and xDS client: clear errors for missing settings, everything the
+//! pilot serves accepted, anything else refused by resource and field with the last good
+//! configuration kept, and a live stream to a real pilot that survives the pilot restarting.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, PUSH_ORDER, ROUTE_TYPE};
+use mesh_pilot::model::{Proxy, Snapshot};
+use mesh_proxy::settings::{Flags, Settings, SettingsError};
+use mesh_proxy::xds::client::{ClientState, run};
+use mesh_proxy::xds::store::Store;
+
+fn golden_mesh() -> Snapshot {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh-pilot/tests/data/golden");
+    let (mut snapshot, rejected) = mesh_pilot::source::local::read(&dir);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    snapshot.version = 1;
+    snapshot
+}
+
+fn flags(args: &[&str]) -> Flags {
+    let mut all = vec!["mesh-proxy", "--labels-file", "/nonexistent/labels"];
+    all.extend_from_slice(args);
+    Flags::try_parse_from(all).unwrap()
+}
+
+#[test]
+fn settings_name_what_is_missing_and_make_the_node_istio_reads() {
+    let err = Settings::from_flags(&flags(&["--pod-namespace", "demo"])).unwrap_err();
+    assert!(
+        matches!(err, SettingsError::Missing { flag: "--pod-name", env: "POD_NAME", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("--pod-name (or POD_NAME) is required"), "{err}");
+    let full =
+        ["--pod-name", "reviews-v1-x", "--pod-namespace", "demo", "--service-account", "reviews"];
+    let err =
+        Settings::from_flags(&flags(&[&full[..], &["--pod-ip", "10.1.2"]].concat())).unwrap_err();
+    assert!(err.to_string().contains("--pod-ip \"10.1.2\": not an IP address"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("labels");
+    std::fs::write(&labels, "app=\"reviews\"\nversion=\"v1\"\nnote=\"say \\\"hi\\\"\"\n").unwrap();
+    let mut args =
+        vec!["mesh-proxy", "--labels-file", labels.to_str().unwrap(), "--pod-ip", "10.1.2.3"];
+    args.extend_from_slice(&full);
+    let settings = Settings::from_flags(&Flags::try_parse_from(args).unwrap()).unwrap();
+    assert_eq!(settings.labels["note"], "say \"hi\"");
+    assert_eq!(settings.identity.to_string(), "spiffe://cluster.local/ns/demo/sa/reviews");
+    let node = settings.node();
+    assert_eq!(node.id, "sidecar~10.1.2.3~reviews-v1-x.demo~demo.svc.cluster.local");
+    // The pilot reads it back as the workload it is.
+    let proxy = Proxy::from_node(&node);
+    assert_eq!(proxy.namespace, "demo");
+    assert_eq!(proxy.service_account, "reviews");
+    assert_eq!(proxy.ips, ["10.1.2.3".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(proxy.labels["version"], "v1");
+}
+
+#[test]
+fn everything_the_pilot_serves_is_accepted() {
+    let snapshot = golden_mesh();
+    let proxy = Proxy {
+        id: "sidecar~10.1.0.5~frontend-1.demo~demo.svc.cluster.local".into(),
+        namespace: "demo".into(),
+        labels: [("app".to_owned(), "frontend".to_owned())].into_iter().collect(),
+        ips: vec!["10.1.0.5".parse().unwrap()],
+        service_account: "frontend".into(),
+        proxyless: false,
+    };
+    let store = Store::default();
+    for type_url in PUSH_ORDER {
+        let resources: Vec<_> = mesh_pilot::translate::generate(type_url, &snapshot, &proxy)
+            .unwrap()
+            .into_iter()
+            .map(|(_, any)| any)
+            .collect();
+        store.apply(type_url, "1", &resources).unwrap_or_else(|why| panic!("{type_url}: {why}"));
+    }
+    let config = store.current();
+    assert!(config.complete(), "every named route and endpoint assignment is in");
+    assert!(config.listeners.contains_key("virtualOutbound"));
+    assert!(config.clusters.contains_key("outbound|9080|v2|reviews.demo.svc.cluster.local"));
+}
+
+#[test]
+fn an_unsupported_resource_is_refused_by_name_and_field_and_the_last_good_config_stays() {
+    let cluster = |name: &str, lb: LbPolicy| {
+        envoy_types::util::pack_any(Cluster {
+            name: name.into(),
+            lb_policy: lb as i32,
+            ..Cluster::default()
+        })
+    };
+    let store = Store::default();
+    store.apply(CLUSTER_TYPE, "1", &[cluster("a", LbPolicy::RoundRobin)]).unwrap();
+    let why = store
+        .apply(
+            CLUSTER_TYPE,
+            "2",
+            &[
+                cluster("a", LbPolicy::RoundRobin),
+                cluster("b", LbPolicy::LoadBalancingPolicyConfig),
+            ],
+        )
+        .unwrap_err();
+    assert_eq!(why, "Cluster \"b\": lb_policy LOAD_BALANCING_POLICY_CONFIG is not supported");
+    let config = store.current();
+    assert_eq!(config.clusters.keys().collect::<Vec<_>>(), ["a"], "nothing of version 2 applied");
+    assert_eq!(config.versions[CLUSTER_TYPE], "1");
+    let garbage = envoy_types::pb::google::protobuf::Any {
+        type_url: CLUSTER_TYPE.into(),
+        value: vec![0xff, 0xff],
+    };
+    let why = store.apply(CLUSTER_TYPE, "3", &[garbage]).unwrap_err();
+    assert!(
+        why.starts_with("resource 0 (envoy.config.cluster.v3.Cluster) does not decode"),
+        "{why}"
+    );
+    let why = store.apply(LISTENER_TYPE, "1", &[cluster("c", LbPolicy::RoundRobin)]).unwrap_err();
+    assert!(
+        why.contains("is a type.googleapis.com/envoy.config.cluster.v3.Cluster, not a envoy.config.listener.v3.Listener"),
+        "{why}"
+    );
+}
+
+async fn serve_pilot(
+    discovery: &Arc<mesh_pilot::xds::Discovery>,
+    address: std::net::SocketAddr,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    let service = discovery.service();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+    });
+    stop
+}
+
+async fn until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_client_syncs_with_a_real_pilot_and_keeps_its_config_across_a_pilot_restart() {
+    let (publish, snapshots) = tokio::sync::watch::channel(Arc::new(golden_mesh()));
+    let discovery = mesh_pilot::xds::Discovery::new(snapshots);
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let stop = serve_pilot(&discovery, address).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("labels"), "app=\"frontend\"\nversion=\"v1\"\n").unwrap();
+    let labels = dir.path().join("labels");
+    let settings = Settings::from_flags(
+        &Flags::try_parse_from([
+            "mesh-proxy",
+            "--pod-name",
+            "frontend-1",
+            "--pod-namespace",
+            "demo",
+            "--service-account",
+            "frontend",
+            "--pod-ip",
+            "10.1.0.5",
+            "--labels-file",
+            labels.to_str().unwrap(),
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    let store = Arc::new(Store::default());
+    let state = Arc::new(ClientState::default());
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect_lazy();
+    tokio::spawn(run(channel, settings.node(), store.clone(), state.clone()));
+
+    let synced = async |discovery: &mesh_pilot::xds::Discovery| {
+        let status = discovery.syncz().await;
+        status.len() == 1
+            && [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE]
+                .iter()
+                .all(|t| status[0].types.get(*t).is_some_and(|s| s.state() == "SYNCED"))
+    };
+    until("the proxy has accepted every type", Duration::from_secs(10), async || {
+        synced(&discovery).await
+    })
+    .await;
+    assert!(store.current().complete());
+    let clusters = store.current().clusters.len();
+
+    // The pilot goes away (its streams end, it stops listening): the proxy keeps running on
+    // what it has.
+    drop(publish);
+    let _ = stop.send(());
+    until("the proxy sees the stream gone", Duration::from_secs(10), async || {
+        !state.connected.load(Ordering::Acquire)
+    })
+    .await;
+    assert!(store.current().complete() && store.current().clusters.len() == clusters);
+
+    // A new pilot on the same address: the proxy reconnects and is in sync again.
+    let (_publish, snapshots) = tokio::sync::watch::channel(Arc::new(golden_mesh()));
+    let restarted = mesh_pilot::xds::Discovery::new(snapshots);
+    let _stop = serve_pilot(&restarted, address).await;
+    until("the proxy is back in sync", Duration::from_secs(20), async || synced(&restarted).await)
+        .await;
+    assert!(state.connects.load(Ordering::Relaxed) >= 2);
+    assert_eq!(state.rejected.load(Ordering::Relaxed), 0, "{:?}", state.last_rejection.load());
+}
