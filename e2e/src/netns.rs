@@ -114,3 +114,36 @@ pub fn listen(ns: &str, addr: SocketAddr) -> TcpListener {
         TcpListener::bind(addr).unwrap_or_else(|e| panic!("cannot bind {addr}: {e}"))
     })
 }
+
+/// A minimal HTTP/1.1 app on `listener` (one thread per connection, one request each): it
+/// answers 200 with the body `answer` makes from the request head and the caller's address.
+pub fn http_app(
+    listener: TcpListener,
+    answer: impl Fn(&str, std::net::IpAddr) -> String + Send + Sync + 'static,
+) {
+    use std::io::{Read, Write};
+    let answer = std::sync::Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let Ok(peer) = stream.peer_addr() else { return };
+                let mut buf = [0u8; 8192];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = answer(&String::from_utf8_lossy(&seen), peer.ip());
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+}

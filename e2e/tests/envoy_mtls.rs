@@ -10,7 +10,6 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::Arc;
@@ -22,32 +21,13 @@ use e2e::sidecar;
 /// The server app: answers every request with the `x-forwarded-client-cert` it received (or
 /// `none`) and the address the request came from.
 fn app(listener: TcpListener) {
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let from = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-                let mut buf = [0u8; 8192];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&seen).to_lowercase();
-                let xfcc = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("x-forwarded-client-cert:"))
-                    .map_or("none".to_owned(), |v| v.trim().to_owned());
-                let body = format!("from={from} xfcc={xfcc}");
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
+    netns::http_app(listener, |head, from| {
+        let head = head.to_lowercase();
+        let xfcc = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-forwarded-client-cert:"))
+            .map_or("none".to_owned(), |v| v.trim().to_owned());
+        format!("from={from} xfcc={xfcc}")
     });
 }
 
