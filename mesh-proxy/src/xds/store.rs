@@ -268,6 +268,8 @@ fn check_listener(l: &Listener) -> Result<(), String> {
 }
 
 fn check_routes(r: &RouteConfiguration) -> Result<(), String> {
+    // What the data path will build from it must build: regexes compile, weights add up.
+    crate::routing::RouteTable::compile(r)?;
     for (i, vhost) in r.virtual_hosts.iter().enumerate() {
         for (j, route) in vhost.routes.iter().enumerate() {
             let at = format!("virtual_hosts[{i}].routes[{j}]");

@@ -1,0 +1,196 @@
+//! HTTP routing on what the pilot serves: the golden mesh's routes for port 9080 (every
+//! VirtualService feature) decide real request heads as Envoy would: matches on path, method,
+//! headers and query, weights, rewrites, redirects, direct responses, header changes, and the
+//! catch-all for unknown hosts. Virtual hosts are chosen as Envoy chooses them.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use std::path::Path;
+
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use mesh_pilot::model::Proxy;
+use mesh_proxy::routing::{Decision, RequestHead, RouteTable};
+use prost::Message;
+
+const V1: &str = "outbound|9080|v1|reviews.demo.svc.cluster.local";
+const V2: &str = "outbound|9080|v2|reviews.demo.svc.cluster.local";
+const ALL: &str = "outbound|9080||reviews.demo.svc.cluster.local";
+
+fn table() -> RouteTable {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh-pilot/tests/data/golden");
+    let (snapshot, rejected) = mesh_pilot::source::local::read(&dir);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let proxy = Proxy {
+        namespace: "demo".into(),
+        labels: [("app".to_owned(), "frontend".to_owned())].into_iter().collect(),
+        ips: vec!["10.1.0.5".parse().unwrap()],
+        ..Proxy::default()
+    };
+    let routes =
+        mesh_pilot::translate::generate(mesh_api::xds::ROUTE_TYPE, &snapshot, &proxy).unwrap();
+    let (_, any) = routes.iter().find(|(name, _)| name == "9080").unwrap();
+    RouteTable::compile(&RouteConfiguration::decode(any.value.as_slice()).unwrap()).unwrap()
+}
+
+fn get(authority: &str, path: &str) -> RequestHead {
+    RequestHead {
+        authority: authority.into(),
+        path: path.into(),
+        method: "GET".into(),
+        headers: Vec::new(),
+    }
+}
+
+fn cluster(decision: Option<Decision>) -> String {
+    match decision {
+        Some(Decision::Forward { cluster, .. }) => cluster,
+        other => panic!("not forwarded: {other:?}"),
+    }
+}
+
+#[test]
+fn matches_on_path_method_headers_and_query_with_header_changes() {
+    let table = table();
+    let mut request = get("reviews:9080", "/api/v1/reviews?debug=1");
+    request.method = "POST".into();
+    request.headers.push(("x-user".into(), "admin-7".into()));
+    let Some(Decision::Forward { cluster, set_headers, add_headers, remove_headers, .. }) =
+        table.decide(&request, 0)
+    else {
+        panic!("not forwarded")
+    };
+    assert_eq!(cluster, V2);
+    assert_eq!(set_headers, [("x-route".to_owned(), "exact".to_owned())]);
+    assert_eq!(add_headers, [("x-trace".to_owned(), "1".to_owned())]);
+    assert_eq!(remove_headers, ["x-internal"]);
+
+    // Each condition counts: another method, a missing query, a header it must not have.
+    let mut get_instead = request.clone();
+    get_instead.method = "GET".into();
+    let mut no_query = request.clone();
+    no_query.path = "/api/v1/reviews".into();
+    let mut canary_off = request.clone();
+    canary_off.headers.push(("x-canary".into(), "off".into()));
+    for other in [get_instead, no_query, canary_off] {
+        assert_ne!(table.route(&other).unwrap().name, "exact-and-headers", "{other:?}");
+    }
+}
+
+#[test]
+fn rewrites_redirects_and_direct_responses() {
+    let table = table();
+    // ignoreUriCase regex match, whole path rewritten, authority rewritten.
+    let Some(Decision::Forward { cluster, path, authority, .. }) =
+        table.decide(&get("reviews.demo.svc.cluster.local", "/LEGACY/abc?x=1"), 0)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (cluster.as_str(), path.as_str(), authority.as_str()),
+        (V1, "/v2/?x=1", "reviews.internal")
+    );
+    // Regex substitution keeps the query.
+    let Some(Decision::Forward { path, .. }) = table.decide(&get("reviews", "/old/a/b?q=2"), 0)
+    else {
+        panic!()
+    };
+    assert_eq!(path, "/new/a/b?q=2");
+    assert_eq!(
+        table.decide(&get("10.96.1.10:9080", "/moved/x"), 0),
+        Some(Decision::Redirect { status: 308, location: "http://reviews.example/here".into() })
+    );
+    assert_eq!(
+        table.decide(&get("reviews", "/gone"), 0),
+        Some(Decision::Respond { status: 410, body: "gone for good".into() })
+    );
+}
+
+#[test]
+fn weights_split_by_the_pick_and_unknown_hosts_pass_through() {
+    let table = table();
+    let picks: Vec<String> = [0, 89, 90, 99, 100, 189]
+        .into_iter()
+        .map(|pick| cluster(table.decide(&get("reviews", "/"), pick)))
+        .collect();
+    assert_eq!(picks, [V1, V1, V2, V2, V1, V1]);
+    let Some(Decision::Forward { set_headers, .. }) = table.decide(&get("reviews", "/"), 3) else {
+        panic!()
+    };
+    assert_eq!(
+        set_headers,
+        [("x-subset".to_owned(), "v1".to_owned())],
+        "the destination's own headers"
+    );
+    assert_eq!(cluster(table.decide(&get("reviews", "/public/x"), 0)), ALL);
+    assert_eq!(
+        cluster(table.decide(&get("ratings:9080", "/"), 0)),
+        "outbound|9080||ratings.demo.svc.cluster.local"
+    );
+    // A host no service has, on a known port: where the caller sent it (ALLOW_ANY).
+    assert_eq!(cluster(table.decide(&get("unknown.example:9080", "/"), 0)), "PassthroughCluster");
+}
+
+#[test]
+fn virtual_hosts_are_chosen_as_envoy_chooses_them() {
+    let vhost = |name: &str, domains: &[&str]| {
+        VirtualHost {
+        name: name.into(),
+        domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+        routes: vec![envoy_types::pb::envoy::config::route::v3::Route {
+            r#match: Some(Default::default()),
+            action: Some(envoy_types::pb::envoy::config::route::v3::route::Action::DirectResponse(
+                envoy_types::pb::envoy::config::route::v3::DirectResponseAction {
+                    status: 200,
+                    body: Some(envoy_types::pb::envoy::config::core::v3::DataSource {
+                        specifier: Some(envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(name.into())),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }],
+        ..VirtualHost::default()
+    }
+    };
+    let config = RouteConfiguration {
+        virtual_hosts: vec![
+            vhost("any", &["*"]),
+            vhost("suffix", &["*.example.com"]),
+            vhost("longer-suffix", &["*.api.example.com"]),
+            vhost("prefix", &["api.*"]),
+            vhost("exact", &["Exact.Example.com"]),
+        ],
+        ..RouteConfiguration::default()
+    };
+    let table = RouteTable::compile(&config).unwrap();
+    let body = |authority: &str| match table.decide(&get(authority, "/"), 0) {
+        Some(Decision::Respond { body, .. }) => body,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(body("exact.example.COM"), "exact");
+    assert_eq!(body("v1.api.example.com"), "longer-suffix");
+    assert_eq!(body("www.example.com"), "suffix");
+    assert_eq!(body("api.internal"), "prefix");
+    assert_eq!(body("elsewhere"), "any");
+
+    let bad = RouteConfiguration {
+        virtual_hosts: vec![VirtualHost {
+            name: "broken".into(),
+            domains: vec!["*".into()],
+            routes: vec![envoy_types::pb::envoy::config::route::v3::Route {
+                r#match: Some(envoy_types::pb::envoy::config::route::v3::RouteMatch {
+                    path_specifier: Some(envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier::SafeRegex(
+                        envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher { regex: "(".into(), ..Default::default() },
+                    )),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..VirtualHost::default()
+        }],
+        ..RouteConfiguration::default()
+    };
+    let err = RouteTable::compile(&bad).err().unwrap();
+    assert!(err.starts_with("virtual_hosts[0] (broken).routes[0]: regex \"(\""), "{err}");
+}
