@@ -5,12 +5,14 @@
 //! Built so far: its settings ([`settings`]) and its xDS client, which keeps the configuration
 //! the pilot sends (accepting only what the proxy implements, naming what it refuses) and keeps
 //! the last good one while the pilot is away ([`xds`]); and, for the data path, filter chain
-//! selection ([`listener`]), HTTP routing ([`routing`]) and endpoint selection ([`balance`]). The data path itself arrives next
+//! selection ([`listener`]), HTTP routing ([`routing`]) and endpoint selection ([`balance`]),
+//! compiled together per configuration version ([`runtime`]). The data path itself arrives next
 //! (issue 6).
 //! It may use `mesh-api` and the client side of `mesh-ca`; no panics on the data path.
 
 pub mod balance;
 pub mod listener;
 pub mod routing;
+pub mod runtime;
 pub mod settings;
 pub mod xds;

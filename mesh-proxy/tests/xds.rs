@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
 use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, PUSH_ORDER, ROUTE_TYPE};
 use mesh_pilot::model::{Proxy, Snapshot};
+use mesh_proxy::runtime::Upstream;
 use mesh_proxy::settings::{Flags, Settings, SettingsError};
 use mesh_proxy::xds::client::{ClientState, run};
 use mesh_proxy::xds::store::Store;
@@ -89,6 +90,34 @@ fn everything_the_pilot_serves_is_accepted() {
     assert!(config.complete(), "every named route and endpoint assignment is in");
     assert!(config.listeners.contains_key("virtualOutbound"));
     assert!(config.clusters.contains_key("outbound|9080|v2|reviews.demo.svc.cluster.local"));
+
+    // ...and compiles for the data path: every route table, an upstream per cluster.
+    let runtime = mesh_proxy::runtime::Runtime::build(config.clone()).unwrap();
+    assert_eq!(runtime.routes.len(), config.routes.len());
+    let addresses = |name: &str| -> Vec<String> {
+        match runtime.upstreams[name].as_ref() {
+            Upstream::Balanced(b) => b.hosts().iter().map(|h| h.address.to_string()).collect(),
+            _ => panic!("{name} is not balanced"),
+        }
+    };
+    assert_eq!(
+        addresses("outbound|9080||reviews.demo.svc.cluster.local"),
+        ["10.1.0.11:9080", "10.1.0.12:9080"]
+    );
+    assert_eq!(addresses("outbound|9080|v2|reviews.demo.svc.cluster.local"), ["10.1.0.12:9080"]);
+    assert_eq!(addresses("inbound|8080||"), ["127.0.0.1:8080"]);
+    assert!(matches!(
+        runtime.upstreams["PassthroughCluster"].as_ref(),
+        Upstream::OriginalDestination
+    ));
+    assert!(matches!(
+        runtime.upstreams["outbound|443||api.payments.example"].as_ref(),
+        Upstream::Dns(targets) if targets == &[("api.payments.example".to_owned(), 443)]
+    ));
+    let rds = mesh_proxy::listener::ChainAction::HttpRds { routes: "9080".into() };
+    assert!(runtime.route_table(&rds).is_ok());
+    let missing = mesh_proxy::listener::ChainAction::HttpRds { routes: "1".into() };
+    assert!(runtime.route_table(&missing).err().unwrap().contains("has not arrived"));
 }
 
 #[test]
