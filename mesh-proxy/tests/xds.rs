@@ -257,3 +257,126 @@ async fn the_client_syncs_with_a_real_pilot_and_keeps_its_config_across_a_pilot_
     assert!(state.connects.load(Ordering::Relaxed) >= 2);
     assert_eq!(state.rejected.load(Ordering::Relaxed), 0, "{:?}", state.last_rejection.load());
 }
+
+/// A control plane that serves one unsupported cluster and reports what the proxy answers.
+struct Refusable {
+    answers: tokio::sync::mpsc::UnboundedSender<
+        envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest,
+    >,
+}
+
+type Responses = std::pin::Pin<
+    Box<
+        dyn futures::Stream<
+                Item = Result<
+                    envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse,
+                    tonic::Status,
+                >,
+            > + Send,
+    >,
+>;
+
+#[tonic::async_trait]
+impl envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService
+    for Refusable
+{
+    type StreamAggregatedResourcesStream = Responses;
+    type DeltaAggregatedResourcesStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<
+                    Item = Result<
+                        envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse,
+                        tonic::Status,
+                    >,
+                > + Send,
+        >,
+    >;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: tonic::Request<
+            tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest>,
+        >,
+    ) -> Result<tonic::Response<Responses>, tonic::Status> {
+        use futures::StreamExt;
+        let answers = self.answers.clone();
+        let mut requests = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Some(Ok(request)) = requests.next().await {
+                let first_cds = request.type_url == CLUSTER_TYPE && request.response_nonce.is_empty();
+                let _ = answers.send(request);
+                if first_cds {
+                    let cluster = Cluster {
+                        name: "outbound|80||weird.demo.svc.cluster.local".into(),
+                        lb_policy: LbPolicy::LoadBalancingPolicyConfig as i32,
+                        ..Cluster::default()
+                    };
+                    let response = envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse {
+                        version_info: "7".into(),
+                        nonce: "n-7".into(),
+                        type_url: CLUSTER_TYPE.into(),
+                        resources: vec![envoy_types::util::pack_any(cluster)],
+                        ..Default::default()
+                    };
+                    let _ = tx.send(Ok(response)).await;
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: tonic::Request<
+            tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest>,
+        >,
+    ) -> Result<tonic::Response<Self::DeltaAggregatedResourcesStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("state of the world only"))
+    }
+}
+
+#[tokio::test]
+async fn what_the_proxy_does_not_implement_is_nacked_with_the_resource_and_field() {
+    let (answers, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer::new(
+                    Refusable { answers },
+                ),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let store = Arc::new(Store::default());
+    let state = Arc::new(ClientState::default());
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect_lazy();
+    let node = envoy_types::pb::envoy::config::core::v3::Node {
+        id: "sidecar~10.0.0.1~a.demo~demo.svc.cluster.local".into(),
+        ..Default::default()
+    };
+    tokio::spawn(run(channel, node, store.clone(), state.clone()));
+    let nack = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let request = seen.recv().await.unwrap();
+            if request.error_detail.is_some() {
+                return request;
+            }
+        }
+    })
+    .await
+    .expect("a NACK within 10s");
+    assert_eq!(nack.type_url, CLUSTER_TYPE);
+    assert_eq!(nack.response_nonce, "n-7");
+    assert_eq!(nack.version_info, "", "the version of the last accepted clusters: none yet");
+    assert_eq!(
+        nack.error_detail.unwrap().message,
+        "Cluster \"outbound|80||weird.demo.svc.cluster.local\": lb_policy LOAD_BALANCING_POLICY_CONFIG is not supported"
+    );
+    assert!(store.current().clusters.is_empty(), "nothing of it applied");
+    assert_eq!(state.rejected.load(Ordering::Relaxed), 1);
+}
