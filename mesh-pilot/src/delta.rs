@@ -10,10 +10,10 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use mesh_api::xds::{CLUSTER_TYPE, LISTENER_TYPE, PUSH_ORDER};
 use tokio::sync::mpsc;
 use tonic::Status;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::model::Proxy;
-use crate::xds::{Caller, Discovery, MAX_NAMES, TypeStatus};
+use crate::xds::{Caller, Discovery, TypeStatus};
 
 /// What one delta stream tracks of one type.
 #[derive(Default)]
@@ -77,21 +77,15 @@ impl DeltaStream {
     }
 
     async fn handle(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
-        if self.proxy.is_none() {
-            self.proxy =
-                Some(self.discovery.connect(self.id, request.node.as_ref(), &self.caller).await?);
-        }
         let type_url = request.type_url.clone();
-        if !PUSH_ORDER.contains(&type_url.as_str()) {
-            debug!(connection = self.id, %type_url, "delta request for a type this pilot does not serve");
-            return Ok(());
-        }
-        if request.resource_names_subscribe.len() + request.resource_names_unsubscribe.len()
-            > MAX_NAMES
+        let names =
+            request.resource_names_subscribe.len() + request.resource_names_unsubscribe.len();
+        let discovery = &self.discovery;
+        if !discovery
+            .accept(self.id, &mut self.proxy, request.node.as_ref(), &self.caller, &type_url, names)
+            .await?
         {
-            return Err(Status::resource_exhausted(format!(
-                "more than {MAX_NAMES} resource names in one request"
-            )));
+            return Ok(());
         }
         if !request.response_nonce.is_empty() {
             let sent = self.discovery.sent_nonce(self.id, &type_url).await;
@@ -101,13 +95,8 @@ impl DeltaStream {
             }
             match &request.error_detail {
                 Some(error) => {
-                    warn!(connection = self.id, %type_url, "proxy rejected {}: {}", request.response_nonce, error.message);
-                    self.discovery
-                        .metrics
-                        .rejects
-                        .get_or_create(&crate::metrics::TypeLabel::of(&type_url))
-                        .inc();
-                    self.record(&type_url, |s| s.last_nack = Some(error.message.clone())).await;
+                    let (id, nonce) = (self.id, &request.response_nonce);
+                    self.discovery.nack(id, &type_url, nonce, &error.message).await;
                 }
                 None => {
                     let nonce = request.response_nonce.clone();

@@ -59,15 +59,15 @@ impl Response {
         let mut tail = BytesMut::new();
         string_field(4, type_url, &mut tail);
         string_field(5, nonce, &mut tail);
-        let resources: Vec<Bytes> = resources.cloned().collect();
-        let length = head.len() + tail.len() + resources.iter().map(Bytes::len).sum::<usize>();
+        // The prefix goes first but needs the length: its slot is filled last.
+        let mut pieces = vec![Bytes::new()];
+        pieces.extend(resources.cloned());
+        let length = head.len() + tail.len() + pieces.iter().map(Bytes::len).sum::<usize>();
         let mut prefix = BytesMut::with_capacity(5 + head.len());
         prefix.put_u8(0); // not compressed
         prefix.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
         prefix.extend_from_slice(&head);
-        let mut pieces = Vec::with_capacity(resources.len() + 2);
-        pieces.push(prefix.freeze());
-        pieces.extend(resources);
+        pieces[0] = prefix.freeze();
         pieces.push(tail.freeze());
         Self { pieces }
     }

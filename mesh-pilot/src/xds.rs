@@ -276,6 +276,43 @@ impl Discovery {
         Ok(proxy)
     }
 
+    /// What every request needs before its protocol looks at it: the stream's proxy registered
+    /// from the first request's node (and its identity checked), the type one this pilot
+    /// serves, the subscription within bounds. `Ok(false)`: ignore the request.
+    pub(crate) async fn accept(
+        &self,
+        id: u64,
+        proxy: &mut Option<Proxy>,
+        node: Option<&envoy_types::pb::envoy::config::core::v3::Node>,
+        caller: &Caller,
+        type_url: &str,
+        names: usize,
+    ) -> Result<bool, Status> {
+        if proxy.is_none() {
+            *proxy = Some(self.connect(id, node, caller).await?);
+        }
+        if !PUSH_ORDER.contains(&type_url) {
+            // Unknown types are answered with nothing rather than an error: Envoy asks for
+            // types a control plane may not serve.
+            debug!(connection = id, %type_url, "request for a type this pilot does not serve");
+            return Ok(false);
+        }
+        if names > MAX_NAMES {
+            return Err(Status::resource_exhausted(format!(
+                "more than {MAX_NAMES} resource names in one request"
+            )));
+        }
+        Ok(true)
+    }
+
+    /// Records a proxy's rejection of a response (its log line, metric and `syncz` entry);
+    /// it is not answered.
+    pub(crate) async fn nack(&self, id: u64, type_url: &str, nonce: &str, message: &str) {
+        warn!(connection = id, %type_url, "proxy rejected {nonce}: {message}");
+        self.metrics.rejects.get_or_create(&crate::metrics::TypeLabel::of(type_url)).inc();
+        self.record(id, type_url, |s| s.last_nack = Some(message.to_owned())).await;
+    }
+
     /// Updates what a stream has sent or had acknowledged of one type.
     pub(crate) async fn record(
         &self,
@@ -615,30 +652,17 @@ impl Handler for Stream_ {
 impl Stream_ {
     async fn handle(&mut self, sotw: crate::wire::SotwRequest) -> Result<(), Status> {
         let crate::wire::SotwRequest { request, names: raw } = sotw;
-        if self.proxy.is_none() {
-            self.proxy =
-                Some(self.discovery.connect(self.id, request.node.as_ref(), &self.caller).await?);
-        }
         let type_url = request.type_url.clone();
-        if !PUSH_ORDER.contains(&type_url.as_str()) {
-            // Unknown types are answered with nothing rather than an error: Envoy asks for
-            // types a control plane may not serve.
-            debug!(connection = self.id, %type_url, "request for a type this pilot does not serve");
+        let node = request.node.as_ref();
+        let discovery = &self.discovery;
+        if !discovery
+            .accept(self.id, &mut self.proxy, node, &self.caller, &type_url, raw.len())
+            .await?
+        {
             return Ok(());
         }
-        if raw.len() > MAX_NAMES {
-            return Err(Status::resource_exhausted(format!(
-                "more than {MAX_NAMES} resource names in one request"
-            )));
-        }
         if let Some(error) = &request.error_detail {
-            warn!(connection = self.id, %type_url, "proxy rejected {}: {}", request.response_nonce, error.message);
-            self.discovery
-                .metrics
-                .rejects
-                .get_or_create(&crate::metrics::TypeLabel::of(&type_url))
-                .inc();
-            self.record(&type_url, |s| s.last_nack = Some(error.message.clone())).await;
+            discovery.nack(self.id, &type_url, &request.response_nonce, &error.message).await;
             return Ok(());
         }
         let sent_nonce = self.discovery.sent_nonce(self.id, &type_url).await;
