@@ -153,6 +153,24 @@ pub fn mesh_client_config(
     roots: Arc<RootCertStore>,
     expected: Vec<SpiffeId>,
 ) -> Result<rustls::ClientConfig, TlsError> {
+    client_config(store, roots, Expected::AnyOf(expected))
+}
+
+/// Like [`mesh_client_config`] for a server whose own identity is not known in advance: any
+/// SPIFFE id of `trust_domain` is accepted.
+pub fn mesh_client_config_for_trust_domain(
+    store: Arc<CertStore>,
+    roots: Arc<RootCertStore>,
+    trust_domain: &str,
+) -> Result<rustls::ClientConfig, TlsError> {
+    client_config(store, roots, Expected::TrustDomain(trust_domain.to_owned()))
+}
+
+fn client_config(
+    store: Arc<CertStore>,
+    roots: Arc<RootCertStore>,
+    expected: Expected,
+) -> Result<rustls::ClientConfig, TlsError> {
     let provider = provider();
     let verifier = Arc::new(IdentityVerifier {
         roots,
@@ -247,8 +265,36 @@ impl ClientCertVerifier for TrustDomainVerifier {
 #[derive(Debug)]
 struct IdentityVerifier {
     roots: Arc<RootCertStore>,
-    expected: Vec<SpiffeId>,
+    expected: Expected,
     algs: WebPkiSupportedAlgorithms,
+}
+
+/// Which server identities a client accepts.
+#[derive(Debug)]
+enum Expected {
+    AnyOf(Vec<SpiffeId>),
+    TrustDomain(String),
+}
+
+impl Expected {
+    fn admits(&self, id: &SpiffeId) -> bool {
+        match self {
+            Expected::AnyOf(ids) => ids.contains(id),
+            Expected::TrustDomain(domain) => id.trust_domain() == domain,
+        }
+    }
+}
+
+impl std::fmt::Display for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expected::AnyOf(ids) => {
+                let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                f.write_str(&ids.join(" or "))
+            }
+            Expected::TrustDomain(domain) => write!(f, "an identity of trust domain {domain}"),
+        }
+    }
 }
 
 impl ServerCertVerifier for IdentityVerifier {
@@ -269,10 +315,10 @@ impl ServerCertVerifier for IdentityVerifier {
             self.algs.all,
         )?;
         match peer_identity(std::slice::from_ref(end_entity)) {
-            Some(id) if self.expected.contains(&id) => Ok(ServerCertVerified::assertion()),
+            Some(id) if self.expected.admits(&id) => Ok(ServerCertVerified::assertion()),
             Some(id) => Err(rustls::Error::General(format!(
                 "server identity {id} is not the expected {}",
-                self.expected.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or ")
+                self.expected
             ))),
             None => {
                 Err(rustls::Error::General("server certificate has no SPIFFE identity".to_owned()))

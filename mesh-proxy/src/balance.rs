@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
-use envoy_types::pb::envoy::config::core::v3::{HealthStatus, address, socket_address};
+use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Metadata, address, socket_address};
+use envoy_types::pb::google::protobuf::value::Kind;
+use mesh_api::identity::SpiffeId;
+use mesh_api::xds::mtls::{IDENTITY_METADATA, TLS_MODE, TLS_MODE_ISTIO, TRANSPORT_SOCKET_MATCH};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 
@@ -28,6 +31,42 @@ pub struct Host {
     pub weight: u32,
     /// Requests in flight to it (least request reads this).
     pub active: AtomicU64,
+    /// Whether it takes mesh mTLS (endpoint metadata `tlsMode: istio`), and as whom.
+    pub mesh: Option<PeerIdentity>,
+}
+
+/// Who a mesh endpoint must prove to be.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PeerIdentity {
+    /// This SPIFFE id (from the endpoint's metadata).
+    Exactly(SpiffeId),
+    /// Any identity of the mesh's trust domain (the endpoint's own is not known).
+    TrustDomain,
+}
+
+impl Host {
+    /// A plaintext host.
+    pub fn new(address: SocketAddr, weight: u32) -> Self {
+        Self { address, weight, active: AtomicU64::new(0), mesh: None }
+    }
+}
+
+/// The identity a mesh endpoint must present, from its metadata: `tlsMode: istio` under
+/// `envoy.transport_socket_match`, and the SPIFFE id under `mesh.identity`. `None` for a
+/// plaintext endpoint.
+fn mesh_identity(metadata: Option<&Metadata>) -> Option<PeerIdentity> {
+    let metadata = metadata?;
+    let tls = metadata.filter_metadata.get(TRANSPORT_SOCKET_MATCH)?;
+    let mode = tls.fields.get(TLS_MODE)?;
+    if !matches!(&mode.kind, Some(Kind::StringValue(m)) if m == TLS_MODE_ISTIO) {
+        return None;
+    }
+    let id = metadata
+        .typed_filter_metadata
+        .get(IDENTITY_METADATA)
+        .and_then(|any| <String as prost::Message>::decode(any.value.as_slice()).ok())
+        .and_then(|text| text.parse().ok());
+    Some(id.map_or(PeerIdentity::TrustDomain, PeerIdentity::Exactly))
 }
 
 /// How a cluster picks among its endpoints.
@@ -106,6 +145,7 @@ pub fn hosts(assignment: &ClusterLoadAssignment) -> Vec<Host> {
                     address: SocketAddr::new(ip, port),
                     weight: lb.load_balancing_weight.as_ref().map_or(1, |w| w.value.max(1)),
                     active: AtomicU64::new(0),
+                    mesh: mesh_identity(lb.metadata.as_ref()),
                 });
             }
         }
@@ -137,6 +177,11 @@ impl Balancer {
     /// Picks an endpoint; `key` is the request's hash for ring hash (without one, any).
     /// `None` when the cluster has no usable endpoint.
     pub fn pick(&self, key: Option<u64>) -> Option<&Host> {
+        self.pick_index(key).and_then(|i| self.hosts.get(i))
+    }
+
+    /// Like [`Balancer::pick`], the host's index in [`Balancer::hosts`].
+    pub fn pick_index(&self, key: Option<u64>) -> Option<usize> {
         if self.hosts.is_empty() {
             return None;
         }
@@ -156,7 +201,7 @@ impl Balancer {
                 self.ring[at % self.ring.len()].1
             }
         };
-        self.hosts.get(index)
+        Some(index)
     }
 
     /// A pseudo-random number (xorshift; quality enough to spread load, not for secrets).

@@ -10,9 +10,13 @@
 //! (issue 6).
 //! It may use `mesh-api` and the client side of `mesh-ca`; no panics on the data path.
 
+pub mod admin;
 pub mod balance;
 pub mod listener;
+pub mod net;
+pub mod proxy;
 pub mod routing;
 pub mod runtime;
 pub mod settings;
+pub mod telemetry;
 pub mod xds;

@@ -299,6 +299,12 @@ impl RouteTable {
         host.routes.iter().find(|r| r.matches(request))
     }
 
+    /// The route a request takes and what to do with it (see [`RouteTable::decide`]).
+    pub fn decide_route(&self, request: &RequestHead, pick: u64) -> Option<(&Route, Decision)> {
+        let route = self.matching(request)?;
+        Some((&route.route, route.decide(request, pick)))
+    }
+
     /// What to do with a request; `pick` is a number in `0..total weight` for weighted
     /// clusters (the caller's randomness). `None`: no route (a 404).
     pub fn decide(&self, request: &RequestHead, pick: u64) -> Option<Decision> {
@@ -464,4 +470,40 @@ impl CompiledRoute {
         };
         format!("{replacement}{tail}{rest}")
     }
+}
+
+/// The request's hash for consistent-hash load balancing, by the route's hash policies
+/// (header, cookie, source IP, query parameter; the first that yields a value). `None`
+/// without one.
+pub fn hash_key(route: &Route, request: &RequestHead, source: std::net::IpAddr) -> Option<u64> {
+    use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::PolicySpecifier;
+    use std::hash::{Hash, Hasher};
+    let Some(route::Action::Route(action)) = &route.action else { return None };
+    let hash = |value: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        value(&mut hasher);
+        hasher.finish()
+    };
+    action.hash_policy.iter().find_map(|policy| match policy.policy_specifier.as_ref()? {
+        PolicySpecifier::Header(h) => {
+            let value = request.header(&h.header_name.to_ascii_lowercase())?;
+            Some(hash(&|s| value.hash(s)))
+        }
+        PolicySpecifier::Cookie(c) => {
+            let cookies = request.header("cookie")?;
+            let value = cookies.split(';').find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == c.name).then_some(v)
+            })?;
+            Some(hash(&|s| value.hash(s)))
+        }
+        PolicySpecifier::ConnectionProperties(p) if p.source_ip => {
+            Some(hash(&|s| source.hash(s)))
+        }
+        PolicySpecifier::QueryParameter(q) => {
+            let value = request.query(&q.name)?;
+            Some(hash(&|s| value.hash(s)))
+        }
+        _ => None,
+    })
 }

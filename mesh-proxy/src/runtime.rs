@@ -3,7 +3,18 @@
 //! read. What the sockets consult for every connection and request.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::{address, transport_socket};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+    UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+};
+use prost::Message;
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 
@@ -22,6 +33,108 @@ pub enum Upstream {
     Dns(Vec<(String, u16)>),
 }
 
+/// How a cluster's connections are secured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterTls {
+    /// Per endpoint: mesh mTLS to endpoints marked `tlsMode: istio`, plaintext to the others
+    /// (Istio's automatic mTLS).
+    ByEndpoint,
+    /// Mesh mTLS to every endpoint (a DestinationRule's `ISTIO_MUTUAL`).
+    Mesh,
+    /// TLS this proxy does not originate yet (`SIMPLE`/`MUTUAL` with other certificates):
+    /// connections fail closed rather than go out in plaintext.
+    Unsupported(String),
+}
+
+/// Which HTTP version a cluster speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamHttp {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 (prior knowledge in plaintext).
+    Http2,
+    /// Not said: the proxy decides from the request.
+    Unspecified,
+}
+
+/// How to reach a cluster's endpoints.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    /// Source address to connect from (`upstream_bind_config`: 127.0.0.6 inbound).
+    pub bind: Option<IpAddr>,
+    /// Security.
+    pub tls: ClusterTls,
+    /// HTTP version.
+    pub http: UpstreamHttp,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
+impl Transport {
+    /// What `cluster` says about reaching its endpoints.
+    pub fn of(cluster: &Cluster) -> Self {
+        let bind = cluster
+            .upstream_bind_config
+            .as_ref()
+            .and_then(|b| b.source_address.as_ref())
+            .and_then(|a| a.address.parse().ok());
+        let tls = match &cluster.transport_socket {
+            None => ClusterTls::ByEndpoint,
+            Some(socket) => match &socket.config_type {
+                Some(transport_socket::ConfigType::TypedConfig(any)) => {
+                    match UpstreamTlsContext::decode(any.value.as_slice()) {
+                        Ok(context) if is_mesh(&context) => ClusterTls::Mesh,
+                        Ok(_) => ClusterTls::Unsupported(format!(
+                            "cluster {:?}: TLS origination with other than the mesh certificate is not implemented",
+                            cluster.name
+                        )),
+                        Err(e) => ClusterTls::Unsupported(format!(
+                            "cluster {:?}: transport socket: {e}",
+                            cluster.name
+                        )),
+                    }
+                }
+                _ => ClusterTls::Unsupported(format!(
+                    "cluster {:?}: transport socket without a typed config",
+                    cluster.name
+                )),
+            },
+        };
+        let http = cluster
+            .typed_extension_protocol_options
+            .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+            .and_then(|any| HttpProtocolOptions::decode(any.value.as_slice()).ok())
+            .and_then(|o| match o.upstream_protocol_options? {
+                UpstreamProtocolOptions::ExplicitHttpConfig(c) => match c.protocol_config? {
+                    ProtocolConfig::Http2ProtocolOptions(_) => Some(UpstreamHttp::Http2),
+                    _ => Some(UpstreamHttp::Http1),
+                },
+                _ => None,
+            })
+            .unwrap_or(UpstreamHttp::Unspecified);
+        let connect_timeout = cluster
+            .connect_timeout
+            .as_ref()
+            .map(|d| {
+                Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0))
+                    + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0))
+            })
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(10));
+        Self { bind, tls, http, connect_timeout }
+    }
+}
+
+/// Whether an upstream TLS context presents the workload certificate (SDS `default`), which
+/// is what `ISTIO_MUTUAL` means.
+fn is_mesh(context: &UpstreamTlsContext) -> bool {
+    context.common_tls_context.as_ref().is_some_and(|c| {
+        c.tls_certificate_sds_secret_configs
+            .iter()
+            .any(|s| s.name == mesh_api::xds::mtls::WORKLOAD_SECRET)
+    })
+}
+
 /// Everything the data path reads, at one configuration version.
 pub struct Runtime {
     /// The configuration it was built from.
@@ -30,6 +143,8 @@ pub struct Runtime {
     pub routes: HashMap<String, Arc<RouteTable>>,
     /// Upstreams by cluster name.
     pub upstreams: HashMap<String, Arc<Upstream>>,
+    /// How to reach each cluster, by name.
+    pub transports: HashMap<String, Arc<Transport>>,
 }
 
 impl Runtime {
@@ -41,7 +156,9 @@ impl Runtime {
             routes.insert(name.clone(), Arc::new(RouteTable::compile(route)?));
         }
         let mut upstreams = HashMap::new();
+        let mut transports = HashMap::new();
         for (name, cluster) in &config.clusters {
+            transports.insert(name.clone(), Arc::new(Transport::of(cluster)));
             let kind = match cluster.cluster_discovery_type {
                 Some(ClusterDiscoveryType::Type(t)) => DiscoveryType::try_from(t).ok(),
                 _ => None,
@@ -69,7 +186,27 @@ impl Runtime {
             };
             upstreams.insert(name.clone(), Arc::new(upstream));
         }
-        Ok(Self { config, routes, upstreams })
+        Ok(Self { config, routes, upstreams, transports })
+    }
+
+    /// The listener bound on `port` (`virtualOutbound` on 15001, `virtualInbound` on 15006).
+    pub fn listener_on(
+        &self,
+        port: u16,
+    ) -> Option<&envoy_types::pb::envoy::config::listener::v3::Listener> {
+        self.config.listeners.values().find(|l| {
+            l.address.as_ref().and_then(|a| a.address.as_ref()).is_some_and(|a| match a {
+                address::Address::SocketAddress(s) => {
+                    s.port_specifier
+                        == Some(
+                            envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(
+                                u32::from(port),
+                            ),
+                        )
+                }
+                _ => false,
+            })
+        })
     }
 
     /// The route table an HTTP chain uses.
@@ -86,9 +223,7 @@ impl Runtime {
     }
 }
 
-fn dns_targets(
-    cluster: &envoy_types::pb::envoy::config::cluster::v3::Cluster,
-) -> Vec<(String, u16)> {
+fn dns_targets(cluster: &Cluster) -> Vec<(String, u16)> {
     use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
     use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
     cluster

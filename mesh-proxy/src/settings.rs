@@ -47,6 +47,47 @@ pub struct Flags {
     /// The cluster DNS domain.
     #[arg(long, env = "MESH_DNS_DOMAIN", default_value = "cluster.local")]
     pub dns_domain: String,
+    /// The mesh root certificate (PEM): verifies the CA, the pilot and peer sidecars.
+    #[arg(long, env = "MESH_ROOT_CERT", default_value = "/var/run/secrets/mesh/root-cert.pem")]
+    pub root_cert: PathBuf,
+    /// The DNS name in the CA's serving certificate.
+    #[arg(long, env = "MESH_CA_SERVER_NAME", default_value = "mesh-ca.mesh-system.svc")]
+    pub ca_server_name: String,
+    /// The pilot's SPIFFE id, checked on the mTLS xDS connection (default: the `mesh-pilot`
+    /// service account of `mesh-system` in the trust domain).
+    #[arg(long, env = "MESH_PILOT_IDENTITY")]
+    pub pilot_identity: Option<String>,
+    /// Lifetime asked of the CA for the workload certificate.
+    #[arg(long, env = "MESH_CERT_TTL", default_value = "24h", value_parser = duration)]
+    pub cert_ttl: std::time::Duration,
+    /// Outbound capture port (where mesh-init redirects the app's outgoing connections).
+    #[arg(long, env = "MESH_OUTBOUND_PORT", default_value_t = 15001)]
+    pub outbound_port: u16,
+    /// Inbound capture port.
+    #[arg(long, env = "MESH_INBOUND_PORT", default_value_t = 15006)]
+    pub inbound_port: u16,
+    /// Admin port (loopback only).
+    #[arg(long, env = "MESH_ADMIN_PORT", default_value_t = 15000)]
+    pub admin_port: u16,
+    /// Readiness port (`/healthz/ready`).
+    #[arg(long, env = "MESH_HEALTH_PORT", default_value_t = 15021)]
+    pub health_port: u16,
+    /// Prometheus port (`/stats/prometheus`).
+    #[arg(long, env = "MESH_METRICS_PORT", default_value_t = 15090)]
+    pub metrics_port: u16,
+    /// How long in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "MESH_DRAIN_DURATION", default_value = "5s", value_parser = duration)]
+    pub drain_duration: std::time::Duration,
+    /// Access log format.
+    #[arg(long, env = "MESH_ACCESS_LOG", value_enum, default_value = "text")]
+    pub access_log: crate::telemetry::LogFormat,
+    /// How long to wait for a client's first bytes before treating it as opaque TCP.
+    #[arg(long, env = "MESH_PROTOCOL_DETECTION_TIMEOUT", default_value = "100ms", value_parser = duration)]
+    pub protocol_detection_timeout: std::time::Duration,
+}
+
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    mesh_api::duration::parse(text).map_err(|e| e.to_string())
 }
 
 /// What is wrong with the settings, naming the flag and its environment variable.

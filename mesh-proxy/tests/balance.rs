@@ -17,7 +17,7 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 use mesh_proxy::balance::{Balancer, Host, Policy, hosts};
 
 fn host(last: u8, weight: u32) -> Host {
-    Host { address: SocketAddr::from(([10, 0, 0, last], 8080)), weight, active: AtomicU64::new(0) }
+    Host::new(SocketAddr::from(([10, 0, 0, last], 8080)), weight)
 }
 
 fn counts(

@@ -94,12 +94,23 @@ impl Config {
 }
 
 /// The proxy's configuration, read lock-free by the data path.
-#[derive(Default)]
 pub struct Store {
     current: ArcSwap<Config>,
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self { current: ArcSwap::default(), changes: tokio::sync::watch::Sender::new(0) }
+    }
 }
 
 impl Store {
+    /// Wakes whenever an update is applied (the value counts updates).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// The configuration in force.
     pub fn current(&self) -> Arc<Config> {
         self.current.load_full()
@@ -127,6 +138,7 @@ impl Store {
         }
         next.versions.insert(type_url.to_owned(), version.to_owned());
         self.current.store(Arc::new(next));
+        self.changes.send_modify(|n| *n += 1);
         Ok(())
     }
 }

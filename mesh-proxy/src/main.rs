@@ -1,0 +1,207 @@
+//! `mesh-proxy`: the sidecar. Gets the workload certificate from mesh-ca, the configuration
+//! from the pilot over ADS, then takes the app's traffic on 15001 (outbound) and 15006
+//! (inbound); admin on 127.0.0.1:15000, readiness on 15021, metrics on 15090. On SIGTERM it
+//! drains: not ready, no new connections, in-flight requests finish within the drain period.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use mesh_api::identity::SpiffeId;
+use mesh_ca::client::{CaClient, ClientMetrics, ClientSettings, TokenSource};
+use mesh_proxy::admin::{self, Admin, Surface};
+use mesh_proxy::proxy::listen::{self, Drain, Side};
+use mesh_proxy::proxy::{MeshTls, Shared, Tuning};
+use mesh_proxy::runtime::Runtime;
+use mesh_proxy::settings::{Flags, Settings};
+use mesh_proxy::telemetry::{AccessLog, Metrics, Workload};
+use mesh_proxy::xds::client::ClientState;
+use mesh_proxy::xds::store::Store;
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+fn main() -> std::process::ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+    let set_level: admin::SetLevel = Box::new(move |level: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level)
+            .map_err(|e| format!("bad log filter {level:?}: {e}"))?;
+        reload.reload(filter).map_err(|e| e.to_string())
+    });
+    let flags = Flags::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("mesh-proxy: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(flags, set_level)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            error!("{err:#}");
+            eprintln!("mesh-proxy: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} for {what}"))
+}
+
+async fn run(flags: Flags, set_level: admin::SetLevel) -> anyhow::Result<()> {
+    let settings = Settings::from_flags(&flags)?;
+    let trust_domain = settings.identity.trust_domain().to_owned();
+    let root_pem = std::fs::read_to_string(&flags.root_cert).with_context(|| {
+        format!("--root-cert (or MESH_ROOT_CERT) {}: cannot read", flags.root_cert.display())
+    })?;
+    let roots = mesh_ca::tls::roots(std::slice::from_ref(&root_pem))
+        .with_context(|| format!("--root-cert {}", flags.root_cert.display()))?;
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let cert_metrics = ClientMetrics::register(&mut registry);
+    let metrics = Metrics::register(&mut registry);
+
+    // Readiness and metrics answer from the start (not ready until everything is in).
+    let store = Arc::new(Store::default());
+    let xds_state = Arc::new(ClientState::default());
+    let drain = Drain::default();
+    let any = Ipv4Addr::UNSPECIFIED;
+    let health = bind((any, flags.health_port).into(), "readiness").await?;
+    let stats = bind((any, flags.metrics_port).into(), "metrics").await?;
+    let admin_listener = bind((Ipv4Addr::LOCALHOST, flags.admin_port).into(), "admin").await?;
+
+    info!(identity = %settings.identity, ca = %settings.ca_address, "getting the workload certificate");
+    let ca = CaClient::new(ClientSettings {
+        ca_address: settings.ca_address.clone(),
+        ca_server_name: flags.ca_server_name.clone(),
+        root_pems: vec![root_pem],
+        token: TokenSource::File(settings.token_path.clone()),
+        identity: settings.identity.clone(),
+        ttl: flags.cert_ttl,
+    })
+    .context("CA client")?;
+    let (cert_store, _rotation) = mesh_ca::client::start(ca, cert_metrics).await;
+    let tls = Arc::new(MeshTls::new(cert_store.clone(), roots.clone(), &trust_domain)?);
+
+    let labels = &settings.labels;
+    let workload = labels
+        .get("app")
+        .cloned()
+        .unwrap_or_else(|| settings.node_id.pod.clone());
+    let me = Workload::from_labels(
+        &workload,
+        &settings.node_id.namespace,
+        &settings.identity.to_string(),
+        &settings.cluster_id,
+        labels,
+    );
+    let log = AccessLog::start(flags.access_log, metrics.log_dropped.clone());
+    let tuning = Tuning { detection_timeout: flags.protocol_detection_timeout, ..Tuning::default() };
+    let empty = Runtime::build(store.current()).map_err(anyhow::Error::msg)?;
+    let shared = Arc::new(Shared::new(
+        empty,
+        tls,
+        metrics.clone(),
+        log,
+        me,
+        settings.identity.clone(),
+        tuning,
+    ));
+    let admin = Arc::new(Admin {
+        shared: shared.clone(),
+        store: store.clone(),
+        xds: xds_state.clone(),
+        registry,
+        ready: Default::default(),
+        drain: drain.clone(),
+        set_level,
+        quit: tokio::sync::Notify::new(),
+    });
+    tokio::spawn(admin::serve(health, admin.clone(), Surface::Health));
+    tokio::spawn(admin::serve(stats, admin.clone(), Surface::Metrics));
+    tokio::spawn(admin::serve(admin_listener, admin.clone(), Surface::Admin));
+
+    // xDS: mTLS with the workload certificate to 15012, or plaintext with `http://`.
+    let channel = match settings.pilot_address.strip_prefix("http://") {
+        Some(address) => {
+            warn!(%address, "xDS in plaintext: for local runs only");
+            tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                .context("--pilot-address")?
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .connect_lazy()
+        }
+        None => {
+            let pilot: SpiffeId = match &flags.pilot_identity {
+                Some(text) => text.parse().map_err(|e| {
+                    anyhow::anyhow!("--pilot-identity (or MESH_PILOT_IDENTITY) {text:?}: {e}")
+                })?,
+                None => SpiffeId::new(&trust_domain, "mesh-system", "mesh-pilot")?,
+            };
+            let config = mesh_ca::tls::mesh_client_config(cert_store, roots, vec![pilot])?;
+            let host = settings.pilot_address.rsplit_once(':').map_or(
+                settings.pilot_address.as_str(),
+                |(h, _)| h,
+            );
+            let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+                .with_context(|| format!("--pilot-address {}", settings.pilot_address))?;
+            mesh_ca::tls::grpc_channel(&settings.pilot_address, name, config)
+                .context("--pilot-address")?
+                .connect_lazy()
+        }
+    };
+    tokio::spawn(mesh_proxy::xds::client::run(
+        channel,
+        settings.node(),
+        store.clone(),
+        xds_state.clone(),
+    ));
+
+    let mut complete = shared.clone().follow(store.clone());
+    info!("waiting for a complete configuration from the pilot");
+    let _ = complete.wait_for(|c| *c).await;
+
+    let outbound = bind((any, flags.outbound_port).into(), "outbound traffic").await?;
+    let inbound = bind((any, flags.inbound_port).into(), "inbound traffic").await?;
+    tokio::spawn(listen::serve(outbound, shared.clone(), Side::Outbound, drain.clone()));
+    tokio::spawn(listen::serve(inbound, shared.clone(), Side::Inbound, drain.clone()));
+    admin.ready.store(true, Ordering::Release);
+    info!(outbound = flags.outbound_port, inbound = flags.inbound_port, "proxy ready");
+
+    tokio::select! {
+        () = shutdown_signal() => info!("SIGTERM: draining"),
+        () = admin.quit.notified() => info!("/quitquitquit: draining"),
+    }
+    drain.start();
+    if tokio::time::timeout(flags.drain_duration, drain.closed()).await.is_err() {
+        warn!(open = drain.open(), period = ?flags.drain_duration, "connections still open after the drain period; closing them");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            warn!("cannot watch SIGTERM ({err}); only Ctrl-C stops the proxy");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,405 @@
+//! The listeners: accept loops for outbound (15001) and inbound (15006) connections, what
+//! each connection becomes (by the listener's filter chains, the original destination and,
+//! inbound, the TLS ClientHello), and draining.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::http::{Connection, Peer, Routes};
+use super::tcp::{Flow, proxy};
+use super::Shared;
+use crate::listener::{self, ChainAction};
+use crate::net::{Sniffed, original_destination, peek_client_hello, sniff};
+use crate::routing::RouteTable;
+use crate::telemetry::{Entry, Report, Reporter};
+
+/// Ports of protocols where the server speaks first (SMTP, MySQL, MongoDB, ...): waiting for
+/// the client's first bytes would stall them, so they go straight to TCP.
+pub const SERVER_FIRST_PORTS: &[u16] = &[21, 22, 25, 110, 143, 587, 3306, 27017];
+
+/// Which traffic a listener takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The app's outgoing connections (15001).
+    Outbound,
+    /// Connections to the app (15006).
+    Inbound,
+}
+
+/// Draining: listeners stop accepting, HTTP connections finish what is in flight and close.
+#[derive(Clone)]
+pub struct Drain {
+    draining: watch::Sender<bool>,
+    open: watch::Sender<usize>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self { draining: watch::Sender::new(false), open: watch::Sender::new(0) }
+    }
+}
+
+impl Drain {
+    /// Starts draining.
+    pub fn start(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Whether draining has started.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        *self.open.borrow()
+    }
+
+    /// Waits until every connection has closed.
+    pub async fn closed(&self) {
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
+    }
+
+    fn track(&self, shared: &Shared) -> Tracked {
+        self.open.send_modify(|n| *n += 1);
+        shared.metrics.active_connections.inc();
+        Tracked { open: self.open.clone(), gauge: shared.metrics.active_connections.clone() }
+    }
+}
+
+struct Tracked {
+    open: watch::Sender<usize>,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.open.send_modify(|n| *n = n.saturating_sub(1));
+        self.gauge.dec();
+    }
+}
+
+async fn wait_draining(draining: &mut watch::Receiver<bool>) {
+    let _ = draining.wait_for(|d| *d).await;
+}
+
+/// Accepts connections on `listener` until draining starts.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, side: Side, drain: Drain) {
+    let mut draining = drain.draining.subscribe();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(?side, "accept failed: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = wait_draining(&mut draining) => return,
+        };
+        let tracked = drain.track(&shared);
+        let (shared, draining) = (shared.clone(), drain.draining.subscribe());
+        tokio::spawn(async move {
+            let _tracked = tracked;
+            let _ = tcp.set_nodelay(true);
+            match side {
+                Side::Outbound => outbound(shared, tcp, peer, draining).await,
+                Side::Inbound => inbound(shared, tcp, peer, draining).await,
+            }
+        });
+    }
+}
+
+/// Logs a connection the proxy closes without proxying it.
+fn refuse(shared: &Shared, reporter: Reporter, downstream: SocketAddr, flag: &str, why: &str) {
+    tracing::debug!(%downstream, "connection closed: {why}");
+    let entry = Entry {
+        start: crate::telemetry::now_rfc3339(),
+        protocol: "TCP".to_owned(),
+        flags: flag.to_owned(),
+        downstream: downstream.to_string(),
+        ..Entry::default()
+    };
+    shared.log.log(&entry);
+    let report = Report { protocol: "tcp".to_owned(), flags: flag.to_owned(), ..Report::default() };
+    shared.metrics.tcp_closed(reporter, &report, 0, 0);
+}
+
+async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: watch::Receiver<bool>) {
+    let Ok(local) = tcp.local_addr() else { return };
+    let destination = original_destination(&tcp).unwrap_or(local);
+    if destination == local {
+        // Not redirected: a connection to the proxy's own port would loop.
+        return refuse(&shared, Reporter::Source, peer, "NR", "not redirected (a loop)");
+    }
+    let runtime = shared.runtime.load_full();
+    let Some(config) = runtime.listener_on(local.port()) else {
+        return refuse(&shared, Reporter::Source, peer, "NR", "no listener configured");
+    };
+    let connection = listener::Connection {
+        destination,
+        transport: "raw_buffer",
+        server_name: None,
+        alpn: Vec::new(),
+    };
+    let Some(chain) = listener::select(config, &connection) else {
+        return refuse(&shared, Reporter::Source, peer, "NR", "no filter chain matches");
+    };
+    let fallback = config
+        .default_filter_chain
+        .as_ref()
+        .and_then(|c| listener::action(c).ok())
+        .and_then(|a| match a {
+            ChainAction::Tcp { cluster } => Some(cluster),
+            _ => None,
+        });
+    let action = match listener::action(chain) {
+        Ok(action) => action,
+        Err(why) => return refuse(&shared, Reporter::Source, peer, "NR", &why),
+    };
+    drop(runtime);
+    let flow = |cluster: String| Flow {
+        reporter: Reporter::Source,
+        cluster,
+        destination,
+        downstream: peer,
+        peer: None,
+    };
+    let routes = match action {
+        ChainAction::Tcp { cluster } => return proxy(shared, tcp, flow(cluster)).await,
+        ChainAction::HttpRds { routes } => Routes::Named(routes),
+        ChainAction::HttpInline { routes } => match RouteTable::compile(&routes) {
+            Ok(table) => Routes::Inline(Arc::new(table)),
+            Err(why) => return refuse(&shared, Reporter::Source, peer, "NR", &why),
+        },
+    };
+    let sniffed = if SERVER_FIRST_PORTS.contains(&destination.port()) {
+        Sniffed::Opaque
+    } else {
+        sniff(&tcp, shared.tuning.detection_timeout).await.unwrap_or(Sniffed::Opaque)
+    };
+    match sniffed {
+        Sniffed::Http1 | Sniffed::Http2 => {
+            let connection = Connection {
+                reporter: Reporter::Source,
+                downstream: peer,
+                destination,
+                peer: None,
+                routes,
+            };
+            http(shared, tcp, connection, sniffed == Sniffed::Http2, drain).await;
+        }
+        // Not HTTP on an HTTP port: passed through as the listener's default chain would.
+        Sniffed::Tls | Sniffed::Opaque => match fallback {
+            Some(cluster) => proxy(shared, tcp, flow(cluster)).await,
+            None => refuse(&shared, Reporter::Source, peer, "NR", "not HTTP, and no passthrough"),
+        },
+    }
+}
+
+async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: watch::Receiver<bool>) {
+    let Ok(local) = tcp.local_addr() else { return };
+    let destination = original_destination(&tcp).unwrap_or(local);
+    if destination == local {
+        return refuse(&shared, Reporter::Destination, peer, "NR", "not redirected (a loop)");
+    }
+    let mut connection = listener::Connection {
+        destination,
+        transport: "raw_buffer",
+        server_name: None,
+        alpn: Vec::new(),
+    };
+    let mut first = [0u8; 1];
+    let timeout = shared.tuning.detection_timeout;
+    if let Ok(Ok(1)) = tokio::time::timeout(timeout, tcp.peek(&mut first)).await
+        && first[0] == 0x16
+        && let Some(hello) = peek_client_hello(&tcp, shared.tuning.header_timeout).await
+    {
+        connection.transport = "tls";
+        connection.server_name = hello.server_name;
+        connection.alpn = hello.alpn;
+    }
+    let runtime = shared.runtime.load_full();
+    let Some(config) = runtime.listener_on(local.port()) else {
+        return refuse(&shared, Reporter::Destination, peer, "NR", "no listener configured");
+    };
+    let Some(chain) = listener::select(config, &connection) else {
+        return refuse(&shared, Reporter::Destination, peer, "NR", "no filter chain matches");
+    };
+    let terminate = chain.transport_socket.is_some();
+    let action = match listener::action(chain) {
+        Ok(action) => action,
+        Err(why) => return refuse(&shared, Reporter::Destination, peer, "NR", &why),
+    };
+    drop(runtime);
+    let routes = match &action {
+        ChainAction::Tcp { .. } => None,
+        ChainAction::HttpRds { routes } => Some(Routes::Named(routes.clone())),
+        ChainAction::HttpInline { routes } => match RouteTable::compile(routes) {
+            Ok(table) => Some(Routes::Inline(Arc::new(table))),
+            Err(why) => return refuse(&shared, Reporter::Destination, peer, "NR", &why),
+        },
+    };
+    if !terminate {
+        return match (action, routes) {
+            (ChainAction::Tcp { cluster }, _) => {
+                let flow = Flow {
+                    reporter: Reporter::Destination,
+                    cluster,
+                    destination,
+                    downstream: peer,
+                    peer: None,
+                };
+                proxy(shared, tcp, flow).await
+            }
+            (_, Some(routes)) => {
+                let connection = Connection {
+                    reporter: Reporter::Destination,
+                    downstream: peer,
+                    destination,
+                    peer: None,
+                    routes,
+                };
+                http(shared, tcp, connection, false, drain).await
+            }
+            (_, None) => {}
+        };
+    }
+    if connection.transport != "tls" {
+        return refuse(&shared, Reporter::Destination, peer, "NR", "plaintext on an mTLS-only chain");
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.server.clone());
+    let tls = match tokio::time::timeout(shared.tuning.header_timeout, acceptor.accept(tcp)).await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            return refuse(&shared, Reporter::Destination, peer, "UF", &format!("mTLS: {err}"));
+        }
+        Err(_) => {
+            return refuse(&shared, Reporter::Destination, peer, "UF", "mTLS handshake timed out");
+        }
+    };
+    let session = tls.get_ref().1;
+    let Some(chain) = session.peer_certificates() else {
+        return refuse(&shared, Reporter::Destination, peer, "UF", "no client certificate");
+    };
+    let Some(identity) = mesh_ca::tls::peer_identity(chain) else {
+        return refuse(&shared, Reporter::Destination, peer, "UF", "no SPIFFE identity");
+    };
+    let cert_hash = chain
+        .first()
+        .map(|leaf| {
+            ring::digest::digest(&ring::digest::SHA256, leaf.as_ref())
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let mesh_peer = Peer { identity, cert_hash };
+    match (action, routes) {
+        (ChainAction::Tcp { cluster }, _) => {
+            let flow = Flow {
+                reporter: Reporter::Destination,
+                cluster,
+                destination,
+                downstream: peer,
+                peer: Some(mesh_peer),
+            };
+            proxy(shared, tls, flow).await
+        }
+        (_, Some(routes)) => {
+            let connection = Connection {
+                reporter: Reporter::Destination,
+                downstream: peer,
+                destination,
+                peer: Some(mesh_peer),
+                routes,
+            };
+            http(shared, tls, connection, h2, drain).await
+        }
+        (_, None) => {}
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 (by its preface) on `io`; on drain, in-flight requests finish
+/// and the connection closes (HTTP/2 GOAWAY, HTTP/1.1 `connection: close`).
+async fn http<I>(
+    shared: Arc<Shared>,
+    io: I,
+    connection: Connection,
+    h2_only: bool,
+    mut drain: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (reporter, downstream) = (connection.reporter, connection.downstream);
+    let connection = Arc::new(connection);
+    let served = shared.clone();
+    let service = hyper::service::service_fn(move |request| {
+        super::http::serve(served.clone(), connection.clone(), request)
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.tuning.header_timeout)
+        .max_buf_size(shared.tuning.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(shared.tuning.max_header_bytes).unwrap_or(u32::MAX));
+    if h2_only {
+        builder = builder.http2_only();
+    }
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let draining = async move { wait_draining(&mut drain).await };
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = draining => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        let hyper_err = err.downcast_ref::<hyper::Error>();
+        let status = match hyper_err {
+            Some(e) if e.is_parse_too_large() => 431,
+            Some(e) if e.is_parse() || e.is_parse_status() => 400,
+            Some(e) if e.is_timeout() => 408,
+            _ => 0,
+        };
+        if status == 0 {
+            tracing::debug!(%downstream, "downstream connection ended: {err}");
+            return;
+        }
+        tracing::debug!(%downstream, status, "bad request from downstream: {err}");
+        let entry = Entry {
+            start: crate::telemetry::now_rfc3339(),
+            protocol: "HTTP/1.1".to_owned(),
+            status,
+            flags: "DPE".to_owned(),
+            downstream: downstream.to_string(),
+            ..Entry::default()
+        };
+        shared.log.log(&entry);
+        let report = Report {
+            protocol: "http".to_owned(),
+            status,
+            flags: "DPE".to_owned(),
+            ..Report::default()
+        };
+        shared.metrics.request(reporter, &report, 0.0, 0, 0);
+    }
+}

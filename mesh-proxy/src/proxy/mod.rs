@@ -1,0 +1,248 @@
+//! The data path: the outbound (15001) and inbound (15006) listeners, what each connection
+//! becomes (HTTP with routes, or TCP), and the upstream connections behind them. Everything
+//! here reads the current [`Runtime`] per connection or request, so a configuration update
+//! changes what new requests do without touching connections already open.
+
+pub mod http;
+pub mod listen;
+pub mod tcp;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use tokio::sync::watch;
+use mesh_api::identity::SpiffeId;
+use mesh_ca::tls::CertStore;
+
+use crate::balance::PeerIdentity;
+use crate::runtime::{ClusterTls, Runtime, Upstream};
+use crate::telemetry::{AccessLog, Metrics, Workload};
+use upstream::{Endpoint, Pools};
+
+/// Errors carried by bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of every request and response the proxy handles.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// The workload certificate and what peers must verify to.
+pub struct MeshTls {
+    /// The workload certificate (rotated in place).
+    pub store: Arc<CertStore>,
+    /// The mesh roots.
+    pub roots: Arc<rustls::RootCertStore>,
+    /// The trust domain peers must belong to.
+    pub trust_domain: String,
+    /// Server side of inbound mesh mTLS.
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl MeshTls {
+    /// TLS for a workload with `store`'s certificate.
+    pub fn new(
+        store: Arc<CertStore>,
+        roots: Arc<rustls::RootCertStore>,
+        trust_domain: &str,
+    ) -> Result<Self, mesh_ca::tls::TlsError> {
+        let mut server =
+            mesh_ca::tls::mesh_server_config(store.clone(), roots.clone(), trust_domain)?;
+        // The sidecar protocols first: a peer sidecar offering `h2` gets one multiplexed
+        // connection; `istio*` alone means opaque TCP or HTTP found by sniffing.
+        server.alpn_protocols = [&b"h2"[..], b"http/1.1", b"istio-peer-exchange", b"istio"]
+            .iter()
+            .map(|p| p.to_vec())
+            .collect();
+        Ok(Self { store, roots, trust_domain: trust_domain.to_owned(), server: Arc::new(server) })
+    }
+}
+
+/// Tunables of the data path.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// How long to wait for a client's first bytes before treating it as opaque TCP.
+    pub detection_timeout: Duration,
+    /// How long a client may take to send a request head.
+    pub header_timeout: Duration,
+    /// Largest request head accepted (bigger: 431).
+    pub max_header_bytes: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            detection_timeout: Duration::from_millis(100),
+            header_timeout: Duration::from_secs(30),
+            max_header_bytes: 60 * 1024,
+        }
+    }
+}
+
+/// What every connection handler shares.
+pub struct Shared {
+    /// The compiled configuration in force.
+    pub runtime: ArcSwap<Runtime>,
+    /// Mesh mTLS.
+    pub tls: Arc<MeshTls>,
+    /// Upstream HTTP connections.
+    pub pools: Pools,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Access log.
+    pub log: AccessLog,
+    /// This workload, for telemetry and the peer-metadata exchange.
+    pub me: Workload,
+    /// This workload's identity.
+    pub identity: SpiffeId,
+    /// Tunables.
+    pub tuning: Tuning,
+}
+
+impl Shared {
+    /// Shared state over `runtime`.
+    pub fn new(
+        runtime: Runtime,
+        tls: Arc<MeshTls>,
+        metrics: Metrics,
+        log: AccessLog,
+        me: Workload,
+        identity: SpiffeId,
+        tuning: Tuning,
+    ) -> Self {
+        Self {
+            runtime: ArcSwap::from_pointee(runtime),
+            pools: Pools::new(tls.clone()),
+            tls,
+            metrics,
+            log,
+            me,
+            identity,
+            tuning,
+        }
+    }
+}
+
+impl Shared {
+    /// Compiles every update `store` accepts and puts it in force (a compile failure keeps
+    /// the last one, and is logged). The receiver turns true at the first complete
+    /// configuration (every cluster's endpoints and every listener's routes in).
+    pub fn follow(self: Arc<Self>, store: Arc<crate::xds::store::Store>) -> watch::Receiver<bool> {
+        let mut changes = store.changes();
+        let (complete, first) = watch::channel(false);
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let updates = *changes.borrow_and_update();
+                self.metrics.config_updates.set(i64::try_from(updates).unwrap_or(i64::MAX));
+                let config = store.current();
+                match Runtime::build(config.clone()) {
+                    Ok(runtime) => {
+                        self.runtime.store(Arc::new(runtime));
+                        if config.complete() {
+                            complete.send_replace(true);
+                        }
+                    }
+                    Err(why) => {
+                        tracing::warn!("cannot compile the configuration, keeping the last: {why}");
+                    }
+                }
+            }
+        });
+        first
+    }
+}
+
+/// Why no upstream endpoint could be chosen: the status, Envoy's response flag, and why.
+#[derive(Debug)]
+pub struct NoEndpoint {
+    /// HTTP status to answer with.
+    pub status: u16,
+    /// Response flag.
+    pub flag: &'static str,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// An endpoint chosen for a request or connection; its in-flight count (read by least
+/// request) drops when this is dropped.
+pub struct Picked {
+    /// Where to connect, and how.
+    pub endpoint: Endpoint,
+    /// The cluster's connect timeout.
+    pub connect_timeout: Duration,
+    /// HTTP version the cluster asks for.
+    pub http: crate::runtime::UpstreamHttp,
+    active: Option<(Arc<Upstream>, usize)>,
+}
+
+impl Drop for Picked {
+    fn drop(&mut self) {
+        if let Some((upstream, index)) = &self.active
+            && let Upstream::Balanced(balancer) = upstream.as_ref()
+            && let Some(host) = balancer.hosts().get(*index)
+        {
+            host.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Chooses an endpoint of `cluster` for a connection that was going to `destination`.
+pub async fn pick(
+    runtime: &Runtime,
+    cluster: &str,
+    destination: SocketAddr,
+    hash: Option<u64>,
+) -> Result<Picked, NoEndpoint> {
+    let no = |status, flag, reason: String| NoEndpoint { status, flag, reason };
+    let (Some(upstream), Some(transport)) =
+        (runtime.upstreams.get(cluster), runtime.transports.get(cluster))
+    else {
+        return Err(no(503, "NC", format!("cluster {cluster:?} is not configured")));
+    };
+    let mesh_all = match &transport.tls {
+        ClusterTls::Unsupported(why) => return Err(no(503, "UF", why.clone())),
+        ClusterTls::Mesh => true,
+        ClusterTls::ByEndpoint => false,
+    };
+    let endpoint = |address, mesh: Option<PeerIdentity>| Endpoint {
+        address,
+        bind: transport.bind,
+        mesh: if mesh_all { mesh.or(Some(PeerIdentity::TrustDomain)) } else { mesh },
+    };
+    let mut picked = Picked {
+        endpoint: endpoint(destination, None),
+        connect_timeout: transport.connect_timeout,
+        http: transport.http,
+        active: None,
+    };
+    match upstream.as_ref() {
+        Upstream::OriginalDestination => {}
+        Upstream::Balanced(balancer) => {
+            let Some(index) = balancer.pick_index(hash) else {
+                return Err(no(503, "UH", format!("cluster {cluster:?} has no healthy endpoint")));
+            };
+            let host = &balancer.hosts()[index];
+            host.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            picked.endpoint = endpoint(host.address, host.mesh.clone());
+            picked.active = Some((upstream.clone(), index));
+        }
+        Upstream::Dns(targets) => {
+            let mut last = format!("cluster {cluster:?} has no DNS targets");
+            for (host, port) in targets {
+                match tokio::net::lookup_host((host.as_str(), *port)).await {
+                    Ok(mut addresses) => {
+                        if let Some(address) = addresses.next() {
+                            picked.endpoint = endpoint(address, None);
+                            return Ok(picked);
+                        }
+                        last = format!("{host} has no addresses");
+                    }
+                    Err(e) => last = format!("cannot resolve {host}: {e}"),
+                }
+            }
+            return Err(no(503, "UH", last));
+        }
+    }
+    Ok(picked)
+}
