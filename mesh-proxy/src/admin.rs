@@ -69,7 +69,10 @@ impl Admin {
     }
 
     fn metrics(&self) -> Response<Full<Bytes>> {
-        self.shared.metrics.xds_connected.set(i64::from(self.xds.connected.load(Ordering::Relaxed)));
+        self.shared
+            .metrics
+            .xds_connected
+            .set(i64::from(self.xds.connected.load(Ordering::Relaxed)));
         self.shared
             .metrics
             .config_rejected
@@ -86,7 +89,9 @@ impl Admin {
                 );
                 response
             }
-            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n")),
+            Err(e) => {
+                text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n"))
+            }
         }
     }
 
@@ -107,11 +112,11 @@ impl Admin {
             "endpoints": config.endpoints.values().map(|e| json(ENDPOINT_TYPE, e.encode_to_vec())).collect::<Vec<_>>(),
             "last_rejection": self.xds.last_rejection.load_full().map(|r| r.to_string()),
         });
-        let mut response = text(StatusCode::OK, serde_json::to_string_pretty(&dump).unwrap_or_default());
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
+        let mut response =
+            text(StatusCode::OK, serde_json::to_string_pretty(&dump).unwrap_or_default());
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         response
     }
 
@@ -219,9 +224,8 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, surface: Surface) {
         };
         let admin = admin.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                admin.clone().handle(surface, request)
-            });
+            let service =
+                hyper::service::service_fn(move |request| admin.clone().handle(surface, request));
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;

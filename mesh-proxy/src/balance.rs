@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
 use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Metadata, address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::google::protobuf::value::Kind;
 use mesh_api::identity::SpiffeId;
 use mesh_api::xds::mtls::{IDENTITY_METADATA, TLS_MODE, TLS_MODE_ISTIO, TRANSPORT_SOCKET_MATCH};
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 
 /// Most entries of a weighted round-robin schedule (weights are scaled down to fit).
 const MAX_SCHEDULE: usize = 4096;

@@ -97,10 +97,7 @@ async fn run(flags: Flags, set_level: admin::SetLevel) -> anyhow::Result<()> {
     let tls = Arc::new(MeshTls::new(cert_store.clone(), roots.clone(), &trust_domain)?);
 
     let labels = &settings.labels;
-    let workload = labels
-        .get("app")
-        .cloned()
-        .unwrap_or_else(|| settings.node_id.pod.clone());
+    let workload = labels.get("app").cloned().unwrap_or_else(|| settings.node_id.pod.clone());
     let me = Workload::from_labels(
         &workload,
         &settings.node_id.namespace,
@@ -109,7 +106,8 @@ async fn run(flags: Flags, set_level: admin::SetLevel) -> anyhow::Result<()> {
         labels,
     );
     let log = AccessLog::start(flags.access_log, metrics.log_dropped.clone());
-    let tuning = Tuning { detection_timeout: flags.protocol_detection_timeout, ..Tuning::default() };
+    let tuning =
+        Tuning { detection_timeout: flags.protocol_detection_timeout, ..Tuning::default() };
     let empty = Runtime::build(store.current()).map_err(anyhow::Error::msg)?;
     let shared = Arc::new(Shared::new(
         empty,
@@ -151,10 +149,10 @@ async fn run(flags: Flags, set_level: admin::SetLevel) -> anyhow::Result<()> {
                 None => SpiffeId::new(&trust_domain, "mesh-system", "mesh-pilot")?,
             };
             let config = mesh_ca::tls::mesh_client_config(cert_store, roots, vec![pilot])?;
-            let host = settings.pilot_address.rsplit_once(':').map_or(
-                settings.pilot_address.as_str(),
-                |(h, _)| h,
-            );
+            let host = settings
+                .pilot_address
+                .rsplit_once(':')
+                .map_or(settings.pilot_address.as_str(), |(h, _)| h);
             let name = rustls_pki_types::ServerName::try_from(host.to_owned())
                 .with_context(|| format!("--pilot-address {}", settings.pilot_address))?;
             mesh_ca::tls::grpc_channel(&settings.pilot_address, name, config)

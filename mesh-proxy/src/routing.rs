@@ -497,9 +497,7 @@ pub fn hash_key(route: &Route, request: &RequestHead, source: std::net::IpAddr) 
             })?;
             Some(hash(&|s| value.hash(s)))
         }
-        PolicySpecifier::ConnectionProperties(p) if p.source_ip => {
-            Some(hash(&|s| source.hash(s)))
-        }
+        PolicySpecifier::ConnectionProperties(p) if p.source_ip => Some(hash(&|s| source.hash(s))),
         PolicySpecifier::QueryParameter(q) => {
             let value = request.query(&q.name)?;
             Some(hash(&|s| value.hash(s)))

@@ -281,14 +281,26 @@ impl Metrics {
         );
         registry.register("istio_request_bytes", "Request body sizes", m.request_bytes.clone());
         registry.register("istio_response_bytes", "Response body sizes", m.response_bytes.clone());
-        registry.register("istio_tcp_sent_bytes", "Bytes sent to the downstream", m.tcp_sent.clone());
+        registry.register(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to the downstream",
+            m.tcp_sent.clone(),
+        );
         registry.register(
             "istio_tcp_received_bytes",
             "Bytes received from the downstream",
             m.tcp_received.clone(),
         );
-        registry.register("istio_tcp_connections_opened", "TCP connections opened", m.tcp_opened.clone());
-        registry.register("istio_tcp_connections_closed", "TCP connections closed", m.tcp_closed.clone());
+        registry.register(
+            "istio_tcp_connections_opened",
+            "TCP connections opened",
+            m.tcp_opened.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_closed",
+            "TCP connections closed",
+            m.tcp_closed.clone(),
+        );
         registry.register(
             "mesh_proxy_downstream_connections_active",
             "Connections from downstream open now",
@@ -426,7 +438,7 @@ impl Entry {
                 let mut line = String::with_capacity(256);
                 let _ = write!(
                     line,
-                    "[{}] \"{} {} {}\" {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" {} {} {} route={}",
+                    "[{}] \"{} {} {}\" {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" {} {} route={}",
                     self.start,
                     dash(&self.method),
                     dash(&self.path),
@@ -442,7 +454,6 @@ impl Entry {
                     dash(&self.upstream_host),
                     dash(&self.upstream_cluster),
                     self.downstream,
-                    "-",
                     dash(&self.route),
                 );
                 line
@@ -504,9 +515,8 @@ impl AccessLog {
 
 /// Now, as RFC 3339 in UTC with milliseconds.
 pub fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
     // Civil date from days since the epoch (Howard Hinnant's algorithm).

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use envoy_types::pb::envoy::config::core::v3::{Address, HealthStatus, SocketAddress};
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address};

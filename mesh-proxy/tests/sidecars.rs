@@ -58,7 +58,8 @@ spec:
   serviceAccount: impostor
 "#;
 
-/// Sets the `x-route` header on requests to hello (the app echoes it back).
+/// Sets the `x-route` header on requests to hello (the app echoes it back), for the paths
+/// the rest of the test uses: any other path has no route (404).
 const ROUTE_V2: &str = r#"
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -66,7 +67,8 @@ metadata: {name: hello, namespace: demo}
 spec:
   hosts: [hello.demo.svc.cluster.local]
   http:
-  - headers: {request: {set: {x-route: v2}}}
+  - match: [{uri: {prefix: /load}}, {uri: {prefix: /slow}}]
+    headers: {request: {set: {x-route: v2}}}
     route: [{destination: {host: hello.demo.svc.cluster.local}}]
 "#;
 
@@ -125,7 +127,15 @@ impl Sidecar {
         std::fs::write(&labels, format!("app=\"{sa}\"\nversion=\"v1\"\n")).unwrap();
         let (stdout, stderr) = (dir.join(format!("{sa}.out")), dir.join(format!("{sa}.err")));
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, "setpriv", "--reuid=1337", "--regid=1337", "--clear-groups"])
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "setpriv",
+                "--reuid=1337",
+                "--regid=1337",
+                "--clear-groups",
+            ])
             .arg(env!("CARGO_BIN_EXE_mesh-proxy"))
             .args(["--pilot-address", &format!("http://{}", sidecar::XDS)])
             .args(["--ca-address", CA_ADDRESS, "--ca-server-name", CA_NAME])
@@ -181,9 +191,8 @@ fn serve_ca(ns: &str, authority: Arc<mesh_ca::authority::Authority>, tokens: &Pa
     let (chain, key) =
         authority.issue_server_cert(&[CA_NAME.to_owned()], Duration::from_secs(3600)).unwrap();
     let store = Arc::new(mesh_ca::tls::CertStore::new(&chain, &key).unwrap());
-    let auth = Arc::new(mesh_ca::auth::Authenticator::TokenFile(
-        mesh_ca::auth::TokenFile::new(tokens),
-    ));
+    let auth =
+        Arc::new(mesh_ca::auth::Authenticator::TokenFile(mesh_ca::auth::TokenFile::new(tokens)));
     let service = mesh_ca::server::CaService::new(authority, auth, Arc::default());
     let tls = Arc::new(mesh_ca::tls::ca_server_config(store).unwrap());
     tokio::spawn(mesh_ca::server::serve_tls(listener, service, tls, std::future::pending()));
@@ -246,7 +255,10 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
         std::fs::write(dir.path().join(format!("{sa}.token")), format!("t-{sa}")).unwrap();
     }
 
-    let pods = [(&net.pod, "client-1", "10.99.0.2", "client"), (&net.peer, "hello-1", "10.99.0.1", "hello")];
+    let pods = [
+        (&net.pod, "client-1", "10.99.0.2", "client"),
+        (&net.peer, "hello-1", "10.99.0.1", "hello"),
+    ];
     let mut sidecars = Vec::new();
     for (ns, pod, ip, sa) in pods {
         sidecar::serve_xds(ns, &discovery);
@@ -263,14 +275,21 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (client_ns, server_ns) = (net.pod.clone(), net.peer.clone());
-    let logs = || sidecars.iter().map(Sidecar::logs).collect::<Vec<_>>().join("\n");
+    let logs_of = |sidecars: &[Sidecar]| {
+        sidecars.iter().map(Sidecar::logs).collect::<Vec<_>>().join("\n")
+    };
+    let logs = || logs_of(&sidecars);
 
     let c = client_ns.clone();
     let results = tokio::task::spawn_blocking(move || {
         let run = |args: &[&str]| client(&c, args);
         vec![
             run(&["get", "http://10.96.0.10/"]),
-            run(&["get", "http://10.99.0.1:8080/", "x-forwarded-client-cert:URI=spiffe://cluster.local/ns/demo/sa/admin"]),
+            run(&[
+                "get",
+                "http://10.99.0.1:8080/",
+                "x-forwarded-client-cert:URI=spiffe://cluster.local/ns/demo/sa/admin",
+            ]),
             run(&["keepalive", "10.96.0.10", "80"]),
             run(&["post", "http://10.96.0.10/upload", "20000000"]),
             run(&["websocket", "10.96.0.10", "80"]),
@@ -295,21 +314,18 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
     // and takes it (PERMISSIVE), dropping the XFCC the client made up.
     assert_eq!(plain, "from=127.0.0.6 xfcc=none route=none path=/", "PERMISSIVE plaintext");
     assert_eq!(
-        keepalive,
-        "200:/k0 200:/k1 200:/k2 200:/k3 200:/k4 connections: 1",
+        keepalive, "200:/k0 200:/k1 200:/k2 200:/k3 200:/k4 connections: 1",
         "HTTP/1.1 keep-alive through two sidecars"
     );
     let (got, expected) = post.split_once(" expected ").unwrap();
     assert_eq!(got, expected, "a 20 MB streamed body arrives whole");
     assert_eq!(websocket, "HTTP/1.1 101 Switching Protocols | echo:frame-1", "WebSocket");
     assert_eq!(
-        grpc,
-        "unary:hi | part0:s,part1:s,part2:s,part3:s,part4:s",
+        grpc, "unary:hi | part0:s,part1:s,part2:s,part3:s,part4:s",
         "gRPC unary and server streaming"
     );
     assert_eq!(
-        server_first,
-        "greeting from the server | echo:ping",
+        server_first, "greeting from the server | echo:ping",
         "a server-first protocol is not held up waiting for the client"
     );
     assert!(
@@ -326,6 +342,29 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
     assert!(load.starts_with("[('200', "), "every request succeeds during the change: {load}");
     assert!(!load.contains("), ('"), "only 200s: {load}");
     assert!(load.ends_with("['none', 'v2']"), "the new route takes over: {load}");
+
+    // Bad input: answered by the client's sidecar, logged and counted, never passed on.
+    let c = client_ns.clone();
+    let bad = tokio::task::spawn_blocking(move || {
+        let raw = |data: &str, pad: &str| client(&c, &["raw", "10.96.0.10", "80", data, pad]);
+        [
+            raw("GET / HTTP/1.1\\r\\nHost: a\\r\\nno colon here\\r\\n\\r\\n", "0"),
+            raw("GET / HTTP/1.1\\r\\nHost: a\\r\\nx-big: PAD\\r\\n\\r\\n", "100000"),
+            raw("GET /missing HTTP/1.1\\r\\nHost: 10.96.0.10\\r\\n\\r\\n", "0"),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        bad,
+        [
+            "HTTP/1.1 400 Bad Request",
+            "HTTP/1.1 431 Request Header Fields Too Large",
+            "HTTP/1.1 404 Not Found"
+        ],
+        "{}",
+        logs()
+    );
 
     // Metrics on both sides, with Istio's labels.
     let (_, client_stats) = local_get(&client_ns, 15090, "/stats/prometheus");
@@ -387,21 +426,31 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
     assert_eq!(line["upstream_host"], "127.0.0.1:8080");
     assert_eq!(line["authority"], "10.96.0.10");
     assert!(line["x_request_id"].as_str().is_some_and(|id| id.len() == 36), "{line}");
-    let client_line = sidecars[0]
-        .access_log()
-        .into_iter()
-        .find(|l| l["path"] == "/k3")
-        .unwrap();
+    let client_line = sidecars[0].access_log().into_iter().find(|l| l["path"] == "/k3").unwrap();
     assert_eq!(client_line["upstream_cluster"], "outbound|80||hello.demo.svc.cluster.local");
     assert_eq!(client_line["x_request_id"], line["x_request_id"], "one request id end to end");
     assert_eq!(client_line["protocol"], "HTTP/1.1");
-    let refused = sidecars[0]
-        .access_log()
-        .into_iter()
-        .find(|l| l["authority"] == "10.96.0.20")
-        .unwrap();
+    let refused =
+        sidecars[0].access_log().into_iter().find(|l| l["authority"] == "10.96.0.20").unwrap();
     assert_eq!(refused["response_code"], 503);
     assert_eq!(refused["response_flags"], "UF");
+
+    for (status, flag) in [(400, "DPE"), (431, "DPE"), (404, "NR")] {
+        assert!(
+            sidecars[0]
+                .access_log()
+                .iter()
+                .any(|l| l["response_code"] == status && l["response_flags"] == flag),
+            "an access-log line for {status} {flag}:\n{}",
+            logs()
+        );
+        let counted = metric_lines(
+            &client_stats,
+            "istio_requests_total",
+            &[&format!("response_code=\"{status}\""), &format!("response_flags=\"{flag}\"")],
+        );
+        assert!(!counted.is_empty(), "a metric for {status} {flag}:\n{client_stats}");
+    }
 
     // Admin.
     let (status, dump) = local_get(&client_ns, 15000, "/config_dump");
@@ -409,9 +458,29 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
     assert!(dump.contains("virtualOutbound"), "{dump}");
     let (_, clusters) = local_get(&client_ns, 15000, "/clusters");
     assert!(
-        clusters.contains("outbound|80||hello.demo.svc.cluster.local::10.99.0.1:8080::health_flags::healthy"),
+        clusters.contains(
+            "outbound|80||hello.demo.svc.cluster.local::10.99.0.1:8080::health_flags::healthy"
+        ),
         "{clusters}"
     );
+
+    // SIGTERM: the server's sidecar drains; a request in flight finishes, then it exits.
+    let c = client_ns.clone();
+    let slow = tokio::task::spawn_blocking(move || client(&c, &["get", "http://10.96.0.10/slow"]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = sidecars[1].child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let slow = slow.await.unwrap();
+    assert!(slow.contains("path=/slow"), "the request in flight finishes: {slow}\n{}", logs());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = sidecars[1].child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the sidecar exits after draining:\n{}", logs_of(&sidecars));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "a clean exit: {status}\n{}", logs_of(&sidecars));
     drop(publish);
 }
 

@@ -194,8 +194,7 @@ where
                     } else if let Some(trailers) = frame.trailers_ref()
                         && let Some(status) = trailers.get("grpc-status")
                     {
-                        finish.report.grpc_status =
-                            status.to_str().ok().map(str::to_owned);
+                        finish.report.grpc_status = status.to_str().ok().map(str::to_owned);
                     }
                 }
             }
@@ -299,10 +298,8 @@ pub async fn serve(
         }
     }
     entry.protocol = protocol.clone();
-    let mut report = Report {
-        protocol: if grpc { "grpc" } else { "http" }.to_owned(),
-        ..Report::default()
-    };
+    let mut report =
+        Report { protocol: if grpc { "grpc" } else { "http" }.to_owned(), ..Report::default() };
     match connection.reporter {
         Reporter::Source => report.source = shared.me.clone(),
         Reporter::Destination => {
@@ -378,9 +375,7 @@ impl Local {
                 .header("grpc-message", self.body.replace(['\r', '\n'], " "));
         } else {
             finish.report.status = self.status;
-            builder = builder
-                .status(self.status)
-                .header(header::CONTENT_TYPE, "text/plain");
+            builder = builder.status(self.status).header(header::CONTENT_TYPE, "text/plain");
             if let Some(location) = &self.location {
                 builder = builder.header(header::LOCATION, location);
             }
@@ -489,10 +484,8 @@ async fn forward(
     }
     match (connection.reporter, &connection.peer) {
         (Reporter::Destination, Some(peer)) => {
-            let value = format!(
-                "By={};Hash={};URI={}",
-                shared.identity, peer.cert_hash, peer.identity
-            );
+            let value =
+                format!("By={};Hash={};URI={}", shared.identity, peer.cert_hash, peer.identity);
             if let Ok(value) = HeaderValue::from_str(&value) {
                 parts.headers.insert(XFCC, value);
             }
@@ -537,13 +530,22 @@ async fn forward(
 
     let failed = |e: upstream::UpstreamError| {
         tracing::debug!(cluster = %cluster, "upstream failed: {e}");
-        Local::error(503, e.flag(), format!("upstream connect error or disconnect/reset before headers: {e}"))
+        Local::error(
+            503,
+            e.flag(),
+            format!("upstream connect error or disconnect/reset before headers: {e}"),
+        )
     };
     let mut response = if upgrade {
         // Upgrades keep HTTP/1.1 end to end, on a connection of their own.
-        let io = upstream::connect(&shared.tls, &picked.endpoint, upstream::ALPN_H1, picked.connect_timeout)
-            .await
-            .map_err(failed)?;
+        let io = upstream::connect(
+            &shared.tls,
+            &picked.endpoint,
+            upstream::ALPN_H1,
+            picked.connect_timeout,
+        )
+        .await
+        .map_err(failed)?;
         let mut sender = upstream::open_h1(io, picked.endpoint.address).await.map_err(failed)?;
         sender.send_request(upstream_request).await.map_err(|e| {
             failed(upstream::UpstreamError::Reset {

@@ -11,9 +11,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::Shared;
 use super::http::{Connection, Peer, Routes};
 use super::tcp::{Flow, proxy};
-use super::Shared;
 use crate::listener::{self, ChainAction};
 use crate::net::{Sniffed, original_destination, peek_client_hello, sniff};
 use crate::routing::RouteTable;
@@ -134,7 +134,12 @@ fn refuse(shared: &Shared, reporter: Reporter, downstream: SocketAddr, flag: &st
     shared.metrics.tcp_closed(reporter, &report, 0, 0);
 }
 
-async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: watch::Receiver<bool>) {
+async fn outbound(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    drain: watch::Receiver<bool>,
+) {
     let Ok(local) = tcp.local_addr() else { return };
     let destination = original_destination(&tcp).unwrap_or(local);
     if destination == local {
@@ -154,13 +159,12 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
     let Some(chain) = listener::select(config, &connection) else {
         return refuse(&shared, Reporter::Source, peer, "NR", "no filter chain matches");
     };
-    let fallback = config
-        .default_filter_chain
-        .as_ref()
-        .and_then(|c| listener::action(c).ok())
-        .and_then(|a| match a {
-            ChainAction::Tcp { cluster } => Some(cluster),
-            _ => None,
+    let fallback =
+        config.default_filter_chain.as_ref().and_then(|c| listener::action(c).ok()).and_then(|a| {
+            match a {
+                ChainAction::Tcp { cluster } => Some(cluster),
+                _ => None,
+            }
         });
     let action = match listener::action(chain) {
         Ok(action) => action,
@@ -206,7 +210,12 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
     }
 }
 
-async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: watch::Receiver<bool>) {
+async fn inbound(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    drain: watch::Receiver<bool>,
+) {
     let Ok(local) = tcp.local_addr() else { return };
     let destination = original_destination(&tcp).unwrap_or(local);
     if destination == local {
@@ -275,11 +284,16 @@ async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: w
         };
     }
     if connection.transport != "tls" {
-        return refuse(&shared, Reporter::Destination, peer, "NR", "plaintext on an mTLS-only chain");
+        return refuse(
+            &shared,
+            Reporter::Destination,
+            peer,
+            "NR",
+            "plaintext on an mTLS-only chain",
+        );
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.server.clone());
-    let tls = match tokio::time::timeout(shared.tuning.header_timeout, acceptor.accept(tcp)).await
-    {
+    let tls = match tokio::time::timeout(shared.tuning.header_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(err)) => {
             return refuse(&shared, Reporter::Destination, peer, "UF", &format!("mTLS: {err}"));

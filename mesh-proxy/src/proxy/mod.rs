@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use tokio::sync::watch;
 use mesh_api::identity::SpiffeId;
 use mesh_ca::tls::CertStore;
+use tokio::sync::watch;
 
 use crate::balance::PeerIdentity;
 use crate::runtime::{ClusterTls, Runtime, Upstream};

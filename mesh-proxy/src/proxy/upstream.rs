@@ -189,12 +189,13 @@ pub async fn connect(
 }
 
 type H2Slot = Arc<Mutex<Option<http2::SendRequest<Body>>>>;
+type Idle = Arc<Mutex<HashMap<Endpoint, Vec<(http1::SendRequest<Body>, Instant)>>>>;
 
 /// Pools of upstream HTTP connections, shared by every downstream connection.
 pub struct Pools {
     tls: Arc<MeshTls>,
     h2: Mutex<HashMap<Endpoint, H2Slot>>,
-    h1: Arc<Mutex<HashMap<Endpoint, Vec<(http1::SendRequest<Body>, Instant)>>>>,
+    h1: Idle,
 }
 
 impl Pools {
@@ -216,10 +217,8 @@ impl Pools {
             address: endpoint.address,
             reason: e.to_string(),
         };
-        if http2 {
-            if let Some(mut sender) = self.h2_sender(endpoint, connect_timeout).await? {
-                return sender.send_request(request).await.map_err(reset);
-            }
+        if http2 && let Some(mut sender) = self.h2_sender(endpoint, connect_timeout).await? {
+            return sender.send_request(request).await.map_err(reset);
         }
         let mut sender = self.h1_sender(endpoint, connect_timeout).await?;
         let response = sender.send_request(request).await.map_err(reset)?;

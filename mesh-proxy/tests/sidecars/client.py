@@ -50,6 +50,26 @@ elif what == "websocket":
     while len(rest) < len(b"echo:frame-1"):
         rest += s.recv(4096)
     print(status, "|", rest.decode())
+elif what == "raw":
+    # Bytes as given (Python escapes allowed), then the status line of the answer.
+    s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=10)
+    data = sys.argv[4].encode().decode("unicode_escape").encode()
+    if len(sys.argv) > 5:
+        data = data.replace(b"PAD", b"x" * int(sys.argv[5]))
+    try:
+        s.sendall(data)
+    except OSError:
+        pass
+    answer = b""
+    try:
+        while b"\r\n" not in answer:
+            more = s.recv(4096)
+            if not more:
+                break
+            answer += more
+    except OSError:
+        pass
+    print(answer.split(b"\r\n")[0].decode() or "closed")
 elif what == "server-first":
     s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=10)
     greeting = s.recv(1024).decode().strip()

@@ -2,7 +2,7 @@
 # clusters' address): HTTP/1.1 on 8080 (keep-alive, echoes who called and how, streams POST
 # bodies back as a size and digest, and upgrades to an echoing WebSocket-like byte stream),
 # a server-first TCP protocol on 3306, and gRPC (unary and server streaming) on 9090.
-import concurrent.futures, hashlib, socket, sys, threading
+import concurrent.futures, hashlib, socket, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class App(BaseHTTPRequestHandler):
@@ -31,6 +31,8 @@ class App(BaseHTTPRequestHandler):
                     return
                 self.wfile.write(b"echo:" + data)
                 self.wfile.flush()
+        if self.path == "/slow":
+            time.sleep(1.5)
         xfcc = self.headers.get("x-forwarded-client-cert", "none")
         route = self.headers.get("x-route", "none")
         self.reply(f"from={self.client_address[0]} xfcc={xfcc} route={route} path={self.path}")
