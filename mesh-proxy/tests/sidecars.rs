@@ -20,6 +20,13 @@ use std::time::{Duration, Instant};
 
 use e2e::netns::{self, PodAndPeer};
 use e2e::sidecar;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 
 const CONFIG: &str = r#"
 apiVersion: v1
@@ -69,6 +76,19 @@ spec:
   http:
   - match: [{uri: {prefix: /load}}, {uri: {prefix: /slow}}]
     headers: {request: {set: {x-route: v2}}}
+    route: [{destination: {host: hello.demo.svc.cluster.local}}]
+"#;
+
+/// The same header set to v3: held back from the client's sidecar by a NACK.
+const ROUTE_V3: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: hello, namespace: demo}
+spec:
+  hosts: [hello.demo.svc.cluster.local]
+  http:
+  - match: [{uri: {prefix: /load}}, {uri: {prefix: /slow}}]
+    headers: {request: {set: {x-route: v3}}}
     route: [{destination: {host: hello.demo.svc.cluster.local}}]
 "#;
 
@@ -198,11 +218,119 @@ fn serve_ca(ns: &str, authority: Arc<mesh_ca::authority::Authority>, tokens: &Pa
     tokio::spawn(mesh_ca::server::serve_tls(listener, service, tls, std::future::pending()));
 }
 
-fn snapshot(dir: &Path, extra: &str) -> Arc<mesh_pilot::model::Snapshot> {
+/// Stands between a sidecar and the pilot, passing everything through; once `taint` is set
+/// it adds a route configuration the proxy must refuse (a regex that does not compile) to
+/// every RDS response, so the pilot's next route change reaches the proxy as a NACKed update.
+struct Relay {
+    pilot: String,
+    taint: Arc<std::sync::atomic::AtomicBool>,
+}
+
+type Responses =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<DiscoveryResponse, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Relay {
+    type StreamAggregatedResourcesStream = Responses;
+    type DeltaAggregatedResourcesStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<DeltaDiscoveryResponse, tonic::Status>> + Send>,
+    >;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
+    ) -> Result<tonic::Response<Responses>, tonic::Status> {
+        use futures::StreamExt as _;
+        let mut upstream = AggregatedDiscoveryServiceClient::connect(self.pilot.clone())
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let (forward, requests) = tokio::sync::mpsc::channel(16);
+        let mut downstream = request.into_inner();
+        tokio::spawn(async move {
+            while let Some(Ok(request)) = downstream.next().await {
+                if forward.send(request).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let requests = tokio_stream::wrappers::ReceiverStream::new(requests);
+        let responses = upstream.stream_aggregated_resources(requests).await?.into_inner();
+        let taint = self.taint.clone();
+        let responses = responses.map(move |response| {
+            let mut response = response?;
+            if taint.load(std::sync::atomic::Ordering::Relaxed)
+                && response.type_url == mesh_api::xds::ROUTE_TYPE
+            {
+                use envoy_types::pb::envoy::config::route::v3 as r;
+                let bad = r::RouteConfiguration {
+                    name: "tainted".into(),
+                    virtual_hosts: vec![r::VirtualHost {
+                        name: "tainted".into(),
+                        domains: vec!["*".into()],
+                        routes: vec![r::Route {
+                            r#match: Some(r::RouteMatch {
+                                path_specifier: Some(r::route_match::PathSpecifier::SafeRegex(
+                                    envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
+                                        regex: "(unclosed".into(),
+                                        ..Default::default()
+                                    },
+                                )),
+                                ..Default::default()
+                            }),
+                            action: Some(r::route::Action::DirectResponse(
+                                r::DirectResponseAction { status: 200, ..Default::default() },
+                            )),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
+                response.resources.push(envoy_types::util::pack_any(bad));
+            }
+            Ok(response)
+        });
+        Ok(tonic::Response::new(Box::pin(responses)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<tonic::Response<Self::DeltaAggregatedResourcesStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("state of the world only"))
+    }
+}
+
+/// Serves the pilot on loopback of this (the test's) namespace; returns its URL.
+async fn serve_pilot_here(discovery: &Arc<mesh_pilot::xds::Discovery>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let service = discovery.service();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    url
+}
+
+/// Serves `relay` inside `ns` where the sidecar looks for the pilot.
+fn serve_relay(ns: &str, relay: Relay) {
+    let listener = netns::listen(ns, sidecar::XDS.parse().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(relay))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+}
+
+fn snapshot(dir: &Path, extra: &str, version: u64) -> Arc<mesh_pilot::model::Snapshot> {
     std::fs::write(dir.join("mesh.yaml"), format!("{CONFIG}---{extra}")).unwrap();
     let (mut snapshot, rejected) = mesh_pilot::source::local::read(dir);
     assert!(rejected.is_empty(), "{rejected:?}");
-    snapshot.version = 1 + extra.len() as u64;
+    snapshot.version = version;
     Arc::new(snapshot)
 }
 
@@ -240,7 +368,7 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
         .unwrap();
     let _apps = scopeguard(&mut apps);
 
-    let (publish, snapshots) = tokio::sync::watch::channel(snapshot(&config_dir, ""));
+    let (publish, snapshots) = tokio::sync::watch::channel(snapshot(&config_dir, "", 1));
     let discovery = mesh_pilot::xds::Discovery::new(snapshots);
     let root =
         mesh_ca::root::RootMaterial::generate("cluster.local", Duration::from_secs(3600)).unwrap();
@@ -260,8 +388,14 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
         (&net.peer, "hello-1", "10.99.0.1", "hello"),
     ];
     let mut sidecars = Vec::new();
+    // The client's sidecar reaches the pilot through a relay that can spoil updates.
+    let taint = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pilot_here = serve_pilot_here(&discovery).await;
+    serve_relay(&net.pod, Relay { pilot: pilot_here, taint: taint.clone() });
     for (ns, pod, ip, sa) in pods {
-        sidecar::serve_xds(ns, &discovery);
+        if *ns != net.pod {
+            sidecar::serve_xds(ns, &discovery);
+        }
         serve_ca(ns, authority.clone(), &tokens);
         sidecar::capture(ns, &["-u", "1337", "-g", "1337", "--ipv6", "off"]);
         sidecars.push(Sidecar::start(ns, dir.path(), pod, ip, sa, &root_file));
@@ -275,9 +409,8 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (client_ns, server_ns) = (net.pod.clone(), net.peer.clone());
-    let logs_of = |sidecars: &[Sidecar]| {
-        sidecars.iter().map(Sidecar::logs).collect::<Vec<_>>().join("\n")
-    };
+    let logs_of =
+        |sidecars: &[Sidecar]| sidecars.iter().map(Sidecar::logs).collect::<Vec<_>>().join("\n");
     let logs = || logs_of(&sidecars);
 
     let c = client_ns.clone();
@@ -337,7 +470,7 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
     let c = client_ns.clone();
     let load = tokio::task::spawn_blocking(move || client(&c, &["load", "10.96.0.10", "80", "4"]));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    publish.send_replace(snapshot(&config_dir, ROUTE_V2));
+    publish.send_replace(snapshot(&config_dir, ROUTE_V2, 2));
     let load = load.await.unwrap();
     assert!(load.starts_with("[('200', "), "every request succeeds during the change: {load}");
     assert!(!load.contains("), ('"), "only 200s: {load}");
@@ -464,6 +597,27 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
         "{clusters}"
     );
 
+    // A NACKed update: the client's sidecar refuses it and keeps routing by the last good
+    // configuration (v2), while the pilot has moved on to v3.
+    taint.store(true, std::sync::atomic::Ordering::Relaxed);
+    publish.send_replace(snapshot(&config_dir, ROUTE_V3, 3));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, stats) = local_get(&client_ns, 15090, "/stats/prometheus");
+        if stats.contains("mesh_proxy_config_rejected 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the update is NACKed:\n{stats}\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let c = client_ns.clone();
+    let after = tokio::task::spawn_blocking(move || client(&c, &["load", "10.96.0.10", "80", "1"]));
+    let after = after.await.unwrap();
+    assert!(after.ends_with("['v2']"), "traffic stays on the last good routes: {after}");
+    assert!(!after.contains("), ('"), "only 200s: {after}");
+    let (_, dump) = local_get(&client_ns, 15000, "/config_dump");
+    assert!(dump.contains("(unclosed"), "the refusal is shown in /config_dump: {dump}");
+
     // SIGTERM: the server's sidecar drains; a request in flight finishes, then it exits.
     let c = client_ns.clone();
     let slow = tokio::task::spawn_blocking(move || client(&c, &["get", "http://10.96.0.10/slow"]));
@@ -477,7 +631,11 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
         if let Some(status) = sidecars[1].child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "the sidecar exits after draining:\n{}", logs_of(&sidecars));
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar exits after draining:\n{}",
+            logs_of(&sidecars)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(status.success(), "a clean exit: {status}\n{}", logs_of(&sidecars));
