@@ -2,12 +2,11 @@
 //! configuration from mesh-pilot, and carries all of the app's TCP and HTTP traffic with mTLS
 //! between sidecars.
 //!
-//! Built so far: its settings ([`settings`]) and its xDS client, which keeps the configuration
-//! the pilot sends (accepting only what the proxy implements, naming what it refuses) and keeps
-//! the last good one while the pilot is away ([`xds`]); and, for the data path, filter chain
-//! selection ([`listener`]), HTTP routing ([`routing`]) and endpoint selection ([`balance`]),
-//! compiled together per configuration version ([`runtime`]). The data path itself arrives next
-//! (issue 6).
+//! Configuration: [`settings`], the xDS client and store ([`xds`]), compiled per update into
+//! a [`runtime`] of route tables ([`routing`]), balancers ([`balance`]) and filter chains
+//! ([`listener`]). Traffic: [`proxy`] (listeners, HTTP, TCP, upstream pools and mesh mTLS) on
+//! top of [`net`] (original destination, protocol sniffing). Operability: [`telemetry`]
+//! (Istio's metrics, access log) and [`admin`] (15000, 15021, 15090).
 //! It may use `mesh-api` and the client side of `mesh-ca`; no panics on the data path.
 
 pub mod admin;

@@ -45,7 +45,28 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(flags, set_level)) {
+    // Control work (xDS, compiling updates, admin and metrics) runs on a runtime of its own,
+    // one thread, so a config dump or a big update never delays a request.
+    let control = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("control")
+        .build()
+    {
+        Ok(control) => control,
+        Err(err) => {
+            eprintln!("mesh-proxy: cannot start the control runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let handle = control.handle().clone();
+    let spawned = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || control.block_on(std::future::pending::<()>()));
+    if let Err(err) = spawned {
+        eprintln!("mesh-proxy: cannot start the control thread: {err}");
+        return std::process::ExitCode::FAILURE;
+    }
+    match runtime.block_on(run(flags, set_level, handle)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             error!("{err:#}");
@@ -61,7 +82,19 @@ async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {address} for {what}"))
 }
 
-async fn run(flags: Flags, set_level: admin::SetLevel) -> anyhow::Result<()> {
+/// A listener for the control runtime, bound now (so a port in use fails the start).
+fn bind_control(address: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(address)
+        .with_context(|| format!("cannot listen on {address} for {what}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+async fn run(
+    flags: Flags,
+    set_level: admin::SetLevel,
+    control: tokio::runtime::Handle,
+) -> anyhow::Result<()> {
     let settings = Settings::from_flags(&flags)?;
     let trust_domain = settings.identity.trust_domain().to_owned();
     let root_pem = std::fs::read_to_string(&flags.root_cert).with_context(|| {
@@ -79,9 +112,9 @@ async fn run(flags: Flags, set_level: admin::SetLevel) -> anyhow::Result<()> {
     let xds_state = Arc::new(ClientState::default());
     let drain = Drain::default();
     let any = Ipv4Addr::UNSPECIFIED;
-    let health = bind((any, flags.health_port).into(), "readiness").await?;
-    let stats = bind((any, flags.metrics_port).into(), "metrics").await?;
-    let admin_listener = bind((Ipv4Addr::LOCALHOST, flags.admin_port).into(), "admin").await?;
+    let health = bind_control((any, flags.health_port).into(), "readiness")?;
+    let stats = bind_control((any, flags.metrics_port).into(), "metrics")?;
+    let admin_listener = bind_control((Ipv4Addr::LOCALHOST, flags.admin_port).into(), "admin")?;
 
     info!(identity = %settings.identity, ca = %settings.ca_address, "getting the workload certificate");
     let ca = CaClient::new(ClientSettings {
@@ -128,9 +161,15 @@ async fn run(flags: Flags, set_level: admin::SetLevel) -> anyhow::Result<()> {
         set_level,
         quit: tokio::sync::Notify::new(),
     });
-    tokio::spawn(admin::serve(health, admin.clone(), Surface::Health));
-    tokio::spawn(admin::serve(stats, admin.clone(), Surface::Metrics));
-    tokio::spawn(admin::serve(admin_listener, admin.clone(), Surface::Admin));
+    // Everything below until the data listeners is control work: entering the control runtime
+    // makes it the home of these listeners, the xDS channel and the tasks spawned here.
+    let entered = control.enter();
+    for (listener, surface) in
+        [(health, Surface::Health), (stats, Surface::Metrics), (admin_listener, Surface::Admin)]
+    {
+        let listener = TcpListener::from_std(listener)?;
+        tokio::spawn(admin::serve(listener, admin.clone(), surface));
+    }
 
     // xDS: mTLS with the workload certificate to 15012, or plaintext with `http://`.
     let channel = match settings.pilot_address.strip_prefix("http://") {
@@ -168,6 +207,7 @@ async fn run(flags: Flags, set_level: admin::SetLevel) -> anyhow::Result<()> {
     ));
 
     let mut complete = shared.clone().follow(store.clone());
+    drop(entered);
     info!("waiting for a complete configuration from the pilot");
     let _ = complete.wait_for(|c| *c).await;
 
