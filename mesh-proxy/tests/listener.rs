@@ -87,3 +87,18 @@ fn inbound_tells_mesh_mtls_from_plaintext_and_from_the_apps_own_tls() {
     let (_, tcp) = chain(&inbound, &connect("10.1.0.5:7000", "raw_buffer", &[]));
     assert_eq!(tcp, ChainAction::Tcp { cluster: "inbound|7000||".to_owned() });
 }
+
+/// STRICT mTLS is a listener whose only chain for a port is the mesh-mTLS one, with no
+/// plaintext chain and no passthrough: plaintext then finds no chain at all, and the proxy
+/// closes the connection. (The pilot emits this once PeerAuthentication is translated; here
+/// the golden listener is cut down to it.)
+#[test]
+fn a_strict_port_has_no_chain_for_plaintext() {
+    let (_, mut inbound) = listeners();
+    inbound.filter_chains.retain(|c| c.name == "inbound|8080||mtls");
+    inbound.default_filter_chain = None;
+    assert!(select(&inbound, &connect("10.1.0.5:8080", "raw_buffer", &[])).is_none());
+    assert!(select(&inbound, &connect("10.1.0.5:8080", "tls", &["h2"])).is_none());
+    let (name, _) = chain(&inbound, &connect("10.1.0.5:8080", "tls", &["h2", "istio"]));
+    assert_eq!(name, "inbound|8080||mtls");
+}

@@ -194,3 +194,38 @@ fn virtual_hosts_are_chosen_as_envoy_chooses_them() {
     let err = RouteTable::compile(&bad).err().unwrap();
     assert!(err.starts_with("virtual_hosts[0] (broken).routes[0]: regex \"(\""), "{err}");
 }
+
+/// Consistent hashing keys come from the route's hash policy (a DestinationRule's
+/// `consistentHash`): the same header, cookie or source address gives the same key, another
+/// gives another, and a request without it has none (any endpoint).
+#[test]
+fn hash_keys_follow_the_route_hash_policy() {
+    use mesh_proxy::routing::hash_key;
+    let table = table();
+    let source: std::net::IpAddr = "10.1.0.7".parse().unwrap();
+    let key = |head: &RequestHead, source: std::net::IpAddr| {
+        hash_key(table.route(head).unwrap(), head, source)
+    };
+    // reviews `/old`: by the x-user header.
+    let mut alice = get("reviews.demo.svc.cluster.local:9080", "/old");
+    alice.headers.push(("x-user".into(), "alice".into()));
+    let mut bob = alice.clone();
+    bob.headers[0].1 = "bob".into();
+    let nobody = get("reviews.demo.svc.cluster.local:9080", "/old");
+    assert!(key(&alice, source).is_some());
+    assert_eq!(key(&alice, source), key(&alice.clone(), "10.9.9.9".parse().unwrap()));
+    assert_ne!(key(&alice, source), key(&bob, source));
+    assert_eq!(key(&nobody, source), None);
+    // reviews `/`: by the session cookie, among other cookies.
+    let mut cookie = get("reviews.demo.svc.cluster.local:9080", "/");
+    cookie.headers.push(("cookie".into(), "theme=dark; session=s1".into()));
+    let mut same = get("reviews.demo.svc.cluster.local:9080", "/");
+    same.headers.push(("cookie".into(), "session=s1".into()));
+    assert!(key(&cookie, source).is_some());
+    assert_eq!(key(&cookie, source), key(&same, source));
+    // ratings: by the client's address.
+    let ratings = get("ratings.demo.svc.cluster.local:9080", "/");
+    let other: std::net::IpAddr = "10.1.0.8".parse().unwrap();
+    assert!(key(&ratings, source).is_some());
+    assert_ne!(key(&ratings, source), key(&ratings, other));
+}

@@ -4,7 +4,7 @@
 //! or by the proxy itself, ends in one access-log line and Istio's request metrics.
 //!
 //! Timeouts, retries, faults, mirroring and CORS will sit between routing and sending
-//! ([`forward`]), where the route and the chosen cluster are known.
+//! (`forward`), where the route and the chosen cluster are known.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
