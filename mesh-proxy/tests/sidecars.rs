@@ -65,32 +65,24 @@ spec:
   serviceAccount: impostor
 "#;
 
-/// Sets the `x-route` header on requests to hello (the app echoes it back), for the paths
-/// the rest of the test uses: any other path has no route (404).
-const ROUTE_V2: &str = r#"
+/// A VirtualService that sets the `x-route` header to `tag` on requests to hello (the app
+/// echoes it back), for the paths the rest of the test uses: any other path has no route
+/// (404).
+fn route(tag: &str) -> String {
+    format!(
+        r#"
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {name: hello, namespace: demo}
+metadata: {{name: hello, namespace: demo}}
 spec:
   hosts: [hello.demo.svc.cluster.local]
   http:
-  - match: [{uri: {prefix: /load}}, {uri: {prefix: /slow}}]
-    headers: {request: {set: {x-route: v2}}}
-    route: [{destination: {host: hello.demo.svc.cluster.local}}]
-"#;
-
-/// The same header set to v3: held back from the client's sidecar by a NACK.
-const ROUTE_V3: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: hello, namespace: demo}
-spec:
-  hosts: [hello.demo.svc.cluster.local]
-  http:
-  - match: [{uri: {prefix: /load}}, {uri: {prefix: /slow}}]
-    headers: {request: {set: {x-route: v3}}}
-    route: [{destination: {host: hello.demo.svc.cluster.local}}]
-"#;
+  - match: [{{uri: {{prefix: /load}}}}, {{uri: {{prefix: /slow}}}}]
+    headers: {{request: {{set: {{x-route: {tag}}}}}}}
+    route: [{{destination: {{host: hello.demo.svc.cluster.local}}}}]
+"#
+    )
+}
 
 const CA_ADDRESS: &str = "127.0.0.1:15013";
 const CA_NAME: &str = "mesh-ca.mesh-system.svc";
@@ -470,7 +462,7 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
     let c = client_ns.clone();
     let load = tokio::task::spawn_blocking(move || client(&c, &["load", "10.96.0.10", "80", "4"]));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    publish.send_replace(snapshot(&config_dir, ROUTE_V2, 2));
+    publish.send_replace(snapshot(&config_dir, &route("v2"), 2));
     let load = load.await.unwrap();
     assert!(load.starts_with("[('200', "), "every request succeeds during the change: {load}");
     assert!(!load.contains("), ('"), "only 200s: {load}");
@@ -600,7 +592,7 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
     // A NACKed update: the client's sidecar refuses it and keeps routing by the last good
     // configuration (v2), while the pilot has moved on to v3.
     taint.store(true, std::sync::atomic::Ordering::Relaxed);
-    publish.send_replace(snapshot(&config_dir, ROUTE_V3, 3));
+    publish.send_replace(snapshot(&config_dir, &route("v3"), 3));
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (_, stats) = local_get(&client_ns, 15090, "/stats/prometheus");

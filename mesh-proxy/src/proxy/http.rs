@@ -441,7 +441,10 @@ async fn forward(
         } => (cluster, path, authority, set_headers, add_headers, remove_headers),
     };
     finish.entry.upstream_cluster = cluster.clone();
-    finish.report.service = service_of(&cluster, &authority);
+    // The destination service: the cluster's, else the authority without its port.
+    finish.report.service = super::service_host(&cluster).unwrap_or_else(|| {
+        authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h).to_owned()
+    });
     let hash = hash_key(route, &head, connection.downstream.ip());
     let picked = pick(&runtime, &cluster, connection.destination, hash)
         .await
@@ -602,14 +605,4 @@ async fn forward(
         }
     }
     Ok(response)
-}
-
-/// The destination service of a request: the host of an `outbound|port|subset|host`
-/// cluster, else the authority without its port.
-fn service_of(cluster: &str, authority: &str) -> String {
-    let mut parts = cluster.split('|');
-    match (parts.next(), parts.nth(2)) {
-        (Some("outbound"), Some(host)) if !host.is_empty() => host.to_owned(),
-        _ => authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_owned(),
-    }
 }

@@ -153,6 +153,17 @@ impl Shared {
     }
 }
 
+/// The service host of an outbound cluster (`outbound|9080|v1|reviews.default.svc...`), for
+/// telemetry; `None` for other clusters.
+pub fn service_host(cluster: &str) -> Option<String> {
+    use mesh_api::xds::{ClusterName, Direction};
+    cluster
+        .parse::<ClusterName>()
+        .ok()
+        .filter(|name| name.direction == Direction::Outbound)
+        .map(|name| name.host)
+}
+
 /// Why no upstream endpoint could be chosen: the status, Envoy's response flag, and why.
 #[derive(Debug)]
 pub struct NoEndpoint {

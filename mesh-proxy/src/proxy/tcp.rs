@@ -41,7 +41,7 @@ where
     };
     let mut report = Report {
         protocol: "tcp".to_owned(),
-        service: service_of(&flow.cluster, flow.destination),
+        service: super::service_host(&flow.cluster).unwrap_or_else(|| flow.destination.to_string()),
         ..Report::default()
     };
     match flow.reporter {
@@ -105,14 +105,4 @@ where
     };
     shared.metrics.tcp_closed(flow.reporter, &report, sent, received);
     finish(&mut entry, &report, sent, received);
-}
-
-/// The destination service of a TCP connection: the host of an `outbound|port||host`
-/// cluster, else the address it was going to.
-fn service_of(cluster: &str, destination: SocketAddr) -> String {
-    let mut parts = cluster.split('|');
-    match (parts.next(), parts.nth(2)) {
-        (Some("outbound"), Some(host)) if !host.is_empty() => host.to_owned(),
-        _ => destination.to_string(),
-    }
 }
