@@ -82,6 +82,24 @@ pub enum Decision {
     },
 }
 
+/// A compiled `StringMatcher` (exact, prefix, suffix, contains, regex; case-insensitive
+/// when asked).
+#[derive(Debug)]
+pub struct StringMatch(Matcher);
+
+impl StringMatch {
+    /// Compiles a matcher; an error for a pattern this proxy does not implement.
+    pub fn compile(m: &StringMatcher) -> Result<Self, String> {
+        Matcher::compile(m).map(StringMatch)
+    }
+
+    /// Whether `value` matches.
+    pub fn matches(&self, value: &str) -> bool {
+        self.0.matches(value)
+    }
+}
+
+#[derive(Debug)]
 struct Matcher {
     exact: Option<String>,
     prefix: Option<String>,
@@ -204,6 +222,8 @@ struct CompiledRoute {
     rewrite: Option<(Regex, String)>,
     /// Cumulative weights of weighted clusters.
     weights: Vec<(u64, String)>,
+    /// Timeouts, retries, faults, mirrors, CORS.
+    policy: std::sync::Arc<crate::policy::RoutePolicy>,
 }
 
 struct CompiledHost {
@@ -299,10 +319,15 @@ impl RouteTable {
         host.routes.iter().find(|r| r.matches(request))
     }
 
-    /// The route a request takes and what to do with it (see [`RouteTable::decide`]).
-    pub fn decide_route(&self, request: &RequestHead, pick: u64) -> Option<(&Route, Decision)> {
+    /// The route a request takes, its policy and what to do with it (see
+    /// [`RouteTable::decide`]).
+    pub fn decide_route(
+        &self,
+        request: &RequestHead,
+        pick: u64,
+    ) -> Option<(&Route, &std::sync::Arc<crate::policy::RoutePolicy>, Decision)> {
         let route = self.matching(request)?;
-        Some((&route.route, route.decide(request, pick)))
+        Some((&route.route, &route.policy, route.decide(request, pick)))
     }
 
     /// What to do with a request; `pick` is a number in `0..total weight` for weighted
@@ -346,7 +371,9 @@ fn compile_route(route: &Route) -> Result<CompiledRoute, String> {
             }
         }
     }
+    let policy = crate::policy::RoutePolicy::compile(route)?;
     Ok(CompiledRoute {
+        policy: std::sync::Arc::new(policy),
         route: route.clone(),
         path,
         case_sensitive,

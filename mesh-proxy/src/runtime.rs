@@ -57,8 +57,36 @@ pub enum UpstreamHttp {
     Unspecified,
 }
 
+/// A cluster's circuit breakers: limits on what may be in flight to it at once, and the
+/// counts against them. Unset limits are unlimited, as Istio configures Envoy.
+#[derive(Debug, Default)]
+pub struct Breakers {
+    /// Most requests in flight (`max_requests`).
+    pub max_requests: Option<u64>,
+    /// Most retries in flight (`max_retries`): the retry budget.
+    pub max_retries: Option<u64>,
+    /// Requests in flight.
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Retries in flight.
+    pub retries: std::sync::atomic::AtomicU64,
+}
+
+impl Breakers {
+    fn of(cluster: &Cluster) -> Self {
+        let thresholds = cluster.circuit_breakers.as_ref().and_then(|c| c.thresholds.first());
+        let limit = |v: Option<&envoy_types::pb::google::protobuf::UInt32Value>| {
+            v.map(|v| u64::from(v.value))
+        };
+        Breakers {
+            max_requests: thresholds.and_then(|t| limit(t.max_requests.as_ref())),
+            max_retries: thresholds.and_then(|t| limit(t.max_retries.as_ref())),
+            ..Breakers::default()
+        }
+    }
+}
+
 /// How to reach a cluster's endpoints.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Transport {
     /// Source address to connect from (`upstream_bind_config`: 127.0.0.6 inbound).
     pub bind: Option<IpAddr>,
@@ -68,6 +96,8 @@ pub struct Transport {
     pub http: UpstreamHttp,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// Circuit breakers.
+    pub breakers: Breakers,
 }
 
 impl Transport {
@@ -121,7 +151,7 @@ impl Transport {
             })
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(10));
-        Self { bind, tls, http, connect_timeout }
+        Self { bind, tls, http, connect_timeout, breakers: Breakers::of(cluster) }
     }
 }
 

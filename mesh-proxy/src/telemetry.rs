@@ -241,6 +241,8 @@ pub struct Metrics {
     pub config_rejected: Gauge,
     /// Access-log lines dropped because the writer fell behind.
     pub log_dropped: Counter,
+    /// Requests and retries refused by a circuit breaker.
+    pub overflow: Counter,
 }
 
 fn duration_histogram() -> Histogram {
@@ -271,6 +273,7 @@ impl Metrics {
             config_updates: Gauge::default(),
             config_rejected: Gauge::default(),
             log_dropped: Counter::default(),
+            overflow: Counter::default(),
         };
         let m = &metrics;
         registry.register("istio_requests", "Requests", m.requests.clone());
@@ -325,6 +328,11 @@ impl Metrics {
             "mesh_proxy_access_log_dropped",
             "Access-log lines dropped because the writer fell behind",
             m.log_dropped.clone(),
+        );
+        registry.register(
+            "mesh_proxy_circuit_breaker_overflow",
+            "Requests and retries refused because a cluster's circuit breaker was full",
+            m.overflow.clone(),
         );
         metrics
     }

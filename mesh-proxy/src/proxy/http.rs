@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use mesh_api::identity::SpiffeId;
 
 use super::{Body, BoxError, Shared, pick, upstream};
+use crate::policy::{Abort, Cors, Mirror, Outcome, RETRY_BUFFER_LIMIT, Retry, RoutePolicy};
 use crate::routing::{Decision, RequestHead, RouteTable, hash_key};
 use crate::runtime::UpstreamHttp;
 use crate::telemetry::{Entry, PEER_HEADER, PROTOCOL_HEADER, Report, Reporter, Workload};
@@ -144,6 +145,8 @@ struct Finish {
     started: Instant,
     request_bytes: Arc<AtomicU64>,
     response_bytes: u64,
+    /// The caller's `x-envoy-upstream-rq-timeout-ms`.
+    timeout_override: Option<Duration>,
 }
 
 impl Drop for Finish {
@@ -333,6 +336,7 @@ pub async fn serve(
         started,
         request_bytes: Arc::default(),
         response_bytes: 0,
+        timeout_override: None,
     };
     match forward(&shared, &connection, request, &mut finish, protocol).await {
         Ok(response) => {
@@ -353,34 +357,41 @@ struct Local {
     status: u16,
     flag: &'static str,
     body: String,
-    location: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// The gRPC status to answer gRPC requests with (else derived from `status`).
+    grpc: Option<u32>,
 }
 
 impl Local {
     fn error(status: u16, flag: &'static str, body: impl Into<String>) -> Self {
-        Self { status, flag, body: body.into(), location: None }
+        Self { status, flag, body: body.into(), headers: Vec::new(), grpc: None }
     }
 
     fn respond(self, mut finish: Finish, grpc: bool) -> Response<Body> {
-        finish.report.flags = self.flag.to_owned();
+        if finish.report.flags.is_empty() || !self.flag.is_empty() {
+            finish.report.flags = self.flag.to_owned();
+        }
         let mut builder = Response::builder();
-        if grpc && self.status >= 400 {
+        let grpc_error = grpc && (self.status >= 400 || self.grpc.is_some());
+        if grpc_error {
             // gRPC clients read errors from grpc-status, not the HTTP status.
+            let code =
+                self.grpc.map_or_else(|| grpc_status_of(self.status).to_owned(), |c| c.to_string());
             finish.report.status = 200;
-            finish.report.grpc_status = Some(grpc_status_of(self.status).to_owned());
+            finish.report.grpc_status = Some(code.clone());
             builder = builder
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/grpc")
-                .header("grpc-status", grpc_status_of(self.status))
+                .header("grpc-status", code)
                 .header("grpc-message", self.body.replace(['\r', '\n'], " "));
         } else {
             finish.report.status = self.status;
             builder = builder.status(self.status).header(header::CONTENT_TYPE, "text/plain");
-            if let Some(location) = &self.location {
-                builder = builder.header(header::LOCATION, location);
-            }
         }
-        let body = if grpc && self.status >= 400 { Bytes::new() } else { Bytes::from(self.body) };
+        for (name, value) in self.headers {
+            builder = builder.header(name, value);
+        }
+        let body = if grpc_error { Bytes::new() } else { Bytes::from(self.body) };
         let body = Metered {
             inner: http_body_util::Full::new(body).map_err(|never| match never {}),
             finish: Some(finish),
@@ -393,6 +404,89 @@ impl Local {
             response
         })
     }
+}
+
+fn header_value(value: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(value).ok()
+}
+
+/// The CORS headers of an allowed origin's response (preflight adds the `allow-*` ones).
+fn cors_headers(
+    cors: &Cors,
+    origin: &HeaderValue,
+    preflight: bool,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = vec![(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone())];
+    if cors.allow_credentials {
+        out.push((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true")));
+    }
+    let mut add = |name: HeaderName, value: &str| {
+        if let Some(value) = header_value(value).filter(|_| !value.is_empty()) {
+            out.push((name, value));
+        }
+    };
+    if preflight {
+        add(header::ACCESS_CONTROL_ALLOW_METHODS, &cors.allow_methods);
+        add(header::ACCESS_CONTROL_ALLOW_HEADERS, &cors.allow_headers);
+        add(header::ACCESS_CONTROL_MAX_AGE, &cors.max_age);
+    } else {
+        add(header::ACCESS_CONTROL_EXPOSE_HEADERS, &cors.expose_headers);
+    }
+    out
+}
+
+/// A request ready to be sent, as many times as retries need: the head, and the body either
+/// buffered (replayable) or still streaming (one attempt only).
+struct Outgoing {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: Option<OutgoingBody>,
+}
+
+enum OutgoingBody {
+    Buffered(Bytes),
+    Streaming(Body),
+}
+
+impl Outgoing {
+    /// The request for one attempt; `None` once a streaming body has been sent.
+    fn attempt(&mut self) -> Option<Request<Body>> {
+        let body = match self.body.as_ref()? {
+            OutgoingBody::Buffered(bytes) => http_body_util::Full::new(bytes.clone())
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+            OutgoingBody::Streaming(_) => match self.body.take() {
+                Some(OutgoingBody::Streaming(body)) => body,
+                _ => return None,
+            },
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        Some(request)
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self.body, Some(OutgoingBody::Buffered(_)))
+    }
+}
+
+/// Whether a request's body is small enough to keep for retries and mirrors.
+fn bufferable(request: &Request<Incoming>) -> bool {
+    use http_body::Body as _;
+    if request.body().is_end_stream() {
+        return true;
+    }
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= RETRY_BUFFER_LIMIT)
 }
 
 /// Routes a request and sends it upstream; a [`Local`] answer when the proxy answers itself.
@@ -420,17 +514,18 @@ async fn forward(
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect(),
     };
-    let (route, decision) = table
+    let (route, policy, decision) = table
         .decide_route(&head, random())
         .ok_or_else(|| Local::error(404, "NR", "no route matched"))?;
     finish.entry.route = route.name.clone();
+    let policy = policy.clone();
     let (cluster, path, authority, set, add, remove) = match decision {
         Decision::Redirect { status, location } => {
-            return Err(Local { status, flag: "", body: String::new(), location: Some(location) });
+            let mut local = Local::error(status, "", "");
+            local.headers.extend(header_value(&location).map(|v| (header::LOCATION, v)));
+            return Err(local);
         }
-        Decision::Respond { status, body } => {
-            return Err(Local { status, flag: "", body, location: None });
-        }
+        Decision::Respond { status, body } => return Err(Local::error(status, "", body)),
         Decision::Forward {
             cluster,
             path,
@@ -445,38 +540,70 @@ async fn forward(
     finish.report.service = super::service_host(&cluster).unwrap_or_else(|| {
         authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h).to_owned()
     });
-    let hash = hash_key(route, &head, connection.downstream.ip());
-    let picked = pick(&runtime, &cluster, connection.destination, hash)
-        .await
-        .map_err(|no| Local::error(no.status, no.flag, no.reason))?;
-    drop(runtime);
-    finish.entry.upstream_host = picked.endpoint.address.to_string();
-    let mesh = picked.endpoint.mesh.clone();
-    if let (Reporter::Source, Some(crate::balance::PeerIdentity::Exactly(id))) =
-        (connection.reporter, &mesh)
+
+    // CORS: a preflight from an allowed origin is answered here.
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let cors = policy
+        .cors
+        .as_ref()
+        .zip(origin.as_ref())
+        .filter(|(c, o)| o.to_str().is_ok_and(|o| c.allows(o)));
+    if let Some((cors, origin)) = cors
+        && request.method() == Method::OPTIONS
+        && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     {
-        finish.report.destination.principal = id.to_string();
+        let mut local = Local::error(200, "", "");
+        local.headers = cors_headers(cors, origin, true);
+        return Err(local);
     }
 
-    let upgrade = is_upgrade(&request);
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let http2 = !upgrade
-        && (mesh.is_some()
-            || match picked.http {
-                UpstreamHttp::Http2 => true,
-                UpstreamHttp::Http1 => false,
-                UpstreamHttp::Unspecified => {
-                    protocol == "HTTP/2" || finish.report.protocol == "grpc"
+    // Faults, decided once per request.
+    if let Some(fault) = &policy.fault {
+        if let Some((delay, fraction)) = fault.delay
+            && fraction.hit(random())
+        {
+            finish.report.flags = "DI".to_owned();
+            tokio::time::sleep(delay).await;
+        }
+        if let Some((abort, fraction)) = fault.abort
+            && fraction.hit(random())
+        {
+            return Err(match abort {
+                Abort::Http(status) => Local::error(status, "FI", "fault filter abort"),
+                Abort::Grpc(code) => {
+                    Local { grpc: Some(code), ..Local::error(200, "FI", "fault filter abort") }
                 }
             });
+        }
+    }
+
+    let Some(transport) = runtime.transports.get(&cluster).cloned() else {
+        return Err(Local::error(503, "NC", format!("cluster {cluster:?} is not configured")));
+    };
+    // Circuit breaking: too much in flight to this cluster already.
+    let in_flight = transport.breakers.requests.fetch_add(1, Ordering::Relaxed);
+    let _in_flight = InFlight(&transport.breakers.requests);
+    if transport.breakers.max_requests.is_some_and(|max| in_flight >= max) {
+        shared.metrics.overflow.inc();
+        return Err(Local::error(
+            503,
+            "UO",
+            format!("cluster {cluster:?}: too many requests in flight"),
+        ));
+    }
+
+    let hash = hash_key(route, &head, connection.downstream.ip());
+    let upgrade = is_upgrade(&request);
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let replay =
+        !upgrade && (policy.retry.is_some() || !policy.mirrors.is_empty()) && bufferable(&request);
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
     for name in &remove {
         parts.headers.remove(name.as_str());
     }
     for (name, value) in set.iter().chain(&add) {
-        if let (Ok(name), Ok(value)) =
-            (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value))
+        if let (Ok(name), Some(value)) = (HeaderName::try_from(name.as_str()), header_value(value))
         {
             if set.iter().any(|(n, _)| n == name.as_str()) {
                 parts.headers.insert(name, value);
@@ -489,7 +616,7 @@ async fn forward(
         (Reporter::Destination, Some(peer)) => {
             let value =
                 format!("By={};Hash={};URI={}", shared.identity, peer.cert_hash, peer.identity);
-            if let Ok(value) = HeaderValue::from_str(&value) {
+            if let Some(value) = header_value(&value) {
                 parts.headers.insert(XFCC, value);
             }
         }
@@ -497,72 +624,71 @@ async fn forward(
             parts.headers.remove(XFCC);
         }
     }
-    if connection.reporter == Reporter::Source && mesh.is_some() {
-        if let Ok(value) = HeaderValue::from_str(&shared.me.header()) {
-            parts.headers.insert(PEER_HEADER, value);
-        }
-        if let Ok(value) = HeaderValue::from_str(&protocol) {
-            parts.headers.insert(PROTOCOL_HEADER, value);
-        }
-    }
     parts.headers.remove(header::HOST);
-    if http2 {
-        parts.version = Version::HTTP_2;
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(authority.as_str())
-            .path_and_query(path.as_str())
-            .build()
-            .map_err(|e| Local::error(400, "DPE", format!("bad authority or path: {e}")))?;
-    } else {
-        parts.version = Version::HTTP_11;
-        parts.uri = if parts.method == Method::CONNECT {
-            Uri::try_from(authority.as_str())
-        } else {
-            Uri::try_from(path.as_str())
+    if let Some(ms) = parts.headers.remove("x-envoy-upstream-rq-timeout-ms") {
+        // An override of the route timeout by the caller, as Envoy honours it.
+        if let Some(ms) = ms.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
+            finish.timeout_override = Some(Duration::from_millis(ms)).filter(|d| !d.is_zero());
         }
-        .map_err(|e| Local::error(400, "DPE", format!("bad path: {e}")))?;
-        let host = HeaderValue::from_str(&authority)
-            .map_err(|e| Local::error(400, "DPE", format!("bad authority: {e}")))?;
-        parts.headers.insert(header::HOST, host);
     }
-    let body = Counted { inner: body, bytes: finish.request_bytes.clone() }
-        .map_err(BoxError::from)
-        .boxed_unsync();
-    let upstream_request = Request::from_parts(parts, body);
-
-    let failed = |e: upstream::UpstreamError| {
-        tracing::debug!(cluster = %cluster, "upstream failed: {e}");
-        Local::error(
-            503,
-            e.flag(),
-            format!("upstream connect error or disconnect/reset before headers: {e}"),
-        )
-    };
-    let mut response = if upgrade {
-        // Upgrades keep HTTP/1.1 end to end, on a connection of their own.
-        let io = upstream::connect(
-            &shared.tls,
-            &picked.endpoint,
-            upstream::ALPN_H1,
-            picked.connect_timeout,
-        )
-        .await
-        .map_err(failed)?;
-        let mut sender = upstream::open_h1(io, picked.endpoint.address).await.map_err(failed)?;
-        sender.send_request(upstream_request).await.map_err(|e| {
-            failed(upstream::UpstreamError::Reset {
-                address: picked.endpoint.address,
-                reason: e.to_string(),
-            })
-        })?
+    let body = if replay {
+        let limited = http_body_util::Limited::new(
+            body,
+            usize::try_from(RETRY_BUFFER_LIMIT).unwrap_or(usize::MAX),
+        );
+        match limited.collect().await {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                finish.request_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                OutgoingBody::Buffered(bytes)
+            }
+            Err(e) => return Err(Local::error(400, "DPE", format!("request body: {e}"))),
+        }
     } else {
-        shared
-            .pools
-            .send(&picked.endpoint, http2, upstream_request, picked.connect_timeout)
-            .await
-            .map_err(failed)?
+        OutgoingBody::Streaming(
+            Counted { inner: body, bytes: finish.request_bytes.clone() }
+                .map_err(BoxError::from)
+                .boxed_unsync(),
+        )
     };
+    let mut outgoing = Outgoing {
+        method: parts.method,
+        uri: Uri::default(),
+        version: Version::HTTP_11,
+        headers: parts.headers,
+        body: Some(body),
+    };
+
+    // Mirrors: copies of a replayable request, fire and forget, to `<host>-shadow`.
+    if outgoing.replayable() {
+        for mirror in policy.mirrors.iter().filter(|m| m.fraction.hit(random())) {
+            spawn_mirror(shared, &runtime, connection, mirror, &outgoing, &authority, &path);
+        }
+    }
+
+    let timeout = finish.timeout_override.or(policy.timeout);
+    let attempts = send_with_retries(
+        shared,
+        &runtime,
+        connection,
+        &cluster,
+        &transport,
+        &policy,
+        hash,
+        &mut outgoing,
+        &authority,
+        &path,
+        &protocol,
+        upgrade,
+        finish,
+    );
+    let (mut response, picked) = match timeout {
+        Some(limit) => tokio::time::timeout(limit, attempts)
+            .await
+            .map_err(|_| Local::error(504, "UT", "upstream request timeout"))??,
+        None => attempts.await?,
+    };
+    drop(runtime);
 
     if let Some(downstream) = downstream_upgrade {
         let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -583,26 +709,283 @@ async fn forward(
             return Ok(response);
         }
     }
+    let mesh = picked.endpoint.mesh.is_some();
     let keep_upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     strip_hop_by_hop(headers, keep_upgrade);
     let peer_metadata = headers.remove(PEER_HEADER);
     match connection.reporter {
         Reporter::Source => {
-            if mesh.is_some()
-                && let Some(value) = peer_metadata.as_ref().and_then(|v| v.to_str().ok())
-            {
+            if mesh && let Some(value) = peer_metadata.as_ref().and_then(|v| v.to_str().ok()) {
                 let principal = finish.report.destination.principal.clone();
                 finish.report.destination = Workload::from_header(value, &principal);
             }
         }
         Reporter::Destination => {
             if connection.peer.is_some()
-                && let Ok(value) = HeaderValue::from_str(&shared.me.header())
+                && let Some(value) = header_value(&shared.me.header())
             {
                 headers.insert(PEER_HEADER, value);
             }
         }
     }
+    if let Some((cors, origin)) = cors {
+        for (name, value) in cors_headers(cors, origin, false) {
+            headers.insert(name, value);
+        }
+    }
     Ok(response)
+}
+
+/// Decrements an in-flight count when dropped.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends `outgoing` to endpoints of `cluster`, retrying as `policy` says while the body is
+/// replayable, the retry budget allows and attempts remain. Returns the response to give
+/// the client and the endpoint that gave it.
+#[allow(clippy::too_many_arguments)]
+async fn send_with_retries(
+    shared: &Arc<Shared>,
+    runtime: &crate::runtime::Runtime,
+    connection: &Connection,
+    cluster: &str,
+    transport: &crate::runtime::Transport,
+    policy: &RoutePolicy,
+    hash: Option<u64>,
+    outgoing: &mut Outgoing,
+    authority: &str,
+    path: &str,
+    protocol: &str,
+    upgrade: bool,
+    finish: &mut Finish,
+) -> Result<(Response<Incoming>, super::Picked), Local> {
+    let retry = policy.retry.as_ref();
+    let mut tried: Vec<std::net::SocketAddr> = Vec::new();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        // Another host than those tried, when the policy asks (a few draws, then any).
+        let mut picked = pick(runtime, cluster, connection.destination, hash)
+            .await
+            .map_err(|no| Local::error(no.status, no.flag, no.reason))?;
+        if retry.is_some_and(|r| r.other_host) {
+            for _ in 0..5 {
+                if !tried.contains(&picked.endpoint.address) {
+                    break;
+                }
+                picked = pick(runtime, cluster, connection.destination, hash)
+                    .await
+                    .map_err(|no| Local::error(no.status, no.flag, no.reason))?;
+            }
+        }
+        tried.push(picked.endpoint.address);
+        finish.entry.upstream_host = picked.endpoint.address.to_string();
+        if let (Reporter::Source, Some(crate::balance::PeerIdentity::Exactly(id))) =
+            (connection.reporter, &picked.endpoint.mesh)
+        {
+            finish.report.destination.principal = id.to_string();
+        }
+        let Some(mut request) = outgoing.attempt() else {
+            return Err(Local::error(503, "URX", "the request body cannot be sent again"));
+        };
+        mark_peer(shared, connection, &picked, &mut request, protocol);
+        let http2 = !upgrade
+            && (picked.endpoint.mesh.is_some()
+                || match picked.http {
+                    UpstreamHttp::Http2 => true,
+                    UpstreamHttp::Http1 => false,
+                    UpstreamHttp::Unspecified => {
+                        protocol == "HTTP/2" || finish.report.protocol == "grpc"
+                    }
+                });
+        shape(&mut request, http2, authority, path)?;
+        let send = send_once(shared, &picked, request, http2, upgrade);
+        let result = match retry.and_then(|r| r.per_try_timeout) {
+            Some(limit) => tokio::time::timeout(limit, send).await.unwrap_or_else(|_| {
+                Err(upstream::UpstreamError::Reset {
+                    address: picked.endpoint.address,
+                    reason: "per-try timeout".to_owned(),
+                })
+            }),
+            None => send.await,
+        };
+        let outcome = match &result {
+            Ok(response) => Outcome::Response {
+                status: response.status().as_u16(),
+                grpc: response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok()),
+            },
+            Err(upstream::UpstreamError::Connect { .. }) => Outcome::ConnectFailure,
+            Err(upstream::UpstreamError::Reset { .. }) => Outcome::Reset,
+        };
+        let retriable = retry.is_some_and(|r| r.retriable(outcome));
+        let attempts_left = retry.is_some_and(|r| attempt <= r.retries);
+        let can_retry = retriable && attempts_left && outgoing.replayable();
+        let budget = &transport.breakers;
+        let admitted = can_retry && {
+            let now = budget.retries.fetch_add(1, Ordering::Relaxed);
+            if budget.max_retries.is_some_and(|max| now >= max) {
+                budget.retries.fetch_sub(1, Ordering::Relaxed);
+                shared.metrics.overflow.inc();
+                false
+            } else {
+                true
+            }
+        };
+        if !admitted {
+            // Retries used up on a retriable outcome: Envoy's URX, next to what failed.
+            let exhausted = retriable && !attempts_left;
+            return match result {
+                Ok(response) => {
+                    if exhausted {
+                        finish.report.flags = "URX".to_owned();
+                    }
+                    Ok((response, picked))
+                }
+                Err(e) => {
+                    tracing::debug!(%cluster, attempt, "upstream failed: {e}");
+                    let timed_out = e.to_string().contains("per-try timeout");
+                    let flag = match (timed_out, e.flag(), exhausted) {
+                        (true, _, false) => "UT",
+                        (true, _, true) => "UT,URX",
+                        (false, "UF", true) => "UF,URX",
+                        (false, _, true) => "UC,URX",
+                        (false, flag, false) => flag,
+                    };
+                    let status = if timed_out { 504 } else { 503 };
+                    Err(Local::error(
+                        status,
+                        flag,
+                        format!("upstream connect error or disconnect/reset before headers: {e}"),
+                    ))
+                }
+            };
+        }
+        drop(result);
+        drop(picked);
+        tokio::time::sleep(Retry::backoff(attempt, random())).await;
+        budget.retries.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Peer metadata and the app's protocol go to mesh endpoints only (another attempt may go
+/// to a different endpoint).
+fn mark_peer(
+    shared: &Shared,
+    connection: &Connection,
+    picked: &super::Picked,
+    request: &mut Request<Body>,
+    protocol: &str,
+) {
+    let headers = request.headers_mut();
+    if connection.reporter == Reporter::Source && picked.endpoint.mesh.is_some() {
+        if let Some(value) = header_value(&shared.me.header()) {
+            headers.insert(PEER_HEADER, value);
+        }
+        if let Some(value) = header_value(protocol) {
+            headers.insert(PROTOCOL_HEADER, value);
+        }
+    } else {
+        headers.remove(PEER_HEADER);
+        headers.remove(PROTOCOL_HEADER);
+    }
+}
+
+/// The request line for the upstream's HTTP version: `:authority` in the URI for HTTP/2, an
+/// origin-form target and `Host` for HTTP/1.1.
+fn shape(
+    request: &mut Request<Body>,
+    http2: bool,
+    authority: &str,
+    path: &str,
+) -> Result<(), Local> {
+    if http2 {
+        *request.version_mut() = Version::HTTP_2;
+        *request.uri_mut() = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| Local::error(400, "DPE", format!("bad authority or path: {e}")))?;
+    } else {
+        *request.version_mut() = Version::HTTP_11;
+        let target = if request.method() == Method::CONNECT { authority } else { path };
+        *request.uri_mut() = Uri::try_from(target)
+            .map_err(|e| Local::error(400, "DPE", format!("bad path: {e}")))?;
+        let host = HeaderValue::from_str(authority)
+            .map_err(|e| Local::error(400, "DPE", format!("bad authority: {e}")))?;
+        request.headers_mut().insert(header::HOST, host);
+    }
+    Ok(())
+}
+
+/// One attempt: a pooled connection, or (for upgrades) a connection of its own.
+async fn send_once(
+    shared: &Shared,
+    picked: &super::Picked,
+    request: Request<Body>,
+    http2: bool,
+    upgrade: bool,
+) -> Result<Response<Incoming>, upstream::UpstreamError> {
+    if upgrade {
+        let io = upstream::connect(
+            &shared.tls,
+            &picked.endpoint,
+            upstream::ALPN_H1,
+            picked.connect_timeout,
+        )
+        .await?;
+        let mut sender = upstream::open_h1(io, picked.endpoint.address).await?;
+        return sender.send_request(request).await.map_err(|e| upstream::UpstreamError::Reset {
+            address: picked.endpoint.address,
+            reason: e.to_string(),
+        });
+    }
+    shared.pools.send(&picked.endpoint, http2, request, picked.connect_timeout).await
+}
+
+/// Sends a copy of a request to a mirror cluster and forgets it (the response is read and
+/// dropped). The copy's authority gets `-shadow`, as Envoy marks mirrored traffic.
+fn spawn_mirror(
+    shared: &Arc<Shared>,
+    runtime: &Arc<crate::runtime::Runtime>,
+    connection: &Connection,
+    mirror: &Mirror,
+    outgoing: &Outgoing,
+    authority: &str,
+    path: &str,
+) {
+    let Some(OutgoingBody::Buffered(bytes)) = &outgoing.body else { return };
+    let mut copy = Request::new(
+        http_body_util::Full::new(bytes.clone()).map_err(|never| match never {}).boxed_unsync(),
+    );
+    *copy.method_mut() = outgoing.method.clone();
+    *copy.headers_mut() = outgoing.headers.clone();
+    let shadow = match authority.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => format!("{host}-shadow:{port}"),
+        _ => format!("{authority}-shadow"),
+    };
+    let (shared, runtime, cluster) = (shared.clone(), runtime.clone(), mirror.cluster.clone());
+    let (destination, path) = (connection.destination, path.to_owned());
+    tokio::spawn(async move {
+        let Ok(picked) = pick(&runtime, &cluster, destination, None).await else { return };
+        let http2 = picked.endpoint.mesh.is_some() || picked.http == UpstreamHttp::Http2;
+        if shape(&mut copy, http2, &shadow, &path).is_err() {
+            return;
+        }
+        if let Ok(response) =
+            shared.pools.send(&picked.endpoint, http2, copy, picked.connect_timeout).await
+        {
+            let _ = response.into_body().collect().await;
+        }
+    });
 }

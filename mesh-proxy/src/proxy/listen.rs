@@ -200,7 +200,7 @@ async fn outbound(
                 peer: None,
                 routes,
             };
-            http(shared, tcp, connection, sniffed == Sniffed::Http2, drain).await;
+            serve_http(shared, tcp, connection, sniffed == Sniffed::Http2, drain).await;
         }
         // Not HTTP on an HTTP port: passed through as the listener's default chain would.
         Sniffed::Tls | Sniffed::Opaque => match fallback {
@@ -278,7 +278,7 @@ async fn inbound(
                     peer: None,
                     routes,
                 };
-                http(shared, tcp, connection, false, drain).await
+                serve_http(shared, tcp, connection, false, drain).await
             }
             (_, None) => {}
         };
@@ -340,7 +340,7 @@ async fn inbound(
                 peer: Some(mesh_peer),
                 routes,
             };
-            http(shared, tls, connection, h2, drain).await
+            serve_http(shared, tls, connection, h2, drain).await
         }
         (_, None) => {}
     }
@@ -348,7 +348,7 @@ async fn inbound(
 
 /// Serves HTTP/1.1 or HTTP/2 (by its preface) on `io`; on drain, in-flight requests finish
 /// and the connection closes (HTTP/2 GOAWAY, HTTP/1.1 `connection: close`).
-async fn http<I>(
+pub async fn serve_http<I>(
     shared: Arc<Shared>,
     io: I,
     connection: Connection,
