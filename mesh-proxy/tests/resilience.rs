@@ -1,0 +1,611 @@
+//! Traffic policy on the request path, against in-process backends with controlled failures
+//! and delays: retries (conditions, attempts, per-try timeout, gRPC statuses, bounded
+//! buffering, the retry budget), route timeouts and the caller's override, fault injection,
+//! circuit breaking, mirroring and CORS. The proxy serves HTTP on loopback with the routes and
+//! clusters each test builds, as Envoy resources.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster, circuit_breakers::Thresholds, cluster,
+};
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::envoy::config::route::v3::{self as r, RouteConfiguration};
+use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+use http_body_util::{BodyExt as _, Full};
+use mesh_proxy::proxy::http::{Connection, Routes};
+use mesh_proxy::proxy::{MeshTls, Shared, Tuning};
+use mesh_proxy::routing::RouteTable;
+use mesh_proxy::runtime::Runtime;
+use mesh_proxy::telemetry::{AccessLog, LogFormat, Metrics, Reporter, Workload};
+use mesh_proxy::xds::store::Config;
+
+/// What a backend does with the n-th request it gets (from 1): its status, a delay, headers.
+type Behaviour = dyn Fn(u32, &http::request::Parts) -> (u16, Duration, Vec<(&'static str, String)>)
+    + Send
+    + Sync;
+
+/// A backend on loopback; counts the requests it gets and keeps the last one's authority.
+struct Backend {
+    address: SocketAddr,
+    hits: Arc<AtomicU32>,
+    last_authority: Arc<std::sync::OnceLock<String>>,
+}
+
+async fn backend(behaviour: Arc<Behaviour>) -> Backend {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicU32::new(0));
+    let last_authority = Arc::new(std::sync::OnceLock::new());
+    let (h, a) = (hits.clone(), last_authority.clone());
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (hits, behaviour, authority) = (h.clone(), behaviour.clone(), a.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
+                        let (parts, body) = request.into_parts();
+                        let host = parts
+                            .headers
+                            .get("host")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                            .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+                            .unwrap_or_default();
+                        let _ = authority.set(host);
+                        let (status, delay, headers) = behaviour(n, &parts);
+                        async move {
+                            let _ = body.collect().await;
+                            tokio::time::sleep(delay).await;
+                            let mut response = http::Response::builder().status(status);
+                            for (k, v) in headers {
+                                response = response.header(k, v);
+                            }
+                            Ok::<_, std::convert::Infallible>(
+                                response
+                                    .body(Full::new(Bytes::from(format!("attempt {n}"))))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+            });
+        }
+    });
+    Backend { address, hits, last_authority }
+}
+
+fn static_cluster(name: &str, endpoints: &[SocketAddr], breakers: Option<(u32, u32)>) -> Cluster {
+    let lb_endpoints = endpoints
+        .iter()
+        .map(|a| LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: a.ip().to_string(),
+                        port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                            a.port(),
+                        ))),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .collect();
+    Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.into(),
+            endpoints: vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
+            ..Default::default()
+        }),
+        circuit_breakers: breakers.map(|(requests, retries)| CircuitBreakers {
+            thresholds: vec![Thresholds {
+                max_requests: Some(UInt32Value { value: requests }),
+                max_retries: Some(UInt32Value { value: retries }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn millis(ms: i32) -> PbDuration {
+    PbDuration { seconds: i64::from(ms / 1000), nanos: (ms % 1000) * 1_000_000 }
+}
+
+fn retry(on: &str, retries: u32, per_try_ms: Option<i32>) -> r::RetryPolicy {
+    r::RetryPolicy {
+        retry_on: on.into(),
+        num_retries: Some(UInt32Value { value: retries }),
+        per_try_timeout: per_try_ms.map(millis),
+        retriable_status_codes: vec![503],
+        ..Default::default()
+    }
+}
+
+/// A route to `cluster` with `action` changes and per-filter configs.
+fn route(
+    cluster: &str,
+    change: impl FnOnce(&mut r::RouteAction),
+    filters: Vec<(&str, prost_types_any::Any)>,
+) -> r::Route {
+    let mut action = r::RouteAction {
+        cluster_specifier: Some(r::route_action::ClusterSpecifier::Cluster(cluster.into())),
+        ..Default::default()
+    };
+    change(&mut action);
+    r::Route {
+        name: "test".into(),
+        r#match: Some(r::RouteMatch {
+            path_specifier: Some(r::route_match::PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(r::route::Action::Route(action)),
+        typed_per_filter_config: filters.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        ..Default::default()
+    }
+}
+
+mod prost_types_any {
+    pub use envoy_types::pb::google::protobuf::Any;
+}
+
+/// A proxy on loopback serving `route` (any host) over `clusters`; returns its address and
+/// metrics registry.
+async fn proxy(
+    route: r::Route,
+    clusters: Vec<Cluster>,
+) -> (SocketAddr, Arc<prometheus_client::registry::Registry>) {
+    let routes = RouteConfiguration {
+        name: "test".into(),
+        virtual_hosts: vec![r::VirtualHost {
+            name: "any".into(),
+            domains: vec!["*".into()],
+            routes: vec![route],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut config = Config::default();
+    for c in clusters {
+        config.clusters.insert(c.name.clone(), c);
+    }
+    let runtime = Runtime::build(Arc::new(config)).unwrap();
+    let table = Arc::new(RouteTable::compile(&routes).unwrap());
+    let root =
+        mesh_ca::root::RootMaterial::generate("cluster.local", Duration::from_secs(3600)).unwrap();
+    let ca =
+        mesh_ca::authority::Authority::new(&root, "cluster.local", Default::default()).unwrap();
+    let identity = mesh_api::identity::SpiffeId::new("cluster.local", "test", "client").unwrap();
+    let material = ca.issue_workload(&identity).unwrap();
+    let store = Arc::new(mesh_ca::tls::CertStore::new(&material.chain, &material.key_pem).unwrap());
+    let roots = mesh_ca::tls::roots(&material.roots).unwrap();
+    let tls = Arc::new(MeshTls::new(store, roots, "cluster.local").unwrap());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let log = AccessLog::start(LogFormat::Off, metrics.log_dropped.clone());
+    let shared = Arc::new(Shared::new(
+        runtime,
+        tls,
+        metrics,
+        log,
+        Workload::default(),
+        identity,
+        Tuning::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (_keep, drain) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _keep = _keep;
+        loop {
+            let (tcp, peer) = listener.accept().await.unwrap();
+            let connection = Connection {
+                reporter: Reporter::Source,
+                downstream: peer,
+                destination: address,
+                peer: None,
+                routes: Routes::Inline(table.clone()),
+            };
+            tokio::spawn(mesh_proxy::proxy::listen::serve_http(
+                shared.clone(),
+                tcp,
+                connection,
+                false,
+                drain.clone(),
+            ));
+        }
+    });
+    (address, Arc::new(registry))
+}
+
+/// One request through the proxy: status, headers, body.
+async fn call(
+    proxy: SocketAddr,
+    request: http::Request<Full<Bytes>>,
+) -> (u16, http::HeaderMap, String) {
+    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status.as_u16(), parts.headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn get(path: &str) -> http::Request<Full<Bytes>> {
+    http::Request::get(path).header("host", "svc.test").body(Full::new(Bytes::new())).unwrap()
+}
+
+fn failing_then_ok(failures: u32, status: u16) -> Arc<Behaviour> {
+    Arc::new(move |n, _| (if n <= failures { status } else { 200 }, Duration::ZERO, Vec::new()))
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_first_success_or_when_attempts_run_out() {
+    let b = backend(failing_then_ok(2, 503)).await;
+    let (p, _) = proxy(
+        route("b", |a| a.retry_policy = Some(retry("5xx", 2, None)), vec![]),
+        vec![static_cluster("b", &[b.address], None)],
+    )
+    .await;
+    let (status, _, body) = call(p, get("/")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "attempt 3"),
+        "two retries, the third attempt succeeds"
+    );
+    assert_eq!(b.hits.load(Ordering::SeqCst), 3);
+
+    let b = backend(failing_then_ok(5, 503)).await;
+    let (p, _) = proxy(
+        route("b", |a| a.retry_policy = Some(retry("retriable-status-codes", 1, None)), vec![]),
+        vec![static_cluster("b", &[b.address], None)],
+    )
+    .await;
+    let (status, _, _) = call(p, get("/")).await;
+    assert_eq!(status, 503, "the last response is returned when retries run out");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 2, "one retry");
+
+    // Not a retriable condition: one attempt.
+    let b = backend(failing_then_ok(5, 500)).await;
+    let (p, _) = proxy(
+        route("b", |a| a.retry_policy = Some(retry("gateway-error", 3, None)), vec![]),
+        vec![static_cluster("b", &[b.address], None)],
+    )
+    .await;
+    assert_eq!(call(p, get("/")).await.0, 500);
+    assert_eq!(b.hits.load(Ordering::SeqCst), 1, "500 is not a gateway error");
+}
+
+#[tokio::test]
+async fn grpc_statuses_are_retried_by_name() {
+    let behaviour: Arc<Behaviour> = Arc::new(|n, _| {
+        let status = if n == 1 { "14" } else { "0" };
+        (
+            200,
+            Duration::ZERO,
+            vec![
+                ("grpc-status", status.to_owned()),
+                ("content-type", "application/grpc".to_owned()),
+            ],
+        )
+    });
+    let b = backend(behaviour).await;
+    let (p, _) = proxy(
+        route("b", |a| a.retry_policy = Some(retry("unavailable", 2, None)), vec![]),
+        vec![static_cluster("b", &[b.address], None)],
+    )
+    .await;
+    let (status, headers, _) = call(p, get("/")).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["grpc-status"], "0");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 2, "UNAVAILABLE once, then OK");
+}
+
+#[tokio::test]
+async fn bodies_above_the_buffer_limit_are_not_retried() {
+    let b = backend(failing_then_ok(1, 503)).await;
+    let (p, _) = proxy(
+        route("b", |a| a.retry_policy = Some(retry("5xx", 2, None)), vec![]),
+        vec![static_cluster("b", &[b.address], None)],
+    )
+    .await;
+    let small = http::Request::post("/")
+        .header("host", "svc.test")
+        .body(Full::new(Bytes::from(vec![7u8; 1000])))
+        .unwrap();
+    assert_eq!(call(p, small).await.0, 200, "a small body is replayed");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 2);
+
+    let b = backend(failing_then_ok(1, 503)).await;
+    let (p, _) = proxy(
+        route("b", |a| a.retry_policy = Some(retry("5xx", 2, None)), vec![]),
+        vec![static_cluster("b", &[b.address], None)],
+    )
+    .await;
+    let big = http::Request::post("/")
+        .header("host", "svc.test")
+        .body(Full::new(Bytes::from(vec![7u8; 200_000])))
+        .unwrap();
+    assert_eq!(call(p, big).await.0, 503, "a 200 KB body is streamed once, not kept");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_retry_budget_caps_retries_in_flight() {
+    let b = backend(failing_then_ok(5, 503)).await;
+    let (p, registry) = proxy(
+        route("b", |a| a.retry_policy = Some(retry("5xx", 3, None)), vec![]),
+        vec![static_cluster("b", &[b.address], Some((100, 0)))],
+    )
+    .await;
+    assert_eq!(call(p, get("/")).await.0, 503);
+    assert_eq!(b.hits.load(Ordering::SeqCst), 1, "max_retries 0: no retry at all");
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("mesh_proxy_circuit_breaker_overflow_total 1"), "{text}");
+}
+
+#[tokio::test]
+async fn timeouts_answer_504_and_per_try_timeouts_are_retried() {
+    let slow: Arc<Behaviour> = Arc::new(|n, _| {
+        (200, if n == 1 { Duration::from_secs(3) } else { Duration::ZERO }, Vec::new())
+    });
+    let b = backend(slow.clone()).await;
+    let (p, _) = proxy(
+        route("b", |a| a.timeout = Some(millis(200)), vec![]),
+        vec![static_cluster("b", &[b.address], None)],
+    )
+    .await;
+    let (status, _, body) = call(p, get("/")).await;
+    assert_eq!((status, body.as_str()), (504, "upstream request timeout"));
+
+    // No route timeout (Istio's default): the caller's override still applies.
+    let b = backend(slow.clone()).await;
+    let (p, _) =
+        proxy(route("b", |_| {}, vec![]), vec![static_cluster("b", &[b.address], None)]).await;
+    let request = http::Request::get("/")
+        .header("host", "svc.test")
+        .header("x-envoy-upstream-rq-timeout-ms", "150")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(call(p, request).await.0, 504);
+
+    // A per-try timeout ends the slow first attempt; the retry answers.
+    let b = backend(slow).await;
+    let (p, _) = proxy(
+        route("b", |a| a.retry_policy = Some(retry("5xx", 1, Some(200))), vec![]),
+        vec![static_cluster("b", &[b.address], None)],
+    )
+    .await;
+    let (status, _, body) = call(p, get("/")).await;
+    assert_eq!((status, body.as_str()), (200, "attempt 2"));
+}
+
+fn fault(abort: Option<(u32, u32)>, delay_ms: Option<i32>) -> prost_types_any::Any {
+    use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{
+        FaultDelay, fault_delay::FaultDelaySecifier,
+    };
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
+        FaultAbort, HttpFault, fault_abort::ErrorType,
+    };
+    use envoy_types::pb::envoy::r#type::v3::{
+        FractionalPercent, fractional_percent::DenominatorType,
+    };
+    let percent = |p: u32| {
+        Some(FractionalPercent { numerator: p, denominator: DenominatorType::Hundred as i32 })
+    };
+    envoy_types::util::pack_any(HttpFault {
+        abort: abort.map(|(status, p)| FaultAbort {
+            error_type: Some(ErrorType::HttpStatus(status)),
+            percentage: percent(p),
+            ..Default::default()
+        }),
+        delay: delay_ms.map(|ms| FaultDelay {
+            fault_delay_secifier: Some(FaultDelaySecifier::FixedDelay(millis(ms))),
+            percentage: percent(100),
+        }),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn faults_delay_and_abort_as_configured() {
+    let b = backend(failing_then_ok(0, 200)).await;
+    let (p, _) = proxy(
+        route("b", |_| {}, vec![("envoy.filters.http.fault", fault(Some((418, 100)), None))]),
+        vec![static_cluster("b", &[b.address], None)],
+    )
+    .await;
+    let (status, _, body) = call(p, get("/")).await;
+    assert_eq!((status, body.as_str()), (418, "fault filter abort"));
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0, "an aborted request never reaches the backend");
+
+    let (p, _) = proxy(
+        route("b", |_| {}, vec![("envoy.filters.http.fault", fault(Some((418, 0)), None))]),
+        vec![static_cluster("b", &[b.address], None)],
+    )
+    .await;
+    for _ in 0..20 {
+        assert_eq!(call(p, get("/")).await.0, 200, "0% never aborts");
+    }
+
+    let (p, _) = proxy(
+        route("b", |_| {}, vec![("envoy.filters.http.fault", fault(None, Some(300)))]),
+        vec![static_cluster("b", &[b.address], None)],
+    )
+    .await;
+    let started = Instant::now();
+    assert_eq!(call(p, get("/")).await.0, 200);
+    assert!(started.elapsed() >= Duration::from_millis(300), "the request is held for the delay");
+}
+
+#[tokio::test]
+async fn the_request_circuit_breaker_overflows_with_503_uo() {
+    let slow: Arc<Behaviour> = Arc::new(|_, _| (200, Duration::from_millis(500), Vec::new()));
+    let b = backend(slow).await;
+    let (p, registry) =
+        proxy(route("b", |_| {}, vec![]), vec![static_cluster("b", &[b.address], Some((1, 3)))])
+            .await;
+    let first = tokio::spawn(call(p, get("/")));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _, body) = call(p, get("/")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("too many requests in flight"), "{body}");
+    assert_eq!(first.await.unwrap().0, 200, "the request in flight is unaffected");
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("mesh_proxy_circuit_breaker_overflow_total 1"), "{text}");
+}
+
+#[tokio::test]
+async fn mirrors_get_a_copy_with_a_shadow_authority() {
+    let main = backend(failing_then_ok(0, 200)).await;
+    let mirror = backend(failing_then_ok(0, 500)).await;
+    let (p, _) = proxy(
+        route(
+            "main",
+            |a| {
+                a.request_mirror_policies = vec![r::route_action::RequestMirrorPolicy {
+                    cluster: "mirror".into(),
+                    ..Default::default()
+                }]
+            },
+            vec![],
+        ),
+        vec![
+            static_cluster("main", &[main.address], None),
+            static_cluster("mirror", &[mirror.address], None),
+        ],
+    )
+    .await;
+    let (status, _, body) = call(p, get("/")).await;
+    assert_eq!((status, body.as_str()), (200, "attempt 1"), "the mirror's answer is ignored");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while mirror.hits.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the mirror gets its copy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(mirror.last_authority.get().map(String::as_str), Some("svc.test-shadow"));
+}
+
+#[tokio::test]
+async fn cors_preflights_are_answered_for_allowed_origins() {
+    use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+    use envoy_types::pb::envoy::r#type::matcher::v3::{
+        StringMatcher, string_matcher::MatchPattern,
+    };
+    let cors = envoy_types::util::pack_any(CorsPolicy {
+        allow_origin_string_match: vec![StringMatcher {
+            match_pattern: Some(MatchPattern::Exact("https://shop.example".into())),
+            ..Default::default()
+        }],
+        allow_methods: "GET,POST".into(),
+        allow_headers: "x-user".into(),
+        expose_headers: "x-request-id".into(),
+        max_age: "600".into(),
+        ..Default::default()
+    });
+    let b = backend(failing_then_ok(0, 200)).await;
+    let (p, _) = proxy(
+        route("b", |_| {}, vec![("envoy.filters.http.cors", cors)]),
+        vec![static_cluster("b", &[b.address], None)],
+    )
+    .await;
+    let preflight = |origin: &str| {
+        http::Request::options("/")
+            .header("host", "svc.test")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let (status, headers, _) = call(p, preflight("https://shop.example")).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["access-control-allow-origin"], "https://shop.example");
+    assert_eq!(headers["access-control-allow-methods"], "GET,POST");
+    assert_eq!(headers["access-control-max-age"], "600");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0, "the proxy answered the preflight");
+
+    let (_, headers, _) = call(p, preflight("https://evil.example")).await;
+    assert!(
+        !headers.contains_key("access-control-allow-origin"),
+        "no CORS grant for another origin"
+    );
+    assert_eq!(b.hits.load(Ordering::SeqCst), 1, "its preflight goes to the app");
+
+    let request = http::Request::get("/")
+        .header("host", "svc.test")
+        .header("origin", "https://shop.example")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (_, headers, _) = call(p, request).await;
+    assert_eq!(headers["access-control-allow-origin"], "https://shop.example");
+    assert_eq!(headers["access-control-expose-headers"], "x-request-id");
+}
+
+#[test]
+fn retry_conditions_and_backoff_follow_envoy() {
+    use mesh_proxy::policy::{Outcome, Retry};
+    let policy = |on: &str| Retry {
+        retries: 2,
+        on: on.split(',').map(str::to_owned).collect(),
+        statuses: vec![418],
+        ..Retry::default()
+    };
+    let response = |status, grpc| Outcome::Response { status, grpc };
+    let cases = [
+        ("5xx", response(500, None), true),
+        ("5xx", Outcome::Reset, true),
+        ("5xx", Outcome::ConnectFailure, true),
+        ("gateway-error", response(500, None), false),
+        ("gateway-error", response(504, None), true),
+        ("reset", Outcome::Reset, true),
+        ("reset", response(503, None), false),
+        ("connect-failure", Outcome::ConnectFailure, true),
+        ("connect-failure", Outcome::Reset, false),
+        ("retriable-4xx", response(409, None), true),
+        ("retriable-4xx", response(404, None), false),
+        ("retriable-status-codes", response(418, None), true),
+        ("cancelled", response(200, Some(1)), true),
+        ("deadline-exceeded", response(200, Some(4)), true),
+        ("resource-exhausted", response(200, Some(8)), true),
+        ("unavailable", response(200, Some(14)), true),
+        ("unavailable", response(200, Some(0)), false),
+    ];
+    for (on, outcome, expected) in cases {
+        assert_eq!(policy(on).retriable(outcome), expected, "{on} on {outcome:?}");
+    }
+    // Full jitter within a window that doubles from 25 ms and stops at 250 ms.
+    for n in 1..10 {
+        let window = (25u64 << (n - 1)).min(250);
+        for draw in [0, 1, 12_345, u64::MAX] {
+            assert!(Retry::backoff(n, draw) < Duration::from_millis(window), "retry {n}");
+        }
+    }
+}
