@@ -132,8 +132,18 @@ impl Admin {
                 Upstream::Balanced(balancer) => {
                     for host in balancer.hosts() {
                         let prefix = format!("{name}::{}", host.address);
-                        let _ = writeln!(out, "{prefix}::health_flags::healthy");
-                        let _ = writeln!(out, "{prefix}::outlier::not_ejected");
+                        let ejected = host.health.is_ejected(crate::outlier::now_ms());
+                        let _ = writeln!(
+                            out,
+                            "{prefix}::health_flags::{}",
+                            if ejected { "/failed_outlier_check" } else { "healthy" }
+                        );
+                        let _ = writeln!(
+                            out,
+                            "{prefix}::outlier::{} ejections={}",
+                            if ejected { "ejected" } else { "not_ejected" },
+                            host.health.ejections()
+                        );
                         let _ = writeln!(out, "{prefix}::weight::{}", host.weight);
                         let _ = writeln!(
                             out,

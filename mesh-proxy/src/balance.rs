@@ -33,6 +33,8 @@ pub struct Host {
     pub active: AtomicU64,
     /// Whether it takes mesh mTLS (endpoint metadata `tlsMode: istio`), and as whom.
     pub mesh: Option<PeerIdentity>,
+    /// Its record for outlier detection.
+    pub health: crate::outlier::HostHealth,
 }
 
 /// Who a mesh endpoint must prove to be.
@@ -47,7 +49,13 @@ pub enum PeerIdentity {
 impl Host {
     /// A plaintext host.
     pub fn new(address: SocketAddr, weight: u32) -> Self {
-        Self { address, weight, active: AtomicU64::new(0), mesh: None }
+        Self {
+            address,
+            weight,
+            active: AtomicU64::new(0),
+            mesh: None,
+            health: crate::outlier::HostHealth::default(),
+        }
     }
 }
 
@@ -108,6 +116,7 @@ pub struct Balancer {
     ring: Vec<(u64, usize)>,
     next: AtomicUsize,
     seed: AtomicU64,
+    outlier: Option<crate::outlier::OutlierPolicy>,
 }
 
 fn hash_of(value: impl Hash) -> u64 {
@@ -146,6 +155,7 @@ pub fn hosts(assignment: &ClusterLoadAssignment) -> Vec<Host> {
                     weight: lb.load_balancing_weight.as_ref().map_or(1, |w| w.value.max(1)),
                     active: AtomicU64::new(0),
                     mesh: mesh_identity(lb.metadata.as_ref()),
+                    health: crate::outlier::HostHealth::default(),
                 });
             }
         }
@@ -166,6 +176,31 @@ impl Balancer {
             ring,
             next: AtomicUsize::new(0),
             seed: AtomicU64::new(seed),
+            outlier: None,
+        }
+    }
+
+    /// The same balancer, ejecting failing endpoints by `policy`.
+    pub fn with_outlier_detection(mut self, policy: Option<crate::outlier::OutlierPolicy>) -> Self {
+        self.outlier = policy;
+        self
+    }
+
+    /// Records how a request to host `index` ended (for outlier detection).
+    pub fn record(&self, index: usize, outcome: crate::policy::Outcome) {
+        if let Some(policy) = &self.outlier {
+            let health: Vec<&crate::outlier::HostHealth> =
+                self.hosts.iter().map(|h| &h.health).collect();
+            policy.record(&health, index, outcome);
+        }
+    }
+
+    /// Takes over the outlier records of the endpoints `older` also has.
+    pub fn carry_from(&self, older: &Balancer) {
+        for host in &self.hosts {
+            if let Some(old) = older.hosts.iter().find(|h| h.address == host.address) {
+                host.health.carry_from(&old.health);
+            }
         }
     }
 
@@ -180,8 +215,32 @@ impl Balancer {
         self.pick_index(key).and_then(|i| self.hosts.get(i))
     }
 
-    /// Like [`Balancer::pick`], the host's index in [`Balancer::hosts`].
+    /// Like [`Balancer::pick`], the host's index in [`Balancer::hosts`]. Ejected endpoints
+    /// are passed over unless too few would be left (then all are used: panic mode).
     pub fn pick_index(&self, key: Option<u64>) -> Option<usize> {
+        let first = self.pick_any(key)?;
+        let Some(outlier) = &self.outlier else { return Some(first) };
+        let now = crate::outlier::now_ms();
+        let ejected = |i: usize| self.hosts[i].health.is_ejected(now);
+        if !ejected(first) {
+            return Some(first);
+        }
+        let usable = self.hosts.iter().filter(|h| !h.health.is_ejected(now)).count();
+        if usable == 0 || (usable as f64) * 100.0 < outlier.panic_percent * self.hosts.len() as f64
+        {
+            return Some(first);
+        }
+        for _ in 0..self.hosts.len() {
+            let next = self.pick_any(key)?;
+            if !ejected(next) {
+                return Some(next);
+            }
+        }
+        // Consistent hashing keeps picking the same one: take the next usable host.
+        (1..self.hosts.len()).map(|d| (first + d) % self.hosts.len()).find(|i| !ejected(*i))
+    }
+
+    fn pick_any(&self, key: Option<u64>) -> Option<usize> {
         if self.hosts.is_empty() {
             return None;
         }

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod balance;
 pub mod listener;
 pub mod net;
+pub mod outlier;
 pub mod policy;
 pub mod proxy;
 pub mod routing;

@@ -204,19 +204,37 @@ impl Runtime {
                         .filter(|n| !n.is_empty())
                         .unwrap_or_else(|| name.clone());
                     let endpoints = config.endpoints.get(&service).map(hosts).unwrap_or_default();
-                    Upstream::Balanced(Balancer::new(endpoints, policy))
+                    Upstream::Balanced(
+                        Balancer::new(endpoints, policy)
+                            .with_outlier_detection(crate::outlier::OutlierPolicy::of(cluster)),
+                    )
                 }
                 Some(DiscoveryType::StrictDns | DiscoveryType::LogicalDns) => {
                     Upstream::Dns(dns_targets(cluster))
                 }
-                _ => Upstream::Balanced(Balancer::new(
-                    cluster.load_assignment.as_ref().map(hosts).unwrap_or_default(),
-                    policy,
-                )),
+                _ => Upstream::Balanced(
+                    Balancer::new(
+                        cluster.load_assignment.as_ref().map(hosts).unwrap_or_default(),
+                        policy,
+                    )
+                    .with_outlier_detection(crate::outlier::OutlierPolicy::of(cluster)),
+                ),
             };
             upstreams.insert(name.clone(), Arc::new(upstream));
         }
         Ok(Self { config, routes, upstreams, transports })
+    }
+
+    /// Takes over the outlier-detection records of endpoints `older` also had, so an update
+    /// does not bring an ejected endpoint back early.
+    pub fn carry_from(&self, older: &Runtime) {
+        for (name, upstream) in &self.upstreams {
+            if let (Upstream::Balanced(new), Some(Upstream::Balanced(old))) =
+                (upstream.as_ref(), older.upstreams.get(name).map(|u| u.as_ref()))
+            {
+                new.carry_from(old);
+            }
+        }
     }
 
     /// The listener bound on `port` (`virtualOutbound` on 15001, `virtualInbound` on 15006).

@@ -609,3 +609,24 @@ fn retry_conditions_and_backoff_follow_envoy() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_endpoint_failing_in_a_row_is_ejected_and_traffic_goes_to_the_others() {
+    use envoy_types::pb::envoy::config::cluster::v3::OutlierDetection;
+    let bad = backend(failing_then_ok(u32::MAX, 503)).await;
+    let good = backend(failing_then_ok(0, 200)).await;
+    let mut cluster = static_cluster("b", &[bad.address, good.address], None);
+    cluster.outlier_detection = Some(OutlierDetection {
+        consecutive_5xx: Some(UInt32Value { value: 2 }),
+        base_ejection_time: Some(millis(30_000)),
+        max_ejection_percent: Some(UInt32Value { value: 50 }),
+        ..Default::default()
+    });
+    let (p, _) = proxy(route("b", |_| {}, vec![]), vec![cluster]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(call(p, get("/")).await.0);
+    }
+    assert_eq!(bad.hits.load(Ordering::SeqCst), 2, "two 503s in a row eject it: {statuses:?}");
+    assert!(statuses[4..].iter().all(|s| *s == 200), "then only the good one: {statuses:?}");
+}

@@ -827,6 +827,7 @@ async fn send_with_retries(
             Err(upstream::UpstreamError::Connect { .. }) => Outcome::ConnectFailure,
             Err(upstream::UpstreamError::Reset { .. }) => Outcome::Reset,
         };
+        picked.report(outcome);
         let retriable = retry.is_some_and(|r| r.retriable(outcome));
         let attempts_left = retry.is_some_and(|r| attempt <= r.retries);
         let can_retry = retriable && attempts_left && outgoing.replayable();

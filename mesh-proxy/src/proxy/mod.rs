@@ -138,6 +138,7 @@ impl Shared {
                 let config = store.current();
                 match Runtime::build(config.clone()) {
                     Ok(runtime) => {
+                        runtime.carry_from(&self.runtime.load());
                         self.runtime.store(Arc::new(runtime));
                         if config.complete() {
                             complete.send_replace(true);
@@ -185,6 +186,17 @@ pub struct Picked {
     /// HTTP version the cluster asks for.
     pub http: crate::runtime::UpstreamHttp,
     active: Option<(Arc<Upstream>, usize)>,
+}
+
+impl Picked {
+    /// Records how the request to this endpoint ended (outlier detection).
+    pub fn report(&self, outcome: crate::policy::Outcome) {
+        if let Some((upstream, index)) = &self.active
+            && let Upstream::Balanced(balancer) = upstream.as_ref()
+        {
+            balancer.record(*index, outcome);
+        }
+    }
 }
 
 impl Drop for Picked {

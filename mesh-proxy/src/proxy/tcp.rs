@@ -87,8 +87,12 @@ where
     )
     .await
     {
-        Ok(io) => io,
+        Ok(io) => {
+            picked.report(crate::policy::Outcome::Response { status: 200, grpc: None });
+            io
+        }
         Err(err) => {
+            picked.report(crate::policy::Outcome::ConnectFailure);
             tracing::debug!(cluster = %flow.cluster, "TCP upstream failed: {err}");
             report.flags = err.flag().to_owned();
             finish(&mut entry, &report, 0, 0);
