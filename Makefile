@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CRD_DIR := charts/base/crds
 
-.PHONY: help deps test fmt-check clippy unit crds descriptors validate fmt bench-pilot
+.PHONY: help deps test fmt-check clippy unit crds descriptors validate fmt bench-pilot bench bench-deps
 
 help:
 	@echo "make test        format check, clippy (warnings denied) and every test of the workspace"
@@ -12,6 +12,7 @@ help:
 	@echo "make descriptors regenerate api/src/envoy/descriptors.bin from the envoy-types crate"
 	@echo "make fmt         format the code"
 	@echo "make bench-pilot time for one endpoint change to reach 1000 proxies of 1000 services"
+	@echo "make bench       mesh-proxy against Envoy, nginx and HAProxy (latency, throughput, CPU, memory; root)"
 
 deps:
 	@scripts/deps.sh
@@ -45,3 +46,13 @@ SERVICES ?= 1000
 bench-pilot: deps
 	$(CARGO) build --release -p mesh-pilot -p e2e
 	target/release/pilot-load --clients $(CLIENTS) --services $(SERVICES)
+
+# The data-plane benchmark's peers and load generator (not needed by the tests).
+bench-deps: deps
+	@command -v nginx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx
+	@command -v haproxy >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy
+	@command -v oha >/dev/null || $(CARGO) install oha --locked
+
+bench: bench-deps
+	$(CARGO) build --release -p mesh-proxy -p e2e --bin mesh-proxy --bin proxy-bench
+	target/release/proxy-bench

@@ -48,6 +48,30 @@ pub fn serve_sds(ns: &str, material: mesh_ca::sds::Material) {
     });
 }
 
+/// Where a pod's sidecar finds mesh-ca, inside its namespace.
+pub const CA: &str = "127.0.0.1:15013";
+/// The DNS name in that CA's serving certificate.
+pub const CA_NAME: &str = "mesh-ca.mesh-system.svc";
+
+/// Serves mesh-ca inside `ns` on [`CA`], with `authority` signing and callers' tokens read
+/// from the file `tokens` (`<token> <namespace>/<service account>` lines).
+pub fn serve_ca(ns: &str, authority: Arc<mesh_ca::authority::Authority>, tokens: &Path) {
+    let listener = listen(ns, CA);
+    let (chain, key) = authority
+        .issue_server_cert(&[CA_NAME.to_owned()], std::time::Duration::from_secs(3600))
+        .unwrap_or_else(|e| panic!("CA serving certificate: {e}"));
+    let store = Arc::new(
+        mesh_ca::tls::CertStore::new(&chain, &key).unwrap_or_else(|e| panic!("cert store: {e}")),
+    );
+    let auth =
+        Arc::new(mesh_ca::auth::Authenticator::TokenFile(mesh_ca::auth::TokenFile::new(tokens)));
+    let service = mesh_ca::server::CaService::new(authority, auth, Arc::default());
+    let tls = Arc::new(
+        mesh_ca::tls::ca_server_config(store).unwrap_or_else(|e| panic!("CA TLS config: {e}")),
+    );
+    tokio::spawn(mesh_ca::server::serve_tls(listener, service, tls, std::future::pending()));
+}
+
 /// Applies mesh-init's capture in `ns` with its command-line flags (the proxy runs as root
 /// here, so `-u 0 -g 0` keeps its own traffic out of the capture).
 pub fn capture(ns: &str, flags: &[&str]) {

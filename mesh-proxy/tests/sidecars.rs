@@ -84,9 +84,6 @@ spec:
     )
 }
 
-const CA_ADDRESS: &str = "127.0.0.1:15013";
-const CA_NAME: &str = "mesh-ca.mesh-system.svc";
-
 fn here(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sidecars").join(file)
 }
@@ -150,7 +147,7 @@ impl Sidecar {
             ])
             .arg(env!("CARGO_BIN_EXE_mesh-proxy"))
             .args(["--pilot-address", &format!("http://{}", sidecar::XDS)])
-            .args(["--ca-address", CA_ADDRESS, "--ca-server-name", CA_NAME])
+            .args(["--ca-address", sidecar::CA, "--ca-server-name", sidecar::CA_NAME])
             .arg("--root-cert")
             .arg(root)
             .arg("--token-path")
@@ -193,21 +190,6 @@ impl Drop for Sidecar {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Serves mesh-ca (tokens from a file) inside `ns` on [`CA_ADDRESS`].
-fn serve_ca(ns: &str, authority: Arc<mesh_ca::authority::Authority>, tokens: &Path) {
-    let listener = netns::listen(ns, CA_ADDRESS.parse().unwrap());
-    listener.set_nonblocking(true).unwrap();
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    let (chain, key) =
-        authority.issue_server_cert(&[CA_NAME.to_owned()], Duration::from_secs(3600)).unwrap();
-    let store = Arc::new(mesh_ca::tls::CertStore::new(&chain, &key).unwrap());
-    let auth =
-        Arc::new(mesh_ca::auth::Authenticator::TokenFile(mesh_ca::auth::TokenFile::new(tokens)));
-    let service = mesh_ca::server::CaService::new(authority, auth, Arc::default());
-    let tls = Arc::new(mesh_ca::tls::ca_server_config(store).unwrap());
-    tokio::spawn(mesh_ca::server::serve_tls(listener, service, tls, std::future::pending()));
 }
 
 /// Stands between a sidecar and the pilot, passing everything through; once `taint` is set
@@ -388,7 +370,7 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
         if *ns != net.pod {
             sidecar::serve_xds(ns, &discovery);
         }
-        serve_ca(ns, authority.clone(), &tokens);
+        sidecar::serve_ca(ns, authority.clone(), &tokens);
         sidecar::capture(ns, &["-u", "1337", "-g", "1337", "--ipv6", "off"]);
         sidecars.push(Sidecar::start(ns, dir.path(), pod, ip, sa, &root_file));
     }
