@@ -204,7 +204,15 @@ fn measure(flags: &Flags, oha_bin: &Path, ns: &str, url: &str, h2: bool, pids: &
     let pct = |json: &serde_json::Value, p: &str| {
         json["latencyPercentiles"][p].as_f64().unwrap_or(f64::NAN) * 1000.0
     };
-    let rps = max["summary"]["requestsPerSec"].as_f64().unwrap_or(f64::NAN);
+    // Only successful requests count; a run with failures is reported as such.
+    for (name, json) in [("fixed-rate", &fixed), ("throughput", &max)] {
+        let success = json["summary"]["successRate"].as_f64().unwrap_or(0.0);
+        if success < 0.999 {
+            eprintln!("   WARNING: the {name} run to {url} had a success rate of {success:.4}");
+        }
+    }
+    let rps = max["summary"]["requestsPerSec"].as_f64().unwrap_or(f64::NAN)
+        * max["summary"]["successRate"].as_f64().unwrap_or(0.0);
     let requests = rps * f64::from(flags.seconds);
     Run {
         p50: pct(&fixed, "p50"),
@@ -304,7 +312,7 @@ fn wait_through(ns: &str, url: &str) {
     loop {
         let out = Command::new("ip")
             .args(["netns", "exec", ns, "setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"])
-            .args(["python3", "-c"])
+            .args(["/usr/bin/python3", "-c"])
             .arg(format!(
                 "import urllib.request;print(len(urllib.request.urlopen({url:?}, timeout=2).read()))"
             ))
@@ -477,9 +485,11 @@ async fn main() {
                         "http://10.96.0.10/".to_owned()
                     }
                 };
+                // Ready when an HTTP/1.1 request gets through (the h2c-only ports of nginx
+                // and HAProxy are probed on their HTTP/1.1 twins).
                 let ns = net.pod.clone();
-                let u = url.clone();
-                tokio::task::spawn_blocking(move || wait_through(&ns, &u)).await.unwrap();
+                let probe = url.replace(":18081/", ":18080/").replace(":18091/", ":18090/");
+                tokio::task::spawn_blocking(move || wait_through(&ns, &probe)).await.unwrap();
                 let pids: Vec<u32> = children.iter().map(Child::id).collect();
                 let (ns, o) = (net.pod.clone(), oha_copy.clone());
                 let run = {
@@ -536,9 +546,11 @@ fn render(rows: &[Row], flags: &Flags) -> String {
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let direct = rows.iter().find(|r| r.protocol == row.protocol && r.proxy == "direct");
-        let envoy = rows.iter().find(|r| {
-            r.protocol == row.protocol && r.proxy == "envoy" && r.hops == row.hops.max(1)
-        });
+        // Proxies with one hop compare with Envoy's one hop; direct compares with nothing.
+        let envoy = rows
+            .iter()
+            .filter(|_| row.proxy != "direct")
+            .find(|r| r.protocol == row.protocol && r.proxy == "envoy" && r.hops == row.hops);
         let ratio = |a: f64, b: Option<f64>| {
             b.filter(|b| *b > 0.0).map_or("-".to_owned(), |b| format!("{:.2}", a / b))
         };

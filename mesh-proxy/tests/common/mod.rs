@@ -1,0 +1,301 @@
+//! What the traffic-policy tests share: in-process backends with controlled failures and
+//! delays, Envoy resources for routes and clusters, mesh-proxy serving HTTP on loopback with
+//! them, and a one-request client.
+
+#![allow(dead_code)] // Each test crate uses a part.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster, circuit_breakers::Thresholds, cluster,
+};
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::envoy::config::route::v3::{self as r, RouteConfiguration};
+use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+use http_body_util::{BodyExt as _, Full};
+use mesh_proxy::proxy::http::{Connection, Routes};
+use mesh_proxy::proxy::{MeshTls, Shared, Tuning};
+use mesh_proxy::routing::RouteTable;
+use mesh_proxy::runtime::Runtime;
+use mesh_proxy::telemetry::{AccessLog, LogFormat, Metrics, Reporter, Workload};
+use mesh_proxy::xds::store::Config;
+
+/// What a backend does with the n-th request it gets (from 1): its status, a delay, headers.
+pub type Behaviour = dyn Fn(u32, &http::request::Parts) -> (u16, Duration, Vec<(&'static str, String)>)
+    + Send
+    + Sync;
+
+/// A backend on loopback; counts the requests it gets and keeps the last one's authority.
+pub struct Backend {
+    pub address: SocketAddr,
+    pub hits: Arc<AtomicU32>,
+    pub last_authority: Arc<std::sync::OnceLock<String>>,
+}
+
+pub async fn backend(behaviour: Arc<Behaviour>) -> Backend {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicU32::new(0));
+    let last_authority = Arc::new(std::sync::OnceLock::new());
+    let (h, a) = (hits.clone(), last_authority.clone());
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (hits, behaviour, authority) = (h.clone(), behaviour.clone(), a.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
+                        let (parts, body) = request.into_parts();
+                        let host = parts
+                            .headers
+                            .get("host")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                            .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+                            .unwrap_or_default();
+                        let _ = authority.set(host);
+                        let (status, delay, headers) = behaviour(n, &parts);
+                        async move {
+                            let _ = body.collect().await;
+                            tokio::time::sleep(delay).await;
+                            let mut response = http::Response::builder().status(status);
+                            for (k, v) in headers {
+                                response = response.header(k, v);
+                            }
+                            Ok::<_, std::convert::Infallible>(
+                                response
+                                    .body(Full::new(Bytes::from(format!("attempt {n}"))))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+            });
+        }
+    });
+    Backend { address, hits, last_authority }
+}
+
+pub fn static_cluster(
+    name: &str,
+    endpoints: &[SocketAddr],
+    breakers: Option<(u32, u32)>,
+) -> Cluster {
+    let lb_endpoints = endpoints
+        .iter()
+        .map(|a| LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: a.ip().to_string(),
+                        port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                            a.port(),
+                        ))),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .collect();
+    Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.into(),
+            endpoints: vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
+            ..Default::default()
+        }),
+        circuit_breakers: breakers.map(|(requests, retries)| CircuitBreakers {
+            thresholds: vec![Thresholds {
+                max_requests: Some(UInt32Value { value: requests }),
+                max_retries: Some(UInt32Value { value: retries }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn millis(ms: i32) -> PbDuration {
+    PbDuration { seconds: i64::from(ms / 1000), nanos: (ms % 1000) * 1_000_000 }
+}
+
+pub fn retry(on: &str, retries: u32, per_try_ms: Option<i32>) -> r::RetryPolicy {
+    r::RetryPolicy {
+        retry_on: on.into(),
+        num_retries: Some(UInt32Value { value: retries }),
+        per_try_timeout: per_try_ms.map(millis),
+        retriable_status_codes: vec![503],
+        ..Default::default()
+    }
+}
+
+/// A route to `cluster` with `action` changes and per-filter configs.
+pub fn route(
+    cluster: &str,
+    change: impl FnOnce(&mut r::RouteAction),
+    filters: Vec<(&str, prost_types_any::Any)>,
+) -> r::Route {
+    let mut action = r::RouteAction {
+        cluster_specifier: Some(r::route_action::ClusterSpecifier::Cluster(cluster.into())),
+        ..Default::default()
+    };
+    change(&mut action);
+    r::Route {
+        name: "test".into(),
+        r#match: Some(r::RouteMatch {
+            path_specifier: Some(r::route_match::PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(r::route::Action::Route(action)),
+        typed_per_filter_config: filters.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        ..Default::default()
+    }
+}
+
+pub mod prost_types_any {
+    pub use envoy_types::pb::google::protobuf::Any;
+}
+
+/// Routes for any host: just `route`.
+pub fn route_config(route: r::Route) -> RouteConfiguration {
+    RouteConfiguration {
+        name: "test".into(),
+        virtual_hosts: vec![r::VirtualHost {
+            name: "any".into(),
+            domains: vec!["*".into()],
+            routes: vec![route],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// A proxy on loopback serving `route` (any host) over `clusters`; returns its address and
+/// metrics registry.
+pub async fn proxy(
+    route: r::Route,
+    clusters: Vec<Cluster>,
+) -> (SocketAddr, Arc<prometheus_client::registry::Registry>) {
+    let routes = route_config(route);
+    let mut config = Config::default();
+    for c in clusters {
+        config.clusters.insert(c.name.clone(), c);
+    }
+    let runtime = Runtime::build(Arc::new(config)).unwrap();
+    let table = Arc::new(RouteTable::compile(&routes).unwrap());
+    let root =
+        mesh_ca::root::RootMaterial::generate("cluster.local", Duration::from_secs(3600)).unwrap();
+    let ca =
+        mesh_ca::authority::Authority::new(&root, "cluster.local", Default::default()).unwrap();
+    let identity = mesh_api::identity::SpiffeId::new("cluster.local", "test", "client").unwrap();
+    let material = ca.issue_workload(&identity).unwrap();
+    let store = Arc::new(mesh_ca::tls::CertStore::new(&material.chain, &material.key_pem).unwrap());
+    let roots = mesh_ca::tls::roots(&material.roots).unwrap();
+    let tls = Arc::new(MeshTls::new(store, roots, "cluster.local").unwrap());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let log = AccessLog::start(LogFormat::Off, metrics.log_dropped.clone());
+    let shared = Arc::new(Shared::new(
+        runtime,
+        tls,
+        metrics,
+        log,
+        Workload::default(),
+        identity,
+        Tuning::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (_keep, drain) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _keep = _keep;
+        loop {
+            let (tcp, peer) = listener.accept().await.unwrap();
+            let connection = Connection {
+                reporter: Reporter::Source,
+                downstream: peer,
+                destination: address,
+                peer: None,
+                routes: Routes::Inline(table.clone()),
+            };
+            tokio::spawn(mesh_proxy::proxy::listen::serve_http(
+                shared.clone(),
+                tcp,
+                connection,
+                false,
+                drain.clone(),
+            ));
+        }
+    });
+    (address, Arc::new(registry))
+}
+
+/// One request through the proxy: status, headers, body.
+pub async fn call(
+    proxy: SocketAddr,
+    request: http::Request<Full<Bytes>>,
+) -> (u16, http::HeaderMap, String) {
+    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status.as_u16(), parts.headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+pub fn get(path: &str) -> http::Request<Full<Bytes>> {
+    http::Request::get(path).header("host", "svc.test").body(Full::new(Bytes::new())).unwrap()
+}
+
+pub fn failing_then_ok(failures: u32, status: u16) -> Arc<Behaviour> {
+    Arc::new(move |n, _| (if n <= failures { status } else { 200 }, Duration::ZERO, Vec::new()))
+}
+
+pub fn fault(abort: Option<(u32, u32)>, delay_ms: Option<i32>) -> prost_types_any::Any {
+    use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{
+        FaultDelay, fault_delay::FaultDelaySecifier,
+    };
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
+        FaultAbort, HttpFault, fault_abort::ErrorType,
+    };
+    use envoy_types::pb::envoy::r#type::v3::{
+        FractionalPercent, fractional_percent::DenominatorType,
+    };
+    let percent = |p: u32| {
+        Some(FractionalPercent { numerator: p, denominator: DenominatorType::Hundred as i32 })
+    };
+    envoy_types::util::pack_any(HttpFault {
+        abort: abort.map(|(status, p)| FaultAbort {
+            error_type: Some(ErrorType::HttpStatus(status)),
+            percentage: percent(p),
+            ..Default::default()
+        }),
+        delay: delay_ms.map(|ms| FaultDelay {
+            fault_delay_secifier: Some(FaultDelaySecifier::FixedDelay(millis(ms))),
+            percentage: percent(100),
+        }),
+        ..Default::default()
+    })
+}
