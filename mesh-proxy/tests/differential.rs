@@ -47,8 +47,13 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A resource as bootstrap JSON (a top-level `@type` is for `Any`, not for the bootstrap).
 fn json(type_url: &str, bytes: Vec<u8>) -> serde_json::Value {
-    mesh_api::envoy::to_json(type_url, &bytes).unwrap()
+    let mut value = mesh_api::envoy::to_json(type_url, &bytes).unwrap();
+    if let Some(object) = value.as_object_mut() {
+        object.remove("@type");
+    }
+    value
 }
 
 /// A running Envoy serving `route` over `clusters` on a loopback port; killed on drop.
@@ -121,7 +126,7 @@ fn envoy(route: r::Route, clusters: &[Cluster]) -> Envoy {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("envoy.json");
     std::fs::write(&path, bootstrap.to_string()).unwrap();
-    let child = Command::new("envoy")
+    let mut child = Command::new("envoy")
         .args(["--use-dynamic-base-id", "--concurrency", "1", "--log-level", "error", "-c"])
         .arg(&path)
         .stdout(Stdio::null())
@@ -131,6 +136,7 @@ fn envoy(route: r::Route, clusters: &[Cluster]) -> Envoy {
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(address).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "envoy exited: {bootstrap}");
         assert!(Instant::now() < deadline, "envoy did not start listening on {address}");
         std::thread::sleep(Duration::from_millis(50));
     }
