@@ -148,10 +148,11 @@ pub enum Reporter {
 /// Everything known about one request or connection when it is reported.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
-    /// The source workload (`unknown` fields when not known).
-    pub source: Workload,
+    /// The source workload (`unknown` fields when not known); shared, as it is most often
+    /// this proxy's own.
+    pub source: std::sync::Arc<Workload>,
     /// The destination workload.
-    pub destination: Workload,
+    pub destination: std::sync::Arc<Workload>,
     /// The destination service's host (`reviews.default.svc.cluster.local`).
     pub service: String,
     /// `http`, `grpc` or `tcp`.
@@ -480,6 +481,11 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
+    /// Whether lines are written at all (when not, entries need not be filled in).
+    pub fn enabled(&self) -> bool {
+        self.lines.is_some()
+    }
+
     /// A log in `format` (started on the current runtime).
     pub fn start(format: LogFormat, dropped: Counter) -> Self {
         if format == LogFormat::Off {

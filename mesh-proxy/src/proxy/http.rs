@@ -278,7 +278,7 @@ pub async fn serve(
     let peer_metadata = headers.remove(PEER_HEADER);
     let app_protocol = headers.remove(PROTOCOL_HEADER);
     let mut entry = Entry {
-        start: crate::telemetry::now_rfc3339(),
+        start: if shared.log.enabled() { crate::telemetry::now_rfc3339() } else { String::new() },
         method: request.method().to_string(),
         path: request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
         authority: request
@@ -310,10 +310,11 @@ pub async fn serve(
             report.mutual_tls = connection.peer.is_some();
             if let Some(peer) = &connection.peer {
                 let principal = peer.identity.to_string();
-                report.source = match peer_metadata.as_ref().and_then(|v| v.to_str().ok()) {
-                    Some(value) => Workload::from_header(value, &principal),
-                    None => Workload { principal, ..Workload::default() },
-                };
+                report.source =
+                    Arc::new(match peer_metadata.as_ref().and_then(|v| v.to_str().ok()) {
+                        Some(value) => Workload::from_header(value, &principal),
+                        None => Workload { principal, ..Workload::default() },
+                    });
             }
         }
     }
@@ -718,12 +719,12 @@ async fn forward(
         Reporter::Source => {
             if mesh && let Some(value) = peer_metadata.as_ref().and_then(|v| v.to_str().ok()) {
                 let principal = finish.report.destination.principal.clone();
-                finish.report.destination = Workload::from_header(value, &principal);
+                finish.report.destination = Arc::new(Workload::from_header(value, &principal));
             }
         }
         Reporter::Destination => {
             if connection.peer.is_some()
-                && let Some(value) = header_value(&shared.me.header())
+                && let Some(value) = shared.me_header.clone()
             {
                 headers.insert(PEER_HEADER, value);
             }
@@ -789,7 +790,7 @@ async fn send_with_retries(
         if let (Reporter::Source, Some(crate::balance::PeerIdentity::Exactly(id))) =
             (connection.reporter, &picked.endpoint.mesh)
         {
-            finish.report.destination.principal = id.to_string();
+            Arc::make_mut(&mut finish.report.destination).principal = id.to_string();
         }
         let Some(mut request) = outgoing.attempt() else {
             return Err(Local::error(503, "URX", "the request body cannot be sent again"));
@@ -889,7 +890,7 @@ fn mark_peer(
 ) {
     let headers = request.headers_mut();
     if connection.reporter == Reporter::Source && picked.endpoint.mesh.is_some() {
-        if let Some(value) = header_value(&shared.me.header()) {
+        if let Some(value) = shared.me_header.clone() {
             headers.insert(PEER_HEADER, value);
         }
         if let Some(value) = header_value(protocol) {

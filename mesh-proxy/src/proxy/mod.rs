@@ -93,7 +93,9 @@ pub struct Shared {
     /// Access log.
     pub log: AccessLog,
     /// This workload, for telemetry and the peer-metadata exchange.
-    pub me: Workload,
+    pub me: Arc<Workload>,
+    /// [`Workload::header`] of this workload, made once.
+    pub me_header: Option<::http::HeaderValue>,
     /// This workload's identity.
     pub identity: SpiffeId,
     /// Tunables.
@@ -117,7 +119,8 @@ impl Shared {
             tls,
             metrics,
             log,
-            me,
+            me_header: ::http::HeaderValue::from_str(&me.header()).ok(),
+            me: Arc::new(me),
             identity,
             tuning,
         }

@@ -50,8 +50,10 @@ where
             report.destination = shared.me.clone();
             report.mutual_tls = flow.peer.is_some();
             if let Some(peer) = &flow.peer {
-                report.source =
-                    Workload { principal: peer.identity.to_string(), ..Workload::default() };
+                report.source = std::sync::Arc::new(Workload {
+                    principal: peer.identity.to_string(),
+                    ..Workload::default()
+                });
             }
         }
     }
@@ -77,7 +79,7 @@ where
     if let (Reporter::Source, Some(crate::balance::PeerIdentity::Exactly(id))) =
         (flow.reporter, &picked.endpoint.mesh)
     {
-        report.destination.principal = id.to_string();
+        std::sync::Arc::make_mut(&mut report.destination).principal = id.to_string();
     }
     let mut upstream = match upstream::connect(
         &shared.tls,
