@@ -42,6 +42,9 @@ struct Flags {
     /// Only these proxies (comma separated: direct, mesh-proxy, envoy, nginx, haproxy).
     #[arg(long, default_value = "direct,mesh-proxy,envoy,nginx,haproxy")]
     only: String,
+    /// Runs per case; each figure is the median of the runs (this machine is noisy).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
 }
 
 const BODY: usize = 1024;
@@ -148,6 +151,25 @@ struct Run {
     rps: f64,
     cpu_per_1000: f64,
     rss_mib: f64,
+}
+
+impl Run {
+    /// Each figure's median over `runs`.
+    fn median(runs: &[Run]) -> Run {
+        let of = |f: fn(&Run) -> f64| {
+            let mut values: Vec<f64> = runs.iter().map(f).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        Run {
+            p50: of(|r| r.p50),
+            p90: of(|r| r.p90),
+            p99: of(|r| r.p99),
+            rps: of(|r| r.rps),
+            cpu_per_1000: of(|r| r.cpu_per_1000),
+            rss_mib: of(|r| r.rss_mib),
+        }
+    }
 }
 
 /// Runs oha in `ns` (as uid 1000, so the pod's capture applies) against `url`.
@@ -492,12 +514,15 @@ async fn main() {
                 tokio::task::spawn_blocking(move || wait_through(&ns, &probe)).await.unwrap();
                 let pids: Vec<u32> = children.iter().map(Child::id).collect();
                 let (ns, o) = (net.pod.clone(), oha_copy.clone());
-                let run = {
+                let repeat = flags.repeat.max(1);
+                let run = tokio::task::spawn_blocking(move || {
                     let flags = Flags::parse();
-                    tokio::task::spawn_blocking(move || measure(&flags, &o, &ns, &url, h2, &pids))
-                        .await
-                        .unwrap()
-                };
+                    let runs: Vec<Run> =
+                        (0..repeat).map(|_| measure(&flags, &o, &ns, &url, h2, &pids)).collect();
+                    Run::median(&runs)
+                })
+                .await
+                .unwrap();
                 eprintln!(
                     "   p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, {:.0} req/s, {:.3} CPU-s/1000, {:.1} MiB",
                     run.p50, run.p90, run.p99, run.rps, run.cpu_per_1000, run.rss_mib
@@ -529,15 +554,27 @@ fn render(rows: &[Row], flags: &Flags) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     let _ = writeln!(out, "# Data-plane benchmark\n");
+    let _ = writeln!(
+        out,
+        "Measured at commit {commit} with `make bench`. On a shared VM like this one, runs of \
+         the same build differ by up to about 20% in throughput and p99; medians of several \
+         runs are reported, and ratios within about 1.1 are best read as ties.\n"
+    );
     let _ = writeln!(
         out,
         "Run on {date}, {cpus} vCPU (load generator, backend and proxies share them). Loopback \
          and veth between network namespaces. 1 KiB responses. Latency at a fixed {} req/s with \
          latency correction (oha, 16 connections, {} s); throughput with {} connections; CPU \
          seconds per 1000 requests and peak RSS of the proxy processes (both sidecars for two \
-         hops). Ratios: to direct (latency) and to Envoy with the same hops and protocol.\n",
-        flags.rate, flags.seconds, flags.connections
+         hops). Each figure is the median of {} runs. Ratios: to direct (latency) and to \
+         Envoy with the same hops and protocol.\n",
+        flags.rate, flags.seconds, flags.connections, flags.repeat
     );
     let _ = writeln!(
         out,
