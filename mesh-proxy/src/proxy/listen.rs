@@ -134,21 +134,60 @@ fn refuse(shared: &Shared, reporter: Reporter, downstream: SocketAddr, flag: &st
     shared.metrics.tcp_closed(reporter, &report, 0, 0);
 }
 
+/// Where a connection redirected by iptables was going; `None` when it was not redirected
+/// (a connection straight to the proxy's port would loop).
+fn redirected(tcp: &TcpStream) -> Option<(SocketAddr, SocketAddr)> {
+    let local = tcp.local_addr().ok()?;
+    let destination = original_destination(tcp).unwrap_or(local);
+    (destination != local).then_some((local, destination))
+}
+
+/// What a connection becomes by its filter chain.
+enum Plan {
+    /// TCP to this cluster.
+    Tcp(String),
+    /// HTTP with these routes.
+    Http(Routes),
+}
+
+/// The chain chosen for a connection.
+struct Chosen {
+    plan: Plan,
+    /// Whether the chain terminates mesh mTLS.
+    terminate: bool,
+    /// The TCP cluster of the listener's default chain (the passthrough), if any.
+    fallback: Option<String>,
+}
+
+/// Chooses the chain of the listener on `port` for `connection`, by the configuration in
+/// force; the error says why the connection must be closed.
+fn choose(shared: &Shared, port: u16, connection: &listener::Connection) -> Result<Chosen, String> {
+    let runtime = shared.runtime.load();
+    let config = runtime.listener_on(port).ok_or("no listener configured")?;
+    let chain = listener::select(config, connection).ok_or("no filter chain matches")?;
+    let fallback = config.default_filter_chain.as_ref().and_then(|c| match listener::action(c) {
+        Ok(ChainAction::Tcp { cluster }) => Some(cluster),
+        _ => None,
+    });
+    let plan = match listener::action(chain)? {
+        ChainAction::Tcp { cluster } => Plan::Tcp(cluster),
+        ChainAction::HttpRds { routes } => Plan::Http(Routes::Named(routes)),
+        ChainAction::HttpInline { routes } => {
+            Plan::Http(Routes::Inline(Arc::new(RouteTable::compile(&routes)?)))
+        }
+    };
+    Ok(Chosen { plan, terminate: chain.transport_socket.is_some(), fallback })
+}
+
 async fn outbound(
     shared: Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
     drain: watch::Receiver<bool>,
 ) {
-    let Ok(local) = tcp.local_addr() else { return };
-    let destination = original_destination(&tcp).unwrap_or(local);
-    if destination == local {
-        // Not redirected: a connection to the proxy's own port would loop.
-        return refuse(&shared, Reporter::Source, peer, "NR", "not redirected (a loop)");
-    }
-    let runtime = shared.runtime.load_full();
-    let Some(config) = runtime.listener_on(local.port()) else {
-        return refuse(&shared, Reporter::Source, peer, "NR", "no listener configured");
+    let reporter = Reporter::Source;
+    let Some((local, destination)) = redirected(&tcp) else {
+        return refuse(&shared, reporter, peer, "NR", "not redirected (a loop)");
     };
     let connection = listener::Connection {
         destination,
@@ -156,57 +195,29 @@ async fn outbound(
         server_name: None,
         alpn: Vec::new(),
     };
-    let Some(chain) = listener::select(config, &connection) else {
-        return refuse(&shared, Reporter::Source, peer, "NR", "no filter chain matches");
+    let chosen = match choose(&shared, local.port(), &connection) {
+        Ok(chosen) => chosen,
+        Err(why) => return refuse(&shared, reporter, peer, "NR", &why),
     };
-    let fallback =
-        config.default_filter_chain.as_ref().and_then(|c| listener::action(c).ok()).and_then(|a| {
-            match a {
-                ChainAction::Tcp { cluster } => Some(cluster),
-                _ => None,
-            }
-        });
-    let action = match listener::action(chain) {
-        Ok(action) => action,
-        Err(why) => return refuse(&shared, Reporter::Source, peer, "NR", &why),
-    };
-    drop(runtime);
-    let flow = |cluster: String| Flow {
-        reporter: Reporter::Source,
-        cluster,
-        destination,
-        downstream: peer,
-        peer: None,
-    };
-    let routes = match action {
-        ChainAction::Tcp { cluster } => return proxy(shared, tcp, flow(cluster)).await,
-        ChainAction::HttpRds { routes } => Routes::Named(routes),
-        ChainAction::HttpInline { routes } => match RouteTable::compile(&routes) {
-            Ok(table) => Routes::Inline(Arc::new(table)),
-            Err(why) => return refuse(&shared, Reporter::Source, peer, "NR", &why),
-        },
+    let flow = |cluster| Flow { reporter, cluster, destination, downstream: peer, peer: None };
+    let routes = match chosen.plan {
+        Plan::Tcp(cluster) => return proxy(shared, tcp, flow(cluster)).await,
+        Plan::Http(routes) => routes,
     };
     let sniffed = if SERVER_FIRST_PORTS.contains(&destination.port()) {
         Sniffed::Opaque
     } else {
         sniff(&tcp, shared.tuning.detection_timeout).await.unwrap_or(Sniffed::Opaque)
     };
-    match sniffed {
-        Sniffed::Http1 | Sniffed::Http2 => {
-            let connection = Connection {
-                reporter: Reporter::Source,
-                downstream: peer,
-                destination,
-                peer: None,
-                routes,
-            };
+    match (sniffed, chosen.fallback) {
+        (Sniffed::Http1 | Sniffed::Http2, _) => {
+            let connection =
+                Connection { reporter, downstream: peer, destination, peer: None, routes };
             serve_http(shared, tcp, connection, sniffed == Sniffed::Http2, drain).await;
         }
         // Not HTTP on an HTTP port: passed through as the listener's default chain would.
-        Sniffed::Tls | Sniffed::Opaque => match fallback {
-            Some(cluster) => proxy(shared, tcp, flow(cluster)).await,
-            None => refuse(&shared, Reporter::Source, peer, "NR", "not HTTP, and no passthrough"),
-        },
+        (_, Some(cluster)) => proxy(shared, tcp, flow(cluster)).await,
+        (_, None) => refuse(&shared, reporter, peer, "NR", "not HTTP, and no passthrough"),
     }
 }
 
@@ -216,11 +227,10 @@ async fn inbound(
     peer: SocketAddr,
     drain: watch::Receiver<bool>,
 ) {
-    let Ok(local) = tcp.local_addr() else { return };
-    let destination = original_destination(&tcp).unwrap_or(local);
-    if destination == local {
-        return refuse(&shared, Reporter::Destination, peer, "NR", "not redirected (a loop)");
-    }
+    let reporter = Reporter::Destination;
+    let Some((local, destination)) = redirected(&tcp) else {
+        return refuse(&shared, reporter, peer, "NR", "not redirected (a loop)");
+    };
     let mut connection = listener::Connection {
         destination,
         transport: "raw_buffer",
@@ -237,77 +247,45 @@ async fn inbound(
         connection.server_name = hello.server_name;
         connection.alpn = hello.alpn;
     }
-    let runtime = shared.runtime.load_full();
-    let Some(config) = runtime.listener_on(local.port()) else {
-        return refuse(&shared, Reporter::Destination, peer, "NR", "no listener configured");
+    let chosen = match choose(&shared, local.port(), &connection) {
+        Ok(chosen) => chosen,
+        Err(why) => return refuse(&shared, reporter, peer, "NR", &why),
     };
-    let Some(chain) = listener::select(config, &connection) else {
-        return refuse(&shared, Reporter::Destination, peer, "NR", "no filter chain matches");
+    let flow = |cluster, mesh_peer| Flow {
+        reporter,
+        cluster,
+        destination,
+        downstream: peer,
+        peer: mesh_peer,
     };
-    let terminate = chain.transport_socket.is_some();
-    let action = match listener::action(chain) {
-        Ok(action) => action,
-        Err(why) => return refuse(&shared, Reporter::Destination, peer, "NR", &why),
+    let http = |routes, mesh_peer| Connection {
+        reporter,
+        downstream: peer,
+        destination,
+        peer: mesh_peer,
+        routes,
     };
-    drop(runtime);
-    let routes = match &action {
-        ChainAction::Tcp { .. } => None,
-        ChainAction::HttpRds { routes } => Some(Routes::Named(routes.clone())),
-        ChainAction::HttpInline { routes } => match RouteTable::compile(routes) {
-            Ok(table) => Some(Routes::Inline(Arc::new(table))),
-            Err(why) => return refuse(&shared, Reporter::Destination, peer, "NR", &why),
-        },
-    };
-    if !terminate {
-        return match (action, routes) {
-            (ChainAction::Tcp { cluster }, _) => {
-                let flow = Flow {
-                    reporter: Reporter::Destination,
-                    cluster,
-                    destination,
-                    downstream: peer,
-                    peer: None,
-                };
-                proxy(shared, tcp, flow).await
-            }
-            (_, Some(routes)) => {
-                let connection = Connection {
-                    reporter: Reporter::Destination,
-                    downstream: peer,
-                    destination,
-                    peer: None,
-                    routes,
-                };
-                serve_http(shared, tcp, connection, false, drain).await
-            }
-            (_, None) => {}
+    if !chosen.terminate {
+        return match chosen.plan {
+            Plan::Tcp(cluster) => proxy(shared, tcp, flow(cluster, None)).await,
+            Plan::Http(routes) => serve_http(shared, tcp, http(routes, None), false, drain).await,
         };
     }
     if connection.transport != "tls" {
-        return refuse(
-            &shared,
-            Reporter::Destination,
-            peer,
-            "NR",
-            "plaintext on an mTLS-only chain",
-        );
+        return refuse(&shared, reporter, peer, "NR", "plaintext on an mTLS-only chain");
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.server.clone());
     let tls = match tokio::time::timeout(shared.tuning.header_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(err)) => {
-            return refuse(&shared, Reporter::Destination, peer, "UF", &format!("mTLS: {err}"));
-        }
-        Err(_) => {
-            return refuse(&shared, Reporter::Destination, peer, "UF", "mTLS handshake timed out");
-        }
+        Ok(Err(err)) => return refuse(&shared, reporter, peer, "UF", &format!("mTLS: {err}")),
+        Err(_) => return refuse(&shared, reporter, peer, "UF", "mTLS handshake timed out"),
     };
     let session = tls.get_ref().1;
     let Some(chain) = session.peer_certificates() else {
-        return refuse(&shared, Reporter::Destination, peer, "UF", "no client certificate");
+        return refuse(&shared, reporter, peer, "UF", "no client certificate");
     };
     let Some(identity) = mesh_ca::tls::peer_identity(chain) else {
-        return refuse(&shared, Reporter::Destination, peer, "UF", "no SPIFFE identity");
+        return refuse(&shared, reporter, peer, "UF", "no SPIFFE identity");
     };
     let cert_hash = chain
         .first()
@@ -320,29 +298,10 @@ async fn inbound(
         })
         .unwrap_or_default();
     let h2 = session.alpn_protocol() == Some(b"h2");
-    let mesh_peer = Peer { identity, cert_hash };
-    match (action, routes) {
-        (ChainAction::Tcp { cluster }, _) => {
-            let flow = Flow {
-                reporter: Reporter::Destination,
-                cluster,
-                destination,
-                downstream: peer,
-                peer: Some(mesh_peer),
-            };
-            proxy(shared, tls, flow).await
-        }
-        (_, Some(routes)) => {
-            let connection = Connection {
-                reporter: Reporter::Destination,
-                downstream: peer,
-                destination,
-                peer: Some(mesh_peer),
-                routes,
-            };
-            serve_http(shared, tls, connection, h2, drain).await
-        }
-        (_, None) => {}
+    let mesh_peer = Some(Peer { identity, cert_hash });
+    match chosen.plan {
+        Plan::Tcp(cluster) => proxy(shared, tls, flow(cluster, mesh_peer)).await,
+        Plan::Http(routes) => serve_http(shared, tls, http(routes, mesh_peer), h2, drain).await,
     }
 }
 
