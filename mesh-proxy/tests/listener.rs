@@ -5,28 +5,15 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
-use std::path::Path;
+mod common;
 
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use mesh_pilot::model::Proxy;
 use mesh_proxy::listener::{ChainAction, Connection, action, select};
 use prost::Message;
 
 fn listeners() -> (Listener, Listener) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh-pilot/tests/data/golden");
-    let (snapshot, rejected) = mesh_pilot::source::local::read(&dir);
-    assert!(rejected.is_empty(), "{rejected:?}");
-    let proxy = Proxy {
-        namespace: "demo".into(),
-        labels: [("app".to_owned(), "frontend".to_owned())].into_iter().collect(),
-        ips: vec!["10.1.0.5".parse().unwrap()],
-        ..Proxy::default()
-    };
-    let all =
-        mesh_pilot::translate::generate(mesh_api::xds::LISTENER_TYPE, &snapshot, &proxy).unwrap();
     let get = |name: &str| {
-        let (_, any) = all.iter().find(|(n, _)| n == name).unwrap();
-        Listener::decode(any.value.as_slice()).unwrap()
+        Listener::decode(common::golden(mesh_api::xds::LISTENER_TYPE, name).as_slice()).unwrap()
     };
     (get("virtualOutbound"), get("virtualInbound"))
 }

@@ -5,10 +5,9 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
-use std::path::Path;
+mod common;
 
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
-use mesh_pilot::model::Proxy;
 use mesh_proxy::routing::{Decision, RequestHead, RouteTable};
 use prost::Message;
 
@@ -17,19 +16,8 @@ const V2: &str = "outbound|9080|v2|reviews.demo.svc.cluster.local";
 const ALL: &str = "outbound|9080||reviews.demo.svc.cluster.local";
 
 fn table() -> RouteTable {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh-pilot/tests/data/golden");
-    let (snapshot, rejected) = mesh_pilot::source::local::read(&dir);
-    assert!(rejected.is_empty(), "{rejected:?}");
-    let proxy = Proxy {
-        namespace: "demo".into(),
-        labels: [("app".to_owned(), "frontend".to_owned())].into_iter().collect(),
-        ips: vec!["10.1.0.5".parse().unwrap()],
-        ..Proxy::default()
-    };
-    let routes =
-        mesh_pilot::translate::generate(mesh_api::xds::ROUTE_TYPE, &snapshot, &proxy).unwrap();
-    let (_, any) = routes.iter().find(|(name, _)| name == "9080").unwrap();
-    RouteTable::compile(&RouteConfiguration::decode(any.value.as_slice()).unwrap()).unwrap()
+    let bytes = common::golden(mesh_api::xds::ROUTE_TYPE, "9080");
+    RouteTable::compile(&RouteConfiguration::decode(bytes.as_slice()).unwrap()).unwrap()
 }
 
 fn get(authority: &str, path: &str) -> RequestHead {

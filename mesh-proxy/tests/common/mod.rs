@@ -1,6 +1,6 @@
 //! What the traffic-policy tests share: in-process backends with controlled failures and
 //! delays, Envoy resources for routes and clusters, mesh-proxy serving HTTP on loopback with
-//! them, and a one-request client.
+//! them, a one-request client, and what the pilot serves the golden mesh's `frontend`.
 
 #![allow(dead_code)] // Each test crate uses a part.
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
@@ -298,4 +298,22 @@ pub fn fault(abort: Option<(u32, u32)>, delay_ms: Option<i32>) -> prost_types_an
         }),
         ..Default::default()
     })
+}
+
+/// The encoded resource `name` of `type_url` that the pilot serves the golden mesh's
+/// `frontend` sidecar (namespace demo, 10.1.0.5).
+pub fn golden(type_url: &str, name: &str) -> Vec<u8> {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh-pilot/tests/data/golden");
+    let (snapshot, rejected) = mesh_pilot::source::local::read(&dir);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let proxy = mesh_pilot::model::Proxy {
+        namespace: "demo".into(),
+        labels: [("app".to_owned(), "frontend".to_owned())].into_iter().collect(),
+        ips: vec!["10.1.0.5".parse().unwrap()],
+        ..mesh_pilot::model::Proxy::default()
+    };
+    let all = mesh_pilot::translate::generate(type_url, &snapshot, &proxy).unwrap();
+    let (_, any) = all.iter().find(|(n, _)| n == name).unwrap();
+    any.value.clone()
 }
