@@ -377,3 +377,51 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
     }
     assert!(differences.is_empty(), "mesh-proxy differs from Envoy:\n{}", differences.join("\n"));
 }
+
+/// Outlier detection: of two endpoints, the one answering 503 is ejected after two in a row,
+/// by both proxies, and the rest of the requests go to the other one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_proxy_ejects_a_failing_endpoint_as_envoy_does() {
+    use envoy_types::pb::envoy::config::cluster::v3::OutlierDetection;
+    use envoy_types::pb::google::protobuf::UInt32Value;
+    if !envoy_available() {
+        return;
+    }
+    let mut seen = Vec::new();
+    for which in ["envoy", "mesh-proxy"] {
+        let bad = backend(failing_then_ok(u32::MAX, 503)).await;
+        let good = backend(failing_then_ok(0, 200)).await;
+        let mut cluster = static_cluster("b", &[bad.address, good.address], None);
+        cluster.outlier_detection = Some(OutlierDetection {
+            consecutive_5xx: Some(UInt32Value { value: 2 }),
+            base_ejection_time: Some(millis(30_000)),
+            max_ejection_percent: Some(UInt32Value { value: 50 }),
+            ..Default::default()
+        });
+        let route = || route("b", with_timeout(|_| {}), vec![]);
+        let (_envoy, address) = if which == "envoy" {
+            let e = envoy(route(), std::slice::from_ref(&cluster));
+            let address = e.address;
+            (Some(e), address)
+        } else {
+            (None, proxy(route(), vec![cluster]).await.0)
+        };
+        let mut statuses = Vec::new();
+        for _ in 0..12 {
+            statuses.push(call(address, get("/")).await.0);
+        }
+        // Which endpoint round robin starts with is not part of the contract: compare counts.
+        let failures = statuses.iter().filter(|s| **s == 503).count();
+        let last = statuses[6..].to_vec();
+        eprintln!(
+            "{which}: {statuses:?}, the failing endpoint saw {}",
+            bad.hits.load(Ordering::SeqCst)
+        );
+        seen.push((failures, bad.hits.load(Ordering::SeqCst), last));
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "Envoy, then mesh-proxy: (503s, attempts at the failing endpoint, last six statuses)"
+    );
+    assert_eq!(seen[1].0, 2, "two 503s, then ejected");
+}
