@@ -245,20 +245,7 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
     if !envoy_available() {
         return;
     }
-    let slow_first: Arc<Behaviour> = Arc::new(|n, _| {
-        (200, if n == 1 { Duration::from_secs(2) } else { Duration::ZERO }, Vec::new())
-    });
-    let grpc_unavailable_once: Arc<Behaviour> = Arc::new(|n, _| {
-        let status = if n == 1 { "14" } else { "0" };
-        (
-            200,
-            Duration::ZERO,
-            vec![
-                ("grpc-status", status.to_owned()),
-                ("content-type", "application/grpc".to_owned()),
-            ],
-        )
-    });
+    let slow_first = slow_first(Duration::from_secs(2));
     let slow: Arc<Behaviour> = Arc::new(|_, _| (200, Duration::from_millis(400), Vec::new()));
     type Case =
         (&'static str, Box<dyn Fn() -> r::Route>, Arc<Behaviour>, Option<(u32, u32)>, usize);
@@ -342,7 +329,7 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
                     vec![],
                 )
             }),
-            grpc_unavailable_once,
+            grpc_unavailable_once(),
             None,
             1,
         ),
@@ -382,8 +369,6 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
 /// by both proxies, and the rest of the requests go to the other one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_proxy_ejects_a_failing_endpoint_as_envoy_does() {
-    use envoy_types::pb::envoy::config::cluster::v3::OutlierDetection;
-    use envoy_types::pb::google::protobuf::UInt32Value;
     if !envoy_available() {
         return;
     }
@@ -391,13 +376,8 @@ async fn mesh_proxy_ejects_a_failing_endpoint_as_envoy_does() {
     for which in ["envoy", "mesh-proxy"] {
         let bad = backend(failing_then_ok(u32::MAX, 503)).await;
         let good = backend(failing_then_ok(0, 200)).await;
-        let mut cluster = static_cluster("b", &[bad.address, good.address], None);
-        cluster.outlier_detection = Some(OutlierDetection {
-            consecutive_5xx: Some(UInt32Value { value: 2 }),
-            base_ejection_time: Some(millis(30_000)),
-            max_ejection_percent: Some(UInt32Value { value: 50 }),
-            ..Default::default()
-        });
+        let cluster =
+            with_outlier_detection(static_cluster("b", &[bad.address, good.address], None));
         let route = || route("b", with_timeout(|_| {}), vec![]);
         let (_envoy, address) = if which == "envoy" {
             let e = envoy(route(), std::slice::from_ref(&cluster));

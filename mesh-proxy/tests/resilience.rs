@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use envoy_types::pb::envoy::config::route::v3 as r;
-use envoy_types::pb::google::protobuf::UInt32Value;
 use http_body_util::Full;
 
 #[tokio::test]
@@ -57,18 +56,7 @@ async fn retries_stop_at_the_first_success_or_when_attempts_run_out() {
 
 #[tokio::test]
 async fn grpc_statuses_are_retried_by_name() {
-    let behaviour: Arc<Behaviour> = Arc::new(|n, _| {
-        let status = if n == 1 { "14" } else { "0" };
-        (
-            200,
-            Duration::ZERO,
-            vec![
-                ("grpc-status", status.to_owned()),
-                ("content-type", "application/grpc".to_owned()),
-            ],
-        )
-    });
-    let b = backend(behaviour).await;
+    let b = backend(grpc_unavailable_once()).await;
     let (p, _) = proxy(
         route("b", |a| a.retry_policy = Some(retry("unavailable", 2, None)), vec![]),
         vec![static_cluster("b", &[b.address], None)],
@@ -126,9 +114,7 @@ async fn the_retry_budget_caps_retries_in_flight() {
 
 #[tokio::test]
 async fn timeouts_answer_504_and_per_try_timeouts_are_retried() {
-    let slow: Arc<Behaviour> = Arc::new(|n, _| {
-        (200, if n == 1 { Duration::from_secs(3) } else { Duration::ZERO }, Vec::new())
-    });
+    let slow = slow_first(Duration::from_secs(3));
     let b = backend(slow.clone()).await;
     let (p, _) = proxy(
         route("b", |a| a.timeout = Some(millis(200)), vec![]),
@@ -338,16 +324,9 @@ fn retry_conditions_and_backoff_follow_envoy() {
 
 #[tokio::test]
 async fn an_endpoint_failing_in_a_row_is_ejected_and_traffic_goes_to_the_others() {
-    use envoy_types::pb::envoy::config::cluster::v3::OutlierDetection;
     let bad = backend(failing_then_ok(u32::MAX, 503)).await;
     let good = backend(failing_then_ok(0, 200)).await;
-    let mut cluster = static_cluster("b", &[bad.address, good.address], None);
-    cluster.outlier_detection = Some(OutlierDetection {
-        consecutive_5xx: Some(UInt32Value { value: 2 }),
-        base_ejection_time: Some(millis(30_000)),
-        max_ejection_percent: Some(UInt32Value { value: 50 }),
-        ..Default::default()
-    });
+    let cluster = with_outlier_detection(static_cluster("b", &[bad.address, good.address], None));
     let (p, _) = proxy(route("b", |_| {}, vec![]), vec![cluster]).await;
     let mut statuses = Vec::new();
     for _ in 0..12 {

@@ -292,13 +292,12 @@ pub async fn serve(
     };
     // The protocol the app spoke: across the sidecar-to-sidecar hop it travels in a header.
     let mut protocol = status_text(request.version()).to_owned();
-    if let (Some(peer), Some(value)) = (&connection.peer, &app_protocol) {
-        let _ = peer;
-        if let Ok(value) = value.to_str()
-            && matches!(value, "HTTP/1.0" | "HTTP/1.1" | "HTTP/2")
-        {
-            protocol = value.to_owned();
-        }
+    // Believed only from a verified mesh peer.
+    if connection.peer.is_some()
+        && let Some(value) = app_protocol.as_ref().and_then(|v| v.to_str().ok())
+        && matches!(value, "HTTP/1.0" | "HTTP/1.1" | "HTTP/2")
+    {
+        protocol = value.to_owned();
     }
     entry.protocol = protocol.clone();
     let mut report =

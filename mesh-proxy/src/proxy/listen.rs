@@ -16,7 +16,6 @@ use super::http::{Connection, Peer, Routes};
 use super::tcp::{Flow, proxy};
 use crate::listener::{self, ChainAction};
 use crate::net::{Sniffed, original_destination, peek_client_hello, sniff};
-use crate::routing::RouteTable;
 use crate::telemetry::{Entry, Report, Reporter};
 
 /// Ports of protocols where the server speaks first (SMTP, MySQL, MongoDB, ...): waiting for
@@ -171,9 +170,10 @@ fn choose(shared: &Shared, port: u16, connection: &listener::Connection) -> Resu
     });
     let plan = match listener::action(chain)? {
         ChainAction::Tcp { cluster } => Plan::Tcp(cluster),
+        // Looked up per request, so route updates reach open connections.
         ChainAction::HttpRds { routes } => Plan::Http(Routes::Named(routes)),
-        ChainAction::HttpInline { routes } => {
-            Plan::Http(Routes::Inline(Arc::new(RouteTable::compile(&routes)?)))
+        inline @ ChainAction::HttpInline { .. } => {
+            Plan::Http(Routes::Inline(runtime.route_table(&inline)?))
         }
     };
     Ok(Chosen { plan, terminate: chain.transport_socket.is_some(), fallback })

@@ -317,3 +317,36 @@ pub fn golden(type_url: &str, name: &str) -> Vec<u8> {
     let (_, any) = all.iter().find(|(n, _)| n == name).unwrap();
     any.value.clone()
 }
+
+/// A backend answering gRPC UNAVAILABLE (in a trailers-only response) once, then OK.
+pub fn grpc_unavailable_once() -> Arc<Behaviour> {
+    Arc::new(|n, _| {
+        let status = if n == 1 { "14" } else { "0" };
+        (
+            200,
+            Duration::ZERO,
+            vec![
+                ("grpc-status", status.to_owned()),
+                ("content-type", "application/grpc".to_owned()),
+            ],
+        )
+    })
+}
+
+/// A backend whose first answer takes `delay`, the others none.
+pub fn slow_first(delay: Duration) -> Arc<Behaviour> {
+    Arc::new(move |n, _| (200, if n == 1 { delay } else { Duration::ZERO }, Vec::new()))
+}
+
+/// `cluster` with outlier detection: ejected after two 5xx in a row, for 30 s, at most half
+/// of the cluster at once.
+pub fn with_outlier_detection(mut cluster: Cluster) -> Cluster {
+    use envoy_types::pb::envoy::config::cluster::v3::OutlierDetection;
+    cluster.outlier_detection = Some(OutlierDetection {
+        consecutive_5xx: Some(UInt32Value { value: 2 }),
+        base_ejection_time: Some(millis(30_000)),
+        max_ejection_percent: Some(UInt32Value { value: 50 }),
+        ..Default::default()
+    });
+    cluster
+}
