@@ -110,7 +110,7 @@ impl OutlierPolicy {
     pub fn record(&self, health: &[&HostHealth], index: usize, outcome: Outcome) {
         let Some(host) = health.get(index) else { return };
         let (fivexx, gateway) = match outcome {
-            Outcome::ConnectFailure | Outcome::Reset => (true, true),
+            Outcome::ConnectFailure | Outcome::Reset | Outcome::Refused => (true, true),
             Outcome::Response { status, .. } => (status >= 500, matches!(status, 502..=504)),
         };
         let bump = |counter: &AtomicU32, failed: bool| {

@@ -49,6 +49,8 @@ pub enum Outcome {
     ConnectFailure,
     /// The connection or stream failed before a response, or the per-try timeout passed.
     Reset,
+    /// The peer refused the stream before processing it (HTTP/2 `REFUSED_STREAM`).
+    Refused,
     /// A response, with its gRPC status from the headers if any.
     Response {
         /// HTTP status.
@@ -82,6 +84,9 @@ impl Retry {
                 on("connect-failure") || on("reset") || on("5xx") || on("gateway-error")
             }
             Outcome::Reset => on("reset") || on("5xx") || on("gateway-error"),
+            Outcome::Refused => {
+                on("refused-stream") || on("reset") || on("5xx") || on("gateway-error")
+            }
             Outcome::Response { status, grpc } => {
                 (on("5xx") && status >= 500)
                     || (on("gateway-error") && matches!(status, 502..=504))

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -65,10 +66,26 @@ pub struct Breakers {
     pub max_requests: Option<u64>,
     /// Most retries in flight (`max_retries`): the retry budget.
     pub max_retries: Option<u64>,
-    /// Requests in flight.
-    pub requests: std::sync::atomic::AtomicU64,
-    /// Retries in flight.
-    pub retries: std::sync::atomic::AtomicU64,
+    /// Most upstream connections open (`max_connections`).
+    pub max_connections: Option<u64>,
+    /// Most requests waiting for a connection (`max_pending_requests`).
+    pub max_pending: Option<u64>,
+    /// What is in flight now; shared with the same cluster in later configurations, so an
+    /// update does not reset the counts.
+    pub counts: Arc<InFlightCounts>,
+}
+
+/// What is in flight to a cluster.
+#[derive(Debug, Default)]
+pub struct InFlightCounts {
+    /// Requests.
+    pub requests: AtomicU64,
+    /// Retries (between a retriable outcome and the next attempt).
+    pub retries: AtomicU64,
+    /// Upstream connections.
+    pub connections: AtomicU64,
+    /// Requests waiting for a connection.
+    pub pending: AtomicU64,
 }
 
 impl Breakers {
@@ -80,10 +97,41 @@ impl Breakers {
         Breakers {
             max_requests: thresholds.and_then(|t| limit(t.max_requests.as_ref())),
             max_retries: thresholds.and_then(|t| limit(t.max_retries.as_ref())),
-            ..Breakers::default()
+            max_connections: thresholds.and_then(|t| limit(t.max_connections.as_ref())),
+            max_pending: thresholds.and_then(|t| limit(t.max_pending_requests.as_ref())),
+            counts: Arc::default(),
         }
     }
+
+    /// Takes one of `count` if `max` allows (unset: unlimited); `false` when full.
+    pub fn take(count: &AtomicU64, max: Option<u64>) -> bool {
+        let before = count.fetch_add(1, Ordering::Relaxed);
+        if max.is_some_and(|max| before >= max) {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
 }
+
+/// How a cluster's HTTP connections are pooled (`common_http_protocol_options`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Requests one connection carries before it is closed (`max_requests_per_connection`).
+    pub max_requests_per_connection: Option<u32>,
+    /// How long a connection with nothing in flight stays open (`idle_timeout`; Envoy's
+    /// default is an hour).
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self { max_requests_per_connection: None, idle_timeout: DEFAULT_IDLE_TIMEOUT }
+    }
+}
+
+/// Envoy's upstream connection idle timeout when the cluster sets none.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// How to reach a cluster's endpoints.
 #[derive(Debug)]
@@ -98,6 +146,8 @@ pub struct Transport {
     pub connect_timeout: Duration,
     /// Circuit breakers.
     pub breakers: Breakers,
+    /// Connection pooling.
+    pub pool: PoolSettings,
 }
 
 impl Transport {
@@ -130,10 +180,23 @@ impl Transport {
                 )),
             },
         };
-        let http = cluster
+        let options = cluster
             .typed_extension_protocol_options
             .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
-            .and_then(|any| HttpProtocolOptions::decode(any.value.as_slice()).ok())
+            .and_then(|any| HttpProtocolOptions::decode(any.value.as_slice()).ok());
+        let common = options.as_ref().and_then(|o| o.common_http_protocol_options.as_ref());
+        let pool = PoolSettings {
+            max_requests_per_connection: common
+                .and_then(|c| c.max_requests_per_connection.as_ref())
+                .map(|v| v.value)
+                .filter(|v| *v > 0),
+            idle_timeout: common
+                .and_then(|c| c.idle_timeout.as_ref())
+                .map(duration)
+                .filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_IDLE_TIMEOUT),
+        };
+        let http = options
             .and_then(|o| match o.upstream_protocol_options? {
                 UpstreamProtocolOptions::ExplicitHttpConfig(c) => match c.protocol_config? {
                     ProtocolConfig::Http2ProtocolOptions(_) => Some(UpstreamHttp::Http2),
@@ -145,14 +208,16 @@ impl Transport {
         let connect_timeout = cluster
             .connect_timeout
             .as_ref()
-            .map(|d| {
-                Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0))
-                    + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0))
-            })
+            .map(duration)
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(10));
-        Self { bind, tls, http, connect_timeout, breakers: Breakers::of(cluster) }
+        Self { bind, tls, http, connect_timeout, breakers: Breakers::of(cluster), pool }
     }
+}
+
+fn duration(d: &envoy_types::pb::google::protobuf::Duration) -> Duration {
+    Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0))
+        + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0))
 }
 
 /// Whether an upstream TLS context presents the workload certificate (SDS `default`), which
@@ -226,8 +291,14 @@ impl Runtime {
     }
 
     /// Takes over the outlier-detection records of endpoints `older` also had, so an update
-    /// does not bring an ejected endpoint back early.
-    pub fn carry_from(&self, older: &Runtime) {
+    /// does not bring an ejected endpoint back early, and the in-flight counts of clusters
+    /// it also had, so circuit breakers see what older configurations still have open.
+    pub fn carry_from(&mut self, older: &Runtime) {
+        for (name, transport) in &mut self.transports {
+            if let (Some(new), Some(old)) = (Arc::get_mut(transport), older.transports.get(name)) {
+                new.breakers.counts = old.breakers.counts.clone();
+            }
+        }
         for (name, upstream) in &self.upstreams {
             if let (Upstream::Balanced(new), Some(Upstream::Balanced(old))) =
                 (upstream.as_ref(), older.upstreams.get(name).map(|u| u.as_ref()))

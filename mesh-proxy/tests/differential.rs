@@ -3,11 +3,13 @@
 //! backends that fail and stall on cue. Both must answer with the same statuses, and the
 //! backends must see the same number of attempts, and the response flags (Envoy's access
 //! log, mesh-proxy's metrics) must be the same: retries by condition and count, per-try
-//! timeouts, route timeouts, fault aborts, gRPC retries, circuit-breaker overflow.
+//! timeouts, route timeouts, fault aborts, gRPC retries, circuit-breaker overflow, and the
+//! connection pool (connection and pending-request limits, requests per connection).
 //!
 //! Where mesh-proxy differs on purpose it is said here: an unset route timeout is disabled
 //! (Istio always sets one, `0s` by default; Envoy's own default is 15 s), so every case sets
-//! it explicitly.
+//! it explicitly; and mesh-proxy opens fewer upstream connections (connection counts are
+//! compared only where the connection pool is the subject).
 //!
 //! Needs `envoy`; outside CI its absence is reported loudly and the test passes, under
 //! `CI=true` it fails.
@@ -159,9 +161,9 @@ fn envoy(route: r::Route, clusters: &[Cluster]) -> Envoy {
     Envoy { child, address, log, _dir: dir }
 }
 
-/// What one proxy did with a case: the statuses, the attempts the backend saw, and the
-/// response flags (sorted; `-` for none).
-type Seen = (Vec<u16>, u32, Vec<String>);
+/// What one proxy did with a case: the statuses, the attempts the backend saw, the
+/// connections it accepted, and the response flags (sorted; `-` for none).
+type Seen = (Vec<u16>, u32, u32, Vec<String>);
 
 /// mesh-proxy's response flags, one per request, from its `istio_requests_total`.
 fn flags_of(registry: &prometheus_client::registry::Registry) -> Vec<String> {
@@ -177,18 +179,18 @@ fn flags_of(registry: &prometheus_client::registry::Registry) -> Vec<String> {
     flags
 }
 
-/// One case: a route (to cluster `b`) and a backend behaviour; `requests` concurrent
-/// requests. Returns what Envoy and mesh-proxy each did.
+/// One case: a route (to cluster `b`, shaped by `cluster`) and a backend behaviour;
+/// `requests` concurrent requests. Returns what Envoy and mesh-proxy each did.
 async fn both(
     route: impl Fn() -> r::Route,
     behaviour: Arc<Behaviour>,
-    breakers: Option<(u32, u32)>,
+    cluster: fn(Cluster) -> Cluster,
     requests: usize,
 ) -> [Seen; 2] {
     let mut out = Vec::new();
     for which in ["envoy", "mesh-proxy"] {
         let b = backend(behaviour.clone()).await;
-        let clusters = vec![static_cluster("b", &[b.address], breakers)];
+        let clusters = vec![cluster(static_cluster("b", &[b.address], None))];
         let (envoy, registry, address) = if which == "envoy" {
             let e = envoy(route(), &clusters);
             let address = e.address;
@@ -228,9 +230,37 @@ async fn both(
             (_, Some(registry)) => flags_of(registry),
             _ => Vec::new(),
         };
-        out.push((statuses, b.hits.load(Ordering::SeqCst), flags));
+        out.push((
+            statuses,
+            b.hits.load(Ordering::SeqCst),
+            b.connections.load(Ordering::SeqCst),
+            flags,
+        ));
     }
     [out[0].clone(), out[1].clone()]
+}
+
+/// The endpoint addresses of a static cluster.
+fn endpoints(cluster: &Cluster) -> Vec<SocketAddr> {
+    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+    cluster
+        .load_assignment
+        .iter()
+        .flat_map(|a| &a.endpoints)
+        .flat_map(|l| &l.lb_endpoints)
+        .filter_map(|lb| match &lb.host_identifier {
+            Some(HostIdentifier::Endpoint(e)) => match e.address.as_ref()?.address.as_ref()? {
+                address::Address::SocketAddress(s) => match s.port_specifier {
+                    Some(socket_address::PortSpecifier::PortValue(p)) => {
+                        format!("{}:{p}", s.address).parse().ok()
+                    }
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 fn with_timeout(change: impl Fn(&mut r::RouteAction)) -> impl Fn(&mut r::RouteAction) {
@@ -247,8 +277,17 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
     }
     let slow_first = slow_first(Duration::from_secs(2));
     let slow: Arc<Behaviour> = Arc::new(|_, _| (200, Duration::from_millis(400), Vec::new()));
-    type Case =
-        (&'static str, Box<dyn Fn() -> r::Route>, Arc<Behaviour>, Option<(u32, u32)>, usize);
+    /// Name, route, backend, cluster, concurrent requests, and whether the backend must see
+    /// the same number of connections.
+    type Case = (
+        &'static str,
+        Box<dyn Fn() -> r::Route>,
+        Arc<Behaviour>,
+        fn(Cluster) -> Cluster,
+        usize,
+        bool,
+    );
+    let same: fn(Cluster) -> Cluster = |c| c;
     let cases: Vec<Case> = vec![
         (
             "5xx, two retries, third attempt succeeds",
@@ -256,8 +295,9 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
                 route("b", with_timeout(|a| a.retry_policy = Some(retry("5xx", 2, None))), vec![])
             }),
             failing_then_ok(2, 503),
-            None,
+            same,
             1,
+            false,
         ),
         (
             "retriable-status-codes, retries run out",
@@ -271,8 +311,9 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
                 )
             }),
             failing_then_ok(9, 503),
-            None,
+            same,
             1,
+            false,
         ),
         (
             "gateway-error does not retry a 500",
@@ -284,8 +325,9 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
                 )
             }),
             failing_then_ok(9, 500),
-            None,
+            same,
             1,
+            false,
         ),
         (
             "retriable-4xx retries a 409",
@@ -297,8 +339,9 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
                 )
             }),
             failing_then_ok(1, 409),
-            None,
+            same,
             1,
+            false,
         ),
         (
             "per-try timeout, then a retry",
@@ -310,15 +353,17 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
                 )
             }),
             slow_first.clone(),
-            None,
+            same,
             1,
+            false,
         ),
         (
             "route timeout",
             Box::new(|| route("b", |a| a.timeout = Some(millis(300)), vec![])),
             slow_first,
-            None,
+            same,
             1,
+            false,
         ),
         (
             "gRPC unavailable retried",
@@ -330,8 +375,9 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
                 )
             }),
             grpc_unavailable_once(),
-            None,
+            same,
             1,
+            false,
         ),
         (
             "fault abort 100%",
@@ -343,20 +389,46 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
                 )
             }),
             failing_then_ok(0, 200),
-            None,
+            same,
             1,
+            false,
         ),
         (
             "circuit breaker: one request in flight at most",
             Box::new(|| route("b", with_timeout(|_| {}), vec![])),
-            slow,
-            Some((1, 3)),
+            slow.clone(),
+            |c| static_cluster("b", &endpoints(&c), Some((1, 3))),
             2,
+            false,
+        ),
+        (
+            "one connection, one pending request: the third overflows",
+            Box::new(|| route("b", with_timeout(|_| {}), vec![])),
+            slow,
+            |c| with_pool(c, Some(1), Some(1), None, None),
+            3,
+            true,
+        ),
+        (
+            "two requests per connection",
+            Box::new(|| route("b", with_timeout(|_| {}), vec![])),
+            failing_then_ok(0, 200),
+            |c| with_pool(c, None, None, Some(2), None),
+            4,
+            true,
         ),
     ];
     let mut differences = Vec::new();
-    for (name, route, behaviour, breakers, requests) in cases {
-        let [envoy, mesh] = both(route, behaviour, breakers, requests).await;
+    for (name, route, behaviour, cluster, requests, connections) in cases {
+        let [mut envoy, mut mesh] = both(route, behaviour, cluster, requests).await;
+        if !connections {
+            // Envoy opens a connection for each retry (it resets an upstream request whose
+            // response it will not forward, before reading its body) and for a request the
+            // request breaker then refuses (the breaker is checked when the stream is
+            // attached to a connection). mesh-proxy reads the body and reuses the
+            // connection, and refuses before connecting.
+            (envoy.2, mesh.2) = (0, 0);
+        }
         eprintln!("{name}: envoy {envoy:?}, mesh-proxy {mesh:?}");
         if envoy != mesh {
             differences.push(format!("{name}: envoy {envoy:?}, mesh-proxy {mesh:?}"));

@@ -9,7 +9,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -334,4 +334,135 @@ async fn an_endpoint_failing_in_a_row_is_ejected_and_traffic_goes_to_the_others(
     }
     assert_eq!(bad.hits.load(Ordering::SeqCst), 2, "two 503s in a row eject it: {statuses:?}");
     assert!(statuses[4..].iter().all(|s| *s == 200), "then only the good one: {statuses:?}");
+}
+
+#[tokio::test]
+async fn the_connection_limit_queues_requests_and_the_pending_limit_overflows() {
+    // One connection, one request waiting for it: of three requests in flight at once, the
+    // second waits for the first's connection and the third overflows.
+    let slow: Arc<Behaviour> = Arc::new(|_, _| (200, Duration::from_millis(300), Vec::new()));
+    let b = backend(slow).await;
+    let cluster = with_pool(static_cluster("b", &[b.address], None), Some(1), Some(1), None, None);
+    let (p, registry) = proxy(route("b", |_| {}, vec![]), vec![cluster]).await;
+    let first = tokio::spawn(call(p, get("/")));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let second = tokio::spawn(call(p, get("/")));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let (status, _, body) = call(p, get("/")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("too many requests waiting for a connection"), "{body}");
+    assert_eq!(first.await.unwrap().0, 200);
+    assert_eq!(second.await.unwrap().0, 200, "the pending request gets the freed connection");
+    assert_eq!(b.connections.load(Ordering::SeqCst), 1, "never more than one connection");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 2);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("mesh_proxy_circuit_breaker_overflow_total 1"), "{text}");
+}
+
+#[tokio::test]
+async fn connections_close_after_their_request_budget_and_when_idle() {
+    let b = backend(failing_then_ok(0, 200)).await;
+    let cluster = with_pool(static_cluster("b", &[b.address], None), None, None, Some(2), None);
+    let (p, _) = proxy(route("b", |_| {}, vec![]), vec![cluster]).await;
+    for _ in 0..5 {
+        assert_eq!(call(p, get("/")).await.0, 200);
+        // Let the connection go back to the pool before the next request.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.connections.load(Ordering::SeqCst), 3, "two requests per connection");
+
+    let b = backend(failing_then_ok(0, 200)).await;
+    let cluster = with_pool(static_cluster("b", &[b.address], None), None, None, None, Some(200));
+    let (p, _) = proxy(route("b", |_| {}, vec![]), vec![cluster]).await;
+    assert_eq!(call(p, get("/")).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(call(p, get("/")).await.0, 200);
+    assert_eq!(b.connections.load(Ordering::SeqCst), 1, "reused while not idle for long");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.open.load(Ordering::SeqCst) > 0 {
+        assert!(Instant::now() < deadline, "the idle connection is closed by the proxy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(call(p, get("/")).await.0, 200);
+    assert_eq!(b.connections.load(Ordering::SeqCst), 2, "a new connection after the idle one");
+}
+
+/// An HTTP/2 backend that refuses its first `refusals` streams (`REFUSED_STREAM`) and
+/// answers 200 to the others; counts the streams it sees.
+async fn refusing_h2_backend(refusals: u32) -> (std::net::SocketAddr, Arc<AtomicU32>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let streams = Arc::new(AtomicU32::new(0));
+    let seen = streams.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut connection = h2::server::handshake(tcp).await.unwrap();
+                while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                    let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                    if n <= refusals {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    } else {
+                        let response = http::Response::builder().status(200).body(()).unwrap();
+                        let _ = respond.send_response(response, true);
+                    }
+                }
+            });
+        }
+    });
+    (address, streams)
+}
+
+fn h2_cluster(
+    name: &str,
+    address: std::net::SocketAddr,
+) -> envoy_types::pb::envoy::config::cluster::v3::Cluster {
+    use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions as Options;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+    };
+    let mut cluster = static_cluster(name, &[address], None);
+    let options = Options {
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                    Http2ProtocolOptions::default(),
+                )),
+            },
+        )),
+        ..Default::default()
+    };
+    cluster.typed_extension_protocol_options.insert(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+        envoy_types::util::pack_any(options),
+    );
+    cluster
+}
+
+#[tokio::test]
+async fn refused_streams_are_retried_when_the_policy_says_so() {
+    let (address, streams) = refusing_h2_backend(1).await;
+    let (p, _) = proxy(
+        route("b", |a| a.retry_policy = Some(retry("refused-stream", 2, None)), vec![]),
+        vec![h2_cluster("b", address)],
+    )
+    .await;
+    assert_eq!(call(p, get("/")).await.0, 200, "refused once, then answered");
+    assert_eq!(streams.load(Ordering::SeqCst), 2);
+
+    // Not among the conditions: the refusal is the answer (503, flag UR).
+    let (address, streams) = refusing_h2_backend(1).await;
+    let (p, _) = proxy(
+        route("b", |a| a.retry_policy = Some(retry("connect-failure", 2, None)), vec![]),
+        vec![h2_cluster("b", address)],
+    )
+    .await;
+    let (status, _, body) = call(p, get("/")).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("refused the stream"), "{body}");
+    assert_eq!(streams.load(Ordering::SeqCst), 1);
 }

@@ -25,7 +25,7 @@ use mesh_api::identity::SpiffeId;
 use super::{Body, BoxError, Shared, pick, upstream};
 use crate::policy::{Abort, Cors, Mirror, Outcome, RETRY_BUFFER_LIMIT, Retry, RoutePolicy};
 use crate::routing::{Decision, RequestHead, RouteTable, hash_key};
-use crate::runtime::UpstreamHttp;
+use crate::runtime::{Breakers, UpstreamHttp};
 use crate::telemetry::{Entry, PEER_HEADER, PROTOCOL_HEADER, Report, Reporter, Workload};
 
 /// The client-certificate header the inbound side sets (and removes when it cannot vouch
@@ -496,7 +496,7 @@ async fn forward(
     mut request: Request<Incoming>,
     finish: &mut Finish,
     protocol: String,
-) -> Result<Response<Incoming>, Local> {
+) -> Result<Response<upstream::UpstreamBody>, Local> {
     let runtime = shared.runtime.load_full();
     let table = match &connection.routes {
         Routes::Named(name) => runtime.routes.get(name).cloned().ok_or_else(|| {
@@ -581,9 +581,10 @@ async fn forward(
         return Err(Local::error(503, "NC", format!("cluster {cluster:?} is not configured")));
     };
     // Circuit breaking: too much in flight to this cluster already.
-    let in_flight = transport.breakers.requests.fetch_add(1, Ordering::Relaxed);
-    let _in_flight = InFlight(&transport.breakers.requests);
-    if transport.breakers.max_requests.is_some_and(|max| in_flight >= max) {
+    let breakers = &transport.breakers;
+    let admitted = Breakers::take(&breakers.counts.requests, breakers.max_requests);
+    let _in_flight = admitted.then(|| InFlight(&breakers.counts.requests));
+    if !admitted {
         shared.metrics.overflow.inc();
         return Err(Local::error(
             503,
@@ -764,7 +765,7 @@ async fn send_with_retries(
     protocol: &str,
     upgrade: bool,
     finish: &mut Finish,
-) -> Result<(Response<Incoming>, super::Picked), Local> {
+) -> Result<(Response<upstream::UpstreamBody>, super::Picked), Local> {
     let retry = policy.retry.as_ref();
     let mut tried: Vec<std::net::SocketAddr> = Vec::new();
     let mut attempt = 0u32;
@@ -797,7 +798,7 @@ async fn send_with_retries(
         mark_peer(shared, connection, &picked, &mut request, protocol);
         let http2 = !upgrade
             && (picked.endpoint.mesh.is_some()
-                || match picked.http {
+                || match picked.transport.http {
                     UpstreamHttp::Http2 => true,
                     UpstreamHttp::Http1 => false,
                     UpstreamHttp::Unspecified => {
@@ -826,6 +827,12 @@ async fn send_with_retries(
             },
             Err(upstream::UpstreamError::Connect { .. }) => Outcome::ConnectFailure,
             Err(upstream::UpstreamError::Reset { .. }) => Outcome::Reset,
+            Err(upstream::UpstreamError::Refused { .. }) => Outcome::Refused,
+            Err(e @ upstream::UpstreamError::Overflow { .. }) => {
+                // Never retried, and not the endpoint's fault.
+                shared.metrics.overflow.inc();
+                return Err(Local::error(503, "UO", e.to_string()));
+            }
         };
         picked.report(outcome);
         let retriable = retry.is_some_and(|r| r.retriable(outcome));
@@ -833,14 +840,11 @@ async fn send_with_retries(
         let can_retry = retriable && attempts_left && outgoing.replayable();
         let budget = &transport.breakers;
         let admitted = can_retry && {
-            let now = budget.retries.fetch_add(1, Ordering::Relaxed);
-            if budget.max_retries.is_some_and(|max| now >= max) {
-                budget.retries.fetch_sub(1, Ordering::Relaxed);
+            let admitted = Breakers::take(&budget.counts.retries, budget.max_retries);
+            if !admitted {
                 shared.metrics.overflow.inc();
-                false
-            } else {
-                true
             }
+            admitted
         };
         if !admitted {
             // Retries used up on a retriable outcome: Envoy's URX, next to what failed.
@@ -859,6 +863,7 @@ async fn send_with_retries(
                         (true, _, false) => "UT",
                         (true, _, true) => "UT,URX",
                         (false, "UF", true) => "UF,URX",
+                        (false, "UR", true) => "UR,URX",
                         (false, _, true) => "UC,URX",
                         (false, flag, false) => flag,
                     };
@@ -874,7 +879,7 @@ async fn send_with_retries(
         drop(result);
         drop(picked);
         tokio::time::sleep(Retry::backoff(attempt, random())).await;
-        budget.retries.fetch_sub(1, Ordering::Relaxed);
+        budget.counts.retries.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -936,22 +941,25 @@ async fn send_once(
     request: Request<Body>,
     http2: bool,
     upgrade: bool,
-) -> Result<Response<Incoming>, upstream::UpstreamError> {
+) -> Result<Response<upstream::UpstreamBody>, upstream::UpstreamError> {
     if upgrade {
         let io = upstream::connect(
             &shared.tls,
             &picked.endpoint,
             upstream::ALPN_H1,
-            picked.connect_timeout,
+            picked.transport.connect_timeout,
         )
         .await?;
-        let mut sender = upstream::open_h1(io, picked.endpoint.address).await?;
-        return sender.send_request(request).await.map_err(|e| upstream::UpstreamError::Reset {
-            address: picked.endpoint.address,
-            reason: e.to_string(),
-        });
+        let mut sender =
+            upstream::open_h1(io, picked.endpoint.address, std::future::ready(())).await?;
+        let response =
+            sender.send_request(request).await.map_err(|e| upstream::UpstreamError::Reset {
+                address: picked.endpoint.address,
+                reason: e.to_string(),
+            })?;
+        return Ok(response.map(upstream::UpstreamBody::plain));
     }
-    shared.pools.send(&picked.endpoint, http2, request, picked.connect_timeout).await
+    shared.pools.send(&picked.endpoint, http2, request, &picked.transport).await
 }
 
 /// Sends a copy of a request to a mirror cluster and forgets it (the response is read and
@@ -979,12 +987,12 @@ fn spawn_mirror(
     let (destination, path) = (connection.destination, path.to_owned());
     tokio::spawn(async move {
         let Ok(picked) = pick(&runtime, &cluster, destination, None).await else { return };
-        let http2 = picked.endpoint.mesh.is_some() || picked.http == UpstreamHttp::Http2;
+        let http2 = picked.endpoint.mesh.is_some() || picked.transport.http == UpstreamHttp::Http2;
         if shape(&mut copy, http2, &shadow, &path).is_err() {
             return;
         }
         if let Ok(response) =
-            shared.pools.send(&picked.endpoint, http2, copy, picked.connect_timeout).await
+            shared.pools.send(&picked.endpoint, http2, copy, &picked.transport).await
         {
             let _ = response.into_body().collect().await;
         }

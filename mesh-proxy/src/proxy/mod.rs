@@ -140,7 +140,7 @@ impl Shared {
                 self.metrics.config_updates.set(i64::try_from(updates).unwrap_or(i64::MAX));
                 let config = store.current();
                 match Runtime::build(config.clone()) {
-                    Ok(runtime) => {
+                    Ok(mut runtime) => {
                         runtime.carry_from(&self.runtime.load());
                         self.runtime.store(Arc::new(runtime));
                         if config.complete() {
@@ -184,10 +184,8 @@ pub struct NoEndpoint {
 pub struct Picked {
     /// Where to connect, and how.
     pub endpoint: Endpoint,
-    /// The cluster's connect timeout.
-    pub connect_timeout: Duration,
-    /// HTTP version the cluster asks for.
-    pub http: crate::runtime::UpstreamHttp,
+    /// How to reach the cluster: connect timeout, HTTP version, pooling, circuit breakers.
+    pub transport: Arc<crate::runtime::Transport>,
     active: Option<(Arc<Upstream>, usize)>,
 }
 
@@ -238,8 +236,7 @@ pub async fn pick(
     };
     let mut picked = Picked {
         endpoint: endpoint(destination, None),
-        connect_timeout: transport.connect_timeout,
-        http: transport.http,
+        transport: transport.clone(),
         active: None,
     };
     match upstream.as_ref() {

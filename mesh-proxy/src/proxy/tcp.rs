@@ -76,6 +76,16 @@ where
     };
     drop(runtime);
     entry.upstream_host = picked.endpoint.address.to_string();
+    // The cluster's connection limit holds for proxied TCP as for pooled HTTP.
+    let breakers = &picked.transport.breakers;
+    if !crate::runtime::Breakers::take(&breakers.counts.connections, breakers.max_connections) {
+        tracing::debug!(cluster = %flow.cluster, "TCP connection refused: too many connections");
+        shared.metrics.overflow.inc();
+        report.flags = "UO".to_owned();
+        finish(&mut entry, &report, 0, 0);
+        return;
+    }
+    let _open = Open(breakers.counts.clone());
     if let (Reporter::Source, Some(crate::balance::PeerIdentity::Exactly(id))) =
         (flow.reporter, &picked.endpoint.mesh)
     {
@@ -85,7 +95,7 @@ where
         &shared.tls,
         &picked.endpoint,
         upstream::ALPN_TCP,
-        picked.connect_timeout,
+        picked.transport.connect_timeout,
     )
     .await
     {
@@ -111,4 +121,13 @@ where
     };
     shared.metrics.tcp_closed(flow.reporter, &report, sent, received);
     finish(&mut entry, &report, sent, received);
+}
+
+/// Gives back a cluster connection slot when the proxied connection ends.
+struct Open(std::sync::Arc<crate::runtime::InFlightCounts>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }

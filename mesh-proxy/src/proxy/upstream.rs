@@ -8,19 +8,23 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 use super::{Body, MeshTls};
 use crate::balance::PeerIdentity;
+use crate::outlier::now_ms;
+use crate::runtime::{Breakers, InFlightCounts, Transport};
 
 /// ALPN a sidecar offers another for HTTP/2 (`istio` makes the peer's inbound mTLS chain
 /// match, as Istio's sidecars do).
@@ -30,10 +34,10 @@ pub const ALPN_H1: &[&[u8]] = &[b"http/1.1", b"istio"];
 /// ALPN for opaque TCP.
 pub const ALPN_TCP: &[&[u8]] = &[b"istio-peer-exchange", b"istio"];
 
-/// How long an idle HTTP/1.1 connection is kept.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle HTTP/1.1 connections kept per upstream.
 const MAX_IDLE: usize = 128;
+/// How often idle HTTP/1.1 connections are checked against their idle timeout.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A connection to an upstream, plaintext or mesh mTLS.
 pub enum Io {
@@ -141,6 +145,23 @@ pub enum UpstreamError {
         /// Why.
         reason: String,
     },
+    /// The peer refused the stream before processing it (HTTP/2 `REFUSED_STREAM`, flag
+    /// `UR`).
+    #[error("upstream {address} refused the stream: {reason}")]
+    Refused {
+        /// The endpoint.
+        address: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A circuit breaker of the cluster was full (flag `UO`).
+    #[error("upstream {address} not tried: {reason}")]
+    Overflow {
+        /// The endpoint.
+        address: SocketAddr,
+        /// Which limit.
+        reason: String,
+    },
 }
 
 impl UpstreamError {
@@ -149,6 +170,8 @@ impl UpstreamError {
         match self {
             UpstreamError::Connect { .. } => "UF",
             UpstreamError::Reset { .. } => "UC",
+            UpstreamError::Refused { .. } => "UR",
+            UpstreamError::Overflow { .. } => "UO",
         }
     }
 }
@@ -188,127 +211,440 @@ pub async fn connect(
     Ok(Io::Tls(Box::new(stream)))
 }
 
-type H2Slot = Arc<Mutex<Option<http2::SendRequest<Body>>>>;
-type Idle = Arc<Mutex<HashMap<Endpoint, Vec<(http1::SendRequest<Body>, Instant)>>>>;
-
-/// Pools of upstream HTTP connections, shared by every downstream connection.
+/// Pools of upstream HTTP connections, shared by every downstream connection, within each
+/// cluster's circuit breakers (`max_connections`, `max_pending_requests`) and pool settings
+/// (`max_requests_per_connection`, `idle_timeout`).
 pub struct Pools {
     tls: Arc<MeshTls>,
-    h2: Mutex<HashMap<Endpoint, H2Slot>>,
-    h1: Idle,
+    /// HTTP/2 connections by endpoint, read without a lock on the request path.
+    h2: ArcSwap<HashMap<Endpoint, Arc<H2Host>>>,
+    h2_insert: Mutex<()>,
+    h1: H1Pool,
+    sweeping: AtomicBool,
+}
+
+type H1Pool = Arc<Mutex<HashMap<Endpoint, H1Host>>>;
+
+/// One endpoint's HTTP/1.1 connections.
+#[derive(Default)]
+struct H1Host {
+    idle: Vec<H1Idle>,
+    /// Connections open (idle or busy).
+    open: u64,
+    /// Signalled when a connection turns idle or closes, for requests waiting for one.
+    freed: Arc<Notify>,
+}
+
+struct H1Idle {
+    sender: http1::SendRequest<Body>,
+    /// Requests it has carried.
+    used: u32,
+    /// When it is closed if still idle.
+    until: Instant,
+}
+
+/// One endpoint's HTTP/2 connection.
+#[derive(Default)]
+struct H2Host {
+    current: ArcSwapOption<H2Conn>,
+    /// Held while a connection is being made, so a burst of requests opens one.
+    connecting: Mutex<()>,
+    /// Connections open (the current one, and older ones finishing their streams).
+    open: AtomicU64,
+    /// The peer declined HTTP/2 by ALPN: use HTTP/1.1 without asking again.
+    declined: AtomicBool,
+}
+
+struct H2Conn {
+    sender: http2::SendRequest<Body>,
+    /// Streams it has carried.
+    used: AtomicU32,
+    /// Streams whose response is still being read.
+    active: AtomicU64,
+    /// When a stream last ended ([`now_ms`]).
+    last: AtomicU64,
+}
+
+/// A response body from a pooled connection; for HTTP/2 it keeps the connection counted as
+/// busy (not idle) until the body is read or dropped.
+pub struct UpstreamBody {
+    inner: Incoming,
+    _stream: Option<StreamLease>,
+}
+
+impl UpstreamBody {
+    /// A body not tied to a pooled connection.
+    pub fn plain(inner: Incoming) -> Self {
+        Self { inner, _stream: None }
+    }
+}
+
+struct StreamLease(Arc<H2Conn>);
+
+impl Drop for StreamLease {
+    fn drop(&mut self) {
+        self.0.last.store(now_ms(), Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Releases a pending-request slot when dropped.
+struct Pending(Arc<InFlightCounts>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Takes a pending-request slot of the cluster, or says it is full.
+fn wait_in_line(transport: &Transport, endpoint: &Endpoint) -> Result<Pending, UpstreamError> {
+    let counts = &transport.breakers.counts;
+    if Breakers::take(&counts.pending, transport.breakers.max_pending) {
+        Ok(Pending(counts.clone()))
+    } else {
+        Err(UpstreamError::Overflow {
+            address: endpoint.address,
+            reason: "too many requests waiting for a connection".to_owned(),
+        })
+    }
+}
+
+/// How a request failed, from hyper's error: a stream the peer refused (HTTP/2
+/// `REFUSED_STREAM`, never processed, so safe to retry) or a reset.
+fn failed(address: SocketAddr, error: hyper::Error) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        {
+            return UpstreamError::Refused { address, reason: error.to_string() };
+        }
+        source = e.source();
+    }
+    UpstreamError::Reset { address, reason: error.to_string() }
 }
 
 impl Pools {
     /// Empty pools; mesh connections use `tls`.
     pub fn new(tls: Arc<MeshTls>) -> Self {
-        Self { tls, h2: Mutex::default(), h1: Arc::default() }
+        Self {
+            tls,
+            h2: ArcSwap::default(),
+            h2_insert: Mutex::default(),
+            h1: Arc::default(),
+            sweeping: AtomicBool::new(false),
+        }
     }
 
-    /// Sends `request` to `endpoint` over a pooled connection, HTTP/2 when `http2` (and the
-    /// peer agrees by ALPN) else HTTP/1.1. Returns the response head with its streaming body.
+    /// Sends `request` to `endpoint` of a cluster reached as `transport` says, over a pooled
+    /// connection: HTTP/2 when `http2` (and the peer agrees by ALPN) else HTTP/1.1. Returns
+    /// the response head with its streaming body.
     pub async fn send(
         &self,
         endpoint: &Endpoint,
         http2: bool,
         request: http::Request<Body>,
-        connect_timeout: Duration,
-    ) -> Result<http::Response<Incoming>, UpstreamError> {
-        let reset = |e: hyper::Error| UpstreamError::Reset {
-            address: endpoint.address,
-            reason: e.to_string(),
-        };
-        if http2 && let Some(mut sender) = self.h2_sender(endpoint, connect_timeout).await? {
-            return sender.send_request(request).await.map_err(reset);
+        transport: &Transport,
+    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
+        if http2 && let Some(conn) = self.h2_conn(endpoint, transport).await? {
+            conn.active.fetch_add(1, Ordering::Relaxed);
+            let lease = StreamLease(conn.clone());
+            let response = conn
+                .sender
+                .clone()
+                .send_request(request)
+                .await
+                .map_err(|e| failed(endpoint.address, e))?;
+            return Ok(response.map(|inner| UpstreamBody { inner, _stream: Some(lease) }));
         }
-        let mut sender = self.h1_sender(endpoint, connect_timeout).await?;
-        let response = sender.send_request(request).await.map_err(reset)?;
-        // The connection goes back to the pool once the response body has been read.
-        let pool = self.h1.clone();
-        let key = endpoint.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                let mut idle = pool.lock().await;
-                let list = idle.entry(key).or_default();
-                if list.len() < MAX_IDLE {
-                    list.push((sender, Instant::now()));
+        let (mut sender, used) = self.h1_sender(endpoint, transport).await?;
+        let response =
+            sender.send_request(request).await.map_err(|e| failed(endpoint.address, e))?;
+        // The connection goes back to the pool once the response body has been read, unless
+        // it has carried all the requests it may.
+        let used = used.saturating_add(1);
+        if transport.pool.max_requests_per_connection.is_none_or(|max| used < max) {
+            let pool = self.h1.clone();
+            let key = endpoint.clone();
+            let idle_timeout = transport.pool.idle_timeout;
+            self.sweep_idle();
+            tokio::spawn(async move {
+                if sender.ready().await.is_ok() {
+                    let mut hosts = pool.lock().await;
+                    let host = hosts.entry(key).or_default();
+                    if host.idle.len() < MAX_IDLE {
+                        let until = Instant::now() + idle_timeout;
+                        host.idle.push(H1Idle { sender, used, until });
+                        host.freed.notify_one();
+                    }
                 }
-            }
-        });
-        Ok(response)
+            });
+        }
+        Ok(response.map(UpstreamBody::plain))
     }
 
-    /// The shared HTTP/2 connection to `endpoint`, made if needed (one connect at a time per
-    /// endpoint, so a burst of requests opens one connection). `None` when the peer declined
-    /// HTTP/2 by ALPN.
-    async fn h2_sender(
+    /// Closes idle HTTP/1.1 connections past their idle timeout, about once a second, from a
+    /// task started with the first pooled connection (it ends with the pools).
+    fn sweep_idle(&self) {
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(&self.h1);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                let now = Instant::now();
+                let mut hosts = pool.lock().await;
+                for host in hosts.values_mut() {
+                    host.idle.retain(|idle| idle.until > now && !idle.sender.is_closed());
+                }
+                hosts.retain(|_, host| host.open > 0 || !host.idle.is_empty());
+            }
+        });
+    }
+
+    /// The HTTP/2 connection to `endpoint`, made if needed (one connect at a time per
+    /// endpoint, so a burst of requests opens one connection). A connection that has carried
+    /// `max_requests_per_connection` streams is replaced (it closes once its streams end).
+    /// `None` when the peer declined HTTP/2 by ALPN.
+    async fn h2_conn(
         &self,
         endpoint: &Endpoint,
-        timeout: Duration,
-    ) -> Result<Option<http2::SendRequest<Body>>, UpstreamError> {
-        let slot = self.h2.lock().await.entry(endpoint.clone()).or_default().clone();
-        let mut slot = slot.lock().await;
-        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(Some(sender.clone()));
-        }
-        let io = connect(&self.tls, endpoint, ALPN_H2, timeout).await?;
-        if matches!(io, Io::Tls(_)) && io.alpn() != Some(b"h2") {
+        transport: &Transport,
+    ) -> Result<Option<Arc<H2Conn>>, UpstreamError> {
+        let max_streams = transport.pool.max_requests_per_connection;
+        let usable = |host: &H2Host| {
+            host.current.load_full().filter(|conn| {
+                !conn.sender.is_closed()
+                    && max_streams.is_none_or(|max| conn.used.fetch_add(1, Ordering::Relaxed) < max)
+            })
+        };
+        let host = self.h2_host(endpoint).await;
+        if host.declined.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        if let Some(conn) = usable(&host) {
+            return Ok(Some(conn));
+        }
+        let _pending = wait_in_line(transport, endpoint)?;
+        let _connecting = host.connecting.lock().await;
+        if let Some(conn) = usable(&host) {
+            return Ok(Some(conn));
+        }
+        let counts = &transport.breakers.counts;
+        if !Breakers::take(&counts.connections, transport.breakers.max_connections) {
+            // At the cluster's connection limit: a live connection carries on past its
+            // request budget rather than fail the request; with none, one is opened (as
+            // Envoy lets a host with no connection open one).
+            if let Some(conn) = host.current.load_full().filter(|c| !c.sender.is_closed()) {
+                return Ok(Some(conn));
+            }
+            counts.connections.fetch_add(1, Ordering::Relaxed);
+        }
+        let release = || {
+            counts.connections.fetch_sub(1, Ordering::Relaxed);
+        };
+        let io = match connect(&self.tls, endpoint, ALPN_H2, transport.connect_timeout).await {
+            Ok(io) => io,
+            Err(e) => {
+                release();
+                return Err(e);
+            }
+        };
+        if matches!(io, Io::Tls(_)) && io.alpn() != Some(b"h2") {
+            release();
+            host.declined.store(true, Ordering::Relaxed);
+            return Ok(None);
+        }
+        let handshake = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
             .adaptive_window(true)
             .handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| UpstreamError::Connect {
-                address: endpoint.address,
-                reason: format!("HTTP/2 handshake: {e}"),
-            })?;
+            .await;
+        let (sender, connection) = match handshake {
+            Ok(pair) => pair,
+            Err(e) => {
+                release();
+                return Err(UpstreamError::Connect {
+                    address: endpoint.address,
+                    reason: format!("HTTP/2 handshake: {e}"),
+                });
+            }
+        };
+        host.open.fetch_add(1, Ordering::Relaxed);
         let address = endpoint.address;
+        let (driver_host, driver_counts) = (host.clone(), counts.clone());
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(%address, "upstream HTTP/2 connection ended: {err}");
             }
+            driver_host.open.fetch_sub(1, Ordering::Relaxed);
+            driver_counts.connections.fetch_sub(1, Ordering::Relaxed);
         });
-        *slot = Some(sender.clone());
-        Ok(Some(sender))
+        let conn = Arc::new(H2Conn {
+            sender,
+            used: AtomicU32::new(1),
+            active: AtomicU64::new(0),
+            last: AtomicU64::new(now_ms()),
+        });
+        host.current.store(Some(conn.clone()));
+        close_when_idle(host.clone(), &conn, transport.pool.idle_timeout);
+        Ok(Some(conn))
     }
 
-    /// An idle HTTP/1.1 connection to `endpoint`, or a new one.
+    async fn h2_host(&self, endpoint: &Endpoint) -> Arc<H2Host> {
+        if let Some(host) = self.h2.load().get(endpoint) {
+            return host.clone();
+        }
+        let _insert = self.h2_insert.lock().await;
+        if let Some(host) = self.h2.load().get(endpoint) {
+            return host.clone();
+        }
+        let host = Arc::new(H2Host::default());
+        let mut hosts = HashMap::clone(&self.h2.load());
+        hosts.insert(endpoint.clone(), host.clone());
+        self.h2.store(Arc::new(hosts));
+        host
+    }
+
+    /// An idle HTTP/1.1 connection to `endpoint` (with the requests it has carried), or a
+    /// new one. At the cluster's connection limit the request waits for one to free up, if
+    /// there is room among the pending requests, and fails with overflow if not.
     async fn h1_sender(
         &self,
         endpoint: &Endpoint,
-        timeout: Duration,
-    ) -> Result<http1::SendRequest<Body>, UpstreamError> {
-        {
-            let mut idle = self.h1.lock().await;
-            if let Some(list) = idle.get_mut(endpoint) {
-                while let Some((sender, since)) = list.pop() {
-                    if since.elapsed() < IDLE_TIMEOUT && sender.is_ready() {
-                        return Ok(sender);
+        transport: &Transport,
+    ) -> Result<(http1::SendRequest<Body>, u32), UpstreamError> {
+        let breakers = &transport.breakers;
+        let counts = &breakers.counts;
+        let mut pending = None;
+        loop {
+            let freed = {
+                let mut hosts = self.h1.lock().await;
+                let host = match hosts.get_mut(endpoint) {
+                    Some(host) => host,
+                    None => hosts.entry(endpoint.clone()).or_default(),
+                };
+                let now = Instant::now();
+                while let Some(idle) = host.idle.pop() {
+                    if idle.until > now && idle.sender.is_ready() {
+                        return Ok((idle.sender, idle.used));
                     }
                 }
-            }
+                // A host with no connection may always open one (as in Envoy, so a cluster
+                // limit below its host count cannot starve a host).
+                let admitted = if host.open == 0 {
+                    counts.connections.fetch_add(1, Ordering::Relaxed);
+                    true
+                } else {
+                    Breakers::take(&counts.connections, breakers.max_connections)
+                };
+                if admitted {
+                    host.open += 1;
+                    break;
+                }
+                if pending.is_none() {
+                    pending = Some(wait_in_line(transport, endpoint)?);
+                }
+                host.freed.clone()
+            };
+            freed.notified().await;
         }
-        let io = connect(&self.tls, endpoint, ALPN_H1, timeout).await?;
-        open_h1(io, endpoint.address).await
+        drop(pending);
+        let closed = {
+            let (pool, key, counts) = (self.h1.clone(), endpoint.clone(), counts.clone());
+            async move {
+                counts.connections.fetch_sub(1, Ordering::Relaxed);
+                let mut hosts = pool.lock().await;
+                if let Some(host) = hosts.get_mut(&key) {
+                    host.open = host.open.saturating_sub(1);
+                    host.freed.notify_one();
+                }
+            }
+        };
+        let io = match connect(&self.tls, endpoint, ALPN_H1, transport.connect_timeout).await {
+            Ok(io) => io,
+            Err(e) => {
+                closed.await;
+                return Err(e);
+            }
+        };
+        Ok((open_h1(io, endpoint.address, closed).await?, 0))
     }
 }
 
-/// An HTTP/1.1 client connection over `io` (with upgrades, for WebSocket and CONNECT).
+/// Drops `conn` from its host once nothing has been in flight on it for `idle_timeout`;
+/// the connection then closes (hyper closes a connection whose handles are all gone).
+fn close_when_idle(host: Arc<H2Host>, conn: &Arc<H2Conn>, idle_timeout: Duration) {
+    let conn = Arc::downgrade(conn);
+    let idle_ms = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
+    tokio::spawn(async move {
+        let mut wait = idle_timeout;
+        loop {
+            tokio::time::sleep(wait).await;
+            let Some(conn) = conn.upgrade() else { return };
+            if conn.sender.is_closed() {
+                return;
+            }
+            let quiet = now_ms().saturating_sub(conn.last.load(Ordering::Relaxed));
+            if conn.active.load(Ordering::Relaxed) == 0 && quiet >= idle_ms {
+                host.current.rcu(|current| match current {
+                    Some(c) if Arc::ptr_eq(c, &conn) => None,
+                    other => other.clone(),
+                });
+                tracing::debug!("closing an idle upstream HTTP/2 connection");
+                return;
+            }
+            wait = Duration::from_millis(idle_ms.saturating_sub(quiet).max(10));
+        }
+    });
+}
+
+/// An HTTP/1.1 client connection over `io` (with upgrades, for WebSocket and CONNECT);
+/// `closed` runs when the connection has ended (or could not start).
 pub async fn open_h1(
     io: Io,
     address: SocketAddr,
+    closed: impl Future<Output = ()> + Send + 'static,
 ) -> Result<http1::SendRequest<Body>, UpstreamError> {
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| UpstreamError::Connect { address, reason: format!("HTTP/1.1: {e}") })?;
+    let (sender, connection) = match http1::Builder::new().handshake(TokioIo::new(io)).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            closed.await;
+            return Err(UpstreamError::Connect { address, reason: format!("HTTP/1.1: {e}") });
+        }
+    };
     tokio::spawn(async move {
         if let Err(err) = connection.with_upgrades().await {
             tracing::debug!(%address, "upstream HTTP/1.1 connection ended: {err}");
         }
+        closed.await;
     });
     Ok(sender)
 }

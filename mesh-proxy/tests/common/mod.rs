@@ -33,11 +33,14 @@ pub type Behaviour = dyn Fn(u32, &http::request::Parts) -> (u16, Duration, Vec<(
     + Send
     + Sync;
 
-/// A backend on loopback; counts the requests it gets and keeps the last one's authority.
+/// A backend on loopback; counts the requests it gets and the connections it accepted and
+/// has open, and keeps the first request's authority.
 pub struct Backend {
     pub address: SocketAddr,
     pub hits: Arc<AtomicU32>,
     pub last_authority: Arc<std::sync::OnceLock<String>>,
+    pub connections: Arc<AtomicU32>,
+    pub open: Arc<AtomicU32>,
 }
 
 pub async fn backend(behaviour: Arc<Behaviour>) -> Backend {
@@ -45,11 +48,16 @@ pub async fn backend(behaviour: Arc<Behaviour>) -> Backend {
     let address = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicU32::new(0));
     let last_authority = Arc::new(std::sync::OnceLock::new());
-    let (h, a) = (hits.clone(), last_authority.clone());
+    let connections = Arc::new(AtomicU32::new(0));
+    let open = Arc::new(AtomicU32::new(0));
+    let (h, a, c, o) = (hits.clone(), last_authority.clone(), connections.clone(), open.clone());
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
-            let (hits, behaviour, authority) = (h.clone(), behaviour.clone(), a.clone());
+            c.fetch_add(1, Ordering::SeqCst);
+            o.fetch_add(1, Ordering::SeqCst);
+            let (hits, behaviour, authority, open) =
+                (h.clone(), behaviour.clone(), a.clone(), o.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
                     move |request: http::Request<hyper::body::Incoming>| {
@@ -84,10 +92,56 @@ pub async fn backend(behaviour: Arc<Behaviour>) -> Backend {
                 )
                 .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
                 .await;
+                open.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
-    Backend { address, hits, last_authority }
+    Backend { address, hits, last_authority, connections, open }
+}
+
+/// `cluster`'s connection pool: Istio's `connectionPool` as the pilot writes it (connection
+/// and pending-request limits, requests per connection, idle timeout), HTTP/1.1 upstream.
+pub fn with_pool(
+    mut cluster: Cluster,
+    max_connections: Option<u32>,
+    max_pending: Option<u32>,
+    max_requests_per_connection: Option<u32>,
+    idle_timeout_ms: Option<i32>,
+) -> Cluster {
+    use envoy_types::pb::envoy::config::core::v3::{Http1ProtocolOptions, HttpProtocolOptions};
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions as Options;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+    };
+    let value = |v: Option<u32>| v.map(|value| UInt32Value { value });
+    if max_connections.is_some() || max_pending.is_some() {
+        let breakers = cluster.circuit_breakers.get_or_insert_with(Default::default);
+        if breakers.thresholds.is_empty() {
+            breakers.thresholds.push(Thresholds::default());
+        }
+        breakers.thresholds[0].max_connections = value(max_connections);
+        breakers.thresholds[0].max_pending_requests = value(max_pending);
+    }
+    let options = Options {
+        common_http_protocol_options: Some(HttpProtocolOptions {
+            max_requests_per_connection: value(max_requests_per_connection),
+            idle_timeout: idle_timeout_ms.map(millis),
+            ..Default::default()
+        }),
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::HttpProtocolOptions(
+                    Http1ProtocolOptions::default(),
+                )),
+            },
+        )),
+        ..Default::default()
+    };
+    cluster.typed_extension_protocol_options.insert(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+        envoy_types::util::pack_any(options),
+    );
+    cluster
 }
 
 pub fn static_cluster(
