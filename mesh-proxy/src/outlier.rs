@@ -1,9 +1,15 @@
 //! Outlier detection: endpoints that fail in a row (5xx, or gateway errors: 502/503/504 and
 //! connection failures) are ejected from load balancing for a time that grows with each
-//! ejection, never more than `max_ejection_percent` of a cluster at once (one is always
-//! allowed), and ejections are ignored when too few endpoints would be left (Envoy's panic
-//! threshold, Istio's `minHealthPercent`). State is per endpoint, lock-free, and carried
-//! across configuration updates.
+//! ejection and shrinks again by one step per `interval` of good health, never more than
+//! `max_ejection_percent` of a cluster at once (one is always allowed), and ejections are
+//! ignored when too few endpoints would be left (Envoy's panic threshold, Istio's
+//! `minHealthPercent`). With `split_external_local_origin_errors`, failures of the proxy's
+//! own (connect failures, resets) are counted apart from the upstream's answers, against
+//! `consecutive_local_origin_failure`. State is per endpoint, lock-free, and carried across
+//! configuration updates.
+//!
+//! One difference from Envoy: Envoy brings endpoints back on its `interval` timer, so an
+//! ejection lasts up to one interval longer than its length; here it lasts its length.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -28,9 +34,14 @@ pub fn now_ms() -> u64 {
 pub struct HostHealth {
     consecutive_5xx: AtomicU32,
     consecutive_gateway: AtomicU32,
-    /// Until when it is ejected ([`now_ms`] time; 0: not ejected).
+    consecutive_local: AtomicU32,
+    /// Until when it is ejected ([`now_ms`] time; 0: never ejected).
     ejected_until: AtomicU64,
+    /// Ejections since start (shown in `/clusters`).
     ejections: AtomicU32,
+    /// The multiplier of the base ejection time for the last ejection (Envoy's ejection
+    /// time backoff).
+    backoff: AtomicU32,
 }
 
 impl HostHealth {
@@ -49,7 +60,9 @@ impl HostHealth {
         for (to, from) in [
             (&self.consecutive_5xx, &older.consecutive_5xx),
             (&self.consecutive_gateway, &older.consecutive_gateway),
+            (&self.consecutive_local, &older.consecutive_local),
             (&self.ejections, &older.ejections),
+            (&self.backoff, &older.backoff),
         ] {
             to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
         }
@@ -64,8 +77,14 @@ pub struct OutlierPolicy {
     pub consecutive_5xx: Option<u32>,
     /// Consecutive gateway errors that eject.
     pub consecutive_gateway: Option<u32>,
-    /// First ejection's length; the n-th lasts n times as long.
+    /// Whether the proxy's own failures (connect failures, resets) are counted apart.
+    pub split_local: bool,
+    /// Consecutive failures of the proxy's own that eject, when counted apart.
+    pub consecutive_local: Option<u32>,
+    /// First ejection's length; each ejection soon after another lasts one base longer.
     pub base_ejection: Duration,
+    /// How often a healthy endpoint's ejection length steps back down by one base.
+    pub interval: Duration,
     /// Most of the cluster ejected at once, in percent.
     pub max_percent: u32,
     /// Below this share of usable endpoints (percent), ejections are ignored.
@@ -86,16 +105,15 @@ impl OutlierPolicy {
                 .filter(|_| on(value(od.enforcing_consecutive_5xx.as_ref()), 100)),
             consecutive_gateway: value(od.consecutive_gateway_failure.as_ref())
                 .filter(|_| on(value(od.enforcing_consecutive_gateway_failure.as_ref()), 0)),
-            base_ejection: od
-                .base_ejection_time
-                .as_ref()
-                .and_then(|d| {
-                    Some(
-                        Duration::from_secs(u64::try_from(d.seconds).ok()?)
-                            + Duration::from_nanos(u64::try_from(d.nanos).ok()?),
-                    )
-                })
+            split_local: od.split_external_local_origin_errors,
+            consecutive_local: value(od.consecutive_local_origin_failure.as_ref())
+                .or(Some(5))
+                .filter(|_| on(value(od.enforcing_consecutive_local_origin_failure.as_ref()), 100)),
+            base_ejection: duration(od.base_ejection_time.as_ref())
                 .unwrap_or(Duration::from_secs(30)),
+            interval: duration(od.interval.as_ref())
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(10)),
             max_percent: value(od.max_ejection_percent.as_ref()).unwrap_or(10),
             panic_percent: cluster
                 .common_lb_config
@@ -108,24 +126,42 @@ impl OutlierPolicy {
     /// Records how a request to `hosts[index]` ended, ejecting it if that makes too many
     /// failures in a row.
     pub fn record(&self, health: &[&HostHealth], index: usize, outcome: Outcome) {
+        self.record_at(health, index, outcome, now_ms());
+    }
+
+    /// [`record`](Self::record) at time `now` ([`now_ms`]).
+    pub fn record_at(&self, health: &[&HostHealth], index: usize, outcome: Outcome, now: u64) {
         let Some(host) = health.get(index) else { return };
-        let (fivexx, gateway) = match outcome {
-            Outcome::ConnectFailure | Outcome::Reset | Outcome::Refused => (true, true),
-            Outcome::Response { status, .. } => (status >= 500, matches!(status, 502..=504)),
+        // What the outcome counts as: (5xx, gateway error, failure of the proxy's own), each
+        // `None` when it leaves that count alone.
+        let local_failure =
+            matches!(outcome, Outcome::ConnectFailure | Outcome::Reset | Outcome::Refused);
+        let (fivexx, gateway, local) = match outcome {
+            _ if local_failure && self.split_local => (None, None, Some(true)),
+            _ if local_failure => (Some(true), Some(true), None),
+            Outcome::Response { status, .. } => (
+                Some(status >= 500),
+                Some(matches!(status, 502..=504)),
+                self.split_local.then_some(false),
+            ),
+            _ => (None, None, None),
         };
-        let bump = |counter: &AtomicU32, failed: bool| {
-            if failed {
-                counter.fetch_add(1, Ordering::Relaxed) + 1
-            } else {
+        let bump = |counter: &AtomicU32, failed: Option<bool>| match failed {
+            Some(true) => counter.fetch_add(1, Ordering::Relaxed) + 1,
+            Some(false) => {
                 counter.store(0, Ordering::Relaxed);
                 0
             }
+            None => 0,
         };
         let n5xx = bump(&host.consecutive_5xx, fivexx);
         let ngw = bump(&host.consecutive_gateway, gateway);
-        let tripped = self.consecutive_5xx.is_some_and(|t| t > 0 && n5xx >= t)
-            || self.consecutive_gateway.is_some_and(|t| t > 0 && ngw >= t);
-        let now = now_ms();
+        let nlocal = bump(&host.consecutive_local, local);
+        let reached =
+            |threshold: Option<u32>, count: u32| threshold.is_some_and(|t| t > 0 && count >= t);
+        let tripped = reached(self.consecutive_5xx, n5xx)
+            || reached(self.consecutive_gateway, ngw)
+            || (self.split_local && reached(self.consecutive_local, nlocal));
         if !tripped || host.is_ejected(now) {
             return;
         }
@@ -137,12 +173,39 @@ impl OutlierPolicy {
             return;
         }
         let times = host.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        let backoff = self.next_backoff(host, now);
+        host.backoff.store(backoff, Ordering::Relaxed);
         let length =
-            self.base_ejection.saturating_mul(times).min(MAX_EJECTION.max(self.base_ejection));
+            self.base_ejection.saturating_mul(backoff).min(MAX_EJECTION.max(self.base_ejection));
         host.ejected_until
             .store(now + u64::try_from(length.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
         host.consecutive_5xx.store(0, Ordering::Relaxed);
         host.consecutive_gateway.store(0, Ordering::Relaxed);
+        host.consecutive_local.store(0, Ordering::Relaxed);
         tracing::info!(ejection = times, ?length, "endpoint ejected by outlier detection");
     }
+
+    /// The multiplier for a new ejection of `host` at `now`: one more than the last, less
+    /// one for each whole `interval` the host has been back since, never past the one that
+    /// reaches the maximum ejection time (Envoy's ejection time backoff).
+    fn next_backoff(&self, host: &HostHealth, now: u64) -> u32 {
+        let last = host.backoff.load(Ordering::Relaxed);
+        let back_since = host.ejected_until.load(Ordering::Relaxed);
+        let interval = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX).max(1);
+        let healthy_intervals =
+            if back_since == 0 { 0 } else { now.saturating_sub(back_since) / interval };
+        let decayed = u64::from(last).saturating_sub(healthy_intervals);
+        let base = self.base_ejection.as_millis().max(1);
+        let most =
+            u64::try_from(MAX_EJECTION.as_millis().div_ceil(base)).unwrap_or(u64::MAX).max(1);
+        u32::try_from((decayed + 1).min(most)).unwrap_or(u32::MAX)
+    }
+}
+
+fn duration(d: Option<&envoy_types::pb::google::protobuf::Duration>) -> Option<Duration> {
+    let d = d?;
+    Some(
+        Duration::from_secs(u64::try_from(d.seconds).ok()?)
+            + Duration::from_nanos(u64::try_from(d.nanos).ok()?),
+    )
 }

@@ -444,12 +444,48 @@ async fn mesh_proxy_ejects_a_failing_endpoint_as_envoy_does() {
     if !envoy_available() {
         return;
     }
+    let seen = ejections(false).await;
+    assert_eq!(
+        seen[0], seen[1],
+        "Envoy, then mesh-proxy: (503s, attempts at the failing endpoint, last six statuses)"
+    );
+    assert_eq!(seen[1].0, 2, "two 503s, then ejected");
+}
+
+/// The same with the proxy's own failures counted apart: an endpoint refusing connections is
+/// ejected after two (`consecutive_local_origin_failure`), not after 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_proxy_ejects_an_unreachable_endpoint_as_envoy_does() {
+    if !envoy_available() {
+        return;
+    }
+    let seen = ejections(true).await;
+    assert_eq!(seen[0], seen[1], "Envoy, then mesh-proxy: (503s, last six statuses)");
+    assert_eq!(seen[1].0, 2, "two failed connections, then ejected");
+}
+
+/// Twelve requests through each proxy to a cluster of a failing and a good endpoint. The
+/// failing one answers 503, or (`local`) refuses connections and the cluster counts local
+/// failures apart. Returns (503s, attempts at the failing endpoint, last six statuses).
+async fn ejections(local: bool) -> Vec<(usize, u32, Vec<u16>)> {
     let mut seen = Vec::new();
     for which in ["envoy", "mesh-proxy"] {
         let bad = backend(failing_then_ok(u32::MAX, 503)).await;
         let good = backend(failing_then_ok(0, 200)).await;
-        let cluster =
-            with_outlier_detection(static_cluster("b", &[bad.address, good.address], None));
+        let unreachable = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let failing = if local { unreachable } else { bad.address };
+        let mut cluster =
+            with_outlier_detection(static_cluster("b", &[failing, good.address], None));
+        if local {
+            let od = cluster.outlier_detection.as_mut().unwrap();
+            od.split_external_local_origin_errors = true;
+            od.consecutive_local_origin_failure =
+                Some(envoy_types::pb::google::protobuf::UInt32Value { value: 2 });
+            od.consecutive_5xx = Some(envoy_types::pb::google::protobuf::UInt32Value { value: 9 });
+        }
         let route = || route("b", with_timeout(|_| {}), vec![]);
         let (_envoy, address) = if which == "envoy" {
             let e = envoy(route(), std::slice::from_ref(&cluster));
@@ -471,9 +507,5 @@ async fn mesh_proxy_ejects_a_failing_endpoint_as_envoy_does() {
         );
         seen.push((failures, bad.hits.load(Ordering::SeqCst), last));
     }
-    assert_eq!(
-        seen[0], seen[1],
-        "Envoy, then mesh-proxy: (503s, attempts at the failing endpoint, last six statuses)"
-    );
-    assert_eq!(seen[1].0, 2, "two 503s, then ejected");
+    seen
 }
