@@ -205,8 +205,17 @@ fn outbound(
             _ => LbPolicy::LeastRequest as i32,
         };
     }
-    let mut thresholds = Thresholds::default();
-    let mut breakers = false;
+    // Istio's defaults: no limit (Envoy's own defaults, 1024 and 3 retries, would cap a busy
+    // service and make retries fail during rollouts); connectionPool lowers them.
+    let unlimited = Some(UInt32Value { value: u32::MAX });
+    let mut thresholds = Thresholds {
+        max_connections: unlimited,
+        max_pending_requests: unlimited,
+        max_requests: unlimited,
+        max_retries: unlimited,
+        track_remaining: true,
+        ..Thresholds::default()
+    };
     let mut http_options = HttpProtocolOptions::default();
     if let Some(pool) = &policy.connection_pool {
         let set = |v: Option<i32>| {
@@ -217,7 +226,6 @@ fn outbound(
         if let Some(tcp) = &pool.tcp {
             if let Some(v) = set(tcp.max_connections) {
                 thresholds.max_connections = Some(v);
-                breakers = true;
             }
             if let Some(t) = tcp.connect_timeout.as_ref().and_then(config_duration) {
                 cluster.connect_timeout = Some(t);
@@ -226,15 +234,12 @@ fn outbound(
         if let Some(http) = &pool.http {
             if let Some(v) = set(http.http1_max_pending_requests) {
                 thresholds.max_pending_requests = Some(v);
-                breakers = true;
             }
             if let Some(v) = set(http.http2_max_requests) {
                 thresholds.max_requests = Some(v);
-                breakers = true;
             }
             if let Some(v) = set(http.max_retries) {
                 thresholds.max_retries = Some(v);
-                breakers = true;
             }
             if let Some(v) = set(http.max_requests_per_connection) {
                 http_options.max_requests_per_connection = Some(v);
@@ -244,10 +249,8 @@ fn outbound(
             }
         }
     }
-    if breakers {
-        cluster.circuit_breakers =
-            Some(CircuitBreakers { thresholds: vec![thresholds], ..CircuitBreakers::default() });
-    }
+    cluster.circuit_breakers =
+        Some(CircuitBreakers { thresholds: vec![thresholds], ..CircuitBreakers::default() });
     let upstream = UpstreamHttpOptions {
         common_http_protocol_options: Some(http_options),
         upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
