@@ -3,8 +3,9 @@
 //! backends that fail and stall on cue. Both must answer with the same statuses, and the
 //! backends must see the same number of attempts, and the response flags (Envoy's access
 //! log, mesh-proxy's metrics) must be the same: retries by condition and count, per-try
-//! timeouts, route timeouts, fault aborts, gRPC retries, circuit-breaker overflow, and the
-//! connection pool (connection and pending-request limits, requests per connection).
+//! timeouts, route timeouts, fault aborts, gRPC retries, circuit-breaker overflow, the
+//! connection pool (connection and pending-request limits, requests per connection),
+//! outlier ejection, mirroring and CORS.
 //!
 //! Where mesh-proxy differs on purpose it is said here: an unset route timeout is disabled
 //! (Istio always sets one, `0s` by default; Envoy's own default is 15 s), so every case sets
@@ -394,6 +395,20 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
             false,
         ),
         (
+            "fault delay 200 ms",
+            Box::new(|| {
+                route(
+                    "b",
+                    with_timeout(|_| {}),
+                    vec![("envoy.filters.http.fault", fault(None, Some(200)))],
+                )
+            }),
+            failing_then_ok(0, 200),
+            same,
+            1,
+            false,
+        ),
+        (
             "circuit breaker: one request in flight at most",
             Box::new(|| route("b", with_timeout(|_| {}), vec![])),
             slow.clone(),
@@ -508,4 +523,83 @@ async fn ejections(local: bool) -> Vec<(usize, u32, Vec<u16>)> {
         seen.push((failures, bad.hits.load(Ordering::SeqCst), last));
     }
     seen
+}
+
+/// Mirroring and CORS: the same route (mirrored to `mirror`, with a CORS policy) through
+/// each proxy. The same statuses and CORS headers for an allowed origin's preflight
+/// (answered by the proxy), another origin's preflight (passed to the app) and plain
+/// requests from each; the same requests seen by the app and by the mirror, with the
+/// mirror's authority `-shadow`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_proxy_mirrors_and_answers_cors_as_envoy_does() {
+    if !envoy_available() {
+        return;
+    }
+    const CORS_HEADERS: [&str; 6] = [
+        "access-control-allow-origin",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "access-control-max-age",
+        "access-control-expose-headers",
+        "access-control-allow-credentials",
+    ];
+    let mut seen = Vec::new();
+    for which in ["envoy", "mesh-proxy"] {
+        let main = backend(failing_then_ok(0, 200)).await;
+        let mirror = backend(failing_then_ok(0, 500)).await;
+        let clusters = vec![
+            static_cluster("main", &[main.address], None),
+            static_cluster("mirror", &[mirror.address], None),
+        ];
+        let route = route(
+            "main",
+            with_timeout(|a| mirror_to(a, "mirror")),
+            vec![("envoy.filters.http.cors", cors_policy())],
+        );
+        let (_envoy, address) = if which == "envoy" {
+            let e = envoy(route, &clusters);
+            let address = e.address;
+            (Some(e), address)
+        } else {
+            (None, proxy(route, clusters).await.0)
+        };
+        let mut answers = Vec::new();
+        for request in [
+            preflight("https://shop.example"),
+            preflight("https://evil.example"),
+            from_origin("https://shop.example"),
+            from_origin("https://evil.example"),
+            get("/"),
+        ] {
+            let (status, headers, _) = call(address, request).await;
+            let cors: Vec<String> = CORS_HEADERS
+                .iter()
+                .filter_map(|name| Some(format!("{name}: {}", headers.get(*name)?.to_str().ok()?)))
+                .collect();
+            answers.push((status, cors));
+        }
+        // Mirrored copies are fire and forget: wait for them to land.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while mirror.hits.load(Ordering::SeqCst) < main.hits.load(Ordering::SeqCst)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let shadow = mirror.last_authority.get().cloned().unwrap_or_default();
+        eprintln!(
+            "{which}: {answers:?}, app saw {}, mirror saw {} as {shadow:?}",
+            main.hits.load(Ordering::SeqCst),
+            mirror.hits.load(Ordering::SeqCst)
+        );
+        seen.push((
+            answers,
+            main.hits.load(Ordering::SeqCst),
+            mirror.hits.load(Ordering::SeqCst),
+            shadow,
+        ));
+    }
+    assert_eq!(seen[0], seen[1], "Envoy, then mesh-proxy");
+    assert_eq!(seen[1].1, 4, "every request but the allowed preflight reaches the app");
+    assert_eq!(seen[1].3, "svc.test-shadow");
 }

@@ -200,16 +200,7 @@ async fn mirrors_get_a_copy_with_a_shadow_authority() {
     let main = backend(failing_then_ok(0, 200)).await;
     let mirror = backend(failing_then_ok(0, 500)).await;
     let (p, _) = proxy(
-        route(
-            "main",
-            |a| {
-                a.request_mirror_policies = vec![r::route_action::RequestMirrorPolicy {
-                    cluster: "mirror".into(),
-                    ..Default::default()
-                }]
-            },
-            vec![],
-        ),
+        route("main", |a| mirror_to(a, "mirror"), vec![]),
         vec![
             static_cluster("main", &[main.address], None),
             static_cluster("mirror", &[mirror.address], None),
@@ -228,35 +219,12 @@ async fn mirrors_get_a_copy_with_a_shadow_authority() {
 
 #[tokio::test]
 async fn cors_preflights_are_answered_for_allowed_origins() {
-    use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
-    use envoy_types::pb::envoy::r#type::matcher::v3::{
-        StringMatcher, string_matcher::MatchPattern,
-    };
-    let cors = envoy_types::util::pack_any(CorsPolicy {
-        allow_origin_string_match: vec![StringMatcher {
-            match_pattern: Some(MatchPattern::Exact("https://shop.example".into())),
-            ..Default::default()
-        }],
-        allow_methods: "GET,POST".into(),
-        allow_headers: "x-user".into(),
-        expose_headers: "x-request-id".into(),
-        max_age: "600".into(),
-        ..Default::default()
-    });
     let b = backend(failing_then_ok(0, 200)).await;
     let (p, _) = proxy(
-        route("b", |_| {}, vec![("envoy.filters.http.cors", cors)]),
+        route("b", |_| {}, vec![("envoy.filters.http.cors", cors_policy())]),
         vec![static_cluster("b", &[b.address], None)],
     )
     .await;
-    let preflight = |origin: &str| {
-        http::Request::options("/")
-            .header("host", "svc.test")
-            .header("origin", origin)
-            .header("access-control-request-method", "POST")
-            .body(Full::new(Bytes::new()))
-            .unwrap()
-    };
     let (status, headers, _) = call(p, preflight("https://shop.example")).await;
     assert_eq!(status, 200);
     assert_eq!(headers["access-control-allow-origin"], "https://shop.example");
@@ -271,12 +239,7 @@ async fn cors_preflights_are_answered_for_allowed_origins() {
     );
     assert_eq!(b.hits.load(Ordering::SeqCst), 1, "its preflight goes to the app");
 
-    let request = http::Request::get("/")
-        .header("host", "svc.test")
-        .header("origin", "https://shop.example")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let (_, headers, _) = call(p, request).await;
+    let (_, headers, _) = call(p, from_origin("https://shop.example")).await;
     assert_eq!(headers["access-control-allow-origin"], "https://shop.example");
     assert_eq!(headers["access-control-expose-headers"], "x-request-id");
 }

@@ -429,9 +429,9 @@ fn cors_headers(
         add(header::ACCESS_CONTROL_ALLOW_METHODS, &cors.allow_methods);
         add(header::ACCESS_CONTROL_ALLOW_HEADERS, &cors.allow_headers);
         add(header::ACCESS_CONTROL_MAX_AGE, &cors.max_age);
-    } else {
-        add(header::ACCESS_CONTROL_EXPOSE_HEADERS, &cors.expose_headers);
     }
+    // On preflights too, as Envoy does.
+    add(header::ACCESS_CONTROL_EXPOSE_HEADERS, &cors.expose_headers);
     out
 }
 

@@ -404,3 +404,50 @@ pub fn with_outlier_detection(mut cluster: Cluster) -> Cluster {
     });
     cluster
 }
+
+/// A CORS policy allowing `https://shop.example` (GET and POST, header `x-user`, exposing
+/// `x-request-id`, preflights cached 600 s).
+pub fn cors_policy() -> prost_types_any::Any {
+    use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+    use envoy_types::pb::envoy::r#type::matcher::v3::{
+        StringMatcher, string_matcher::MatchPattern,
+    };
+    envoy_types::util::pack_any(CorsPolicy {
+        allow_origin_string_match: vec![StringMatcher {
+            match_pattern: Some(MatchPattern::Exact("https://shop.example".into())),
+            ..Default::default()
+        }],
+        allow_methods: "GET,POST".into(),
+        allow_headers: "x-user".into(),
+        expose_headers: "x-request-id".into(),
+        max_age: "600".into(),
+        ..Default::default()
+    })
+}
+
+/// A CORS preflight for a POST from `origin`.
+pub fn preflight(origin: &str) -> http::Request<Full<Bytes>> {
+    http::Request::options("/")
+        .header("host", "svc.test")
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// A GET from a page of `origin`.
+pub fn from_origin(origin: &str) -> http::Request<Full<Bytes>> {
+    http::Request::get("/")
+        .header("host", "svc.test")
+        .header("origin", origin)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// Mirrors every request of a route to `cluster`.
+pub fn mirror_to(action: &mut r::RouteAction, cluster: &str) {
+    action.request_mirror_policies = vec![r::route_action::RequestMirrorPolicy {
+        cluster: cluster.into(),
+        ..Default::default()
+    }];
+}
