@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use envoy_types::pb::envoy::config::route::v3 as r;
 use http_body_util::Full;
 
 #[tokio::test]
