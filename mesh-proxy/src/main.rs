@@ -13,7 +13,7 @@ use mesh_api::identity::SpiffeId;
 use mesh_ca::client::{CaClient, ClientMetrics, ClientSettings, TokenSource};
 use mesh_proxy::admin::{self, Admin, Surface};
 use mesh_proxy::proxy::listen::{self, Drain, Side};
-use mesh_proxy::proxy::{MeshTls, Shared, Tuning};
+use mesh_proxy::proxy::{MeshTls, Shared, Tuning, set_worker};
 use mesh_proxy::runtime::Runtime;
 use mesh_proxy::settings::{Flags, Settings};
 use mesh_proxy::telemetry::{AccessLog, Metrics, Workload};
@@ -38,35 +38,29 @@ fn main() -> std::process::ExitCode {
         reload.reload(filter).map_err(|e| e.to_string())
     });
     let flags = Flags::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("mesh-proxy: cannot start the async runtime: {err}");
+    // Traffic runs on workers, one thread each with a runtime of its own (as Envoy's
+    // workers): a connection, its requests and the upstream connections they use stay on one
+    // thread, so nothing on the request path waits for another thread to wake up. Control
+    // work (xDS, compiling updates, admin and metrics) has its own thread, so a config dump
+    // or a big update never delays a request; the main thread starts things and waits for
+    // the end.
+    let workers = match flags.concurrency {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let started = (0..workers)
+        .map(|index| runtime_thread(format!("worker-{index}"), move || set_worker(index)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .and_then(|workers| Ok((workers, runtime_thread("control".into(), || {})?)));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let (runtime, workers, control) = match (runtime, started) {
+        (Ok(runtime), Ok((workers, control))) => (runtime, workers, control),
+        (Err(err), _) | (_, Err(err)) => {
+            eprintln!("mesh-proxy: cannot start the async runtimes: {err}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    // Control work (xDS, compiling updates, admin and metrics) runs on a runtime of its own,
-    // one thread, so a config dump or a big update never delays a request.
-    let control = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name("control")
-        .build()
-    {
-        Ok(control) => control,
-        Err(err) => {
-            eprintln!("mesh-proxy: cannot start the control runtime: {err}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let handle = control.handle().clone();
-    let spawned = std::thread::Builder::new()
-        .name("control".into())
-        .spawn(move || control.block_on(std::future::pending::<()>()));
-    if let Err(err) = spawned {
-        eprintln!("mesh-proxy: cannot start the control thread: {err}");
-        return std::process::ExitCode::FAILURE;
-    }
-    match runtime.block_on(run(flags, set_level, handle)) {
+    match runtime.block_on(run(flags, set_level, control, workers)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             error!("{err:#}");
@@ -76,10 +70,39 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address} for {what}"))
+/// A single-threaded runtime on a thread of its own (`on_start` runs first on the thread).
+fn runtime_thread(
+    name: String,
+    on_start: impl FnOnce() + Send + 'static,
+) -> std::io::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new().name(name).spawn(move || {
+        on_start();
+        runtime.block_on(std::future::pending::<()>());
+    })?;
+    Ok(handle)
+}
+
+/// A worker's listener on `address`: every worker binds the port with `SO_REUSEPORT`, and
+/// the kernel spreads new connections over them.
+fn bind_worker(
+    address: SocketAddr,
+    what: &str,
+    worker: &tokio::runtime::Handle,
+) -> anyhow::Result<TcpListener> {
+    let _entered = worker.enter();
+    let bound = || -> std::io::Result<TcpListener> {
+        let socket = match address {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(address)?;
+        socket.listen(1024)
+    };
+    bound().with_context(|| format!("cannot listen on {address} for {what}"))
 }
 
 /// A listener for the control runtime, bound now (so a port in use fails the start).
@@ -94,6 +117,7 @@ async fn run(
     flags: Flags,
     set_level: admin::SetLevel,
     control: tokio::runtime::Handle,
+    workers: Vec<tokio::runtime::Handle>,
 ) -> anyhow::Result<()> {
     let settings = Settings::from_flags(&flags)?;
     let trust_domain = settings.identity.trust_domain().to_owned();
@@ -139,8 +163,11 @@ async fn run(
         labels,
     );
     let log = AccessLog::start(flags.access_log, metrics.log_dropped.clone());
-    let tuning =
-        Tuning { detection_timeout: flags.protocol_detection_timeout, ..Tuning::default() };
+    let tuning = Tuning {
+        detection_timeout: flags.protocol_detection_timeout,
+        workers: workers.len(),
+        ..Tuning::default()
+    };
     let empty = Runtime::build(store.current()).map_err(anyhow::Error::msg)?;
     let shared = Arc::new(Shared::new(
         empty,
@@ -211,12 +238,19 @@ async fn run(
     info!("waiting for a complete configuration from the pilot");
     let _ = complete.wait_for(|c| *c).await;
 
-    let outbound = bind((any, flags.outbound_port).into(), "outbound traffic").await?;
-    let inbound = bind((any, flags.inbound_port).into(), "inbound traffic").await?;
-    tokio::spawn(listen::serve(outbound, shared.clone(), Side::Outbound, drain.clone()));
-    tokio::spawn(listen::serve(inbound, shared.clone(), Side::Inbound, drain.clone()));
+    for worker in &workers {
+        let outbound = bind_worker((any, flags.outbound_port).into(), "outbound traffic", worker)?;
+        let inbound = bind_worker((any, flags.inbound_port).into(), "inbound traffic", worker)?;
+        worker.spawn(listen::serve(outbound, shared.clone(), Side::Outbound, drain.clone()));
+        worker.spawn(listen::serve(inbound, shared.clone(), Side::Inbound, drain.clone()));
+    }
     admin.ready.store(true, Ordering::Release);
-    info!(outbound = flags.outbound_port, inbound = flags.inbound_port, "proxy ready");
+    info!(
+        outbound = flags.outbound_port,
+        inbound = flags.inbound_port,
+        workers = workers.len(),
+        "proxy ready"
+    );
 
     tokio::select! {
         () = shutdown_signal() => info!("SIGTERM: draining"),

@@ -14,6 +14,9 @@ use mesh_api::xds::{NodeId, ProxyType, metadata};
 #[derive(Clone, Debug, clap::Parser)]
 #[command(name = "mesh-proxy", version, about = "The mesh's sidecar proxy")]
 pub struct Flags {
+    /// Worker threads carrying traffic (Istio's `concurrency`; 0: one per CPU).
+    #[arg(long, env = "MESH_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: usize,
     /// `host:port` of the pilot's xDS server.
     #[arg(long, env = "MESH_PILOT_ADDRESS", default_value = "mesh-pilot.mesh-system.svc:15012")]
     pub pilot_address: String,

@@ -959,7 +959,7 @@ async fn send_once(
             })?;
         return Ok(response.map(upstream::UpstreamBody::plain));
     }
-    shared.pools.send(&picked.endpoint, http2, request, &picked.transport).await
+    shared.pools().send(&picked.endpoint, http2, request, &picked.transport).await
 }
 
 /// Sends a copy of a request to a mirror cluster and forgets it (the response is read and
@@ -992,7 +992,7 @@ fn spawn_mirror(
             return;
         }
         if let Ok(response) =
-            shared.pools.send(&picked.endpoint, http2, copy, &picked.transport).await
+            shared.pools().send(&picked.endpoint, http2, copy, &picked.transport).await
         {
             let _ = response.into_body().collect().await;
         }

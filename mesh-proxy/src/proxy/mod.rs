@@ -23,6 +23,16 @@ use crate::runtime::{ClusterTls, Runtime, Upstream};
 use crate::telemetry::{AccessLog, Metrics, Workload};
 use upstream::{Endpoint, Pools};
 
+thread_local! {
+    /// The index of the worker thread this is (0 off the workers).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as worker `index` (its upstream pools are `index`'s).
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
 /// Errors carried by bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every request and response the proxy handles.
@@ -68,6 +78,8 @@ pub struct Tuning {
     pub header_timeout: Duration,
     /// Largest request head accepted (bigger: 431).
     pub max_header_bytes: usize,
+    /// Worker threads carrying traffic; each has its own upstream pools.
+    pub workers: usize,
 }
 
 impl Default for Tuning {
@@ -76,6 +88,7 @@ impl Default for Tuning {
             detection_timeout: Duration::from_millis(100),
             header_timeout: Duration::from_secs(30),
             max_header_bytes: 60 * 1024,
+            workers: 1,
         }
     }
 }
@@ -86,8 +99,8 @@ pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     /// Mesh mTLS.
     pub tls: Arc<MeshTls>,
-    /// Upstream HTTP connections.
-    pub pools: Pools,
+    /// Upstream HTTP connections, per worker thread.
+    pools: Vec<Pools>,
     /// Metrics.
     pub metrics: Metrics,
     /// Access log.
@@ -115,7 +128,7 @@ impl Shared {
     ) -> Self {
         Self {
             runtime: ArcSwap::from_pointee(runtime),
-            pools: Pools::new(tls.clone()),
+            pools: (0..tuning.workers.max(1)).map(|_| Pools::new(tls.clone())).collect(),
             tls,
             metrics,
             log,
@@ -128,6 +141,14 @@ impl Shared {
 }
 
 impl Shared {
+    /// The upstream pools of the worker thread this runs on (a worker's connections are
+    /// driven by its own runtime, so a request and its upstream connection share a thread).
+    pub fn pools(&self) -> &Pools {
+        // There is always at least one (`Shared::new`).
+        let last = self.pools.len().saturating_sub(1);
+        &self.pools[WORKER.with(std::cell::Cell::get).min(last)]
+    }
+
     /// Compiles every update `store` accepts and puts it in force (a compile failure keeps
     /// the last one, and is logged). The receiver turns true at the first complete
     /// configuration (every cluster's endpoints and every listener's routes in).
