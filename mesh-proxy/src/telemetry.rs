@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel as _, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -106,34 +106,56 @@ impl Workload {
     }
 }
 
-/// Istio's labels on request and TCP metrics.
-#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Labels {
-    reporter: &'static str,
-    source_workload: String,
-    source_workload_namespace: String,
-    source_principal: String,
-    source_app: String,
-    source_version: String,
-    source_canonical_service: String,
-    source_canonical_revision: String,
-    source_cluster: String,
-    destination_workload: String,
-    destination_workload_namespace: String,
-    destination_principal: String,
-    destination_app: String,
-    destination_version: String,
-    destination_service: String,
-    destination_service_name: String,
-    destination_service_namespace: String,
-    destination_canonical_service: String,
-    destination_canonical_revision: String,
-    destination_cluster: String,
-    request_protocol: String,
-    response_code: String,
-    grpc_response_status: String,
-    response_flags: String,
-    connection_security_policy: &'static str,
+/// Istio's label names on request and TCP metrics, in the order they are printed.
+const LABEL_NAMES: [&str; 25] = [
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_cluster",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+];
+
+/// Istio's labels on request and TCP metrics: values in [`LABEL_NAMES`] order.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Labels([String; 25]);
+
+impl Labels {
+    fn of(values: [&str; 25]) -> Self {
+        Self(values.map(str::to_owned))
+    }
+
+    fn matches(&self, values: &[&str; 25]) -> bool {
+        self.0.iter().zip(values).all(|(a, b)| a == b)
+    }
+}
+
+impl EncodeLabelSet for Labels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        for (name, value) in LABEL_NAMES.iter().zip(&self.0) {
+            (*name, value.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
 }
 
 /// Which side reports a request.
@@ -167,48 +189,61 @@ pub struct Report {
     pub mutual_tls: bool,
 }
 
-fn or_unknown(s: &str) -> String {
-    if s.is_empty() { "unknown".to_owned() } else { s.to_owned() }
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() { "unknown" } else { s }
+}
+
+/// An HTTP status as text, without formatting it per request.
+fn status_text(status: u16) -> &'static str {
+    static TEXT: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..1000).map(|n: u16| n.to_string()).collect());
+    TEXT.get(usize::from(status)).map_or("other", String::as_str)
 }
 
 impl Report {
-    fn labels(&self, reporter: Reporter) -> Labels {
+    /// The label values of this report, in [`LABEL_NAMES`] order.
+    fn label_values(&self, reporter: Reporter) -> [&str; 25] {
         let (name, namespace) = service_name(&self.service);
         let tcp = self.protocol == "tcp";
-        Labels {
-            reporter: match reporter {
+        let (source, destination) = (&self.source, &self.destination);
+        [
+            match reporter {
                 Reporter::Source => "source",
                 Reporter::Destination => "destination",
             },
-            source_workload: or_unknown(&self.source.name),
-            source_workload_namespace: or_unknown(&self.source.namespace),
-            source_principal: or_unknown(&self.source.principal),
-            source_app: or_unknown(&self.source.app),
-            source_version: or_unknown(&self.source.version),
-            source_canonical_service: or_unknown(&self.source.canonical_service),
-            source_canonical_revision: or_unknown(&self.source.canonical_revision),
-            source_cluster: or_unknown(&self.source.cluster),
-            destination_workload: or_unknown(&self.destination.name),
-            destination_workload_namespace: or_unknown(&self.destination.namespace),
-            destination_principal: or_unknown(&self.destination.principal),
-            destination_app: or_unknown(&self.destination.app),
-            destination_version: or_unknown(&self.destination.version),
-            destination_service: or_unknown(&self.service),
-            destination_service_name: or_unknown(name),
-            destination_service_namespace: or_unknown(namespace),
-            destination_canonical_service: or_unknown(&self.destination.canonical_service),
-            destination_canonical_revision: or_unknown(&self.destination.canonical_revision),
-            destination_cluster: or_unknown(&self.destination.cluster),
-            request_protocol: self.protocol.clone(),
-            response_code: if tcp { String::new() } else { self.status.to_string() },
-            grpc_response_status: self.grpc_status.clone().unwrap_or_default(),
-            response_flags: if self.flags.is_empty() { "-".to_owned() } else { self.flags.clone() },
-            connection_security_policy: match (reporter, self.mutual_tls) {
+            or_unknown(&source.name),
+            or_unknown(&source.namespace),
+            or_unknown(&source.principal),
+            or_unknown(&source.app),
+            or_unknown(&source.version),
+            or_unknown(&source.canonical_service),
+            or_unknown(&source.canonical_revision),
+            or_unknown(&source.cluster),
+            or_unknown(&destination.name),
+            or_unknown(&destination.namespace),
+            or_unknown(&destination.principal),
+            or_unknown(&destination.app),
+            or_unknown(&destination.version),
+            or_unknown(&self.service),
+            or_unknown(name),
+            or_unknown(namespace),
+            or_unknown(&destination.canonical_service),
+            or_unknown(&destination.canonical_revision),
+            or_unknown(&destination.cluster),
+            &self.protocol,
+            if tcp { "" } else { status_text(self.status) },
+            self.grpc_status.as_deref().unwrap_or_default(),
+            if self.flags.is_empty() { "-" } else { &self.flags },
+            match (reporter, self.mutual_tls) {
                 (Reporter::Source, _) => "unknown",
                 (Reporter::Destination, true) => "mutual_tls",
                 (Reporter::Destination, false) => "none",
             },
-        }
+        ]
+    }
+
+    fn labels(&self, reporter: Reporter) -> Labels {
+        Labels::of(self.label_values(reporter))
     }
 }
 
@@ -221,9 +256,27 @@ fn service_name(host: &str) -> (&str, &str) {
     }
 }
 
+/// The request metrics of one label set (handles share the families' values).
+struct RequestHandles {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+/// Per thread: request-metric handles by (metrics instance, label values); the key is a
+/// fast hash, each entry checked against the values.
+type HandleCache = std::collections::HashMap<u64, Vec<(u64, Labels, RequestHandles)>>;
+
+thread_local! {
+    static REQUEST_HANDLES: std::cell::RefCell<HandleCache> = Default::default();
+}
+
 /// The proxy's metrics.
 #[derive(Clone)]
 pub struct Metrics {
+    /// Tells this instance's cached handles from another's (tests run several proxies).
+    id: u64,
     requests: Family<Labels, Counter>,
     duration: Family<Labels, Histogram>,
     request_bytes: Family<Labels, Histogram>,
@@ -260,7 +313,9 @@ fn bytes_histogram() -> Histogram {
 impl Metrics {
     /// Metrics registered in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
+        static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let metrics = Self {
+            id: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             requests: Family::default(),
             duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             request_bytes: Family::new_with_constructor(bytes_histogram as fn() -> Histogram),
@@ -347,11 +402,39 @@ impl Metrics {
         request_bytes: u64,
         response_bytes: u64,
     ) {
-        let labels = report.labels(reporter);
-        self.requests.get_or_create(&labels).inc();
-        self.duration.get_or_create(&labels).observe(millis);
-        self.request_bytes.get_or_create(&labels).observe(request_bytes as f64);
-        self.response_bytes.get_or_create(&labels).observe(response_bytes as f64);
+        // The families' own lookup hashes all 25 labels (SipHash) under a lock, once per
+        // metric; a per-thread cache of the four metrics' handles, keyed by a fast hash of
+        // the label values, does that once per label set and thread instead.
+        let values = report.label_values(reporter);
+        let key = {
+            use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+            let mut hasher = foldhash::fast::FixedState::default().build_hasher();
+            self.id.hash(&mut hasher);
+            values.hash(&mut hasher);
+            hasher.finish()
+        };
+        REQUEST_HANDLES.with_borrow_mut(|cache| {
+            let bucket = cache.entry(key).or_default();
+            let found =
+                bucket.iter().position(|(id, labels, _)| *id == self.id && labels.matches(&values));
+            let index = found.unwrap_or_else(|| {
+                let labels = Labels::of(values);
+                let handles = RequestHandles {
+                    requests: self.requests.get_or_create(&labels).clone(),
+                    duration: self.duration.get_or_create(&labels).clone(),
+                    request_bytes: self.request_bytes.get_or_create(&labels).clone(),
+                    response_bytes: self.response_bytes.get_or_create(&labels).clone(),
+                };
+                bucket.push((self.id, labels, handles));
+                bucket.len() - 1
+            });
+            if let Some((_, _, handles)) = bucket.get(index) {
+                handles.requests.inc();
+                handles.duration.observe(millis);
+                handles.request_bytes.observe(request_bytes as f64);
+                handles.response_bytes.observe(response_bytes as f64);
+            }
+        });
     }
 
     /// Records a TCP connection being opened.
