@@ -12,26 +12,26 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use regex::Regex;
 
-/// What routing needs of a request.
-#[derive(Clone, Debug, Default)]
-pub struct RequestHead {
+/// What routing needs of a request, borrowed from it (routing copies nothing per request).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestHead<'a> {
     /// `:authority` or `Host`.
-    pub authority: String,
+    pub authority: &'a str,
     /// Path with query string.
-    pub path: String,
+    pub path: &'a str,
     /// Method.
-    pub method: String,
-    /// Headers (lower-case names).
-    pub headers: Vec<(String, String)>,
+    pub method: &'a str,
+    /// Headers.
+    pub headers: &'a http::HeaderMap,
 }
 
-impl RequestHead {
+impl RequestHead<'_> {
     fn header(&self, name: &str) -> Option<&str> {
         match name {
-            ":authority" | "host" => Some(&self.authority),
-            ":path" => Some(&self.path),
-            ":method" => Some(&self.method),
-            _ => self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()),
+            ":authority" | "host" => Some(self.authority),
+            ":path" => Some(self.path),
+            ":method" => Some(self.method),
+            _ => self.headers.get(name).and_then(|v| v.to_str().ok()),
         }
     }
 
@@ -315,7 +315,7 @@ impl RouteTable {
     }
 
     fn matching(&self, request: &RequestHead) -> Option<&CompiledRoute> {
-        let host = self.host(&request.authority)?;
+        let host = self.host(request.authority)?;
         host.routes.iter().find(|r| r.matches(request))
     }
 
@@ -424,7 +424,7 @@ impl CompiledRoute {
                     Some(redirect_action::SchemeRewriteSpecifier::HttpsRedirect(true)) => "https".to_owned(),
                     _ => "http".to_owned(),
                 };
-                let host = if r.host_redirect.is_empty() { request.authority.clone() } else { r.host_redirect.clone() };
+                let host = if r.host_redirect.is_empty() { request.authority.to_owned() } else { r.host_redirect.clone() };
                 let host = if r.port_redirect > 0 {
                     format!("{}:{}", host.split(':').next().unwrap_or_default(), r.port_redirect)
                 } else {
@@ -433,7 +433,7 @@ impl CompiledRoute {
                 let path = match &r.path_rewrite_specifier {
                     Some(redirect_action::PathRewriteSpecifier::PathRedirect(p)) => p.clone(),
                     Some(redirect_action::PathRewriteSpecifier::PrefixRewrite(p)) => self.rewrite_prefix(request, p),
-                    _ => request.path.clone(),
+                    _ => request.path.to_owned(),
                 };
                 let status = match redirect_action::RedirectResponseCode::try_from(r.response_code) {
                     Ok(redirect_action::RedirectResponseCode::Found) => 302,
@@ -462,13 +462,13 @@ impl CompiledRoute {
                     }
                     _ => String::new(),
                 };
-                let mut path = request.path.clone();
+                let mut path = request.path.to_owned();
                 if !action.prefix_rewrite.is_empty() {
                     path = self.rewrite_prefix(request, &action.prefix_rewrite);
                 } else if let Some((regex, substitution)) = &self.rewrite {
                     let (only, query) = match request.path.split_once('?') {
                         Some((p, q)) => (p, Some(q)),
-                        None => (request.path.as_str(), None),
+                        None => (request.path, None),
                     };
                     let rewritten = regex.replace_all(only, substitution.as_str()).into_owned();
                     path = match query {
@@ -478,7 +478,7 @@ impl CompiledRoute {
                 }
                 let authority = match &action.host_rewrite_specifier {
                     Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(h)) => h.clone(),
-                    _ => request.authority.clone(),
+                    _ => request.authority.to_owned(),
                 };
                 Decision::Forward { cluster, path, authority, set_headers: set, add_headers: add, remove_headers: remove }
             }

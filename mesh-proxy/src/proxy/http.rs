@@ -505,14 +505,10 @@ async fn forward(
         Routes::Inline(table) => table.clone(),
     };
     let head = RequestHead {
-        authority: finish.entry.authority.clone(),
-        path: finish.entry.path.clone(),
-        method: finish.entry.method.clone(),
-        headers: request
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-            .collect(),
+        authority: &finish.entry.authority,
+        path: &finish.entry.path,
+        method: &finish.entry.method,
+        headers: request.headers(),
     };
     let (route, policy, decision) = table
         .decide_route(&head, random())
