@@ -5,6 +5,7 @@
 //! with routes (by RDS name or inline).
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
@@ -35,6 +36,8 @@ pub enum ChainAction {
     Tcp {
         /// The cluster.
         cluster: String,
+        /// Closes the connection after this long with no bytes either way (`None`: never).
+        idle_timeout: Option<Duration>,
     },
     /// Serve HTTP with routes fetched over RDS under this name.
     HttpRds {
@@ -131,6 +134,9 @@ pub fn select<'a>(listener: &'a Listener, connection: &Connection) -> Option<&'a
     candidates.into_iter().next().or(listener.default_filter_chain.as_ref())
 }
 
+/// Envoy's TCP proxy idle timeout when the filter sets none.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// What a chain does, from its (last) network filter.
 pub fn action(chain: &FilterChain) -> Result<ChainAction, String> {
     let filter =
@@ -146,7 +152,16 @@ pub fn action(chain: &FilterChain) -> Result<ChainAction, String> {
             let proxy = TcpProxy::decode(any.value.as_slice()).map_err(|e| e.to_string())?;
             match proxy.cluster_specifier {
                 Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => {
-                    Ok(ChainAction::Tcp { cluster })
+                    // Envoy's default is an hour; zero turns it off.
+                    let idle_timeout = match &proxy.idle_timeout {
+                        None => Some(DEFAULT_TCP_IDLE_TIMEOUT),
+                        Some(d) => Some(
+                            Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0))
+                                + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0)),
+                        )
+                        .filter(|d| !d.is_zero()),
+                    };
+                    Ok(ChainAction::Tcp { cluster, idle_timeout })
                 }
                 _ => Err(format!("chain {:?}: tcp_proxy without a single cluster", chain.name)),
             }

@@ -337,7 +337,9 @@ impl Runtime {
                 .cloned()
                 .ok_or_else(|| format!("route configuration {routes:?} has not arrived")),
             ChainAction::HttpInline { routes } => RouteTable::compile(routes).map(Arc::new),
-            ChainAction::Tcp { cluster } => Err(format!("chain to {cluster:?} is TCP, not HTTP")),
+            ChainAction::Tcp { cluster, .. } => {
+                Err(format!("chain to {cluster:?} is TCP, not HTTP"))
+            }
         }
     }
 }

@@ -35,10 +35,14 @@ fn chain(listener: &Listener, connection: &Connection) -> (String, ChainAction) 
 #[test]
 fn outbound_goes_by_service_address_and_port() {
     let (outbound, _) = listeners();
-    let tcp = |cluster: &str| ChainAction::Tcp { cluster: cluster.to_owned() };
+    let tcp = |cluster: &str, idle_secs: u64| ChainAction::Tcp {
+        cluster: cluster.to_owned(),
+        idle_timeout: Some(std::time::Duration::from_secs(idle_secs)),
+    };
+    // db's DestinationRule sets `connectionPool.tcp.idleTimeout: 10m`.
     assert_eq!(
         chain(&outbound, &connect("10.96.2.10:5432", "raw_buffer", &[])),
-        ("10.96.2.10_5432".to_owned(), tcp("outbound|5432||db.data.svc.cluster.local"))
+        ("10.96.2.10_5432".to_owned(), tcp("outbound|5432||db.data.svc.cluster.local", 600))
     );
     // HTTP ports go to their routes whatever the address (the Host header decides).
     assert_eq!(
@@ -50,7 +54,7 @@ fn outbound_goes_by_service_address_and_port() {
     for other in ["10.96.9.9:5432", "93.184.216.34:443"] {
         assert_eq!(
             chain(&outbound, &connect(other, "tls", &[])),
-            ("PassthroughCluster".to_owned(), tcp("PassthroughCluster")),
+            ("PassthroughCluster".to_owned(), tcp("PassthroughCluster", 3600)),
             "{other}"
         );
     }
@@ -72,7 +76,13 @@ fn inbound_tells_mesh_mtls_from_plaintext_and_from_the_apps_own_tls() {
     let (_, http) = chain(&inbound, &connect("10.1.0.5:8080", "raw_buffer", &[]));
     assert!(matches!(http, ChainAction::HttpInline { .. }), "{http:?}");
     let (_, tcp) = chain(&inbound, &connect("10.1.0.5:7000", "raw_buffer", &[]));
-    assert_eq!(tcp, ChainAction::Tcp { cluster: "inbound|7000||".to_owned() });
+    assert_eq!(
+        tcp,
+        ChainAction::Tcp {
+            cluster: "inbound|7000||".to_owned(),
+            idle_timeout: Some(std::time::Duration::from_secs(3600)),
+        }
+    );
 }
 
 /// STRICT mTLS is a listener whose only chain for a port is the mesh-mTLS one, with no

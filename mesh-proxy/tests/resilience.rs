@@ -1,8 +1,9 @@
 //! Traffic policy on the request path, against in-process backends with controlled failures
 //! and delays: retries (conditions, attempts, per-try timeout, gRPC statuses, bounded
-//! buffering, the retry budget), route timeouts and the caller's override, fault injection,
-//! circuit breaking, mirroring and CORS. The proxy serves HTTP on loopback with the routes and
-//! clusters each test builds, as Envoy resources.
+//! buffering, the retry budget, refused streams), route timeouts and the caller's override,
+//! fault injection, circuit breaking, the connection pool, TCP idle timeouts, mirroring and
+//! CORS. The proxy serves HTTP (or TCP) on loopback with the routes and clusters each test
+//! builds, as Envoy resources.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
@@ -427,4 +428,38 @@ async fn refused_streams_are_retried_when_the_policy_says_so() {
     assert_eq!(status, 503);
     assert!(body.contains("refused the stream"), "{body}");
     assert_eq!(streams.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn tcp_connections_close_when_idle_past_the_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_address = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = echo.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut read, mut write) = tcp.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
+    let p = tcp_proxy(
+        vec![static_cluster("echo", &[echo_address], None)],
+        "echo",
+        Some(Duration::from_millis(400)),
+    )
+    .await;
+    let mut client = tokio::net::TcpStream::connect(p).await.unwrap();
+    let mut buf = [0u8; 4];
+    // Bytes every 100 ms keep it open past the idle timeout.
+    for _ in 0..8 {
+        client.write_all(b"ping").await.unwrap();
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then nothing: the proxy closes it.
+    let closed = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "closed by the proxy when idle: {closed:?}");
 }

@@ -318,6 +318,20 @@ fn outlier_detection(o: &DrOutlier) -> OutlierDetection {
     out
 }
 
+/// The TCP idle timeout a DestinationRule sets for `host:port`
+/// (`connectionPool.tcp.idleTimeout`), for the TCP proxy in front of it: Envoy keeps it on
+/// the filter chain, not the cluster.
+pub fn tcp_idle_timeout(
+    snapshot: &Snapshot,
+    proxy: &Proxy,
+    host: &str,
+    port: u16,
+) -> Option<envoy_types::pb::google::protobuf::Duration> {
+    let rule = snapshot.destination_rule(host, &proxy.namespace)?;
+    let policy = policy_for(rule.spec.traffic_policy.as_ref(), None, port);
+    policy.connection_pool?.tcp?.idle_timeout.as_ref().and_then(config_duration)
+}
+
 /// The ports of the services this proxy's workload serves (endpoint port, protocol).
 pub fn inbound_ports(snapshot: &Snapshot, proxy: &Proxy) -> BTreeMap<u16, Protocol> {
     let mut ports = BTreeMap::new();

@@ -87,6 +87,12 @@ fn virtual_outbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
                     filters: vec![tcp_proxy_filter(
                         &format!("outbound|{}||{}", port.port, service.hostname),
                         &cluster,
+                        super::cluster::tcp_idle_timeout(
+                            snapshot,
+                            proxy,
+                            &service.hostname,
+                            port.port,
+                        ),
                     )],
                     ..FilterChain::default()
                 });
@@ -119,7 +125,7 @@ fn virtual_outbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
     };
     let default = FilterChain {
         name: unknown.to_owned(),
-        filters: vec![tcp_proxy_filter(unknown, unknown)],
+        filters: vec![tcp_proxy_filter(unknown, unknown, None)],
         ..FilterChain::default()
     };
     capture_listener(
@@ -179,7 +185,7 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
         let cluster = ClusterName::inbound(port).to_string();
         let filter = |mtls: bool| {
             if protocol == Protocol::Tcp {
-                tcp_proxy_filter(&cluster, &cluster)
+                tcp_proxy_filter(&cluster, &cluster, None)
             } else {
                 inbound_hcm(&format!("inbound_0.0.0.0_{port}"), &cluster, mtls)
             }
@@ -206,13 +212,21 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
     chains.push(FilterChain {
         name: format!("{INBOUND_PASSTHROUGH_CLUSTER}mtls"),
         filter_chain_match: Some(mesh_match(None)),
-        filters: vec![tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER)],
+        filters: vec![tcp_proxy_filter(
+            INBOUND_PASSTHROUGH_CLUSTER,
+            INBOUND_PASSTHROUGH_CLUSTER,
+            None,
+        )],
         transport_socket: Some(super::tls::downstream_mesh(&[])),
         ..FilterChain::default()
     });
     let default = FilterChain {
         name: INBOUND_PASSTHROUGH_CLUSTER.to_owned(),
-        filters: vec![tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER)],
+        filters: vec![tcp_proxy_filter(
+            INBOUND_PASSTHROUGH_CLUSTER,
+            INBOUND_PASSTHROUGH_CLUSTER,
+            None,
+        )],
         ..FilterChain::default()
     };
     let mut listener = capture_listener(
@@ -278,10 +292,16 @@ fn inbound_routes(cluster: &str) -> RouteConfiguration {
     }
 }
 
-fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
+/// A TCP proxy to `cluster`; `idle_timeout` unset is Envoy's default (an hour).
+fn tcp_proxy_filter(
+    stat_prefix: &str,
+    cluster: &str,
+    idle_timeout: Option<envoy_types::pb::google::protobuf::Duration>,
+) -> Filter {
     let proxy = TcpProxy {
         stat_prefix: stat_prefix.to_owned(),
         cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_owned())),
+        idle_timeout,
         ..TcpProxy::default()
     };
     Filter {

@@ -143,8 +143,8 @@ fn redirected(tcp: &TcpStream) -> Option<(SocketAddr, SocketAddr)> {
 
 /// What a connection becomes by its filter chain.
 enum Plan {
-    /// TCP to this cluster.
-    Tcp(String),
+    /// TCP to this cluster, with this idle timeout.
+    Tcp(String, Option<std::time::Duration>),
     /// HTTP with these routes.
     Http(Routes),
 }
@@ -154,8 +154,9 @@ struct Chosen {
     plan: Plan,
     /// Whether the chain terminates mesh mTLS.
     terminate: bool,
-    /// The TCP cluster of the listener's default chain (the passthrough), if any.
-    fallback: Option<String>,
+    /// The TCP cluster (and idle timeout) of the listener's default chain (the
+    /// passthrough), if any.
+    fallback: Option<(String, Option<std::time::Duration>)>,
 }
 
 /// Chooses the chain of the listener on `port` for `connection`, by the configuration in
@@ -165,11 +166,11 @@ fn choose(shared: &Shared, port: u16, connection: &listener::Connection) -> Resu
     let config = runtime.listener_on(port).ok_or("no listener configured")?;
     let chain = listener::select(config, connection).ok_or("no filter chain matches")?;
     let fallback = config.default_filter_chain.as_ref().and_then(|c| match listener::action(c) {
-        Ok(ChainAction::Tcp { cluster }) => Some(cluster),
+        Ok(ChainAction::Tcp { cluster, idle_timeout }) => Some((cluster, idle_timeout)),
         _ => None,
     });
     let plan = match listener::action(chain)? {
-        ChainAction::Tcp { cluster } => Plan::Tcp(cluster),
+        ChainAction::Tcp { cluster, idle_timeout } => Plan::Tcp(cluster, idle_timeout),
         // Looked up per request, so route updates reach open connections.
         ChainAction::HttpRds { routes } => Plan::Http(Routes::Named(routes)),
         inline @ ChainAction::HttpInline { .. } => {
@@ -199,9 +200,16 @@ async fn outbound(
         Ok(chosen) => chosen,
         Err(why) => return refuse(&shared, reporter, peer, "NR", &why),
     };
-    let flow = |cluster| Flow { reporter, cluster, destination, downstream: peer, peer: None };
+    let flow = |(cluster, idle_timeout)| Flow {
+        reporter,
+        cluster,
+        destination,
+        downstream: peer,
+        peer: None,
+        idle_timeout,
+    };
     let routes = match chosen.plan {
-        Plan::Tcp(cluster) => return proxy(shared, tcp, flow(cluster)).await,
+        Plan::Tcp(cluster, idle) => return proxy(shared, tcp, flow((cluster, idle))).await,
         Plan::Http(routes) => routes,
     };
     let sniffed = if SERVER_FIRST_PORTS.contains(&destination.port()) {
@@ -216,7 +224,7 @@ async fn outbound(
             serve_http(shared, tcp, connection, sniffed == Sniffed::Http2, drain).await;
         }
         // Not HTTP on an HTTP port: passed through as the listener's default chain would.
-        (_, Some(cluster)) => proxy(shared, tcp, flow(cluster)).await,
+        (_, Some(fallback)) => proxy(shared, tcp, flow(fallback)).await,
         (_, None) => refuse(&shared, reporter, peer, "NR", "not HTTP, and no passthrough"),
     }
 }
@@ -251,12 +259,13 @@ async fn inbound(
         Ok(chosen) => chosen,
         Err(why) => return refuse(&shared, reporter, peer, "NR", &why),
     };
-    let flow = |cluster, mesh_peer| Flow {
+    let flow = |(cluster, idle_timeout), mesh_peer| Flow {
         reporter,
         cluster,
         destination,
         downstream: peer,
         peer: mesh_peer,
+        idle_timeout,
     };
     let http = |routes, mesh_peer| Connection {
         reporter,
@@ -267,7 +276,7 @@ async fn inbound(
     };
     if !chosen.terminate {
         return match chosen.plan {
-            Plan::Tcp(cluster) => proxy(shared, tcp, flow(cluster, None)).await,
+            Plan::Tcp(cluster, idle) => proxy(shared, tcp, flow((cluster, idle), None)).await,
             Plan::Http(routes) => serve_http(shared, tcp, http(routes, None), false, drain).await,
         };
     }
@@ -300,7 +309,7 @@ async fn inbound(
     let h2 = session.alpn_protocol() == Some(b"h2");
     let mesh_peer = Some(Peer { identity, cert_hash });
     match chosen.plan {
-        Plan::Tcp(cluster) => proxy(shared, tls, flow(cluster, mesh_peer)).await,
+        Plan::Tcp(cluster, idle) => proxy(shared, tls, flow((cluster, idle), mesh_peer)).await,
         Plan::Http(routes) => serve_http(shared, tls, http(routes, mesh_peer), h2, drain).await,
     }
 }

@@ -3,10 +3,15 @@
 //! Istio's TCP metrics per connection.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::outlier::now_ms;
 
 use super::http::Peer;
 use super::{Shared, pick, upstream};
@@ -24,10 +29,12 @@ pub struct Flow {
     pub downstream: SocketAddr,
     /// The mTLS peer (inbound), if any.
     pub peer: Option<Peer>,
+    /// Closes the connection after this long with no bytes either way (`None`: never).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Proxies `io` as TCP per `flow` until either side closes.
-pub async fn proxy<I>(shared: Arc<Shared>, mut io: I, flow: Flow)
+pub async fn proxy<I>(shared: Arc<Shared>, io: I, flow: Flow)
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -91,7 +98,7 @@ where
     {
         std::sync::Arc::make_mut(&mut report.destination).principal = id.to_string();
     }
-    let mut upstream = match upstream::connect(
+    let upstream = match upstream::connect(
         &shared.tls,
         &picked.endpoint,
         upstream::ALPN_TCP,
@@ -112,13 +119,25 @@ where
         }
     };
     shared.metrics.tcp_opened(flow.reporter, &report);
-    let (received, sent) = match tokio::io::copy_bidirectional(&mut io, &mut upstream).await {
-        Ok(counts) => counts,
-        Err(err) => {
-            tracing::debug!(cluster = %flow.cluster, "TCP connection ended: {err}");
-            (0, 0)
-        }
+    let last = Arc::new(AtomicU64::new(now_ms()));
+    let mut down = Watched::new(io, &last);
+    let mut up = Watched::new(upstream, &last);
+    let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+    let ended = match flow.idle_timeout {
+        None => copy.await.map(drop),
+        Some(idle) => tokio::select! {
+            ended = copy => ended.map(drop),
+            () = quiet_for(&last, idle) => {
+                tracing::debug!(cluster = %flow.cluster, ?idle, "TCP connection idle: closed");
+                Ok(())
+            }
+        },
     };
+    if let Err(err) = ended {
+        tracing::debug!(cluster = %flow.cluster, "TCP connection ended: {err}");
+    }
+    // Bytes read from each side, whatever ended the connection.
+    let (received, sent) = (down.read, up.read);
     shared.metrics.tcp_closed(flow.reporter, &report, sent, received);
     finish(&mut entry, &report, sent, received);
 }
@@ -129,5 +148,72 @@ struct Open(std::sync::Arc<crate::runtime::InFlightCounts>);
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Returns once nothing has moved (see [`Watched`]) for `idle`.
+async fn quiet_for(last: &AtomicU64, idle: Duration) {
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let quiet = now_ms().saturating_sub(last.load(Ordering::Relaxed));
+        if quiet >= idle_ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(idle_ms - quiet)).await;
+    }
+}
+
+/// One side of a proxied connection: counts the bytes read from it, and notes when bytes
+/// last moved either way (shared by both sides, for the idle timeout).
+struct Watched<I> {
+    inner: I,
+    last: Arc<AtomicU64>,
+    read: u64,
+}
+
+impl<I> Watched<I> {
+    fn new(inner: I, last: &Arc<AtomicU64>) -> Self {
+        Self { inner, last: last.clone(), read: 0 }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        if n > 0 {
+            self.read += n as u64;
+            self.last.store(now_ms(), Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled
+            && *n > 0
+        {
+            self.last.store(now_ms(), Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

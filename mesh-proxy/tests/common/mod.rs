@@ -250,34 +250,8 @@ pub async fn proxy(
     route: r::Route,
     clusters: Vec<Cluster>,
 ) -> (SocketAddr, Arc<prometheus_client::registry::Registry>) {
-    let routes = route_config(route);
-    let mut config = Config::default();
-    for c in clusters {
-        config.clusters.insert(c.name.clone(), c);
-    }
-    let runtime = Runtime::build(Arc::new(config)).unwrap();
-    let table = Arc::new(RouteTable::compile(&routes).unwrap());
-    let root =
-        mesh_ca::root::RootMaterial::generate("cluster.local", Duration::from_secs(3600)).unwrap();
-    let ca =
-        mesh_ca::authority::Authority::new(&root, "cluster.local", Default::default()).unwrap();
-    let identity = mesh_api::identity::SpiffeId::new("cluster.local", "test", "client").unwrap();
-    let material = ca.issue_workload(&identity).unwrap();
-    let store = Arc::new(mesh_ca::tls::CertStore::new(&material.chain, &material.key_pem).unwrap());
-    let roots = mesh_ca::tls::roots(&material.roots).unwrap();
-    let tls = Arc::new(MeshTls::new(store, roots, "cluster.local").unwrap());
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let log = AccessLog::start(LogFormat::Off, metrics.log_dropped.clone());
-    let shared = Arc::new(Shared::new(
-        runtime,
-        tls,
-        metrics,
-        log,
-        Workload::default(),
-        identity,
-        Tuning::default(),
-    ));
+    let table = Arc::new(RouteTable::compile(&route_config(route)).unwrap());
+    let (shared, registry) = shared(clusters);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (_keep, drain) = tokio::sync::watch::channel(false);
@@ -301,7 +275,66 @@ pub async fn proxy(
             ));
         }
     });
-    (address, Arc::new(registry))
+    (address, registry)
+}
+
+/// A proxy on loopback passing TCP to `cluster` (of `clusters`), closing connections idle
+/// for `idle_timeout`; returns its address.
+pub async fn tcp_proxy(
+    clusters: Vec<Cluster>,
+    cluster: &str,
+    idle_timeout: Option<Duration>,
+) -> SocketAddr {
+    let (shared, _) = shared(clusters);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let cluster = cluster.to_owned();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = listener.accept().await.unwrap();
+            let flow = mesh_proxy::proxy::tcp::Flow {
+                reporter: Reporter::Source,
+                cluster: cluster.clone(),
+                destination: address,
+                downstream: peer,
+                peer: None,
+                idle_timeout,
+            };
+            tokio::spawn(mesh_proxy::proxy::tcp::proxy(shared.clone(), tcp, flow));
+        }
+    });
+    address
+}
+
+/// The proxy's shared state over `clusters`, with a mesh identity, and its metrics registry.
+fn shared(clusters: Vec<Cluster>) -> (Arc<Shared>, Arc<prometheus_client::registry::Registry>) {
+    let mut config = Config::default();
+    for c in clusters {
+        config.clusters.insert(c.name.clone(), c);
+    }
+    let runtime = Runtime::build(Arc::new(config)).unwrap();
+    let root =
+        mesh_ca::root::RootMaterial::generate("cluster.local", Duration::from_secs(3600)).unwrap();
+    let ca =
+        mesh_ca::authority::Authority::new(&root, "cluster.local", Default::default()).unwrap();
+    let identity = mesh_api::identity::SpiffeId::new("cluster.local", "test", "client").unwrap();
+    let material = ca.issue_workload(&identity).unwrap();
+    let store = Arc::new(mesh_ca::tls::CertStore::new(&material.chain, &material.key_pem).unwrap());
+    let roots = mesh_ca::tls::roots(&material.roots).unwrap();
+    let tls = Arc::new(MeshTls::new(store, roots, "cluster.local").unwrap());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let log = AccessLog::start(LogFormat::Off, metrics.log_dropped.clone());
+    let shared = Arc::new(Shared::new(
+        runtime,
+        tls,
+        metrics,
+        log,
+        Workload::default(),
+        identity,
+        Tuning::default(),
+    ));
+    (shared, Arc::new(registry))
 }
 
 /// One request through the proxy: status, headers, body.
