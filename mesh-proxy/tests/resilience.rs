@@ -325,30 +325,34 @@ async fn the_connection_limit_queues_requests_and_the_pending_limit_overflows() 
 
 #[tokio::test]
 async fn connections_close_after_their_request_budget_and_when_idle() {
-    let b = backend(failing_then_ok(0, 200)).await;
-    let cluster = with_pool(static_cluster("b", &[b.address], None), None, None, Some(2), None);
-    let (p, _) = proxy(route("b", |_| {}, vec![]), vec![cluster]).await;
-    for _ in 0..5 {
-        assert_eq!(call(p, get("/")).await.0, 200);
-        // Let the connection go back to the pool before the next request.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(b.connections.load(Ordering::SeqCst), 3, "two requests per connection");
+    for http2 in [false, true] {
+        let protocol = |c| if http2 { as_http2(c) } else { c };
+        let b = backend(failing_then_ok(0, 200)).await;
+        let cluster = with_pool(static_cluster("b", &[b.address], None), None, None, Some(2), None);
+        let (p, _) = proxy(route("b", |_| {}, vec![]), vec![protocol(cluster)]).await;
+        for _ in 0..5 {
+            assert_eq!(call(p, get("/")).await.0, 200);
+            // Let the connection go back to the pool before the next request.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(b.connections.load(Ordering::SeqCst), 3, "two requests per connection");
 
-    let b = backend(failing_then_ok(0, 200)).await;
-    let cluster = with_pool(static_cluster("b", &[b.address], None), None, None, None, Some(200));
-    let (p, _) = proxy(route("b", |_| {}, vec![]), vec![cluster]).await;
-    assert_eq!(call(p, get("/")).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(call(p, get("/")).await.0, 200);
-    assert_eq!(b.connections.load(Ordering::SeqCst), 1, "reused while not idle for long");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b.open.load(Ordering::SeqCst) > 0 {
-        assert!(Instant::now() < deadline, "the idle connection is closed by the proxy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let b = backend(failing_then_ok(0, 200)).await;
+        let cluster =
+            with_pool(static_cluster("b", &[b.address], None), None, None, None, Some(200));
+        let (p, _) = proxy(route("b", |_| {}, vec![]), vec![protocol(cluster)]).await;
+        assert_eq!(call(p, get("/")).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(call(p, get("/")).await.0, 200);
+        assert_eq!(b.connections.load(Ordering::SeqCst), 1, "reused while not idle for long");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.open.load(Ordering::SeqCst) > 0 {
+            assert!(Instant::now() < deadline, "the idle connection is closed by the proxy");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(call(p, get("/")).await.0, 200);
+        assert_eq!(b.connections.load(Ordering::SeqCst), 2, "a new one after the idle one");
     }
-    assert_eq!(call(p, get("/")).await.0, 200);
-    assert_eq!(b.connections.load(Ordering::SeqCst), 2, "a new connection after the idle one");
 }
 
 /// An HTTP/2 backend that refuses its first `refusals` streams (`REFUSED_STREAM`) and
@@ -379,39 +383,12 @@ async fn refusing_h2_backend(refusals: u32) -> (std::net::SocketAddr, Arc<Atomic
     (address, streams)
 }
 
-fn h2_cluster(
-    name: &str,
-    address: std::net::SocketAddr,
-) -> envoy_types::pb::envoy::config::cluster::v3::Cluster {
-    use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
-    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions as Options;
-    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
-        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
-    };
-    let mut cluster = static_cluster(name, &[address], None);
-    let options = Options {
-        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
-            ExplicitHttpConfig {
-                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
-                    Http2ProtocolOptions::default(),
-                )),
-            },
-        )),
-        ..Default::default()
-    };
-    cluster.typed_extension_protocol_options.insert(
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
-        envoy_types::util::pack_any(options),
-    );
-    cluster
-}
-
 #[tokio::test]
 async fn refused_streams_are_retried_when_the_policy_says_so() {
     let (address, streams) = refusing_h2_backend(1).await;
     let (p, _) = proxy(
         route("b", |a| a.retry_policy = Some(retry("refused-stream", 2, None)), vec![]),
-        vec![h2_cluster("b", address)],
+        vec![as_http2(static_cluster("b", &[address], None))],
     )
     .await;
     assert_eq!(call(p, get("/")).await.0, 200, "refused once, then answered");
@@ -421,7 +398,7 @@ async fn refused_streams_are_retried_when_the_policy_says_so() {
     let (address, streams) = refusing_h2_backend(1).await;
     let (p, _) = proxy(
         route("b", |a| a.retry_policy = Some(retry("connect-failure", 2, None)), vec![]),
-        vec![h2_cluster("b", address)],
+        vec![as_http2(static_cluster("b", &[address], None))],
     )
     .await;
     let (status, _, body) = call(p, get("/")).await;

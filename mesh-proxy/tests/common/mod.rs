@@ -484,3 +484,30 @@ pub fn mirror_to(action: &mut r::RouteAction, cluster: &str) {
         ..Default::default()
     }];
 }
+
+/// `cluster` speaking HTTP/2 to its endpoints (prior knowledge), keeping its other pool
+/// settings.
+pub fn as_http2(mut cluster: Cluster) -> Cluster {
+    use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions as Options;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+    };
+    use prost::Message as _;
+    const KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+    let mut options = cluster
+        .typed_extension_protocol_options
+        .get(KEY)
+        .map(|any| Options::decode(any.value.as_slice()).unwrap())
+        .unwrap_or_default();
+    options.upstream_protocol_options =
+        Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                Http2ProtocolOptions::default(),
+            )),
+        }));
+    cluster
+        .typed_extension_protocol_options
+        .insert(KEY.into(), envoy_types::util::pack_any(options));
+    cluster
+}
