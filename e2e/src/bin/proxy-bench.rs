@@ -42,6 +42,9 @@ struct Flags {
     /// Only these proxies (comma separated: direct, mesh-proxy, envoy, nginx, haproxy).
     #[arg(long, default_value = "direct,mesh-proxy,envoy,nginx,haproxy")]
     only: String,
+    /// Only these protocols (comma separated: http1, http2).
+    #[arg(long, default_value = "http1,http2")]
+    protocols: String,
     /// Runs per case; each figure is the median of the runs (this machine is noisy).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -236,14 +239,19 @@ fn measure(flags: &Flags, oha_bin: &Path, ns: &str, url: &str, h2: bool, pids: &
     let rps = max["summary"]["requestsPerSec"].as_f64().unwrap_or(f64::NAN)
         * max["summary"]["successRate"].as_f64().unwrap_or(0.0);
     let requests = rps * f64::from(flags.seconds);
-    Run {
+    let run = Run {
         p50: pct(&fixed, "p50"),
         p90: pct(&fixed, "p90"),
         p99: pct(&fixed, "p99"),
         rps,
         cpu_per_1000: if pids.is_empty() { 0.0 } else { (after - before) / requests * 1000.0 },
         rss_mib: rss as f64 / 1024.0,
-    }
+    };
+    eprintln!(
+        "   run: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, {:.0} req/s, {:.3} CPU-s/1000",
+        run.p50, run.p90, run.p99, run.rps, run.cpu_per_1000
+    );
+    run
 }
 
 struct Mesh {
@@ -423,8 +431,12 @@ async fn main() {
     std::fs::copy(&oha_bin, &oha_copy).unwrap();
     let only: Vec<&str> = flags.only.split(',').collect();
     let mut rows: Vec<Row> = Vec::new();
+    let protocols: Vec<&str> = flags.protocols.split(',').collect();
     for protocol in ["HTTP/1.1", "HTTP/2"] {
         let h2 = protocol == "HTTP/2";
+        if !protocols.contains(&if h2 { "http2" } else { "http1" }) {
+            continue;
+        }
         for proxy in ["direct", "mesh-proxy", "envoy", "nginx", "haproxy"] {
             if !only.contains(&proxy) {
                 continue;

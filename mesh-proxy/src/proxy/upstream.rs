@@ -422,7 +422,10 @@ impl Pools {
                 for host in hosts.values_mut() {
                     host.idle.retain(|idle| idle.until > now && !idle.sender.is_closed());
                 }
-                hosts.retain(|_, host| host.open > 0 || !host.idle.is_empty());
+                // A host stays while requests wait on it (they hold its `freed`).
+                hosts.retain(|_, host| {
+                    host.open > 0 || !host.idle.is_empty() || Arc::strong_count(&host.freed) > 1
+                });
             }
         });
     }
