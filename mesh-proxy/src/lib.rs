@@ -4,8 +4,9 @@
 //!
 //! Configuration: [`settings`], the xDS client and store ([`xds`]), compiled per update into
 //! a [`runtime`] of route tables ([`routing`]), balancers ([`balance`]) and filter chains
-//! ([`listener`]). Traffic: [`proxy`] (listeners, HTTP, TCP, upstream pools and mesh mTLS) on
-//! top of [`net`] (original destination, protocol sniffing). Operability: [`telemetry`]
+//! ([`listener`]), with each route's traffic policy ([`policy`]) and each endpoint's outlier
+//! record ([`outlier`]). Traffic: [`proxy`] (listeners, HTTP, TCP, upstream pools and mesh
+//! mTLS) on top of [`net`] (original destination, protocol sniffing). Operability: [`telemetry`]
 //! (Istio's metrics, access log) and [`admin`] (15000, 15021, 15090).
 //! It may use `mesh-api` and the client side of `mesh-ca`; no panics on the data path.
 

@@ -3,8 +3,9 @@
 //! response streamed back. Bodies are never buffered. Every request, answered by the upstream
 //! or by the proxy itself, ends in one access-log line and Istio's request metrics.
 //!
-//! Timeouts, retries, faults, mirroring and CORS will sit between routing and sending
-//! (`forward`), where the route and the chosen cluster are known.
+//! The route's policy ([`crate::policy`]) applies between routing and sending (`forward`,
+//! `send_with_retries`), where the route and the chosen cluster are known: CORS preflights,
+//! faults, the cluster's request breaker, mirrors, the route timeout and retries.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,7 +1,10 @@
 //! Connections to upstreams: TCP (from a chosen source address), mesh mTLS with the
 //! endpoint's expected identity, and pools of HTTP connections: one multiplexed HTTP/2
 //! connection per peer (what sidecars use between each other), idle HTTP/1.1 connections
-//! kept for reuse otherwise.
+//! kept for reuse otherwise. The pools hold each cluster's connection-pool settings: its
+//! connection limit (requests then wait among a bounded number of pending ones, or overflow
+//! with flag `UO`), requests per connection, and idle timeout. Pools are per worker thread
+//! (`Shared::pools`), so a connection's driver runs on the thread of the requests using it.
 
 use std::collections::HashMap;
 use std::io;
