@@ -155,11 +155,7 @@ pub fn action(chain: &FilterChain) -> Result<ChainAction, String> {
                     // Envoy's default is an hour; zero turns it off.
                     let idle_timeout = match &proxy.idle_timeout {
                         None => Some(DEFAULT_TCP_IDLE_TIMEOUT),
-                        Some(d) => Some(
-                            Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0))
-                                + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0)),
-                        )
-                        .filter(|d| !d.is_zero()),
+                        Some(d) => crate::runtime::duration(d).filter(|d| !d.is_zero()),
                     };
                     Ok(ChainAction::Tcp { cluster, idle_timeout })
                 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
 use crate::policy::Outcome;
+use crate::runtime::duration;
 
 /// Envoy's default `max_ejection_time`.
 const MAX_EJECTION: Duration = Duration::from_secs(300);
@@ -109,9 +110,15 @@ impl OutlierPolicy {
             consecutive_local: value(od.consecutive_local_origin_failure.as_ref())
                 .or(Some(5))
                 .filter(|_| on(value(od.enforcing_consecutive_local_origin_failure.as_ref()), 100)),
-            base_ejection: duration(od.base_ejection_time.as_ref())
+            base_ejection: od
+                .base_ejection_time
+                .as_ref()
+                .and_then(duration)
                 .unwrap_or(Duration::from_secs(30)),
-            interval: duration(od.interval.as_ref())
+            interval: od
+                .interval
+                .as_ref()
+                .and_then(duration)
                 .filter(|d| !d.is_zero())
                 .unwrap_or(Duration::from_secs(10)),
             max_percent: value(od.max_ejection_percent.as_ref()).unwrap_or(10),
@@ -200,12 +207,4 @@ impl OutlierPolicy {
             u64::try_from(MAX_EJECTION.as_millis().div_ceil(base)).unwrap_or(u64::MAX).max(1);
         u32::try_from((decayed + 1).min(most)).unwrap_or(u32::MAX)
     }
-}
-
-fn duration(d: Option<&envoy_types::pb::google::protobuf::Duration>) -> Option<Duration> {
-    let d = d?;
-    Some(
-        Duration::from_secs(u64::try_from(d.seconds).ok()?)
-            + Duration::from_nanos(u64::try_from(d.nanos).ok()?),
-    )
 }

@@ -178,11 +178,9 @@ pub struct RoutePolicy {
     pub cors: Option<Cors>,
 }
 
+/// A duration that is set and not zero (zero means "none" for timeouts and delays).
 fn duration(d: Option<&PbDuration>) -> Option<Duration> {
-    let d = d?;
-    let total = Duration::from_secs(u64::try_from(d.seconds).ok()?)
-        + Duration::from_nanos(u64::try_from(d.nanos).ok()?);
-    (!total.is_zero()).then_some(total)
+    d.and_then(crate::runtime::duration).filter(|d| !d.is_zero())
 }
 
 impl RoutePolicy {

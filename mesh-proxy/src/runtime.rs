@@ -192,7 +192,7 @@ impl Transport {
                 .filter(|v| *v > 0),
             idle_timeout: common
                 .and_then(|c| c.idle_timeout.as_ref())
-                .map(duration)
+                .and_then(duration)
                 .filter(|d| !d.is_zero())
                 .unwrap_or(DEFAULT_IDLE_TIMEOUT),
         };
@@ -208,16 +208,19 @@ impl Transport {
         let connect_timeout = cluster
             .connect_timeout
             .as_ref()
-            .map(duration)
+            .and_then(duration)
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(10));
         Self { bind, tls, http, connect_timeout, breakers: Breakers::of(cluster), pool }
     }
 }
 
-fn duration(d: &envoy_types::pb::google::protobuf::Duration) -> Duration {
-    Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0))
-        + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0))
+/// A protobuf duration as a `Duration` (`None` when negative).
+pub fn duration(d: &envoy_types::pb::google::protobuf::Duration) -> Option<Duration> {
+    Some(
+        Duration::from_secs(u64::try_from(d.seconds).ok()?)
+            + Duration::from_nanos(u64::try_from(d.nanos).ok()?),
+    )
 }
 
 /// Whether an upstream TLS context presents the workload certificate (SDS `default`), which

@@ -241,29 +241,6 @@ async fn both(
     [out[0].clone(), out[1].clone()]
 }
 
-/// The endpoint addresses of a static cluster.
-fn endpoints(cluster: &Cluster) -> Vec<SocketAddr> {
-    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
-    cluster
-        .load_assignment
-        .iter()
-        .flat_map(|a| &a.endpoints)
-        .flat_map(|l| &l.lb_endpoints)
-        .filter_map(|lb| match &lb.host_identifier {
-            Some(HostIdentifier::Endpoint(e)) => match e.address.as_ref()?.address.as_ref()? {
-                address::Address::SocketAddress(s) => match s.port_specifier {
-                    Some(socket_address::PortSpecifier::PortValue(p)) => {
-                        format!("{}:{p}", s.address).parse().ok()
-                    }
-                    _ => None,
-                },
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect()
-}
-
 fn with_timeout(change: impl Fn(&mut r::RouteAction)) -> impl Fn(&mut r::RouteAction) {
     move |a| {
         a.timeout = Some(millis(5_000));
@@ -412,7 +389,7 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
             "circuit breaker: one request in flight at most",
             Box::new(|| route("b", with_timeout(|_| {}), vec![])),
             slow.clone(),
-            |c| static_cluster("b", &endpoints(&c), Some((1, 3))),
+            |c| with_breakers(c, 1, 3),
             2,
             false,
         ),

@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use envoy_types::pb::envoy::config::cluster::v3::{
-    CircuitBreakers, Cluster, circuit_breakers::Thresholds, cluster,
-};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, circuit_breakers::Thresholds, cluster};
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -167,7 +165,7 @@ pub fn static_cluster(
             ..Default::default()
         })
         .collect();
-    Cluster {
+    let cluster = Cluster {
         name: name.into(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Static as i32,
@@ -177,16 +175,23 @@ pub fn static_cluster(
             endpoints: vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
             ..Default::default()
         }),
-        circuit_breakers: breakers.map(|(requests, retries)| CircuitBreakers {
-            thresholds: vec![Thresholds {
-                max_requests: Some(UInt32Value { value: requests }),
-                max_retries: Some(UInt32Value { value: retries }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
         ..Default::default()
+    };
+    match breakers {
+        Some((requests, retries)) => with_breakers(cluster, requests, retries),
+        None => cluster,
     }
+}
+
+/// `cluster` with at most `requests` requests and `retries` retries in flight.
+pub fn with_breakers(mut cluster: Cluster, requests: u32, retries: u32) -> Cluster {
+    let breakers = cluster.circuit_breakers.get_or_insert_with(Default::default);
+    if breakers.thresholds.is_empty() {
+        breakers.thresholds.push(Thresholds::default());
+    }
+    breakers.thresholds[0].max_requests = Some(UInt32Value { value: requests });
+    breakers.thresholds[0].max_retries = Some(UInt32Value { value: retries });
+    cluster
 }
 
 pub fn millis(ms: i32) -> PbDuration {
