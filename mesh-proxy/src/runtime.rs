@@ -103,14 +103,62 @@ impl Breakers {
         }
     }
 
-    /// Takes one of `count` if `max` allows (unset: unlimited); `false` when full.
-    pub fn take(count: &AtomicU64, max: Option<u64>) -> bool {
-        let before = count.fetch_add(1, Ordering::Relaxed);
-        if max.is_some_and(|max| before >= max) {
-            count.fetch_sub(1, Ordering::Relaxed);
-            return false;
+    /// Takes one of `count` if its limit allows (unset: unlimited); `None` when full. The
+    /// slot is given back when the returned guard is dropped.
+    pub fn hold(&self, count: Count) -> Option<Held> {
+        let max = match count {
+            Count::Requests => self.max_requests,
+            Count::Retries => self.max_retries,
+            Count::Connections => self.max_connections,
+            Count::Pending => self.max_pending,
+        };
+        let before = self.counts.of(count).fetch_add(1, Ordering::Relaxed);
+        let held = Held { counts: self.counts.clone(), count };
+        (max.is_none_or(|max| before < max)).then_some(held)
+    }
+
+    /// Takes one of `count` whatever its limit (a host with no connection may always open
+    /// one, as in Envoy).
+    pub fn hold_anyway(&self, count: Count) -> Held {
+        self.counts.of(count).fetch_add(1, Ordering::Relaxed);
+        Held { counts: self.counts.clone(), count }
+    }
+}
+
+/// Which in-flight count of a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Count {
+    /// Requests (`max_requests`).
+    Requests,
+    /// Retries (`max_retries`).
+    Retries,
+    /// Upstream connections (`max_connections`).
+    Connections,
+    /// Requests waiting for a connection (`max_pending_requests`).
+    Pending,
+}
+
+impl InFlightCounts {
+    fn of(&self, count: Count) -> &AtomicU64 {
+        match count {
+            Count::Requests => &self.requests,
+            Count::Retries => &self.retries,
+            Count::Connections => &self.connections,
+            Count::Pending => &self.pending,
         }
-        true
+    }
+}
+
+/// One unit of a cluster's in-flight count, given back when dropped.
+#[derive(Debug)]
+pub struct Held {
+    counts: Arc<InFlightCounts>,
+    count: Count,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.counts.of(self.count).fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -26,7 +26,7 @@ use mesh_api::identity::SpiffeId;
 use super::{Body, BoxError, Shared, pick, upstream};
 use crate::policy::{Abort, Cors, Mirror, Outcome, RETRY_BUFFER_LIMIT, Retry, RoutePolicy};
 use crate::routing::{Decision, RequestHead, RouteTable, hash_key};
-use crate::runtime::{Breakers, UpstreamHttp};
+use crate::runtime::{Count, UpstreamHttp};
 use crate::telemetry::{Entry, PEER_HEADER, PROTOCOL_HEADER, Report, Reporter, Workload};
 
 /// The client-certificate header the inbound side sets (and removes when it cannot vouch
@@ -578,10 +578,8 @@ async fn forward(
         return Err(Local::error(503, "NC", format!("cluster {cluster:?} is not configured")));
     };
     // Circuit breaking: too much in flight to this cluster already.
-    let breakers = &transport.breakers;
-    let admitted = Breakers::take(&breakers.counts.requests, breakers.max_requests);
-    let _in_flight = admitted.then(|| InFlight(&breakers.counts.requests));
-    if !admitted {
+    let in_flight = transport.breakers.hold(Count::Requests);
+    if in_flight.is_none() {
         shared.metrics.overflow.inc();
         return Err(Local::error(
             503,
@@ -735,15 +733,6 @@ async fn forward(
     Ok(response)
 }
 
-/// Decrements an in-flight count when dropped.
-struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Sends `outgoing` to endpoints of `cluster`, retrying as `policy` says while the body is
 /// replayable, the retry budget allows and attempts remain. Returns the response to give
 /// the client and the endpoint that gave it.
@@ -806,10 +795,7 @@ async fn send_with_retries(
         let send = send_once(shared, &picked, request, http2, upgrade);
         let result = match retry.and_then(|r| r.per_try_timeout) {
             Some(limit) => tokio::time::timeout(limit, send).await.unwrap_or_else(|_| {
-                Err(upstream::UpstreamError::Reset {
-                    address: picked.endpoint.address,
-                    reason: "per-try timeout".to_owned(),
-                })
+                Err(upstream::UpstreamError::PerTryTimeout { address: picked.endpoint.address })
             }),
             None => send.await,
         };
@@ -823,7 +809,11 @@ async fn send_with_retries(
                     .and_then(|v| v.parse().ok()),
             },
             Err(upstream::UpstreamError::Connect { .. }) => Outcome::ConnectFailure,
-            Err(upstream::UpstreamError::Reset { .. }) => Outcome::Reset,
+            // Envoy retries a per-try timeout as it does a reset.
+            Err(
+                upstream::UpstreamError::Reset { .. }
+                | upstream::UpstreamError::PerTryTimeout { .. },
+            ) => Outcome::Reset,
             Err(upstream::UpstreamError::Refused { .. }) => Outcome::Refused,
             Err(e @ upstream::UpstreamError::Overflow { .. }) => {
                 // Never retried, and not the endpoint's fault.
@@ -836,14 +826,12 @@ async fn send_with_retries(
         let attempts_left = retry.is_some_and(|r| attempt <= r.retries);
         let can_retry = retriable && attempts_left && outgoing.replayable();
         let budget = &transport.breakers;
-        let admitted = can_retry && {
-            let admitted = Breakers::take(&budget.counts.retries, budget.max_retries);
-            if !admitted {
-                shared.metrics.overflow.inc();
-            }
-            admitted
-        };
-        if !admitted {
+        // A retry holds a slot of the cluster's retry budget until it is sent.
+        let retry_slot = if can_retry { budget.hold(Count::Retries) } else { None };
+        if can_retry && retry_slot.is_none() {
+            shared.metrics.overflow.inc();
+        }
+        if retry_slot.is_none() {
             // Retries used up on a retriable outcome: Envoy's URX, next to what failed.
             let exhausted = retriable && !attempts_left;
             return match result {
@@ -855,14 +843,13 @@ async fn send_with_retries(
                 }
                 Err(e) => {
                     tracing::debug!(%cluster, attempt, "upstream failed: {e}");
-                    let timed_out = e.to_string().contains("per-try timeout");
-                    let flag = match (timed_out, e.flag(), exhausted) {
-                        (true, _, false) => "UT",
-                        (true, _, true) => "UT,URX",
-                        (false, "UF", true) => "UF,URX",
-                        (false, "UR", true) => "UR,URX",
-                        (false, _, true) => "UC,URX",
-                        (false, flag, false) => flag,
+                    let timed_out = matches!(e, upstream::UpstreamError::PerTryTimeout { .. });
+                    let flag = match (e.flag(), exhausted) {
+                        ("UT", true) => "UT,URX",
+                        ("UF", true) => "UF,URX",
+                        ("UR", true) => "UR,URX",
+                        (_, true) => "UC,URX",
+                        (flag, false) => flag,
                     };
                     let status = if timed_out { 504 } else { 503 };
                     Err(Local::error(
@@ -876,7 +863,7 @@ async fn send_with_retries(
         drop(result);
         drop(picked);
         tokio::time::sleep(Retry::backoff(attempt, random())).await;
-        budget.counts.retries.fetch_sub(1, Ordering::Relaxed);
+        drop(retry_slot);
     }
 }
 
@@ -949,11 +936,10 @@ async fn send_once(
         .await?;
         let mut sender =
             upstream::open_h1(io, picked.endpoint.address, std::future::ready(())).await?;
-        let response =
-            sender.send_request(request).await.map_err(|e| upstream::UpstreamError::Reset {
-                address: picked.endpoint.address,
-                reason: e.to_string(),
-            })?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| upstream::failed(picked.endpoint.address, e))?;
         return Ok(response.map(upstream::UpstreamBody::plain));
     }
     shared.pools().send(&picked.endpoint, http2, request, &picked.transport).await

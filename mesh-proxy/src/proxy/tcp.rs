@@ -84,15 +84,13 @@ where
     drop(runtime);
     entry.upstream_host = picked.endpoint.address.to_string();
     // The cluster's connection limit holds for proxied TCP as for pooled HTTP.
-    let breakers = &picked.transport.breakers;
-    if !crate::runtime::Breakers::take(&breakers.counts.connections, breakers.max_connections) {
+    let Some(_open) = picked.transport.breakers.hold(crate::runtime::Count::Connections) else {
         tracing::debug!(cluster = %flow.cluster, "TCP connection refused: too many connections");
         shared.metrics.overflow.inc();
         report.flags = "UO".to_owned();
         finish(&mut entry, &report, 0, 0);
         return;
-    }
-    let _open = Open(breakers.counts.clone());
+    };
     if let (Reporter::Source, Some(crate::balance::PeerIdentity::Exactly(id))) =
         (flow.reporter, &picked.endpoint.mesh)
     {
@@ -140,15 +138,6 @@ where
     let (received, sent) = (down.read, up.read);
     shared.metrics.tcp_closed(flow.reporter, &report, sent, received);
     finish(&mut entry, &report, sent, received);
-}
-
-/// Gives back a cluster connection slot when the proxied connection ends.
-struct Open(std::sync::Arc<crate::runtime::InFlightCounts>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// Returns once nothing has moved (see [`Watched`]) for `idle`.

@@ -27,7 +27,7 @@ use tokio::sync::{Mutex, Notify};
 use super::{Body, MeshTls};
 use crate::balance::PeerIdentity;
 use crate::outlier::now_ms;
-use crate::runtime::{Breakers, InFlightCounts, Transport};
+use crate::runtime::{Count, Held, Transport};
 
 /// ALPN a sidecar offers another for HTTP/2 (`istio` makes the peer's inbound mTLS chain
 /// match, as Istio's sidecars do).
@@ -157,6 +157,12 @@ pub enum UpstreamError {
         /// Why.
         reason: String,
     },
+    /// No response within the route's per-try timeout (flag `UT`).
+    #[error("upstream {address} did not answer within the per-try timeout")]
+    PerTryTimeout {
+        /// The endpoint.
+        address: SocketAddr,
+    },
     /// A circuit breaker of the cluster was full (flag `UO`).
     #[error("upstream {address} not tried: {reason}")]
     Overflow {
@@ -174,6 +180,7 @@ impl UpstreamError {
             UpstreamError::Connect { .. } => "UF",
             UpstreamError::Reset { .. } => "UC",
             UpstreamError::Refused { .. } => "UR",
+            UpstreamError::PerTryTimeout { .. } => "UT",
             UpstreamError::Overflow { .. } => "UO",
         }
     }
@@ -252,8 +259,6 @@ struct H2Host {
     current: ArcSwapOption<H2Conn>,
     /// Held while a connection is being made, so a burst of requests opens one.
     connecting: Mutex<()>,
-    /// Connections open (the current one, and older ones finishing their streams).
-    open: AtomicU64,
     /// The peer declined HTTP/2 by ALPN: use HTTP/1.1 without asking again.
     declined: AtomicBool,
 }
@@ -311,31 +316,17 @@ impl http_body::Body for UpstreamBody {
     }
 }
 
-/// Releases a pending-request slot when dropped.
-struct Pending(Arc<InFlightCounts>);
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Takes a pending-request slot of the cluster, or says it is full.
-fn wait_in_line(transport: &Transport, endpoint: &Endpoint) -> Result<Pending, UpstreamError> {
-    let counts = &transport.breakers.counts;
-    if Breakers::take(&counts.pending, transport.breakers.max_pending) {
-        Ok(Pending(counts.clone()))
-    } else {
-        Err(UpstreamError::Overflow {
-            address: endpoint.address,
-            reason: "too many requests waiting for a connection".to_owned(),
-        })
-    }
+fn wait_in_line(transport: &Transport, endpoint: &Endpoint) -> Result<Held, UpstreamError> {
+    transport.breakers.hold(Count::Pending).ok_or_else(|| UpstreamError::Overflow {
+        address: endpoint.address,
+        reason: "too many requests waiting for a connection".to_owned(),
+    })
 }
 
 /// How a request failed, from hyper's error: a stream the peer refused (HTTP/2
 /// `REFUSED_STREAM`, never processed, so safe to retry) or a reset.
-fn failed(address: SocketAddr, error: hyper::Error) -> UpstreamError {
+pub fn failed(address: SocketAddr, error: hyper::Error) -> UpstreamError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>()
@@ -410,7 +401,7 @@ impl Pools {
     /// Closes idle HTTP/1.1 connections past their idle timeout, about once a second, from a
     /// task started with the first pooled connection (it ends with the pools).
     fn sweep_idle(&self) {
-        if self.sweeping.swap(true, Ordering::Relaxed) {
+        if self.sweeping.load(Ordering::Relaxed) || self.sweeping.swap(true, Ordering::Relaxed) {
             return;
         }
         let pool = Arc::downgrade(&self.h1);
@@ -461,28 +452,19 @@ impl Pools {
         if let Some(conn) = usable(&host) {
             return Ok(Some(conn));
         }
-        let counts = &transport.breakers.counts;
-        if !Breakers::take(&counts.connections, transport.breakers.max_connections) {
+        let breakers = &transport.breakers;
+        let slot = match breakers.hold(Count::Connections) {
+            Some(slot) => slot,
             // At the cluster's connection limit: a live connection carries on past its
             // request budget rather than fail the request; with none, one is opened (as
             // Envoy lets a host with no connection open one).
-            if let Some(conn) = host.current.load_full().filter(|c| !c.sender.is_closed()) {
-                return Ok(Some(conn));
-            }
-            counts.connections.fetch_add(1, Ordering::Relaxed);
-        }
-        let release = || {
-            counts.connections.fetch_sub(1, Ordering::Relaxed);
+            None => match host.current.load_full().filter(|c| !c.sender.is_closed()) {
+                Some(conn) => return Ok(Some(conn)),
+                None => breakers.hold_anyway(Count::Connections),
+            },
         };
-        let io = match connect(&self.tls, endpoint, ALPN_H2, transport.connect_timeout).await {
-            Ok(io) => io,
-            Err(e) => {
-                release();
-                return Err(e);
-            }
-        };
+        let io = connect(&self.tls, endpoint, ALPN_H2, transport.connect_timeout).await?;
         if matches!(io, Io::Tls(_)) && io.alpn() != Some(b"h2") {
-            release();
             host.declined.store(true, Ordering::Relaxed);
             return Ok(None);
         }
@@ -493,25 +475,17 @@ impl Pools {
             .adaptive_window(true)
             .handshake(TokioIo::new(io))
             .await;
-        let (sender, connection) = match handshake {
-            Ok(pair) => pair,
-            Err(e) => {
-                release();
-                return Err(UpstreamError::Connect {
-                    address: endpoint.address,
-                    reason: format!("HTTP/2 handshake: {e}"),
-                });
-            }
-        };
-        host.open.fetch_add(1, Ordering::Relaxed);
+        let (sender, connection) = handshake.map_err(|e| UpstreamError::Connect {
+            address: endpoint.address,
+            reason: format!("HTTP/2 handshake: {e}"),
+        })?;
         let address = endpoint.address;
-        let (driver_host, driver_counts) = (host.clone(), counts.clone());
         tokio::spawn(async move {
+            // The connection counts against the cluster's limit until it ends.
+            let _slot = slot;
             if let Err(err) = connection.await {
                 tracing::debug!(%address, "upstream HTTP/2 connection ended: {err}");
             }
-            driver_host.open.fetch_sub(1, Ordering::Relaxed);
-            driver_counts.connections.fetch_sub(1, Ordering::Relaxed);
         });
         let conn = Arc::new(H2Conn {
             sender,
@@ -548,9 +522,8 @@ impl Pools {
         transport: &Transport,
     ) -> Result<(http1::SendRequest<Body>, u32), UpstreamError> {
         let breakers = &transport.breakers;
-        let counts = &breakers.counts;
         let mut pending = None;
-        loop {
+        let slot = loop {
             let freed = {
                 let mut hosts = self.h1.lock().await;
                 let host = match hosts.get_mut(endpoint) {
@@ -565,15 +538,13 @@ impl Pools {
                 }
                 // A host with no connection may always open one (as in Envoy, so a cluster
                 // limit below its host count cannot starve a host).
-                let admitted = if host.open == 0 {
-                    counts.connections.fetch_add(1, Ordering::Relaxed);
-                    true
-                } else {
-                    Breakers::take(&counts.connections, breakers.max_connections)
+                let slot = match host.open {
+                    0 => Some(breakers.hold_anyway(Count::Connections)),
+                    _ => breakers.hold(Count::Connections),
                 };
-                if admitted {
+                if let Some(slot) = slot {
                     host.open += 1;
-                    break;
+                    break slot;
                 }
                 if pending.is_none() {
                     pending = Some(wait_in_line(transport, endpoint)?);
@@ -581,12 +552,14 @@ impl Pools {
                 host.freed.clone()
             };
             freed.notified().await;
-        }
+        };
         drop(pending);
+        // Runs when the connection ends: its slot goes back, and a waiting request may open
+        // another.
         let closed = {
-            let (pool, key, counts) = (self.h1.clone(), endpoint.clone(), counts.clone());
+            let (pool, key) = (self.h1.clone(), endpoint.clone());
             async move {
-                counts.connections.fetch_sub(1, Ordering::Relaxed);
+                drop(slot);
                 let mut hosts = pool.lock().await;
                 if let Some(host) = hosts.get_mut(&key) {
                     host.open = host.open.saturating_sub(1);
