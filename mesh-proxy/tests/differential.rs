@@ -180,24 +180,59 @@ fn flags_of(registry: &prometheus_client::registry::Registry) -> Vec<String> {
     flags
 }
 
-/// One case: a route (to cluster `b`, shaped by `cluster`) and a backend behaviour;
-/// `requests` concurrent requests. Returns what Envoy and mesh-proxy each did.
-async fn both(
-    route: impl Fn() -> r::Route,
-    behaviour: Arc<Behaviour>,
+/// One differential case: a route to cluster `b` (shaped by `cluster`), a backend, and how
+/// many requests arrive at once.
+struct Case {
+    name: &'static str,
+    route: r::Route,
+    backend: Arc<Behaviour>,
     cluster: fn(Cluster) -> Cluster,
     requests: usize,
-) -> [Seen; 2] {
+    /// Whether the backend must see the same number of connections from both proxies.
+    connections: bool,
+}
+
+impl Case {
+    /// One request through `route` to `backend`; connections are not compared.
+    fn new(name: &'static str, route: r::Route, backend: Arc<Behaviour>) -> Self {
+        Self { name, route, backend, cluster: |c| c, requests: 1, connections: false }
+    }
+
+    /// `requests` at once (arriving in order, a little apart), to a cluster shaped by
+    /// `cluster`.
+    fn concurrent(self, requests: usize, cluster: fn(Cluster) -> Cluster) -> Self {
+        Self { requests, cluster, ..self }
+    }
+
+    /// The backend must see as many connections from mesh-proxy as from Envoy.
+    fn same_connections(self) -> Self {
+        Self { connections: true, ..self }
+    }
+}
+
+/// A route to `b` (with a route timeout) retrying on `on`.
+fn retrying(on: &str, retries: u32, per_try_ms: Option<i32>) -> r::Route {
+    route("b", with_timeout(|a| a.retry_policy = Some(retry(on, retries, per_try_ms))), vec![])
+}
+
+/// A route to `b` (with a route timeout) and the fault filter's `abort`/`delay_ms`.
+fn faulty(abort: Option<(u32, u32)>, delay_ms: Option<i32>) -> r::Route {
+    route("b", with_timeout(|_| {}), vec![("envoy.filters.http.fault", fault(abort, delay_ms))])
+}
+
+/// Runs `case` through Envoy, then mesh-proxy; returns what each did.
+async fn both(case: &Case) -> [Seen; 2] {
+    let requests = case.requests;
     let mut out = Vec::new();
     for which in ["envoy", "mesh-proxy"] {
-        let b = backend(behaviour.clone()).await;
-        let clusters = vec![cluster(static_cluster("b", &[b.address], None))];
+        let b = backend(case.backend.clone()).await;
+        let clusters = vec![(case.cluster)(static_cluster("b", &[b.address], None))];
         let (envoy, registry, address) = if which == "envoy" {
-            let e = envoy(route(), &clusters);
+            let e = envoy(case.route.clone(), &clusters);
             let address = e.address;
             (Some(e), None, address)
         } else {
-            let (address, registry) = proxy(route(), clusters).await;
+            let (address, registry) = proxy(case.route.clone(), clusters).await;
             (None, Some(registry), address)
         };
         let mut calls = Vec::new();
@@ -255,165 +290,58 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
     }
     let slow_first = slow_first(Duration::from_secs(2));
     let slow: Arc<Behaviour> = Arc::new(|_, _| (200, Duration::from_millis(400), Vec::new()));
-    /// Name, route, backend, cluster, concurrent requests, and whether the backend must see
-    /// the same number of connections.
-    type Case = (
-        &'static str,
-        Box<dyn Fn() -> r::Route>,
-        Arc<Behaviour>,
-        fn(Cluster) -> Cluster,
-        usize,
-        bool,
-    );
-    let same: fn(Cluster) -> Cluster = |c| c;
-    let cases: Vec<Case> = vec![
-        (
+    let plain = || route("b", with_timeout(|_| {}), vec![]);
+    let cases = [
+        Case::new(
             "5xx, two retries, third attempt succeeds",
-            Box::new(|| {
-                route("b", with_timeout(|a| a.retry_policy = Some(retry("5xx", 2, None))), vec![])
-            }),
+            retrying("5xx", 2, None),
             failing_then_ok(2, 503),
-            same,
-            1,
-            false,
         ),
-        (
+        Case::new(
             "retriable-status-codes, retries run out",
-            Box::new(|| {
-                route(
-                    "b",
-                    with_timeout(|a| {
-                        a.retry_policy = Some(retry("retriable-status-codes", 1, None))
-                    }),
-                    vec![],
-                )
-            }),
+            retrying("retriable-status-codes", 1, None),
             failing_then_ok(9, 503),
-            same,
-            1,
-            false,
         ),
-        (
+        Case::new(
             "gateway-error does not retry a 500",
-            Box::new(|| {
-                route(
-                    "b",
-                    with_timeout(|a| a.retry_policy = Some(retry("gateway-error", 3, None))),
-                    vec![],
-                )
-            }),
+            retrying("gateway-error", 3, None),
             failing_then_ok(9, 500),
-            same,
-            1,
-            false,
         ),
-        (
+        Case::new(
             "retriable-4xx retries a 409",
-            Box::new(|| {
-                route(
-                    "b",
-                    with_timeout(|a| a.retry_policy = Some(retry("retriable-4xx", 2, None))),
-                    vec![],
-                )
-            }),
+            retrying("retriable-4xx", 2, None),
             failing_then_ok(1, 409),
-            same,
-            1,
-            false,
         ),
-        (
+        Case::new(
             "per-try timeout, then a retry",
-            Box::new(|| {
-                route(
-                    "b",
-                    with_timeout(|a| a.retry_policy = Some(retry("5xx", 1, Some(300)))),
-                    vec![],
-                )
-            }),
+            retrying("5xx", 1, Some(300)),
             slow_first.clone(),
-            same,
-            1,
-            false,
         ),
-        (
+        Case::new(
             "route timeout",
-            Box::new(|| route("b", |a| a.timeout = Some(millis(300)), vec![])),
+            route("b", |a| a.timeout = Some(millis(300)), vec![]),
             slow_first,
-            same,
-            1,
-            false,
         ),
-        (
+        Case::new(
             "gRPC unavailable retried",
-            Box::new(|| {
-                route(
-                    "b",
-                    with_timeout(|a| a.retry_policy = Some(retry("unavailable", 2, None))),
-                    vec![],
-                )
-            }),
+            retrying("unavailable", 2, None),
             grpc_unavailable_once(),
-            same,
-            1,
-            false,
         ),
-        (
-            "fault abort 100%",
-            Box::new(|| {
-                route(
-                    "b",
-                    with_timeout(|_| {}),
-                    vec![("envoy.filters.http.fault", fault(Some((418, 100)), None))],
-                )
-            }),
-            failing_then_ok(0, 200),
-            same,
-            1,
-            false,
-        ),
-        (
-            "fault delay 200 ms",
-            Box::new(|| {
-                route(
-                    "b",
-                    with_timeout(|_| {}),
-                    vec![("envoy.filters.http.fault", fault(None, Some(200)))],
-                )
-            }),
-            failing_then_ok(0, 200),
-            same,
-            1,
-            false,
-        ),
-        (
-            "circuit breaker: one request in flight at most",
-            Box::new(|| route("b", with_timeout(|_| {}), vec![])),
-            slow.clone(),
-            |c| with_breakers(c, 1, 3),
-            2,
-            false,
-        ),
-        (
-            "one connection, one pending request: the third overflows",
-            Box::new(|| route("b", with_timeout(|_| {}), vec![])),
-            slow,
-            |c| with_pool(c, Some(1), Some(1), None, None),
-            3,
-            true,
-        ),
-        (
-            "two requests per connection",
-            Box::new(|| route("b", with_timeout(|_| {}), vec![])),
-            failing_then_ok(0, 200),
-            |c| with_pool(c, None, None, Some(2), None),
-            4,
-            true,
-        ),
+        Case::new("fault abort 100%", faulty(Some((418, 100)), None), failing_then_ok(0, 200)),
+        Case::new("fault delay 200 ms", faulty(None, Some(200)), failing_then_ok(0, 200)),
+        Case::new("circuit breaker: one request in flight at most", plain(), slow.clone())
+            .concurrent(2, |c| with_breakers(c, 1, 3)),
+        Case::new("one connection, one pending request: the third overflows", plain(), slow)
+            .concurrent(3, |c| with_pool(c, Some(1), Some(1), None, None))
+            .same_connections(),
+        Case::new("two requests per connection", plain(), failing_then_ok(0, 200))
+            .concurrent(4, |c| with_pool(c, None, None, Some(2), None))
+            .same_connections(),
     ];
     let mut differences = Vec::new();
-    for (name, route, behaviour, cluster, requests, connections) in cases {
-        let [mut envoy, mut mesh] = both(route, behaviour, cluster, requests).await;
-        if !connections {
+    for case in &cases {
+        let [mut envoy, mut mesh] = both(case).await;
+        if !case.connections {
             // Envoy opens a connection for each retry (it resets an upstream request whose
             // response it will not forward, before reading its body) and for a request the
             // request breaker then refuses (the breaker is checked when the stream is
@@ -421,6 +349,7 @@ async fn mesh_proxy_answers_and_retries_as_envoy_does() {
             // connection, and refuses before connecting.
             (envoy.2, mesh.2) = (0, 0);
         }
+        let name = case.name;
         eprintln!("{name}: envoy {envoy:?}, mesh-proxy {mesh:?}");
         if envoy != mesh {
             differences.push(format!("{name}: envoy {envoy:?}, mesh-proxy {mesh:?}"));
