@@ -61,13 +61,14 @@ pub fn serve_ca(ns: &str, authority: Arc<mesh_ca::authority::Authority>, tokens:
         .issue_server_cert(&[CA_NAME.to_owned()], std::time::Duration::from_secs(3600))
         .unwrap_or_else(|e| panic!("CA serving certificate: {e}"));
     let store = Arc::new(
-        mesh_ca::tls::CertStore::new(&chain, &key).unwrap_or_else(|e| panic!("cert store: {e}")),
+        mesh_identity::CertStore::new(&chain, &key).unwrap_or_else(|e| panic!("cert store: {e}")),
     );
     let auth =
         Arc::new(mesh_ca::auth::Authenticator::TokenFile(mesh_ca::auth::TokenFile::new(tokens)));
     let service = mesh_ca::server::CaService::new(authority, auth, Arc::default());
     let tls = Arc::new(
-        mesh_ca::tls::ca_server_config(store).unwrap_or_else(|e| panic!("CA TLS config: {e}")),
+        mesh_identity::tls::ca_server_config(store)
+            .unwrap_or_else(|e| panic!("CA TLS config: {e}")),
     );
     tokio::spawn(mesh_ca::server::serve_tls(listener, service, tls, std::future::pending()));
 }

@@ -219,8 +219,8 @@ impl Authority {
     /// A workload certificate with a fresh key made here, without a CSR round trip: for local
     /// tooling and tests that play the workload and its CA in one process.
     pub fn issue_workload(&self, identity: &SpiffeId) -> Result<crate::sds::Material, SignError> {
-        let (key, csr) =
-            crate::client::new_csr(identity).map_err(|e| SignError::Internal(e.to_string()))?;
+        let (key, csr) = mesh_identity::client::new_csr(identity)
+            .map_err(|e| SignError::Internal(e.to_string()))?;
         let chain = self.sign(&csr, identity, 0)?;
         Ok(crate::sds::Material {
             chain,

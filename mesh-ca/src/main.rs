@@ -16,8 +16,8 @@ use mesh_api::ports;
 use mesh_ca::auth::{self, Authenticator, TokenFile, TokenReviewer};
 use mesh_ca::authority::{Authority, Policy};
 use mesh_ca::metrics::{self, Metrics};
-use mesh_ca::tls::{self, CertStore};
 use mesh_ca::{distribute, root, server};
+use mesh_identity::{CertStore, tls};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 

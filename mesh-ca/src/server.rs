@@ -9,10 +9,10 @@ use tracing::{debug, info};
 use crate::auth::{AuthError, Authenticator};
 use crate::authority::{Authority, SignError};
 use crate::metrics::{Metrics, Reason};
-use crate::pb::istio_certificate_service_server::{
+use mesh_identity::pb::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
 };
-use crate::pb::{IstioCertificateRequest, IstioCertificateResponse};
+use mesh_identity::pb::{IstioCertificateRequest, IstioCertificateResponse};
 
 /// Signs certificates for authenticated callers.
 pub struct CaService {
@@ -111,6 +111,6 @@ pub async fn serve_tls(
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), shutdown)
+        .serve_with_incoming_shutdown(mesh_identity::accept::incoming(listener, tls), shutdown)
         .await
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mesh_api::identity::SpiffeId;
-use mesh_ca::client::{CaClient, ClientSettings, TokenSource};
+use mesh_identity::client::{CaClient, ClientSettings, TokenSource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn free_port() -> u16 {

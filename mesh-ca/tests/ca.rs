@@ -9,11 +9,11 @@ use std::time::{Duration, SystemTime};
 use mesh_api::identity::SpiffeId;
 use mesh_ca::auth::{Authenticator, TokenFile};
 use mesh_ca::authority::{Authority, Policy};
-use mesh_ca::client::{self, CaClient, ClientMetrics, ClientSettings, TokenSource};
 use mesh_ca::metrics::Metrics;
 use mesh_ca::root::{self, RootMaterial};
 use mesh_ca::server::{self, CaService};
-use mesh_ca::tls::{self, CertStore};
+use mesh_identity::client::{self, CaClient, ClientMetrics, ClientSettings, TokenSource};
+use mesh_identity::{CertStore, tls};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
@@ -335,7 +335,7 @@ async fn refusals_carry_the_right_grpc_status() {
     // RSA 2048 is accepted, and without a SAN the certificate is for the caller.
     let chain = client.request(data("rsa2048.csr"), 600, Some("t-rsa")).await.unwrap();
     let leaf_der = der(&chain[0]);
-    assert_eq!(tls::peer_identity(&[leaf_der]), Some(id("default", "legacy")));
+    assert_eq!(mesh_identity::peer_identity(&[leaf_der]), Some(id("default", "legacy")));
     verify(&chain, &ca.root_pem);
 
     let text = metrics.encode();
@@ -362,8 +362,9 @@ async fn start_mtls_server(store: Arc<CertStore>, root_pem: &str) -> SocketAddr 
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 if let Ok(mut tls) = acceptor.accept(tcp).await {
-                    let peer =
-                        tls::peer_identity(tls.get_ref().1.peer_certificates().unwrap_or_default());
+                    let peer = mesh_identity::peer_identity(
+                        tls.get_ref().1.peer_certificates().unwrap_or_default(),
+                    );
                     let _ = tls
                         .write_all(peer.map(|p| p.to_string()).unwrap_or_default().as_bytes())
                         .await;

@@ -199,7 +199,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
 /// What the mTLS xDS server needs, read from the flags.
 struct MtlsSettings {
     listen: SocketAddr,
-    client: mesh_ca::client::ClientSettings,
+    client: mesh_identity::client::ClientSettings,
     trust_domain: String,
 }
 
@@ -215,11 +215,11 @@ fn flags_mtls(flags: &Flags, ca: &str) -> anyhow::Result<MtlsSettings> {
     .context("the pilot's own identity")?;
     Ok(MtlsSettings {
         listen: flags.xds_mtls_listen,
-        client: mesh_ca::client::ClientSettings {
+        client: mesh_identity::client::ClientSettings {
             ca_address: ca.to_owned(),
             ca_server_name: flags.ca_server_name.clone(),
             root_pems: vec![root],
-            token: mesh_ca::client::TokenSource::File(flags.token_path.clone()),
+            token: mesh_identity::client::TokenSource::File(flags.token_path.clone()),
             identity,
             ttl: Duration::ZERO,
         },
@@ -238,11 +238,11 @@ async fn serve_mtls(
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let roots =
-        mesh_ca::tls::roots(&settings.client.root_pems).context("the mesh root certificate")?;
-    let client = mesh_ca::client::CaClient::new(settings.client).context("the CA client")?;
+    let roots = mesh_identity::tls::roots(&settings.client.root_pems)
+        .context("the mesh root certificate")?;
+    let client = mesh_identity::client::CaClient::new(settings.client).context("the CA client")?;
     let metrics = discovery.metrics.certificate.clone();
-    let (store, _rotation) = mesh_ca::client::start(client, metrics).await;
+    let (store, _rotation) = mesh_identity::client::start(client, metrics).await;
     state.certificate_pending.store(false, Ordering::Release);
     info!(address = %settings.listen, "mesh-pilot serving xDS over mTLS");
     xds::serve_mtls(discovery, listener, store, roots, &settings.trust_domain, shutdown)

@@ -44,7 +44,7 @@ pub struct Metrics {
     /// xDS streams refused because the node is not the workload its certificate names.
     pub identity_refused: Counter,
     /// The pilot's own certificate (mTLS xDS), `workload_cert_*`.
-    pub certificate: mesh_ca::client::ClientMetrics,
+    pub certificate: mesh_identity::client::ClientMetrics,
 }
 
 impl Default for Metrics {
@@ -57,7 +57,7 @@ impl Default for Metrics {
             Histogram::new([0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0]);
         let config_rejected = Gauge::default();
         let identity_refused = Counter::default();
-        let certificate = mesh_ca::client::ClientMetrics::register(&mut registry);
+        let certificate = mesh_identity::client::ClientMetrics::register(&mut registry);
         registry.register(
             "pilot_xds_identity_refused",
             "xDS streams refused because the node is not the workload its certificate names",

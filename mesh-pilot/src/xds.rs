@@ -79,7 +79,7 @@ impl Caller {
     pub(crate) fn from_certificates(
         chain: Option<Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
     ) -> Self {
-        Caller::Mesh(chain.and_then(|chain| mesh_ca::tls::peer_identity(chain.as_slice())))
+        Caller::Mesh(chain.and_then(|chain| mesh_identity::peer_identity(chain.as_slice())))
     }
 
     /// Refuses a node that claims another workload than the certificate proves.
@@ -432,16 +432,19 @@ impl Discovery {
 pub async fn serve_mtls(
     discovery: Arc<Discovery>,
     listener: tokio::net::TcpListener,
-    store: Arc<mesh_ca::tls::CertStore>,
+    store: Arc<mesh_identity::CertStore>,
     roots: Arc<rustls::RootCertStore>,
     trust_domain: &str,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let mut config = mesh_ca::tls::mesh_server_config(store, roots, trust_domain)?;
+    let mut config = mesh_identity::tls::mesh_server_config(store, roots, trust_domain)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     tonic::transport::Server::builder()
         .add_service(discovery.mtls_service())
-        .serve_with_incoming_shutdown(mesh_ca::tls::incoming(listener, Arc::new(config)), shutdown)
+        .serve_with_incoming_shutdown(
+            mesh_identity::accept::incoming(listener, Arc::new(config)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }
@@ -451,7 +454,7 @@ pub async fn serve_mtls(
 pub enum ServeError {
     /// The TLS configuration could not be built from the certificates.
     #[error("TLS configuration for xDS: {0}")]
-    Tls(#[from] mesh_ca::tls::TlsError),
+    Tls(#[from] mesh_identity::TlsError),
     /// The gRPC server failed.
     #[error("xDS server: {0}")]
     Transport(#[from] tonic::transport::Error),

@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use mesh_api::identity::SpiffeId;
-use mesh_ca::tls::CertStore;
+use mesh_identity::CertStore;
 use mesh_pilot::xds::Discovery;
 use tokio_stream::StreamExt as _;
 
@@ -50,9 +50,9 @@ fn client(
     store: Arc<CertStore>,
 ) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
     let pilot = SpiffeId::new(TRUST_DOMAIN, "mesh-system", "mesh-pilot").unwrap();
-    let config = mesh_ca::tls::mesh_client_config(store, mesh.roots(), vec![pilot]).unwrap();
+    let config = mesh_identity::tls::mesh_client_config(store, mesh.roots(), vec![pilot]).unwrap();
     let name = rustls_pki_types::ServerName::try_from("mesh-pilot.mesh-system.svc").unwrap();
-    let channel = mesh_ca::tls::grpc_channel(address, name, config).unwrap().connect_lazy();
+    let channel = mesh_identity::grpc::grpc_channel(address, name, config).unwrap().connect_lazy();
     AggregatedDiscoveryServiceClient::new(channel)
 }
 

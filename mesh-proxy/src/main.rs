@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Context as _;
 use clap::Parser as _;
 use mesh_api::identity::SpiffeId;
-use mesh_ca::client::{CaClient, ClientMetrics, ClientSettings, TokenSource};
+use mesh_identity::client::{CaClient, ClientMetrics, ClientSettings, TokenSource};
 use mesh_proxy::admin::{self, Admin, Surface};
 use mesh_proxy::proxy::listen::{self, Drain, Side};
 use mesh_proxy::proxy::{MeshTls, Shared, Tuning, set_worker};
@@ -124,7 +124,7 @@ async fn run(
     let root_pem = std::fs::read_to_string(&flags.root_cert).with_context(|| {
         format!("--root-cert (or MESH_ROOT_CERT) {}: cannot read", flags.root_cert.display())
     })?;
-    let roots = mesh_ca::tls::roots(std::slice::from_ref(&root_pem))
+    let roots = mesh_identity::tls::roots(std::slice::from_ref(&root_pem))
         .with_context(|| format!("--root-cert {}", flags.root_cert.display()))?;
 
     let mut registry = prometheus_client::registry::Registry::default();
@@ -150,7 +150,7 @@ async fn run(
         ttl: flags.cert_ttl,
     })
     .context("CA client")?;
-    let (cert_store, _rotation) = mesh_ca::client::start(ca, cert_metrics).await;
+    let (cert_store, _rotation) = mesh_identity::client::start(ca, cert_metrics).await;
     let tls = Arc::new(MeshTls::new(cert_store.clone(), roots.clone(), &trust_domain)?);
 
     let labels = &settings.labels;
@@ -214,14 +214,14 @@ async fn run(
                 })?,
                 None => SpiffeId::new(&trust_domain, "mesh-system", "mesh-pilot")?,
             };
-            let config = mesh_ca::tls::mesh_client_config(cert_store, roots, vec![pilot])?;
+            let config = mesh_identity::tls::mesh_client_config(cert_store, roots, vec![pilot])?;
             let host = settings
                 .pilot_address
                 .rsplit_once(':')
                 .map_or(settings.pilot_address.as_str(), |(h, _)| h);
             let name = rustls_pki_types::ServerName::try_from(host.to_owned())
                 .with_context(|| format!("--pilot-address {}", settings.pilot_address))?;
-            mesh_ca::tls::grpc_channel(&settings.pilot_address, name, config)
+            mesh_identity::grpc::grpc_channel(&settings.pilot_address, name, config)
                 .context("--pilot-address")?
                 .connect_lazy()
         }

@@ -78,14 +78,14 @@ impl Mesh {
     }
 
     /// The same, ready for rustls.
-    pub fn store(&self, namespace: &str, service_account: &str) -> Arc<mesh_ca::tls::CertStore> {
+    pub fn store(&self, namespace: &str, service_account: &str) -> Arc<mesh_identity::CertStore> {
         let m = self.issue(namespace, service_account);
-        Arc::new(mesh_ca::tls::CertStore::new(&m.chain, &m.key_pem).unwrap())
+        Arc::new(mesh_identity::CertStore::new(&m.chain, &m.key_pem).unwrap())
     }
 
     /// The mesh roots for rustls.
     pub fn roots(&self) -> Arc<rustls::RootCertStore> {
-        mesh_ca::tls::roots(std::slice::from_ref(&self.root_pem)).unwrap()
+        mesh_identity::tls::roots(std::slice::from_ref(&self.root_pem)).unwrap()
     }
 
     /// Serves a workload's secrets over SDS on loopback, as the agent next to an Envoy sidecar

@@ -293,7 +293,7 @@ async fn inbound(
     let Some(chain) = session.peer_certificates() else {
         return refuse(&shared, reporter, peer, "UF", "no client certificate");
     };
-    let Some(identity) = mesh_ca::tls::peer_identity(chain) else {
+    let Some(identity) = mesh_identity::peer_identity(chain) else {
         return refuse(&shared, reporter, peer, "UF", "no SPIFFE identity");
     };
     let cert_hash = chain

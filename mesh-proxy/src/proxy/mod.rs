@@ -15,7 +15,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use mesh_api::identity::SpiffeId;
-use mesh_ca::tls::CertStore;
+use mesh_identity::CertStore;
 use tokio::sync::watch;
 
 use crate::balance::PeerIdentity;
@@ -56,9 +56,9 @@ impl MeshTls {
         store: Arc<CertStore>,
         roots: Arc<rustls::RootCertStore>,
         trust_domain: &str,
-    ) -> Result<Self, mesh_ca::tls::TlsError> {
+    ) -> Result<Self, mesh_identity::TlsError> {
         let mut server =
-            mesh_ca::tls::mesh_server_config(store.clone(), roots.clone(), trust_domain)?;
+            mesh_identity::tls::mesh_server_config(store.clone(), roots.clone(), trust_domain)?;
         // The sidecar protocols first: a peer sidecar offering `h2` gets one multiplexed
         // connection; `istio*` alone means opaque TCP or HTTP found by sniffing.
         server.alpn_protocols = [&b"h2"[..], b"http/1.1", b"istio-peer-exchange", b"istio"]

@@ -202,9 +202,9 @@ pub async fn connect(
     let store = tls.store.clone();
     let mut config = match identity {
         PeerIdentity::Exactly(id) => {
-            mesh_ca::tls::mesh_client_config(store, tls.roots.clone(), vec![id.clone()])
+            mesh_identity::tls::mesh_client_config(store, tls.roots.clone(), vec![id.clone()])
         }
-        PeerIdentity::TrustDomain => mesh_ca::tls::mesh_client_config_for_trust_domain(
+        PeerIdentity::TrustDomain => mesh_identity::tls::mesh_client_config_for_trust_domain(
             store,
             tls.roots.clone(),
             &tls.trust_domain,

@@ -324,8 +324,9 @@ fn shared(clusters: Vec<Cluster>) -> (Arc<Shared>, Arc<prometheus_client::regist
         mesh_ca::authority::Authority::new(&root, "cluster.local", Default::default()).unwrap();
     let identity = mesh_api::identity::SpiffeId::new("cluster.local", "test", "client").unwrap();
     let material = ca.issue_workload(&identity).unwrap();
-    let store = Arc::new(mesh_ca::tls::CertStore::new(&material.chain, &material.key_pem).unwrap());
-    let roots = mesh_ca::tls::roots(&material.roots).unwrap();
+    let store =
+        Arc::new(mesh_identity::CertStore::new(&material.chain, &material.key_pem).unwrap());
+    let roots = mesh_identity::tls::roots(&material.roots).unwrap();
     let tls = Arc::new(MeshTls::new(store, roots, "cluster.local").unwrap());
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);

@@ -17,9 +17,12 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
+use crate::grpc::grpc_channel;
 use crate::pb::IstioCertificateRequest;
 use crate::pb::istio_certificate_service_client::IstioCertificateServiceClient;
-use crate::tls::{self, CertStore, TlsError};
+use crate::store::CertStore;
+use crate::tls::{self, TlsError};
+use crate::verify::peer_identity;
 
 /// Where the workload's token comes from.
 #[derive(Clone)]
@@ -153,7 +156,7 @@ impl CaClient {
             ClientError::Settings(format!("CA server name {:?}: {e}", settings.ca_server_name))
         })?;
         let address = settings.ca_address.clone();
-        let channel = tls::grpc_channel(&address, server_name, tls::ca_client_config(roots)?)
+        let channel = grpc_channel(&address, server_name, tls::ca_client_config(roots)?)
             .map_err(|e| ClientError::Settings(format!("CA address {address:?}: {e}")))?
             .timeout(Duration::from_secs(15))
             .connect_lazy();
@@ -224,7 +227,7 @@ impl CaClient {
                 None,
             )
             .map_err(|e| bad(format!("does not verify to the mesh root: {e:?}")))?;
-        match tls::peer_identity(&ders) {
+        match peer_identity(&ders) {
             Some(id) if id == self.settings.identity => {}
             Some(id) => return Err(bad(format!("it is for {id}, not {}", self.settings.identity))),
             None => return Err(bad("it has no SPIFFE identity".to_owned())),
