@@ -1,6 +1,6 @@
 //! Loads Istio config files (or a directory, or `-` for stdin) and reports every load and
-//! validation error with its file, line and field, the way the pilot and `meshctl analyze` see
-//! them. Exits 1 when anything is wrong.
+//! validation error with its file, line and field (and a validation error's code), the way the
+//! pilot and `meshctl analyze` see them. Exits 1 when anything is wrong.
 //!
 //! ```text
 //! cargo run -p mesh-api --example validate -- api/tests/data/canary.yaml
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     for loaded in &report.objects {
         for err in mesh_api::validate::resource(&loaded.resource) {
             problems += 1;
-            println!("error: {}: {err}", loaded.origin);
+            println!("error[{}]: {}: {err}", err.code, loaded.origin);
         }
     }
     println!("{} objects read, {problems} problems", report.objects.len());

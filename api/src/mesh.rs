@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::networking::{HttpRetry, OutboundTrafficMode};
-use crate::validate::{Checker, Path, ValidationError};
+use crate::validate::{Checker, Code, Path, ValidationError};
 use crate::{Duration, ObjectRef, identity, ports};
 
 /// Mesh-wide settings.
@@ -192,14 +192,9 @@ impl MeshConfig {
         let mut c = Checker::new(ObjectRef::new("MeshConfig", None, ""));
         let root = Path::root("meshConfig");
         if let Err(err) = identity::validate_trust_domain(&self.trust_domain) {
-            c.error(&root.field("trustDomain"), err.to_string());
+            c.error(&root.field("trustDomain"), Code::InvalidName, err.to_string());
         }
-        if !crate::identity::is_dns_label(&self.root_namespace) {
-            c.error(
-                &root.field("rootNamespace"),
-                format!("{:?} is not a namespace name", self.root_namespace),
-            );
-        }
+        c.namespace(&root.field("rootNamespace"), &self.root_namespace);
         let mode = &self.outbound_traffic_policy.mode;
         c.known(&root.field("outboundTrafficPolicy").field("mode"), mode);
         c.duration(&root.field("connectTimeout"), &self.connect_timeout, false);
@@ -209,28 +204,16 @@ impl MeshConfig {
         let enc = &self.access_log_encoding;
         c.known(&root.field("accessLogEncoding"), enc);
         let sampling = self.tracing.sampling_percentage;
-        if !(0.0..=100.0).contains(&sampling) {
-            c.error(
-                &root.field("tracing").field("samplingPercentage"),
-                format!("percentage {sampling} is out of range: must be 0 to 100"),
-            );
-        }
-        if let Some(endpoint) = &self.tracing.otlp_endpoint
-            && !has_host_and_port(endpoint)
-        {
-            c.error(
-                &root.field("tracing").field("otlpEndpoint"),
-                format!("{endpoint:?} must be host:port"),
-            );
+        c.percentage(&root.field("tracing").field("samplingPercentage"), sampling);
+        if let Some(endpoint) = &self.tracing.otlp_endpoint {
+            host_and_port(&mut c, &root.field("tracing").field("otlpEndpoint"), endpoint);
         }
         let proxy = root.field("defaultConfig");
         for (field, address) in [
             ("discoveryAddress", &self.default_config.discovery_address),
             ("caAddress", &self.default_config.ca_address),
         ] {
-            if !has_host_and_port(address) {
-                c.error(&proxy.field(field), format!("{address:?} must be host:port"));
-            }
+            host_and_port(&mut c, &proxy.field(field), address);
         }
         c.duration(&proxy.field("drainDuration"), &self.default_config.drain_duration, true);
         c.duration(
@@ -239,7 +222,11 @@ impl MeshConfig {
             true,
         );
         if self.default_config.concurrency == 0 {
-            c.error(&proxy.field("concurrency"), "concurrency must be at least 1");
+            c.error(
+                &proxy.field("concurrency"),
+                Code::NumberTooSmall,
+                "concurrency must be at least 1",
+            );
         }
         c.duration(&root.field("workloadCertTtl"), &self.workload_cert_ttl, false);
         c.finish()
@@ -251,10 +238,14 @@ impl MeshConfig {
     }
 }
 
-fn has_host_and_port(address: &str) -> bool {
-    address
+/// An address to dial: `host:port`, the port 1 to 65535.
+fn host_and_port(c: &mut Checker, path: &Path, address: &str) {
+    let ok = address
         .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !ok {
+        c.error(path, Code::InvalidAddress, format!("{address:?} must be host:port"));
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 use mesh_api::load;
+use mesh_api::validate::Code;
 
 /// Loads one object and returns its validation errors as `(path, reason)`.
 fn errors(yaml: &str) -> Vec<(String, String)> {
@@ -671,4 +672,68 @@ fn errors_name_the_object() {
     let errors = mesh_api::validate::resource(&objects[0].resource);
     let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(lines, ["DestinationRule default/hello: spec.host: host is required"]);
+}
+
+/// Checks the `(path, code)` of every validation error of one object.
+#[track_caller]
+fn expect_codes(yaml: &str, expected: &[(&str, Code)]) {
+    let objects = load::load_str("case.yaml", yaml).into_result().unwrap();
+    let codes: Vec<(String, Code)> = mesh_api::validate::resource(&objects[0].resource)
+        .into_iter()
+        .map(|e| (e.path, e.code))
+        .collect();
+    let expected: Vec<(String, Code)> =
+        expected.iter().map(|(p, c)| ((*p).to_owned(), *c)).collect();
+    pretty_assertions::assert_eq!(codes, expected);
+}
+
+#[test]
+fn findings_carry_their_code() {
+    expect_codes(
+        &vs(
+            "  hosts: [hello]\n  http:\n  - match:\n    - uri:\n        regex: \"(\"\n    route:\n    - destination: {host: hello, subset: a, port: {number: 0}}\n      weight: 60\n    - destination: {host: hello, subset: b}\n      weight: 60\n    timeout: 3x\n    mirrorPercent: 101\n",
+        ),
+        &[
+            ("spec.http[0].match[0].uri.regex", Code::InvalidRegex),
+            ("spec.http[0].route[0].destination.port.number", Code::PortOutOfRange),
+            ("spec.http[0].route", Code::WeightsNot100),
+            ("spec.http[0].timeout", Code::InvalidDuration),
+            ("spec.http[0].mirrorPercent", Code::PercentOutOfRange),
+            ("spec.http[0].mirrorPercentage", Code::Required),
+        ],
+    );
+    // One check gives one code in every kind: locality weights, ServiceEntry ports.
+    expect_codes(
+        &dr(
+            "  host: hello\n  trafficPolicy:\n    loadBalancer:\n      localityLbSetting:\n        distribute:\n        - from: a/*\n          to: {b/*: 70}\n",
+        ),
+        &[(
+            "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to",
+            Code::WeightsNot100,
+        )],
+    );
+    expect_codes(
+        &kind(
+            "ServiceEntry",
+            "networking.istio.io",
+            "  hosts: [api.example.com]\n  ports:\n  - {number: 70000, name: http}\n  - {number: 70000, name: http}\n",
+        ),
+        &[
+            ("spec.ports[0].number", Code::PortOutOfRange),
+            ("spec.ports[1].number", Code::PortOutOfRange),
+            ("spec.ports[1].number", Code::Duplicate),
+            ("spec.ports[1].name", Code::Duplicate),
+        ],
+    );
+    expect_codes(
+        &kind(
+            "AuthorizationPolicy",
+            "security.istio.io",
+            "  action: DENY\n  provider: {name: ext}\n  rules:\n  - to:\n    - operation:\n        ports: [\"\"]\n",
+        ),
+        &[
+            ("spec.provider", Code::ConflictingFields),
+            ("spec.rules[0].to[0].operation.ports[0]", Code::Required),
+        ],
+    );
 }

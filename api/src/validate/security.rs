@@ -1,6 +1,6 @@
 //! Validation of the `security.istio.io` kinds.
 
-use super::{Checker, Path, ValidationError};
+use super::{Checker, Code, Path, ValidationError};
 use crate::ObjectRef;
 use crate::identity::is_dns_label;
 use crate::security::*;
@@ -17,6 +17,7 @@ pub fn peer_authentication(pa: &PeerAuthentication) -> Vec<ValidationError> {
     if !spec.port_level_mtls.is_empty() && !has_selector {
         c.error(
             &root.field("portLevelMtls"),
+            Code::Required,
             "portLevelMtls needs a selector: port numbers only mean something for specific workloads",
         );
     }
@@ -61,15 +62,16 @@ pub fn authorization_policy(ap: &AuthorizationPolicy) -> Vec<ValidationError> {
     c.known(&root.field("action"), &action);
     match (&action, &spec.provider) {
         (AuthorizationAction::Custom, None) => {
-            c.error(&root.field("provider"), "action CUSTOM needs a provider");
+            c.error(&root.field("provider"), Code::Required, "action CUSTOM needs a provider");
         }
         (AuthorizationAction::Custom, Some(provider)) if provider.name.is_empty() => {
-            c.error(&root.field("provider").field("name"), "provider name is required");
+            c.required(&root.field("provider").field("name"), "provider name");
         }
         (AuthorizationAction::Custom, Some(_)) | (_, None) => {}
         (other, Some(_)) => {
             c.error(
                 &root.field("provider"),
+                Code::ConflictingFields,
                 format!("provider only applies to action CUSTOM, not {other}"),
             );
         }
@@ -78,7 +80,11 @@ pub fn authorization_policy(ap: &AuthorizationPolicy) -> Vec<ValidationError> {
         + usize::from(spec.target_ref.is_some())
         + usize::from(!spec.target_refs.is_empty());
     if targets > 1 {
-        c.error(&root, "set only one of selector, targetRef and targetRefs");
+        c.error(
+            &root,
+            Code::ConflictingFields,
+            "set only one of selector, targetRef and targetRefs",
+        );
     }
     for (i, target) in spec.target_ref.iter().chain(&spec.target_refs).enumerate() {
         let path = if spec.target_ref.is_some() {
@@ -87,10 +93,10 @@ pub fn authorization_policy(ap: &AuthorizationPolicy) -> Vec<ValidationError> {
             root.field("targetRefs").index(i)
         };
         if target.kind.is_empty() {
-            c.error(&path.field("kind"), "kind is required");
+            c.required(&path.field("kind"), "kind");
         }
         if target.name.is_empty() {
-            c.error(&path.field("name"), "name is required");
+            c.required(&path.field("name"), "name");
         }
     }
     for (i, rule) in spec.rules.iter().enumerate() {
@@ -136,13 +142,17 @@ fn source(c: &mut Checker, path: &Path, source: &Source) {
                     .split_once('/')
                     .is_some_and(|(ns, sa)| is_dns_label(ns) && !sa.is_empty());
                 if !ok {
-                    c.error(vpath, format!("{value:?} must be namespace/service-account"));
+                    c.error(
+                        vpath,
+                        Code::InvalidName,
+                        format!("{value:?} must be namespace/service-account"),
+                    );
                 }
             }
         },
     );
     if !source.service_accounts.is_empty() && !source.principals.is_empty() {
-        c.error(&path.field("serviceAccounts"), "set serviceAccounts or principals, not both");
+        c.not_both(&path.field("serviceAccounts"), "serviceAccounts", "principals");
     }
 }
 
@@ -180,13 +190,13 @@ fn value_lists(
     check: impl Fn(&mut Checker, &Path, &str, &str),
 ) {
     if lists.iter().all(|(_, values)| values.is_empty()) {
-        c.error(path, none_set);
+        c.error(path, Code::Required, none_set);
     }
     for (field, values) in lists {
         for (i, value) in values.iter().enumerate() {
             let vpath = path.field(field).index(i);
             if value.is_empty() {
-                c.error(&vpath, "value is empty");
+                c.error(&vpath, Code::Required, "value is empty");
             } else {
                 check(c, &vpath, field, value);
             }
@@ -206,15 +216,16 @@ fn condition(c: &mut Checker, path: &Path, when: &Condition) {
         }
     });
     if key.is_empty() {
-        c.error(&path.field("key"), "key is required");
+        c.required(&path.field("key"), "key");
     } else if !known {
         c.error(
             &path.field("key"),
+            Code::UnknownValue,
             format!("unknown condition key {key:?}: use request.headers[name], source.ip, remote.ip, source.namespace, source.principal, request.auth.*, destination.ip, destination.port or connection.sni"),
         );
     }
     if when.values.is_empty() && when.not_values.is_empty() {
-        c.error(path, "a condition needs values or notValues");
+        c.error(path, Code::Required, "a condition needs values or notValues");
     }
     for (field, values) in [("values", &when.values), ("notValues", &when.not_values)] {
         for (i, value) in values.iter().enumerate() {
