@@ -8,6 +8,7 @@
 //! kept where [`root`] says, and a workload key given to its own Envoy over local SDS. What a
 //! workload needs to obtain and use certificates lives in mesh-identity, not here.
 
+pub mod app;
 pub mod auth;
 pub mod authority;
 pub mod distribute;

@@ -1,21 +1,15 @@
 //! Prometheus metrics and the monitoring endpoint (`/metrics`, `/ready`, `/healthz`, port
 //! 15014 by default).
 
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use http::{Response, StatusCode};
+use mesh_runtime::admin;
+use mesh_runtime::readiness::Ready;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use tracing::warn;
 
 /// Why a request was refused, as a metric label.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -84,51 +78,14 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics`, `/ready` (200 once `ready` is set) and `/healthz` until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    warn!("monitoring accept failed: {err}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let (metrics, ready) = (metrics.clone(), ready.clone());
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let response = respond(req.uri().path(), &metrics, &ready);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            if let Err(err) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!("monitoring connection ended: {err}");
-            }
-        });
-    }
-}
-
-fn respond(path: &str, metrics: &Metrics, ready: &AtomicBool) -> Response<Full<Bytes>> {
+/// The monitoring endpoint's answer to `path`: `/metrics`, `/ready` (200 once `ready`),
+/// `/healthz`.
+pub fn respond(path: &str, metrics: &Metrics, ready: &Ready) -> Response<admin::Body> {
     let (status, body) = match path {
         "/metrics" => (StatusCode::OK, metrics.encode()),
-        "/ready" if ready.load(Ordering::Acquire) => (StatusCode::OK, "ready\n".to_owned()),
-        "/ready" => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no signing key yet\n".to_owned()),
+        "/ready" => ready.response(),
         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
         _ => (StatusCode::NOT_FOUND, "not found: try /metrics, /ready or /healthz\n".to_owned()),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
+    admin::text(status, body)
 }
