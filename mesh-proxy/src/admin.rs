@@ -3,27 +3,23 @@
 //! (`/healthz/ready`) and metrics on 15090 (`/stats/prometheus`). Small and separate from the
 //! data path: nothing here is on a request's way.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_runtime::admin::{Body, text, typed};
+use mesh_runtime::drain;
+use mesh_runtime::log::LogHandle;
+use mesh_runtime::readiness::Ready;
+use mesh_runtime::shutdown::Shutdown;
 use prometheus_client::registry::Registry;
 use prost::Message as _;
-use tokio::net::TcpListener;
 
 use crate::proxy::Shared;
-use crate::proxy::listen::Drain;
 use crate::runtime::Upstream;
 use crate::xds::client::ClientState;
 use crate::xds::store::Store;
-
-/// Changes the log filter at run time (`/logging?level=debug`); the error says what is wrong.
-pub type SetLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// What the admin endpoints read and act on.
 pub struct Admin {
@@ -33,16 +29,16 @@ pub struct Admin {
     pub store: Arc<Store>,
     /// The xDS client's state.
     pub xds: Arc<ClientState>,
-    /// Metrics.
+    /// Every metric the proxy exports, encoded on each scrape.
     pub registry: Registry,
-    /// Set once the proxy has a certificate, a complete configuration and its listeners.
-    pub ready: AtomicBool,
-    /// Draining.
-    pub drain: Drain,
-    /// Log level control.
-    pub set_level: SetLevel,
-    /// Told when `/quitquitquit` asks the proxy to exit.
-    pub quit: tokio::sync::Notify,
+    /// Ready once the proxy has a certificate, a complete configuration and its listeners.
+    pub ready: Ready,
+    /// The data path's drain: `/drain` starts it, readiness reports it.
+    pub drain: drain::Trigger,
+    /// Changes the log filter for `/logging` (absent when logging was set up elsewhere).
+    pub log: Option<LogHandle>,
+    /// Asked to stop the proxy by `/quitquitquit`.
+    pub shutdown: Shutdown,
 }
 
 /// Which endpoints a listener serves.
@@ -56,19 +52,13 @@ pub enum Surface {
     Metrics,
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response
-}
-
 impl Admin {
     /// Whether the proxy should get traffic.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.drain.is_draining()
+        self.ready.is_ready() && !self.drain.is_draining()
     }
 
-    fn metrics(&self) -> Response<Full<Bytes>> {
+    fn metrics(&self) -> Response<Body> {
         self.shared
             .metrics
             .xds_connected
@@ -79,16 +69,11 @@ impl Admin {
             .set(i64::try_from(self.xds.rejected.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
         let mut out = String::new();
         match prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            Ok(()) => {
-                let mut response = text(StatusCode::OK, out);
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
-                response
-            }
+            Ok(()) => typed(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                out,
+            ),
             Err(e) => {
                 text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n"))
             }
@@ -97,7 +82,7 @@ impl Admin {
 
     /// The configuration in force, as JSON: every resource as Envoy would print it, and the
     /// version of each type.
-    fn config_dump(&self) -> Response<Full<Bytes>> {
+    fn config_dump(&self) -> Response<Body> {
         use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
         let config = self.store.current();
         let json = |type_url: &str, bytes: Vec<u8>| {
@@ -112,16 +97,15 @@ impl Admin {
             "endpoints": config.endpoints.values().map(|e| json(ENDPOINT_TYPE, e.encode_to_vec())).collect::<Vec<_>>(),
             "last_rejection": self.xds.last_rejection.load_full().map(|r| r.to_string()),
         });
-        let mut response =
-            text(StatusCode::OK, serde_json::to_string_pretty(&dump).unwrap_or_default());
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-        response
+        typed(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&dump).unwrap_or_default(),
+        )
     }
 
     /// Endpoints per cluster, in Envoy's `/clusters` text format.
-    fn clusters(&self) -> Response<Full<Bytes>> {
+    fn clusters(&self) -> Response<Body> {
         use std::fmt::Write as _;
         let runtime = self.shared.runtime.load_full();
         let mut names: Vec<&String> = runtime.upstreams.keys().collect();
@@ -168,27 +152,23 @@ impl Admin {
         text(StatusCode::OK, out)
     }
 
-    async fn handle(
-        self: Arc<Self>,
-        surface: Surface,
-        request: Request<Incoming>,
-    ) -> Result<Response<Full<Bytes>>, Infallible> {
+    /// The answer of `surface` to `request`.
+    pub fn handle(&self, surface: Surface, request: &Request<Incoming>) -> Response<Body> {
         let path = request.uri().path();
         let query = request.uri().query().unwrap_or_default();
         let post = request.method() == Method::POST;
-        let response = match (surface, path) {
+        match (surface, path) {
             (Surface::Health | Surface::Admin, "/healthz/ready") | (Surface::Admin, "/ready") => {
                 if self.is_ready() {
                     text(StatusCode::OK, "LIVE\n")
                 } else if self.drain.is_draining() {
                     text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n")
                 } else {
-                    let config = self.store.current();
                     text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!(
-                            "not ready: configuration complete: {}, xDS connected: {}\n",
-                            config.complete(),
+                            "not ready: waiting for {}; xDS connected: {}\n",
+                            self.ready.pending().join(", "),
                             self.xds.connected.load(Ordering::Relaxed)
                         ),
                     )
@@ -199,10 +179,16 @@ impl Admin {
             (Surface::Admin, "/clusters") => self.clusters(),
             (Surface::Admin, "/logging") => {
                 match query.split('&').find_map(|kv| kv.strip_prefix("level=")) {
-                    Some(level) if post => match (self.set_level)(level) {
-                        Ok(()) => text(StatusCode::OK, format!("log level: {level}\n")),
-                        Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-                    },
+                    Some(level) if post => {
+                        match self.log.as_ref().map(|log| log.set_level(level)) {
+                            Some(Ok(())) => text(StatusCode::OK, format!("log level: {level}\n")),
+                            Some(Err(e)) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+                            None => text(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "the log filter cannot be changed in this process\n",
+                            ),
+                        }
+                    }
                     Some(_) => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
                     None => text(StatusCode::BAD_REQUEST, "usage: POST /logging?level=<filter>\n"),
                 }
@@ -213,32 +199,13 @@ impl Admin {
             }
             (Surface::Admin, "/quitquitquit") if post => {
                 self.drain.start();
-                self.quit.notify_one();
+                self.shutdown.request();
                 text(StatusCode::OK, "OK\n")
             }
             (Surface::Admin, "/drain" | "/drain_listeners" | "/quitquitquit") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n")
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
-        };
-        Ok(response)
-    }
-}
-
-/// Serves `surface` of `admin` on `listener` until the process exits.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, surface: Surface) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
-        let admin = admin.clone();
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request| admin.clone().handle(surface, request));
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
+        }
     }
 }

@@ -8,9 +8,11 @@
 //! record ([`outlier`]). Traffic: [`proxy`] (listeners, HTTP, TCP, upstream pools and mesh
 //! mTLS) on top of [`net`] (original destination, protocol sniffing). Operability: [`telemetry`]
 //! (Istio's metrics, access log) and [`admin`] (15000, 15021, 15090).
-//! It may use `mesh-api` and the client side of `mesh-ca`; no panics on the data path.
+//! [`app`] puts it together for `main` and tests. It may use `mesh-api`, `mesh-identity` and
+//! `mesh-runtime`; no panics on the data path.
 
 pub mod admin;
+pub mod app;
 pub mod balance;
 pub mod listener;
 pub mod net;

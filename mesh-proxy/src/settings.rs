@@ -87,6 +87,9 @@ pub struct Flags {
     /// How long to wait for a client's first bytes before treating it as opaque TCP.
     #[arg(long, env = "MESH_PROTOCOL_DETECTION_TIMEOUT", default_value = "100ms", value_parser = duration)]
     pub protocol_detection_timeout: std::time::Duration,
+    /// Logging (`--log-level`, `--log-format`).
+    #[command(flatten)]
+    pub log: mesh_runtime::log::LogFlags,
 }
 
 fn duration(text: &str) -> Result<std::time::Duration, String> {

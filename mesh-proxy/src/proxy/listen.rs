@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use mesh_runtime::drain;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use super::Shared;
 use super::http::{Connection, Peer, Routes};
@@ -31,67 +31,28 @@ pub enum Side {
     Inbound,
 }
 
-/// Draining: listeners stop accepting, HTTP connections finish what is in flight and close.
-#[derive(Clone)]
-pub struct Drain {
-    draining: watch::Sender<bool>,
-    open: watch::Sender<usize>,
-}
-
-impl Default for Drain {
-    fn default() -> Self {
-        Self { draining: watch::Sender::new(false), open: watch::Sender::new(0) }
-    }
-}
-
-impl Drain {
-    /// Starts draining.
-    pub fn start(&self) {
-        self.draining.send_replace(true);
-    }
-
-    /// Whether draining has started.
-    pub fn is_draining(&self) -> bool {
-        *self.draining.borrow()
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        *self.open.borrow()
-    }
-
-    /// Waits until every connection has closed.
-    pub async fn closed(&self) {
-        let mut open = self.open.subscribe();
-        let _ = open.wait_for(|n| *n == 0).await;
-    }
-
-    fn track(&self, shared: &Shared) -> Tracked {
-        self.open.send_modify(|n| *n += 1);
-        shared.metrics.active_connections.inc();
-        Tracked { open: self.open.clone(), gauge: shared.metrics.active_connections.clone() }
-    }
-}
-
+/// Counts a connection in `istio`'s active-connections gauge while it lives.
 struct Tracked {
-    open: watch::Sender<usize>,
     gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Tracked {
+    fn new(shared: &Shared) -> Self {
+        shared.metrics.active_connections.inc();
+        Self { gauge: shared.metrics.active_connections.clone() }
+    }
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        self.open.send_modify(|n| *n = n.saturating_sub(1));
         self.gauge.dec();
     }
 }
 
-async fn wait_draining(draining: &mut watch::Receiver<bool>) {
-    let _ = draining.wait_for(|d| *d).await;
-}
-
-/// Accepts connections on `listener` until draining starts.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, side: Side, drain: Drain) {
-    let mut draining = drain.draining.subscribe();
+/// Accepts connections on `listener` until draining starts. Each connection holds a clone
+/// of `drain` until it closes, so the drain waits for it.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, side: Side, drain: drain::Watch) {
+    let mut draining = drain.clone();
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -103,10 +64,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, side: Side, drain
                     continue;
                 }
             },
-            () = wait_draining(&mut draining) => return,
+            () = draining.signaled() => return,
         };
-        let tracked = drain.track(&shared);
-        let (shared, draining) = (shared.clone(), drain.draining.subscribe());
+        let tracked = Tracked::new(&shared);
+        let (shared, draining) = (shared.clone(), drain.clone());
         tokio::spawn(async move {
             let _tracked = tracked;
             let _ = tcp.set_nodelay(true);
@@ -180,12 +141,7 @@ fn choose(shared: &Shared, port: u16, connection: &listener::Connection) -> Resu
     Ok(Chosen { plan, terminate: chain.transport_socket.is_some(), fallback })
 }
 
-async fn outbound(
-    shared: Arc<Shared>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    drain: watch::Receiver<bool>,
-) {
+async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {
     let reporter = Reporter::Source;
     let Some((local, destination)) = redirected(&tcp) else {
         return refuse(&shared, reporter, peer, "NR", "not redirected (a loop)");
@@ -229,12 +185,7 @@ async fn outbound(
     }
 }
 
-async fn inbound(
-    shared: Arc<Shared>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    drain: watch::Receiver<bool>,
-) {
+async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {
     let reporter = Reporter::Destination;
     let Some((local, destination)) = redirected(&tcp) else {
         return refuse(&shared, reporter, peer, "NR", "not redirected (a loop)");
@@ -321,7 +272,7 @@ pub async fn serve_http<I>(
     io: I,
     connection: Connection,
     h2_only: bool,
-    mut drain: watch::Receiver<bool>,
+    mut drain: drain::Watch,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -346,10 +297,11 @@ pub async fn serve_http<I>(
     }
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let draining = async move { wait_draining(&mut drain).await };
+    // `drain` is borrowed, not moved into the select: this connection must hold its watch
+    // until the requests in flight have finished, or the drain would not wait for them.
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        () = draining => {
+        () = drain.signaled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

@@ -259,7 +259,7 @@ pub async fn proxy(
     let (shared, registry) = shared(clusters);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let (_keep, drain) = tokio::sync::watch::channel(false);
+    let (_keep, drain) = mesh_runtime::drain::channel();
     tokio::spawn(async move {
         let _keep = _keep;
         loop {
