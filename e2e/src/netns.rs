@@ -10,30 +10,11 @@ use nix::sched::{CloneFlags, setns};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// Whether this machine can run namespaced tests (root, `ip`, `iptables-restore`, `setpriv`).
-/// Outside CI it says loudly that it cannot and returns false; under `CI=true` it panics, so a
-/// test that cannot run fails instead of passing silently.
+/// Whether this machine can run namespaced tests (root, `ip`, `iptables-restore`, `setpriv`
+/// and `extra_tools`). Outside CI it says loudly that it cannot and returns false; under
+/// `CI=true` it panics, so a test that cannot run fails instead of passing silently.
 pub fn can_run(extra_tools: &[&str]) -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    let mut missing = Vec::new();
-    for tool in ["ip", "iptables-restore", "setpriv"].iter().chain(extra_tools) {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            missing.push(*tool);
-        }
-    }
-    if root && missing.is_empty() {
-        return true;
-    }
-    let why = format!("needs root (is root: {root}) and these tools, missing: {missing:?}");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("namespaced test cannot run under CI=true: it {why}");
-    }
-    eprintln!("\n!!!!!!!! SKIPPED namespaced test: it {why} !!!!!!!!\n");
-    false
+    mesh_testing::require::namespaces("namespaced test", extra_tools)
 }
 
 /// Runs a command and fails loudly when it fails.

@@ -53,24 +53,32 @@ pub const CA: &str = "127.0.0.1:15013";
 /// The DNS name in that CA's serving certificate.
 pub const CA_NAME: &str = "mesh-ca.mesh-system.svc";
 
-/// Serves mesh-ca inside `ns` on [`CA`], with `authority` signing and callers' tokens read
-/// from the file `tokens` (`<token> <namespace>/<service account>` lines).
-pub fn serve_ca(ns: &str, authority: Arc<mesh_ca::authority::Authority>, tokens: &Path) {
-    let listener = listen(ns, CA);
-    let (chain, key) = authority
-        .issue_server_cert(&[CA_NAME.to_owned()], std::time::Duration::from_secs(3600))
-        .unwrap_or_else(|e| panic!("CA serving certificate: {e}"));
-    let store = Arc::new(
-        mesh_identity::CertStore::new(&chain, &key).unwrap_or_else(|e| panic!("cert store: {e}")),
-    );
-    let auth =
-        Arc::new(mesh_ca::auth::Authenticator::TokenFile(mesh_ca::auth::TokenFile::new(tokens)));
-    let service = mesh_ca::server::CaService::new(authority, auth, Arc::default());
-    let tls = Arc::new(
-        mesh_identity::tls::ca_server_config(store)
-            .unwrap_or_else(|e| panic!("CA TLS config: {e}")),
-    );
-    tokio::spawn(mesh_ca::server::serve_tls(listener, service, tls, std::future::pending()));
+/// Runs mesh-ca (its app, as `main` builds it) inside `ns` on [`CA`], with monitoring on
+/// 127.0.0.1:15014 there, signing with the root kept in `state_dir` (see
+/// `TestCa::write_state_dir`) for callers whose tokens are in the file `tokens`
+/// (`<token> <namespace>/<service account>` lines). The listeners are bound before this
+/// returns; the CA serves until the runtime ends.
+pub fn serve_ca(ns: &str, state_dir: &Path, tokens: &Path) {
+    use clap::Parser as _;
+    let args = [
+        "mesh-ca".to_owned(),
+        "--mode=local".to_owned(),
+        format!("--server-name={CA_NAME}"),
+        format!("--state-dir={}", state_dir.display()),
+        format!("--plugin-dir={}", state_dir.join("no-plugin").display()),
+        format!("--tokens-file={}", tokens.display()),
+    ];
+    let config = mesh_ca::app::Config::try_parse_from(args).unwrap_or_else(|e| panic!("{e}"));
+    let bind = |address: &str| netns::listen(ns, address.parse().unwrap_or_else(|e| panic!("{e}")));
+    let listeners =
+        mesh_ca::app::Listeners { grpc: bind(CA), monitoring: bind("127.0.0.1:15014") };
+    let ns = ns.to_owned();
+    tokio::spawn(async move {
+        let _ca = mesh_ca::app::build_with(config, listeners)
+            .await
+            .unwrap_or_else(|e| panic!("mesh-ca in {ns}: {e:#}"));
+        std::future::pending::<()>().await;
+    });
 }
 
 /// Applies mesh-init's capture in `ns` with its command-line flags (the proxy runs as root

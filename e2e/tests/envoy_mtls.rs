@@ -87,17 +87,13 @@ async fn two_envoy_sidecars_speak_mesh_mtls_with_certificates_from_the_ca() {
     let (_publish, snapshots) = tokio::sync::watch::channel(Arc::new(snapshot));
     let discovery = mesh_pilot::xds::Discovery::new(snapshots);
 
-    let root =
-        mesh_ca::root::RootMaterial::generate("cluster.local", Duration::from_secs(3600)).unwrap();
-    let ca =
-        mesh_ca::authority::Authority::new(&root, "cluster.local", Default::default()).unwrap();
-    let identity = |sa: &str| mesh_api::identity::SpiffeId::new("cluster.local", "demo", sa);
+    let ca = mesh_testing::ca::TestCa::new();
     // Two pods: the client (10.99.0.2) and the server (10.99.0.1), each with its sidecar.
     let pods = [(&net.pod, "10.99.0.2", "client"), (&net.peer, "10.99.0.1", "hello")];
     let mut envoys = Vec::new();
     for (ns, ip, sa) in pods {
         sidecar::serve_xds(ns, &discovery);
-        sidecar::serve_sds(ns, ca.issue_workload(&identity(sa).unwrap()).unwrap());
+        sidecar::serve_sds(ns, ca.issue("demo", sa));
         sidecar::capture(ns, &["-u", "0", "-g", "0", "--ipv6", "off"]);
         let node = format!("sidecar~{ip}~{sa}-1.demo~demo.svc.cluster.local");
         envoys.push(sidecar::Envoy::start(

@@ -85,12 +85,8 @@ async fn envoy_routes_real_requests_as_the_virtual_service_says() {
     sidecar::serve_xds(&net.pod, &discovery);
 
     // The workload's certificate over SDS, as the agent next to an Envoy sidecar serves it.
-    let root =
-        mesh_ca::root::RootMaterial::generate("cluster.local", Duration::from_secs(3600)).unwrap();
-    let ca =
-        mesh_ca::authority::Authority::new(&root, "cluster.local", Default::default()).unwrap();
-    let identity = mesh_api::identity::SpiffeId::new("cluster.local", "demo", "client").unwrap();
-    sidecar::serve_sds(&net.pod, ca.issue_workload(&identity).unwrap());
+    let ca = mesh_testing::ca::TestCa::new();
+    sidecar::serve_sds(&net.pod, ca.issue("demo", "client"));
 
     // Capture: the proxy here runs as root (uid 0), the app as uid 1000.
     sidecar::capture(&net.pod, &["-u", "0", "-g", "0", "--ipv6", "off"]);

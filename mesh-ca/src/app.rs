@@ -92,7 +92,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// Lifetime of the CA's own serving certificate; renewed at half of it.
 const SERVING_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// A running CA: where it listens, its readiness, and how to stop it.
+/// A running CA: where it listens, its readiness, and how to stop it. Dropping it stops the
+/// CA's servers.
 #[derive(Debug)]
 pub struct Bound {
     /// The gRPC (TLS) address.
@@ -107,8 +108,38 @@ pub struct Bound {
     grpc_task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
+/// The CA's listeners, bound before it starts (by [`build`] from the flags, or by a test that
+/// binds port 0 or inside a network namespace).
+#[derive(Debug)]
+pub struct Listeners {
+    /// For the gRPC (TLS) server.
+    pub grpc: std::net::TcpListener,
+    /// For `/metrics`, `/ready` and `/healthz`.
+    pub monitoring: std::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub fn bind(config: &Config) -> anyhow::Result<Self> {
+        let bind = |address: SocketAddr, what: &str| {
+            std::net::TcpListener::bind(address)
+                .with_context(|| format!("cannot listen on {address} for {what}"))
+        };
+        Ok(Self {
+            grpc: bind(config.listen, "certificate requests")?,
+            monitoring: bind(config.monitoring_listen, "monitoring")?,
+        })
+    }
+}
+
 /// Loads or makes the root, binds the gRPC and monitoring listeners and starts serving.
-pub async fn build(flags: Config) -> anyhow::Result<Bound> {
+pub async fn build(config: Config) -> anyhow::Result<Bound> {
+    let listeners = Listeners::bind(&config)?;
+    build_with(config, listeners).await
+}
+
+/// Like [`build`], on listeners bound already.
+pub async fn build_with(flags: Config, listeners: Listeners) -> anyhow::Result<Bound> {
     let ready = Ready::new();
     let starting = ready.register("signing key and gRPC server");
     // One crypto provider for the whole process: ring.
@@ -176,7 +207,7 @@ pub async fn build(flags: Config) -> anyhow::Result<Bound> {
     tokio::spawn(renew_serving_cert(authority.clone(), serving.clone(), names));
 
     let (trigger, watch) = drain::channel();
-    let monitoring = admin::Server::bind(flags.monitoring_listen, "monitoring").await?;
+    let monitoring = admin::Server::from_std(listeners.monitoring, "monitoring")?;
     let monitoring_address = monitoring.local_addr()?;
     monitoring.spawn(watch.clone(), {
         let (metrics, ready) = (metrics.clone(), ready.clone());
@@ -205,9 +236,8 @@ pub async fn build(flags: Config) -> anyhow::Result<Bound> {
         }
     }
 
-    let listener = TcpListener::bind(flags.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", flags.listen))?;
+    listeners.grpc.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listeners.grpc)?;
     let grpc = listener.local_addr()?;
     info!(address = %grpc, ?mode, trust_domain = %flags.trust_domain, "mesh-ca serving");
     let service = server::CaService::new(authority, authenticator, metrics);

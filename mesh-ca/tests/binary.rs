@@ -9,23 +9,11 @@ use std::time::{Duration, Instant};
 
 use mesh_api::identity::SpiffeId;
 use mesh_identity::client::{CaClient, ClientSettings, TokenSource};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use mesh_testing::net::free_port;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
+/// `GET path` on the monitoring port.
 async fn get(port: u16, path: &str) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    Some(response)
+    mesh_testing::http::get(([127, 0, 0, 1], port).into(), path).await
 }
 
 #[tokio::test]

@@ -37,24 +37,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// Whether this machine can run the test; under CI=true it must.
 fn can_run() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    let tools = ["ip", "iptables-restore", "setpriv"].iter().all(|tool| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }) && std::path::Path::new(PYTHON).exists();
-    if root && tools {
-        return true;
-    }
-    let why = format!(
-        "needs root (is root: {root}) and ip, iptables, setpriv and {PYTHON} (found: {tools})"
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("namespaced mesh-init test cannot run under CI=true: it {why}");
-    }
-    eprintln!("\n!!!!!!!! SKIPPED namespaced mesh-init test: it {why} !!!!!!!!\n");
-    false
+    mesh_testing::require::namespaces("namespaced mesh-init test", &[PYTHON])
 }
 
 fn run(args: &[&str]) -> Output {

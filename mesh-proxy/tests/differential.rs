@@ -36,19 +36,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use prost::Message;
 
 fn envoy_available() -> bool {
-    let found = Command::new("sh")
-        .args(["-c", "command -v envoy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "envoy is not installed");
-        eprintln!("\n!!!!!!!! SKIPPED differential test: envoy is not installed !!!!!!!!\n");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    mesh_testing::require::envoy("differential test")
 }
 
 /// A resource as bootstrap JSON (a top-level `@type` is for `Any`, not for the bootstrap).
@@ -77,7 +65,7 @@ impl Drop for Envoy {
 }
 
 fn envoy(route: r::Route, clusters: &[Cluster]) -> Envoy {
-    let port = free_port();
+    let port = mesh_testing::net::free_port();
     let filter = |name: &str, config: envoy_types::pb::google::protobuf::Any| HttpFilter {
         name: name.into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(config)),

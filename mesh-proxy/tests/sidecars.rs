@@ -320,10 +320,7 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
     if !netns::can_run(&["python3"]) {
         return;
     }
-    let grpc = Command::new("python3").args(["-c", "import grpc"]).status();
-    if !grpc.is_ok_and(|s| s.success()) {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "python3 has no grpcio");
-        eprintln!("!!!!!!!! SKIPPED: python3 has no grpcio !!!!!!!!");
+    if !mesh_testing::require::grpcio("two sidecars") {
         return;
     }
     let net = PodAndPeer::new("mp");
@@ -344,13 +341,11 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
 
     let (publish, snapshots) = tokio::sync::watch::channel(snapshot(&config_dir, "", 1));
     let discovery = mesh_pilot::xds::Discovery::new(snapshots);
-    let root =
-        mesh_ca::root::RootMaterial::generate("cluster.local", Duration::from_secs(3600)).unwrap();
-    let authority = Arc::new(
-        mesh_ca::authority::Authority::new(&root, "cluster.local", Default::default()).unwrap(),
-    );
+    let ca = mesh_testing::ca::TestCa::new();
+    let ca_state = dir.path().join("ca");
+    ca.write_state_dir(&ca_state);
     let root_file = dir.path().join("root-cert.pem");
-    std::fs::write(&root_file, &root.root_pem).unwrap();
+    std::fs::write(&root_file, &ca.root_pem).unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "t-client demo/client\nt-hello demo/hello\n").unwrap();
     for sa in ["client", "hello"] {
@@ -370,7 +365,7 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
         if *ns != net.pod {
             sidecar::serve_xds(ns, &discovery);
         }
-        sidecar::serve_ca(ns, authority.clone(), &tokens);
+        sidecar::serve_ca(ns, &ca_state, &tokens);
         sidecar::capture(ns, &["-u", "1337", "-g", "1337", "--ipv6", "off"]);
         sidecars.push(Sidecar::start(ns, dir.path(), pod, ip, sa, &root_file));
     }

@@ -257,8 +257,7 @@ fn measure(flags: &Flags, oha_bin: &Path, ns: &str, url: &str, h2: bool, pids: &
 struct Mesh {
     _dir: tempfile::TempDir,
     dir: PathBuf,
-    root: mesh_ca::root::RootMaterial,
-    authority: Arc<mesh_ca::authority::Authority>,
+    ca: mesh_testing::ca::TestCa,
     discovery: Arc<mesh_pilot::xds::Discovery>,
     _publish: tokio::sync::watch::Sender<Arc<mesh_pilot::model::Snapshot>>,
 }
@@ -273,19 +272,16 @@ fn mesh(two_hops: bool) -> Mesh {
     snapshot.version = 1;
     let (publish, snapshots) = tokio::sync::watch::channel(Arc::new(snapshot));
     let discovery = mesh_pilot::xds::Discovery::new(snapshots);
-    let root =
-        mesh_ca::root::RootMaterial::generate("cluster.local", Duration::from_secs(3600)).unwrap();
-    let authority = Arc::new(
-        mesh_ca::authority::Authority::new(&root, "cluster.local", Default::default()).unwrap(),
-    );
-    std::fs::write(dir.path().join("root-cert.pem"), &root.root_pem).unwrap();
+    let ca = mesh_testing::ca::TestCa::new();
+    ca.write_state_dir(&dir.path().join("ca"));
+    std::fs::write(dir.path().join("root-cert.pem"), &ca.root_pem).unwrap();
     std::fs::write(dir.path().join("tokens"), "t-client demo/client\nt-hello demo/hello\n")
         .unwrap();
     for sa in ["client", "hello"] {
         std::fs::write(dir.path().join(format!("{sa}.token")), format!("t-{sa}")).unwrap();
     }
     let path = dir.path().to_owned();
-    Mesh { _dir: dir, dir: path, root, authority, discovery, _publish: publish }
+    Mesh { _dir: dir, dir: path, ca, discovery, _publish: publish }
 }
 
 /// A sidecar process: mesh-proxy or Envoy, in `ns`, as root (the capture spares uid 0).
@@ -299,7 +295,7 @@ fn start_sidecar(
     sidecar::serve_xds(ns, &mesh.discovery);
     match kind {
         "mesh-proxy" => {
-            sidecar::serve_ca(ns, mesh.authority.clone(), &mesh.dir.join("tokens"));
+            sidecar::serve_ca(ns, &mesh.dir.join("ca"), &mesh.dir.join("tokens"));
             Command::new("ip")
                 .args(["netns", "exec", ns])
                 .arg(&flags.mesh_proxy)
@@ -319,8 +315,7 @@ fn start_sidecar(
                 .unwrap()
         }
         _ => {
-            let identity = mesh_api::identity::SpiffeId::new("cluster.local", "demo", sa).unwrap();
-            sidecar::serve_sds(ns, mesh.authority.issue_workload(&identity).unwrap());
+            sidecar::serve_sds(ns, mesh.ca.issue("demo", sa));
             let node = format!("sidecar~{ip}~{pod}.demo~demo.svc.cluster.local");
             let path = mesh.dir.join(format!("envoy-{ns}.yaml"));
             std::fs::write(&path, sidecar::bootstrap(&node, "demo", ip, sa)).unwrap();
@@ -544,7 +539,7 @@ async fn main() {
                     let _ = child.kill();
                     let _ = child.wait();
                 }
-                let _ = &mesh.root;
+                let _ = &mesh.ca;
             }
         }
     }

@@ -318,16 +318,12 @@ fn shared(clusters: Vec<Cluster>) -> (Arc<Shared>, Arc<prometheus_client::regist
         config.clusters.insert(c.name.clone(), c);
     }
     let runtime = Runtime::build(Arc::new(config)).unwrap();
-    let root =
-        mesh_ca::root::RootMaterial::generate("cluster.local", Duration::from_secs(3600)).unwrap();
-    let ca =
-        mesh_ca::authority::Authority::new(&root, "cluster.local", Default::default()).unwrap();
-    let identity = mesh_api::identity::SpiffeId::new("cluster.local", "test", "client").unwrap();
-    let material = ca.issue_workload(&identity).unwrap();
-    let store =
-        Arc::new(mesh_identity::CertStore::new(&material.chain, &material.key_pem).unwrap());
-    let roots = mesh_identity::tls::roots(&material.roots).unwrap();
-    let tls = Arc::new(MeshTls::new(store, roots, "cluster.local").unwrap());
+    let ca = mesh_testing::ca::TestCa::new();
+    let identity = mesh_testing::ca::TestCa::id("test", "client");
+    let tls = Arc::new(
+        MeshTls::new(ca.store("test", "client"), ca.roots(), mesh_testing::ca::TRUST_DOMAIN)
+            .unwrap(),
+    );
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
     let log = AccessLog::start(LogFormat::Off, metrics.log_dropped.clone());
