@@ -3,10 +3,10 @@
 CARGO ?= cargo
 CRD_DIR := charts/base/crds
 
-.PHONY: help deps test fmt-check clippy unit crds descriptors validate fmt bench-pilot bench bench-deps
+.PHONY: help deps test fmt-check clippy deny unit crds descriptors validate fmt bench-pilot bench bench-deps
 
 help:
-	@echo "make test        format check, clippy (warnings denied) and every test of the workspace"
+	@echo "make test        format check, clippy (warnings denied), cargo-deny and every test of the workspace"
 	@echo "make validate CONFIG=<file|dir|->  check Istio YAML against the mesh's rules"
 	@echo "make crds        regenerate $(CRD_DIR) from the mesh-api types"
 	@echo "make descriptors regenerate api/src/envoy/descriptors.bin from the envoy-types crate"
@@ -17,13 +17,18 @@ help:
 deps:
 	@scripts/deps.sh
 
-test: deps fmt-check clippy unit
+test: deps fmt-check clippy deny unit
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# Licences, duplicate and banned crates, sources (deny.toml). Advisories need the RustSec
+# database, a download CI cannot make: run `cargo deny check advisories` where you can.
+deny:
+	$(CARGO) deny --locked check licenses bans sources
 
 unit:
 	$(CARGO) test --workspace --locked

@@ -38,6 +38,12 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "deps: cargo is missing; install Rust 1.89 or newer (https://rustup.rs) and run again" >&2
   exit 1
 fi
+# cargo-deny checks licences, duplicate crates and sources (make deny).
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "deps: installing cargo-deny (cargo install, a few minutes)"
+  cargo install --locked --quiet cargo-deny --version 0.20.2
+fi
+
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
     echo "deps: adding the $component component"
