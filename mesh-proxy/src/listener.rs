@@ -4,6 +4,7 @@
 //! chain when nothing matches. And what a chain does: proxy TCP to a cluster, or serve HTTP
 //! with routes (by RDS name or inline).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -51,87 +52,159 @@ pub enum ChainAction {
     },
 }
 
-fn prefix_len(m: &FilterChainMatch, ip: IpAddr) -> Option<u32> {
-    if m.prefix_ranges.is_empty() {
-        return Some(0);
+/// A filter chain's match, parsed once: what [`ChainIndex::select`] compares a connection with.
+#[derive(Clone, Debug, Default)]
+struct ChainMatch {
+    /// `destination_port`, if set.
+    port: Option<u32>,
+    /// `prefix_ranges` as (network, prefix length); ranges that do not parse match nothing.
+    prefixes: Vec<(IpAddr, u32)>,
+    /// Whether the chain constrains the destination address at all.
+    constrains_address: bool,
+    server_names: Vec<String>,
+    transport: String,
+    application_protocols: Vec<String>,
+}
+
+impl ChainMatch {
+    fn of(m: Option<&FilterChainMatch>) -> Self {
+        let Some(m) = m else { return Self::default() };
+        Self {
+            port: m.destination_port.as_ref().map(|p| p.value),
+            prefixes: m
+                .prefix_ranges
+                .iter()
+                .filter_map(|range| {
+                    let network: IpAddr = range.address_prefix.parse().ok()?;
+                    Some((network, range.prefix_len.as_ref().map_or(0, |l| l.value)))
+                })
+                .collect(),
+            constrains_address: !m.prefix_ranges.is_empty(),
+            server_names: m.server_names.clone(),
+            transport: m.transport_protocol.clone(),
+            application_protocols: m.application_protocols.clone(),
+        }
     }
-    m.prefix_ranges
-        .iter()
-        .filter_map(|range| {
-            let network: IpAddr = range.address_prefix.parse().ok()?;
-            let len = range.prefix_len.as_ref().map_or(0, |l| l.value);
-            let within = match (network, ip) {
-                (IpAddr::V4(n), IpAddr::V4(a)) => {
-                    let mask = u32::MAX.checked_shl(32 - len.min(32)).unwrap_or(0);
-                    u32::from(n) & mask == u32::from(a) & mask
-                }
-                (IpAddr::V6(n), IpAddr::V6(a)) => {
-                    let mask = u128::MAX.checked_shl(128 - len.min(128)).unwrap_or(0);
-                    u128::from(n) & mask == u128::from(a) & mask
-                }
-                _ => false,
-            };
-            within.then_some(len + 1)
-        })
-        .max()
-}
 
-/// Keeps the candidates with the best score at one level (`None`: the chain does not match
-/// at this level at all). Chains that do not constrain a level score lowest but still match.
-fn narrow(
-    candidates: Vec<&FilterChain>,
-    score: impl Fn(&FilterChainMatch) -> Option<u32>,
-) -> Vec<&FilterChain> {
-    let scored: Vec<(u32, &FilterChain)> = candidates
-        .into_iter()
-        .filter_map(|c| {
-            let m = c.filter_chain_match.clone().unwrap_or_default();
-            score(&m).map(|s| (s, c))
-        })
-        .collect();
-    let best = scored.iter().map(|(s, _)| *s).max();
-    scored.into_iter().filter(|(s, _)| Some(*s) == best).map(|(_, c)| c).collect()
-}
-
-/// The chain of `listener` that takes `connection`.
-pub fn select<'a>(listener: &'a Listener, connection: &Connection) -> Option<&'a FilterChain> {
-    let port = u32::from(connection.destination.port());
-    let mut candidates: Vec<&FilterChain> = listener.filter_chains.iter().collect();
-    candidates = narrow(candidates, |m| match m.destination_port.as_ref().map(|p| p.value) {
-        None => Some(0),
-        Some(p) if p == port => Some(1),
-        Some(_) => None,
-    });
-    candidates = narrow(candidates, |m| prefix_len(m, connection.destination.ip()));
-    candidates = narrow(candidates, |m| {
-        if m.server_names.is_empty() {
+    fn prefix_len(&self, ip: IpAddr) -> Option<u32> {
+        if !self.constrains_address {
             return Some(0);
         }
-        let name = connection.server_name.as_deref()?;
-        m.server_names
+        self.prefixes
+            .iter()
+            .filter_map(|&(network, len)| {
+                let within = match (network, ip) {
+                    (IpAddr::V4(n), IpAddr::V4(a)) => {
+                        let mask = u32::MAX.checked_shl(32 - len.min(32)).unwrap_or(0);
+                        u32::from(n) & mask == u32::from(a) & mask
+                    }
+                    (IpAddr::V6(n), IpAddr::V6(a)) => {
+                        let mask = u128::MAX.checked_shl(128 - len.min(128)).unwrap_or(0);
+                        u128::from(n) & mask == u128::from(a) & mask
+                    }
+                    _ => false,
+                };
+                within.then_some(len + 1)
+            })
+            .max()
+    }
+
+    fn server_name(&self, name: Option<&str>) -> Option<u32> {
+        if self.server_names.is_empty() {
+            return Some(0);
+        }
+        let name = name?;
+        self.server_names
             .iter()
             .filter_map(|pattern| match pattern.strip_prefix('*') {
-                Some(suffix) if name.ends_with(suffix) => Some(1 + suffix.len() as u32),
+                Some(suffix) if name.ends_with(suffix) => {
+                    Some(1 + u32::try_from(suffix.len()).unwrap_or(u32::MAX - 2))
+                }
                 None if pattern == name => Some(u32::MAX),
                 _ => None,
             })
             .max()
-    });
-    candidates = narrow(candidates, |m| match m.transport_protocol.as_str() {
-        "" => Some(0),
-        t if t == connection.transport => Some(1),
-        _ => None,
-    });
-    candidates = narrow(candidates, |m| {
-        if m.application_protocols.is_empty() {
+    }
+
+    fn transport(&self, transport: &str) -> Option<u32> {
+        match self.transport.as_str() {
+            "" => Some(0),
+            t if t == transport => Some(1),
+            _ => None,
+        }
+    }
+
+    fn application_protocol(&self, alpn: &[String]) -> Option<u32> {
+        if self.application_protocols.is_empty() {
             Some(0)
-        } else if m.application_protocols.iter().any(|p| connection.alpn.contains(p)) {
+        } else if self.application_protocols.iter().any(|p| alpn.contains(p)) {
             Some(1)
         } else {
             None
         }
-    });
-    candidates.into_iter().next().or(listener.default_filter_chain.as_ref())
+    }
+}
+
+/// A listener's filter chains indexed for choosing, built once per configuration: the first
+/// level (destination port) is a map lookup, the others compare criteria parsed in advance.
+#[derive(Clone, Debug, Default)]
+pub struct ChainIndex {
+    chains: Vec<ChainMatch>,
+    /// Chains naming each destination port, in listener order.
+    by_port: HashMap<u32, Vec<usize>>,
+    /// Chains naming no destination port, in listener order.
+    any_port: Vec<usize>,
+}
+
+impl ChainIndex {
+    /// The index of `listener`'s filter chains.
+    pub fn compile(listener: &Listener) -> Self {
+        let chains: Vec<ChainMatch> = listener
+            .filter_chains
+            .iter()
+            .map(|c| ChainMatch::of(c.filter_chain_match.as_ref()))
+            .collect();
+        let (mut by_port, mut any_port) = (HashMap::<u32, Vec<usize>>::new(), Vec::new());
+        for (i, chain) in chains.iter().enumerate() {
+            match chain.port {
+                Some(port) => by_port.entry(port).or_default().push(i),
+                None => any_port.push(i),
+            }
+        }
+        Self { chains, by_port, any_port }
+    }
+
+    /// The position among the listener's filter chains of the one that takes `connection`,
+    /// by Envoy's rules: the most specific match at each level in turn (destination port,
+    /// destination address, server name, transport protocol, application protocols), never
+    /// going back to a less specific level. `None` when no chain matches: the listener's
+    /// default chain takes the connection, if it has one.
+    pub fn select(&self, connection: &Connection) -> Option<usize> {
+        let port = u32::from(connection.destination.port());
+        let mut candidates = self.by_port.get(&port).unwrap_or(&self.any_port).clone();
+        let ip = connection.destination.ip();
+        self.narrow(&mut candidates, |m| m.prefix_len(ip));
+        self.narrow(&mut candidates, |m| m.server_name(connection.server_name.as_deref()));
+        self.narrow(&mut candidates, |m| m.transport(connection.transport));
+        self.narrow(&mut candidates, |m| m.application_protocol(&connection.alpn));
+        candidates.first().copied()
+    }
+
+    /// Keeps the candidates with the best score at one level (`None`: the chain does not
+    /// match at this level at all). Chains that do not constrain a level score lowest but
+    /// still match.
+    fn narrow(&self, candidates: &mut Vec<usize>, score: impl Fn(&ChainMatch) -> Option<u32>) {
+        let best = candidates.iter().filter_map(|&i| score(&self.chains[i])).max();
+        candidates.retain(|&i| best.is_some() && score(&self.chains[i]) == best);
+    }
+}
+
+/// The chain of `listener` that takes `connection` (see [`ChainIndex::select`]).
+pub fn select<'a>(listener: &'a Listener, connection: &Connection) -> Option<&'a FilterChain> {
+    match ChainIndex::compile(listener).select(connection) {
+        Some(i) => listener.filter_chains.get(i),
+        None => listener.default_filter_chain.as_ref(),
+    }
 }
 
 /// Envoy's TCP proxy idle timeout when the filter sets none.
