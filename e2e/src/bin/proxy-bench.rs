@@ -259,7 +259,7 @@ struct Mesh {
     dir: PathBuf,
     root: mesh_ca::root::RootMaterial,
     authority: Arc<mesh_ca::authority::Authority>,
-    discovery: Arc<mesh_pilot::xds::Discovery>,
+    discovery: Arc<mesh_pilot::ads::Discovery>,
     _publish: tokio::sync::watch::Sender<Arc<mesh_pilot::model::Snapshot>>,
 }
 
@@ -272,7 +272,7 @@ fn mesh(two_hops: bool) -> Mesh {
     assert!(rejected.is_empty(), "{rejected:?}");
     snapshot.version = 1;
     let (publish, snapshots) = tokio::sync::watch::channel(Arc::new(snapshot));
-    let discovery = mesh_pilot::xds::Discovery::new(snapshots);
+    let discovery = mesh_pilot::ads::Discovery::new(snapshots);
     let root =
         mesh_ca::root::RootMaterial::generate("cluster.local", Duration::from_secs(3600)).unwrap();
     let authority = Arc::new(
