@@ -173,7 +173,8 @@ impl TranslationCache {
 
 /// The digest of one snapshot, computed by the first stream that needs it.
 struct DigestCell {
-    /// The snapshot's version and address: a new snapshot is a new digest.
+    /// The snapshot's version and address: a new snapshot is a new digest. (Published
+    /// snapshots are immutable behind an `Arc`, and their versions only grow.)
     identity: (u64, usize),
     digest: OnceCell<Arc<Digest>>,
 }

@@ -104,6 +104,7 @@ where
                 }
             }
         };
+        // The stream's status goes with it, even while the last message waits to be sent.
         drop(handler);
         if let Err(status) = result {
             let _ = tx.send(Err(status)).await;
@@ -119,11 +120,10 @@ where
 pub(crate) struct Session {
     /// The stream's id (in logs and nonces).
     pub(crate) id: u64,
-    /// The shared server state.
-    pub(crate) discovery: Arc<Discovery>,
+    discovery: Arc<Discovery>,
     caller: Caller,
     /// The proxy, from the first request's node.
-    pub(crate) proxy: Option<Proxy>,
+    proxy: Option<Proxy>,
     /// Registered with the proxy.
     status: Option<StreamStatus>,
     nonce: u64,
