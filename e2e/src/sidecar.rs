@@ -24,7 +24,7 @@ fn listen(ns: &str, address: &str) -> tokio::net::TcpListener {
 }
 
 /// Serves the pilot's ADS inside `ns` on [`XDS`].
-pub fn serve_xds(ns: &str, discovery: &Arc<mesh_pilot::xds::Discovery>) {
+pub fn serve_xds(ns: &str, discovery: &Arc<mesh_pilot::ads::Discovery>) {
     let listener = listen(ns, XDS);
     let service = discovery.service();
     tokio::spawn(async move {

@@ -85,7 +85,7 @@ async fn two_envoy_sidecars_speak_mesh_mtls_with_certificates_from_the_ca() {
     assert!(rejected.is_empty(), "{rejected:?}");
     snapshot.version = 1;
     let (_publish, snapshots) = tokio::sync::watch::channel(Arc::new(snapshot));
-    let discovery = mesh_pilot::xds::Discovery::new(snapshots);
+    let discovery = mesh_pilot::ads::Discovery::new(snapshots);
 
     let ca = mesh_testing::ca::TestCa::new();
     // Two pods: the client (10.99.0.2) and the server (10.99.0.1), each with its sidecar.

@@ -81,7 +81,7 @@ async fn envoy_routes_real_requests_as_the_virtual_service_says() {
     assert!(rejected.is_empty(), "{rejected:?}");
     snapshot.version = 1;
     let (_publish, snapshots) = tokio::sync::watch::channel(Arc::new(snapshot));
-    let discovery = mesh_pilot::xds::Discovery::new(snapshots);
+    let discovery = mesh_pilot::ads::Discovery::new(snapshots);
     sidecar::serve_xds(&net.pod, &discovery);
 
     // The workload's certificate over SDS, as the agent next to an Envoy sidecar serves it.

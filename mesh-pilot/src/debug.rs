@@ -16,8 +16,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::ads::Discovery;
 use crate::model::Snapshot;
-use crate::xds::Discovery;
+
+mod config_dump;
+pub use config_dump::config_dump;
 
 /// What the endpoint reads.
 pub struct State {
@@ -100,7 +103,7 @@ async fn respond(uri: &hyper::Uri, state: &State) -> Response<Full<Bytes>> {
                 StatusCode::BAD_REQUEST,
                 "/debug/config_dump needs ?proxyID=<node id> (see /debug/syncz)\n".to_owned(),
             ),
-            Some(id) => match state.discovery.config_dump(&id).await {
+            Some(id) => match config_dump(&state.discovery, &id).await {
                 None => (StatusCode::NOT_FOUND, format!("no connected proxy {id:?}\n")),
                 Some(Ok(dump)) => (StatusCode::OK, format!("{dump:#}\n")),
                 Some(Err(err)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),

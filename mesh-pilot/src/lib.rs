@@ -3,14 +3,13 @@
 //! over ADS, state of the world and delta, in plaintext (15010) and over mesh mTLS (15012,
 //! where a node is admitted only as the workload its certificate names).
 //!
-//! Translation is pure ([`translate`]); only the config sources, the ADS server ([`xds`],
-//! [`wire`]) and the debug endpoint do I/O. The pilot never holds a workload's private key.
+//! Translation is pure ([`translate`]); only the config sources, the ADS server ([`ads`]) and
+//! the debug endpoint do I/O. The pilot never holds a workload's private key.
 
+pub mod ads;
+pub mod changes;
 pub mod debug;
-mod delta;
 pub mod metrics;
 pub mod model;
 pub mod source;
 pub mod translate;
-pub mod wire;
-pub mod xds;

@@ -11,9 +11,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use mesh_api::ports;
 use mesh_pilot::model::Snapshot;
-use mesh_pilot::{debug, source, xds};
+use mesh_pilot::{ads, changes, debug, source};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 /// The mesh's control plane.
@@ -101,9 +101,15 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         anyhow::bail!("--config-dir {} is not a directory", dir.display());
     }
     let (publish, snapshots) = watch::channel(Arc::new(Snapshot::default()));
-    let (changes_tx, changes_rx) = mpsc::channel(16);
-    tokio::spawn(xds::debounce(changes_rx, publish, flags.debounce_after, flags.debounce_max));
-    let discovery = xds::Discovery::new(snapshots.clone());
+    // Latest wins: a source never waits for the debouncer, and its last read is what is served.
+    let changes = changes::Changes::default();
+    tokio::spawn(changes::debounce(
+        changes.clone(),
+        publish,
+        flags.debounce_after,
+        flags.debounce_max,
+    ));
+    let discovery = ads::Discovery::new(snapshots.clone());
     let metrics = discovery.metrics.clone();
     let trust_domain = flags.trust_domain.clone();
     let on_change = move |mut snapshot: Snapshot, rejected: Vec<source::Rejected>| {
@@ -113,11 +119,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             warn!("config left out: {problem}");
         }
         info!(services = snapshot.services.len(), rejected = rejected.len(), "configuration read");
-        if changes_tx.try_send(snapshot).is_err() {
-            warn!(
-                "configuration changes are arriving faster than they are pushed; the next read will catch up"
-            );
-        }
+        changes.put(snapshot);
     };
     let source = match &flags.config_dir {
         Some(dir) => {
@@ -231,7 +233,7 @@ fn flags_mtls(flags: &Flags, ca: &str) -> anyhow::Result<MtlsSettings> {
 /// and serves xDS over mTLS with it. Readiness waits for the certificate.
 async fn serve_mtls(
     settings: MtlsSettings,
-    discovery: Arc<xds::Discovery>,
+    discovery: Arc<ads::Discovery>,
     state: Arc<debug::State>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -245,7 +247,7 @@ async fn serve_mtls(
     let (store, _rotation) = mesh_identity::client::start(client, metrics).await;
     state.certificate_pending.store(false, Ordering::Release);
     info!(address = %settings.listen, "mesh-pilot serving xDS over mTLS");
-    xds::serve_mtls(discovery, listener, store, roots, &settings.trust_domain, shutdown)
+    ads::serve_mtls(discovery, listener, store, roots, &settings.trust_domain, shutdown)
         .await
         .context("mTLS xDS server")
 }

@@ -43,6 +43,9 @@ pub struct Metrics {
     pub config_rejected: Gauge,
     /// xDS streams refused because the node is not the workload its certificate names.
     pub identity_refused: Counter,
+    /// On-demand resource names (`host:port` API listeners) a stream asked for past its limit,
+    /// answered as not found.
+    pub on_demand_ignored: Counter,
     /// The pilot's own certificate (mTLS xDS), `workload_cert_*`.
     pub certificate: mesh_identity::client::ClientMetrics,
 }
@@ -57,11 +60,17 @@ impl Default for Metrics {
             Histogram::new([0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0]);
         let config_rejected = Gauge::default();
         let identity_refused = Counter::default();
+        let on_demand_ignored = Counter::default();
         let certificate = mesh_identity::client::ClientMetrics::register(&mut registry);
         registry.register(
             "pilot_xds_identity_refused",
             "xDS streams refused because the node is not the workload its certificate names",
             identity_refused.clone(),
+        );
+        registry.register(
+            "pilot_xds_on_demand_ignored",
+            "On-demand resource names (host:port listeners) past a stream's limit, answered as not found",
+            on_demand_ignored.clone(),
         );
         registry.register("pilot_xds_pushes", "xDS responses sent, by type", pushes.clone());
         registry.register(
@@ -88,6 +97,7 @@ impl Default for Metrics {
             convergence,
             config_rejected,
             identity_refused,
+            on_demand_ignored,
             certificate,
         }
     }

@@ -39,7 +39,7 @@ impl Protocol {
 }
 
 /// A port of a service.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServicePort {
     /// Name of the port.
     pub name: String,
@@ -52,7 +52,7 @@ pub struct ServicePort {
 }
 
 /// How a proxy finds the endpoints of a service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Resolution {
     /// The pilot sends them (EDS): Kubernetes Services, ServiceEntries with STATIC resolution.
     Endpoints,
@@ -63,7 +63,7 @@ pub enum Resolution {
 }
 
 /// A service: a host name, an optional virtual IP, ports.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Service {
     /// Fully qualified host name (`reviews.bookinfo.svc.cluster.local`).
     pub hostname: String,
@@ -108,7 +108,7 @@ impl Service {
 }
 
 /// An endpoint of a service port.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     /// Address.
     pub address: IpAddr,

@@ -15,8 +15,9 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use mesh_pilot::ads::Discovery;
+use mesh_pilot::changes::{Changes, debounce};
 use mesh_pilot::model::Snapshot;
-use mesh_pilot::xds::{Discovery, debounce};
 use tokio::sync::{mpsc, watch};
 use tonic::Streaming;
 
@@ -30,6 +31,12 @@ struct Client {
 async fn start(snapshot: Snapshot) -> (Arc<Discovery>, watch::Sender<Arc<Snapshot>>, String) {
     let (tx, rx) = watch::channel(Arc::new(snapshot));
     let discovery = Discovery::new(rx);
+    let address = serve(&discovery).await;
+    (discovery, tx, address)
+}
+
+/// Serves ADS on a loopback port; returns its URL.
+async fn serve(discovery: &Arc<Discovery>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let service = discovery.service();
@@ -39,7 +46,7 @@ async fn start(snapshot: Snapshot) -> (Arc<Discovery>, watch::Sender<Arc<Snapsho
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
     });
-    (discovery, tx, address)
+    address
 }
 
 async fn connect(address: &str) -> Client {
@@ -62,6 +69,11 @@ fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> Discov
         response_nonce: nonce.into(),
         ..DiscoveryRequest::default()
     }
+}
+
+/// The resources of a response, decoded.
+fn decoded<M: prost::Message + Default>(response: &DiscoveryResponse) -> Vec<M> {
+    response.resources.iter().map(|any| M::decode(any.value.as_slice()).unwrap()).collect()
 }
 
 impl Client {
@@ -178,14 +190,16 @@ async fn changes_push_only_the_types_that_changed_in_order() {
 
 #[tokio::test]
 async fn debounce_coalesces_a_burst_into_one_snapshot() {
-    let (changes_tx, changes_rx) = mpsc::channel(64);
+    let changes = Changes::default();
     let (publish, mut published) = watch::channel(Arc::new(Snapshot::default()));
-    tokio::spawn(debounce(changes_rx, publish, Duration::from_millis(100), Duration::from_secs(1)));
+    tokio::spawn(debounce(
+        changes.clone(),
+        publish,
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+    ));
     for i in 0..20 {
-        changes_tx
-            .send(Snapshot { domain: format!("burst-{i}"), ..Snapshot::default() })
-            .await
-            .unwrap();
+        changes.put(Snapshot { domain: format!("burst-{i}"), ..Snapshot::default() });
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     published.changed().await.unwrap();
@@ -224,13 +238,7 @@ async fn malformed_requests_are_refused_without_harm() {
 async fn delta_sends_only_what_changed_and_names_removals() {
     use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
     let (discovery, tx, address) = start(mesh()).await;
-    let mut grpc = AggregatedDiscoveryServiceClient::connect(address).await.unwrap();
-    let (requests, rx) = mpsc::channel(16);
-    let mut responses = grpc
-        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (requests, mut responses) = connect_delta(&address).await;
     let node = Some(Node { id: NODE.into(), ..Node::default() });
 
     // Wildcard CDS: everything, each with a version.
@@ -305,6 +313,23 @@ async fn delta_sends_only_what_changed_and_names_removals() {
     assert_eq!(status.types[ENDPOINT_TYPE].state(), "SYNCED");
 }
 
+/// Opens a delta ADS stream: where to send requests, and the responses.
+async fn connect_delta(
+    address: &str,
+) -> (
+    mpsc::Sender<envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest>,
+    Streaming<envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse>,
+) {
+    let mut grpc = AggregatedDiscoveryServiceClient::connect(address.to_owned()).await.unwrap();
+    let (requests, rx) = mpsc::channel(16);
+    let responses = grpc
+        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (requests, responses)
+}
+
 async fn next_delta(
     responses: &mut Streaming<
         envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse,
@@ -346,17 +371,11 @@ async fn an_endpoint_change_sends_only_the_changed_assignments_and_a_reconnect_g
     tx.send(Arc::new(next)).unwrap();
     let pushed = client.next().await;
     assert_eq!(pushed.type_url, ENDPOINT_TYPE);
-    let decoded: Vec<String> = pushed
-        .resources
-        .iter()
-        .map(|any| {
-            <envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment as prost::Message>::decode(
-                any.value.as_slice(),
-            )
-            .unwrap()
-            .cluster_name
-        })
-        .collect();
+    let decoded: Vec<String> =
+        decoded::<envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment>(&pushed)
+            .into_iter()
+            .map(|assignment| assignment.cluster_name)
+            .collect();
     assert_eq!(decoded, [ALL[2], ALL[3]]);
     client.send(request(ENDPOINT_TYPE, &ALL, &pushed.version_info, &pushed.nonce)).await;
     client.nothing_within(Duration::from_millis(300)).await;
@@ -387,4 +406,105 @@ async fn nothing_is_served_before_the_first_snapshot() {
     let cds = client.next().await;
     assert_eq!((cds.type_url.as_str(), cds.version_info.as_str()), (CLUSTER_TYPE, "1"));
     assert_eq!(cds.resources.len(), 7);
+}
+
+#[tokio::test]
+async fn a_burst_of_changes_ends_with_the_final_state_served() {
+    let changes = Changes::default();
+    let (publish, snapshots) = watch::channel(Arc::new(Snapshot::default()));
+    let (after, max) = (Duration::from_millis(50), Duration::from_millis(500));
+    tokio::spawn(debounce(changes.clone(), publish, after, max));
+    let discovery = Discovery::new(snapshots);
+    let address = serve(&discovery).await;
+    changes.put(mesh());
+    let mut client = connect(&address).await;
+    client.send(request(CLUSTER_TYPE, &[], "", "")).await;
+    let first = client.next().await;
+    assert_eq!(first.resources.len(), 7);
+    client.send(request(CLUSTER_TYPE, &[], &first.version_info, &first.nonce)).await;
+
+    // A thousand reads in a row, faster than anything drains them (a source reading in a
+    // loop), the last one different from all the others: that last one is what is served.
+    for _ in 0..1000 {
+        let mut without_db = mesh();
+        without_db.services.remove("db.demo.svc.cluster.local");
+        changes.put(without_db);
+    }
+    let mut last = mesh();
+    let mut cache = last.services["db.demo.svc.cluster.local"].clone();
+    cache.hostname = "cache.demo.svc.cluster.local".into();
+    cache.name = "cache".into();
+    cache.vip = Some("10.96.0.30".parse().unwrap());
+    last.services.insert(cache.hostname.clone(), cache);
+    changes.put(last);
+
+    let pushed = client.next().await;
+    let names: Vec<String> =
+        decoded::<envoy_types::pb::envoy::config::cluster::v3::Cluster>(&pushed)
+            .into_iter()
+            .map(|cluster| cluster.name)
+            .collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert!(names.iter().any(|n| n == "outbound|5432||cache.demo.svc.cluster.local"), "{names:?}");
+    client.send(request(CLUSTER_TYPE, &[], &pushed.version_info, &pushed.nonce)).await;
+    client.nothing_within(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_request_for_many_on_demand_listeners_gets_at_most_the_limit_and_the_stream_goes_on() {
+    // 150 HTTP services a gRPC client could name as `host:port`.
+    let mut snapshot = mesh();
+    let hello = snapshot.services["hello.demo.svc.cluster.local"].clone();
+    for i in 0..150 {
+        let mut service = hello.clone();
+        service.name = format!("svc-{i}");
+        service.hostname = format!("svc-{i}.demo.svc.cluster.local");
+        service.vip = None;
+        snapshot.services.insert(service.hostname.clone(), service);
+    }
+    let (discovery, _tx, address) = start(snapshot).await;
+    let mut client = connect(&address).await;
+    let names: Vec<String> = (0..150)
+        .map(|i| format!("svc-{i}.demo.svc.cluster.local:80"))
+        .chain((0..9_850).map(|i| format!("nothing-{i}.example:80")))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    client.send(request(LISTENER_TYPE, &names, "", "")).await;
+    let lds = client.next().await;
+    assert_eq!(lds.type_url, LISTENER_TYPE);
+    assert_eq!(lds.resources.len(), 100, "at most 100 on-demand listeners per stream");
+    assert_eq!(discovery.metrics.on_demand_ignored.get(), 9_900);
+
+    // The stream goes on: the ACK is taken, and other types are served.
+    client.send(request(LISTENER_TYPE, &names, &lds.version_info, &lds.nonce)).await;
+    client.nothing_within(Duration::from_millis(200)).await;
+    client.send(request(CLUSTER_TYPE, &[], "", "")).await;
+    let cds = client.next().await;
+    assert_eq!(cds.type_url, CLUSTER_TYPE);
+    assert!(cds.resources.len() > 150);
+    let status = &discovery.syncz().await[0];
+    assert_eq!(status.types[LISTENER_TYPE].state(), "SYNCED");
+}
+
+#[tokio::test]
+async fn a_delta_stream_subscribing_past_the_name_limit_is_refused() {
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+    let (_discovery, _tx, address) = start(mesh()).await;
+    let (requests, mut responses) = connect_delta(&address).await;
+    // Each request within the limit; together past it (subscriptions add up).
+    let subscribe = |from: usize, node: Option<Node>| DeltaDiscoveryRequest {
+        node,
+        type_url: ENDPOINT_TYPE.into(),
+        resource_names_subscribe: (from..from + 50_001).map(|i| format!("c{i}")).collect(),
+        ..DeltaDiscoveryRequest::default()
+    };
+    requests.send(subscribe(0, Some(Node { id: NODE.into(), ..Node::default() }))).await.unwrap();
+    let first = next_delta(&mut responses).await;
+    assert_eq!(first.removed_resources.len(), 50_001, "names of nothing are answered as removed");
+    requests.send(subscribe(50_001, None)).await.unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(5), responses.message())
+        .await
+        .expect("an answer in time")
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
 }

@@ -208,7 +208,7 @@ async fn envoy_acks_every_type(api_type: &str) {
         return;
     }
     let (_tx, rx) = tokio::sync::watch::channel(Arc::new(mesh()));
-    let discovery = mesh_pilot::xds::Discovery::new(rx);
+    let discovery = mesh_pilot::ads::Discovery::new(rx);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let service = discovery.service();

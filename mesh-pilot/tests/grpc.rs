@@ -9,7 +9,7 @@
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use mesh_pilot::xds::Discovery;
+use mesh_pilot::ads::Discovery;
 
 fn grpcio_available() -> bool {
     let found = Command::new("python3")

@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use mesh_api::identity::SpiffeId;
 use mesh_identity::CertStore;
-use mesh_pilot::xds::Discovery;
+use mesh_pilot::ads::Discovery;
 use tokio_stream::StreamExt as _;
 
 /// Starts the mTLS xDS server with the pilot's own certificate; returns its address.
@@ -29,7 +29,7 @@ async fn pilot(mesh: &Mesh) -> (Arc<Discovery>, String) {
     let store = mesh.store("mesh-system", "mesh-pilot");
     let (served, roots) = (discovery.clone(), mesh.roots());
     tokio::spawn(async move {
-        mesh_pilot::xds::serve_mtls(
+        mesh_pilot::ads::serve_mtls(
             served,
             listener,
             store,

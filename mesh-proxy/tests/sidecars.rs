@@ -276,7 +276,7 @@ impl AggregatedDiscoveryService for Relay {
 }
 
 /// Serves the pilot on loopback of this (the test's) namespace; returns its URL.
-async fn serve_pilot_here(discovery: &Arc<mesh_pilot::xds::Discovery>) -> String {
+async fn serve_pilot_here(discovery: &Arc<mesh_pilot::ads::Discovery>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let service = discovery.service();
@@ -340,7 +340,7 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
     let _apps = scopeguard(&mut apps);
 
     let (publish, snapshots) = tokio::sync::watch::channel(snapshot(&config_dir, "", 1));
-    let discovery = mesh_pilot::xds::Discovery::new(snapshots);
+    let discovery = mesh_pilot::ads::Discovery::new(snapshots);
     let ca = mesh_testing::ca::TestCa::new();
     let ca_state = dir.path().join("ca");
     ca.write_state_dir(&ca_state);

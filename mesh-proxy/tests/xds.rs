@@ -162,7 +162,7 @@ fn an_unsupported_resource_is_refused_by_name_and_field_and_the_last_good_config
 }
 
 async fn serve_pilot(
-    discovery: &Arc<mesh_pilot::xds::Discovery>,
+    discovery: &Arc<mesh_pilot::ads::Discovery>,
     address: std::net::SocketAddr,
 ) -> tokio::sync::oneshot::Sender<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -193,7 +193,7 @@ async fn until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bo
 #[tokio::test]
 async fn the_client_syncs_with_a_real_pilot_and_keeps_its_config_across_a_pilot_restart() {
     let (publish, snapshots) = tokio::sync::watch::channel(Arc::new(golden_mesh()));
-    let discovery = mesh_pilot::xds::Discovery::new(snapshots);
+    let discovery = mesh_pilot::ads::Discovery::new(snapshots);
     let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let stop = serve_pilot(&discovery, address).await;
 
@@ -224,7 +224,7 @@ async fn the_client_syncs_with_a_real_pilot_and_keeps_its_config_across_a_pilot_
         .connect_lazy();
     tokio::spawn(run(channel, settings.node(), store.clone(), state.clone()));
 
-    let synced = async |discovery: &mesh_pilot::xds::Discovery| {
+    let synced = async |discovery: &mesh_pilot::ads::Discovery| {
         let status = discovery.syncz().await;
         status.len() == 1
             && [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE]
@@ -250,7 +250,7 @@ async fn the_client_syncs_with_a_real_pilot_and_keeps_its_config_across_a_pilot_
 
     // A new pilot on the same address: the proxy reconnects and is in sync again.
     let (_publish, snapshots) = tokio::sync::watch::channel(Arc::new(golden_mesh()));
-    let restarted = mesh_pilot::xds::Discovery::new(snapshots);
+    let restarted = mesh_pilot::ads::Discovery::new(snapshots);
     let _stop = serve_pilot(&restarted, address).await;
     until("the proxy is back in sync", Duration::from_secs(20), async || synced(&restarted).await)
         .await;

@@ -258,7 +258,7 @@ struct Mesh {
     _dir: tempfile::TempDir,
     dir: PathBuf,
     ca: mesh_testing::ca::TestCa,
-    discovery: Arc<mesh_pilot::xds::Discovery>,
+    discovery: Arc<mesh_pilot::ads::Discovery>,
     _publish: tokio::sync::watch::Sender<Arc<mesh_pilot::model::Snapshot>>,
 }
 
@@ -271,7 +271,7 @@ fn mesh(two_hops: bool) -> Mesh {
     assert!(rejected.is_empty(), "{rejected:?}");
     snapshot.version = 1;
     let (publish, snapshots) = tokio::sync::watch::channel(Arc::new(snapshot));
-    let discovery = mesh_pilot::xds::Discovery::new(snapshots);
+    let discovery = mesh_pilot::ads::Discovery::new(snapshots);
     let ca = mesh_testing::ca::TestCa::new();
     ca.write_state_dir(&dir.path().join("ca"));
     std::fs::write(dir.path().join("root-cert.pem"), &ca.root_pem).unwrap();

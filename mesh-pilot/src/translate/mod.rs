@@ -42,11 +42,29 @@ pub fn on_demand(
     proxy: &Proxy,
     name: &str,
 ) -> Option<(String, Any)> {
+    on_demand_all(type_url, snapshot, proxy, [name]).pop()
+}
+
+/// [`on_demand`] for many names, the snapshot scoped to the proxy once for all of them. Names
+/// that name nothing are left out.
+pub fn on_demand_all<'a>(
+    type_url: &str,
+    snapshot: &Snapshot,
+    proxy: &Proxy,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Resources {
     if type_url != mesh_api::xds::LISTENER_TYPE {
-        return None;
+        return Vec::new();
+    }
+    let mut names = names.into_iter().peekable();
+    if names.peek().is_none() {
+        return Vec::new();
     }
     let scoped = scope::scoped(snapshot, proxy);
-    listener::api_listener(&scoped, name).map(|l| (l.name.clone(), any(l)))
+    names
+        .filter_map(|n| listener::api_listener(&scoped, n))
+        .map(|l| (l.name.clone(), any(l)))
+        .collect()
 }
 
 /// What the proxy gets for one type URL.

@@ -2,18 +2,16 @@
 //! away is named in `removed_resources`. Same bookkeeping (`syncz`) as state of the world.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
-use mesh_api::xds::{CLUSTER_TYPE, LISTENER_TYPE, PUSH_ORDER};
+use mesh_api::xds::{CLUSTER_TYPE, LISTENER_TYPE};
 use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::debug;
 
-use crate::model::Proxy;
-use crate::xds::{Caller, Discovery, TypeStatus};
+use super::stream::{Handler, Session};
 
 /// What one delta stream tracks of one type.
 #[derive(Default)]
@@ -26,6 +24,9 @@ struct Subscription {
     sent: BTreeMap<String, String>,
     /// Names asked for that do not exist and were answered as removed (once).
     absent: BTreeSet<String>,
+    /// The names that may exist only when asked for (`host:port` API listeners) this stream
+    /// is served, in the order asked, at most [`super::stream::MAX_ON_DEMAND`].
+    on_demand: Vec<String>,
 }
 
 impl Subscription {
@@ -36,77 +37,43 @@ impl Subscription {
 
 /// One delta ADS stream.
 pub(crate) struct DeltaStream {
-    id: u64,
-    discovery: Arc<Discovery>,
+    session: Session,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    caller: Caller,
-    proxy: Option<Proxy>,
     subscriptions: HashMap<String, Subscription>,
-    nonce: u64,
-}
-
-impl crate::xds::Handler for DeltaStream {
-    type Request = DeltaDiscoveryRequest;
-
-    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
-        self.handle(request).await
-    }
-
-    async fn on_snapshot(&mut self) -> Result<(), Status> {
-        for type_url in PUSH_ORDER {
-            if self.subscriptions.contains_key(type_url) {
-                self.push(type_url).await?;
-            }
-        }
-        Ok(())
-    }
 }
 
 impl DeltaStream {
+    /// A stream sending its responses to `tx`.
     pub(crate) fn new(
-        id: u64,
-        discovery: Arc<Discovery>,
+        session: Session,
         tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-        caller: Caller,
     ) -> Self {
-        Self { id, discovery, tx, caller, proxy: None, subscriptions: HashMap::new(), nonce: 0 }
+        Self { session, tx, subscriptions: HashMap::new() }
     }
+}
 
-    async fn record(&self, type_url: &str, update: impl FnOnce(&mut TypeStatus)) {
-        self.discovery.record(self.id, type_url, update).await;
-    }
+impl Handler for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
 
-    async fn handle(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
+    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
         let type_url = request.type_url.clone();
-        let names =
-            request.resource_names_subscribe.len() + request.resource_names_unsubscribe.len();
-        let discovery = &self.discovery;
-        if !discovery
-            .accept(self.id, &mut self.proxy, request.node.as_ref(), &self.caller, &type_url, names)
-            .await?
-        {
+        // Subscriptions add up over requests: the stream's names so far, and these.
+        let names = self.subscriptions.values().map(|s| s.names.len()).sum::<usize>()
+            + request.resource_names_subscribe.len();
+        if !self.session.accept(request.node.as_ref(), &type_url, names).await? {
             return Ok(());
         }
         if !request.response_nonce.is_empty() {
-            let sent = self.discovery.sent_nonce(self.id, &type_url).await;
+            let sent = self.session.sent_nonce(&type_url);
             if request.response_nonce != sent {
-                debug!(connection = self.id, %type_url, "stale nonce {} ignored", request.response_nonce);
+                debug!(connection = self.session.id, %type_url, "stale nonce {} ignored", request.response_nonce);
                 return Ok(());
             }
             match &request.error_detail {
                 Some(error) => {
-                    let (id, nonce) = (self.id, &request.response_nonce);
-                    self.discovery.nack(id, &type_url, nonce, &error.message).await;
+                    self.session.nack(&type_url, &request.response_nonce, &error.message)
                 }
-                None => {
-                    let nonce = request.response_nonce.clone();
-                    self.record(&type_url, |s| {
-                        s.acked_nonce = nonce;
-                        s.acked_version = s.sent_version.clone();
-                        s.last_nack = None;
-                    })
-                    .await;
-                }
+                None => self.session.ack(&type_url, None, &request.response_nonce),
             }
         }
         let first = !self.subscriptions.contains_key(&type_url);
@@ -138,29 +105,35 @@ impl DeltaStream {
             }
             subscription.sent.remove(name);
         }
+        if type_url == LISTENER_TYPE {
+            // Names past the limit are never translated: they get the answer of a name that
+            // does not exist (removed, once).
+            subscription.on_demand.retain(|n| subscription.names.contains(n));
+            let new = request
+                .resource_names_subscribe
+                .iter()
+                .filter(|n| !subscription.on_demand.contains(n))
+                .map(String::as_str);
+            let already = subscription.on_demand.len();
+            let served = self.session.on_demand(new, already);
+            subscription.on_demand.extend(served);
+        }
         if changed {
-            self.push(&type_url).await?;
+            self.push_changes(&type_url).await?;
         }
         Ok(())
     }
 
+    fn watches(&self, type_url: &str) -> bool {
+        self.subscriptions.contains_key(type_url)
+    }
+
     /// Sends what changed of one type since the last response: new and updated resources, and
     /// the names of the ones the proxy should drop.
-    async fn push(&mut self, type_url: &str) -> Result<(), Status> {
-        let Some(proxy) = &self.proxy else { return Ok(()) };
-        let snapshot = self.discovery.snapshots.borrow().clone();
-        if snapshot.version == 0 {
-            // Nothing read yet (see the state-of-the-world stream).
-            return Ok(());
-        }
+    async fn push_changes(&mut self, type_url: &str) -> Result<(), Status> {
         let Some(subscription) = self.subscriptions.get_mut(type_url) else { return Ok(()) };
-        let asked: Vec<String> = if type_url == mesh_api::xds::LISTENER_TYPE {
-            subscription.names.iter().cloned().collect()
-        } else {
-            Vec::new()
-        };
-        let Some(translated) =
-            self.discovery.resources_named(type_url, &snapshot, proxy, &asked).await
+        let Some((snapshot, translated)) =
+            self.session.current(type_url, &subscription.on_demand).await
         else {
             return Ok(());
         };
@@ -202,23 +175,16 @@ impl DeltaStream {
         if updated.is_empty() && removed.is_empty() && missing.is_empty() {
             return Ok(());
         }
-        self.nonce += 1;
-        let nonce = format!("{}-d{}", self.id, self.nonce);
-        let version = snapshot.version.to_string();
+        let nonce = self.session.next_nonce("d");
         let response = DeltaDiscoveryResponse {
-            system_version_info: version.clone(),
+            system_version_info: snapshot.version.to_string(),
             resources: updated,
             type_url: type_url.to_owned(),
             removed_resources: removed.into_iter().chain(missing).collect(),
             nonce: nonce.clone(),
             ..DeltaDiscoveryResponse::default()
         };
-        self.record(type_url, |s| {
-            s.sent_version = version;
-            s.sent_nonce = nonce;
-        })
-        .await;
-        self.discovery.metrics.observe_push(type_url, snapshot.published);
+        self.session.sent(type_url, &snapshot, &nonce);
         self.tx.send(Ok(response)).await.map_err(|_| Status::cancelled("the proxy went away"))
     }
 }

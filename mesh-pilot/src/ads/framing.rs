@@ -3,25 +3,23 @@
 //! is those shared bytes framed, not a re-encoded copy; and no stream keeps a buffer the size
 //! of its largest response after sending it (tonic's encoder would, for as long as the stream
 //! lives). Delta ADS and everything else go through tonic's generated server.
+//!
+//! Only gRPC framing and protobuf fields live here: this module knows nothing of the streams
+//! above it (the state-of-the-world streams) or of what they serve.
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use envoy_types::pb::google::protobuf::Any;
 use http_body::Frame;
 use tokio::sync::mpsc;
 use tonic::Status;
-use tonic::server::NamedService;
-
-use crate::xds::{Ads, Caller, Discovery};
 
 /// gRPC path of state-of-the-world ADS.
-const SOTW_PATH: &str =
+pub(crate) const SOTW_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 
 /// Largest request accepted (a proxy's subscription list).
@@ -94,11 +92,18 @@ fn next_chunk(pieces: &mut std::iter::Peekable<std::vec::IntoIter<Bytes>>) -> Op
 
 /// The response body of one stream: the pieces of each response as they come, then the gRPC
 /// status as trailers. Holds nothing between responses.
-struct Body {
+pub(crate) struct Body {
     responses: mpsc::Receiver<Result<Response, Status>>,
     /// The pieces of the response being written.
     current: Option<std::iter::Peekable<std::vec::IntoIter<Bytes>>>,
     finished: bool,
+}
+
+impl Body {
+    /// The body that writes `responses` as they come; an error ends it as the gRPC status.
+    pub(crate) fn new(responses: mpsc::Receiver<Result<Response, Status>>) -> Self {
+        Self { responses, current: None, finished: false }
+    }
 }
 
 impl http_body::Body for Body {
@@ -224,7 +229,7 @@ impl SotwRequest {
 /// The requests of one stream, each assembled in a buffer of its own: a proxy's subscription
 /// list can be large, and a buffer kept across messages would stay that large for the life of
 /// the stream (tonic's decoder keeps one).
-struct Requests {
+pub(crate) struct Requests {
     body: tonic::body::Body,
     /// The 5-byte gRPC prefix of the message being read.
     header: Vec<u8>,
@@ -237,6 +242,18 @@ struct Requests {
 }
 
 impl Requests {
+    /// The requests in a request body.
+    pub(crate) fn new(body: tonic::body::Body) -> Self {
+        Self {
+            body,
+            header: Vec::with_capacity(5),
+            message: Vec::new(),
+            expected: None,
+            pending_data: None,
+            done: false,
+        }
+    }
+
     /// Takes what it can of `data` into the message being read; returns a finished message.
     fn take(&mut self, data: &mut Bytes) -> Result<Option<SotwRequest>, Status> {
         use bytes::Buf;
@@ -331,85 +348,12 @@ impl Requests {
     }
 }
 
-/// The ADS gRPC service: state of the world through [`Body`], delta through tonic.
-#[derive(Clone)]
-pub struct AdsService {
-    discovery: Arc<Discovery>,
-    mtls: bool,
-    generated: AggregatedDiscoveryServiceServer<Ads>,
-}
-
-impl AdsService {
-    pub(crate) fn new(discovery: Arc<Discovery>, mtls: bool) -> Self {
-        let generated = AggregatedDiscoveryServiceServer::new(Ads::new(discovery.clone(), mtls))
-            .max_decoding_message_size(MAX_REQUEST);
-        Self { discovery, mtls, generated }
-    }
-}
-
-impl NamedService for AdsService {
-    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
-}
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl tower::Service<http::Request<tonic::body::Body>> for AdsService {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        if request.uri().path() != SOTW_PATH {
-            let mut generated = self.generated.clone();
-            return Box::pin(async move { generated.call(request).await });
-        }
-        let caller = if self.mtls {
-            Caller::from_certificates(
-                request
-                    .extensions()
-                    .get::<tonic::transport::server::TlsConnectInfo<
-                        tonic::transport::server::TcpConnectInfo,
-                    >>()
-                    .and_then(|info| info.peer_certs()),
-            )
-        } else {
-            Caller::Plaintext
-        };
-        let requests = Requests {
-            body: request.into_body(),
-            header: Vec::with_capacity(5),
-            message: Vec::new(),
-            expected: None,
-            pending_data: None,
-            done: false,
-        };
-        let responses = crate::xds::serve_sotw(&self.discovery, requests, caller);
-        let body = Body { responses, current: None, finished: false };
-        let response = http::Response::builder()
-            .header("content-type", "application/grpc")
-            .body(tonic::body::Body::new(body))
-            .unwrap_or_else(|_| http::Response::new(tonic::body::Body::empty()));
-        Box::pin(async move { Ok(response) })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn requests() -> Requests {
-        Requests {
-            body: tonic::body::Body::empty(),
-            header: Vec::new(),
-            message: Vec::new(),
-            expected: None,
-            pending_data: None,
-            done: false,
-        }
+        Requests::new(tonic::body::Body::empty())
     }
 
     fn framed(request: &DiscoveryRequest) -> Vec<u8> {
