@@ -70,8 +70,7 @@ pub fn serve_ca(ns: &str, state_dir: &Path, tokens: &Path) {
     ];
     let config = mesh_ca::app::Config::try_parse_from(args).unwrap_or_else(|e| panic!("{e}"));
     let bind = |address: &str| netns::listen(ns, address.parse().unwrap_or_else(|e| panic!("{e}")));
-    let listeners =
-        mesh_ca::app::Listeners { grpc: bind(CA), monitoring: bind("127.0.0.1:15014") };
+    let listeners = mesh_ca::app::Listeners { grpc: bind(CA), monitoring: bind("127.0.0.1:15014") };
     let ns = ns.to_owned();
     tokio::spawn(async move {
         let _ca = mesh_ca::app::build_with(config, listeners)

@@ -14,8 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 use super::Shared;
 use super::http::{Connection, Peer, Routes};
 use super::tcp::{Flow, proxy};
-use crate::listener::{self, ChainAction};
+use crate::listener;
 use crate::net::{Sniffed, original_destination, peek_client_hello, sniff};
+use crate::runtime::listeners::ChainPlan;
 use crate::telemetry::{Entry, Report, Reporter};
 
 /// Ports of protocols where the server speaks first (SMTP, MySQL, MongoDB, ...): waiting for
@@ -120,25 +121,18 @@ struct Chosen {
     fallback: Option<(String, Option<std::time::Duration>)>,
 }
 
-/// Chooses the chain of the listener on `port` for `connection`, by the configuration in
-/// force; the error says why the connection must be closed.
+/// Chooses the chain of the listener on `port` for `connection`, from the listeners compiled
+/// with the configuration in force; the error says why the connection must be closed.
 fn choose(shared: &Shared, port: u16, connection: &listener::Connection) -> Result<Chosen, String> {
     let runtime = shared.runtime.load();
-    let config = runtime.listener_on(port).ok_or("no listener configured")?;
-    let chain = listener::select(config, connection).ok_or("no filter chain matches")?;
-    let fallback = config.default_filter_chain.as_ref().and_then(|c| match listener::action(c) {
-        Ok(ChainAction::Tcp { cluster, idle_timeout }) => Some((cluster, idle_timeout)),
-        _ => None,
-    });
-    let plan = match listener::action(chain)? {
-        ChainAction::Tcp { cluster, idle_timeout } => Plan::Tcp(cluster, idle_timeout),
-        // Looked up per request, so route updates reach open connections.
-        ChainAction::HttpRds { routes } => Plan::Http(Routes::Named(routes)),
-        inline @ ChainAction::HttpInline { .. } => {
-            Plan::Http(Routes::Inline(runtime.route_table(&inline)?))
-        }
+    let compiled = runtime.listeners.get(&port).ok_or("no listener configured")?;
+    let chain = compiled.select(connection).ok_or("no filter chain matches")?;
+    let plan = match chain.plan.as_ref().map_err(Clone::clone)? {
+        ChainPlan::Tcp { cluster, idle_timeout } => Plan::Tcp(cluster.clone(), *idle_timeout),
+        ChainPlan::HttpRds(routes) => Plan::Http(Routes::Named(routes.clone())),
+        ChainPlan::HttpInline(table) => Plan::Http(Routes::Inline(table.clone())),
     };
-    Ok(Chosen { plan, terminate: chain.transport_socket.is_some(), fallback })
+    Ok(Chosen { plan, terminate: chain.terminate, fallback: compiled.fallback.clone() })
 }
 
 async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {

@@ -160,9 +160,9 @@ impl Shared {
                 let updates = *changes.borrow_and_update();
                 self.metrics.config_updates.set(i64::try_from(updates).unwrap_or(i64::MAX));
                 let config = store.current();
-                match Runtime::build(config.clone()) {
-                    Ok(mut runtime) => {
-                        runtime.carry_from(&self.runtime.load());
+                match Runtime::update(config.clone(), &self.runtime.load()) {
+                    Ok(runtime) => {
+                        runtime.start_background();
                         self.runtime.store(Arc::new(runtime));
                         if config.complete() {
                             complete.send_replace(true);
@@ -271,21 +271,15 @@ pub async fn pick(
             picked.endpoint = endpoint(host.address, host.mesh.clone());
             picked.active = Some((upstream.clone(), index));
         }
-        Upstream::Dns(targets) => {
-            let mut last = format!("cluster {cluster:?} has no DNS targets");
-            for (host, port) in targets {
-                match tokio::net::lookup_host((host.as_str(), *port)).await {
-                    Ok(mut addresses) => {
-                        if let Some(address) = addresses.next() {
-                            picked.endpoint = endpoint(address, None);
-                            return Ok(picked);
-                        }
-                        last = format!("{host} has no addresses");
-                    }
-                    Err(e) => last = format!("cannot resolve {host}: {e}"),
-                }
+        Upstream::Dns(_) => {
+            let resolved = match runtime.dns.get(cluster) {
+                Some(cache) => cache.address().await,
+                None => Err("its DNS resolution is not set up".to_owned()),
+            };
+            match resolved {
+                Ok(address) => picked.endpoint = endpoint(address, None),
+                Err(why) => return Err(no(503, "UH", format!("cluster {cluster:?}: {why}"))),
             }
-            return Err(no(503, "UH", last));
         }
     }
     Ok(picked)

@@ -1,15 +1,14 @@
-//! The configuration compiled for the data path: a route table per route configuration and an
-//! upstream (policy and endpoints) per cluster, built once per accepted update and then only
-//! read. What the sockets consult for every connection and request.
+//! What the data path needs of a cluster, compiled from its xDS message: where its
+//! connections go ([`Upstream`]), how they are made ([`Transport`]: TLS, HTTP version, pool,
+//! timeouts) and its circuit breakers with their in-flight counts ([`Breakers`]).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::core::v3::{address, transport_socket};
+use envoy_types::pb::envoy::config::core::v3::transport_socket;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
@@ -17,12 +16,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_optio
 };
 use prost::Message;
 
-use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
-
-use crate::balance::{Balancer, Policy, hosts};
-use crate::listener::ChainAction;
-use crate::routing::RouteTable;
-use crate::xds::store::Config;
+use crate::balance::Balancer;
 
 /// Where a cluster's connections go.
 pub enum Upstream {
@@ -279,141 +273,4 @@ fn is_mesh(context: &UpstreamTlsContext) -> bool {
             .iter()
             .any(|s| s.name == mesh_api::xds::mtls::WORKLOAD_SECRET)
     })
-}
-
-/// Everything the data path reads, at one configuration version.
-pub struct Runtime {
-    /// The configuration it was built from.
-    pub config: Arc<Config>,
-    /// Route tables by route configuration name (RDS).
-    pub routes: HashMap<String, Arc<RouteTable>>,
-    /// Upstreams by cluster name.
-    pub upstreams: HashMap<String, Arc<Upstream>>,
-    /// How to reach each cluster, by name.
-    pub transports: HashMap<String, Arc<Transport>>,
-}
-
-impl Runtime {
-    /// Compiles a configuration (already checked by the store, so failures here are defects
-    /// in what the store lets through, and are reported rather than panicking).
-    pub fn build(config: Arc<Config>) -> Result<Self, String> {
-        let mut routes = HashMap::new();
-        for (name, route) in &config.routes {
-            routes.insert(name.clone(), Arc::new(RouteTable::compile(route)?));
-        }
-        let mut upstreams = HashMap::new();
-        let mut transports = HashMap::new();
-        for (name, cluster) in &config.clusters {
-            transports.insert(name.clone(), Arc::new(Transport::of(cluster)));
-            let kind = match cluster.cluster_discovery_type {
-                Some(ClusterDiscoveryType::Type(t)) => DiscoveryType::try_from(t).ok(),
-                _ => None,
-            };
-            let policy = Policy::of(cluster.lb_policy).unwrap_or(Policy::RoundRobin);
-            let upstream = match kind {
-                Some(DiscoveryType::OriginalDst) => Upstream::OriginalDestination,
-                Some(DiscoveryType::Eds) => {
-                    let service = cluster
-                        .eds_cluster_config
-                        .as_ref()
-                        .map(|e| e.service_name.clone())
-                        .filter(|n| !n.is_empty())
-                        .unwrap_or_else(|| name.clone());
-                    let endpoints = config.endpoints.get(&service).map(hosts).unwrap_or_default();
-                    Upstream::Balanced(
-                        Balancer::new(endpoints, policy)
-                            .with_outlier_detection(crate::outlier::OutlierPolicy::of(cluster)),
-                    )
-                }
-                Some(DiscoveryType::StrictDns | DiscoveryType::LogicalDns) => {
-                    Upstream::Dns(dns_targets(cluster))
-                }
-                _ => Upstream::Balanced(
-                    Balancer::new(
-                        cluster.load_assignment.as_ref().map(hosts).unwrap_or_default(),
-                        policy,
-                    )
-                    .with_outlier_detection(crate::outlier::OutlierPolicy::of(cluster)),
-                ),
-            };
-            upstreams.insert(name.clone(), Arc::new(upstream));
-        }
-        Ok(Self { config, routes, upstreams, transports })
-    }
-
-    /// Takes over the outlier-detection records of endpoints `older` also had, so an update
-    /// does not bring an ejected endpoint back early, and the in-flight counts of clusters
-    /// it also had, so circuit breakers see what older configurations still have open.
-    pub fn carry_from(&mut self, older: &Runtime) {
-        for (name, transport) in &mut self.transports {
-            if let (Some(new), Some(old)) = (Arc::get_mut(transport), older.transports.get(name)) {
-                new.breakers.counts = old.breakers.counts.clone();
-            }
-        }
-        for (name, upstream) in &self.upstreams {
-            if let (Upstream::Balanced(new), Some(Upstream::Balanced(old))) =
-                (upstream.as_ref(), older.upstreams.get(name).map(|u| u.as_ref()))
-            {
-                new.carry_from(old);
-            }
-        }
-    }
-
-    /// The listener bound on `port` (`virtualOutbound` on 15001, `virtualInbound` on 15006).
-    pub fn listener_on(
-        &self,
-        port: u16,
-    ) -> Option<&envoy_types::pb::envoy::config::listener::v3::Listener> {
-        self.config.listeners.values().find(|l| {
-            l.address.as_ref().and_then(|a| a.address.as_ref()).is_some_and(|a| match a {
-                address::Address::SocketAddress(s) => {
-                    s.port_specifier
-                        == Some(
-                            envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(
-                                u32::from(port),
-                            ),
-                        )
-                }
-                _ => false,
-            })
-        })
-    }
-
-    /// The route table an HTTP chain uses.
-    pub fn route_table(&self, action: &ChainAction) -> Result<Arc<RouteTable>, String> {
-        match action {
-            ChainAction::HttpRds { routes } => self
-                .routes
-                .get(routes)
-                .cloned()
-                .ok_or_else(|| format!("route configuration {routes:?} has not arrived")),
-            ChainAction::HttpInline { routes } => RouteTable::compile(routes).map(Arc::new),
-            ChainAction::Tcp { cluster, .. } => {
-                Err(format!("chain to {cluster:?} is TCP, not HTTP"))
-            }
-        }
-    }
-}
-
-fn dns_targets(cluster: &Cluster) -> Vec<(String, u16)> {
-    use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
-    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
-    cluster
-        .load_assignment
-        .iter()
-        .flat_map(|a| &a.endpoints)
-        .flat_map(|l| &l.lb_endpoints)
-        .filter_map(|lb| match &lb.host_identifier {
-            Some(HostIdentifier::Endpoint(e)) => match e.address.as_ref()?.address.as_ref()? {
-                address::Address::SocketAddress(s) => match s.port_specifier {
-                    Some(socket_address::PortSpecifier::PortValue(p)) => {
-                        Some((s.address.clone(), u16::try_from(p).ok()?))
-                    }
-                    _ => None,
-                },
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect()
 }
