@@ -80,20 +80,16 @@ pub fn serve_ca(ns: &str, state_dir: &Path, tokens: &Path) {
     });
 }
 
-/// Applies mesh-init's capture in `ns` with its command-line flags (the proxy runs as root
-/// here, so `-u 0 -g 0` keeps its own traffic out of the capture).
+/// Applies mesh-init's capture in `ns` with its command-line flags, as its `main` does (the
+/// proxy runs as root here, so `-u 0 -g 0` keeps its own traffic out of the capture).
 pub fn capture(ns: &str, flags: &[&str]) {
     use clap::Parser;
-    let mut all = vec!["mesh-init"];
+    let mut all = vec!["mesh-init", "--network-namespace", ns];
     all.extend_from_slice(flags);
-    let flags = mesh_init::config::Flags::try_parse_from(all).unwrap_or_else(|e| panic!("{e}"));
-    let config = mesh_init::config::Config::from_flags(&flags).unwrap_or_else(|e| panic!("{e}"));
-    let iptables = mesh_init::iptables::Iptables::detect(
-        Some(ns.to_owned()),
-        mesh_init::config::Backend::Auto,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    mesh_init::capture::apply(&config, &iptables).unwrap_or_else(|e| panic!("{e}"));
+    let config = mesh_init::app::Config::try_parse_from(all).unwrap_or_else(|e| panic!("{e}"));
+    if let Err(failure) = mesh_init::app::run(&config) {
+        panic!("mesh-init in {ns}: {failure:?}");
+    }
 }
 
 /// The bootstrap of a sidecar Envoy: ADS to the pilot, SDS to the agent (both in its

@@ -5,6 +5,7 @@
 //! This crate may touch the nat table of the network namespace it is pointed at, and only the
 //! `MESH_*` chains and the jumps to them; other rules are never changed.
 
+pub mod app;
 pub mod capture;
 pub mod cleanup;
 pub mod config;
