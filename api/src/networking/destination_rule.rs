@@ -346,7 +346,7 @@ string_enum! {
         Default = "DEFAULT",
         /// Keep HTTP/1.1.
         DoNotUpgrade = "DO_NOT_UPGRADE",
-        /// Upgrade.
+        /// Upgrade HTTP/1.1 connections to HTTP/2 towards the destination.
         Upgrade = "UPGRADE",
     }
 }
@@ -420,7 +420,7 @@ pub struct ClientTlsSettings {
 string_enum! {
     /// TLS modes towards a destination.
     pub enum ClientTlsMode {
-        /// Plaintext.
+        /// No TLS towards the destination, not even the automatic mesh mTLS.
         Disable = "DISABLE",
         /// TLS, server verified.
         Simple = "SIMPLE",
