@@ -9,7 +9,8 @@ use std::str::FromStr;
 /// The trust domain used when the mesh config names none.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 
-/// A workload identity.
+/// A workload identity, `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`, built only
+/// from parts that passed the checks below.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpiffeId {
     trust_domain: String,
@@ -66,12 +67,12 @@ impl SpiffeId {
         &self.trust_domain
     }
 
-    /// The namespace.
+    /// The workload's Kubernetes namespace (the `ns/` segment).
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
 
-    /// The service account.
+    /// The workload's Kubernetes service account (the `sa/` segment).
     pub fn service_account(&self) -> &str {
         &self.service_account
     }

@@ -34,9 +34,9 @@ impl fmt::Display for Origin {
 /// An object and where it was read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Loaded {
-    /// Where it was read.
+    /// File, document and line the object came from, for error messages about it.
     pub origin: Origin,
-    /// The object.
+    /// The object, decoded into its kind's type.
     pub resource: Resource,
 }
 
@@ -51,7 +51,7 @@ pub struct LoadError {
     pub line: Option<usize>,
     /// The column of the problem, from 1 (absent when unknown).
     pub column: Option<usize>,
-    /// What went wrong.
+    /// The problem itself; the fields above say where it is.
     pub kind: LoadErrorKind,
 }
 

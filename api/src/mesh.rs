@@ -10,7 +10,8 @@ use crate::networking::{HttpRetry, OutboundTrafficMode};
 use crate::validate::{Checker, Code, Path, ValidationError};
 use crate::{Duration, ObjectRef, identity, ports};
 
-/// Mesh-wide settings.
+/// Mesh-wide settings, read from the mesh config file (Istio's `MeshConfig` where the two share a
+/// setting); every field has a default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct MeshConfig {
@@ -23,7 +24,7 @@ pub struct MeshConfig {
     pub mesh_id: String,
     /// What happens to traffic for destinations outside the registry.
     pub outbound_traffic_policy: MeshOutboundTrafficPolicy,
-    /// TCP connect timeout towards upstreams.
+    /// TCP connect timeout towards upstreams (10s by default).
     pub connect_timeout: Duration,
     /// How long the proxy waits for the first bytes of a connection before treating it as
     /// opaque TCP.
@@ -33,11 +34,12 @@ pub struct MeshConfig {
     /// Where proxies write access logs (`/dev/stdout`); empty turns them off.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub access_log_file: String,
-    /// `TEXT` or `JSON`.
+    /// Format of access log lines: `TEXT` (the default) or `JSON`.
     pub access_log_encoding: AccessLogEncoding,
-    /// Distributed tracing.
+    /// Where spans are sent and what share of requests is sampled.
     pub tracing: Tracing,
-    /// Defaults for every proxy.
+    /// Settings every proxy starts with (Istio's `defaultConfig`): where the pilot and the CA are,
+    /// drain times, worker threads.
     pub default_config: ProxyConfig,
     /// Lifetime of workload certificates (rotated at half of it).
     pub workload_cert_ttl: Duration,
@@ -88,15 +90,15 @@ impl Default for Tracing {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyConfig {
-    /// Address of the pilot's xDS server.
+    /// `host:port` of the pilot's xDS server (`mesh-pilot.mesh-system.svc:15012` by default).
     pub discovery_address: String,
-    /// Address of the certificate authority.
+    /// `host:port` of the CA's gRPC server (`mesh-ca.mesh-system.svc:8060` by default).
     pub ca_address: String,
-    /// How long a draining proxy keeps serving connections it already has.
+    /// How long a draining proxy keeps serving connections it already has (45s by default).
     pub drain_duration: Duration,
-    /// How long a terminating proxy waits before it stops.
+    /// How long a terminating proxy waits before it stops (5s by default).
     pub termination_drain_duration: Duration,
-    /// Worker threads of the proxy's data path.
+    /// Worker threads of the proxy's data path (1 by default; at least 1).
     pub concurrency: u32,
 }
 
@@ -145,7 +147,7 @@ pub enum MeshConfigError {
     /// The file could not be read.
     #[error("cannot read mesh config {path}: {source}")]
     Io {
-        /// The file.
+        /// Path of the mesh config file.
         path: String,
         /// The I/O error.
         source: std::io::Error,

@@ -45,7 +45,7 @@ pub struct PeerAuthenticationSpec {
     pub port_level_mtls: BTreeMap<String, MutualTls>,
 }
 
-/// An mTLS mode.
+/// The mTLS setting of a workload or of one of its ports (`mtls: {mode: STRICT}`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct MutualTls {
@@ -91,7 +91,7 @@ pub struct AuthorizationPolicySpec {
     /// A resource (a Gateway API gateway or service) this applies to, instead of `selector`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_ref: Option<PolicyTargetReference>,
-    /// Several target resources.
+    /// Resources this applies to, several at once, instead of `selector`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub target_refs: Vec<PolicyTargetReference>,
     /// Rules, any of which matches. No rules: ALLOW matches nothing, DENY matches nothing.
@@ -148,13 +148,13 @@ pub struct ExtensionProvider {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
-    /// Callers.
+    /// Who the request comes from: any entry matches; any caller when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub from: Vec<RuleFrom>,
-    /// Operations.
+    /// What the request does: any entry matches; any operation when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<RuleTo>,
-    /// Further conditions.
+    /// Conditions on other request attributes; all of them must hold.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub when: Vec<Condition>,
 }

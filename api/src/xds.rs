@@ -73,7 +73,7 @@ pub mod metadata {
     pub const SERVICE_ACCOUNT: &str = "SERVICE_ACCOUNT";
     /// IP addresses of the workload (a list).
     pub const INSTANCE_IPS: &str = "INSTANCE_IPS";
-    /// `REDIRECT` or `TPROXY`.
+    /// How iptables hands inbound traffic to the proxy: `REDIRECT` or `TPROXY`.
     pub const INTERCEPTION_MODE: &str = "INTERCEPTION_MODE";
     /// Cluster the workload runs in.
     pub const CLUSTER_ID: &str = "CLUSTER_ID";
@@ -112,9 +112,10 @@ impl Direction {
 /// `inbound|9080||`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClusterName {
-    /// Outbound or inbound.
+    /// The first field: `outbound` (to a service) or `inbound` (to the local workload).
     pub direction: Direction,
-    /// Service port.
+    /// The second field: the service port for outbound clusters, the workload port for inbound
+    /// ones.
     pub port: u16,
     /// DestinationRule subset, empty for none.
     pub subset: String,
@@ -184,22 +185,22 @@ impl FromStr for ClusterName {
 /// What kind of proxy a node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProxyType {
-    /// A sidecar next to an app.
+    /// A sidecar next to an app (`sidecar` in the node id).
     Sidecar,
-    /// A gateway.
+    /// A gateway proxy (`router` in the node id).
     Router,
 }
 
 /// The xDS node id: `sidecar~10.1.2.3~reviews-v1-6d8f.default~default.svc.cluster.local`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NodeId {
-    /// Sidecar or gateway.
+    /// The first field: `sidecar` or `router`.
     pub proxy_type: ProxyType,
-    /// The pod IP.
+    /// The second field: the pod IP.
     pub ip: IpAddr,
-    /// The pod name.
+    /// The pod name: the third field up to its last `.`.
     pub pod: String,
-    /// The pod namespace.
+    /// The pod namespace: the third field after its last `.`, repeated at the start of the fourth.
     pub namespace: String,
     /// The cluster DNS domain (`cluster.local`).
     pub dns_domain: String,

@@ -32,7 +32,6 @@ pub enum Mode {
     Kubernetes,
 }
 
-/// The mesh's certificate authority.
 /// What `mesh-ca` is started with: its flags, each also an environment variable.
 #[derive(Debug, Parser)]
 #[command(name = "mesh-ca", version, about = "The mesh's certificate authority")]
@@ -77,7 +76,7 @@ pub struct Config {
     /// The longest lifetime a caller may ask for.
     #[arg(long, env = "MESH_CA_MAX_TTL", default_value = "2160h", value_parser = duration)]
     pub max_ttl: Duration,
-    /// Logging.
+    /// `--log-level` and `--log-format`.
     #[command(flatten)]
     pub log: LogFlags,
 }
@@ -96,7 +95,7 @@ const SERVING_TTL: Duration = Duration::from_secs(24 * 3600);
 /// CA's servers.
 #[derive(Debug)]
 pub struct Bound {
-    /// The gRPC (TLS) address.
+    /// Address the gRPC (TLS) server listens on (the actual port when port 0 was asked for).
     pub grpc: SocketAddr,
     /// The monitoring address (`/metrics`, `/ready`, `/healthz`).
     pub monitoring: SocketAddr,

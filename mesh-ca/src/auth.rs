@@ -45,9 +45,9 @@ pub enum AuthError {
 
 /// How tokens are checked.
 pub enum Authenticator {
-    /// Kubernetes TokenReview.
+    /// Kubernetes mode: the API server's TokenReview checks the token and its audience.
     TokenReview(TokenReviewer),
-    /// Local mode: a tokens file.
+    /// Local mode: the token is looked up in a tokens file.
     TokenFile(TokenFile),
 }
 

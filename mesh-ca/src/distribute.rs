@@ -44,11 +44,11 @@ pub fn root_configmap(namespace: &str, root_pem: &str) -> ConfigMap {
     }
 }
 
-/// What reconciliation needs.
+/// What every reconcile of the distribution controller shares.
 pub struct Context {
-    /// The API.
+    /// Client the ConfigMaps are applied with.
     pub client: kube::Client,
-    /// The root to distribute.
+    /// The root certificate (PEM) written under [`CONFIGMAP_KEY`] in every namespace.
     pub root_pem: String,
 }
 

@@ -30,16 +30,16 @@ pub enum Reason {
 /// Labels of the error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    /// Why.
+    /// Why the request was refused (the `reason` label).
     pub reason: Reason,
 }
 
-/// The CA's metrics.
+/// The CA's Prometheus metrics (names prefixed `mesh_ca_`), served on `/metrics`.
 pub struct Metrics {
     registry: Registry,
-    /// Certificates signed.
+    /// Workload certificates signed (`certificates_signed`).
     pub signed: Counter,
-    /// Requests refused, by reason.
+    /// Certificate requests refused, by reason (`errors`).
     pub errors: Family<ErrorLabels, Counter>,
     /// Expiry of the root certificate, seconds since the epoch.
     pub root_expiry: Gauge,

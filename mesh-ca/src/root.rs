@@ -27,11 +27,12 @@ pub const SECRET_NAME: &str = "mesh-ca-secret";
 pub struct RootMaterial {
     /// The certificate that signs workload certificates (the root when self-signed).
     pub signing_cert_pem: String,
-    /// Its private key.
+    /// Private key of `signing_cert_pem`, PEM; never printed (see the `Debug` impl).
     pub signing_key_pem: String,
     /// Certificates between the signing certificate and the root, signing side first.
     pub intermediates: Vec<String>,
-    /// The root of trust.
+    /// The mesh root certificate, PEM: what workloads trust and what [`crate::distribute`]
+    /// publishes.
     pub root_pem: String,
 }
 
@@ -51,9 +52,9 @@ pub enum RootError {
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
-        /// The file.
+        /// Path of the file that could not be read or written.
         path: PathBuf,
-        /// Why.
+        /// The I/O error.
         source: std::io::Error,
     },
     /// A file or Secret holds something unusable.

@@ -29,9 +29,9 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct Material {
     /// The workload certificate chain, leaf first.
     pub chain: Vec<String>,
-    /// The workload's private key.
+    /// The workload's private key, served with `chain` as the `default` secret.
     pub key_pem: String,
-    /// The mesh roots.
+    /// Root certificates the workload trusts, served together as the `ROOTCA` secret.
     pub roots: Vec<String>,
 }
 
@@ -76,7 +76,7 @@ impl SecretService {
         Self { material }
     }
 
-    /// The tonic server.
+    /// The service as a tonic server, to add to a `tonic::transport::Server`.
     pub fn into_server(self) -> SecretDiscoveryServiceServer<Self> {
         SecretDiscoveryServiceServer::new(self)
     }

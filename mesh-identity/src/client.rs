@@ -29,7 +29,7 @@ use crate::verify::peer_identity;
 pub enum TokenSource {
     /// A file, read again for every request (projected tokens are refreshed on disk).
     File(PathBuf),
-    /// A fixed token.
+    /// A token held in memory, sent as is with every request (tests, local tools).
     Value(String),
 }
 
@@ -52,18 +52,19 @@ pub struct ClientSettings {
     pub ca_server_name: String,
     /// Roots the CA's certificate and the issued certificates must verify to (PEM).
     pub root_pems: Vec<String>,
-    /// The workload's token.
+    /// Bearer token that authenticates the workload to the CA (a service account token).
     pub token: TokenSource,
     /// The identity the workload expects (the CA decides; a mismatch is an error).
     pub identity: SpiffeId,
-    /// Requested lifetime.
+    /// Certificate lifetime asked of the CA, sent in whole seconds (0: the CA's default); the CA
+    /// refuses more than its maximum.
     pub ttl: Duration,
 }
 
 /// Why a certificate could not be obtained.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Bad settings.
+    /// The CA address or the CA server name cannot be used.
     #[error("CA client settings: {0}")]
     Settings(String),
     /// The token could not be read.
@@ -71,7 +72,7 @@ pub enum ClientError {
     Token {
         /// The token file.
         path: PathBuf,
-        /// Why.
+        /// The I/O error.
         source: std::io::Error,
     },
     /// The CA answered with an error.
@@ -88,7 +89,8 @@ pub enum ClientError {
     /// Key or CSR generation failed.
     #[error("cannot make a key or CSR: {0}")]
     Key(String),
-    /// A TLS configuration problem.
+    /// The roots, the CA's TLS configuration or the issued chain and key do not make a usable
+    /// rustls configuration.
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
@@ -102,7 +104,7 @@ pub struct Issued {
     pub not_before: SystemTime,
     /// When this client received it.
     pub received: SystemTime,
-    /// End of validity.
+    /// End of validity (the leaf's `notAfter`); rotation is due half-way from `received`.
     pub not_after: SystemTime,
 }
 
@@ -139,7 +141,8 @@ pub fn new_csr(identity: &SpiffeId) -> Result<(KeyPair, String), ClientError> {
     Ok((key, pem))
 }
 
-/// Talks to the CA.
+/// A client of the CA's `IstioCertificateService`: obtains certificates for the workload's identity
+/// and checks them against the mesh roots.
 #[derive(Clone)]
 pub struct CaClient {
     settings: ClientSettings,
@@ -163,7 +166,8 @@ impl CaClient {
         Ok(Self { settings, grpc: IstioCertificateServiceClient::new(channel), anchors })
     }
 
-    /// Obtains a new certificate.
+    /// Obtains a new certificate: a fresh key and CSR, sent with the workload's token, and the
+    /// answer checked against the roots, the identity and the key.
     pub async fn fetch(&self) -> Result<Issued, ClientError> {
         let token = match &self.settings.token {
             TokenSource::Value(token) => token.clone(),
@@ -250,14 +254,14 @@ impl CaClient {
     }
 }
 
-/// The client's metrics.
+/// Prometheus metrics of obtaining workload certificates (`workload_cert_*`).
 #[derive(Clone, Default)]
 pub struct ClientMetrics {
     /// When the current certificate expires, seconds since the epoch.
     pub expiry: Gauge,
-    /// Certificates obtained.
+    /// Certificates obtained and installed (`workload_cert_issued`).
     pub issued: Counter,
-    /// Failed attempts.
+    /// Failed attempts to obtain one, each followed by a backoff (`workload_cert_failures`).
     pub failures: Counter,
 }
 

@@ -32,7 +32,8 @@ impl CertStore {
         Ok(())
     }
 
-    /// The certificate in use.
+    /// The certificate and key new handshakes present; a snapshot that a later `replace` does not
+    /// change.
     pub fn current(&self) -> Arc<CertifiedKey> {
         self.current.load_full()
     }

@@ -39,7 +39,7 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Certificates of a PEM chain.
+/// Decodes PEM certificates (any number per string) into DER, in order.
 pub fn certs_from_pem(pems: &[String]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     pems.iter()
         .flat_map(|pem| CertificateDer::pem_slice_iter(pem.as_bytes()))

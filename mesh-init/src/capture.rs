@@ -19,21 +19,21 @@ pub enum CaptureError {
         "{failed}\n(the IPv4 rules installed before this failure were removed again{rollback})"
     )]
     Partial {
-        /// The failure.
+        /// The error of the address family that failed.
         failed: Box<IptablesError>,
         /// How the rollback went, when it failed too.
         rollback: String,
     },
 }
 
-/// What to do.
+/// What a run of mesh-init does (`--dry-run`, `--cleanup`, or install).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Install the rules (replacing any of ours already there).
     Apply,
     /// Print the rules; touch nothing.
     DryRun,
-    /// Remove our rules.
+    /// Remove the mesh's chains and jumps, and nothing else.
     Cleanup,
 }
 

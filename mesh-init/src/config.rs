@@ -78,7 +78,7 @@ pub struct Flags {
     #[arg(long, env = "MESH_REDIRECT_DNS")]
     pub redirect_dns: bool,
 
-    /// The proxy's DNS port.
+    /// Port outbound DNS is redirected to with `--redirect-dns` (the proxy's DNS listener).
     #[arg(long, env = "MESH_DNS_PORT", default_value_t = ports::PROXY_DNS)]
     pub dns_port: u16,
 
@@ -146,7 +146,7 @@ pub enum OutboundRanges {
 pub struct Cidr {
     /// The network address as written.
     pub addr: IpAddr,
-    /// The prefix length.
+    /// Prefix length in bits; the full length (32 or 128) when none was written.
     pub prefix: u8,
 }
 
@@ -190,9 +190,9 @@ impl std::str::FromStr for Cidr {
 pub enum Ipv6Mode {
     /// When the pod has a global IPv6 address.
     Auto,
-    /// Always.
+    /// Always, even without a global IPv6 address on the pod.
     On,
-    /// Never.
+    /// Never: IPv6 traffic is left uncaptured.
     Off,
 }
 
@@ -210,23 +210,24 @@ pub enum Backend {
 /// The validated capture settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Outbound capture port.
+    /// Port the app's outbound TCP is redirected to (`--proxy-port`).
     pub proxy_port: u16,
-    /// Inbound capture port.
+    /// Port inbound TCP is redirected to (`--inbound-capture-port`).
     pub inbound_capture_port: u16,
-    /// Tunnel port, never captured.
+    /// Inbound port never redirected, kept for the proxy's tunnel (`--inbound-tunnel-port`).
     pub tunnel_port: u16,
     /// Uids whose traffic is never captured.
     pub proxy_uids: Vec<u32>,
     /// Gids whose traffic is never captured.
     pub proxy_gids: Vec<u32>,
-    /// Inbound capture.
+    /// Which inbound TCP ports are redirected (`--inbound-ports`, `--inbound-exclude-ports`).
     pub inbound: InboundPorts,
-    /// Outbound capture by destination.
+    /// Which outbound destinations are redirected (`--outbound-ip-ranges`).
     pub outbound_ranges: OutboundRanges,
     /// Outbound destinations never captured.
     pub outbound_exclude_ranges: Vec<Cidr>,
-    /// Outbound ports always captured.
+    /// Outbound TCP ports redirected whatever `outbound_ranges` says; excluded ports and ranges
+    /// still win (`--outbound-ports`).
     pub outbound_ports: Vec<u16>,
     /// Outbound ports never captured.
     pub outbound_exclude_ports: Vec<u16>,
@@ -234,9 +235,9 @@ pub struct Config {
     pub exclude_interfaces: Vec<String>,
     /// DNS redirection to this port, when enabled.
     pub dns_port: Option<u16>,
-    /// IPv6 rules.
+    /// Whether `ip6tables` rules are written too (`--ipv6`).
     pub ipv6: Ipv6Mode,
-    /// iptables backend.
+    /// Which iptables binaries install the rules (`--iptables-backend`).
     pub backend: Backend,
 }
 

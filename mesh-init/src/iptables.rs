@@ -16,15 +16,15 @@ pub enum IptablesError {
         "{program} was not found in PATH: install the iptables package (and iproute2 for --network-namespace)"
     )]
     Missing {
-        /// The binary.
+        /// Name of the binary not found in PATH.
         program: String,
     },
     /// The binary could not be started.
     #[error("cannot run {program}: {source}")]
     Spawn {
-        /// The binary.
+        /// Name of the binary that could not be started.
         program: String,
-        /// Why.
+        /// The OS error from starting it.
         source: std::io::Error,
     },
     /// The binary ran and failed.
@@ -32,7 +32,7 @@ pub enum IptablesError {
     Failed {
         /// The command line.
         command: String,
-        /// The exit code.
+        /// Exit code as text, or `signal` when a signal ended the process.
         code: String,
         /// Its error output.
         stderr: String,

@@ -41,13 +41,13 @@ impl Protocol {
 /// A port of a service.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServicePort {
-    /// Name of the port.
+    /// Port name from the Service or ServiceEntry (`http-web`); its prefix may give the protocol.
     pub name: String,
-    /// The service port.
+    /// Port number clients call the service on.
     pub port: u16,
     /// The port on the endpoints, when the endpoint does not say.
     pub target_port: u16,
-    /// Protocol.
+    /// How traffic on the port is routed (HTTP with routes, or TCP), from [`Protocol::detect`].
     pub protocol: Protocol,
 }
 
@@ -71,9 +71,11 @@ pub struct Service {
     pub namespace: String,
     /// Short name (`reviews`), empty for ServiceEntry hosts.
     pub name: String,
-    /// Virtual IP, if any.
+    /// Virtual IP: a Service's ClusterIP or a ServiceEntry's first address, if any; requests may
+    /// also name the service by it.
     pub vip: Option<IpAddr>,
-    /// Ports.
+    /// Ports the service exposes; each gets its own outbound clusters
+    /// (`outbound|<port>|<subset>|<host>`).
     pub ports: Vec<ServicePort>,
     /// Whether the endpoints are inside the mesh.
     pub mesh_internal: bool,
@@ -110,9 +112,9 @@ impl Service {
 /// An endpoint of a service port.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoint {
-    /// Address.
+    /// IP address of the workload: a pod, a WorkloadEntry or a ServiceEntry endpoint.
     pub address: IpAddr,
-    /// Port on the endpoint.
+    /// Port the workload receives this service port's traffic on (the target port).
     pub port: u16,
     /// Labels of the workload (subsets select on them).
     pub labels: BTreeMap<String, String>,
@@ -124,7 +126,8 @@ pub struct Endpoint {
     pub sidecar: bool,
     /// `region/zone/subzone`.
     pub locality: String,
-    /// Load-balancing weight.
+    /// Load-balancing weight among the service's endpoints, at least 1 (a WorkloadEntry's `weight`;
+    /// 1 for pods).
     pub weight: u32,
 }
 
@@ -133,7 +136,8 @@ pub struct Endpoint {
 pub struct Snapshot {
     /// Monotonic version of the snapshot.
     pub version: u64,
-    /// The cluster DNS domain.
+    /// The cluster DNS domain (`cluster.local`): short host names resolve to
+    /// `<name>.<namespace>.svc.<domain>`.
     pub domain: String,
     /// The trust domain of workload identities.
     pub trust_domain: String,
@@ -141,9 +145,11 @@ pub struct Snapshot {
     pub services: BTreeMap<String, Service>,
     /// Endpoints by (host name, service port).
     pub endpoints: BTreeMap<(String, u16), Vec<Endpoint>>,
-    /// VirtualServices.
+    /// VirtualServices of every namespace; a proxy's scoped snapshot keeps those exported to its
+    /// namespace.
     pub virtual_services: Vec<VirtualService>,
-    /// DestinationRules.
+    /// DestinationRules of every namespace; [`Snapshot::destination_rule`] picks the one a proxy
+    /// uses for a host.
     pub destination_rules: Vec<DestinationRule>,
     /// Sidecars (egress scoping and outbound traffic policy).
     pub sidecars: Vec<mesh_api::networking::Sidecar>,
@@ -212,15 +218,17 @@ impl Snapshot {
 /// What the pilot knows of a connected proxy, from its node id and metadata.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Proxy {
-    /// Node id.
+    /// The xDS node id as the proxy sent it (`sidecar~10.1.2.3~pod.ns~ns.svc.cluster.local`).
     pub id: String,
-    /// Namespace.
+    /// Namespace of the workload: node metadata `NAMESPACE`, else the node id's, else `default`.
     pub namespace: String,
-    /// Workload labels.
+    /// Workload labels from node metadata `LABELS`; Sidecar selectors and `sourceLabels` matches
+    /// use them.
     pub labels: BTreeMap<String, String>,
-    /// Workload IPs.
+    /// Workload IPs from node metadata `INSTANCE_IPS`, else the node id's IP; they identify the
+    /// proxy's own endpoints.
     pub ips: Vec<IpAddr>,
-    /// Service account.
+    /// Service account of the workload: node metadata `SERVICE_ACCOUNT`, else `default`.
     pub service_account: String,
     /// A proxyless gRPC client (metadata `GENERATOR: grpc`): gRPC's xDS subset only.
     pub proxyless: bool,

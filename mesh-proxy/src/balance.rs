@@ -25,7 +25,7 @@ const MAX_RING: u64 = 1 << 17;
 /// One endpoint, with what selection needs to know about it.
 #[derive(Debug)]
 pub struct Host {
-    /// Where it is.
+    /// Address connections to the endpoint go to.
     pub address: SocketAddr,
     /// Its load-balancing weight (at least 1).
     pub weight: u32,
@@ -33,7 +33,8 @@ pub struct Host {
     pub active: AtomicU64,
     /// Whether it takes mesh mTLS (endpoint metadata `tlsMode: istio`), and as whom.
     pub mesh: Option<PeerIdentity>,
-    /// Its record for outlier detection.
+    /// Its outlier-detection state, carried across updates for the same address
+    /// ([`Balancer::carry_from`]).
     pub health: crate::outlier::HostHealth,
 }
 
@@ -47,7 +48,7 @@ pub enum PeerIdentity {
 }
 
 impl Host {
-    /// A plaintext host.
+    /// A host without mesh mTLS, with nothing in flight and no outlier record.
     pub fn new(address: SocketAddr, weight: u32) -> Self {
         Self {
             address,
@@ -204,7 +205,7 @@ impl Balancer {
         }
     }
 
-    /// The endpoints.
+    /// Every endpoint of the cluster, ejected ones included, as indexed by picks.
     pub fn hosts(&self) -> &[Host] {
         &self.hosts
     }

@@ -24,30 +24,32 @@ pub struct Connection {
     pub destination: SocketAddr,
     /// `tls` or `raw_buffer`, as the TLS inspector saw the first bytes.
     pub transport: &'static str,
-    /// SNI, for TLS.
+    /// Server name of the TLS ClientHello (SNI); `None` for plaintext or when none was sent.
     pub server_name: Option<String>,
-    /// ALPN offered, for TLS.
+    /// Protocols the TLS ClientHello offers in ALPN (`istio-peer-exchange`, `h2`); empty for
+    /// plaintext.
     pub alpn: Vec<String>,
 }
 
 /// What a filter chain does with its connections.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ChainAction {
-    /// Proxy bytes to a cluster.
+    /// Proxy bytes both ways to an endpoint of a cluster (`tcp_proxy`).
     Tcp {
-        /// The cluster.
+        /// Name of the cluster to connect to (`outbound|9080||reviews.default.svc.cluster.local`,
+        /// `PassthroughCluster`).
         cluster: String,
         /// Closes the connection after this long with no bytes either way (`None`: never).
         idle_timeout: Option<Duration>,
     },
     /// Serve HTTP with routes fetched over RDS under this name.
     HttpRds {
-        /// The route configuration's name.
+        /// Name of the route configuration to use (the pilot names them by port: `"9080"`).
         routes: String,
     },
     /// Serve HTTP with routes carried inline (inbound).
     HttpInline {
-        /// The routes.
+        /// The route configuration from the HTTP connection manager's `route_config`.
         routes: Box<RouteConfiguration>,
     },
 }

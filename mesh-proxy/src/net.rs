@@ -41,11 +41,11 @@ pub async fn connect(
 /// What the first bytes of a plaintext connection are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sniffed {
-    /// An HTTP/1.x request line.
+    /// An HTTP/1.x request line: a known method and a space (`GET `).
     Http1,
     /// The HTTP/2 connection preface (prior knowledge).
     Http2,
-    /// A TLS record.
+    /// A TLS handshake record (first byte 0x16).
     Tls,
     /// Anything else, or nothing within the detection timeout.
     Opaque,
@@ -121,9 +121,9 @@ pub async fn sniff(stream: &TcpStream, timeout: Duration) -> io::Result<Sniffed>
 /// SNI and ALPN of a TLS ClientHello.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientHello {
-    /// Server name indication.
+    /// The SNI host name, if the client sent one.
     pub server_name: Option<String>,
-    /// Protocols offered.
+    /// ALPN protocol ids the client offers, in its order; empty when it offers none.
     pub alpn: Vec<String>,
 }
 

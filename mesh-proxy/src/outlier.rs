@@ -20,7 +20,8 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use crate::policy::Outcome;
 use crate::runtime::duration;
 
-/// Envoy's default `max_ejection_time`.
+/// Longest an ejection lasts, however often the endpoint was ejected (Envoy's default
+/// `max_ejection_time`).
 const MAX_EJECTION: Duration = Duration::from_secs(300);
 
 /// Milliseconds since the proxy started (never 0).
@@ -30,7 +31,8 @@ pub fn now_ms() -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1)
 }
 
-/// One endpoint's recent record.
+/// One endpoint's outlier state: failures in a row by kind, until when it is ejected, and how often
+/// it was.
 #[derive(Debug, Default)]
 pub struct HostHealth {
     consecutive_5xx: AtomicU32,
@@ -71,12 +73,13 @@ impl HostHealth {
     }
 }
 
-/// A cluster's outlier detection.
+/// A cluster's outlier detection, read from its Envoy `outlier_detection` with Envoy's defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutlierPolicy {
     /// Consecutive 5xx that eject (`None`: not by this rule).
     pub consecutive_5xx: Option<u32>,
-    /// Consecutive gateway errors that eject.
+    /// Consecutive gateway errors (502, 503, 504, connect failures) that eject (`None`: not by this
+    /// rule).
     pub consecutive_gateway: Option<u32>,
     /// Whether the proxy's own failures (connect failures, resets) are counted apart.
     pub split_local: bool,

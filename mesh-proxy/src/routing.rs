@@ -19,9 +19,10 @@ pub struct RequestHead<'a> {
     pub authority: &'a str,
     /// Path with query string.
     pub path: &'a str,
-    /// Method.
+    /// The HTTP method (`GET`), what `:method` matches see.
     pub method: &'a str,
-    /// Headers.
+    /// The request headers, for header matches (`:authority`, `:path` and `:method` come from the
+    /// fields above).
     pub headers: &'a http::HeaderMap,
 }
 
@@ -53,7 +54,7 @@ impl RequestHead<'_> {
 pub enum Decision {
     /// Send it to `cluster`, with `path` and `authority` as they should go upstream.
     Forward {
-        /// The upstream cluster.
+        /// Name of the cluster to send it to; among weighted clusters, the one picked.
         cluster: String,
         /// The path after rewrites.
         path: String,
@@ -70,14 +71,15 @@ pub enum Decision {
     Redirect {
         /// Status (301, 302, 303, 307, 308).
         status: u16,
-        /// The new location.
+        /// The `Location` header: the request URL with the redirect's scheme, host, port and path
+        /// applied.
         location: String,
     },
     /// Answer with this status and body.
     Respond {
-        /// Status.
+        /// HTTP status of the direct response.
         status: u16,
-        /// Body.
+        /// Body of the direct response; empty when the route sets none.
         body: String,
     },
 }
@@ -218,7 +220,7 @@ struct CompiledRoute {
     case_sensitive: bool,
     headers: Vec<HeaderRule>,
     queries: Vec<QueryRule>,
-    /// For `regex_rewrite`.
+    /// The route's `regex_rewrite`, compiled: the pattern and its substitution.
     rewrite: Option<(Regex, String)>,
     /// Cumulative weights of weighted clusters.
     weights: Vec<(u64, String)>,

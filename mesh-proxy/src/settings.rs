@@ -26,16 +26,16 @@ pub struct Flags {
     /// The workload's token for the CA.
     #[arg(long, env = "MESH_TOKEN_PATH", default_value = "/var/run/secrets/tokens/mesh-token")]
     pub token_path: PathBuf,
-    /// The pod's name.
+    /// The pod's name (downward API): the pod part of the xDS node id.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
-    /// The pod's namespace.
+    /// The pod's namespace: part of the workload identity and of the node id.
     #[arg(long, env = "POD_NAMESPACE")]
     pub pod_namespace: Option<String>,
-    /// The pod's service account.
+    /// The pod's service account: the workload certificate is issued for it.
     #[arg(long, env = "SERVICE_ACCOUNT")]
     pub service_account: Option<String>,
-    /// The pod's IP address.
+    /// The pod's IP address: the pilot finds the proxy's own endpoints by it.
     #[arg(long, env = "INSTANCE_IP")]
     pub pod_ip: Option<String>,
     /// The pod's labels, in the downward API's format (`key="value"` per line).
@@ -47,7 +47,7 @@ pub struct Flags {
     /// The cluster the pod runs in.
     #[arg(long, env = "MESH_CLUSTER_ID", default_value = "Kubernetes")]
     pub cluster_id: String,
-    /// The cluster DNS domain.
+    /// The cluster DNS domain, the end of the node id (`<namespace>.svc.<domain>`).
     #[arg(long, env = "MESH_DNS_DOMAIN", default_value = "cluster.local")]
     pub dns_domain: String,
     /// The mesh root certificate (PEM): verifies the CA, the pilot and peer sidecars.
@@ -66,7 +66,7 @@ pub struct Flags {
     /// Outbound capture port (where mesh-init redirects the app's outgoing connections).
     #[arg(long, env = "MESH_OUTBOUND_PORT", default_value_t = 15001)]
     pub outbound_port: u16,
-    /// Inbound capture port.
+    /// Inbound capture port (where mesh-init redirects connections to the pod).
     #[arg(long, env = "MESH_INBOUND_PORT", default_value_t = 15006)]
     pub inbound_port: u16,
     /// Admin port (loopback only).
@@ -81,7 +81,7 @@ pub struct Flags {
     /// How long in-flight requests get to finish after SIGTERM.
     #[arg(long, env = "MESH_DRAIN_DURATION", default_value = "5s", value_parser = duration)]
     pub drain_duration: std::time::Duration,
-    /// Access log format.
+    /// Access log format: `text` (Envoy's default, as Istio prints it), `json`, or `off`.
     #[arg(long, env = "MESH_ACCESS_LOG", value_enum, default_value = "text")]
     pub access_log: crate::telemetry::LogFormat,
     /// How long to wait for a client's first bytes before treating it as opaque TCP.
@@ -102,17 +102,17 @@ pub enum SettingsError {
     /// A required setting has no value.
     #[error("{flag} (or {env}) is required: {why}")]
     Missing {
-        /// The flag.
+        /// The flag's name (`--pod-name`).
         flag: &'static str,
-        /// Its environment variable.
+        /// The environment variable that also sets it (`POD_NAME`).
         env: &'static str,
-        /// What it is for.
+        /// What the proxy needs the value for, so the error says why it is required.
         why: &'static str,
     },
     /// A setting has a value that cannot be used.
     #[error("{flag} {value:?}: {why}")]
     Invalid {
-        /// The flag.
+        /// The flag at fault (`--pod-ip`), or the flags whose values were combined.
         flag: &'static str,
         /// The value given.
         value: String,
@@ -121,20 +121,24 @@ pub enum SettingsError {
     },
 }
 
-/// The proxy's checked settings.
+/// What [`Settings::from_flags`] derives from the flags once they are checked: addresses, identity,
+/// node id, labels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// `host:port` of the pilot.
+    /// `host:port` of the pilot's xDS server (`--pilot-address`).
     pub pilot_address: String,
-    /// `host:port` of the CA.
+    /// `host:port` of the CA's gRPC server (`--ca-address`).
     pub ca_address: String,
-    /// The token file.
+    /// File with the workload's token for the CA, read again for every request (projected tokens
+    /// are refreshed).
     pub token_path: PathBuf,
-    /// The workload's identity.
+    /// The workload's SPIFFE identity (trust domain, namespace, service account), which its
+    /// certificate must carry.
     pub identity: SpiffeId,
     /// The node id the pilot knows the proxy by.
     pub node_id: NodeId,
-    /// The pod's labels.
+    /// The pod's labels from `--labels-file` (none when the file is missing), sent as node metadata
+    /// `LABELS`.
     pub labels: BTreeMap<String, String>,
     /// The cluster the pod runs in.
     pub cluster_id: String,

@@ -32,7 +32,7 @@ pub struct BindError {
     pub address: SocketAddr,
     /// What the listener was for.
     pub purpose: &'static str,
-    /// Why.
+    /// The OS error (address in use, permission denied).
     #[source]
     pub source: std::io::Error,
 }
@@ -133,7 +133,7 @@ impl Server {
     }
 }
 
-/// A plain-text response.
+/// A response of `status` with `body` and no `Content-Type` header; [`typed`] sets one.
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;

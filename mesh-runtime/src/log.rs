@@ -23,7 +23,7 @@ pub struct LogFlags {
     /// Log filter: a level (`debug`) or per-module directives (`info,mesh_proxy=debug`).
     #[arg(long = "log-level", env = "RUST_LOG", default_value = "info")]
     pub level: String,
-    /// Log line format.
+    /// Log line format: `text` for people, `json` (one object per line) for log collectors.
     #[arg(long = "log-format", env = "MESH_LOG_FORMAT", value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }

@@ -33,9 +33,9 @@ impl Shutdown {
 /// What started the shutdown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cause {
-    /// A signal.
+    /// SIGTERM or SIGINT arrived.
     Signal(Signal),
-    /// [`Shutdown::request`].
+    /// Something in the process called [`Shutdown::request`] (the proxy's `/quitquitquit`, a test).
     Requested,
 }
 

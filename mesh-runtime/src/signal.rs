@@ -3,9 +3,9 @@
 /// Which signal asked the process to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signal {
-    /// SIGTERM.
+    /// SIGTERM: the kubelet or systemd stopping the process.
     Terminate,
-    /// SIGINT.
+    /// SIGINT: Ctrl-C in a terminal.
     Interrupt,
 }
 

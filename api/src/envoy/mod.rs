@@ -21,17 +21,17 @@ pub enum JsonError {
     /// The bytes are not a message of the type.
     #[error("{type_url} does not decode: {reason}")]
     Decode {
-        /// The type.
+        /// Type URL of the resource (`type.googleapis.com/envoy.config.cluster.v3.Cluster`).
         type_url: String,
-        /// Why.
+        /// The protobuf decoder's error.
         reason: String,
     },
     /// A nested `Any` of an unknown type, or another serialization failure.
     #[error("{type_url} cannot be written as JSON: {reason}")]
     Serialize {
-        /// The type.
+        /// Type URL of the resource that could not be written.
         type_url: String,
-        /// Why.
+        /// The serializer's error, naming the nested type it does not know.
         reason: String,
     },
 }

@@ -35,7 +35,7 @@ pub struct DestinationRuleSpec {
     /// Named groups of endpoints, selected by labels.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subsets: Vec<Subset>,
-    /// Namespaces that can see this rule.
+    /// Namespaces that can see this rule (`.` this one, `*` all); empty means all.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
     /// Workloads the rule applies to (all in its namespace when absent).
@@ -61,7 +61,7 @@ pub struct Subset {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficPolicy {
-    /// Load balancing.
+    /// How requests are spread over the endpoints (least request when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancerSettings>,
     /// Connection and request limits (the circuit breaker).
@@ -70,7 +70,7 @@ pub struct TrafficPolicy {
     /// Ejection of failing endpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
-    /// TLS to the upstream.
+    /// TLS the proxy originates towards the endpoints; automatic mesh mTLS when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTlsSettings>,
     /// Overrides per destination port.
@@ -94,7 +94,7 @@ pub struct PortTrafficPolicy {
     /// The port these settings apply to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<PortSelector>,
-    /// Load balancing.
+    /// How requests to this port are spread over the endpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancerSettings>,
     /// Connection and request limits.
@@ -103,7 +103,7 @@ pub struct PortTrafficPolicy {
     /// Ejection of failing endpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
-    /// TLS to the upstream.
+    /// TLS towards this port of the endpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTlsSettings>,
 }
@@ -112,7 +112,7 @@ pub struct PortTrafficPolicy {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancerSettings {
-    /// A simple algorithm.
+    /// An algorithm that needs no settings: ROUND_ROBIN, LEAST_REQUEST, RANDOM or PASSTHROUGH.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simple: Option<SimpleLb>,
     /// Session affinity by hashing a request attribute.
@@ -179,10 +179,10 @@ pub struct ConsistentHashLb {
     /// Hash on this query parameter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_query_parameter_name: Option<String>,
-    /// Ring hash settings.
+    /// Use a ring hash (Ketama), with these settings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ring_hash: Option<RingHash>,
-    /// Maglev settings.
+    /// Use Maglev hashing, with these settings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maglev: Option<Maglev>,
     /// Deprecated form of `ringHash.minimumRingSize`.
@@ -194,9 +194,9 @@ pub struct ConsistentHashLb {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpCookie {
-    /// Cookie name.
+    /// Name of the cookie whose value is hashed.
     pub name: String,
-    /// Cookie path.
+    /// Path set on a generated cookie.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Lifetime of a generated cookie.
@@ -204,7 +204,7 @@ pub struct HttpCookie {
     pub ttl: Option<Duration>,
 }
 
-/// Ring hash settings.
+/// Settings of the ring hash (Ketama) algorithm.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct RingHash {
@@ -213,7 +213,7 @@ pub struct RingHash {
     pub minimum_ring_size: Option<u64>,
 }
 
-/// Maglev settings.
+/// Settings of the Maglev algorithm.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Maglev {
@@ -255,9 +255,9 @@ pub struct LocalityDistribute {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityFailover {
-    /// Region that fails.
+    /// Region of the callers (`us-east`).
     pub from: String,
-    /// Region that takes over.
+    /// Region their traffic fails over to when the endpoints of their own region are unhealthy.
     pub to: String,
 }
 
@@ -268,7 +268,7 @@ pub struct ConnectionPoolSettings {
     /// Limits common to TCP and HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpSettings>,
-    /// HTTP limits.
+    /// Limits on HTTP requests, HTTP/1.1 and HTTP/2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSettings>,
 }
@@ -283,7 +283,7 @@ pub struct TcpSettings {
     /// TCP connect timeout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Duration>,
-    /// TCP keepalive.
+    /// Keepalive probes on the connections (none when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_keepalive: Option<TcpKeepalive>,
     /// Maximum lifetime of a connection.
@@ -346,7 +346,7 @@ string_enum! {
         Default = "DEFAULT",
         /// Keep HTTP/1.1.
         DoNotUpgrade = "DO_NOT_UPGRADE",
-        /// Upgrade.
+        /// Upgrade HTTP/1.1 connections to HTTP/2 towards the destination.
         Upgrade = "UPGRADE",
     }
 }
@@ -420,7 +420,7 @@ pub struct ClientTlsSettings {
 string_enum! {
     /// TLS modes towards a destination.
     pub enum ClientTlsMode {
-        /// Plaintext.
+        /// No TLS towards the destination, not even the automatic mesh mTLS.
         Disable = "DISABLE",
         /// TLS, server verified.
         Simple = "SIMPLE",
@@ -448,7 +448,7 @@ pub struct TunnelSettings {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyProtocol {
-    /// `V1` or `V2`.
+    /// Which PROXY protocol header is sent: `V1` (text) or `V2` (binary).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<ProxyProtocolVersion>,
 }

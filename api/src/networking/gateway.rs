@@ -44,7 +44,7 @@ pub struct Server {
     /// Hosts served, as `[namespace/]dnsName` (`*` for all).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
-    /// TLS on this port.
+    /// How TLS is handled on this port: terminated, passed through, or plain HTTP redirected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsSettings>,
     /// Where traffic goes by default (`127.0.0.1:8080` or a unix socket).
@@ -62,13 +62,14 @@ pub struct ServerTlsSettings {
     /// Redirect plain HTTP to HTTPS with a 301.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub https_redirect: Option<bool>,
-    /// How TLS is handled.
+    /// How TLS is handled: PASSTHROUGH, SIMPLE, MUTUAL, AUTO_PASSTHROUGH, ISTIO_MUTUAL or
+    /// OPTIONAL_MUTUAL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<ServerTlsMode>,
-    /// Server certificate file.
+    /// Path of the server certificate (PEM), for SIMPLE and MUTUAL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_certificate: Option<String>,
-    /// Server key file.
+    /// Path of the server's private key (PEM), for SIMPLE and MUTUAL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
     /// CA bundle that verifies clients (MUTUAL).
@@ -110,13 +111,13 @@ pub struct ServerTlsSettings {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsCertificate {
-    /// Certificate file.
+    /// Path of a server certificate (PEM).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_certificate: Option<String>,
-    /// Key file.
+    /// Path of that certificate's private key (PEM).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
-    /// CA bundle file.
+    /// Path of the CA bundle (PEM) that verifies client certificates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_certificates: Option<String>,
 }

@@ -35,10 +35,10 @@ pub const READ_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct StringMatch {
-    /// Exact string match.
+    /// Matches when the value equals this string.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,
-    /// Prefix match.
+    /// Matches when the value starts with this string.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// RE2-style regular expression, matched against the whole value.
@@ -67,7 +67,7 @@ impl StringMatch {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Percent {
-    /// The percentage.
+    /// The percentage, 0.0 to 100.0; fractions allowed (`0.1` is one in a thousand).
     pub value: f64,
 }
 
@@ -75,7 +75,7 @@ pub struct Percent {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PortSelector {
-    /// The port number.
+    /// Port number on the destination service, 1 to 65535.
     pub number: u32,
 }
 
@@ -97,13 +97,13 @@ pub struct Destination {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Port {
-    /// The port number.
+    /// Port number the service or listener takes traffic on, 1 to 65535.
     pub number: u32,
     /// `HTTP`, `HTTPS`, `GRPC`, `GRPC-WEB`, `HTTP2`, `MONGO`, `TCP`, `TLS` and the others Istio
     /// knows.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub protocol: String,
-    /// A name for the port.
+    /// Label for the port; a WorkloadEntry's `ports` map refers to service ports by it.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// The port on the endpoints the traffic is sent to, when it differs from `number`.

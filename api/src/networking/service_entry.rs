@@ -34,16 +34,16 @@ pub struct ServiceEntrySpec {
     /// Virtual IPs or CIDRs of the service.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
-    /// Ports of the service.
+    /// Ports the service exposes, with their protocols.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
     /// Inside or outside the mesh (decides mTLS).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
-    /// How endpoints are found.
+    /// How the proxy finds the endpoints: NONE, STATIC, DNS, DNS_ROUND_ROBIN or DYNAMIC_DNS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Resolution>,
-    /// Static endpoints.
+    /// Endpoints listed inline, instead of selected with `workloadSelector`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<WorkloadEntrySpec>,
     /// Pods and WorkloadEntries selected as endpoints (instead of `endpoints`).
@@ -113,10 +113,10 @@ pub struct WorkloadEntrySpec {
     /// Network the workload is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
-    /// `region/zone/subzone`.
+    /// Locality of the workload, `region/zone/subzone`, for locality-aware load balancing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locality: Option<String>,
-    /// Load balancing weight.
+    /// Load balancing weight: endpoints get traffic in proportion to it (1 when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
     /// Service account of the workload (its mesh identity).

@@ -43,9 +43,9 @@ pub struct SidecarSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct IngressListener {
-    /// The port.
+    /// The port inbound traffic arrives on, with its protocol and name.
     pub port: Port,
-    /// Address to bind to.
+    /// IP the listener binds to; chosen from the workload's addresses when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bind: Option<String>,
     /// How traffic reaches the listener.
@@ -54,10 +54,10 @@ pub struct IngressListener {
     /// Where the traffic goes (`127.0.0.1:8080`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_endpoint: Option<String>,
-    /// TLS on this port.
+    /// TLS the sidecar terminates on this port for callers outside the mesh, instead of mesh mTLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsSettings>,
-    /// Connection pool for this port.
+    /// Connection pool limits for inbound traffic on this port, overriding `inboundConnectionPool`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection_pool: Option<ConnectionPoolSettings>,
 }
@@ -66,10 +66,11 @@ pub struct IngressListener {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressListener {
-    /// Limit to this port.
+    /// The port this listener covers; without it, the ports of its hosts that no listener with a
+    /// port claims.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<Port>,
-    /// Address to bind to.
+    /// IP or unix socket (`unix:///path`) the listener binds to; needs `port`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bind: Option<String>,
     /// How traffic reaches the listener.

@@ -59,7 +59,7 @@ pub struct HttpRoute {
     /// Conditions, any of which selects this route; empty matches every request.
     #[serde(rename = "match", skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<HttpMatchRequest>,
-    /// Weighted destinations.
+    /// Where matching requests are forwarded, each destination with its share of the traffic.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<HttpRouteDestination>,
     /// Answer with a redirect instead of forwarding.
@@ -77,10 +77,10 @@ pub struct HttpRoute {
     /// Whole-request timeout (disabled when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
-    /// Retry policy.
+    /// How failed requests are retried; the mesh's default retry policy when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<HttpRetry>,
-    /// Faults to inject.
+    /// Delays or aborts injected into matching requests, to test how callers cope.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<HttpFaultInjection>,
     /// Copy requests to this destination too (response discarded).
@@ -110,16 +110,16 @@ pub struct HttpMatchRequest {
     /// Name of the match, appended to the route name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The request path.
+    /// Match on the request path, without the query string.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uri: Option<StringMatch>,
-    /// The URI scheme.
+    /// Match on the URI scheme (`http`, `https`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheme: Option<StringMatch>,
-    /// The HTTP method.
+    /// Match on the HTTP method (`GET`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<StringMatch>,
-    /// The `Host`/`:authority`.
+    /// Match on the `Host`/`:authority` header.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authority: Option<StringMatch>,
     /// Request headers; an empty match means "present".
@@ -134,7 +134,7 @@ pub struct HttpMatchRequest {
     /// Gateways this match applies to (overrides the VirtualService's).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
-    /// Query parameters.
+    /// Match on query parameters, by parameter name (`?key=value`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub query_params: BTreeMap<String, StringMatch>,
     /// Match `uri` without regard to case.
@@ -180,19 +180,19 @@ pub struct RouteDestination {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRedirect {
-    /// Replacement path.
+    /// Path of the redirect location, in place of the request's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
-    /// Replacement authority.
+    /// Host of the redirect location, in place of the request's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
-    /// Replacement port.
+    /// Port of the redirect location, in place of the request's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
     /// Take the port from the protocol default or from the request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub derive_port: Option<RedirectPortSelection>,
-    /// Replacement scheme.
+    /// Scheme of the redirect location (`https`), in place of the request's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
     /// Status code: 301 (default), 302, 303, 307 or 308.
@@ -214,9 +214,9 @@ string_enum! {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpDirectResponse {
-    /// HTTP status code.
+    /// HTTP status to answer with (200 to 599).
     pub status: u32,
-    /// Response body.
+    /// Body to answer with, as text or base64 bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<HttpBody>,
 }
@@ -266,7 +266,7 @@ pub struct RegexRewrite {
     /// RE2-style pattern.
     #[serde(rename = "match")]
     pub pattern: String,
-    /// Replacement.
+    /// What each match is replaced with; `\1` refers to a capture group.
     pub rewrite: String,
 }
 
@@ -310,7 +310,7 @@ pub struct HttpFaultInjection {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultDelay {
-    /// The delay.
+    /// How long matching requests wait before they are forwarded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fixed_delay: Option<Duration>,
     /// Exponential delay (declared by Istio, not implemented by it either).
@@ -357,7 +357,8 @@ pub struct HttpMirrorPolicy {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorsPolicy {
-    /// Allowed origins.
+    /// Origins that may make cross-origin requests; a match is echoed in
+    /// `Access-Control-Allow-Origin`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow_origins: Vec<StringMatch>,
     /// Deprecated exact-match form of `allowOrigins`.
@@ -429,7 +430,7 @@ pub struct TlsRoute {
     /// Conditions, any of which selects this route.
     #[serde(rename = "match", skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<TlsMatchAttributes>,
-    /// Weighted destinations.
+    /// Where matching connections are forwarded, each destination with its share of them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<RouteDestination>,
 }
@@ -444,7 +445,7 @@ pub struct TlsMatchAttributes {
     /// Destination IPs or CIDRs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub destination_subnets: Vec<String>,
-    /// Destination port.
+    /// Match on the port the connection was sent to (for a service with several ports).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
     /// Labels of the calling workload.
@@ -465,7 +466,7 @@ pub struct TcpRoute {
     /// Conditions, any of which selects this route; empty matches every connection.
     #[serde(rename = "match", skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<L4MatchAttributes>,
-    /// Weighted destinations.
+    /// Where matching connections are forwarded, each destination with its share of them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<RouteDestination>,
 }
@@ -477,7 +478,7 @@ pub struct L4MatchAttributes {
     /// Destination IPs or CIDRs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub destination_subnets: Vec<String>,
-    /// Destination port.
+    /// Match on the port the connection was sent to (for a service with several ports).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
     /// Source IP or CIDR.

@@ -27,7 +27,7 @@ pub use security::{authorization_policy, peer_authentication};
 /// One problem in one field of one object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidationError {
-    /// The object.
+    /// The object the field belongs to (`VirtualService default/hello`).
     pub object: ObjectRef,
     /// The field, as a path from the object's root (`spec.http[1].route[0].weight`).
     pub path: String,

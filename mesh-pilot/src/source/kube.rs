@@ -26,21 +26,21 @@ use crate::model::{DEFAULT_DOMAIN, Endpoint, Snapshot};
 /// Everything the Kubernetes source has seen, at one moment.
 #[derive(Default)]
 pub struct Objects {
-    /// Services.
+    /// Kubernetes Services: host names, ports and ClusterIPs of the registry.
     pub services: Vec<Arc<KubeService>>,
-    /// EndpointSlices.
+    /// EndpointSlices: the endpoints of Kubernetes Services (ready ones only).
     pub slices: Vec<Arc<EndpointSlice>>,
-    /// Pods.
+    /// Pods, read for the labels, service account and sidecar of each endpoint.
     pub pods: Vec<Arc<Pod>>,
-    /// VirtualServices.
+    /// VirtualServices of every namespace.
     pub virtual_services: Vec<Arc<VirtualService>>,
-    /// DestinationRules.
+    /// DestinationRules of every namespace.
     pub destination_rules: Vec<Arc<DestinationRule>>,
-    /// ServiceEntries.
+    /// ServiceEntries: services outside Kubernetes, added to the registry.
     pub service_entries: Vec<Arc<ServiceEntry>>,
-    /// WorkloadEntries.
+    /// WorkloadEntries: non-pod workloads, endpoints of the ServiceEntries that select them.
     pub workload_entries: Vec<Arc<WorkloadEntry>>,
-    /// Sidecars.
+    /// Sidecars: each workload's egress scope and outbound traffic policy.
     pub sidecars: Vec<Arc<Sidecar>>,
 }
 

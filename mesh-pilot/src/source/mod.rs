@@ -19,7 +19,7 @@ pub struct Rejected {
     pub origin: String,
     /// The object, when it could be read far enough to name it.
     pub object: Option<ObjectRef>,
-    /// The problem.
+    /// Why it was left out: the load or validation error, naming the field.
     pub reason: String,
 }
 

@@ -45,7 +45,9 @@ pub fn ads() -> ConfigSource {
     }
 }
 
-/// Every cluster a sidecar gets.
+/// Every cluster a proxy gets, sorted by name: `outbound|port|subset|host` per service port and
+/// DestinationRule subset, `inbound|port||` per port its workload serves, and the passthrough and
+/// blackhole clusters.
 pub fn clusters(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Cluster> {
     let mut out = Vec::new();
     for service in snapshot.services.values() {

@@ -40,7 +40,7 @@ pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 /// Name of the CORS HTTP filter.
 pub const CORS_FILTER: &str = "envoy.filters.http.cors";
 
-/// The sidecar's listeners.
+/// The sidecar's two capture listeners: `virtualOutbound` (15001) and `virtualInbound` (15006).
 pub fn listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
     vec![virtual_outbound(snapshot, proxy), virtual_inbound(snapshot, proxy)]
 }

@@ -16,12 +16,12 @@ pub mod tls;
 /// Every resource of one type for one proxy, by name.
 pub type Resources = Vec<(String, Any)>;
 
-/// Packs a message as `Any`.
+/// Packs a message as `Any`, with its `type.googleapis.com/...` type URL.
 pub fn any<T: Name + prost::Message>(message: T) -> Any {
     envoy_types::util::pack_any(message)
 }
 
-/// A protobuf duration.
+/// A duration as a protobuf `Duration` (seconds saturate at `i64::MAX`).
 pub fn duration(d: std::time::Duration) -> PbDuration {
     PbDuration {
         seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),

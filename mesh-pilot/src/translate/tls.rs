@@ -150,7 +150,8 @@ pub fn auto_mesh(sni: String, identities: &[String]) -> Vec<TransportSocketMatch
 /// How a cluster's connections are secured.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Upstream {
-    /// Plaintext.
+    /// No transport socket: plaintext to every endpoint (outside the mesh, `DISABLE`, or automatic
+    /// mTLS for a proxyless client).
     Plain,
     /// Mesh mTLS for endpoints with a sidecar, plaintext for the others.
     Auto(Vec<TransportSocketMatch>),

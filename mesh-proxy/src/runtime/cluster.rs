@@ -44,7 +44,7 @@ pub enum ClusterTls {
 /// Which HTTP version a cluster speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamHttp {
-    /// HTTP/1.1.
+    /// HTTP/1.1 (explicit HTTP options other than HTTP/2).
     Http1,
     /// HTTP/2 (prior knowledge in plaintext).
     Http2,
@@ -72,13 +72,13 @@ pub struct Breakers {
 /// What is in flight to a cluster.
 #[derive(Debug, Default)]
 pub struct InFlightCounts {
-    /// Requests.
+    /// Requests in flight, against `max_requests`.
     pub requests: AtomicU64,
     /// Retries (between a retriable outcome and the next attempt).
     pub retries: AtomicU64,
-    /// Upstream connections.
+    /// Upstream connections open, against `max_connections`.
     pub connections: AtomicU64,
-    /// Requests waiting for a connection.
+    /// Requests waiting for a connection, against `max_pending`.
     pub pending: AtomicU64,
 }
 
@@ -180,15 +180,16 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub struct Transport {
     /// Source address to connect from (`upstream_bind_config`: 127.0.0.6 inbound).
     pub bind: Option<IpAddr>,
-    /// Security.
+    /// Whether connections use mesh mTLS, per endpoint or always (from `transport_socket`).
     pub tls: ClusterTls,
-    /// HTTP version.
+    /// HTTP version towards the endpoints (from the cluster's `HttpProtocolOptions`).
     pub http: UpstreamHttp,
-    /// Connect timeout.
+    /// TCP connect timeout (`connect_timeout`; 10s when unset or zero).
     pub connect_timeout: Duration,
-    /// Circuit breakers.
+    /// Limits on what may be in flight to the cluster, and the counts against them
+    /// (`circuit_breakers`).
     pub breakers: Breakers,
-    /// Connection pooling.
+    /// How long HTTP connections are reused: requests per connection, idle timeout.
     pub pool: PoolSettings,
 }
 

@@ -41,7 +41,7 @@ impl std::fmt::Debug for ChainPlan {
     }
 }
 
-/// A filter chain compiled.
+/// A filter chain ready for the data path: what it does, and whether it terminates mesh mTLS.
 #[derive(Debug)]
 pub struct CompiledChain {
     /// What the chain does; the error says why its connections must be closed (a filter
@@ -78,7 +78,8 @@ pub struct CompiledListener {
 }
 
 impl CompiledListener {
-    /// Compiles `listener`.
+    /// Compiles `listener`: its chain index and every chain, the default one included. Never fails:
+    /// a chain that does not compile closes its connections.
     pub fn compile(listener: &Listener) -> Self {
         let default = listener.default_filter_chain.as_ref().map(CompiledChain::of);
         let fallback = default.as_ref().and_then(|c| match &c.plan {

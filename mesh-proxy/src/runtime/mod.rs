@@ -34,7 +34,8 @@ pub struct Runtime {
     pub config: Arc<Config>,
     /// Route tables by route configuration name (RDS).
     pub routes: HashMap<String, Arc<RouteTable>>,
-    /// Upstreams by cluster name.
+    /// Where each cluster's connections go (a balancer, the original destination, or DNS targets),
+    /// by cluster name.
     pub upstreams: HashMap<String, Arc<Upstream>>,
     /// How to reach each cluster, by name.
     pub transports: HashMap<String, Arc<Transport>>,

@@ -27,13 +27,13 @@ const MIN_BACKOFF: Duration = Duration::from_millis(500);
 /// What the client reports about itself (for health metrics and the admin endpoint).
 #[derive(Default)]
 pub struct ClientState {
-    /// Whether a stream is up.
+    /// Whether a stream to the pilot is up now.
     pub connected: AtomicBool,
-    /// Streams opened.
+    /// Stream attempts since start, counted before each one (failed ones too).
     pub connects: AtomicU64,
-    /// Responses rejected.
+    /// Responses NACKed since start (a resource failed the store's checks).
     pub rejected: AtomicU64,
-    /// The last rejection's message.
+    /// The NACK message of the last rejected response; `None` until one is rejected.
     pub last_rejection: ArcSwapOption<String>,
 }
 

@@ -40,13 +40,14 @@ const TRANSPORT_SOCKETS: [&str; 2] =
 /// Everything the proxy runs on, at one moment.
 #[derive(Clone, Debug, Default)]
 pub struct Config {
-    /// Listeners by name.
+    /// Listeners by name; each LDS response replaces them all.
     pub listeners: BTreeMap<String, Listener>,
-    /// Route configurations by name.
+    /// Route configurations by name; RDS responses add or replace, never remove.
     pub routes: BTreeMap<String, RouteConfiguration>,
-    /// Clusters by name.
+    /// Clusters by name; each CDS response replaces them all.
     pub clusters: BTreeMap<String, Cluster>,
-    /// Endpoint assignments by cluster name.
+    /// Endpoint assignments by cluster (EDS service) name; EDS responses add or replace, never
+    /// remove.
     pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
     /// The version last accepted, by type URL.
     pub versions: BTreeMap<String, String>,
