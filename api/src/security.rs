@@ -143,8 +143,8 @@ pub struct ExtensionProvider {
     pub name: String,
 }
 
-/// One rule: who (`from`), what (`to`) and under which conditions (`when`). Each list is ANDed
-/// with the others; the entries of one list are ORed.
+/// One rule: who (`from`), what (`to`) and under which conditions (`when`). The three lists
+/// are ANDed; the entries of `from` and of `to` are ORed, every `when` condition must hold.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
