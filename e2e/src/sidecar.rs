@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
+use mesh_testing::pilot::TestPilot;
+
 use crate::netns;
 
 /// Where a pod's Envoy finds the pilot, inside its namespace.
@@ -15,15 +17,33 @@ pub const XDS: &str = "127.0.0.1:15010";
 /// Where a pod's Envoy finds its secrets, inside its namespace.
 pub const SDS: &str = "127.0.0.1:15030";
 
+/// A listener bound inside namespace `ns`.
+fn bind(ns: &str, address: &str) -> std::net::TcpListener {
+    let address: SocketAddr = address.parse().unwrap_or_else(|e| panic!("{address}: {e}"));
+    netns::listen(ns, address)
+}
+
 /// A tokio listener bound inside namespace `ns`.
 fn listen(ns: &str, address: &str) -> tokio::net::TcpListener {
-    let address: SocketAddr = address.parse().unwrap_or_else(|e| panic!("{address}: {e}"));
-    let listener = netns::listen(ns, address);
+    let listener = bind(ns, address);
     listener.set_nonblocking(true).unwrap_or_else(|e| panic!("nonblocking: {e}"));
     tokio::net::TcpListener::from_std(listener).unwrap_or_else(|e| panic!("tokio listener: {e}"))
 }
 
-/// Serves the pilot's ADS inside `ns` on [`XDS`].
+/// Runs the pilot (its app, as `main` builds it) inside `ns`, reading `config_dir` (a test
+/// pilot's flags: polled often, pushed soon), serving xDS on [`XDS`] there and monitoring on
+/// a loopback port the system chooses. Returns once it is ready; it serves until dropped.
+pub async fn serve_pilot(ns: &str, config_dir: &Path) -> TestPilot {
+    let listeners = mesh_pilot::app::Listeners {
+        xds: bind(ns, XDS),
+        xds_mtls: None,
+        monitoring: bind(ns, "127.0.0.1:0"),
+    };
+    TestPilot::start(TestPilot::config(config_dir), listeners).await
+}
+
+/// Serves ADS from `discovery` inside `ns` on [`XDS`], for a test that publishes snapshots
+/// itself (see [`serve_pilot`] for the whole pilot).
 pub fn serve_xds(ns: &str, discovery: &Arc<mesh_pilot::ads::Discovery>) {
     let listener = listen(ns, XDS);
     let service = discovery.service();
@@ -69,8 +89,8 @@ pub fn serve_ca(ns: &str, state_dir: &Path, tokens: &Path) {
         format!("--tokens-file={}", tokens.display()),
     ];
     let config = mesh_ca::app::Config::try_parse_from(args).unwrap_or_else(|e| panic!("{e}"));
-    let bind = |address: &str| netns::listen(ns, address.parse().unwrap_or_else(|e| panic!("{e}")));
-    let listeners = mesh_ca::app::Listeners { grpc: bind(CA), monitoring: bind("127.0.0.1:15014") };
+    let listeners =
+        mesh_ca::app::Listeners { grpc: bind(ns, CA), monitoring: bind(ns, "127.0.0.1:15014") };
     let ns = ns.to_owned();
     tokio::spawn(async move {
         let _ca = mesh_ca::app::build_with(config, listeners)

@@ -12,7 +12,6 @@
 
 use std::net::TcpListener;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e::netns::{self, PodAndPeer};
@@ -80,19 +79,20 @@ async fn two_envoy_sidecars_speak_mesh_mtls_with_certificates_from_the_ca() {
     app(netns::listen(&net.peer, "127.0.0.1:8080".parse().unwrap()));
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mesh.yaml"), CONFIG).unwrap();
-    let (mut snapshot, rejected) = mesh_pilot::source::local::read(dir.path());
-    assert!(rejected.is_empty(), "{rejected:?}");
-    snapshot.version = 1;
-    let (_publish, snapshots) = tokio::sync::watch::channel(Arc::new(snapshot));
-    let discovery = mesh_pilot::ads::Discovery::new(snapshots);
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(config.join("mesh.yaml"), CONFIG).unwrap();
 
     let ca = mesh_testing::ca::TestCa::new();
-    // Two pods: the client (10.99.0.2) and the server (10.99.0.1), each with its sidecar.
+    // Two pods: the client (10.99.0.2) and the server (10.99.0.1), each with its sidecar and a
+    // pilot serving it in its namespace.
     let pods = [(&net.pod, "10.99.0.2", "client"), (&net.peer, "10.99.0.1", "hello")];
+    let mut pilots = Vec::new();
     let mut envoys = Vec::new();
     for (ns, ip, sa) in pods {
-        sidecar::serve_xds(ns, &discovery);
+        let pilot = sidecar::serve_pilot(ns, &config).await;
+        assert_eq!(pilot.discovery.metrics.config_rejected.get(), 0, "the config is valid");
+        pilots.push(pilot);
         sidecar::serve_sds(ns, ca.issue("demo", sa));
         sidecar::capture(ns, &["-u", "0", "-g", "0", "--ipv6", "off"]);
         let node = format!("sidecar~{ip}~{sa}-1.demo~demo.svc.cluster.local");
@@ -106,7 +106,10 @@ async fn two_envoy_sidecars_speak_mesh_mtls_with_certificates_from_the_ca() {
     // Both sidecars have accepted every type.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let status = discovery.syncz().await;
+        let mut status = Vec::new();
+        for pilot in &pilots {
+            status.extend(pilot.discovery.syncz().await);
+        }
         let synced = status.len() == 2
             && status.iter().all(|p| {
                 mesh_api::xds::PUSH_ORDER

@@ -11,7 +11,6 @@
 
 use std::net::TcpListener;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::netns::{self, PodAndPeer};
@@ -73,16 +72,14 @@ async fn envoy_routes_real_requests_as_the_virtual_service_says() {
 
     // The pilot, reading a directory, serving xDS inside the pod (as a node-local agent would).
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("services.yaml"), CONFIG).unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(config.join("services.yaml"), CONFIG).unwrap();
     let routing = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../mesh-pilot/tests/data/mesh/routing.yaml");
-    std::fs::copy(routing, dir.path().join("routing.yaml")).unwrap();
-    let (mut snapshot, rejected) = mesh_pilot::source::local::read(dir.path());
-    assert!(rejected.is_empty(), "{rejected:?}");
-    snapshot.version = 1;
-    let (_publish, snapshots) = tokio::sync::watch::channel(Arc::new(snapshot));
-    let discovery = mesh_pilot::ads::Discovery::new(snapshots);
-    sidecar::serve_xds(&net.pod, &discovery);
+    std::fs::copy(routing, config.join("routing.yaml")).unwrap();
+    let pilot = sidecar::serve_pilot(&net.pod, &config).await;
+    assert_eq!(pilot.discovery.metrics.config_rejected.get(), 0, "the config is valid");
 
     // The workload's certificate over SDS, as the agent next to an Envoy sidecar serves it.
     let ca = mesh_testing::ca::TestCa::new();
@@ -102,7 +99,7 @@ async fn envoy_routes_real_requests_as_the_virtual_service_says() {
     );
 
     if let Err(why) =
-        discovery.wait_until_synced(&mesh_api::xds::PUSH_ORDER, Duration::from_secs(30)).await
+        pilot.discovery.wait_until_synced(&mesh_api::xds::PUSH_ORDER, Duration::from_secs(30)).await
     {
         panic!("envoy did not sync: {why}\n{}", envoy.stop());
     }

@@ -120,13 +120,9 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the addresses of `config`.
     pub fn bind(config: &Config) -> anyhow::Result<Self> {
-        let bind = |address: SocketAddr, what: &str| {
-            std::net::TcpListener::bind(address)
-                .with_context(|| format!("cannot listen on {address} for {what}"))
-        };
         Ok(Self {
-            grpc: bind(config.listen, "certificate requests")?,
-            monitoring: bind(config.monitoring_listen, "monitoring")?,
+            grpc: admin::bind_std(config.listen, "certificate requests")?,
+            monitoring: admin::bind_std(config.monitoring_listen, "monitoring")?,
         })
     }
 }

@@ -1,20 +1,16 @@
-//! The monitoring and debug endpoint (port 15014): `/ready` once the first snapshot is out,
-//! `/debug/syncz` (what each proxy was sent and acknowledged, per type: the data behind
-//! `meshctl proxy-status`), `/debug/config_dump?proxyID=` (what one proxy is served, as Envoy's
-//! config dump JSON), `/debug/registry` (the services known).
+//! What the monitoring and debug endpoint (port 15014, served by `mesh_runtime::admin`)
+//! answers: `/metrics`, `/ready` (naming what the pilot still waits for), `/debug/syncz`
+//! (what each proxy was sent and acknowledged, per type: the data behind `meshctl
+//! proxy-status`), `/debug/config_dump?proxyID=` (what one proxy is served, as Envoy's config
+//! dump JSON), `/debug/registry` (the services known).
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use http::{Response, StatusCode};
+use mesh_runtime::admin::{self, query_param};
+use mesh_runtime::readiness::Ready;
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{debug, warn};
 
 use crate::ads::Discovery;
 use crate::model::Snapshot;
@@ -28,75 +24,12 @@ pub struct State {
     pub discovery: Arc<Discovery>,
     /// The published snapshots.
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
-    /// Set once the config sources have produced a first snapshot.
-    pub ready: AtomicBool,
-    /// Set while the pilot waits for its certificate (mTLS xDS configured, not yet served).
-    pub certificate_pending: AtomicBool,
+    /// The pilot's readiness: what `/ready` answers.
+    pub ready: Ready,
 }
 
-/// Serves until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<State>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    warn!("debug accept failed: {err}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(req.uri(), &state).await) }
-            });
-            if let Err(err) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!("debug connection ended: {err}");
-            }
-        });
-    }
-}
-
-/// The value of a query parameter, percent-decoded.
-fn query_param(uri: &hyper::Uri, name: &str) -> Option<String> {
-    let raw =
-        uri.query()?.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-async fn respond(uri: &hyper::Uri, state: &State) -> Response<Full<Bytes>> {
+/// The answer to a request for `uri` (the handler of the monitoring server).
+pub async fn respond(uri: &http::Uri, state: &State) -> Response<admin::Body> {
     let (status, body) = match uri.path() {
         "/debug/config_dump" => match query_param(uri, "proxyID") {
             None => (
@@ -110,14 +43,7 @@ async fn respond(uri: &hyper::Uri, state: &State) -> Response<Full<Bytes>> {
             },
         },
         "/metrics" => (StatusCode::OK, state.discovery.metrics.encode()),
-        "/ready" if !state.ready.load(Ordering::Acquire) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready: no configuration read yet\n".to_owned())
-        }
-        "/ready" if state.certificate_pending.load(Ordering::Acquire) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: waiting for the pilot's certificate from the CA\n".to_owned(),
-        ),
-        "/ready" => (StatusCode::OK, "ready\n".to_owned()),
+        "/ready" => state.ready.response(),
         "/debug/syncz" => {
             let proxies: Vec<_> =
                 state
@@ -171,7 +97,5 @@ async fn respond(uri: &hyper::Uri, state: &State) -> Response<Full<Bytes>> {
                 .to_owned(),
         ),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
+    admin::text(status, body)
 }

@@ -4,9 +4,11 @@
 //! where a node is admitted only as the workload its certificate names).
 //!
 //! Translation is pure ([`translate`]); only the config sources, the ADS server ([`ads`]) and
-//! the debug endpoint do I/O. The pilot never holds a workload's private key.
+//! the debug endpoint do I/O; [`app`] puts them together for the binary and for tests. The
+//! pilot never holds a workload's private key.
 
 pub mod ads;
+pub mod app;
 pub mod changes;
 pub mod debug;
 pub mod metrics;

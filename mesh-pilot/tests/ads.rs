@@ -50,13 +50,7 @@ async fn serve(discovery: &Arc<Discovery>) -> String {
 }
 
 async fn connect(address: &str) -> Client {
-    let mut grpc = AggregatedDiscoveryServiceClient::connect(address.to_owned()).await.unwrap();
-    let (requests, rx) = mpsc::channel(16);
-    let responses = grpc
-        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (requests, responses) = common::ads_stream(address).await;
     Client { requests, responses }
 }
 

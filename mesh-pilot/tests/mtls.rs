@@ -1,6 +1,7 @@
 //! xDS over mesh mTLS (port 15012): a proxy with a certificate from the mesh CA is served as
 //! the workload its certificate names; a node claiming another namespace or service account,
-//! or a client without a mesh certificate, is refused.
+//! or a client without a mesh certificate, is refused; the pilot gets its own certificate from
+//! mesh-ca before it is ready.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
@@ -9,7 +10,6 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Mesh, TRUST_DOMAIN};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -17,10 +17,12 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use mesh_api::identity::SpiffeId;
 use mesh_identity::CertStore;
 use mesh_pilot::ads::Discovery;
+use mesh_testing::ca::{TRUST_DOMAIN, TestCa};
+use mesh_testing::pilot::TestPilot;
 use tokio_stream::StreamExt as _;
 
 /// Starts the mTLS xDS server with the pilot's own certificate; returns its address.
-async fn pilot(mesh: &Mesh) -> (Arc<Discovery>, String) {
+async fn pilot(mesh: &TestCa) -> (Arc<Discovery>, String) {
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(common::mesh()));
     std::mem::forget(tx);
     let discovery = Discovery::new(rx);
@@ -45,7 +47,7 @@ async fn pilot(mesh: &Mesh) -> (Arc<Discovery>, String) {
 
 /// A proxy's ADS client presenting `store`, accepting only the pilot's identity.
 fn client(
-    mesh: &Mesh,
+    mesh: &TestCa,
     address: &str,
     store: Arc<CertStore>,
 ) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
@@ -91,7 +93,7 @@ async fn first_answer(
 
 #[tokio::test]
 async fn a_proxy_is_served_as_the_workload_its_certificate_names() {
-    let mesh = Mesh::new();
+    let mesh = TestCa::new();
     let (_discovery, address) = pilot(&mesh).await;
     let proxy = client(&mesh, &address, mesh.store("demo", "hello"));
     let clusters = first_answer(proxy, cds_request("demo", "hello")).await.unwrap();
@@ -100,7 +102,7 @@ async fn a_proxy_is_served_as_the_workload_its_certificate_names() {
 
 #[tokio::test]
 async fn a_node_claiming_another_workload_is_refused() {
-    let mesh = Mesh::new();
+    let mesh = TestCa::new();
     let (discovery, address) = pilot(&mesh).await;
     for (namespace, service_account) in [("other", "hello"), ("demo", "admin")] {
         let proxy = client(&mesh, &address, mesh.store("demo", "hello"));
@@ -119,10 +121,10 @@ async fn a_node_claiming_another_workload_is_refused() {
 
 #[tokio::test]
 async fn a_client_without_a_mesh_certificate_cannot_connect() {
-    let mesh = Mesh::new();
+    let mesh = TestCa::new();
     let (discovery, address) = pilot(&mesh).await;
     // A certificate from another CA with the same trust domain name.
-    let stranger = Mesh::new();
+    let stranger = TestCa::new();
     let proxy = client(&mesh, &address, stranger.store("demo", "hello"));
     let refused = first_answer(proxy, cds_request("demo", "hello")).await.unwrap_err();
     // TLS 1.3 rejects a client certificate after the client's side of the handshake: the
@@ -133,4 +135,45 @@ async fn a_client_without_a_mesh_certificate_cannot_connect() {
         "{refused:?}"
     );
     assert!(discovery.syncz().await.is_empty(), "no stream was opened");
+}
+
+/// The pilot as the binary runs it with `--ca-address`: its certificate comes from mesh-ca (its
+/// app, signing with the test CA's root) before it turns ready, and proxies are then served
+/// over mTLS.
+#[tokio::test]
+async fn the_pilot_gets_its_certificate_from_the_ca_and_serves_mtls() {
+    use clap::Parser as _;
+    let mesh = TestCa::new();
+    let files = tempfile::tempdir().unwrap();
+    let state = files.path().join("ca");
+    mesh.write_state_dir(&state);
+    let (tokens, token) = (files.path().join("tokens"), files.path().join("pilot.token"));
+    std::fs::write(&tokens, "t-pilot mesh-system/mesh-pilot\n").unwrap();
+    std::fs::write(&token, "t-pilot").unwrap();
+    let ca_config = mesh_ca::app::Config::try_parse_from([
+        "mesh-ca".to_owned(),
+        "--mode=local".to_owned(),
+        format!("--state-dir={}", state.display()),
+        format!("--plugin-dir={}", state.join("no-plugin").display()),
+        format!("--tokens-file={}", tokens.display()),
+    ])
+    .unwrap();
+    let ca_listeners = mesh_ca::app::Listeners {
+        grpc: mesh_testing::net::listener().0,
+        monitoring: mesh_testing::net::listener().0,
+    };
+    let ca = mesh_ca::app::build_with(ca_config, ca_listeners).await.unwrap();
+
+    let mut config = TestPilot::config(&common::mesh_dir());
+    config.ca_address = Some(ca.grpc.to_string());
+    config.root_cert = state.join("root-cert.pem");
+    config.token_path = token;
+    let mut listeners = TestPilot::listeners();
+    listeners.xds_mtls = Some(mesh_testing::net::listener().0);
+    // Ready means the certificate is there too.
+    let pilot = TestPilot::start(config, listeners).await;
+    let address = pilot.bound().xds_mtls.unwrap().to_string();
+    let proxy = client(&mesh, &address, mesh.store("demo", "hello"));
+    let clusters = first_answer(proxy, cds_request("demo", "hello")).await.unwrap();
+    assert!(clusters > 0, "the proxy gets its clusters");
 }

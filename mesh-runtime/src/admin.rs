@@ -37,6 +37,16 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// Binds `address` now (so a port in use fails the start) for a listener handed over later:
+/// to [`Server::from_std`], or to any other server of the binary. `purpose` names it in the
+/// error.
+pub fn bind_std(
+    address: SocketAddr,
+    purpose: &'static str,
+) -> Result<std::net::TcpListener, BindError> {
+    std::net::TcpListener::bind(address).map_err(|source| BindError { address, purpose, source })
+}
+
 /// A bound admin listener, not yet serving.
 #[derive(Debug)]
 pub struct Server {

@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE};
+use mesh_testing::net::free_port;
 use tokio::sync::mpsc;
 
 #[derive(Parser)]
@@ -50,10 +51,6 @@ fn config(services: usize, changed: bool) -> String {
         ));
     }
     out
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn memory_kib(pid: u32) -> (u64, u64) {
@@ -165,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("mesh.yaml");
     std::fs::write(&file, config(args.services, false))?;
-    let (xds, monitoring) = (free_port()?, free_port()?);
+    let (xds, monitoring) = (free_port(), free_port());
     let mut child = Command::new(&pilot)
         .arg("--config-dir")
         .arg(&dir)

@@ -1,0 +1,399 @@
+//! How `mesh-pilot` is put together, for its `main` and for tests alike: [`Config`] is what it
+//! is started with, [`build`] binds its listeners, starts its config source and serves xDS,
+//! and [`Bound`] says where it listens and runs it until it is told to stop.
+//!
+//! Everything the binary does happens here (the config source, the debounce, the trust domain
+//! stamped on every snapshot, the count of rejected config), so a test that builds the pilot
+//! gets exactly what the binary serves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use mesh_api::ports;
+use mesh_identity::client::{CaClient, ClientSettings, TokenSource};
+use mesh_runtime::log::LogFlags;
+use mesh_runtime::readiness::{Guard, Ready};
+use mesh_runtime::shutdown::{self, Shutdown};
+use mesh_runtime::{admin, drain};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::ads::{self, Discovery};
+use crate::model::Snapshot;
+use crate::{changes, debug, source};
+
+/// What `mesh-pilot` is started with: its flags, each also an environment variable.
+#[derive(Debug, Parser)]
+#[command(name = "mesh-pilot", version, about = "The mesh's control plane")]
+pub struct Config {
+    /// Local mode: a directory of Services, WorkloadEntries, ServiceEntries and Istio routing
+    /// config, read again when it changes. Without it the pilot watches the Kubernetes API.
+    #[arg(long, env = "MESH_PILOT_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Address of the plaintext xDS server.
+    #[arg(long, env = "MESH_PILOT_XDS_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::PILOT_XDS_PLAINTEXT)))]
+    pub xds_listen: SocketAddr,
+    /// Address of the mTLS xDS server; served when `--ca-address` is set.
+    #[arg(long, env = "MESH_PILOT_XDS_MTLS_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::PILOT_XDS_TLS)))]
+    pub xds_mtls_listen: SocketAddr,
+    /// `host:port` of mesh-ca. With it the pilot gets its own certificate and serves xDS over
+    /// mTLS, admitting each proxy only as the workload its certificate names.
+    #[arg(long, env = "MESH_CA_ADDRESS")]
+    pub ca_address: Option<String>,
+    /// The DNS name in the CA's serving certificate.
+    #[arg(long, env = "MESH_CA_SERVER_NAME", default_value = "mesh-ca.mesh-system.svc")]
+    pub ca_server_name: String,
+    /// The mesh root certificate (PEM): verifies the CA and the proxies' certificates.
+    #[arg(long, env = "MESH_ROOT_CERT", default_value = "/var/run/secrets/mesh/root-cert.pem")]
+    pub root_cert: PathBuf,
+    /// The pilot's token for the CA (a projected service-account token, or a local token).
+    #[arg(long, env = "MESH_TOKEN_PATH", default_value = "/var/run/secrets/tokens/mesh-token")]
+    pub token_path: PathBuf,
+    /// The pilot's namespace (its identity is `ns/<namespace>/sa/<service account>`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = ports::CONTROL_PLANE_NAMESPACE)]
+    pub namespace: String,
+    /// The pilot's service account.
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "mesh-pilot")]
+    pub service_account: String,
+    /// Address of `/ready` and `/debug/*`.
+    #[arg(long, env = "MESH_PILOT_MONITORING_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::CONTROL_PLANE_MONITORING)))]
+    pub monitoring_listen: SocketAddr,
+    /// A push waits for this much quiet after a change.
+    #[arg(long, env = "MESH_PILOT_DEBOUNCE_AFTER", default_value = "100ms", value_parser = duration)]
+    pub debounce_after: Duration,
+    /// ...but never longer than this under continuous changes.
+    #[arg(long, env = "MESH_PILOT_DEBOUNCE_MAX", default_value = "1s", value_parser = duration)]
+    pub debounce_max: Duration,
+    /// Trust domain of workload identities (`spiffe://<trust domain>/ns/../sa/..`).
+    #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = mesh_api::identity::DEFAULT_TRUST_DOMAIN, value_parser = trust_domain)]
+    pub trust_domain: String,
+    /// How often the config directory is checked for changes.
+    #[arg(long, env = "MESH_PILOT_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub poll_interval: Duration,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogFlags,
+}
+
+fn trust_domain(text: &str) -> Result<String, String> {
+    mesh_api::identity::validate_trust_domain(text).map_err(|e| e.to_string())?;
+    Ok(text.to_owned())
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    mesh_api::duration::parse(text).map_err(|e| e.to_string())
+}
+
+/// How long a stopping pilot waits for xDS streams to close. Proxies keep their configuration
+/// and reconnect to another pilot, so nothing waits longer.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// The pilot's listeners, bound before it starts (by [`build`] from the flags, or by a test
+/// that binds port 0 or inside a network namespace).
+#[derive(Debug)]
+pub struct Listeners {
+    /// For plaintext xDS.
+    pub xds: std::net::TcpListener,
+    /// For xDS over mTLS: needed with `--ca-address`, unused without.
+    pub xds_mtls: Option<std::net::TcpListener>,
+    /// For `/metrics`, `/ready` and `/debug/*`.
+    pub monitoring: std::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config` (the mTLS one only with `--ca-address`).
+    pub fn bind(config: &Config) -> anyhow::Result<Self> {
+        let xds_mtls = match config.ca_address {
+            Some(_) => Some(admin::bind_std(config.xds_mtls_listen, "xDS over mTLS")?),
+            None => None,
+        };
+        Ok(Self {
+            xds: admin::bind_std(config.xds_listen, "xDS")?,
+            xds_mtls,
+            monitoring: admin::bind_std(config.monitoring_listen, "monitoring")?,
+        })
+    }
+}
+
+/// A running pilot: where it listens, its readiness, what it serves, and how to stop it.
+/// Dropping it stops its servers and its config source (xDS streams end, as on SIGTERM).
+pub struct Bound {
+    /// The plaintext xDS address.
+    pub xds: SocketAddr,
+    /// The mTLS xDS address, with `--ca-address`.
+    pub xds_mtls: Option<SocketAddr>,
+    /// The monitoring address (`/metrics`, `/ready`, `/debug/*`).
+    pub monitoring: SocketAddr,
+    /// Ready once the first configuration is published and, with `--ca-address`, the pilot
+    /// has its certificate.
+    pub ready: Ready,
+    /// Stops the pilot as SIGTERM would.
+    pub shutdown: Shutdown,
+    /// The xDS server state: its streams' sync status and its metrics.
+    pub discovery: Arc<Discovery>,
+    /// The published snapshots (numbered from 1; 0 is the empty one before the first read).
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    drain: drain::Trigger,
+    xds_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    mtls_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("xds", &self.xds)
+            .field("xds_mtls", &self.xds_mtls)
+            .field("monitoring", &self.monitoring)
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds the listeners of `config`, starts the config source and serves xDS.
+pub async fn build(config: Config) -> anyhow::Result<Bound> {
+    let listeners = Listeners::bind(&config)?;
+    build_with(config, listeners).await
+}
+
+/// Like [`build`], on listeners bound already.
+pub async fn build_with(config: Config, listeners: Listeners) -> anyhow::Result<Bound> {
+    if let Some(dir) = &config.config_dir
+        && !dir.is_dir()
+    {
+        bail!("--config-dir {} is not a directory", dir.display());
+    }
+    let ready = Ready::new();
+    let first_configuration = ready.register("first configuration");
+    let mtls = match (&config.ca_address, listeners.xds_mtls) {
+        (Some(ca), Some(listener)) => {
+            let certificate = ready.register("pilot certificate");
+            Some((mtls_settings(&config, ca)?, listener, certificate))
+        }
+        (Some(_), None) => bail!("--ca-address is set but no listener for xDS over mTLS"),
+        (None, _) => {
+            info!("no --ca-address: xDS over mTLS ({}) is off", config.xds_mtls_listen);
+            None
+        }
+    };
+
+    let (trigger, watch) = drain::channel();
+    let (publish, snapshots) = watch::channel(Arc::new(Snapshot::default()));
+    let discovery = Discovery::new(snapshots.clone());
+    let source = start_config(&config, publish, &discovery, &watch).await?;
+    let mut first = snapshots.clone();
+    tokio::spawn(async move {
+        if first.wait_for(|s| s.version > 0).await.is_ok() {
+            first_configuration.release();
+        }
+    });
+
+    let monitoring = admin::Server::from_std(listeners.monitoring, "monitoring")?;
+    let monitoring_address = monitoring.local_addr()?;
+    let state = Arc::new(debug::State {
+        discovery: discovery.clone(),
+        snapshots: snapshots.clone(),
+        ready: ready.clone(),
+    });
+    monitoring.spawn(watch.clone(), move |request| {
+        let (uri, state) = (request.uri().clone(), state.clone());
+        async move { debug::respond(&uri, &state).await }
+    });
+
+    let listener = tokio_listener(listeners.xds)?;
+    let xds = listener.local_addr()?;
+    info!(address = %xds, %source, "mesh-pilot serving xDS");
+    let xds_task = tokio::spawn({
+        let (service, mut stopping, serving) = (discovery.service(), watch.clone(), watch.clone());
+        async move {
+            let _serving = serving;
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async move { stopping.signaled().await },
+                )
+                .await
+                .context("xDS server")
+        }
+    });
+    let (xds_mtls, mtls_task) = match mtls {
+        Some((settings, listener, certificate)) => {
+            let listener = tokio_listener(listener)?;
+            let address = listener.local_addr()?;
+            let serving = serve_mtls(settings, listener, discovery.clone(), certificate, watch);
+            (Some(address), Some(tokio::spawn(serving)))
+        }
+        None => (None, None),
+    };
+    Ok(Bound {
+        xds,
+        xds_mtls,
+        monitoring: monitoring_address,
+        ready,
+        shutdown: Shutdown::default(),
+        discovery,
+        snapshots,
+        drain: trigger,
+        xds_task,
+        mtls_task,
+    })
+}
+
+impl Bound {
+    /// Serves until SIGTERM, SIGINT or [`Bound::shutdown`], then drains: not ready, no new
+    /// connections, the config source stopped, which ends every xDS stream (proxies keep their
+    /// configuration and reconnect to another pilot); gives up waiting after 2 s. Returns
+    /// early with the error if an xDS server fails.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Bound { ready, shutdown, drain, xds_task, mtls_task, .. } = self;
+        let mtls_failed = async {
+            match mtls_task {
+                Some(task) => failure(task, "mTLS xDS server task").await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            err = failure(xds_task, "xDS server task") => Err(err),
+            err = mtls_failed => Err(err),
+            ended = shutdown::run(&shutdown, &ready, &drain, DRAIN) => {
+                if let Err(err) = ended {
+                    warn!("stopping anyway: {err}");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Why a server task ended; never returns if it ended well (it does so only once draining,
+/// and the drain says when everything has ended).
+async fn failure(
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    what: &'static str,
+) -> anyhow::Error {
+    match task.await {
+        Ok(Ok(())) => std::future::pending().await,
+        Ok(Err(err)) => err,
+        Err(err) => anyhow::Error::new(err).context(what),
+    }
+}
+
+/// Starts the config source (the directory of `--config-dir`, or the Kubernetes API) and the
+/// debounce that publishes what it reads into `publish`; both stop when draining starts,
+/// which ends every xDS stream. Says what the source is.
+async fn start_config(
+    config: &Config,
+    publish: watch::Sender<Arc<Snapshot>>,
+    discovery: &Discovery,
+    watch: &drain::Watch,
+) -> anyhow::Result<String> {
+    // Latest wins: a source never waits for the debouncer, and its last read is what is served.
+    let changes = changes::Changes::default();
+    let debounce =
+        changes::debounce(changes.clone(), publish, config.debounce_after, config.debounce_max);
+    let metrics = discovery.metrics.clone();
+    let trust_domain = config.trust_domain.clone();
+    let on_change = move |mut snapshot: Snapshot, rejected: Vec<source::Rejected>| {
+        snapshot.trust_domain.clone_from(&trust_domain);
+        metrics.config_rejected.set(i64::try_from(rejected.len()).unwrap_or(i64::MAX));
+        for problem in &rejected {
+            warn!("config left out: {problem}");
+        }
+        info!(services = snapshot.services.len(), rejected = rejected.len(), "configuration read");
+        changes.put(snapshot);
+    };
+    let source = match &config.config_dir {
+        Some(dir) => {
+            let watching = source::local::watch(dir.clone(), config.poll_interval, on_change);
+            tokio::spawn(until_drained(watch.clone(), watching));
+            format!("directory {}", dir.display())
+        }
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .context("no --config-dir and cannot reach the Kubernetes API")?;
+            tokio::spawn(until_drained(watch.clone(), source::kube::run(client, on_change)));
+            "the Kubernetes API".to_owned()
+        }
+    };
+    tokio::spawn(until_drained(watch.clone(), debounce));
+    Ok(source)
+}
+
+/// Runs `work` until it ends or draining starts.
+async fn until_drained(mut watch: drain::Watch, work: impl Future<Output = ()>) {
+    tokio::select! {
+        () = work => {}
+        () = watch.signaled() => {}
+    }
+}
+
+fn tokio_listener(listener: std::net::TcpListener) -> anyhow::Result<TcpListener> {
+    listener.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(listener)?)
+}
+
+/// What the mTLS xDS server needs, read from the flags.
+struct MtlsSettings {
+    client: CaClient,
+    roots: Arc<rustls::RootCertStore>,
+    trust_domain: String,
+}
+
+fn mtls_settings(config: &Config, ca: &str) -> anyhow::Result<MtlsSettings> {
+    let root = std::fs::read_to_string(&config.root_cert).with_context(|| {
+        format!("cannot read the mesh root certificate {}", config.root_cert.display())
+    })?;
+    let roots = mesh_identity::tls::roots(std::slice::from_ref(&root))
+        .with_context(|| format!("the mesh root certificate {}", config.root_cert.display()))?;
+    let identity = mesh_api::identity::SpiffeId::new(
+        &config.trust_domain,
+        &config.namespace,
+        &config.service_account,
+    )
+    .context("the pilot's own identity")?;
+    let client = CaClient::new(ClientSettings {
+        ca_address: ca.to_owned(),
+        ca_server_name: config.ca_server_name.clone(),
+        root_pems: vec![root],
+        token: TokenSource::File(config.token_path.clone()),
+        identity,
+        ttl: Duration::ZERO,
+    })
+    .context("the CA client")?;
+    Ok(MtlsSettings { client, roots, trust_domain: config.trust_domain.clone() })
+}
+
+/// Gets the pilot's certificate from the CA (retrying until it does, then keeping it fresh),
+/// releases `certificate`, and serves xDS over mTLS with it until draining starts.
+async fn serve_mtls(
+    settings: MtlsSettings,
+    listener: TcpListener,
+    discovery: Arc<Discovery>,
+    certificate: Guard,
+    watch: drain::Watch,
+) -> anyhow::Result<()> {
+    let MtlsSettings { client, roots, trust_domain } = settings;
+    let metrics = discovery.metrics.certificate.clone();
+    let mut stopping = watch.clone();
+    let (store, rotation) = tokio::select! {
+        started = mesh_identity::client::start(client, metrics) => started,
+        () = stopping.signaled() => return Ok(()),
+    };
+    certificate.release();
+    info!(address = %listener.local_addr()?, "mesh-pilot serving xDS over mTLS");
+    let served = ads::serve_mtls(discovery, listener, store, roots, &trust_domain, async move {
+        stopping.signaled().await;
+    })
+    .await;
+    rotation.abort();
+    // Held until the server has stopped: the drain waits for it.
+    drop(watch);
+    served.context("mTLS xDS server")
+}
