@@ -27,7 +27,10 @@ use super::{Body, BoxError, Shared, pick, upstream};
 use crate::policy::{Abort, Cors, Mirror, Outcome, RETRY_BUFFER_LIMIT, Retry, RoutePolicy};
 use crate::routing::{Decision, RequestHead, RouteTable, hash_key};
 use crate::runtime::{Count, UpstreamHttp};
-use crate::telemetry::{Entry, PEER_HEADER, PROTOCOL_HEADER, Report, Reporter, Workload};
+use crate::telemetry::{
+    Entry, PEER_HEADER, PROTOCOL_HEADER, Protocol, Report, Reporter, RequestProtocol,
+    ResponseFlags, Workload,
+};
 
 /// The client-certificate header the inbound side sets (and removes when it cannot vouch
 /// for it).
@@ -63,14 +66,6 @@ pub struct Connection {
     pub peer: Option<Peer>,
     /// Routes.
     pub routes: Routes,
-}
-
-fn status_text(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_10 => "HTTP/1.0",
-        _ => "HTTP/1.1",
-    }
 }
 
 /// Headers that describe one connection, not the request (RFC 9110 7.6.1), and must not be
@@ -157,7 +152,7 @@ impl Drop for Finish {
         self.entry.bytes_received = self.request_bytes.load(Ordering::Relaxed);
         self.entry.bytes_sent = self.response_bytes;
         self.entry.status = self.report.status;
-        self.entry.flags = self.report.flags.clone();
+        self.entry.flags = self.report.flags;
         self.shared.metrics.request(
             self.reporter,
             &self.report,
@@ -204,7 +199,7 @@ where
             }
             Poll::Ready(Some(Err(_))) => {
                 if let Some(finish) = &mut this.finish {
-                    finish.report.flags = "UPE".to_owned();
+                    finish.report.flags = ResponseFlags::UPSTREAM_PROTOCOL_ERROR;
                 }
                 this.finish = None;
             }
@@ -292,17 +287,17 @@ pub async fn serve(
         ..Entry::default()
     };
     // The protocol the app spoke: across the sidecar-to-sidecar hop it travels in a header.
-    let mut protocol = status_text(request.version()).to_owned();
+    let mut protocol = Protocol::of(request.version());
     // Believed only from a verified mesh peer.
     if connection.peer.is_some()
         && let Some(value) = app_protocol.as_ref().and_then(|v| v.to_str().ok())
-        && matches!(value, "HTTP/1.0" | "HTTP/1.1" | "HTTP/2")
+        && let Some(app) = Protocol::from_header(value)
     {
-        protocol = value.to_owned();
+        protocol = app;
     }
-    entry.protocol = protocol.clone();
-    let mut report =
-        Report { protocol: if grpc { "grpc" } else { "http" }.to_owned(), ..Report::default() };
+    entry.protocol = protocol;
+    let label = if grpc { RequestProtocol::Grpc } else { RequestProtocol::Http };
+    let mut report = Report { protocol: label, ..Report::default() };
     match connection.reporter {
         Reporter::Source => report.source = shared.me.clone(),
         Reporter::Destination => {
@@ -356,7 +351,7 @@ pub async fn serve(
 /// An answer the proxy gives itself.
 struct Local {
     status: u16,
-    flag: &'static str,
+    flag: ResponseFlags,
     body: String,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// The gRPC status to answer gRPC requests with (else derived from `status`).
@@ -364,13 +359,13 @@ struct Local {
 }
 
 impl Local {
-    fn error(status: u16, flag: &'static str, body: impl Into<String>) -> Self {
+    fn error(status: u16, flag: ResponseFlags, body: impl Into<String>) -> Self {
         Self { status, flag, body: body.into(), headers: Vec::new(), grpc: None }
     }
 
     fn respond(self, mut finish: Finish, grpc: bool) -> Response<Body> {
-        if finish.report.flags.is_empty() || !self.flag.is_empty() {
-            finish.report.flags = self.flag.to_owned();
+        if !self.flag.is_empty() {
+            finish.report.flags = self.flag;
         }
         let mut builder = Response::builder();
         let grpc_error = grpc && (self.status >= 400 || self.grpc.is_some());
@@ -496,12 +491,16 @@ async fn forward(
     connection: &Connection,
     mut request: Request<Incoming>,
     finish: &mut Finish,
-    protocol: String,
+    protocol: Protocol,
 ) -> Result<Response<upstream::UpstreamBody>, Local> {
     let runtime = shared.runtime.load_full();
     let table = match &connection.routes {
         Routes::Named(name) => runtime.routes.get(name).cloned().ok_or_else(|| {
-            Local::error(404, "NR", format!("route configuration {name:?} has not arrived"))
+            Local::error(
+                404,
+                ResponseFlags::NO_ROUTE_FOUND,
+                format!("route configuration {name:?} has not arrived"),
+            )
         })?,
         Routes::Inline(table) => table.clone(),
     };
@@ -513,16 +512,18 @@ async fn forward(
     };
     let (route, policy, decision) = table
         .decide_route(&head, random())
-        .ok_or_else(|| Local::error(404, "NR", "no route matched"))?;
+        .ok_or_else(|| Local::error(404, ResponseFlags::NO_ROUTE_FOUND, "no route matched"))?;
     finish.entry.route = route.name.clone();
     let policy = policy.clone();
     let (cluster, path, authority, set, add, remove) = match decision {
         Decision::Redirect { status, location } => {
-            let mut local = Local::error(status, "", "");
+            let mut local = Local::error(status, ResponseFlags::NONE, "");
             local.headers.extend(header_value(&location).map(|v| (header::LOCATION, v)));
             return Err(local);
         }
-        Decision::Respond { status, body } => return Err(Local::error(status, "", body)),
+        Decision::Respond { status, body } => {
+            return Err(Local::error(status, ResponseFlags::NONE, body));
+        }
         Decision::Forward {
             cluster,
             path,
@@ -549,7 +550,7 @@ async fn forward(
         && request.method() == Method::OPTIONS
         && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     {
-        let mut local = Local::error(200, "", "");
+        let mut local = Local::error(200, ResponseFlags::NONE, "");
         local.headers = cors_headers(cors, origin, true);
         return Err(local);
     }
@@ -559,23 +560,30 @@ async fn forward(
         if let Some((delay, fraction)) = fault.delay
             && fraction.hit(random())
         {
-            finish.report.flags = "DI".to_owned();
+            finish.report.flags = ResponseFlags::DELAY_INJECTED;
             tokio::time::sleep(delay).await;
         }
         if let Some((abort, fraction)) = fault.abort
             && fraction.hit(random())
         {
             return Err(match abort {
-                Abort::Http(status) => Local::error(status, "FI", "fault filter abort"),
-                Abort::Grpc(code) => {
-                    Local { grpc: Some(code), ..Local::error(200, "FI", "fault filter abort") }
+                Abort::Http(status) => {
+                    Local::error(status, ResponseFlags::FAULT_INJECTED, "fault filter abort")
                 }
+                Abort::Grpc(code) => Local {
+                    grpc: Some(code),
+                    ..Local::error(200, ResponseFlags::FAULT_INJECTED, "fault filter abort")
+                },
             });
         }
     }
 
     let Some(transport) = runtime.transports.get(&cluster).cloned() else {
-        return Err(Local::error(503, "NC", format!("cluster {cluster:?} is not configured")));
+        return Err(Local::error(
+            503,
+            ResponseFlags::NO_CLUSTER_FOUND,
+            format!("cluster {cluster:?} is not configured"),
+        ));
     };
     // Circuit breaking: too much in flight to this cluster already.
     let in_flight = transport.breakers.hold(Count::Requests);
@@ -583,7 +591,7 @@ async fn forward(
         shared.metrics.overflow.inc();
         return Err(Local::error(
             503,
-            "UO",
+            ResponseFlags::UPSTREAM_OVERFLOW,
             format!("cluster {cluster:?}: too many requests in flight"),
         ));
     }
@@ -638,7 +646,13 @@ async fn forward(
                 finish.request_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 OutgoingBody::Buffered(bytes)
             }
-            Err(e) => return Err(Local::error(400, "DPE", format!("request body: {e}"))),
+            Err(e) => {
+                return Err(Local::error(
+                    400,
+                    ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                    format!("request body: {e}"),
+                ));
+            }
         }
     } else {
         OutgoingBody::Streaming(
@@ -674,14 +688,14 @@ async fn forward(
         &mut outgoing,
         &authority,
         &path,
-        &protocol,
+        protocol,
         upgrade,
         finish,
     );
     let (mut response, picked) = match timeout {
-        Some(limit) => tokio::time::timeout(limit, attempts)
-            .await
-            .map_err(|_| Local::error(504, "UT", "upstream request timeout"))??,
+        Some(limit) => tokio::time::timeout(limit, attempts).await.map_err(|_| {
+            Local::error(504, ResponseFlags::UPSTREAM_REQUEST_TIMEOUT, "upstream request timeout")
+        })??,
         None => attempts.await?,
     };
     drop(runtime);
@@ -748,7 +762,7 @@ async fn send_with_retries(
     outgoing: &mut Outgoing,
     authority: &str,
     path: &str,
-    protocol: &str,
+    protocol: Protocol,
     upgrade: bool,
     finish: &mut Finish,
 ) -> Result<(Response<upstream::UpstreamBody>, super::Picked), Local> {
@@ -779,7 +793,11 @@ async fn send_with_retries(
             Arc::make_mut(&mut finish.report.destination).principal = id.to_string();
         }
         let Some(mut request) = outgoing.attempt() else {
-            return Err(Local::error(503, "URX", "the request body cannot be sent again"));
+            return Err(Local::error(
+                503,
+                ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
+                "the request body cannot be sent again",
+            ));
         };
         mark_peer(shared, connection, &picked, &mut request, protocol);
         let http2 = !upgrade
@@ -788,7 +806,8 @@ async fn send_with_retries(
                     UpstreamHttp::Http2 => true,
                     UpstreamHttp::Http1 => false,
                     UpstreamHttp::Unspecified => {
-                        protocol == "HTTP/2" || finish.report.protocol == "grpc"
+                        protocol == Protocol::Http2
+                            || finish.report.protocol == RequestProtocol::Grpc
                     }
                 });
         shape(&mut request, http2, authority, path)?;
@@ -818,7 +837,7 @@ async fn send_with_retries(
             Err(e @ upstream::UpstreamError::Overflow { .. }) => {
                 // Never retried, and not the endpoint's fault.
                 shared.metrics.overflow.inc();
-                return Err(Local::error(503, "UO", e.to_string()));
+                return Err(Local::error(503, ResponseFlags::UPSTREAM_OVERFLOW, e.to_string()));
             }
         };
         picked.report(outcome);
@@ -837,20 +856,17 @@ async fn send_with_retries(
             return match result {
                 Ok(response) => {
                     if exhausted {
-                        finish.report.flags = "URX".to_owned();
+                        finish.report.flags = ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
                     }
                     Ok((response, picked))
                 }
                 Err(e) => {
                     tracing::debug!(%cluster, attempt, "upstream failed: {e}");
                     let timed_out = matches!(e, upstream::UpstreamError::PerTryTimeout { .. });
-                    let flag = match (e.flag(), exhausted) {
-                        ("UT", true) => "UT,URX",
-                        ("UF", true) => "UF,URX",
-                        ("UR", true) => "UR,URX",
-                        (_, true) => "UC,URX",
-                        (flag, false) => flag,
-                    };
+                    let mut flag = e.flag();
+                    if exhausted {
+                        flag |= ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
+                    }
                     let status = if timed_out { 504 } else { 503 };
                     Err(Local::error(
                         status,
@@ -874,16 +890,14 @@ fn mark_peer(
     connection: &Connection,
     picked: &super::Picked,
     request: &mut Request<Body>,
-    protocol: &str,
+    protocol: Protocol,
 ) {
     let headers = request.headers_mut();
     if connection.reporter == Reporter::Source && picked.endpoint.mesh.is_some() {
         if let Some(value) = shared.me_header.clone() {
             headers.insert(PEER_HEADER, value);
         }
-        if let Some(value) = header_value(protocol) {
-            headers.insert(PROTOCOL_HEADER, value);
-        }
+        headers.insert(PROTOCOL_HEADER, HeaderValue::from_static(protocol.as_str()));
     } else {
         headers.remove(PEER_HEADER);
         headers.remove(PROTOCOL_HEADER);
@@ -905,14 +919,26 @@ fn shape(
             .authority(authority)
             .path_and_query(path)
             .build()
-            .map_err(|e| Local::error(400, "DPE", format!("bad authority or path: {e}")))?;
+            .map_err(|e| {
+                Local::error(
+                    400,
+                    ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                    format!("bad authority or path: {e}"),
+                )
+            })?;
     } else {
         *request.version_mut() = Version::HTTP_11;
         let target = if request.method() == Method::CONNECT { authority } else { path };
-        *request.uri_mut() = Uri::try_from(target)
-            .map_err(|e| Local::error(400, "DPE", format!("bad path: {e}")))?;
-        let host = HeaderValue::from_str(authority)
-            .map_err(|e| Local::error(400, "DPE", format!("bad authority: {e}")))?;
+        *request.uri_mut() = Uri::try_from(target).map_err(|e| {
+            Local::error(400, ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR, format!("bad path: {e}"))
+        })?;
+        let host = HeaderValue::from_str(authority).map_err(|e| {
+            Local::error(
+                400,
+                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                format!("bad authority: {e}"),
+            )
+        })?;
         request.headers_mut().insert(header::HOST, host);
     }
     Ok(())
