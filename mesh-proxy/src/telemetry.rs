@@ -208,6 +208,29 @@ fn status_text(status: u16) -> &'static str {
 }
 
 impl Report {
+    /// A report of `protocol` traffic as this workload (`me`) sees it as `reporter`: outbound
+    /// `me` is the source; inbound the destination, and the verified `peer` (if any) the
+    /// source, over mutual TLS.
+    pub fn new(
+        protocol: RequestProtocol,
+        reporter: Reporter,
+        me: &std::sync::Arc<Workload>,
+        peer: Option<Workload>,
+    ) -> Self {
+        let mut report = Report { protocol, ..Report::default() };
+        match reporter {
+            Reporter::Source => report.source = me.clone(),
+            Reporter::Destination => {
+                report.destination = me.clone();
+                report.mutual_tls = peer.is_some();
+                if let Some(peer) = peer {
+                    report.source = std::sync::Arc::new(peer);
+                }
+            }
+        }
+        report
+    }
+
     /// The label values of this report, in [`LABEL_NAMES`] order; `flags` is
     /// [`Report::flags`] as text.
     fn label_values<'a>(&'a self, reporter: Reporter, flags: &'a str) -> [&'a str; 25] {

@@ -15,7 +15,7 @@ use crate::outlier::now_ms;
 
 use super::http::Peer;
 use super::{Shared, pick, upstream};
-use crate::telemetry::{Entry, Report, Reporter, Workload};
+use crate::telemetry::{Entry, Report, Reporter};
 
 /// One downstream connection to be proxied as TCP.
 pub struct Flow {
@@ -46,24 +46,11 @@ where
         downstream: flow.downstream.to_string(),
         ..Entry::default()
     };
+    let peer = flow.peer.as_ref().map(|peer| peer.workload(None));
     let mut report = Report {
-        protocol: crate::telemetry::RequestProtocol::Tcp,
         service: super::service_host(&flow.cluster).unwrap_or_else(|| flow.destination.to_string()),
-        ..Report::default()
+        ..Report::new(crate::telemetry::RequestProtocol::Tcp, flow.reporter, &shared.me, peer)
     };
-    match flow.reporter {
-        Reporter::Source => report.source = shared.me.clone(),
-        Reporter::Destination => {
-            report.destination = shared.me.clone();
-            report.mutual_tls = flow.peer.is_some();
-            if let Some(peer) = &flow.peer {
-                report.source = std::sync::Arc::new(Workload {
-                    principal: peer.identity.to_string(),
-                    ..Workload::default()
-                });
-            }
-        }
-    }
     let finish = |entry: &mut Entry, report: &Report, sent: u64, received: u64| {
         entry.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         entry.bytes_sent = sent;
