@@ -73,12 +73,12 @@ pub(super) async fn forward(
     inject_fault(cx, policy.fault.as_ref()).await?;
 
     let Some(transport) = runtime.transports.get(&cluster).cloned() else {
-        return Err(LocalReply::NoCluster(cluster));
+        return Err(LocalReply::NoCluster { cluster });
     };
     // Circuit breaking: too much in flight to this cluster already.
     let Some(_in_flight) = transport.breakers.hold(Count::Requests) else {
         cx.shared.metrics.overflow.inc();
-        return Err(LocalReply::TooManyRequests(cluster));
+        return Err(LocalReply::TooManyRequests { cluster });
     };
 
     let hash = hash_key(route, &routed, cx.connection.downstream.ip());

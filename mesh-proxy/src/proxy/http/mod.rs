@@ -4,12 +4,12 @@
 //! retries and mirrors. Every request, answered by the upstream or by the proxy itself, ends
 //! in one access-log line and Istio's request metrics.
 //!
-//! A request goes through [`forward`]'s stages in order: authorization, routing, CORS
-//! preflights, faults, the cluster's request breaker, the outgoing head ([`head`]) and body
-//! ([`body`]), mirrors, tracing, then [`send`] (attempts, driven by the pure [`retry`]
-//! decisions) under the route timeout, and the response head back, or an [`upgrade`]. What a
-//! request carries through them is its [`context`]; what the proxy answers itself is a
-//! [`reply::LocalReply`].
+//! A request goes through the stages of `forward` in order: authorization, routing, CORS
+//! preflights, faults, the cluster's request breaker, the outgoing head (`head`) and body
+//! (`body`), mirrors, tracing, then the attempts of `send` (driven by the pure decisions of
+//! `retry`) under the route timeout, and the response head back, or an `upgrade`. What a
+//! request carries through them is its `context`; what the proxy answers itself is a
+//! `reply::LocalReply`.
 
 mod body;
 mod context;

@@ -24,12 +24,18 @@ pub(super) enum LocalReply {
     /// arrived (404, `NR`).
     NoRoute(Cow<'static, str>),
     /// The route's cluster is not configured (503, `NC`).
-    NoCluster(String),
+    NoCluster {
+        /// The cluster.
+        cluster: String,
+    },
     /// No endpoint of the cluster could be chosen (503; `NC`, `UH`, or `UF` when the
     /// cluster's TLS cannot be honoured).
     NoEndpoint(NoEndpoint),
     /// The cluster's request breaker is full (503, `UO`).
-    TooManyRequests(String),
+    TooManyRequests {
+        /// The cluster.
+        cluster: String,
+    },
     /// The cluster's connections are busy and too many requests already wait (503, `UO`).
     TooManyPending(UpstreamError),
     /// The route timeout passed (504, `UT`).
@@ -42,7 +48,8 @@ pub(super) enum LocalReply {
         /// Whether the failure was retriable but no attempt remained.
         retries_exhausted: bool,
     },
-    /// A retry would be due but the body was streamed and cannot be sent again (503, `URX`).
+    /// Another attempt is due but the body was streamed and cannot be sent again (503,
+    /// `URX`).
     NotReplayable,
     /// The request cannot be forwarded as sent: its body, path or authority (400, `DPE`).
     BadRequest(String),
@@ -76,8 +83,8 @@ impl LocalReply {
             Self::NoEndpoint(no) => no.status,
             Self::UpstreamFailed { error: UpstreamError::PerTryTimeout { .. }, .. }
             | Self::Timeout => 504,
-            Self::NoCluster(_)
-            | Self::TooManyRequests(_)
+            Self::NoCluster { .. }
+            | Self::TooManyRequests { .. }
             | Self::TooManyPending(_)
             | Self::UpstreamFailed { .. }
             | Self::NotReplayable => 503,
@@ -102,9 +109,11 @@ impl LocalReply {
     pub(super) fn flags(&self) -> ResponseFlags {
         match self {
             Self::NoRoute(_) => ResponseFlags::NO_ROUTE_FOUND,
-            Self::NoCluster(_) => ResponseFlags::NO_CLUSTER_FOUND,
+            Self::NoCluster { .. } => ResponseFlags::NO_CLUSTER_FOUND,
             Self::NoEndpoint(no) => no.flag,
-            Self::TooManyRequests(_) | Self::TooManyPending(_) => ResponseFlags::UPSTREAM_OVERFLOW,
+            Self::TooManyRequests { .. } | Self::TooManyPending(_) => {
+                ResponseFlags::UPSTREAM_OVERFLOW
+            }
             Self::Timeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
             Self::UpstreamFailed { error, retries_exhausted: false } => error.flag(),
             Self::UpstreamFailed { error, retries_exhausted: true } => {
@@ -121,9 +130,9 @@ impl LocalReply {
     fn into_parts(self) -> (String, Vec<(HeaderName, HeaderValue)>) {
         let message = match self {
             Self::NoRoute(why) => why.into_owned(),
-            Self::NoCluster(cluster) => format!("cluster {cluster:?} is not configured"),
+            Self::NoCluster { cluster } => format!("cluster {cluster:?} is not configured"),
             Self::NoEndpoint(no) => no.reason,
-            Self::TooManyRequests(cluster) => {
+            Self::TooManyRequests { cluster } => {
                 format!("cluster {cluster:?}: too many requests in flight")
             }
             Self::TooManyPending(error) => error.to_string(),
@@ -239,9 +248,9 @@ mod tests {
         // (reply, HTTP status, gRPC status for a gRPC client, flags)
         let cases = [
             (LocalReply::NoRoute("no route matched".into()), 404, Some(12), "NR"),
-            (LocalReply::NoCluster("c".into()), 503, Some(14), "NC"),
+            (LocalReply::NoCluster { cluster: "c".into() }, 503, Some(14), "NC"),
             (LocalReply::NoEndpoint(no_endpoint), 503, Some(14), "UH"),
-            (LocalReply::TooManyRequests("c".into()), 503, Some(14), "UO"),
+            (LocalReply::TooManyRequests { cluster: "c".into() }, 503, Some(14), "UO"),
             (LocalReply::TooManyPending(upstream_error("overflow")), 503, Some(14), "UO"),
             (LocalReply::Timeout, 504, Some(14), "UT"),
             (failed("connect", false), 503, Some(14), "UF"),
