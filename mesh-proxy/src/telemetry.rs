@@ -2,7 +2,14 @@
 //! (`istio_requests_total` and friends, served on 15090), the proxy's own health metrics, and
 //! one access-log line per request or connection. Who the peers are comes from their
 //! certificates and from the peer-metadata header sidecars exchange over mTLS
-//! ([`PEER_HEADER`]).
+//! ([`PEER_HEADER`]). Response flags and protocols are typed ([`ResponseFlags`], [`Protocol`],
+//! [`RequestProtocol`]) and printed as Envoy and Istio print them.
+
+mod flags;
+mod protocol;
+
+pub use flags::{FlagsText, ResponseFlags};
+pub use protocol::{Protocol, RequestProtocol};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -178,13 +185,13 @@ pub struct Report {
     /// The destination service's host (`reviews.default.svc.cluster.local`).
     pub service: String,
     /// `http`, `grpc` or `tcp`.
-    pub protocol: String,
+    pub protocol: RequestProtocol,
     /// HTTP status (0 for TCP).
     pub status: u16,
     /// gRPC status, if any.
     pub grpc_status: Option<String>,
-    /// Envoy-style response flags (`-` for none).
-    pub flags: String,
+    /// Envoy's response flags.
+    pub flags: ResponseFlags,
     /// Whether the connection was mutual TLS.
     pub mutual_tls: bool,
 }
@@ -201,10 +208,34 @@ fn status_text(status: u16) -> &'static str {
 }
 
 impl Report {
-    /// The label values of this report, in [`LABEL_NAMES`] order.
-    fn label_values(&self, reporter: Reporter) -> [&str; 25] {
+    /// A report of `protocol` traffic as this workload (`me`) sees it as `reporter`: outbound
+    /// `me` is the source; inbound the destination, and the verified `peer` (if any) the
+    /// source, over mutual TLS.
+    pub fn new(
+        protocol: RequestProtocol,
+        reporter: Reporter,
+        me: &std::sync::Arc<Workload>,
+        peer: Option<Workload>,
+    ) -> Self {
+        let mut report = Report { protocol, ..Report::default() };
+        match reporter {
+            Reporter::Source => report.source = me.clone(),
+            Reporter::Destination => {
+                report.destination = me.clone();
+                report.mutual_tls = peer.is_some();
+                if let Some(peer) = peer {
+                    report.source = std::sync::Arc::new(peer);
+                }
+            }
+        }
+        report
+    }
+
+    /// The label values of this report, in [`LABEL_NAMES`] order; `flags` is
+    /// [`Report::flags`] as text.
+    fn label_values<'a>(&'a self, reporter: Reporter, flags: &'a str) -> [&'a str; 25] {
         let (name, namespace) = service_name(&self.service);
-        let tcp = self.protocol == "tcp";
+        let tcp = self.protocol == RequestProtocol::Tcp;
         let (source, destination) = (&self.source, &self.destination);
         [
             match reporter {
@@ -230,10 +261,10 @@ impl Report {
             or_unknown(&destination.canonical_service),
             or_unknown(&destination.canonical_revision),
             or_unknown(&destination.cluster),
-            &self.protocol,
+            self.protocol.as_str(),
             if tcp { "" } else { status_text(self.status) },
             self.grpc_status.as_deref().unwrap_or_default(),
-            if self.flags.is_empty() { "-" } else { &self.flags },
+            flags,
             match (reporter, self.mutual_tls) {
                 (Reporter::Source, _) => "unknown",
                 (Reporter::Destination, true) => "mutual_tls",
@@ -243,7 +274,7 @@ impl Report {
     }
 
     fn labels(&self, reporter: Reporter) -> Labels {
-        Labels::of(self.label_values(reporter))
+        Labels::of(self.label_values(reporter, self.flags.text().as_str()))
     }
 }
 
@@ -405,7 +436,8 @@ impl Metrics {
         // The families' own lookup hashes all 25 labels (SipHash) under a lock, once per
         // metric; a per-thread cache of the four metrics' handles, keyed by a fast hash of
         // the label values, does that once per label set and thread instead.
-        let values = report.label_values(reporter);
+        let flags = report.flags.text();
+        let values = report.label_values(reporter, flags.as_str());
         let key = {
             use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
             let mut hasher = foldhash::fast::FixedState::default().build_hasher();
@@ -472,11 +504,11 @@ pub struct Entry {
     /// Path with query.
     pub path: String,
     /// `HTTP/1.1`, `HTTP/2` or `TCP`.
-    pub protocol: String,
+    pub protocol: Protocol,
     /// Status (0 for TCP).
     pub status: u16,
-    /// Response flags (`-` for none).
-    pub flags: String,
+    /// Response flags.
+    pub flags: ResponseFlags,
     /// Body bytes received from downstream.
     pub bytes_received: u64,
     /// Body bytes sent to downstream.
@@ -511,9 +543,9 @@ impl Entry {
                 "start_time": self.start,
                 "method": dash(&self.method),
                 "path": dash(&self.path),
-                "protocol": self.protocol,
+                "protocol": self.protocol.as_str(),
                 "response_code": self.status,
-                "response_flags": dash(&self.flags),
+                "response_flags": self.flags.text().as_str(),
                 "bytes_received": self.bytes_received,
                 "bytes_sent": self.bytes_sent,
                 "duration": self.duration_ms,
@@ -536,7 +568,7 @@ impl Entry {
                     dash(&self.path),
                     self.protocol,
                     self.status,
-                    dash(&self.flags),
+                    self.flags,
                     self.bytes_received,
                     self.bytes_sent,
                     self.duration_ms,

@@ -80,18 +80,34 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, side: Side, drain
     }
 }
 
+/// A connection closed unproxied because nothing routes it (Envoy's `NR`).
+const NR: crate::telemetry::ResponseFlags = crate::telemetry::ResponseFlags::NO_ROUTE_FOUND;
+/// A connection closed unproxied because its mesh mTLS failed (flagged `UF`).
+const UF: crate::telemetry::ResponseFlags =
+    crate::telemetry::ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
+
 /// Logs a connection the proxy closes without proxying it.
-fn refuse(shared: &Shared, reporter: Reporter, downstream: SocketAddr, flag: &str, why: &str) {
+fn refuse(
+    shared: &Shared,
+    reporter: Reporter,
+    downstream: SocketAddr,
+    flag: crate::telemetry::ResponseFlags,
+    why: &str,
+) {
     tracing::debug!(%downstream, "connection closed: {why}");
     let entry = Entry {
         start: crate::telemetry::now_rfc3339(),
-        protocol: "TCP".to_owned(),
-        flags: flag.to_owned(),
+        protocol: crate::telemetry::Protocol::Tcp,
+        flags: flag,
         downstream: downstream.to_string(),
         ..Entry::default()
     };
     shared.log.log(&entry);
-    let report = Report { protocol: "tcp".to_owned(), flags: flag.to_owned(), ..Report::default() };
+    let report = Report {
+        protocol: crate::telemetry::RequestProtocol::Tcp,
+        flags: flag,
+        ..Report::default()
+    };
     shared.metrics.tcp_closed(reporter, &report, 0, 0);
 }
 
@@ -138,7 +154,7 @@ fn choose(shared: &Shared, port: u16, connection: &listener::Connection) -> Resu
 async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {
     let reporter = Reporter::Source;
     let Some((local, destination)) = redirected(&tcp) else {
-        return refuse(&shared, reporter, peer, "NR", "not redirected (a loop)");
+        return refuse(&shared, reporter, peer, NR, "not redirected (a loop)");
     };
     let connection = listener::Connection {
         destination,
@@ -148,7 +164,7 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
     };
     let chosen = match choose(&shared, local.port(), &connection) {
         Ok(chosen) => chosen,
-        Err(why) => return refuse(&shared, reporter, peer, "NR", &why),
+        Err(why) => return refuse(&shared, reporter, peer, NR, &why),
     };
     let flow = |(cluster, idle_timeout)| Flow {
         reporter,
@@ -175,14 +191,14 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
         }
         // Not HTTP on an HTTP port: passed through as the listener's default chain would.
         (_, Some(fallback)) => proxy(shared, tcp, flow(fallback)).await,
-        (_, None) => refuse(&shared, reporter, peer, "NR", "not HTTP, and no passthrough"),
+        (_, None) => refuse(&shared, reporter, peer, NR, "not HTTP, and no passthrough"),
     }
 }
 
 async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {
     let reporter = Reporter::Destination;
     let Some((local, destination)) = redirected(&tcp) else {
-        return refuse(&shared, reporter, peer, "NR", "not redirected (a loop)");
+        return refuse(&shared, reporter, peer, NR, "not redirected (a loop)");
     };
     let mut connection = listener::Connection {
         destination,
@@ -202,7 +218,7 @@ async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: d
     }
     let chosen = match choose(&shared, local.port(), &connection) {
         Ok(chosen) => chosen,
-        Err(why) => return refuse(&shared, reporter, peer, "NR", &why),
+        Err(why) => return refuse(&shared, reporter, peer, NR, &why),
     };
     let flow = |(cluster, idle_timeout), mesh_peer| Flow {
         reporter,
@@ -226,20 +242,20 @@ async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: d
         };
     }
     if connection.transport != "tls" {
-        return refuse(&shared, reporter, peer, "NR", "plaintext on an mTLS-only chain");
+        return refuse(&shared, reporter, peer, NR, "plaintext on an mTLS-only chain");
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.server.clone());
     let tls = match tokio::time::timeout(shared.tuning.header_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(err)) => return refuse(&shared, reporter, peer, "UF", &format!("mTLS: {err}")),
-        Err(_) => return refuse(&shared, reporter, peer, "UF", "mTLS handshake timed out"),
+        Ok(Err(err)) => return refuse(&shared, reporter, peer, UF, &format!("mTLS: {err}")),
+        Err(_) => return refuse(&shared, reporter, peer, UF, "mTLS handshake timed out"),
     };
     let session = tls.get_ref().1;
     let Some(chain) = session.peer_certificates() else {
-        return refuse(&shared, reporter, peer, "UF", "no client certificate");
+        return refuse(&shared, reporter, peer, UF, "no client certificate");
     };
     let Some(identity) = mesh_identity::peer_identity(chain) else {
-        return refuse(&shared, reporter, peer, "UF", "no SPIFFE identity");
+        return refuse(&shared, reporter, peer, UF, "no SPIFFE identity");
     };
     let cert_hash = chain
         .first()
@@ -315,17 +331,17 @@ pub async fn serve_http<I>(
         tracing::debug!(%downstream, status, "bad request from downstream: {err}");
         let entry = Entry {
             start: crate::telemetry::now_rfc3339(),
-            protocol: "HTTP/1.1".to_owned(),
+            protocol: crate::telemetry::Protocol::Http11,
             status,
-            flags: "DPE".to_owned(),
+            flags: crate::telemetry::ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
             downstream: downstream.to_string(),
             ..Entry::default()
         };
         shared.log.log(&entry);
         let report = Report {
-            protocol: "http".to_owned(),
+            protocol: crate::telemetry::RequestProtocol::Http,
             status,
-            flags: "DPE".to_owned(),
+            flags: crate::telemetry::ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
             ..Report::default()
         };
         shared.metrics.request(reporter, &report, 0.0, 0, 0);

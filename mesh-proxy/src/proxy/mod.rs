@@ -195,7 +195,7 @@ pub struct NoEndpoint {
     /// HTTP status to answer with.
     pub status: u16,
     /// Response flag.
-    pub flag: &'static str,
+    pub flag: crate::telemetry::ResponseFlags,
     /// What went wrong.
     pub reason: String,
 }
@@ -239,14 +239,17 @@ pub async fn pick(
     destination: SocketAddr,
     hash: Option<u64>,
 ) -> Result<Picked, NoEndpoint> {
+    use crate::telemetry::ResponseFlags as F;
     let no = |status, flag, reason: String| NoEndpoint { status, flag, reason };
     let (Some(upstream), Some(transport)) =
         (runtime.upstreams.get(cluster), runtime.transports.get(cluster))
     else {
-        return Err(no(503, "NC", format!("cluster {cluster:?} is not configured")));
+        return Err(no(503, F::NO_CLUSTER_FOUND, format!("cluster {cluster:?} is not configured")));
     };
     let mesh_all = match &transport.tls {
-        ClusterTls::Unsupported(why) => return Err(no(503, "UF", why.clone())),
+        ClusterTls::Unsupported(why) => {
+            return Err(no(503, F::UPSTREAM_CONNECTION_FAILURE, why.clone()));
+        }
         ClusterTls::Mesh => true,
         ClusterTls::ByEndpoint => false,
     };
@@ -264,7 +267,11 @@ pub async fn pick(
         Upstream::OriginalDestination => {}
         Upstream::Balanced(balancer) => {
             let Some(index) = balancer.pick_index(hash) else {
-                return Err(no(503, "UH", format!("cluster {cluster:?} has no healthy endpoint")));
+                return Err(no(
+                    503,
+                    F::NO_HEALTHY_UPSTREAM,
+                    format!("cluster {cluster:?} has no healthy endpoint"),
+                ));
             };
             let host = &balancer.hosts()[index];
             host.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -278,7 +285,13 @@ pub async fn pick(
             };
             match resolved {
                 Ok(address) => picked.endpoint = endpoint(address, None),
-                Err(why) => return Err(no(503, "UH", format!("cluster {cluster:?}: {why}"))),
+                Err(why) => {
+                    return Err(no(
+                        503,
+                        F::NO_HEALTHY_UPSTREAM,
+                        format!("cluster {cluster:?}: {why}"),
+                    ));
+                }
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::outlier::now_ms;
 
 use super::http::Peer;
 use super::{Shared, pick, upstream};
-use crate::telemetry::{Entry, Report, Reporter, Workload};
+use crate::telemetry::{Entry, Report, Reporter};
 
 /// One downstream connection to be proxied as TCP.
 pub struct Flow {
@@ -41,34 +41,21 @@ where
     let started = Instant::now();
     let mut entry = Entry {
         start: crate::telemetry::now_rfc3339(),
-        protocol: "TCP".to_owned(),
+        protocol: crate::telemetry::Protocol::Tcp,
         upstream_cluster: flow.cluster.clone(),
         downstream: flow.downstream.to_string(),
         ..Entry::default()
     };
+    let peer = flow.peer.as_ref().map(|peer| peer.workload(None));
     let mut report = Report {
-        protocol: "tcp".to_owned(),
         service: super::service_host(&flow.cluster).unwrap_or_else(|| flow.destination.to_string()),
-        ..Report::default()
+        ..Report::new(crate::telemetry::RequestProtocol::Tcp, flow.reporter, &shared.me, peer)
     };
-    match flow.reporter {
-        Reporter::Source => report.source = shared.me.clone(),
-        Reporter::Destination => {
-            report.destination = shared.me.clone();
-            report.mutual_tls = flow.peer.is_some();
-            if let Some(peer) = &flow.peer {
-                report.source = std::sync::Arc::new(Workload {
-                    principal: peer.identity.to_string(),
-                    ..Workload::default()
-                });
-            }
-        }
-    }
     let finish = |entry: &mut Entry, report: &Report, sent: u64, received: u64| {
         entry.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         entry.bytes_sent = sent;
         entry.bytes_received = received;
-        entry.flags = if report.flags.is_empty() { "-".to_owned() } else { report.flags.clone() };
+        entry.flags = report.flags;
         shared.log.log(entry);
     };
     let runtime = shared.runtime.load_full();
@@ -76,7 +63,7 @@ where
         Ok(picked) => picked,
         Err(no) => {
             tracing::debug!(cluster = %flow.cluster, "TCP connection closed: {}", no.reason);
-            report.flags = no.flag.to_owned();
+            report.flags = no.flag;
             finish(&mut entry, &report, 0, 0);
             return;
         }
@@ -87,7 +74,7 @@ where
     let Some(_open) = picked.transport.breakers.hold(crate::runtime::Count::Connections) else {
         tracing::debug!(cluster = %flow.cluster, "TCP connection refused: too many connections");
         shared.metrics.overflow.inc();
-        report.flags = "UO".to_owned();
+        report.flags = crate::telemetry::ResponseFlags::UPSTREAM_OVERFLOW;
         finish(&mut entry, &report, 0, 0);
         return;
     };
@@ -111,7 +98,7 @@ where
         Err(err) => {
             picked.report(crate::policy::Outcome::ConnectFailure);
             tracing::debug!(cluster = %flow.cluster, "TCP upstream failed: {err}");
-            report.flags = err.flag().to_owned();
+            report.flags = err.flag();
             finish(&mut entry, &report, 0, 0);
             return;
         }

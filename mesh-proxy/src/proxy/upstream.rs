@@ -175,13 +175,14 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// Envoy's response flag for it.
-    pub fn flag(&self) -> &'static str {
+    pub fn flag(&self) -> crate::telemetry::ResponseFlags {
+        use crate::telemetry::ResponseFlags as F;
         match self {
-            UpstreamError::Connect { .. } => "UF",
-            UpstreamError::Reset { .. } => "UC",
-            UpstreamError::Refused { .. } => "UR",
-            UpstreamError::PerTryTimeout { .. } => "UT",
-            UpstreamError::Overflow { .. } => "UO",
+            UpstreamError::Connect { .. } => F::UPSTREAM_CONNECTION_FAILURE,
+            UpstreamError::Reset { .. } => F::UPSTREAM_CONNECTION_TERMINATION,
+            UpstreamError::Refused { .. } => F::UPSTREAM_REMOTE_RESET,
+            UpstreamError::PerTryTimeout { .. } => F::UPSTREAM_REQUEST_TIMEOUT,
+            UpstreamError::Overflow { .. } => F::UPSTREAM_OVERFLOW,
         }
     }
 }

@@ -1,0 +1,137 @@
+//! What one request carries through the stages: the request context (who asked, how, and the
+//! record that will be reported), the routed target once routing has decided, and the record
+//! itself, reported when the response body ends or is dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use http::Request;
+use hyper::body::Incoming;
+
+use super::{Connection, head};
+use crate::policy::RoutePolicy;
+use crate::proxy::Shared;
+use crate::runtime::{Runtime, Transport};
+use crate::telemetry::{
+    Entry, PEER_HEADER, PROTOCOL_HEADER, Protocol, Report, Reporter, RequestProtocol,
+};
+
+/// One request on its way through the stages, in place of long argument lists. Borrows what
+/// the connection holds; owns only the record of the request.
+pub(super) struct RequestContext<'a> {
+    /// What every connection handler shares.
+    pub(super) shared: &'a Arc<Shared>,
+    /// The downstream connection.
+    pub(super) connection: &'a Connection,
+    /// The HTTP version the app spoke (on the far side of the sidecar hop, the client app's).
+    pub(super) protocol: Protocol,
+    /// Whether the request is gRPC: local replies then answer in gRPC's terms.
+    pub(super) grpc: bool,
+    /// What will be reported when the request ends.
+    pub(super) finish: Finish,
+}
+
+impl<'a> RequestContext<'a> {
+    /// The context of `request`, whose head loses the sidecar-to-sidecar headers (kept here
+    /// when believed) and gains an `x-request-id` if it had none.
+    pub(super) fn new(
+        shared: &'a Arc<Shared>,
+        connection: &'a Connection,
+        request: &mut Request<Incoming>,
+    ) -> Self {
+        let started = Instant::now();
+        let grpc = head::is_grpc(request.headers());
+        let headers = request.headers_mut();
+        let peer_metadata = headers.remove(PEER_HEADER);
+        let app_protocol = headers.remove(PROTOCOL_HEADER);
+        let protocol =
+            head::app_protocol(request.version(), connection.peer.as_ref(), app_protocol.as_ref());
+        let mut entry = Entry {
+            start: if shared.log.enabled() {
+                crate::telemetry::now_rfc3339()
+            } else {
+                String::new()
+            },
+            method: request.method().to_string(),
+            path: head::path(request.uri()).into_owned(),
+            authority: head::authority(request).to_owned(),
+            user_agent: head::header_str(request.headers(), "user-agent").to_owned(),
+            downstream: connection.downstream.to_string(),
+            protocol,
+            ..Entry::default()
+        };
+        let label = if grpc { RequestProtocol::Grpc } else { RequestProtocol::Http };
+        let metadata = peer_metadata.as_ref().and_then(|v| v.to_str().ok());
+        let peer = connection.peer.as_ref().map(|peer| peer.workload(metadata));
+        let report = Report::new(label, connection.reporter, &shared.me, peer);
+        entry.request_id = head::request_id(request.headers_mut());
+        let finish = Finish {
+            shared: shared.clone(),
+            reporter: connection.reporter,
+            report,
+            entry,
+            started,
+            request_bytes: Arc::default(),
+            response_bytes: 0,
+        };
+        Self { shared, connection, protocol, grpc, finish }
+    }
+}
+
+/// Where a routed request goes and under which policy: fixed once routing has decided, and
+/// borrowed from what [`super::forward`] holds for the request's lifetime.
+pub(super) struct Target<'a> {
+    /// The configuration the request was routed by (its clusters and endpoints).
+    pub(super) runtime: &'a Arc<Runtime>,
+    /// The upstream cluster.
+    pub(super) cluster: &'a str,
+    /// The authority, after the route's rewrites.
+    pub(super) authority: &'a str,
+    /// The path with query, after the route's rewrites.
+    pub(super) path: &'a str,
+    /// The route's timeout, retries, faults, mirrors and CORS.
+    pub(super) policy: &'a RoutePolicy,
+    /// How the cluster is reached: its connection settings and circuit breakers.
+    pub(super) transport: &'a Transport,
+    /// The request's hash for consistent-hash balancing, if the route has a hash policy.
+    pub(super) hash: Option<u64>,
+    /// Whether the request asks for an upgrade (WebSocket) or is a CONNECT.
+    pub(super) upgrade: bool,
+}
+
+/// What is reported when a request finishes: kept in the response body, reported when the
+/// body ends or is dropped (a client that goes away mid-body is still logged). Tracing's span
+/// will finish where this reports.
+pub(super) struct Finish {
+    shared: Arc<Shared>,
+    reporter: Reporter,
+    /// The metrics' view of the request.
+    pub(super) report: Report,
+    /// The access log's view of the request.
+    pub(super) entry: Entry,
+    started: Instant,
+    /// Request body bytes, counted as the body goes upstream.
+    pub(super) request_bytes: Arc<AtomicU64>,
+    /// Response body bytes, counted as the body goes downstream.
+    pub(super) response_bytes: u64,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed();
+        self.entry.duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        self.entry.bytes_received = self.request_bytes.load(Ordering::Relaxed);
+        self.entry.bytes_sent = self.response_bytes;
+        self.entry.status = self.report.status;
+        self.entry.flags = self.report.flags;
+        self.shared.metrics.request(
+            self.reporter,
+            &self.report,
+            elapsed.as_secs_f64() * 1000.0,
+            self.entry.bytes_received,
+            self.response_bytes,
+        );
+        self.shared.log.log(&self.entry);
+    }
+}
