@@ -259,19 +259,19 @@ impl Bound {
     /// Serves until SIGTERM, SIGINT or [`Bound::shutdown`], then finishes the requests in
     /// flight (a signing call takes milliseconds) and returns.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Bound { ready, shutdown, drain, mut grpc_task, .. } = self;
+        let Bound { ready, shutdown, drain, grpc_task, .. } = self;
         tokio::select! {
-            served = &mut grpc_task => return match served {
-                Ok(served) => served.context("gRPC server"),
+            failed = shutdown::failure(grpc_task) => match failed {
+                Ok(err) => Err(err).context("gRPC server"),
                 Err(err) => Err(err).context("gRPC server task"),
             },
             ended = shutdown::run(&shutdown, &ready, &drain, DRAIN) => {
                 if let Err(err) = ended {
                     warn!("stopping anyway: {err}");
                 }
+                Ok(())
             }
         }
-        Ok(())
     }
 }
 

@@ -271,15 +271,13 @@ impl Bound {
     }
 }
 
-/// Why a server task ended; never returns if it ended well (it does so only once draining,
-/// and the drain says when everything has ended).
+/// Why a server task failed; never returns if it ended well (see [`shutdown::failure`]).
 async fn failure(
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     what: &'static str,
 ) -> anyhow::Error {
-    match task.await {
-        Ok(Ok(())) => std::future::pending().await,
-        Ok(Err(err)) => err,
+    match shutdown::failure(task).await {
+        Ok(err) => err,
         Err(err) => anyhow::Error::new(err).context(what),
     }
 }

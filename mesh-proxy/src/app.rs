@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use mesh_api::identity::SpiffeId;
 use mesh_identity::client::{CaClient, ClientMetrics, ClientSettings, TokenSource};
-use mesh_runtime::admin::Server;
+use mesh_runtime::admin::{self, Server};
 use mesh_runtime::drain;
 use mesh_runtime::log::LogHandle;
 use mesh_runtime::readiness::{Guard, Ready};
@@ -65,10 +65,11 @@ pub async fn build(config: Config, log: Option<LogHandle>) -> anyhow::Result<Bou
         format!("--root-cert (or MESH_ROOT_CERT) {}: cannot read", config.root_cert.display())
     })?;
     let any = Ipv4Addr::UNSPECIFIED;
-    let health = bind_control((any, config.health_port).into(), "readiness")?;
-    let stats = bind_control((any, config.metrics_port).into(), "metrics")?;
-    let admin = bind_control((Ipv4Addr::LOCALHOST, config.admin_port).into(), "admin")?;
-    let addresses = (health.local_addr()?, stats.local_addr()?, admin.local_addr()?);
+    // Bound now, so a port in use fails the start; served on the control runtime later.
+    let health = admin::bind_std((any, config.health_port).into(), "readiness")?;
+    let stats = admin::bind_std((any, config.metrics_port).into(), "metrics")?;
+    let own = admin::bind_std((Ipv4Addr::LOCALHOST, config.admin_port).into(), "admin")?;
+    let addresses = (health.local_addr()?, stats.local_addr()?, own.local_addr()?);
 
     let workers = match config.concurrency {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -103,7 +104,7 @@ pub async fn build(config: Config, log: Option<LogHandle>) -> anyhow::Result<Bou
         control,
         workers,
     };
-    let startup = tokio::spawn(started.start((health, stats, admin), steps));
+    let startup = tokio::spawn(started.start((health, stats, own), steps));
     Ok(Bound {
         health: addresses.0,
         metrics: addresses.1,
@@ -360,10 +361,4 @@ fn bind_worker(
         socket.listen(1024)
     };
     bound().with_context(|| format!("cannot listen on {address} for {what}"))
-}
-
-/// A listener for the control runtime, bound now (so a port in use fails the start).
-fn bind_control(address: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
-    std::net::TcpListener::bind(address)
-        .with_context(|| format!("cannot listen on {address} for {what}"))
 }

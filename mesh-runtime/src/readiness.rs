@@ -65,6 +65,12 @@ impl Ready {
 impl Guard {
     /// Releases the guard: what it stood for is done.
     pub fn release(self) {}
+
+    /// Keeps the component not ready for the rest of the process's life (a draining
+    /// component must not turn ready again).
+    pub fn hold_forever(self) {
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for Guard {

@@ -61,11 +61,25 @@ pub async fn run(
         () = shutdown.requested() => Cause::Requested,
     };
     tracing::info!(%cause, ?deadline, "draining");
-    // Kept until the process ends: a draining component never turns ready again.
-    let _draining = ready.register("draining");
+    // A draining component never turns ready again.
+    ready.register("draining").hold_forever();
     trigger.drain(deadline).await?;
     tracing::info!("drained");
     Ok(cause)
+}
+
+/// Waits for a server task to fail: returns its error, or the join error if it panicked;
+/// never returns if it ends well, since servers end only when draining and the drain says
+/// when everything has ended. Lets `run` stop early on a failed server without cutting a
+/// drain short when a server finishes first.
+pub async fn failure<T, E>(
+    task: tokio::task::JoinHandle<Result<T, E>>,
+) -> Result<E, tokio::task::JoinError> {
+    match task.await {
+        Ok(Ok(_)) => std::future::pending().await,
+        Ok(Err(err)) => Ok(err),
+        Err(err) => Err(err),
+    }
 }
 
 #[cfg(test)]
