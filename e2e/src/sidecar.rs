@@ -57,15 +57,7 @@ pub fn serve_xds(ns: &str, discovery: &Arc<mesh_pilot::ads::Discovery>) {
 
 /// Serves a workload's certificate over SDS inside `ns` on [`SDS`], as istio-agent would.
 pub fn serve_sds(ns: &str, material: mesh_ca::sds::Material) {
-    let listener = listen(ns, SDS);
-    let (keep, secrets) = tokio::sync::watch::channel(Arc::new(material));
-    tokio::spawn(async move {
-        let _keep = keep;
-        tonic::transport::Server::builder()
-            .add_service(mesh_ca::sds::SecretService::new(secrets).into_server())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-    });
+    mesh_testing::ca::serve_sds(listen(ns, SDS), material);
 }
 
 /// Where a pod's sidecar finds mesh-ca, inside its namespace.

@@ -102,6 +102,10 @@ pub struct Flags {
     /// Apply the rules inside this named network namespace (`ip netns`), for local mode.
     #[arg(long, env = "MESH_NETWORK_NAMESPACE")]
     pub network_namespace: Option<String>,
+
+    /// Logging (`--log-level`, `--log-format`), as every binary of the mesh takes it.
+    #[command(flatten)]
+    pub log: mesh_runtime::log::LogFlags,
 }
 
 /// A flag value that was refused, naming the flag and the value.

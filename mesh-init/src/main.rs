@@ -7,14 +7,12 @@ use clap::Parser as _;
 use mesh_init::app::{self, Config, Failure};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    match app::run(&Config::parse()) {
+    let config = Config::parse();
+    if let Err(err) = mesh_runtime::log::init(&config.log) {
+        eprintln!("mesh-init: {err}");
+        return ExitCode::FAILURE;
+    }
+    match app::run(&config) {
         Ok(output) => {
             print!("{output}");
             ExitCode::SUCCESS

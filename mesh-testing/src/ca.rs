@@ -61,18 +61,23 @@ impl TestCa {
     /// Serves a workload's secrets over SDS on loopback, as the agent next to an Envoy sidecar
     /// would, for as long as the test runs; returns the port.
     pub async fn sds(&self, namespace: &str, service_account: &str) -> u16 {
-        let (tx, rx) =
-            tokio::sync::watch::channel(Arc::new(self.issue(namespace, service_account)));
         let (listener, address) = crate::net::tokio_listener();
-        tokio::spawn(async move {
-            let _keep = tx;
-            tonic::transport::Server::builder()
-                .add_service(mesh_ca::sds::SecretService::new(rx).into_server())
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await
-        });
+        serve_sds(listener, self.issue(namespace, service_account));
         address.port()
     }
+}
+
+/// Serves `material` over SDS on `listener`, as the agent next to an Envoy sidecar would, for
+/// as long as the runtime runs.
+pub fn serve_sds(listener: tokio::net::TcpListener, material: Material) {
+    let (keep, secrets) = tokio::sync::watch::channel(Arc::new(material));
+    tokio::spawn(async move {
+        let _keep = keep;
+        tonic::transport::Server::builder()
+            .add_service(mesh_ca::sds::SecretService::new(secrets).into_server())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
 }
 
 impl TestCa {
