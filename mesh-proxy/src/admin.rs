@@ -1,7 +1,8 @@
 //! The proxy's own HTTP endpoints: admin on 127.0.0.1:15000 (`/config_dump`, `/clusters`,
 //! `/logging`, `/ready`, `/stats/prometheus`, `/drain`, `/quitquitquit`), readiness on 15021
-//! (`/healthz/ready`) and metrics on 15090 (`/stats/prometheus`). Small and separate from the
-//! data path: nothing here is on a request's way.
+//! (`/healthz/ready`, [`readiness`], served from the start) and metrics on 15090
+//! (`/stats/prometheus`). Small and separate from the data path: nothing here is on a
+//! request's way.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -46,10 +47,28 @@ pub struct Admin {
 pub enum Surface {
     /// Everything (loopback only).
     Admin,
-    /// `/healthz/ready` (the kubelet's probe).
-    Health,
     /// `/stats/prometheus` (the scraper).
     Metrics,
+}
+
+/// The answer of `/healthz/ready`: 200 `LIVE` once the proxy should get traffic, 503
+/// `DRAINING` while it drains, else 503 naming what start-up still waits for. It needs no
+/// certificate or configuration, so the kubelet gets an answer from the first moment.
+pub fn readiness(ready: &Ready, drain: &drain::Trigger, xds: &ClientState) -> Response<Body> {
+    if drain.is_draining() {
+        text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n")
+    } else if ready.is_ready() {
+        text(StatusCode::OK, "LIVE\n")
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: waiting for {}; xDS connected: {}\n",
+                ready.pending().join(", "),
+                xds.connected.load(Ordering::Relaxed)
+            ),
+        )
+    }
 }
 
 impl Admin {
@@ -158,21 +177,8 @@ impl Admin {
         let query = request.uri().query().unwrap_or_default();
         let post = request.method() == Method::POST;
         match (surface, path) {
-            (Surface::Health | Surface::Admin, "/healthz/ready") | (Surface::Admin, "/ready") => {
-                if self.is_ready() {
-                    text(StatusCode::OK, "LIVE\n")
-                } else if self.drain.is_draining() {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n")
-                } else {
-                    text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!(
-                            "not ready: waiting for {}; xDS connected: {}\n",
-                            self.ready.pending().join(", "),
-                            self.xds.connected.load(Ordering::Relaxed)
-                        ),
-                    )
-                }
+            (Surface::Admin, "/healthz/ready" | "/ready") => {
+                readiness(&self.ready, &self.drain, &self.xds)
             }
             (Surface::Metrics | Surface::Admin, "/stats/prometheus") => self.metrics(),
             (Surface::Admin, "/config_dump") => self.config_dump(),

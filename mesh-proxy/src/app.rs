@@ -88,8 +88,10 @@ pub async fn build(config: Config, log: Option<LogHandle>) -> anyhow::Result<Bou
         configuration: ready.register("complete configuration"),
         listeners: ready.register("traffic listeners"),
     };
-    let (trigger, watch) = drain::channel();
-    let (admin_drain, admin_watch) = drain::channel();
+    // Watchers are made where servers start (`Trigger::watch`): start-up itself must not hold
+    // one, or a stop while it waits for the certificate would wait out the drain deadline.
+    let (trigger, _) = drain::channel();
+    let (admin_drain, _) = drain::channel();
     let shutdown = Shutdown::default();
     let started = Started {
         config: config.clone(),
@@ -98,8 +100,7 @@ pub async fn build(config: Config, log: Option<LogHandle>) -> anyhow::Result<Bou
         log,
         ready: ready.clone(),
         drain: trigger.clone(),
-        watch,
-        admin_watch,
+        admin_drain: admin_drain.clone(),
         shutdown: shutdown.clone(),
         control,
         workers,
@@ -162,8 +163,7 @@ struct Started {
     log: Option<LogHandle>,
     ready: Ready,
     drain: drain::Trigger,
-    watch: drain::Watch,
-    admin_watch: drain::Watch,
+    admin_drain: drain::Trigger,
     shutdown: Shutdown,
     control: tokio::runtime::Handle,
     workers: Vec<tokio::runtime::Handle>,
@@ -188,8 +188,7 @@ impl Started {
             log,
             ready,
             drain,
-            watch,
-            admin_watch,
+            admin_drain,
             shutdown,
             control,
             workers,
@@ -202,6 +201,16 @@ impl Started {
         let metrics = Metrics::register(&mut registry);
         let store = Arc::new(Store::default());
         let xds_state = Arc::new(ClientState::default());
+        // Readiness answers from the first moment (not ready, naming what start-up waits
+        // for); the other endpoints need the data path's state and follow the certificate.
+        {
+            let _entered = control.enter();
+            let (ready, drain, xds) = (ready.clone(), drain.clone(), xds_state.clone());
+            Server::from_std(health, "readiness")?.spawn(admin_drain.watch(), move |_request| {
+                let response = crate::admin::readiness(&ready, &drain, &xds);
+                async move { response }
+            });
+        }
 
         info!(identity = %settings.identity, ca = %settings.ca_address, "getting the workload certificate");
         let ca = CaClient::new(ClientSettings {
@@ -248,7 +257,7 @@ impl Started {
             xds: xds_state.clone(),
             registry,
             ready: ready.clone(),
-            drain,
+            drain: drain.clone(),
             log,
             shutdown,
         });
@@ -256,13 +265,11 @@ impl Started {
         // runtime makes it the home of these listeners, the xDS channel and their tasks. The
         // admin endpoints answer until the process exits (readiness says DRAINING meanwhile).
         let entered = control.enter();
-        for (listener, surface, purpose) in [
-            (health, Surface::Health, "readiness"),
-            (stats, Surface::Metrics, "metrics"),
-            (admin_listener, Surface::Admin, "admin"),
-        ] {
+        for (listener, surface, purpose) in
+            [(stats, Surface::Metrics, "metrics"), (admin_listener, Surface::Admin, "admin")]
+        {
             let admin = admin.clone();
-            Server::from_std(listener, purpose)?.spawn(admin_watch.clone(), move |request| {
+            Server::from_std(listener, purpose)?.spawn(admin_drain.watch(), move |request| {
                 let response = admin.handle(surface, &request);
                 async move { response }
             });
@@ -282,8 +289,8 @@ impl Started {
                 bind_worker((any, config.outbound_port).into(), "outbound traffic", worker)?;
             let inbound =
                 bind_worker((any, config.inbound_port).into(), "inbound traffic", worker)?;
-            worker.spawn(listen::serve(outbound, shared.clone(), Side::Outbound, watch.clone()));
-            worker.spawn(listen::serve(inbound, shared.clone(), Side::Inbound, watch.clone()));
+            worker.spawn(listen::serve(outbound, shared.clone(), Side::Outbound, drain.watch()));
+            worker.spawn(listen::serve(inbound, shared.clone(), Side::Inbound, drain.watch()));
         }
         steps.listeners.release();
         info!(
