@@ -22,6 +22,22 @@ pub fn peer_identity(chain: &[CertificateDer<'_>]) -> Option<SpiffeId> {
     })
 }
 
+/// The SPIFFE identity of `end_entity` must be there and pass `refuse` (which says why it
+/// does not, if it does not); `role` ("peer", "server") names the certificate in errors.
+fn require_identity(
+    end_entity: &CertificateDer<'_>,
+    role: &str,
+    refuse: impl FnOnce(&SpiffeId) -> Option<String>,
+) -> Result<(), rustls::Error> {
+    let Some(id) = peer_identity(std::slice::from_ref(end_entity)) else {
+        return Err(rustls::Error::General(format!("{role} certificate has no SPIFFE identity")));
+    };
+    match refuse(&id) {
+        Some(why) => Err(rustls::Error::General(format!("{role} identity {id} {why}"))),
+        None => Ok(()),
+    }
+}
+
 /// Verifies client chains with webpki, then requires a SPIFFE id of the trust domain.
 #[derive(Debug)]
 pub(crate) struct TrustDomainVerifier {
@@ -41,18 +57,11 @@ impl ClientCertVerifier for TrustDomainVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         self.base.verify_client_cert(end_entity, intermediates, now)?;
-        match peer_identity(std::slice::from_ref(end_entity)) {
-            Some(id) if id.trust_domain() == self.trust_domain => {
-                Ok(ClientCertVerified::assertion())
-            }
-            Some(id) => Err(rustls::Error::General(format!(
-                "peer identity {id} is not in trust domain {}",
-                self.trust_domain
-            ))),
-            None => {
-                Err(rustls::Error::General("peer certificate has no SPIFFE identity".to_owned()))
-            }
-        }
+        require_identity(end_entity, "peer", |id| {
+            (id.trust_domain() != self.trust_domain)
+                .then(|| format!("is not in trust domain {}", self.trust_domain))
+        })?;
+        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -131,16 +140,10 @@ impl ServerCertVerifier for IdentityVerifier {
             now,
             self.algs.all,
         )?;
-        match peer_identity(std::slice::from_ref(end_entity)) {
-            Some(id) if self.expected.admits(&id) => Ok(ServerCertVerified::assertion()),
-            Some(id) => Err(rustls::Error::General(format!(
-                "server identity {id} is not the expected {}",
-                self.expected
-            ))),
-            None => {
-                Err(rustls::Error::General("server certificate has no SPIFFE identity".to_owned()))
-            }
-        }
+        require_identity(end_entity, "server", |id| {
+            (!self.expected.admits(id)).then(|| format!("is not the expected {}", self.expected))
+        })?;
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

@@ -16,7 +16,7 @@ use super::http::{Connection, Peer, Routes};
 use super::tcp::{Flow, proxy};
 use crate::listener;
 use crate::net::{Sniffed, original_destination, peek_client_hello, sniff};
-use crate::runtime::listeners::ChainPlan;
+use crate::runtime::listeners::{ChainPlan, CompiledListener};
 use crate::telemetry::{Entry, Report, Reporter};
 
 /// Ports of protocols where the server speaks first (SMTP, MySQL, MongoDB, ...): waiting for
@@ -132,9 +132,9 @@ struct Chosen {
     plan: Plan,
     /// Whether the chain terminates mesh mTLS.
     terminate: bool,
-    /// The TCP cluster (and idle timeout) of the listener's default chain (the
-    /// passthrough), if any.
-    fallback: Option<(String, Option<std::time::Duration>)>,
+    /// The listener it belongs to, whose default chain (the passthrough) takes connections
+    /// on an HTTP chain that turn out not to be HTTP; read only when one does.
+    listener: Arc<CompiledListener>,
 }
 
 /// Chooses the chain of the listener on `port` for `connection`, from the listeners compiled
@@ -148,7 +148,7 @@ fn choose(shared: &Shared, port: u16, connection: &listener::Connection) -> Resu
         ChainPlan::HttpRds(routes) => Plan::Http(Routes::Named(routes.clone())),
         ChainPlan::HttpInline(table) => Plan::Http(Routes::Inline(table.clone())),
     };
-    Ok(Chosen { plan, terminate: chain.terminate, fallback: compiled.fallback.clone() })
+    Ok(Chosen { plan, terminate: chain.terminate, listener: compiled.clone() })
 }
 
 async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {
@@ -183,14 +183,14 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
     } else {
         sniff(&tcp, shared.tuning.detection_timeout).await.unwrap_or(Sniffed::Opaque)
     };
-    match (sniffed, chosen.fallback) {
+    match (sniffed, &chosen.listener.fallback) {
         (Sniffed::Http1 | Sniffed::Http2, _) => {
             let connection =
                 Connection { reporter, downstream: peer, destination, peer: None, routes };
             serve_http(shared, tcp, connection, sniffed == Sniffed::Http2, drain).await;
         }
         // Not HTTP on an HTTP port: passed through as the listener's default chain would.
-        (_, Some(fallback)) => proxy(shared, tcp, flow(fallback)).await,
+        (_, Some(fallback)) => proxy(shared, tcp, flow(fallback.clone())).await,
         (_, None) => refuse(&shared, reporter, peer, NR, "not HTTP, and no passthrough"),
     }
 }
