@@ -1,5 +1,11 @@
-//! `meshctl`, the command line of the mesh: install and uninstall, offline injection, analysis of
-//! config files, proxy status and config, and a terminal dashboard.
+//! `meshctl`, the command line of the mesh. Today it runs the mesh on one Linux machine
+//! ([`local`]); install, injection, analysis, proxy status and the dashboard arrive with their
+//! issues.
 //!
-//! It talks to the other components only through their public wire APIs. Its commands arrive with
-//! their issues; until then it holds no code.
+//! It talks to the other components only through their public wire APIs and starts their
+//! binaries as they are; it never links their servers. It may use `mesh-api` (the config types,
+//! loading and validation) and, for identity, `mesh-identity`.
+
+#![forbid(unsafe_code)]
+
+pub mod local;

@@ -1,0 +1,327 @@
+//! `up` and `down`: the control plane of the local mesh, and the removal of everything.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mesh_api::ports;
+
+use super::plan::{self, CA_IP, CA_NAME, PILOT_IP};
+use super::process::{self, Spawn};
+use super::state::{Sidecar, State, StateDir};
+use super::{LocalError, net, probe, wait_ready};
+
+/// How long the control plane gets to become ready.
+const READY_LIMIT: Duration = Duration::from_secs(30);
+/// How long processes get to stop on SIGTERM before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The pilot's token file (its identity `mesh-system/mesh-pilot` at the CA).
+const PILOT_TOKEN: &str = "pilot.token";
+/// The CA's tokens file: one `<token> <namespace>/<service account>` line per workload.
+pub const TOKENS: &str = "tokens";
+/// The CA's state (root key and certificate).
+pub const CA_DIR: &str = "ca";
+
+/// Flags of `meshctl local up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// The directory the pilot reads config from (and `apply` writes to); made if missing.
+    /// Default: `config` in the state directory.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The mesh's name: the prefix of its network namespaces.
+    #[arg(long, default_value = "mesh")]
+    pub name: String,
+    /// Where mesh-ca, mesh-pilot, mesh-proxy and mesh-init are (default: next to meshctl).
+    #[arg(long, env = "MESH_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// The sidecar pods get unless `deploy --proxy` says otherwise.
+    #[arg(long, value_enum, default_value = "mesh-proxy")]
+    pub proxy: Sidecar,
+}
+
+/// Where the root certificate is, for the workloads.
+pub fn root_cert(dir: &StateDir) -> PathBuf {
+    dir.join(CA_DIR).join("root-cert.pem")
+}
+
+/// The binaries next to this one (or in `$MESH_BIN_DIR`).
+fn default_bin_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_owned))
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin"))
+}
+
+/// A binary of the mesh, or an error that says where it was looked for.
+pub fn binary(bin_dir: &Path, name: &str) -> Result<PathBuf, LocalError> {
+    let path = bin_dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(LocalError::Refused(format!(
+            "{name} is not in {} (build it with `cargo build --release --bins`, or name its directory with --bin-dir)",
+            bin_dir.display()
+        )))
+    }
+}
+
+/// `meshctl local up`.
+pub fn up(dir: &StateDir, args: UpArgs) -> Result<(), LocalError> {
+    plan::check_name("mesh", &args.name).map_err(LocalError::Refused)?;
+    if let Some(previous) = dir.read()? {
+        if previous.up && previous.processes.iter().take(2).all(process::alive) {
+            println!(
+                "A local mesh ({}) is already up; its state is in {}.\n`meshctl local status` shows it, `meshctl local down` removes it.",
+                previous.name,
+                dir.path.display()
+            );
+            return Ok(());
+        }
+        println!(
+            "A previous local mesh did not finish or was killed: removing what it left first."
+        );
+        teardown(dir, &previous);
+    }
+    super::check_host()?;
+    let bin_dir = args.bin_dir.unwrap_or_else(default_bin_dir);
+    for name in ["mesh-ca", "mesh-pilot", "mesh-init"] {
+        binary(&bin_dir, name)?;
+    }
+    let config_dir = args.dir.unwrap_or_else(|| dir.join("config"));
+    let mut state = State::new(args.name.clone(), config_dir.clone(), bin_dir.clone());
+    state.proxy = args.proxy;
+    if !config_dir.exists() {
+        state.created(&config_dir);
+    }
+    dir.write(&state)?;
+    let result = start(dir, &mut state);
+    if let Err(e) = result {
+        // Half a mesh is worse than none: take it down, say why it failed.
+        let _ = dir.write(&state);
+        teardown(dir, &state);
+        return Err(e);
+    }
+    println!(
+        "Local mesh {name} is up.\n  mesh-pilot  {PILOT_IP} (xDS {}, mTLS {}), reading {}\n  mesh-ca     {CA_IP}:{}\nNext: `meshctl local deploy`, `meshctl local service`, `meshctl local apply -f`, `meshctl local status`.",
+        ports::PILOT_XDS_PLAINTEXT,
+        ports::PILOT_XDS_TLS,
+        config_dir.display(),
+        ports::CA_GRPC,
+        name = state.name,
+    );
+    Ok(())
+}
+
+/// Makes the network and starts the CA and the pilot, recording each step before taking it.
+fn start(dir: &StateDir, state: &mut State) -> Result<(), LocalError> {
+    let hub = plan::hub_namespace(&state.name);
+    let cp = plan::control_plane_namespace(&state.name);
+    for ns in [&hub, &cp] {
+        if net::namespace_exists(ns) {
+            return Err(LocalError::Refused(format!(
+                "network namespace {ns} exists but no local mesh recorded it: another mesh of this name runs from another state directory (or remove it with `ip netns del {ns}`)"
+            )));
+        }
+    }
+    for sub in ["workloads", "services", "applied"] {
+        let path = state.config_dir.join(sub);
+        if !path.exists() {
+            state.created(&path);
+        }
+        std::fs::create_dir_all(&path)
+            .map_err(|e| LocalError::Io(format!("cannot create {}", path.display()), e))?;
+    }
+    state.namespaces.push(hub.clone());
+    dir.write(state)?;
+    net::add_namespace(&hub)?;
+    net::make_hub(&hub)?;
+    state.namespaces.push(cp.clone());
+    dir.write(state)?;
+    net::add_namespace(&cp)?;
+    net::attach(&hub, &cp, 0, &[PILOT_IP, CA_IP])?;
+    net::set_vip_rules(&hub, &plan::vip_rules(state))?;
+
+    let logs = dir.join("logs");
+    let ca_dir = dir.join(CA_DIR);
+    for path in [&logs, &ca_dir] {
+        std::fs::create_dir_all(path)
+            .map_err(|e| LocalError::Io(format!("cannot create {}", path.display()), e))?;
+    }
+    let pilot_token = super::pods::new_token()?;
+    let tokens = dir.join(TOKENS);
+    write_private(
+        &tokens,
+        &format!("{pilot_token} {}/mesh-pilot\n", ports::CONTROL_PLANE_NAMESPACE),
+    )?;
+    write_private(&dir.join(PILOT_TOKEN), &pilot_token)?;
+
+    let monitoring = |ip| SocketAddr::new(ip, ports::CONTROL_PLANE_MONITORING);
+    let ca_log = logs.join("mesh-ca.log");
+    let ca = process::spawn(Spawn {
+        role: "mesh-ca".into(),
+        namespace: &cp,
+        user: None,
+        argv: vec![
+            binary(&state.bin_dir, "mesh-ca")?.display().to_string(),
+            "--mode=local".into(),
+            format!("--listen={}", SocketAddr::new(CA_IP.into(), ports::CA_GRPC)),
+            format!("--monitoring-listen={}", monitoring(CA_IP.into())),
+            format!("--state-dir={}", ca_dir.display()),
+            format!("--plugin-dir={}", ca_dir.join("plugin").display()),
+            format!("--tokens-file={}", tokens.display()),
+            format!("--server-name={CA_NAME}"),
+        ],
+        env: Vec::new(),
+        log: &ca_log,
+    })?;
+    state.processes.push(ca);
+    dir.write(state)?;
+    wait_ready("mesh-ca", &ca_log, READY_LIMIT, || ready(&cp, monitoring(CA_IP.into()), "/ready"))?;
+
+    let pilot_log = logs.join("mesh-pilot.log");
+    let pilot = process::spawn(Spawn {
+        role: "mesh-pilot".into(),
+        namespace: &cp,
+        user: None,
+        argv: vec![
+            binary(&state.bin_dir, "mesh-pilot")?.display().to_string(),
+            format!("--config-dir={}", state.config_dir.display()),
+            format!(
+                "--xds-listen={}",
+                SocketAddr::new(PILOT_IP.into(), ports::PILOT_XDS_PLAINTEXT)
+            ),
+            format!("--xds-mtls-listen={}", SocketAddr::new(PILOT_IP.into(), ports::PILOT_XDS_TLS)),
+            format!("--monitoring-listen={}", monitoring(PILOT_IP.into())),
+            format!("--ca-address={}", SocketAddr::new(CA_IP.into(), ports::CA_GRPC)),
+            format!("--ca-server-name={CA_NAME}"),
+            format!("--root-cert={}", root_cert(dir).display()),
+            format!("--token-path={}", dir.join(PILOT_TOKEN).display()),
+            // A person editing files expects to see the change at once.
+            "--poll-interval=250ms".into(),
+        ],
+        env: Vec::new(),
+        log: &pilot_log,
+    })?;
+    state.processes.push(pilot);
+    dir.write(state)?;
+    wait_ready("mesh-pilot", &pilot_log, READY_LIMIT, || {
+        ready(&cp, monitoring(PILOT_IP.into()), "/ready")
+    })?;
+    state.up = true;
+    dir.write(state)
+}
+
+/// `Ok` when `GET path` on `address` in `ns` answers 200.
+pub fn ready(ns: &str, address: SocketAddr, path: &str) -> Result<(), String> {
+    match probe::get(ns, address, path, Duration::from_secs(2))? {
+        (200, _) => Ok(()),
+        (status, body) => Err(format!("{status} {}", body.trim())),
+    }
+}
+
+/// Writes a file only root reads (tokens).
+pub fn write_private(path: &Path, text: &str) -> Result<(), LocalError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| LocalError::Io(format!("cannot write {}", path.display()), e))
+}
+
+/// `meshctl local down`.
+pub fn down(dir: &StateDir) -> Result<(), LocalError> {
+    let Some(state) = dir.read()? else {
+        println!(
+            "No local mesh is up (nothing recorded in {}); nothing to remove.",
+            dir.path.display()
+        );
+        return Ok(());
+    };
+    let report = teardown(dir, &state);
+    println!(
+        "Local mesh {} removed: {} processes stopped{}, {} network namespaces and {} files deleted.",
+        state.name,
+        report.stopped,
+        if report.killed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} killed after {STOP_GRACE:?}: {})",
+                report.killed.len(),
+                report.killed.join(", ")
+            )
+        },
+        report.namespaces,
+        report.files,
+    );
+    for problem in &report.problems {
+        eprintln!("warning: {problem}");
+    }
+    dir.remove();
+    Ok(())
+}
+
+/// What a teardown did.
+struct Teardown {
+    stopped: usize,
+    killed: Vec<String>,
+    namespaces: usize,
+    files: usize,
+    problems: Vec<String>,
+}
+
+/// Removes everything `state` records, in reverse order of creation, carrying on past
+/// failures (they are reported): processes, namespaces (and with them every link and rule),
+/// hosts files, files in the config directory, the state directory's contents.
+fn teardown(dir: &StateDir, state: &State) -> Teardown {
+    let stopped = state.processes.iter().filter(|p| process::alive(p)).count();
+    let killed = process::stop(&state.processes, STOP_GRACE);
+    let mut problems = Vec::new();
+    let mut namespaces = 0;
+    for ns in state.namespaces.iter().rev() {
+        process::kill_all(&net::namespace_pids(ns));
+        if net::namespace_exists(ns) {
+            namespaces += 1;
+        }
+        if let Err(e) = net::delete_namespace(ns) {
+            problems.push(e.to_string());
+        }
+        if let Some(etc) = net::hosts_path(ns).parent() {
+            let _ = std::fs::remove_dir_all(etc);
+        }
+    }
+    let mut files = 0;
+    for path in state.files.iter().rev() {
+        let removed =
+            if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+        match removed {
+            Ok(()) => files += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => problems.push(format!("cannot remove {}: {e}", path.display())),
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&dir.path) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name == "lock" || name == super::state::STATE_FILE {
+                continue;
+            }
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
+    if let Err(e) = dir.clear() {
+        problems.push(e.to_string());
+    }
+    Teardown { stopped, killed, namespaces, files, problems }
+}

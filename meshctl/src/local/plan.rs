@@ -1,0 +1,362 @@
+//! What the local mesh is made of, as pure functions of its recorded state: names and addresses,
+//! the hosts file of a pod, the Service and WorkloadEntry the pilot reads, and the service VIP
+//! rules of the hub (the part of kube-proxy a mesh without a cluster still needs: a pod without a
+//! sidecar reaches services by VIP). Nothing here touches the system; `net` and `process` do.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use super::state::{Pod, Service, State};
+
+/// The pod network: every pod, and the control plane, has an address in it.
+pub const POD_NETWORK: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 77, 0, 0), 16);
+/// The hub's address on the bridge: the pods' gateway to the service VIPs.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// mesh-pilot's address in the control-plane namespace.
+pub const PILOT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+/// mesh-ca's address in the control-plane namespace.
+pub const CA_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+/// The service VIP range (Kubernetes' default service CIDR is 10.96.0.0/12).
+pub const VIP_NETWORK: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 96, 0, 0), 16);
+/// The first host number handed to a pod, after the control plane's.
+pub const FIRST_POD_HOST: u32 = 10;
+/// The first host number handed to a service VIP.
+pub const FIRST_VIP_HOST: u32 = 10;
+/// The bridge in the hub namespace.
+pub const BRIDGE: &str = "br0";
+/// The pod's end of its veth, inside the pod namespace.
+pub const POD_INTERFACE: &str = "eth0";
+/// The DNS name of the pilot in the pods' hosts files.
+pub const PILOT_NAME: &str = "mesh-pilot.mesh-system.svc";
+/// The DNS name of the CA, also the name in its serving certificate.
+pub const CA_NAME: &str = "mesh-ca.mesh-system.svc";
+/// The cluster DNS domain services are named in.
+pub const DOMAIN: &str = "cluster.local";
+
+/// `10.77.0.0/16` as text.
+pub fn cidr((ip, prefix): (Ipv4Addr, u8)) -> String {
+    format!("{ip}/{prefix}")
+}
+
+/// The address with host number `host` in `network` (`None` past its end).
+pub fn host_address((ip, prefix): (Ipv4Addr, u8), host: u32) -> Option<Ipv4Addr> {
+    let size = 1u32.checked_shl(32 - u32::from(prefix))?;
+    // The last address is the broadcast one; host 0 is the network.
+    if host == 0 || host >= size - 1 {
+        return None;
+    }
+    Some(Ipv4Addr::from(u32::from(ip) + host))
+}
+
+/// Network namespace names of a mesh called `mesh`.
+pub fn hub_namespace(mesh: &str) -> String {
+    format!("{mesh}-hub")
+}
+
+/// The control plane's namespace.
+pub fn control_plane_namespace(mesh: &str) -> String {
+    format!("{mesh}-cp")
+}
+
+/// A pod's namespace.
+pub fn pod_namespace(mesh: &str, pod: &str) -> String {
+    format!("{mesh}-pod-{pod}")
+}
+
+/// The hub's end of veth number `n` (short: interface names have at most 15 bytes).
+pub fn hub_veth(n: u32) -> String {
+    format!("veth{n}")
+}
+
+/// Whether `name` can name a pod or service: a DNS label of at most 40 characters, so that its
+/// namespace, hosts entries and WorkloadEntry name are valid too.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} name {name:?} must be 1-40 lowercase letters, digits or '-', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// Parses `k=v,k2=v2` labels; keys and values as Kubernetes allows them (checked loosely:
+/// no spaces, quotes or commas).
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) =
+            pair.split_once('=').ok_or_else(|| format!("label {pair:?} is not key=value"))?;
+        let bad = |s: &str| s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'');
+        if key.is_empty() || bad(key) || bad(value) {
+            return Err(format!("label {pair:?}: keys and values take no spaces or quotes"));
+        }
+        labels.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(labels)
+}
+
+/// The hosts file of every pod: the control plane, and each service under its three names
+/// (`reviews`, `reviews.default`, `reviews.default.svc.cluster.local`) plus `.svc`. A pod in
+/// another namespace reaches a service by its longer names, as in Kubernetes; the short name of
+/// a service is only written for the namespace `for_namespace`.
+pub fn hosts_file(state: &State, for_namespace: &str) -> String {
+    let mut out = String::from("# Written by meshctl local: the mesh's services by name.\n");
+    out.push_str("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let _ = writeln!(out, "{PILOT_IP}\t{PILOT_NAME} {PILOT_NAME}.{DOMAIN}");
+    let _ = writeln!(out, "{CA_IP}\t{CA_NAME} {CA_NAME}.{DOMAIN}");
+    for service in state.services.values() {
+        let (name, ns) = (&service.name, &service.namespace);
+        let mut names = Vec::new();
+        if ns == for_namespace {
+            names.push(name.clone());
+        }
+        names.push(format!("{name}.{ns}"));
+        names.push(format!("{name}.{ns}.svc"));
+        names.push(format!("{name}.{ns}.svc.{DOMAIN}"));
+        let _ = writeln!(out, "{}\t{}", service.vip, names.join(" "));
+    }
+    out
+}
+
+/// Labels the mesh adds to a pod with a sidecar (as Istio's injector does), so the pilot
+/// knows to speak mTLS to it.
+pub fn workload_labels(pod: &Pod) -> BTreeMap<String, String> {
+    let mut labels = pod.labels.clone();
+    if pod.sidecar.is_some() {
+        labels.insert("security.istio.io/tlsMode".to_owned(), "istio".to_owned());
+    }
+    labels
+}
+
+/// Quotes a string for YAML (a JSON string is a YAML string).
+fn quoted(text: &str) -> String {
+    serde_json::Value::String(text.to_owned()).to_string()
+}
+
+/// The WorkloadEntry the pilot reads for a pod.
+pub fn workload_entry(pod: &Pod) -> String {
+    let mut out = format!(
+        "# Written by meshctl local for pod {name}; removed with it.\n\
+         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  address: {ip}\n  serviceAccount: {sa}\n",
+        name = pod.name,
+        ns = pod.namespace,
+        ip = pod.ip,
+        sa = quoted(&pod.service_account),
+    );
+    let labels = workload_labels(pod);
+    if !labels.is_empty() {
+        out.push_str("  labels:\n");
+        for (key, value) in &labels {
+            let _ = writeln!(out, "    {}: {}", quoted(key), quoted(value));
+        }
+    }
+    out
+}
+
+/// The labels file of a pod, in the downward API's format the proxy reads.
+pub fn labels_file(pod: &Pod) -> String {
+    workload_labels(pod).iter().map(|(k, v)| format!("{k}={}\n", quoted(v))).collect()
+}
+
+/// The Service the pilot reads: its VIP, ports and selector.
+pub fn service_object(service: &Service) -> String {
+    let mut out = format!(
+        "# Written by meshctl local; removed with the mesh.\n\
+         apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  clusterIP: {vip}\n  ports:\n",
+        name = service.name,
+        ns = service.namespace,
+        vip = service.vip,
+    );
+    for port in &service.ports {
+        let _ = writeln!(
+            out,
+            "  - {{name: {}, port: {}, targetPort: {}}}",
+            quoted(&port.name),
+            port.port,
+            port.target_port
+        );
+    }
+    if !service.selector.is_empty() {
+        out.push_str("  selector:\n");
+        for (key, value) in &service.selector {
+            let _ = writeln!(out, "    {}: {}", quoted(key), quoted(value));
+        }
+    }
+    out
+}
+
+/// The pods a service selects: same namespace, every selector label.
+pub fn selected<'a>(state: &'a State, service: &'a Service) -> impl Iterator<Item = &'a Pod> {
+    state.pods.values().filter(move |pod| {
+        pod.namespace == service.namespace
+            && !service.selector.is_empty()
+            && service.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+    })
+}
+
+/// The hub's NAT table for `iptables-restore`: each service port's VIP spread over the pods it
+/// selects (random choice with kube-proxy's probabilities), and the answers brought back
+/// through the hub (masquerade), since client and server share the bridge.
+pub fn vip_rules(state: &State) -> String {
+    let mut out = String::from(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:MESH-SERVICES - [0:0]\n",
+    );
+    let mut chains = String::new();
+    let mut rules = String::from("-A PREROUTING -j MESH-SERVICES\n");
+    for (n, service) in state.services.values().enumerate() {
+        let pods: Vec<&Pod> = selected(state, service).collect();
+        for port in &service.ports {
+            let chain = format!("MESH-SVC-{n}-{}", port.port);
+            let _ = writeln!(chains, ":{chain} - [0:0]");
+            let _ = writeln!(
+                rules,
+                "-A MESH-SERVICES -d {}/32 -p tcp -m tcp --dport {} -j {chain}",
+                service.vip, port.port
+            );
+            for (i, pod) in pods.iter().enumerate() {
+                let left = pods.len() - i;
+                let pick = if left > 1 {
+                    format!("-m statistic --mode random --probability {:.5} ", 1.0 / left as f64)
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    rules,
+                    "-A {chain} -p tcp {pick}-j DNAT --to-destination {}:{}",
+                    pod.ip, port.target_port
+                );
+            }
+        }
+    }
+    out.push_str(&chains);
+    out.push_str(&rules);
+    let _ = writeln!(
+        out,
+        "-A POSTROUTING -s {} -m conntrack --ctstate DNAT -j MASQUERADE\nCOMMIT",
+        cidr(POD_NETWORK)
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::local::state::{Pod, ServicePort, Sidecar};
+
+    fn state() -> State {
+        let mut state = State::new("m".into(), "/tmp/config".into(), "/bin".into());
+        for (name, version, ip) in [("reviews-v1", "v1", 10), ("reviews-v2", "v2", 11)] {
+            state.pods.insert(
+                name.into(),
+                Pod {
+                    name: name.into(),
+                    namespace: "default".into(),
+                    ip: host_address(POD_NETWORK, ip).unwrap(),
+                    veth: ip,
+                    labels: parse_labels(&format!("app=reviews,version={version}")).unwrap(),
+                    service_account: "bookinfo-reviews".into(),
+                    port: Some(9080),
+                    sidecar: Some(Sidecar::MeshProxy),
+                    command: vec!["reviews".into()],
+                },
+            );
+        }
+        state.services.insert(
+            "default/reviews".into(),
+            Service {
+                name: "reviews".into(),
+                namespace: "default".into(),
+                vip: host_address(VIP_NETWORK, 10).unwrap(),
+                ports: vec![ServicePort { name: "http".into(), port: 9080, target_port: 9080 }],
+                selector: parse_labels("app=reviews").unwrap(),
+            },
+        );
+        state
+    }
+
+    #[test]
+    fn addresses_stay_inside_their_network() {
+        assert_eq!(host_address(POD_NETWORK, 10), Some(Ipv4Addr::new(10, 77, 0, 10)));
+        assert_eq!(host_address(POD_NETWORK, 300), Some(Ipv4Addr::new(10, 77, 1, 44)));
+        assert_eq!(host_address(POD_NETWORK, 65535), None);
+        assert_eq!(host_address(POD_NETWORK, 0), None);
+        assert_eq!(cidr(VIP_NETWORK), "10.96.0.0/16");
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        assert!(check_name("pod", "reviews-v1").is_ok());
+        for bad in ["", "Reviews", "a_b", "-a", "a-", &"x".repeat(41)] {
+            assert!(check_name("pod", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn labels_parse_and_refuse_junk() {
+        let labels = parse_labels("app=reviews, version=v1").unwrap();
+        assert_eq!(labels.get("version").map(String::as_str), Some("v1"));
+        assert!(parse_labels("app").is_err());
+        assert!(parse_labels("app=a b").is_err());
+        assert!(parse_labels("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn hosts_name_services_the_kubernetes_way() {
+        let hosts = hosts_file(&state(), "default");
+        assert!(hosts.contains(
+            "10.96.0.10\treviews reviews.default reviews.default.svc reviews.default.svc.cluster.local\n"
+        ));
+        assert!(hosts.contains("10.77.0.2\tmesh-pilot.mesh-system.svc"));
+        let elsewhere = hosts_file(&state(), "other");
+        assert!(elsewhere.contains("10.96.0.10\treviews.default "));
+    }
+
+    #[test]
+    fn objects_are_what_the_pilot_reads() {
+        let state = state();
+        let pod = &state.pods["reviews-v2"];
+        let text = format!(
+            "{}---\n{}",
+            workload_entry(pod),
+            service_object(&state.services["default/reviews"])
+        );
+        let report = mesh_api::load::load_str("local", &text);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(report.objects.len(), 2);
+        for loaded in &report.objects {
+            assert!(mesh_api::validate::resource(&loaded.resource).is_empty());
+        }
+        let mesh_api::Resource::WorkloadEntry(we) = &report.objects[0].resource else {
+            panic!("not a WorkloadEntry")
+        };
+        assert_eq!(we.spec.address, "10.77.0.11");
+        assert_eq!(we.spec.labels["security.istio.io/tlsMode"], "istio");
+        assert_eq!(we.spec.service_account.as_deref(), Some("bookinfo-reviews"));
+        assert_eq!(
+            labels_file(pod),
+            "app=\"reviews\"\nsecurity.istio.io/tlsMode=\"istio\"\nversion=\"v2\"\n"
+        );
+    }
+
+    #[test]
+    fn vips_spread_over_the_selected_pods() {
+        let rules = vip_rules(&state());
+        assert!(rules.contains(
+            "-A MESH-SERVICES -d 10.96.0.10/32 -p tcp -m tcp --dport 9080 -j MESH-SVC-0-9080\n"
+        ));
+        assert!(rules.contains("-A MESH-SVC-0-9080 -p tcp -m statistic --mode random --probability 0.50000 -j DNAT --to-destination 10.77.0.10:9080\n"));
+        assert!(
+            rules.contains("-A MESH-SVC-0-9080 -p tcp -j DNAT --to-destination 10.77.0.11:9080\n")
+        );
+        assert!(rules.ends_with("COMMIT\n"));
+    }
+}

@@ -1,0 +1,371 @@
+//! `deploy`, `remove` and `service`: the pods and services of the local mesh.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mesh_api::ports;
+
+use super::control_plane::{self, TOKENS, binary, root_cert};
+use super::plan::{self, CA_IP, CA_NAME, PILOT_IP, POD_NETWORK, VIP_NETWORK};
+use super::process::{self, APP_USER, PROXY_USER, Spawn};
+use super::state::{Pod, Service, ServicePort, Sidecar, State, StateDir};
+use super::{LocalError, net, running, wait_ready};
+
+/// How long a sidecar gets to fetch its certificate and configuration.
+const SIDECAR_READY_LIMIT: Duration = Duration::from_secs(60);
+/// How long an app gets to listen on its port.
+const APP_READY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Flags of `meshctl local deploy`.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// The pod's name.
+    pub name: String,
+    /// Its labels, `key=value,...` (services select by them, subsets match them).
+    #[arg(long, default_value = "")]
+    pub labels: String,
+    /// Its service account: its identity in the mesh.
+    #[arg(long, default_value = "default")]
+    pub service_account: String,
+    /// Its namespace.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
+    /// The port the app serves (waited for before `deploy` returns).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// No sidecar: the app talks plaintext, straight to VIPs and pods.
+    #[arg(long)]
+    pub no_sidecar: bool,
+    /// The sidecar (default: the mesh's, from `up --proxy`).
+    #[arg(long, value_enum)]
+    pub proxy: Option<Sidecar>,
+    /// The app's command line.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// Flags of `meshctl local service`.
+#[derive(Debug, clap::Args)]
+pub struct ServiceArgs {
+    /// The service's name.
+    pub name: String,
+    /// Its namespace.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
+    /// The port on its VIP.
+    #[arg(long)]
+    pub port: u16,
+    /// The port on the pods (default: the same).
+    #[arg(long)]
+    pub target_port: Option<u16>,
+    /// The port's name, which tells the protocol as Istio reads it (`http`, `grpc`, `tcp-...`).
+    #[arg(long, default_value = "http")]
+    pub port_name: String,
+    /// The labels of its pods, `key=value,...` (default: `app=NAME`).
+    #[arg(long)]
+    pub selector: Option<String>,
+}
+
+/// A fresh random token for the CA.
+pub fn new_token() -> Result<String, LocalError> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| LocalError::Io("cannot read /dev/urandom".into(), e))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> LocalError {
+    move |e| LocalError::Io(what, e)
+}
+
+/// A pod's directory in the state directory (token, labels, logs).
+fn pod_dir(dir: &StateDir, pod: &str) -> PathBuf {
+    dir.join("pods").join(pod)
+}
+
+/// `meshctl local deploy`.
+pub fn deploy(dir: &StateDir, args: DeployArgs) -> Result<(), LocalError> {
+    let mut state = running(dir)?;
+    plan::check_name("pod", &args.name).map_err(LocalError::Refused)?;
+    plan::check_name("namespace", &args.namespace).map_err(LocalError::Refused)?;
+    let labels = plan::parse_labels(&args.labels).map_err(LocalError::Refused)?;
+    if state.pods.contains_key(&args.name) {
+        return Err(LocalError::Refused(format!(
+            "pod {} exists: `meshctl local remove {}` first",
+            args.name, args.name
+        )));
+    }
+    let host = state.next_pod_host;
+    let ip = plan::host_address(POD_NETWORK, host)
+        .ok_or_else(|| LocalError::Refused("the pod network is full".into()))?;
+    let sidecar = (!args.no_sidecar).then(|| args.proxy.unwrap_or(state.proxy));
+    let pod = Pod {
+        name: args.name.clone(),
+        namespace: args.namespace,
+        ip,
+        veth: host,
+        labels,
+        service_account: args.service_account,
+        port: args.port,
+        sidecar,
+        command: args.command,
+    };
+    let ns = plan::pod_namespace(&state.name, &pod.name);
+    if net::namespace_exists(&ns) {
+        return Err(LocalError::Refused(format!("network namespace {ns} exists already")));
+    }
+    state.next_pod_host += 1;
+    state.namespaces.push(ns.clone());
+    state.pods.insert(pod.name.clone(), pod.clone());
+    state.created(&net::hosts_path(&ns).parent().map(PathBuf::from).unwrap_or_default());
+    dir.write(&state)?;
+
+    net::add_namespace(&ns)?;
+    net::attach(&plan::hub_namespace(&state.name), &ns, host, &[ip])?;
+    let pod_dir = pod_dir(dir, &pod.name);
+    std::fs::create_dir_all(&pod_dir)
+        .map_err(io(format!("cannot create {}", pod_dir.display())))?;
+    refresh(&mut state)?;
+    dir.write(&state)?;
+
+    if let Some(sidecar) = sidecar {
+        start_sidecar(dir, &mut state, &pod, &ns, sidecar)?;
+    }
+    let app_log = pod_dir.join("app.log");
+    let app = process::spawn(Spawn {
+        role: format!("{}/app", pod.name),
+        namespace: &ns,
+        user: Some(APP_USER),
+        argv: pod.command.clone(),
+        env: vec![
+            ("POD_NAME".into(), pod.name.clone()),
+            ("POD_NAMESPACE".into(), pod.namespace.clone()),
+            ("INSTANCE_IP".into(), ip.to_string()),
+            ("SERVICE_ACCOUNT".into(), pod.service_account.clone()),
+        ],
+        log: &app_log,
+    })?;
+    let app_record = app.clone();
+    state.processes.push(app);
+    dir.write(&state)?;
+    if let Some(port) = pod.port {
+        // Loopback is never captured: this checks the app itself is listening.
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        wait_ready(&format!("{}'s app", pod.name), &app_log, APP_READY_LIMIT, || {
+            if !process::alive(&app_record) {
+                return Err("the app exited".into());
+            }
+            super::probe::connect(&ns, address, Duration::from_secs(1))
+        })?;
+    }
+    println!(
+        "pod/{} deployed: {ip} in namespace {}, {}",
+        pod.name,
+        pod.namespace,
+        match sidecar {
+            Some(Sidecar::MeshProxy) => "mesh-proxy sidecar ready".to_owned(),
+            Some(Sidecar::Envoy) => "Envoy sidecar ready".to_owned(),
+            None => "no sidecar".to_owned(),
+        }
+    );
+    Ok(())
+}
+
+/// Captures the pod's traffic with mesh-init and starts its sidecar as uid 1337 with a token of
+/// its own; returns once the sidecar is ready.
+fn start_sidecar(
+    dir: &StateDir,
+    state: &mut State,
+    pod: &Pod,
+    ns: &str,
+    sidecar: Sidecar,
+) -> Result<(), LocalError> {
+    let pod_dir = pod_dir(dir, &pod.name);
+    let init = binary(&state.bin_dir, "mesh-init")?;
+    let init_log = net::run(&[
+        &init.display().to_string(),
+        "--network-namespace",
+        ns,
+        "--proxy-uid",
+        &PROXY_USER.uid.to_string(),
+        "--proxy-gid",
+        &PROXY_USER.gid.to_string(),
+        "--ipv6",
+        "off",
+    ])?;
+    std::fs::write(pod_dir.join("init.log"), init_log)
+        .map_err(io(format!("cannot write {}", pod_dir.display())))?;
+
+    let token = new_token()?;
+    let token_file = pod_dir.join("token");
+    control_plane::write_private(&token_file, &token)?;
+    nix::unistd::chown(
+        &token_file,
+        Some(nix::unistd::Uid::from_raw(PROXY_USER.uid)),
+        Some(nix::unistd::Gid::from_raw(PROXY_USER.gid)),
+    )
+    .map_err(|e| {
+        LocalError::Io(format!("cannot hand {} to the proxy", token_file.display()), e.into())
+    })?;
+    let tokens = dir.join(TOKENS);
+    let mut lines = std::fs::read_to_string(&tokens)
+        .map_err(io(format!("cannot read {}", tokens.display())))?;
+    lines.push_str(&format!("{token} {}/{}\n", pod.namespace, pod.service_account));
+    control_plane::write_private(&tokens, &lines)?;
+    let labels_file = pod_dir.join("labels");
+    std::fs::write(&labels_file, plan::labels_file(pod))
+        .map_err(io(format!("cannot write {}", labels_file.display())))?;
+
+    let log = pod_dir.join("proxy.log");
+    let argv = match sidecar {
+        Sidecar::MeshProxy => vec![
+            binary(&state.bin_dir, "mesh-proxy")?.display().to_string(),
+            format!("--pilot-address={}", SocketAddr::new(PILOT_IP.into(), ports::PILOT_XDS_TLS)),
+            format!("--ca-address={}", SocketAddr::new(CA_IP.into(), ports::CA_GRPC)),
+            format!("--ca-server-name={CA_NAME}"),
+            format!("--root-cert={}", root_cert(dir).display()),
+            format!("--token-path={}", token_file.display()),
+            format!("--labels-file={}", labels_file.display()),
+            format!("--pod-name={}", pod.name),
+            format!("--pod-namespace={}", pod.namespace),
+            format!("--service-account={}", pod.service_account),
+            format!("--pod-ip={}", pod.ip),
+        ],
+        Sidecar::Envoy => {
+            return Err(LocalError::Refused(
+                "--proxy envoy is not available in the local mesh yet".into(),
+            ));
+        }
+    };
+    let proxy = process::spawn(Spawn {
+        role: format!("{}/proxy", pod.name),
+        namespace: ns,
+        user: Some(PROXY_USER),
+        argv,
+        env: Vec::new(),
+        log: &log,
+    })?;
+    let record = proxy.clone();
+    state.processes.push(proxy);
+    dir.write(state)?;
+    let health = SocketAddr::from((Ipv4Addr::LOCALHOST, ports::PROXY_HEALTH));
+    wait_ready(&format!("{}'s sidecar", pod.name), &log, SIDECAR_READY_LIMIT, || {
+        if !process::alive(&record) {
+            return Err("the sidecar exited".into());
+        }
+        control_plane::ready(ns, health, "/healthz/ready")
+    })
+}
+
+/// Writes what follows from the pods and services: every pod's hosts file, the pilot's
+/// WorkloadEntries and Services, the hub's VIP rules. Files of pods and services that are gone
+/// are removed.
+fn refresh(state: &mut State) -> Result<(), LocalError> {
+    let workloads = state.config_dir.join("workloads");
+    let services = state.config_dir.join("services");
+    let mut wanted = Vec::new();
+    for pod in state.pods.values() {
+        let ns = plan::pod_namespace(&state.name, &pod.name);
+        if net::namespace_exists(&ns) {
+            net::write_hosts(&ns, &plan::hosts_file(state, &pod.namespace))?;
+        }
+        let path = workloads.join(format!("{}.{}.yaml", pod.namespace, pod.name));
+        write_if_changed(&path, &plan::workload_entry(pod))?;
+        wanted.push(path);
+    }
+    for service in state.services.values() {
+        let path = services.join(format!("{}.{}.yaml", service.namespace, service.name));
+        write_if_changed(&path, &plan::service_object(service))?;
+        wanted.push(path);
+    }
+    for sub in [&workloads, &services] {
+        for entry in std::fs::read_dir(sub).into_iter().flatten().flatten() {
+            if !wanted.contains(&entry.path()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    net::set_vip_rules(&plan::hub_namespace(&state.name), &plan::vip_rules(state))
+}
+
+/// Writes a config file only when its text changes (the pilot re-reads on every change).
+fn write_if_changed(path: &std::path::Path, text: &str) -> Result<(), LocalError> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    std::fs::write(path, text).map_err(io(format!("cannot write {}", path.display())))
+}
+
+/// `meshctl local remove NAME`.
+pub fn remove(dir: &StateDir, name: &str) -> Result<(), LocalError> {
+    let mut state = running(dir)?;
+    let Some(pod) = state.pods.remove(name) else {
+        return Err(LocalError::Refused(format!("no pod named {name}")));
+    };
+    let prefix = format!("{name}/");
+    let (mine, others): (Vec<_>, Vec<_>) =
+        state.processes.drain(..).partition(|p| p.role.starts_with(&prefix));
+    state.processes = others;
+    process::stop(&mine, Duration::from_secs(5));
+    let ns = plan::pod_namespace(&state.name, &pod.name);
+    process::kill_all(&net::namespace_pids(&ns));
+    net::delete_namespace(&ns)?;
+    state.namespaces.retain(|n| n != &ns);
+    if let Some(etc) = net::hosts_path(&ns).parent() {
+        let _ = std::fs::remove_dir_all(etc);
+        state.files.retain(|f| f != etc);
+    }
+    let _ = std::fs::remove_dir_all(pod_dir(dir, name));
+    refresh(&mut state)?;
+    dir.write(&state)?;
+    println!("pod/{name} removed");
+    Ok(())
+}
+
+/// `meshctl local service`.
+pub fn service(dir: &StateDir, args: ServiceArgs) -> Result<(), LocalError> {
+    let mut state = running(dir)?;
+    plan::check_name("service", &args.name).map_err(LocalError::Refused)?;
+    let selector = match &args.selector {
+        Some(text) => plan::parse_labels(text).map_err(LocalError::Refused)?,
+        None => plan::parse_labels(&format!("app={}", args.name)).map_err(LocalError::Refused)?,
+    };
+    let key = format!("{}/{}", args.namespace, args.name);
+    let vip = match state.services.get(&key) {
+        Some(existing) => existing.vip,
+        None => {
+            let vip = plan::host_address(VIP_NETWORK, state.next_vip_host)
+                .ok_or_else(|| LocalError::Refused("the VIP range is full".into()))?;
+            state.next_vip_host += 1;
+            vip
+        }
+    };
+    let existed = state.services.contains_key(&key);
+    state.services.insert(
+        key,
+        Service {
+            name: args.name.clone(),
+            namespace: args.namespace.clone(),
+            vip,
+            ports: vec![ServicePort {
+                name: args.port_name.clone(),
+                port: args.port,
+                target_port: args.target_port.unwrap_or(args.port),
+            }],
+            selector,
+        },
+    );
+    refresh(&mut state)?;
+    dir.write(&state)?;
+    println!(
+        "service/{} {}: {vip}:{} ({}.{}.svc.cluster.local)",
+        args.name,
+        if existed { "configured" } else { "created" },
+        args.port,
+        args.name,
+        args.namespace
+    );
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! `meshctl`: parses the command line and runs the command.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The mesh's command line.
+#[derive(Debug, Parser)]
+#[command(name = "meshctl", version, about = "The mesh's command line")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// A mesh on this Linux machine, no cluster: control plane, pods with sidecars, config.
+    Local(meshctl::local::LocalArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Local(args) => meshctl::local::run(args),
+    };
+    match result {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
