@@ -5,5 +5,7 @@
 //! Everything here creates its own namespaces and removes them; nothing touches the host's
 //! network.
 
+pub mod bookinfo;
+pub mod local;
 pub mod netns;
 pub mod sidecar;

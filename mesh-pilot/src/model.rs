@@ -205,12 +205,13 @@ impl Snapshot {
         proxy_namespace: &str,
     ) -> Option<&DestinationRule> {
         let applies = |dr: &&DestinationRule| {
-            let ns = dr.metadata.namespace.as_deref().unwrap_or_default();
+            let ns = dr.metadata.namespace.as_deref().unwrap_or("default");
             self.resolve(&dr.spec.host, ns) == hostname
         };
         let mut candidates: Vec<&DestinationRule> =
             self.destination_rules.iter().filter(applies).collect();
-        candidates.sort_by_key(|dr| dr.metadata.namespace.as_deref() != Some(proxy_namespace));
+        candidates
+            .sort_by_key(|dr| dr.metadata.namespace.as_deref().unwrap_or("default") != proxy_namespace);
         candidates.into_iter().next()
     }
 }
@@ -291,5 +292,22 @@ mod tests {
         assert_eq!(Protocol::detect(Some("TCP"), "http"), Protocol::Http);
         assert_eq!(Protocol::detect(None, "mongo"), Protocol::Tcp);
         assert_eq!(Protocol::detect(Some("kubernetes.io/h2c"), "web"), Protocol::Http);
+    }
+
+    #[test]
+    fn a_destination_rule_without_a_namespace_is_in_default() {
+        // `kubectl apply` of a file without `metadata.namespace` puts the object in `default`;
+        // a short host then means the service of that namespace.
+        let dr: DestinationRule = serde_json::from_value(serde_json::json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": "reviews"},
+            "spec": {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let snapshot = Snapshot { destination_rules: vec![dr], ..Snapshot::default() };
+        let host = "reviews.default.svc.cluster.local";
+        assert!(snapshot.destination_rule(host, "default").is_some());
+        assert!(snapshot.destination_rule(host, "other").is_some());
     }
 }
