@@ -3,10 +3,13 @@
 CARGO ?= cargo
 CRD_DIR := charts/base/crds
 
-.PHONY: help deps test fmt-check clippy deny unit crds descriptors validate fmt bench-pilot bench bench-deps
+.PHONY: help deps demo demo-up demo-down test e2e fmt-check clippy deny unit release crds descriptors validate fmt bench-pilot bench bench-deps
 
 help:
+	@echo "make demo        a local mesh with Bookinfo: routing, shifting, faults, mTLS, metrics; then removed (root)"
+	@echo "make demo-up     the same mesh, left running to explore (meshctl local status); make demo-down removes it"
 	@echo "make test        format check, clippy (warnings denied), cargo-deny and every test of the workspace"
+	@echo "make e2e         the end-to-end suite alone: Bookinfo on a local mesh (root)"
 	@echo "make validate CONFIG=<file|dir|->  check Istio YAML against the mesh's rules"
 	@echo "make crds        regenerate $(CRD_DIR) from the mesh-api types"
 	@echo "make descriptors regenerate api/src/envoy/descriptors.bin from the envoy-types crate"
@@ -16,6 +19,20 @@ help:
 
 deps:
 	@scripts/deps.sh
+
+# The local mesh needs root (network namespaces, iptables); the demo binaries are built in
+# release mode, as a person would run the mesh.
+release: deps
+	$(CARGO) build --release --locked --bins
+
+demo: release
+	target/release/demo run
+
+demo-up: release
+	target/release/demo up
+
+demo-down:
+	@if [ -x target/release/demo ]; then target/release/demo down; else echo "nothing built, so nothing to remove"; fi
 
 test: deps fmt-check clippy deny unit
 
@@ -30,8 +47,15 @@ clippy:
 deny:
 	$(CARGO) deny --locked check licenses bans sources
 
+# The binaries first: the end-to-end suite starts them (meshctl has no test of its own that
+# would make cargo build it).
 unit:
+	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
+
+e2e: deps
+	$(CARGO) build --workspace --bins --locked
+	$(CARGO) test -p e2e --locked --test local_mesh -- --nocapture
 
 fmt:
 	$(CARGO) fmt --all

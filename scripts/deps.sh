@@ -3,9 +3,10 @@
 # what is missing. Safe to run again. Used by `make deps`, and so by `make test` and CI.
 set -euo pipefail
 
-# System packages the test suite needs: a C compiler for ring; iptables, iproute2 (ip netns),
-# util-linux (setpriv) and python3 (a tiny test client) for mesh-init's namespaced tests.
-APT_PACKAGES=(gcc make iptables iproute2 util-linux python3)
+# System packages the test suite and the demo need: a C compiler for ring; iptables, iproute2
+# (ip netns), util-linux (setpriv) and python3 (a tiny test client) for the namespaced tests and
+# the local mesh; curl for trying the demo's pods by hand (`meshctl local exec client -- curl`).
+APT_PACKAGES=(gcc make iptables iproute2 util-linux python3 curl)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -27,7 +27,7 @@ pub struct MeshConfig {
     /// TCP connect timeout towards upstreams (10s by default).
     pub connect_timeout: Duration,
     /// How long the proxy waits for the first bytes of a connection before treating it as
-    /// opaque TCP.
+    /// opaque TCP (0s, Istio's default: as long as the client takes).
     pub protocol_detection_timeout: Duration,
     /// Retry policy of routes that set none.
     pub default_http_retry_policy: HttpRetry,
@@ -123,7 +123,7 @@ impl Default for MeshConfig {
             mesh_id: String::new(),
             outbound_traffic_policy: MeshOutboundTrafficPolicy::default(),
             connect_timeout: Duration::new("10s"),
-            protocol_detection_timeout: Duration::new("100ms"),
+            protocol_detection_timeout: Duration::new("0s"),
             default_http_retry_policy: HttpRetry {
                 attempts: Some(2),
                 retry_on: Some(

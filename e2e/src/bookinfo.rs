@@ -55,13 +55,15 @@ pub fn reviews_flavour(version: &str) -> Option<(&'static str, Duration)> {
 
 /// The user of a productpage request: the `user` query parameter, else the `user` cookie.
 pub fn user(query: Option<&str>, cookie: Option<&str>) -> Option<String> {
-    let from_query = query.into_iter().flat_map(|q| q.split('&')).find_map(|pair| {
-        pair.strip_prefix("user=").map(str::to_owned)
-    });
+    let from_query = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("user=").map(str::to_owned));
     let from_cookie = || {
-        cookie.into_iter().flat_map(|c| c.split(';')).find_map(|pair| {
-            pair.trim().strip_prefix("user=").map(str::to_owned)
-        })
+        cookie
+            .into_iter()
+            .flat_map(|c| c.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix("user=").map(str::to_owned))
     };
     from_query.or_else(from_cookie).filter(|u| !u.is_empty())
 }
@@ -99,8 +101,14 @@ pub fn ratings() -> Value {
 /// nothing for v1.
 pub fn reviews(version: &str, pod: &str, ratings: Option<Option<&Value>>) -> Value {
     let texts = [
-        ("Reviewer1", "An extremely entertaining play by Shakespeare. The slapstick humour is refreshing!"),
-        ("Reviewer2", "Absolutely fun and entertaining. The play lacks thematic depth when compared to other plays by Shakespeare."),
+        (
+            "Reviewer1",
+            "An extremely entertaining play by Shakespeare. The slapstick humour is refreshing!",
+        ),
+        (
+            "Reviewer2",
+            "Absolutely fun and entertaining. The play lacks thematic depth when compared to other plays by Shakespeare.",
+        ),
     ];
     let colour = reviews_flavour(version).map(|(c, _)| c);
     let list: Vec<Value> = texts
@@ -136,7 +144,9 @@ fn escape(text: &str) -> String {
 
 /// productpage's HTML (`/productpage`), from [`product_view`].
 pub fn page(view: &Value) -> String {
-    let mut html = String::from("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Simple Bookstore App</title></head><body>\n");
+    let mut html = String::from(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Simple Bookstore App</title></head><body>\n",
+    );
     if let Some(user) = view["user"].as_str() {
         html.push_str(&format!("<p class=\"user\">Signed in as {}</p>\n", escape(user)));
     }
@@ -171,7 +181,8 @@ pub fn page(view: &Value) -> String {
                     html.push_str(&format!(
                         "<p class=\"stars {colour}\" style=\"color:{colour}\">{}{}</p>",
                         "\u{2605}".repeat(usize::try_from(stars).unwrap_or(0).min(5)),
-                        "\u{2606}".repeat(5usize.saturating_sub(usize::try_from(stars).unwrap_or(0)))
+                        "\u{2606}"
+                            .repeat(5usize.saturating_sub(usize::try_from(stars).unwrap_or(0)))
                     ));
                 }
                 html.push_str("</blockquote>\n");

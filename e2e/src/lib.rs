@@ -9,3 +9,4 @@ pub mod bookinfo;
 pub mod local;
 pub mod netns;
 pub mod sidecar;
+pub mod traffic;

@@ -64,7 +64,11 @@ impl Mesh {
     }
 
     /// The same, with `input` on its standard input.
-    pub fn meshctl_with_input(&mut self, args: &[&str], input: Option<&str>) -> anyhow::Result<String> {
+    pub fn meshctl_with_input(
+        &mut self,
+        args: &[&str],
+        input: Option<&str>,
+    ) -> anyhow::Result<String> {
         if self.echo {
             println!("  $ meshctl local {}", args.join(" "));
         }
@@ -160,12 +164,28 @@ impl Mesh {
             let labels = format!("app={app},version={version}");
             let account = format!("bookinfo-{app}");
             self.meshctl(&[
-                "deploy", &name, "--labels", &labels, "--service-account", &account, "--port",
-                &port, "--", &bin, app, "--version", version,
+                "deploy",
+                &name,
+                "--labels",
+                &labels,
+                "--service-account",
+                &account,
+                "--port",
+                &port,
+                "--",
+                &bin,
+                app,
+                "--version",
+                version,
             ])?;
         }
         self.meshctl(&["deploy", "client", "--labels", "app=client", "--", "sleep", "infinity"])?;
         Ok(())
+    }
+
+    /// Leaves the mesh running when this value is dropped.
+    pub fn keep(&mut self) {
+        self.down = true;
     }
 
     /// Brings the mesh down (`meshctl local down`).
@@ -293,7 +313,10 @@ impl Call {
         head.push_str("\r\n");
         stream.write_all(head.as_bytes())?;
         let mut raw = Vec::new();
-        stream.take(16 << 20).read_to_end(&mut raw).with_context(|| format!("read from {}", self.address))?;
+        stream
+            .take(16 << 20)
+            .read_to_end(&mut raw)
+            .with_context(|| format!("read from {}", self.address))?;
         let mut answer = parse(&raw).with_context(|| format!("answer from {}", self.address))?;
         answer.elapsed = start.elapsed();
         Ok(answer)
@@ -302,7 +325,8 @@ impl Call {
 
 /// Moves the calling thread into network namespace `ns`.
 pub fn enter(ns: &str) -> anyhow::Result<()> {
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).with_context(|| format!("namespace {ns}"))?;
+    let file = std::fs::File::open(format!("/run/netns/{ns}"))
+        .with_context(|| format!("namespace {ns}"))?;
     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("cannot enter namespace {ns}"))
 }
@@ -350,7 +374,12 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
 
 /// The Prometheus text of a pod's sidecar (`:15090/stats/prometheus`).
 pub fn metrics(namespace: &str) -> anyhow::Result<String> {
-    let call = Call::get(namespace, SocketAddr::from(([127, 0, 0, 1], 15090)), "localhost", "/stats/prometheus");
+    let call = Call::get(
+        namespace,
+        SocketAddr::from(([127, 0, 0, 1], 15090)),
+        "localhost",
+        "/stats/prometheus",
+    );
     Ok(call.send()?.body)
 }
 
@@ -390,4 +419,116 @@ mod tests {
         assert_eq!(percentile(&mut values, 99.0), Duration::from_millis(99));
         assert_eq!(percentile(&mut [], 50.0), Duration::ZERO);
     }
+}
+
+/// A TCP segment with payload, as seen on a pod's interface.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// Source address and port.
+    pub from: SocketAddr,
+    /// Destination address and port.
+    pub to: SocketAddr,
+    /// The bytes it carried.
+    pub payload: Vec<u8>,
+}
+
+/// Records what crosses a pod's network interface on a TCP port, between pods, as `tcpdump -i
+/// eth0` run inside the pod would show it: the proof of what travels on the wire.
+pub struct Sniffer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<Vec<Segment>>>,
+}
+
+impl Sniffer {
+    /// Starts recording in namespace `ns` the segments to or from `port` whose both ends are
+    /// pod addresses (loopback traffic inside the pod is left out). Returns once recording.
+    pub fn start(ns: &str, port: u16) -> anyhow::Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (ready, started) = std::sync::mpsc::channel();
+        let name = ns.to_owned();
+        let (ns, flag) = (ns.to_owned(), stop.clone());
+        let thread = std::thread::spawn(move || -> anyhow::Result<Vec<Segment>> {
+            let opened = enter(&ns).and_then(|()| {
+                // ETH_P_ALL in network byte order: every protocol, both directions.
+                let all = socket2::Protocol::from(i32::from(0x0003u16.to_be()));
+                let socket =
+                    socket2::Socket::new(socket2::Domain::PACKET, socket2::Type::RAW, Some(all))
+                        .context("a packet socket")?;
+                socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+                Ok(socket)
+            });
+            let _ = ready.send(opened.as_ref().err().map(|e| format!("{e:#}")));
+            let socket = opened?;
+            let mut segments = Vec::new();
+            let mut frame = vec![0u8; 65_536];
+            while !flag.load(Ordering::Relaxed) {
+                let n = match (&socket).read(&mut frame) {
+                    Ok(n) => n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(segment) = tcp_segment(&frame[..n]).filter(|s| {
+                    (s.from.port() == port || s.to.port() == port)
+                        && in_pod_network(s.from)
+                        && in_pod_network(s.to)
+                }) {
+                    segments.push(segment);
+                }
+            }
+            Ok(segments)
+        });
+        match started.recv() {
+            Ok(None) => Ok(Self { stop, thread }),
+            Ok(Some(error)) => bail!("cannot record in {name}: {error}"),
+            Err(_) => bail!("the recording thread ended"),
+        }
+    }
+
+    /// Stops recording; what was seen.
+    pub fn finish(self) -> anyhow::Result<Vec<Segment>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().map_err(|_| anyhow::anyhow!("the recording thread panicked"))?
+    }
+}
+
+fn in_pod_network(address: SocketAddr) -> bool {
+    matches!(address.ip(), std::net::IpAddr::V4(ip) if ip.octets()[..2] == [10, 77])
+}
+
+/// The TCP segment in an Ethernet frame carrying IPv4, if it has a payload.
+fn tcp_segment(frame: &[u8]) -> Option<Segment> {
+    if frame.get(12..14)? != [0x08, 0x00] {
+        return None;
+    }
+    let ip = frame.get(14..)?;
+    let header = usize::from(ip.first()? & 0x0f) * 4;
+    if *ip.get(9)? != 6 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+    let source = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let destination = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let tcp = ip.get(header..total.min(ip.len()))?;
+    let ports = (
+        u16::from_be_bytes([*tcp.first()?, *tcp.get(1)?]),
+        u16::from_be_bytes([*tcp.get(2)?, *tcp.get(3)?]),
+    );
+    let offset = usize::from(tcp.get(12)? >> 4) * 4;
+    let payload = tcp.get(offset..)?.to_vec();
+    if payload.is_empty() {
+        return None;
+    }
+    Some(Segment {
+        from: SocketAddr::from((source, ports.0)),
+        to: SocketAddr::from((destination, ports.1)),
+        payload,
+    })
 }

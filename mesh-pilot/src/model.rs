@@ -210,8 +210,9 @@ impl Snapshot {
         };
         let mut candidates: Vec<&DestinationRule> =
             self.destination_rules.iter().filter(applies).collect();
-        candidates
-            .sort_by_key(|dr| dr.metadata.namespace.as_deref().unwrap_or("default") != proxy_namespace);
+        candidates.sort_by_key(|dr| {
+            dr.metadata.namespace.as_deref().unwrap_or("default") != proxy_namespace
+        });
         candidates.into_iter().next()
     }
 }

@@ -227,9 +227,8 @@ impl Started {
         let tls = Arc::new(MeshTls::new(cert_store.clone(), roots.clone(), &trust_domain)?);
 
         let labels = &settings.labels;
-        let workload = labels.get("app").cloned().unwrap_or_else(|| settings.node_id.pod.clone());
         let me = Workload::from_labels(
-            &workload,
+            &settings.workload_name,
             &settings.node_id.namespace,
             &settings.identity.to_string(),
             &settings.cluster_id,

@@ -89,11 +89,19 @@ pub fn classify(bytes: &[u8]) -> Option<Sniffed> {
     if undecided { None } else { Some(Sniffed::Opaque) }
 }
 
+/// When protocol detection gives up on a client that has not spoken: `timeout` from now, or,
+/// for zero, never (Istio's default since 1.12: a detection timeout sends slow clients of HTTP
+/// ports around routing and policy, as opaque TCP).
+pub fn detection_deadline(timeout: Duration) -> tokio::time::Instant {
+    const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+    tokio::time::Instant::now() + if timeout.is_zero() { NEVER } else { timeout }
+}
+
 /// Peeks at a connection until its protocol is known or `timeout` passes (then it is
-/// [`Sniffed::Opaque`]). Nothing is consumed.
+/// [`Sniffed::Opaque`]; zero waits for as long as the client takes). Nothing is consumed.
 pub async fn sniff(stream: &TcpStream, timeout: Duration) -> io::Result<Sniffed> {
     let mut buf = [0u8; 32];
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = detection_deadline(timeout);
     let mut seen = 0;
     loop {
         let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
@@ -171,5 +179,37 @@ pub async fn peek_client_hello(stream: &TcpStream, timeout: Duration) -> Option<
         }
         seen = n;
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tokio::io::AsyncWriteExt as _;
+
+    /// A connection whose client waits `quiet` before sending an HTTP/1.1 request head.
+    async fn slow_client(quiet: Duration) -> TcpStream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut client = TcpStream::connect(address).await.unwrap();
+            tokio::time::sleep(quiet).await;
+            client.write_all(b"GET / HTTP/1.1\r\nHost: reviews\r\n\r\n").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        listener.accept().await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn a_slow_http_client_is_still_http_unless_a_timeout_is_set() {
+        // No timeout (the default): a client busy for a while is still routed as HTTP, never
+        // passed around routing and policy as opaque TCP.
+        let stream = slow_client(Duration::from_millis(300)).await;
+        assert_eq!(sniff(&stream, Duration::ZERO).await.unwrap(), Sniffed::Http1);
+        // With a timeout, what has not spoken by then is opaque.
+        let stream = slow_client(Duration::from_millis(300)).await;
+        assert_eq!(sniff(&stream, Duration::from_millis(50)).await.unwrap(), Sniffed::Opaque);
     }
 }

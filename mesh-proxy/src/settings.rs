@@ -47,6 +47,11 @@ pub struct Flags {
     /// The cluster the pod runs in.
     #[arg(long, env = "MESH_CLUSTER_ID", default_value = "Kubernetes")]
     pub cluster_id: String,
+    /// The workload the pod belongs to (its Deployment's name, as Istio's
+    /// `ISTIO_META_WORKLOAD_NAME`): `source_workload`/`destination_workload` in metrics.
+    /// Default: the `app` label, else the pod's name.
+    #[arg(long, env = "MESH_WORKLOAD_NAME")]
+    pub workload_name: Option<String>,
     /// The cluster DNS domain, the end of the node id (`<namespace>.svc.<domain>`).
     #[arg(long, env = "MESH_DNS_DOMAIN", default_value = "cluster.local")]
     pub dns_domain: String,
@@ -84,8 +89,10 @@ pub struct Flags {
     /// Access log format: `text` (Envoy's default, as Istio prints it), `json`, or `off`.
     #[arg(long, env = "MESH_ACCESS_LOG", value_enum, default_value = "text")]
     pub access_log: crate::telemetry::LogFormat,
-    /// How long to wait for a client's first bytes before treating it as opaque TCP.
-    #[arg(long, env = "MESH_PROTOCOL_DETECTION_TIMEOUT", default_value = "100ms", value_parser = duration)]
+    /// How long to wait for a client's first bytes before treating it as opaque TCP; 0s (the
+    /// default, as Istio's) waits as long as the client takes. A timeout sends a slow client of
+    /// an HTTP port past routing and policy as opaque TCP.
+    #[arg(long, env = "MESH_PROTOCOL_DETECTION_TIMEOUT", default_value = "0s", value_parser = duration)]
     pub protocol_detection_timeout: std::time::Duration,
     /// Logging (`--log-level`, `--log-format`).
     #[command(flatten)]
@@ -142,6 +149,8 @@ pub struct Settings {
     pub labels: BTreeMap<String, String>,
     /// The cluster the pod runs in.
     pub cluster_id: String,
+    /// The workload's name (`--workload-name`, else the `app` label, else the pod's name).
+    pub workload_name: String,
 }
 
 fn required(
@@ -224,6 +233,12 @@ impl Settings {
                 });
             }
         };
+        let workload_name = flags
+            .workload_name
+            .clone()
+            .filter(|w| !w.trim().is_empty())
+            .or_else(|| labels.get("app").cloned())
+            .unwrap_or_else(|| pod.clone());
         Ok(Self {
             pilot_address: flags.pilot_address.clone(),
             ca_address: flags.ca_address.clone(),
@@ -238,6 +253,7 @@ impl Settings {
             identity,
             labels,
             cluster_id: flags.cluster_id.clone(),
+            workload_name,
         })
     }
 
@@ -246,14 +262,14 @@ impl Settings {
         let text = |s: &str| Value { kind: Some(Kind::StringValue(s.to_owned())) };
         let labels =
             Struct { fields: self.labels.iter().map(|(k, v)| (k.clone(), text(v))).collect() };
-        let workload = self.labels.get("app").cloned().unwrap_or_else(|| self.node_id.pod.clone());
+        let workload = &self.workload_name;
         let fields = [
             (metadata::NAMESPACE, text(&self.node_id.namespace)),
             (metadata::SERVICE_ACCOUNT, text(self.identity.service_account())),
             (metadata::INSTANCE_IPS, text(&self.node_id.ip.to_string())),
             (metadata::INTERCEPTION_MODE, text("REDIRECT")),
             (metadata::CLUSTER_ID, text(&self.cluster_id)),
-            (metadata::WORKLOAD_NAME, text(&workload)),
+            (metadata::WORKLOAD_NAME, text(workload)),
             (metadata::MESH_ID, text(self.identity.trust_domain())),
             (metadata::LABELS, Value { kind: Some(Kind::StructValue(labels)) }),
         ];

@@ -142,7 +142,7 @@ fn an_unsupported_resource_is_refused_by_name_and_field_and_the_last_good_config
         )
         .unwrap_err();
     assert_eq!(why, "Cluster \"b\": lb_policy LOAD_BALANCING_POLICY_CONFIG is not supported");
-    let config = store.current();
+    let config = store.received();
     assert_eq!(config.clusters.keys().collect::<Vec<_>>(), ["a"], "nothing of version 2 applied");
     assert_eq!(config.versions[CLUSTER_TYPE], "1");
     let garbage = envoy_types::pb::google::protobuf::Any {
@@ -159,6 +159,49 @@ fn an_unsupported_resource_is_refused_by_name_and_field_and_the_last_good_config
         why.contains("is a type.googleapis.com/envoy.config.cluster.v3.Cluster, not a envoy.config.listener.v3.Listener"),
         "{why}"
     );
+}
+
+/// A new cluster is put in force only with its endpoints (Envoy's cluster warming): a route
+/// to a subset applied with its DestinationRule must not meet an empty cluster. A cluster whose
+/// endpoints never come is put in force when the warming limit passes.
+#[test]
+fn new_clusters_wait_for_their_endpoints() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::EdsClusterConfig;
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    let cluster = |name: &str| {
+        envoy_types::util::pack_any(Cluster {
+            name: name.into(),
+            eds_cluster_config: Some(EdsClusterConfig::default()),
+            ..Cluster::default()
+        })
+    };
+    let endpoints = |name: &str| {
+        envoy_types::util::pack_any(ClusterLoadAssignment {
+            cluster_name: name.into(),
+            ..ClusterLoadAssignment::default()
+        })
+    };
+    let in_force = |store: &Store| store.current().clusters.keys().cloned().collect::<Vec<_>>();
+    let store = Store::default();
+    store.apply(CLUSTER_TYPE, "1", &[cluster("a")]).unwrap();
+    store.apply(ENDPOINT_TYPE, "1", &[endpoints("a")]).unwrap();
+    assert!(in_force(&store).is_empty(), "no listener yet: nothing in force");
+    let listener = Listener { name: "virtualOutbound".into(), ..Listener::default() };
+    store.apply(LISTENER_TYPE, "1", &[envoy_types::util::pack_any(listener)]).unwrap();
+    assert_eq!(in_force(&store), ["a"]);
+
+    store.apply(CLUSTER_TYPE, "2", &[cluster("a"), cluster("b")]).unwrap();
+    assert_eq!(in_force(&store), ["a"], "b warms until its endpoints come");
+    assert_eq!(store.received().clusters.len(), 2, "but it is subscribed to");
+    assert!(!store.publish_if_ready(Duration::from_secs(60)));
+    store.apply(ENDPOINT_TYPE, "2", &[endpoints("a"), endpoints("b")]).unwrap();
+    assert_eq!(in_force(&store), ["a", "b"]);
+
+    store.apply(CLUSTER_TYPE, "3", &[cluster("a"), cluster("b"), cluster("c")]).unwrap();
+    assert_eq!(in_force(&store), ["a", "b"]);
+    assert!(store.publish_if_ready(Duration::ZERO), "past the limit it goes in force anyway");
+    assert_eq!(in_force(&store), ["a", "b", "c"]);
 }
 
 async fn serve_pilot(

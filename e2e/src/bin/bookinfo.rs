@@ -23,7 +23,10 @@ use serde_json::{Value, json};
 
 /// The Bookinfo apps and the test app.
 #[derive(Debug, Parser)]
-#[command(name = "bookinfo", about = "The Bookinfo demo apps, and httpbin for the resilience tests")]
+#[command(
+    name = "bookinfo",
+    about = "The Bookinfo demo apps, and httpbin for the resilience tests"
+)]
 struct Cli {
     /// Which app to run.
     #[command(subcommand)]
@@ -134,12 +137,17 @@ async fn handle(ctx: &Ctx, request: Request<Incoming>) -> Response<Body> {
     }
     match ctx.app {
         App::Productpage => productpage(ctx, &request, &path).await,
-        App::Details if path.starts_with("/details/") => json_reply(StatusCode::OK, &bookinfo::details()),
-        App::Ratings if path.starts_with("/ratings/") => json_reply(StatusCode::OK, &bookinfo::ratings()),
+        App::Details if path.starts_with("/details/") => {
+            json_reply(StatusCode::OK, &bookinfo::details())
+        }
+        App::Ratings if path.starts_with("/ratings/") => {
+            json_reply(StatusCode::OK, &bookinfo::ratings())
+        }
         App::Reviews if path.starts_with("/reviews/") => {
             let ratings = match bookinfo::reviews_flavour(&ctx.version) {
                 Some((_, timeout)) => Some(
-                    call(ctx, "http://ratings:9080/ratings/0", forwarded(&request, None), timeout).await,
+                    call(ctx, "http://ratings:9080/ratings/0", forwarded(&request, None), timeout)
+                        .await,
                 ),
                 None => None,
             };
@@ -169,7 +177,12 @@ fn forwarded(request: &Request<Incoming>, user: Option<&str>) -> Vec<(String, St
 }
 
 /// GET `url` with `headers` within `timeout`: the JSON answer of a 2xx, `None` otherwise.
-async fn call(ctx: &Ctx, url: &str, headers: Vec<(String, String)>, timeout: Duration) -> Option<Value> {
+async fn call(
+    ctx: &Ctx,
+    url: &str,
+    headers: Vec<(String, String)>,
+    timeout: Duration,
+) -> Option<Value> {
     let mut builder = Request::get(url);
     for (name, value) in headers {
         builder = builder.header(name, value);
@@ -204,7 +217,8 @@ async fn productpage(ctx: &Ctx, request: &Request<Incoming>, path: &str) -> Resp
     let user = bookinfo::user(request.uri().query(), cookie);
     let headers = forwarded(request, user.as_deref());
     let details =
-        call(ctx, "http://details:9080/details/0", headers.clone(), bookinfo::DETAILS_TIMEOUT).await;
+        call(ctx, "http://details:9080/details/0", headers.clone(), bookinfo::DETAILS_TIMEOUT)
+            .await;
     let mut reviews = None;
     for _ in 0..bookinfo::REVIEWS_ATTEMPTS {
         reviews =
@@ -237,7 +251,8 @@ async fn httpbin(ctx: &Ctx, request: &Request<Incoming>, path: &str) -> Response
     }
     if path == "/flaky" {
         // Every other request fails: a retry always recovers it.
-        let status = if n % 2 == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+        let status =
+            if n.is_multiple_of(2) { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
         return json_reply(status, &json!({"pod": ctx.pod, "call": n}));
     }
     if let Some(code) = path.strip_prefix("/status/") {
@@ -251,7 +266,10 @@ async fn httpbin(ctx: &Ctx, request: &Request<Incoming>, path: &str) -> Response
             return reply(StatusCode::BAD_REQUEST, "text/plain", "not a number of milliseconds\n");
         };
         tokio::time::sleep(Duration::from_millis(ms.min(MAX_DELAY_MS))).await;
-        return json_reply(StatusCode::OK, &json!({"pod": ctx.pod, "delayed_ms": ms.min(MAX_DELAY_MS)}));
+        return json_reply(
+            StatusCode::OK,
+            &json!({"pod": ctx.pod, "delayed_ms": ms.min(MAX_DELAY_MS)}),
+        );
     }
     not_found()
 }

@@ -23,6 +23,10 @@ use crate::telemetry::{Entry, Report, Reporter};
 /// the client's first bytes would stall them, so they go straight to TCP.
 pub const SERVER_FIRST_PORTS: &[u16] = &[21, 22, 25, 110, 143, 587, 3306, 27017];
 
+/// How long the inbound side of a server-first port waits for a mesh peer's ClientHello before
+/// taking the connection as plaintext.
+const SERVER_FIRST_TLS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Which traffic a listener takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -207,8 +211,15 @@ async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: d
         alpn: Vec::new(),
     };
     let mut first = [0u8; 1];
-    let timeout = shared.tuning.detection_timeout;
-    if let Ok(Ok(1)) = tokio::time::timeout(timeout, tcp.peek(&mut first)).await
+    // A plaintext client of a server-first protocol says nothing: waiting for its first byte
+    // would hang it, so those ports wait for a ClientHello only briefly.
+    let timeout = if SERVER_FIRST_PORTS.contains(&destination.port()) {
+        SERVER_FIRST_TLS_WAIT
+    } else {
+        shared.tuning.detection_timeout
+    };
+    let deadline = crate::net::detection_deadline(timeout);
+    if let Ok(Ok(1)) = tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await
         && first[0] == 0x16
         && let Some(hello) = peek_client_hello(&tcp, shared.tuning.header_timeout).await
     {

@@ -72,7 +72,8 @@ impl MeshTls {
 /// Tunables of the data path.
 #[derive(Clone, Debug)]
 pub struct Tuning {
-    /// How long to wait for a client's first bytes before treating it as opaque TCP.
+    /// How long to wait for a client's first bytes before treating it as opaque TCP (zero:
+    /// as long as the client takes).
     pub detection_timeout: Duration,
     /// How long a client may take to send a request head.
     pub header_timeout: Duration,
@@ -85,7 +86,7 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Self {
-            detection_timeout: Duration::from_millis(100),
+            detection_timeout: Duration::ZERO,
             header_timeout: Duration::from_secs(30),
             max_header_bytes: 60 * 1024,
             workers: 1,

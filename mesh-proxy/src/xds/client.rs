@@ -23,6 +23,8 @@ use super::store::Store;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// First wait after a failure.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// How often a warming configuration is checked against its limit while the pilot is quiet.
+const WARMING_CHECK: Duration = Duration::from_secs(1);
 
 /// What the client reports about itself (for health metrics and the admin endpoint).
 #[derive(Default)]
@@ -81,8 +83,8 @@ async fn stream(
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let (tx, rx) = mpsc::channel(16);
     let mut subs = Subscriptions::default();
-    // After a reconnect the proxy says what it runs, so the pilot can tell what is new.
-    let current = store.current();
+    // After a reconnect the proxy says what it has, so the pilot can tell what is new.
+    let current = store.received();
     subs.names.insert(ENDPOINT_TYPE, current.eds_clusters().collect());
     subs.names.insert(ROUTE_TYPE, current.route_names().collect());
     for type_url in [CLUSTER_TYPE, LISTENER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE] {
@@ -115,7 +117,17 @@ async fn stream(
         .into_inner();
     state.connected.store(true, Ordering::Release);
     info!("xDS stream to the pilot is up");
-    while let Some(response) = responses.message().await? {
+    loop {
+        // A configuration still warming is put in force when its limit passes, even if the
+        // pilot sends nothing more.
+        let response = match tokio::time::timeout(WARMING_CHECK, responses.message()).await {
+            Ok(response) => response?,
+            Err(_) => {
+                store.publish_if_ready(super::store::WARMING_LIMIT);
+                continue;
+            }
+        };
+        let Some(response) = response else { break };
         *backoff = MIN_BACKOFF;
         for request in handle(&response, store, state, &mut subs) {
             if tx.send(request).await.is_err() {
@@ -154,8 +166,8 @@ fn handle(
                 ..DiscoveryRequest::default()
             });
             let follow = match type_url {
-                CLUSTER_TYPE => Some((ENDPOINT_TYPE, store.current().eds_clusters().collect())),
-                LISTENER_TYPE => Some((ROUTE_TYPE, store.current().route_names().collect())),
+                CLUSTER_TYPE => Some((ENDPOINT_TYPE, store.received().eds_clusters().collect())),
+                LISTENER_TYPE => Some((ROUTE_TYPE, store.received().route_names().collect())),
                 _ => None,
             };
             if let Some((dependent, wanted)) = follow

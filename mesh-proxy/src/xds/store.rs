@@ -94,15 +94,33 @@ impl Config {
     }
 }
 
+/// How long a received configuration may wait for the endpoints and routes it refers to before
+/// it is put in force anyway (Envoy's `initial_fetch_timeout`).
+pub const WARMING_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The proxy's configuration, read lock-free by the data path.
+///
+/// What the pilot sends is *received* at once, but put *in force* only when it is whole: a new
+/// cluster waits for its endpoints and a new listener for its routes (Envoy's cluster and
+/// listener warming). Otherwise a route to a subset applied together with its DestinationRule
+/// would meet a cluster with no endpoints yet, and fail requests for the moment between the
+/// two responses.
 pub struct Store {
     current: ArcSwap<Config>,
+    received: ArcSwap<Config>,
+    /// Since when the received configuration waits to be whole.
+    warming_since: arc_swap::ArcSwapOption<std::time::Instant>,
     changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Store {
     fn default() -> Self {
-        Self { current: ArcSwap::default(), changes: tokio::sync::watch::Sender::new(0) }
+        Self {
+            current: ArcSwap::default(),
+            received: ArcSwap::default(),
+            warming_since: arc_swap::ArcSwapOption::empty(),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
     }
 }
 
@@ -117,12 +135,55 @@ impl Store {
         self.current.load_full()
     }
 
+    /// Everything received, in force or still warming: the names to subscribe to come from it.
+    pub fn received(&self) -> Arc<Config> {
+        self.received.load_full()
+    }
+
+    /// Puts the received configuration in force if it is whole, or has waited longer than
+    /// `limit` (then what it still lacks is logged). Returns whether it did.
+    pub fn publish_if_ready(&self, limit: std::time::Duration) -> bool {
+        let received = self.received();
+        if Arc::ptr_eq(&received, &self.current()) {
+            self.warming_since.store(None);
+            return false;
+        }
+        if !received.complete() {
+            let started = match self.warming_since.load_full() {
+                Some(started) => *started,
+                None => {
+                    let now = std::time::Instant::now();
+                    self.warming_since.store(Some(Arc::new(now)));
+                    now
+                }
+            };
+            if started.elapsed() < limit {
+                return false;
+            }
+            let missing: Vec<String> = received
+                .eds_clusters()
+                .filter(|c| !received.endpoints.contains_key(c))
+                .chain(received.route_names().filter(|r| !received.routes.contains_key(r)))
+                .take(5)
+                .collect();
+            tracing::warn!(
+                waited = ?limit,
+                ?missing,
+                "configuration put in force without all the endpoints and routes it names"
+            );
+        }
+        self.warming_since.store(None);
+        self.current.store(received);
+        self.changes.send_modify(|n| *n += 1);
+        true
+    }
+
     /// Applies one response: every resource checked first; on the first problem nothing
     /// changes and the problem is returned (the NACK's message). Listeners and clusters are
     /// state of the world (what is not in the response is gone); routes and endpoints are
     /// incremental (what is not in the response stays).
     pub fn apply(&self, type_url: &str, version: &str, resources: &[Any]) -> Result<(), String> {
-        let mut next = (*self.current()).clone();
+        let mut next = (*self.received()).clone();
         match type_url {
             CLUSTER_TYPE => next.clusters = decode_all(resources, check_cluster, |c| &c.name)?,
             LISTENER_TYPE => next.listeners = decode_all(resources, check_listener, |l| &l.name)?,
@@ -138,8 +199,8 @@ impl Store {
             next.endpoints.retain(|name, _| live.contains(name));
         }
         next.versions.insert(type_url.to_owned(), version.to_owned());
-        self.current.store(Arc::new(next));
-        self.changes.send_modify(|n| *n += 1);
+        self.received.store(Arc::new(next));
+        self.publish_if_ready(WARMING_LIMIT);
         Ok(())
     }
 }

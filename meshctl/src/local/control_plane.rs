@@ -212,6 +212,69 @@ fn start(dir: &StateDir, state: &mut State) -> Result<(), LocalError> {
     dir.write(state)
 }
 
+/// Flags of `meshctl local restart`.
+#[derive(Debug, clap::Args)]
+pub struct RestartArgs {
+    /// `mesh-pilot`, `mesh-ca`, or a pod.
+    pub name: String,
+    /// A pod's sidecar rather than its app.
+    #[arg(long)]
+    pub proxy: bool,
+}
+
+/// `meshctl local restart`.
+pub fn restart(dir: &StateDir, args: &RestartArgs) -> Result<(), LocalError> {
+    let mut state = super::running(dir)?;
+    let cp = plan::control_plane_namespace(&state.name);
+    let role = match args.name.as_str() {
+        "mesh-pilot" | "mesh-ca" => args.name.clone(),
+        pod if state.pods.contains_key(pod) => {
+            format!("{pod}/{}", if args.proxy { "proxy" } else { "app" })
+        }
+        other => return Err(LocalError::Refused(format!("no pod named {other}"))),
+    };
+    let index = state
+        .processes
+        .iter()
+        .position(|p| p.role == role)
+        .ok_or_else(|| LocalError::Refused(format!("{} has no sidecar", args.name)))?;
+    let started = process::restart(&state.processes[index], STOP_GRACE)?;
+    state.processes[index] = started.clone();
+    dir.write(&state)?;
+    let monitoring =
+        |ip: std::net::Ipv4Addr| SocketAddr::new(ip.into(), ports::CONTROL_PLANE_MONITORING);
+    let alive = || if process::alive(&started) { Ok(()) } else { Err("it exited".to_owned()) };
+    match role.as_str() {
+        "mesh-pilot" => wait_ready(&role, &started.log, READY_LIMIT, || {
+            alive()?;
+            ready(&cp, monitoring(PILOT_IP), "/ready")
+        })?,
+        "mesh-ca" => wait_ready(&role, &started.log, READY_LIMIT, || {
+            alive()?;
+            ready(&cp, monitoring(CA_IP), "/ready")
+        })?,
+        _ => {
+            let pod = &state.pods[&args.name];
+            let ns = plan::pod_namespace(&state.name, &pod.name);
+            let health = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, ports::PROXY_HEALTH));
+            if args.proxy {
+                wait_ready(&role, &started.log, READY_LIMIT, || {
+                    alive()?;
+                    ready(&ns, health, "/healthz/ready")
+                })?;
+            } else if let Some(port) = pod.port {
+                let address = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+                wait_ready(&role, &started.log, READY_LIMIT, || {
+                    alive()?;
+                    probe::connect(&ns, address, Duration::from_secs(1))
+                })?;
+            }
+        }
+    }
+    println!("{role} restarted (pid {})", started.pid);
+    Ok(())
+}
+
 /// `Ok` when `GET path` on `address` in `ns` answers 200.
 pub fn ready(ns: &str, address: SocketAddr, path: &str) -> Result<(), String> {
     match probe::get(ns, address, path, Duration::from_secs(2))? {

@@ -140,6 +140,12 @@ pub enum LocalCommand {
     Exec(status::ExecArgs),
     /// Print a pod's logs (the app's, or its sidecar's with --proxy).
     Logs(status::LogsArgs),
+    /// Restart mesh-pilot, mesh-ca, or a pod's app (or its sidecar with --proxy), waiting
+    /// until it is ready again.
+    #[command(
+        after_help = "Examples:\n  meshctl local restart mesh-pilot\n  meshctl local restart reviews-v2 --proxy"
+    )]
+    Restart(control_plane::RestartArgs),
 }
 
 /// Runs a `meshctl local` command; the exit code to end with.
@@ -161,6 +167,7 @@ pub fn run(args: LocalArgs) -> Result<i32, LocalError> {
             status::exec(&state, &exec)
         }
         LocalCommand::Logs(logs) => status::logs(&dir, &logs).map(|()| 0),
+        LocalCommand::Restart(restart) => control_plane::restart(&dir, &restart).map(|()| 0),
     }
 }
 

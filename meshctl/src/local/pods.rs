@@ -229,6 +229,8 @@ fn start_sidecar(
             format!("--token-path={}", token_file.display()),
             format!("--labels-file={}", labels_file.display()),
             format!("--pod-name={}", pod.name),
+            // A local pod is its own workload (in Kubernetes, its Deployment would be).
+            format!("--workload-name={}", pod.name),
             format!("--pod-namespace={}", pod.namespace),
             format!("--service-account={}", pod.service_account),
             format!("--pod-ip={}", pod.ip),

@@ -12,7 +12,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use super::LocalError;
-use super::state::Process;
+use super::state::{Process, ProcessSpec};
 
 /// A user a process runs as.
 #[derive(Clone, Copy, Debug)]
@@ -46,21 +46,37 @@ pub struct Spawn<'a> {
 }
 
 /// Starts a process; returns the record `down` stops it by.
-pub fn spawn(spec: Spawn<'_>) -> Result<Process, LocalError> {
-    let failed = |reason: String| LocalError::Start { role: spec.role.clone(), reason };
+pub fn spawn(spawn: Spawn<'_>) -> Result<Process, LocalError> {
+    let spec = ProcessSpec {
+        namespace: spawn.namespace.to_owned(),
+        user: spawn.user.map(|u| (u.uid, u.gid)),
+        argv: spawn.argv,
+        env: spawn.env,
+    };
+    start(spawn.role, spec, spawn.log)
+}
+
+/// Starts the process `old` records again, the same way; returns its new record.
+pub fn restart(old: &Process, grace: Duration) -> Result<Process, LocalError> {
+    stop(std::slice::from_ref(old), grace);
+    start(old.role.clone(), old.spec.clone(), &old.log)
+}
+
+fn start(role: String, spec: ProcessSpec, log_path: &Path) -> Result<Process, LocalError> {
+    let failed = |reason: String| LocalError::Start { role: role.clone(), reason };
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(spec.log)
-        .map_err(|e| failed(format!("{}: {e}", spec.log.display())))?;
+        .open(log_path)
+        .map_err(|e| failed(format!("{}: {e}", log_path.display())))?;
     let err = log.try_clone().map_err(|e| failed(e.to_string()))?;
     let mut command = Command::new("ip");
-    command.args(["netns", "exec", spec.namespace]);
-    if let Some(user) = spec.user {
+    command.args(["netns", "exec", &spec.namespace]);
+    if let Some((uid, gid)) = spec.user {
         command.args([
             "setpriv",
-            &format!("--reuid={}", user.uid),
-            &format!("--regid={}", user.gid),
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
             "--clear-groups",
             "--",
         ]);
@@ -77,7 +93,7 @@ pub fn spawn(spec: Spawn<'_>) -> Result<Process, LocalError> {
     let start_time = start_time(pid).ok_or_else(|| failed("it exited at once".into()))?;
     // The record, not the handle, is what stops it: the process outlives this command.
     drop(child);
-    Ok(Process { role: spec.role, pid, start_time, log: spec.log.to_owned() })
+    Ok(Process { role, pid, start_time, log: log_path.to_owned(), spec })
 }
 
 /// When process `pid` started (clock ticks since boot), if it exists and is not a zombie.
@@ -134,11 +150,14 @@ mod tests {
     fn a_recorded_process_is_known_by_pid_and_start_time() {
         let me = i32::try_from(std::process::id()).unwrap();
         let started = start_time(me).unwrap();
+        let spec =
+            ProcessSpec { namespace: "x".into(), user: None, argv: Vec::new(), env: Vec::new() };
         let record = |start_time| Process {
             role: "me".into(),
             pid: me,
             start_time,
             log: "/dev/null".into(),
+            spec: spec.clone(),
         };
         assert!(alive(&record(started)));
         // The same pid with another start time is another process: never signalled.

@@ -38,6 +38,21 @@ pub struct Process {
     pub start_time: u64,
     /// Where its output goes.
     pub log: PathBuf,
+    /// How it was started, so that `restart` starts it again the same way.
+    pub spec: ProcessSpec,
+}
+
+/// How a process is started: namespace, user, command line, environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// The network namespace it runs in.
+    pub namespace: String,
+    /// Its uid and gid (root when `None`).
+    pub user: Option<(u32, u32)>,
+    /// Its command line.
+    pub argv: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
 }
 
 /// A pod: a network namespace with an address, a sidecar and an app.

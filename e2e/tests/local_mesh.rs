@@ -1,0 +1,507 @@
+//! The end-to-end suite: the Bookinfo apps on a local mesh (`meshctl local`, the real binaries
+//! in network namespaces), checked as a user of Istio's traffic-management tasks would check
+//! them: which reviews version answers, what the page says, how long it takes, what the proxies
+//! count, what crosses the wire. One mesh is shared by the scenarios that can share it; each
+//! scenario leaves the routing as it found it.
+//!
+//! Needs root, iproute2, iptables and setpriv, and the mesh's binaries built next to the test
+//! (`cargo build --bins`; `make test` and `make e2e` do it). Outside CI a missing piece is
+//! reported loudly and the test passes; under `CI=true` it fails.
+//!
+//! Statistical checks state their tolerance: a share of N requests must lie within five
+//! standard deviations of the configured weight (a false failure less than once in a million
+//! runs).
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use e2e::bookinfo;
+use e2e::local::{Answer, Call, Mesh, Sniffer};
+use e2e::traffic::{Bookinfo, near};
+
+/// A scenario: it changes the mesh and checks what traffic shows.
+type Scenario<'a> = dyn Fn(&mut Mesh) -> anyhow::Result<()> + 'a;
+
+fn can_run() -> bool {
+    if !e2e::netns::can_run(&[]) {
+        return false;
+    }
+    let missing: Vec<String> = e2e::local::missing_binaries()
+        .iter()
+        .map(|b| {
+            format!(
+                "{b} is not built in {} (run `cargo build --bins`)",
+                e2e::local::bin_dir().display()
+            )
+        })
+        .collect();
+    mesh_testing::require::check("local mesh end-to-end", &missing)
+}
+
+fn yaml(file: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("bookinfo").join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn routing(mesh: &mut Mesh, app: &Bookinfo) -> anyhow::Result<()> {
+    // No routing rules: round robin over v1, v2 and v3.
+    let counts = app.counts(None, 60)?;
+    for want in ["v1", "v2 black stars", "v3 red stars"] {
+        let seen = counts.get(want).copied().unwrap_or(0);
+        ensure!(near(seen, 60, 1.0 / 3.0), "round robin: {want} {seen} of 60 ({counts:?})");
+    }
+    // Everything to v1.
+    mesh.apply(&yaml("destination-rule-all.yaml"))?;
+    mesh.apply(&yaml("virtual-service-all-v1.yaml"))?;
+    app.settles_on(None, "v1", 10)?;
+    // jason to v2, everyone else to v1.
+    mesh.apply(&yaml("virtual-service-reviews-test-v2.yaml"))?;
+    app.settles_on(Some("jason"), "v2 black stars", 10)?;
+    app.settles_on(None, "v1", 10)?;
+    app.settles_on(Some("alice"), "v1", 5)?;
+    Ok(())
+}
+
+fn shifting(mesh: &mut Mesh, app: &Bookinfo) -> anyhow::Result<()> {
+    for (file, a, b, share_b) in [
+        ("virtual-service-reviews-50-v3.yaml", "v1", "v3 red stars", 0.5),
+        ("virtual-service-reviews-80-20.yaml", "v1", "v2 black stars", 0.2),
+    ] {
+        mesh.apply(&yaml(file))?;
+        app.settles_within(200, |k| k == a || k == b, b)?;
+        let counts = app.counts(None, 200)?;
+        let seen = counts.get(b).copied().unwrap_or(0);
+        ensure!(counts.keys().all(|k| k == a || k == b), "{file}: {counts:?}");
+        ensure!(
+            near(seen, 200, share_b),
+            "{file}: {b} {seen} of 200, expected {share_b} ({counts:?})"
+        );
+    }
+    mesh.apply(&yaml("virtual-service-reviews-v3.yaml"))?;
+    app.settles_on(None, "v3 red stars", 20)?;
+    Ok(())
+}
+
+fn faults(mesh: &mut Mesh, app: &Bookinfo) -> anyhow::Result<()> {
+    mesh.apply(&yaml("virtual-service-all-v1.yaml"))?;
+    mesh.apply(&yaml("virtual-service-reviews-test-v2.yaml"))?;
+    app.settles_on(Some("jason"), "v2 black stars", 5)?;
+
+    // ratings 7 s late for jason: productpage gives up on reviews after 3 s twice.
+    mesh.apply(&yaml("virtual-service-ratings-test-delay.yaml"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (seen, took) = loop {
+        let (seen, took) = app.page(Some("jason"))?;
+        if seen == "reviews unavailable" || Instant::now() > deadline {
+            break (seen, took);
+        }
+    };
+    ensure!(seen == "reviews unavailable", "jason with a 7 s delay saw {seen:?}");
+    ensure!(
+        took >= bookinfo::REVIEWS_TIMEOUT * 2 && took < Duration::from_secs(7),
+        "jason's page took {took:?}: two 3 s tries and no waiting for the 7 s delay"
+    );
+    let (other, took) = app.page(None)?;
+    ensure!(other == "v1" && took < Duration::from_secs(2), "others saw {other:?} in {took:?}");
+
+    // ratings fails at once for jason.
+    mesh.apply(&yaml("virtual-service-ratings-test-abort.yaml"))?;
+    app.settles_on(Some("jason"), "v2 ratings unavailable", 5)?;
+    let (_, took) = app.page(Some("jason"))?;
+    ensure!(took < Duration::from_secs(2), "an abort is immediate, took {took:?}");
+    app.settles_on(None, "v1", 5)?;
+    Ok(())
+}
+
+fn timeouts(mesh: &mut Mesh, app: &Bookinfo) -> anyhow::Result<()> {
+    // reviews v2 with a 0.5 s budget, ratings 2 s late: two tries cut at 0.5 s.
+    mesh.apply(&yaml("virtual-service-reviews-v2-timeout.yaml"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (seen, took) = loop {
+        let (seen, took) = app.page(None)?;
+        if seen == "reviews unavailable" || Instant::now() > deadline {
+            break (seen, took);
+        }
+    };
+    ensure!(seen == "reviews unavailable", "with a 0.5 s timeout over a 2 s delay: {seen:?}");
+    ensure!(
+        took >= Duration::from_millis(1000) && took < Duration::from_millis(1900),
+        "two tries of 0.5 s took {took:?}"
+    );
+    mesh.apply(&yaml("virtual-service-all-v1.yaml"))?;
+    app.settles_on(None, "v1", 5)?;
+    Ok(())
+}
+
+/// The httpbin test app behind service `httpbin` (port 8000), and a call to it from the client.
+fn httpbin(mesh: &mut Mesh) -> anyhow::Result<impl Fn(&str) -> Call + use<>> {
+    let bin = mesh.binary("bookinfo");
+    let deployed = mesh.status()?["pods"]
+        .as_array()
+        .is_some_and(|pods| pods.iter().any(|p| p["name"] == "httpbin-v1"));
+    if !deployed {
+        mesh.meshctl(&["service", "httpbin", "--port", "8000", "--target-port", "9080"])?;
+        mesh.meshctl(&[
+            "deploy",
+            "httpbin-v1",
+            "--labels",
+            "app=httpbin,version=v1",
+            "--service-account",
+            "httpbin",
+            "--port",
+            "9080",
+            "--",
+            &bin,
+            "httpbin",
+        ])?;
+    }
+    let address = SocketAddr::from((mesh.vip("httpbin")?, 8000));
+    let client = mesh.namespace_of("client");
+    let call = move |path: &str| Call::get(&client, address, "httpbin:8000", path);
+    // Until the pilot has told the client's sidecar about the new pod, answers are 503.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while call("/get").send().map(|a| a.status).ok() != Some(200) {
+        ensure!(Instant::now() < deadline, "httpbin never answered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(call)
+}
+
+fn statuses(answers: Vec<anyhow::Result<Answer>>) -> anyhow::Result<BTreeMap<u16, usize>> {
+    let mut counts = BTreeMap::new();
+    for answer in answers {
+        *counts.entry(answer?.status).or_default() += 1;
+    }
+    Ok(counts)
+}
+
+fn retries_and_circuit_breaking(mesh: &mut Mesh) -> anyhow::Result<()> {
+    let call = httpbin(mesh)?;
+    // Every other request fails: without retries half fail, with them none.
+    let no_retries = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: httpbin}\nspec:\n  hosts: [httpbin]\n  http:\n  - route: [{destination: {host: httpbin}}]\n    retries: {attempts: 0}\n";
+    mesh.apply(no_retries)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts = statuses(call("/flaky").send_many(20, 1))?;
+        if counts.get(&503) == Some(&10) && counts.get(&200) == Some(&10) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "without retries, /flaky gave {counts:?}");
+    }
+    mesh.apply(
+        &no_retries.replace("retries: {attempts: 0}", "retries: {attempts: 3, retryOn: 5xx}"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts = statuses(call("/flaky").send_many(20, 1))?;
+        if counts.get(&200) == Some(&20) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "with 3 retries on 5xx, /flaky gave {counts:?}");
+    }
+
+    // One connection and one waiting request at most: concurrent slow requests overflow.
+    let overflow_before = overflow_count(mesh)?;
+    let limits = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: httpbin}\nspec:\n  host: httpbin\n  trafficPolicy:\n    connectionPool:\n      tcp: {maxConnections: 1}\n      http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}\n";
+    mesh.delete(no_retries)?;
+    mesh.apply(limits)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let counts = loop {
+        let counts = statuses(call("/delay/200").send_many(30, 6))?;
+        if counts.contains_key(&503) || Instant::now() > deadline {
+            break counts;
+        }
+    };
+    ensure!(counts.contains_key(&503) && counts.contains_key(&200), "with the limits: {counts:?}");
+    ensure!(counts.keys().all(|s| *s == 200 || *s == 503), "with the limits: {counts:?}");
+    let overflowed = overflow_count(mesh)? - overflow_before;
+    ensure!(overflowed >= counts[&503] as f64, "{overflowed} overflows counted for {counts:?}");
+    // Without the limits, the same load all succeeds.
+    mesh.delete(limits)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts = statuses(call("/delay/200").send_many(30, 6))?;
+        if counts.get(&200) == Some(&30) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "without limits: {counts:?}");
+    }
+    Ok(())
+}
+
+/// The client sidecar's circuit-breaker overflow counter.
+fn overflow_count(mesh: &mut Mesh) -> anyhow::Result<f64> {
+    let text = e2e::local::metrics(&mesh.namespace_of("client"))?;
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("mesh_proxy_circuit_breaker_overflow"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0))
+}
+
+fn mtls(mesh: &mut Mesh) -> anyhow::Result<()> {
+    let call = httpbin(mesh)?;
+    // What the server's app is told about its caller.
+    let answer = call("/headers").send()?;
+    let xfcc =
+        answer.json()["headers"]["x-forwarded-client-cert"].as_str().unwrap_or("").to_owned();
+    ensure!(
+        xfcc.contains("URI=spiffe://cluster.local/ns/default/sa/default"),
+        "the server should see the client's identity in XFCC: {}",
+        answer.body
+    );
+    // What crosses the wire: TLS records, no HTTP in clear.
+    let sniffer = Sniffer::start(&mesh.namespace_of("httpbin-v1"), 9080)?;
+    let answers = statuses(call("/get").send_many(5, 1))?;
+    let segments = sniffer.finish()?;
+    ensure!(answers.get(&200) == Some(&5), "{answers:?}");
+    ensure!(!segments.is_empty(), "nothing seen on the wire to port 9080");
+    // The sidecars keep their mTLS connection open, so the records are mostly application data
+    // (content type 23, version 3.3), not a new handshake.
+    let records = segments.iter().filter(|s| is_tls_record(&s.payload)).count();
+    let clear = segments.iter().any(|s| s.payload.windows(4).any(|w| w == b"GET " || w == b"HTTP"));
+    ensure!(
+        records > 0 && !clear,
+        "the wire should carry TLS only: {} segments, {records} start a TLS record, clear text {clear}",
+        segments.len()
+    );
+
+    // PERMISSIVE: a pod without a sidecar still reaches the service, in plaintext.
+    mesh.meshctl(&[
+        "deploy",
+        "legacy",
+        "--labels",
+        "app=legacy",
+        "--no-sidecar",
+        "--",
+        "sleep",
+        "infinity",
+    ])?;
+    let address = SocketAddr::from((mesh.vip("httpbin")?, 8000));
+    let legacy =
+        Call::get(&mesh.namespace_of("legacy"), address, "httpbin:8000", "/headers").send()?;
+    ensure!(
+        legacy.status == 200,
+        "plaintext from a pod without a sidecar: {} {}",
+        legacy.status,
+        legacy.body
+    );
+    ensure!(
+        legacy.json()["headers"]["x-forwarded-client-cert"].is_null(),
+        "a plaintext caller has no identity to forward: {}",
+        legacy.body
+    );
+    Ok(())
+}
+
+fn telemetry(mesh: &mut Mesh, app: &Bookinfo) -> anyhow::Result<()> {
+    mesh.apply(&yaml("virtual-service-reviews-v3.yaml"))?;
+    app.settles_on(None, "v3 red stars", 5)?;
+    let text = e2e::local::metrics(&mesh.namespace_of("productpage-v1"))?;
+    let wanted = [
+        "reporter=\"source\"",
+        "source_workload=\"productpage-v1\"",
+        "destination_workload=\"reviews-v3\"",
+        "destination_version=\"v3\"",
+        "destination_service=\"reviews.default.svc.cluster.local\"",
+        "response_code=\"200\"",
+    ];
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && wanted.iter().all(|w| l.contains(w)))
+        .with_context(|| {
+            format!(
+                "no istio_requests_total with {wanted:?} in\n{}",
+                grep(&text, "istio_requests_total")
+            )
+        })?;
+    let count: f64 = line.rsplit(' ').next().unwrap_or("0").parse()?;
+    ensure!(count >= 10.0, "{line}");
+    let server = e2e::local::metrics(&mesh.namespace_of("reviews-v3"))?;
+    ensure!(
+        server.lines().any(|l| l.starts_with("istio_requests_total{")
+            && l.contains("reporter=\"destination\"")
+            && l.contains("source_workload=\"productpage-v1\"")
+            && l.contains("connection_security_policy=\"mutual_tls\"")),
+        "the server side counts mTLS requests from productpage:\n{}",
+        grep(&server, "istio_requests_total")
+    );
+    Ok(())
+}
+
+/// Whether bytes start with a TLS record header (content type 20 to 23, version 3.x).
+fn is_tls_record(bytes: &[u8]) -> bool {
+    matches!(bytes, [20..=23, 3, 0..=4, ..])
+}
+
+fn grep(text: &str, what: &str) -> String {
+    text.lines().filter(|l| l.contains(what)).collect::<Vec<_>>().join("\n")
+}
+
+fn churn(mesh: &mut Mesh, app: &Bookinfo) -> anyhow::Result<()> {
+    mesh.apply(&yaml("virtual-service-all-v1.yaml"))?;
+    app.settles_on(None, "v1", 5)?;
+    // Traffic all along; every page must come back whole.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, call) = (stop.clone(), app.call(None));
+    let traffic = std::thread::spawn(move || {
+        let mut results = Vec::new();
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            results.extend(call.send_many(4, 2));
+        }
+        results
+    });
+    let edits: anyhow::Result<()> = (|| {
+        for i in 0..200 {
+            let weight = i % 101;
+            mesh.apply(&format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - {{destination: {{host: reviews, subset: v1}}, weight: {weight}}}\n    - {{destination: {{host: reviews, subset: v3}}, weight: {}}}\n",
+                100 - weight
+            ))?;
+        }
+        mesh.meshctl(&["restart", "mesh-pilot"])?;
+        std::thread::sleep(Duration::from_secs(1));
+        mesh.meshctl(&["restart", "mesh-ca"])?;
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(())
+    })();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let results = traffic.join().unwrap();
+    edits?;
+    let mut failures = Vec::new();
+    for result in &results {
+        match result {
+            Ok(a) if a.status == 200 && !a.json()["reviews"]["error"].is_string() => {}
+            Ok(a) => failures.push(format!("{} {}", a.status, bookinfo::summary(&a.json()))),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    ensure!(results.len() > 50, "too little traffic to judge: {}", results.len());
+    ensure!(
+        failures.is_empty(),
+        "{} of {} requests failed under churn: {:?}",
+        failures.len(),
+        results.len(),
+        &failures[..failures.len().min(5)]
+    );
+    // Still configurable after the restarts.
+    mesh.apply(&yaml("virtual-service-reviews-v3.yaml"))?;
+    app.settles_on(None, "v3 red stars", 5)?;
+    Ok(())
+}
+
+/// What `down` must leave: no namespace, hosts file, process or file of the mesh.
+fn nothing_left(name: &str, state_dir: &Path, pids: &[i32]) -> anyhow::Result<()> {
+    let namespaces = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let prefix = format!("{name}-");
+    ensure!(!namespaces.iter().any(|n| n.starts_with(&prefix)), "namespaces left: {namespaces:?}");
+    let hosts = std::fs::read_dir("/etc/netns")
+        .map(|d| {
+            d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    ensure!(!hosts.iter().any(|n| n.starts_with(&prefix)), "hosts files left: {hosts:?}");
+    ensure!(!state_dir.exists(), "{} is left", state_dir.display());
+    let running: Vec<&i32> = pids
+        .iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                !s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+        })
+        .collect();
+    ensure!(running.is_empty(), "processes left: {running:?}");
+    Ok(())
+}
+
+fn recorded_pids(state_dir: &Path) -> Vec<i32> {
+    let text = std::fs::read_to_string(state_dir.join("state.json")).unwrap_or_default();
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    state["processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["pid"].as_i64().and_then(|p| i32::try_from(p).ok()))
+        .collect()
+}
+
+#[test]
+fn bookinfo_on_the_local_mesh_with_mesh_proxy() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let name = format!("e2e{}", std::process::id() % 100_000);
+    let mut mesh = Mesh::up(&state_dir, &name, "mesh-proxy", false).unwrap();
+    let result = (|| -> anyhow::Result<()> {
+        mesh.deploy_bookinfo()?;
+        let app = Bookinfo::new(&mut mesh)?;
+        // The first pages may come before the pilot has pushed every pod.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while app.counts(None, 6).map(|c| c.contains_key("reviews unavailable")).unwrap_or(true) {
+            ensure!(Instant::now() < deadline, "Bookinfo never answered whole");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let scenarios: [(&str, &Scenario); 8] = [
+            ("routing", &|m| routing(m, &app)),
+            ("shifting", &|m| shifting(m, &app)),
+            ("faults", &|m| faults(m, &app)),
+            ("timeouts", &|m| timeouts(m, &app)),
+            ("retries and circuit breaking", &|m| retries_and_circuit_breaking(m)),
+            ("mtls", &|m| mtls(m)),
+            ("telemetry", &|m| telemetry(m, &app)),
+            ("churn", &|m| churn(m, &app)),
+        ];
+        for (name, scenario) in scenarios {
+            let start = Instant::now();
+            scenario(&mut mesh).with_context(|| format!("scenario {name}"))?;
+            eprintln!("scenario {name}: passed in {:?}", start.elapsed());
+        }
+        Ok(())
+    })();
+    let pids = recorded_pids(&state_dir);
+    if let Err(e) = &result {
+        let logs = mesh.meshctl(&["logs", "mesh-pilot"]).unwrap_or_default();
+        eprintln!("--- mesh-pilot log (end)\n{}", tail(&logs, 30));
+        let pods: Vec<String> = mesh
+            .status()
+            .map(|s| {
+                s["pods"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for pod in pods {
+            let logs = mesh.meshctl(&["logs", &pod, "--proxy"]).unwrap_or_default();
+            let notable: Vec<&str> =
+                logs.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+            eprintln!(
+                "--- {pod}'s sidecar: warnings and errors\n{}",
+                tail(&notable.join("\n"), 10)
+            );
+        }
+        panic!("{e:#}");
+    }
+    let said = mesh.down().unwrap();
+    assert!(said.contains("removed"), "{said}");
+    nothing_left(&name, &state_dir, &pids).unwrap();
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
