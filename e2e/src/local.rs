@@ -22,8 +22,8 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// The binaries a local mesh with the demo apps needs.
-pub const BINARIES: [&str; 6] =
-    ["meshctl", "mesh-ca", "mesh-pilot", "mesh-proxy", "mesh-init", "bookinfo"];
+pub const BINARIES: [&str; 7] =
+    ["meshctl", "mesh-ca", "mesh-pilot", "mesh-proxy", "mesh-init", "mesh-agent", "bookinfo"];
 
 /// The binaries missing from [`bin_dir`].
 pub fn missing_binaries() -> Vec<&'static str> {
@@ -37,6 +37,8 @@ pub struct Mesh {
     pub state_dir: PathBuf,
     /// Its name (the prefix of its network namespaces).
     pub name: String,
+    /// Its pods' sidecar: `mesh-proxy` or `envoy`.
+    pub proxy: String,
     /// Echo each `meshctl` command line before running it (the demo shows what it does).
     pub echo: bool,
     bin_dir: PathBuf,
@@ -49,6 +51,7 @@ impl Mesh {
         let mut mesh = Self {
             state_dir: state_dir.to_owned(),
             name: name.to_owned(),
+            proxy: proxy.to_owned(),
             echo,
             bin_dir: bin_dir(),
             down: false,

@@ -20,9 +20,11 @@ use tracing::{info, warn};
 use crate::grpc::grpc_channel;
 use crate::pb::IstioCertificateRequest;
 use crate::pb::istio_certificate_service_client::IstioCertificateServiceClient;
+use crate::sds::Material;
 use crate::store::CertStore;
 use crate::tls::{self, TlsError};
 use crate::verify::peer_identity;
+use tokio::sync::watch;
 
 /// Where the workload's token comes from.
 #[derive(Clone)]
@@ -355,14 +357,50 @@ async fn rotate(
 ) {
     let rng = SystemRandom::new();
     loop {
-        let mut bytes = [0u8; 2];
-        let jitter = match rng.fill(&mut bytes) {
-            Ok(()) => (f64::from(u16::from_be_bytes(bytes)) / f64::from(u16::MAX) - 0.5) * 0.02,
-            Err(_) => 0.0,
-        };
-        let wait = issued.rotate_at(jitter).duration_since(SystemTime::now()).unwrap_or_default();
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(until_rotation(&issued, &rng)).await;
         // Until a new one is in, the current certificate keeps being served.
         issued = loop_until_issued(&client, &metrics, Some(&store)).await.0;
     }
+}
+
+/// How long until `issued` is due for replacement, with a jitter of ±1% of its life so that
+/// workloads started together do not all call the CA at once.
+fn until_rotation(issued: &Issued, rng: &SystemRandom) -> Duration {
+    let mut bytes = [0u8; 2];
+    let jitter = match rng.fill(&mut bytes) {
+        Ok(()) => (f64::from(u16::from_be_bytes(bytes)) / f64::from(u16::MAX) - 0.5) * 0.02,
+        Err(_) => 0.0,
+    };
+    issued.rotate_at(jitter).duration_since(SystemTime::now()).unwrap_or_default()
+}
+
+/// What an agent next to a stock Envoy runs: obtains the first certificate (retrying until it
+/// succeeds), then keeps it fresh, publishing each one with `roots` as SDS material on the
+/// returned channel. The key leaves this process only through that channel, to the SDS server
+/// of the workload's own Envoy.
+pub async fn start_sds(
+    client: CaClient,
+    metrics: ClientMetrics,
+    roots: Vec<String>,
+) -> (watch::Receiver<Arc<Material>>, tokio::task::JoinHandle<()>) {
+    let material = move |issued: &Issued| {
+        Arc::new(Material {
+            chain: issued.chain.clone(),
+            key_pem: issued.key_pem.clone(),
+            roots: roots.clone(),
+        })
+    };
+    let mut issued = loop_until_issued(&client, &metrics, None).await.0;
+    let (publish, current) = watch::channel(material(&issued));
+    let task = tokio::spawn(async move {
+        let rng = SystemRandom::new();
+        loop {
+            tokio::time::sleep(until_rotation(&issued, &rng)).await;
+            issued = loop_until_issued(&client, &metrics, None).await.0;
+            if publish.send(material(&issued)).is_err() {
+                return;
+            }
+        }
+    });
+    (current, task)
 }

@@ -1,15 +1,18 @@
 //! What a workload (and the pilot, as a workload of the mesh) needs from identity: its
 //! certificate and key ([`store`]), obtained and rotated from mesh-ca ([`client`], over the
 //! wire API in [`pb`]), SPIFFE peer verification ([`verify`]), the mesh's rustls
-//! configurations ([`tls`]), a bounded TLS accept loop ([`accept`]) and gRPC over TLS
-//! ([`grpc`]).
+//! configurations ([`tls`]), a bounded TLS accept loop ([`accept`]), gRPC over TLS
+//! ([`grpc`]), and SDS, which hands the certificate to a stock Envoy next to the workload
+//! ([`sds`], the agent's job).
 //!
 //! It holds no signing authority and no server side of the CA: mesh-ca owns those. A
-//! workload's private key is made here and never leaves the process.
+//! workload's private key is made here and leaves the process only to its own Envoy, over
+//! loopback SDS.
 
 pub mod accept;
 pub mod client;
 pub mod grpc;
+pub mod sds;
 pub mod store;
 pub mod tls;
 pub mod verify;

@@ -182,6 +182,39 @@ async fn changes_push_only_the_types_that_changed_in_order() {
     assert_eq!(discovery.syncz().await.len(), 1);
 }
 
+/// Envoy warms a cluster that CDS changed until an EDS response names it again, and asks for
+/// it with what reads as an ACK: every CDS push is followed by the watched endpoints, changed or
+/// not, or Envoy would wait out its initial fetch timeout before using the new cluster.
+#[tokio::test]
+async fn every_cluster_push_is_followed_by_the_endpoints() {
+    let (_discovery, tx, address) = start(mesh()).await;
+    let mut client = connect(&address).await;
+    let names = ["outbound|80|v1|hello.demo.svc.cluster.local"];
+    for (type_url, names) in [(CLUSTER_TYPE, &[][..]), (ENDPOINT_TYPE, &names[..])] {
+        client.send(request(type_url, names, "", "")).await;
+        let response = client.next().await;
+        client.send(request(type_url, names, &response.version_info, &response.nonce)).await;
+    }
+    client.nothing_within(Duration::from_millis(200)).await;
+
+    // A new service: clusters change, the watched endpoints do not.
+    let mut next = mesh();
+    next.version = 2;
+    let mut extra = next.services["db.demo.svc.cluster.local"].clone();
+    extra.hostname = "cache.demo.svc.cluster.local".into();
+    extra.name = "cache".into();
+    extra.vip = Some("10.96.0.30".parse().unwrap());
+    next.services.insert(extra.hostname.clone(), extra);
+    tx.send(Arc::new(next)).unwrap();
+    let cds = client.next().await;
+    let eds = client.next().await;
+    assert_eq!((cds.type_url.as_str(), eds.type_url.as_str()), (CLUSTER_TYPE, ENDPOINT_TYPE));
+    assert_eq!(eds.resources.len(), 1, "the watched assignment, unchanged, sent again");
+    client.send(request(CLUSTER_TYPE, &[], "2", &cds.nonce)).await;
+    client.send(request(ENDPOINT_TYPE, &names, "2", &eds.nonce)).await;
+    client.nothing_within(Duration::from_millis(300)).await;
+}
+
 #[tokio::test]
 async fn debounce_coalesces_a_burst_into_one_snapshot() {
     let changes = Changes::default();

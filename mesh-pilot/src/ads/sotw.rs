@@ -63,12 +63,17 @@ pub(crate) struct SotwStream {
     session: Session,
     tx: mpsc::Sender<Result<Response, Status>>,
     watched: HashMap<String, Watched>,
+    /// Clusters were sent since the last endpoints: the next EDS push sends every watched
+    /// assignment, changed or not. Envoy warms a cluster that CDS changed until an EDS response
+    /// names it again, and asks for it with a request that reads as an ACK; without this it
+    /// would wait out its initial fetch timeout (15 s) before using the new cluster.
+    endpoints_after_clusters: bool,
 }
 
 impl SotwStream {
     /// A stream sending its responses to `tx`.
     pub(crate) fn new(session: Session, tx: mpsc::Sender<Result<Response, Status>>) -> Self {
-        Self { session, tx, watched: HashMap::new() }
+        Self { session, tx, watched: HashMap::new(), endpoints_after_clusters: false }
     }
 }
 
@@ -147,6 +152,9 @@ impl Handler for SotwStream {
 impl SotwStream {
     /// Sends the current state of one type, unless it is what was sent last (and not forced).
     async fn push(&mut self, type_url: &str, force: bool) -> Result<(), Status> {
+        let after_clusters = type_url == mesh_api::xds::ENDPOINT_TYPE
+            && std::mem::take(&mut self.endpoints_after_clusters);
+        let force = force || after_clusters;
         let Some(watched) = self.watched.get_mut(type_url) else { return Ok(()) };
         let Some((snapshot, translated)) =
             self.session.current(type_url, &watched.names.on_demand).await
@@ -185,6 +193,9 @@ impl SotwStream {
             Response::new(&version, changed.map(|i| &translated.encoded[i]), type_url, &nonce);
         watched.last = Some(translated);
         watched.sent = Some(fingerprint);
+        if type_url == mesh_api::xds::CLUSTER_TYPE {
+            self.endpoints_after_clusters = true;
+        }
         self.session.sent(type_url, &snapshot, &nonce);
         self.tx.send(Ok(response)).await.map_err(|_| Status::cancelled("the proxy went away"))
     }

@@ -256,11 +256,11 @@ pub fn restart(dir: &StateDir, args: &RestartArgs) -> Result<(), LocalError> {
         _ => {
             let pod = &state.pods[&args.name];
             let ns = plan::pod_namespace(&state.name, &pod.name);
-            let health = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, ports::PROXY_HEALTH));
-            if args.proxy {
+            if let (true, Some(kind)) = (args.proxy, pod.sidecar) {
+                let (health, path) = super::pods::health_endpoint(kind);
                 wait_ready(&role, &started.log, READY_LIMIT, || {
                     alive()?;
-                    ready(&ns, health, "/healthz/ready")
+                    ready(&ns, health, path)
                 })?;
             } else if let Some(port) = pod.port {
                 let address = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));

@@ -245,6 +245,77 @@ pub fn vip_rules(state: &State) -> String {
     out
 }
 
+/// Where a pod's Envoy finds its agent's SDS server.
+pub const AGENT_SDS: (Ipv4Addr, u16) = (Ipv4Addr::LOCALHOST, 15030);
+
+/// The bootstrap of an Envoy sidecar: the node the pilot knows it by (id and the metadata
+/// Istio's agent sends), ADS to the pilot, SDS to the pod's agent, admin on loopback.
+pub fn envoy_bootstrap(pod: &Pod) -> String {
+    use mesh_api::ports;
+    use mesh_api::xds::{NodeId, ProxyType, metadata, mtls};
+    let node = NodeId {
+        proxy_type: ProxyType::Sidecar,
+        ip: pod.ip.into(),
+        pod: pod.name.clone(),
+        namespace: pod.namespace.clone(),
+        dns_domain: DOMAIN.to_owned(),
+    };
+    let grpc_cluster = |name: &str, ip: Ipv4Addr, port: u16| {
+        serde_json::json!({
+            "name": name,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}}
+                }
+            },
+            "load_assignment": {
+                "cluster_name": name,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                    "address": ip.to_string(), "port_value": port
+                }}}}]}]
+            }
+        })
+    };
+    let node_metadata: serde_json::Map<String, serde_json::Value> = [
+        (metadata::NAMESPACE, serde_json::json!(pod.namespace)),
+        (metadata::INSTANCE_IPS, serde_json::json!(pod.ip.to_string())),
+        (metadata::SERVICE_ACCOUNT, serde_json::json!(pod.service_account)),
+        (metadata::WORKLOAD_NAME, serde_json::json!(pod.name)),
+        (metadata::LABELS, serde_json::json!(workload_labels(pod))),
+        (metadata::INTERCEPTION_MODE, serde_json::json!("REDIRECT")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let bootstrap = serde_json::json!({
+        "node": {
+            "id": node.to_string(),
+            "cluster": format!("{}.{}", pod.name, pod.namespace),
+            "metadata": node_metadata
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"}
+        },
+        "static_resources": {"clusters": [
+            grpc_cluster("xds-grpc", PILOT_IP, ports::PILOT_XDS_PLAINTEXT),
+            grpc_cluster(mtls::SDS_CLUSTER, AGENT_SDS.0, AGENT_SDS.1),
+        ]},
+        "admin": {"address": {"socket_address": {
+            "address": "127.0.0.1", "port_value": ports::PROXY_ADMIN
+        }}}
+    });
+    serde_json::to_string_pretty(&bootstrap).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -345,6 +416,28 @@ mod tests {
             labels_file(pod),
             "app=\"reviews\"\nsecurity.istio.io/tlsMode=\"istio\"\nversion=\"v2\"\n"
         );
+    }
+
+    #[test]
+    fn an_envoy_sidecar_is_known_to_the_pilot_as_the_pod() {
+        let state = state();
+        let bootstrap: serde_json::Value =
+            serde_json::from_str(&envoy_bootstrap(&state.pods["reviews-v2"])).unwrap();
+        let node = &bootstrap["node"];
+        assert_eq!(node["id"], "sidecar~10.77.0.11~reviews-v2.default~default.svc.cluster.local");
+        assert_eq!(node["metadata"]["LABELS"]["version"], "v2");
+        assert_eq!(node["metadata"]["SERVICE_ACCOUNT"], "bookinfo-reviews");
+        let clusters = bootstrap["static_resources"]["clusters"].as_array().unwrap();
+        let address = |i: usize| {
+            let socket = &clusters[i]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+                ["address"]["socket_address"];
+            format!("{}:{}", socket["address"].as_str().unwrap(), socket["port_value"])
+        };
+        assert_eq!(
+            (address(0).as_str(), address(1).as_str()),
+            ("10.77.0.2:15010", "127.0.0.1:15030")
+        );
+        assert_eq!(clusters[1]["name"], "sds-grpc");
     }
 
     #[test]

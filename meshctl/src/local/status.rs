@@ -80,16 +80,14 @@ pub fn status(dir: &StateDir, args: &StatusArgs) -> Result<(), LocalError> {
             health(&state, "mesh-ca", || ready(&cp, monitoring(CA_IP), "/ready")),
         ),
     ];
-    let health_port = SocketAddr::from((Ipv4Addr::LOCALHOST, ports::PROXY_HEALTH));
     let pods: Vec<_> = state
         .pods
         .values()
         .map(|pod| {
             let ns = plan::pod_namespace(&state.name, &pod.name);
-            let sidecar = pod.sidecar.map(|_| {
-                health(&state, &format!("{}/proxy", pod.name), || {
-                    ready(&ns, health_port, "/healthz/ready")
-                })
+            let sidecar = pod.sidecar.map(|kind| {
+                let (address, path) = super::pods::health_endpoint(kind);
+                health(&state, &format!("{}/proxy", pod.name), || ready(&ns, address, path))
             });
             let app = state
                 .processes

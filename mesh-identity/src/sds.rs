@@ -1,4 +1,4 @@
-//! SDS for a local Envoy: serves the workload's certificate (`default`) and the mesh trust
+//! SDS for a local Envoy (what `mesh-agent` runs next to one): serves the workload's certificate (`default`) and the mesh trust
 //! bundle (`ROOTCA`) over Envoy's Secret Discovery Service, the job istio-agent does next to an
 //! Envoy sidecar. With it a stock Envoy can take part in mesh mTLS with certificates from this
 //! CA; mesh-proxy needs none of it (it reads its certificates in-process).
