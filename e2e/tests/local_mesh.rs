@@ -547,3 +547,35 @@ fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// `down` works from the state directory alone: after every process of the mesh was killed
+/// (a crash, a reboot of nothing but the processes, `kill -9`), it still removes everything.
+/// `up` twice and `down` with nothing up say so and succeed.
+#[test]
+fn down_cleans_up_after_a_killed_mesh() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let name = format!("e2k{}", std::process::id() % 100_000);
+    let mut mesh = Mesh::up(&state_dir, &name, "mesh-proxy", false).unwrap();
+    let again = mesh.meshctl(&["up", "--name", &name]).unwrap();
+    assert!(again.contains("already up"), "{again}");
+    mesh.meshctl(&["service", "sleep", "--port", "80"]).unwrap();
+    mesh.meshctl(&["deploy", "sleep", "--labels", "app=sleep", "--", "sleep", "infinity"]).unwrap();
+    let pids = recorded_pids(&state_dir);
+    assert!(pids.len() >= 4, "CA, pilot, a sidecar and an app: {pids:?}");
+    for pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    // A mesh whose processes are gone is not "up": `up` would clean it first; `down` removes it.
+    let said = mesh.down().unwrap();
+    assert!(said.contains("removed"), "{said}");
+    nothing_left(&name, &state_dir, &pids).unwrap();
+    let twice = mesh.meshctl(&["down"]).unwrap();
+    assert!(twice.contains("No local mesh is up"), "{twice}");
+}

@@ -150,6 +150,20 @@ pub enum LocalCommand {
 
 /// Runs a `meshctl local` command; the exit code to end with.
 pub fn run(args: LocalArgs) -> Result<i32, LocalError> {
+    // Only `up` makes a state directory: looking at, or removing, a mesh that is not there
+    // must leave nothing behind.
+    if !matches!(args.command, LocalCommand::Up(_))
+        && !args.state_dir.join(state::STATE_FILE).exists()
+    {
+        if matches!(args.command, LocalCommand::Down) {
+            println!(
+                "No local mesh is up (nothing recorded in {}); nothing to remove.",
+                args.state_dir.display()
+            );
+            return Ok(0);
+        }
+        return Err(LocalError::NotUp(args.state_dir));
+    }
     let dir = StateDir::lock(&args.state_dir)?;
     match args.command {
         LocalCommand::Up(up) => control_plane::up(&dir, up).map(|()| 0),
