@@ -80,6 +80,14 @@ fn main() -> anyhow::Result<()> {
             on_interrupt(state_dir);
             let mut mesh = start(&cli.state_dir)?;
             let result = walkthrough(&mut mesh);
+            if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+                // The interrupt handler removes the mesh and exits; what failed here failed
+                // because of it.
+                mesh.keep();
+                loop {
+                    std::thread::park();
+                }
+            }
             heading("Cleaning up");
             mesh.echo = true;
             mesh.down()?;
@@ -88,6 +96,9 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Set when Ctrl-C was pressed: the handler owns the teardown from then on.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// On Ctrl-C, remove the mesh and exit.
 fn on_interrupt(state_dir: PathBuf) {
     std::thread::spawn(move || {
@@ -95,6 +106,7 @@ fn on_interrupt(state_dir: PathBuf) {
             return;
         };
         if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
             eprintln!("\nInterrupted: removing the mesh...");
             let _ = std::process::Command::new(local::bin_dir().join("meshctl"))
                 .args(["local", "down"])
