@@ -168,18 +168,23 @@ async fn changes_push_only_the_types_that_changed_in_order() {
     client.nothing_within(Duration::from_millis(300)).await;
 
     // A new service changes clusters, listeners and routes: pushed in that order.
+    tx.send(Arc::new(with_cache_service(3))).unwrap();
+    let order: Vec<String> =
+        [client.next().await, client.next().await].iter().map(|r| r.type_url.clone()).collect();
+    assert_eq!(order, [CLUSTER_TYPE, LISTENER_TYPE]);
+    assert_eq!(discovery.syncz().await.len(), 1);
+}
+
+/// The test mesh at `version`, with one more service (`cache`, like `db`).
+fn with_cache_service(version: u64) -> Snapshot {
     let mut next = mesh();
-    next.version = 3;
+    next.version = version;
     let mut extra = next.services["db.demo.svc.cluster.local"].clone();
     extra.hostname = "cache.demo.svc.cluster.local".into();
     extra.name = "cache".into();
     extra.vip = Some("10.96.0.30".parse().unwrap());
     next.services.insert(extra.hostname.clone(), extra);
-    tx.send(Arc::new(next)).unwrap();
-    let order: Vec<String> =
-        [client.next().await, client.next().await].iter().map(|r| r.type_url.clone()).collect();
-    assert_eq!(order, [CLUSTER_TYPE, LISTENER_TYPE]);
-    assert_eq!(discovery.syncz().await.len(), 1);
+    next
 }
 
 /// Envoy warms a cluster that CDS changed until an EDS response names it again, and asks for
@@ -198,14 +203,7 @@ async fn every_cluster_push_is_followed_by_the_endpoints() {
     client.nothing_within(Duration::from_millis(200)).await;
 
     // A new service: clusters change, the watched endpoints do not.
-    let mut next = mesh();
-    next.version = 2;
-    let mut extra = next.services["db.demo.svc.cluster.local"].clone();
-    extra.hostname = "cache.demo.svc.cluster.local".into();
-    extra.name = "cache".into();
-    extra.vip = Some("10.96.0.30".parse().unwrap());
-    next.services.insert(extra.hostname.clone(), extra);
-    tx.send(Arc::new(next)).unwrap();
+    tx.send(Arc::new(with_cache_service(2))).unwrap();
     let cds = client.next().await;
     let eds = client.next().await;
     assert_eq!((cds.type_url.as_str(), eds.type_url.as_str()), (CLUSTER_TYPE, ENDPOINT_TYPE));

@@ -175,9 +175,12 @@ fn start(dir: &StateDir, state: &mut State) -> Result<(), LocalError> {
         env: Vec::new(),
         log: &ca_log,
     })?;
+    let ca_record = ca.clone();
     state.processes.push(ca);
     dir.write(state)?;
-    wait_ready("mesh-ca", &ca_log, READY_LIMIT, || ready(&cp, monitoring(CA_IP.into()), "/ready"))?;
+    wait_ready("mesh-ca", &ca_record, READY_LIMIT, || {
+        ready(&cp, monitoring(CA_IP.into()), "/ready")
+    })?;
 
     let pilot_log = logs.join("mesh-pilot.log");
     let pilot = process::spawn(Spawn {
@@ -203,9 +206,10 @@ fn start(dir: &StateDir, state: &mut State) -> Result<(), LocalError> {
         env: Vec::new(),
         log: &pilot_log,
     })?;
+    let pilot_record = pilot.clone();
     state.processes.push(pilot);
     dir.write(state)?;
-    wait_ready("mesh-pilot", &pilot_log, READY_LIMIT, || {
+    wait_ready("mesh-pilot", &pilot_record, READY_LIMIT, || {
         ready(&cp, monitoring(PILOT_IP.into()), "/ready")
     })?;
     state.up = true;
@@ -243,29 +247,22 @@ pub fn restart(dir: &StateDir, args: &RestartArgs) -> Result<(), LocalError> {
     dir.write(&state)?;
     let monitoring =
         |ip: std::net::Ipv4Addr| SocketAddr::new(ip.into(), ports::CONTROL_PLANE_MONITORING);
-    let alive = || if process::alive(&started) { Ok(()) } else { Err("it exited".to_owned()) };
     match role.as_str() {
-        "mesh-pilot" => wait_ready(&role, &started.log, READY_LIMIT, || {
-            alive()?;
-            ready(&cp, monitoring(PILOT_IP), "/ready")
-        })?,
-        "mesh-ca" => wait_ready(&role, &started.log, READY_LIMIT, || {
-            alive()?;
-            ready(&cp, monitoring(CA_IP), "/ready")
-        })?,
+        "mesh-pilot" => {
+            wait_ready(&role, &started, READY_LIMIT, || ready(&cp, monitoring(PILOT_IP), "/ready"))?
+        }
+        "mesh-ca" => {
+            wait_ready(&role, &started, READY_LIMIT, || ready(&cp, monitoring(CA_IP), "/ready"))?
+        }
         _ => {
             let pod = &state.pods[&args.name];
             let ns = plan::pod_namespace(&state.name, &pod.name);
             if let (true, Some(kind)) = (args.proxy, pod.sidecar) {
                 let (health, path) = super::pods::health_endpoint(kind);
-                wait_ready(&role, &started.log, READY_LIMIT, || {
-                    alive()?;
-                    ready(&ns, health, path)
-                })?;
+                wait_ready(&role, &started, READY_LIMIT, || ready(&ns, health, path))?;
             } else if let Some(port) = pod.port {
                 let address = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
-                wait_ready(&role, &started.log, READY_LIMIT, || {
-                    alive()?;
+                wait_ready(&role, &started, READY_LIMIT, || {
                     probe::connect(&ns, address, Duration::from_secs(1))
                 })?;
             }

@@ -49,15 +49,11 @@ pub enum LocalError {
         reason: String,
     },
     /// A process started but did not become ready.
-    #[error(
-        "{role} did not become ready within {waited:?}: {reason}\n--- last lines of {log}\n{tail}"
-    )]
+    #[error("{role} is not ready: {reason}\n--- last lines of {log}\n{tail}")]
     NotReady {
         /// What it is.
         role: String,
-        /// How long it was given.
-        waited: Duration,
-        /// The last probe's answer.
+        /// Why: it exited, or the last probe's answer when time ran out.
         reason: String,
         /// Its log file.
         log: String,
@@ -73,6 +69,17 @@ pub enum LocalError {
         file: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A pod was recorded but could not be brought up; it stays for inspection.
+    #[error(
+        "{source}\npod {pod} stays for inspection: `meshctl local logs {pod}` (--proxy for its sidecar); `meshctl local remove {pod}` removes it"
+    )]
+    PodFailed {
+        /// The pod.
+        pod: String,
+        /// What failed.
+        #[source]
+        source: Box<LocalError>,
     },
     /// The command needs a running mesh.
     #[error("no local mesh is up (state directory {0}): run `meshctl local up` first")]
@@ -193,11 +200,11 @@ fn running(dir: &StateDir) -> Result<State, LocalError> {
     }
 }
 
-/// Waits until `check` says ready (`Ok`), at most `limit`; the error carries the last reason
-/// and the end of the process's log.
+/// Waits until `check` says `process` is ready (`Ok`), at most `limit`, and no longer once
+/// the process has exited; the error carries the last reason and the end of its log.
 fn wait_ready(
     role: &str,
-    log: &std::path::Path,
+    process: &state::Process,
     limit: Duration,
     mut check: impl FnMut() -> Result<(), String>,
 ) -> Result<(), LocalError> {
@@ -205,18 +212,19 @@ fn wait_ready(
     loop {
         let reason = match check() {
             Ok(()) => return Ok(()),
-            Err(reason) => reason,
+            Err(_) if !process::alive(process) => "it exited".to_owned(),
+            Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            Err(reason) => format!("not ready within {limit:?}: {reason}"),
         };
-        if Instant::now() >= deadline {
-            return Err(LocalError::NotReady {
-                role: role.to_owned(),
-                waited: limit,
-                reason,
-                log: log.display().to_string(),
-                tail: tail(log, 20),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        return Err(LocalError::NotReady {
+            role: role.to_owned(),
+            reason,
+            log: process.log.display().to_string(),
+            tail: tail(&process.log, 20),
+        });
     }
 }
 

@@ -121,22 +121,29 @@ pub fn deploy(dir: &StateDir, args: DeployArgs) -> Result<(), LocalError> {
     state.pods.insert(pod.name.clone(), pod.clone());
     state.created(&net::hosts_path(&ns).parent().map(PathBuf::from).unwrap_or_default());
     dir.write(&state)?;
+    let name = pod.name.clone();
+    bring_up(dir, &mut state, pod, &ns)
+        .map_err(|source| LocalError::PodFailed { pod: name, source: Box::new(source) })
+}
 
-    net::add_namespace(&ns)?;
-    net::attach(&plan::hub_namespace(&state.name), &ns, host, &[ip])?;
+/// Makes a recorded pod: its network, files, sidecar and app.
+fn bring_up(dir: &StateDir, state: &mut State, pod: Pod, ns: &str) -> Result<(), LocalError> {
+    let (host, ip, sidecar) = (pod.veth, pod.ip, pod.sidecar);
+    net::add_namespace(ns)?;
+    net::attach(&plan::hub_namespace(&state.name), ns, host, &[ip])?;
     let pod_dir = pod_dir(dir, &pod.name);
     std::fs::create_dir_all(&pod_dir)
         .map_err(io(format!("cannot create {}", pod_dir.display())))?;
-    refresh(&mut state)?;
-    dir.write(&state)?;
+    refresh(state)?;
+    dir.write(state)?;
 
     if let Some(sidecar) = sidecar {
-        start_sidecar(dir, &mut state, &pod, &ns, sidecar)?;
+        start_sidecar(dir, state, &pod, ns, sidecar)?;
     }
     let app_log = pod_dir.join("app.log");
     let app = process::spawn(Spawn {
         role: format!("{}/app", pod.name),
-        namespace: &ns,
+        namespace: ns,
         user: Some(APP_USER),
         argv: pod.command.clone(),
         env: vec![
@@ -149,15 +156,12 @@ pub fn deploy(dir: &StateDir, args: DeployArgs) -> Result<(), LocalError> {
     })?;
     let app_record = app.clone();
     state.processes.push(app);
-    dir.write(&state)?;
+    dir.write(state)?;
     if let Some(port) = pod.port {
         // Loopback is never captured: this checks the app itself is listening.
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        wait_ready(&format!("{}'s app", pod.name), &app_log, APP_READY_LIMIT, || {
-            if !process::alive(&app_record) {
-                return Err("the app exited".into());
-            }
-            super::probe::connect(&ns, address, Duration::from_secs(1))
+        wait_ready(&format!("{}'s app", pod.name), &app_record, APP_READY_LIMIT, || {
+            super::probe::connect(ns, address, Duration::from_secs(1))
         })?;
     }
     println!(
@@ -270,10 +274,7 @@ fn start_sidecar(
     state.processes.push(proxy);
     dir.write(state)?;
     let (health, path) = health_endpoint(sidecar);
-    wait_ready(&format!("{}'s sidecar", pod.name), &log, SIDECAR_READY_LIMIT, || {
-        if !process::alive(&record) {
-            return Err("the sidecar exited".into());
-        }
+    wait_ready(&format!("{}'s sidecar", pod.name), &record, SIDECAR_READY_LIMIT, || {
         control_plane::ready(ns, health, path)
     })
 }
