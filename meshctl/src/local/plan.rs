@@ -324,7 +324,7 @@ mod tests {
     use crate::local::state::{Pod, ServicePort, Sidecar};
 
     fn state() -> State {
-        let mut state = State::new("m".into(), "/tmp/config".into(), "/bin".into());
+        let mut state = State::new("m".into(), "config".into(), "bin".into());
         for (name, version, ip) in [("reviews-v1", "v1", 10), ("reviews-v2", "v2", 11)] {
             state.pods.insert(
                 name.into(),
