@@ -10,3 +10,4 @@ pub mod local;
 pub mod netns;
 pub mod sidecar;
 pub mod traffic;
+pub mod wire;

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use e2e::bookinfo;
-use e2e::local::{Answer, Call, Mesh, Sniffer};
+use e2e::local::{Answer, Call, Mesh};
 use e2e::traffic::{Bookinfo, near};
+use e2e::wire::Sniffer;
 
 /// A scenario: it changes the mesh and checks what traffic shows.
 type Scenario<'a> = dyn Fn(&mut Mesh) -> anyhow::Result<()> + 'a;

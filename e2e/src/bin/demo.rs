@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use e2e::local::{self, Mesh, Sniffer, percentile};
+use e2e::local::{self, Mesh, percentile};
 use e2e::traffic::{Bookinfo, Loads};
+use e2e::wire::Sniffer;
 
 #[derive(Debug, Parser)]
 #[command(name = "demo", about = "The mesh on this machine: Bookinfo, routing, faults, mTLS")]

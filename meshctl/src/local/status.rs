@@ -134,9 +134,9 @@ pub fn status(dir: &StateDir, args: &StatusArgs) -> Result<(), LocalError> {
         state.name,
         state.config_dir.display()
     );
-    println!("{:<12} {:<18} STATUS", "CONTROL PLANE", "ADDRESS");
+    println!("{:<14} {:<18} STATUS", "CONTROL PLANE", "ADDRESS");
     for (name, address, (_, detail)) in &control_plane {
-        println!("{name:<12}  {address:<18} {detail}");
+        println!("{name:<14} {address:<18} {detail}");
     }
     println!(
         "\n{:<20} {:<10} {:<12} {:<24} {:<6} LABELS",
