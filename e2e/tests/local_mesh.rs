@@ -550,8 +550,8 @@ fn tail(text: &str, n: usize) -> String {
 }
 
 /// `down` works from the state directory alone: after every process of the mesh was killed
-/// (a crash, a reboot of nothing but the processes, `kill -9`), it still removes everything.
-/// `up` twice and `down` with nothing up say so and succeed.
+/// (a crash, `kill -9`), it still removes everything. `up` twice and `down` with nothing up
+/// say so and succeed; an invalid `apply` writes nothing.
 #[test]
 fn down_cleans_up_after_a_killed_mesh() {
     if !can_run() {
@@ -563,6 +563,14 @@ fn down_cleans_up_after_a_killed_mesh() {
     let mut mesh = Mesh::up(&state_dir, &name, "mesh-proxy", false).unwrap();
     let again = mesh.meshctl(&["up", "--name", &name]).unwrap();
     assert!(again.contains("already up"), "{again}");
+    // Invalid config is refused whole, with the field and the reason, and nothing is written.
+    let bad = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n      weight: 150\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: fine}\nspec: {host: reviews}\n";
+    let refused = mesh.meshctl_with_input(&["apply", "-f", "-"], Some(bad)).unwrap_err();
+    let refused = format!("{refused:#}");
+    assert!(refused.contains("nothing applied"), "{refused}");
+    assert!(refused.contains("spec.http[0].route[0].weight"), "{refused}");
+    let applied = std::fs::read_dir(state_dir.join("config/applied")).unwrap().count();
+    assert_eq!(applied, 0, "the valid document of a refused apply is not written either");
     mesh.meshctl(&["service", "sleep", "--port", "80"]).unwrap();
     mesh.meshctl(&["deploy", "sleep", "--labels", "app=sleep", "--", "sleep", "infinity"]).unwrap();
     let pids = recorded_pids(&state_dir);
