@@ -21,6 +21,10 @@ const PILOT_TOKEN: &str = "pilot.token";
 pub const TOKENS: &str = "tokens";
 /// The CA's state (root key and certificate).
 pub const CA_DIR: &str = "ca";
+/// Everything the mesh makes in its state directory (besides the state file and its lock):
+/// what `down` removes there, and nothing else.
+/// (The default config directory is recorded in the state when `up` makes it.)
+const OWNED: [&str; 7] = ["ca", "logs", "pods", "bin", TOKENS, PILOT_TOKEN, "state.json.new"];
 
 /// Flags of `meshctl local up`.
 #[derive(Debug, clap::Args)]
@@ -366,19 +370,14 @@ fn teardown(dir: &StateDir, state: &State) -> Teardown {
             Err(e) => problems.push(format!("cannot remove {}: {e}", path.display())),
         }
     }
-    if let Ok(entries) = std::fs::read_dir(&dir.path) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if name == "lock" || name == super::state::STATE_FILE {
-                continue;
-            }
-            let path = entry.path();
-            let _ = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-        }
+    // Only what the mesh puts in the state directory: it may be a directory of the user's.
+    for owned in OWNED {
+        let path = dir.join(owned);
+        let _ = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
     }
     if let Err(e) = dir.clear() {
         problems.push(e.to_string());
