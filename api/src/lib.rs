@@ -17,6 +17,7 @@ pub mod duration;
 #[cfg(feature = "envoy-json")]
 pub mod envoy;
 pub mod identity;
+pub mod inject;
 pub mod load;
 pub mod mesh;
 pub mod networking;

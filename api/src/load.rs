@@ -297,6 +297,13 @@ impl Document<'_> {
     }
 }
 
+/// The documents of a YAML stream, for tools that read kinds the mesh does not type (`meshctl
+/// kube-inject`): each one's 1-based index, the line its content starts on, and its text.
+/// Documents with nothing but comments are left out, as kubectl leaves them.
+pub fn yaml_documents(text: &str) -> Vec<(usize, usize, &str)> {
+    split_yaml(text).into_iter().map(|d| (d.index, d.first_line(), d.text)).collect()
+}
+
 /// Splits YAML at `---` document markers, keeping the line each document starts on. Documents
 /// with nothing but comments and blank lines are dropped, as kubectl does.
 fn split_yaml(text: &str) -> Vec<Document<'_>> {

@@ -121,3 +121,39 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("-A MESH_REDIRECT -p tcp -j REDIRECT --to-ports 15001"), "{stdout}");
 }
+
+/// What the injector puts in a pod's `mesh-init` container is what mesh-init reads: every
+/// capture annotation of the injector's golden pod parses, and turns into the rules it names.
+#[test]
+fn the_injected_init_container_is_a_valid_command_line() {
+    use mesh_api::inject::{Config as InjectConfig, Outcome, inject};
+    let pod = k8s_openapi::api::core::v1::PodTemplateSpec {
+        metadata: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            annotations: Some(
+                [
+                    ("traffic.sidecar.mesh.io/includeInboundPorts", "8080"),
+                    ("traffic.sidecar.mesh.io/excludeOutboundPorts", "5432"),
+                    ("traffic.sidecar.istio.io/excludeOutboundIPRanges", "169.254.169.254/32"),
+                    ("traffic.sidecar.mesh.io/excludeInterfaces", "eth1"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            ),
+            ..Default::default()
+        }),
+        spec: Some(k8s_openapi::api::core::v1::PodSpec::default()),
+    };
+    let Outcome::Injected(injected) = inject(&pod, None, &InjectConfig::default()).unwrap() else {
+        panic!("not injected")
+    };
+    let spec = injected.spec.unwrap();
+    let init = spec.init_containers.unwrap().into_iter().find(|c| c.name == "mesh-init").unwrap();
+    let mut all = vec!["mesh-init".to_owned(), "--ipv6".to_owned(), "off".to_owned()];
+    all.extend(init.args.unwrap());
+    let config = Config::from_flags(&Flags::try_parse_from(&all).unwrap()).unwrap();
+    let plan = capture::dry_run(&config);
+    for want in ["--dport 8080", "--dport 5432", "169.254.169.254/32", "-i eth1"] {
+        assert!(plan.contains(want), "{want:?} not in the plan:\n{plan}");
+    }
+}

@@ -1,6 +1,6 @@
 //! `meshctl`, the command line of the mesh. Today it runs the mesh on one Linux machine
-//! ([`local`]); install, injection, analysis, proxy status and the dashboard arrive with their
-//! issues.
+//! ([`local`]) and injects sidecars into manifests offline ([`kube_inject`]); install, analysis,
+//! proxy status and the dashboard arrive with their issues.
 //!
 //! It talks to the other components only through their public wire APIs and starts their
 //! binaries as they are; it never links their servers. It may use `mesh-api` (the config types,
@@ -8,4 +8,5 @@
 
 #![forbid(unsafe_code)]
 
+pub mod kube_inject;
 pub mod local;

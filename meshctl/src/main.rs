@@ -16,12 +16,17 @@ struct Cli {
 enum Command {
     /// A mesh on this Linux machine, no cluster: control plane, pods with sidecars, config.
     Local(meshctl::local::LocalArgs),
+    /// Add the sidecar to the pod templates of Kubernetes manifests, as the webhook would.
+    KubeInject(meshctl::kube_inject::KubeInjectArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Local(args) => meshctl::local::run(args),
+    let result: Result<i32, Box<dyn std::error::Error>> = match cli.command {
+        Command::Local(args) => meshctl::local::run(args).map_err(Into::into),
+        Command::KubeInject(args) => {
+            meshctl::kube_inject::run(&args).map(|()| 0).map_err(Into::into)
+        }
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,
