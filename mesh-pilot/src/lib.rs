@@ -3,8 +3,9 @@
 //! over ADS, state of the world and delta, in plaintext (15010) and over mesh mTLS (15012,
 //! where a node is admitted only as the workload its certificate names).
 //!
-//! Translation is pure ([`translate`]); only the config sources, the ADS server ([`ads`]) and
-//! the debug endpoint do I/O; [`app`] puts them together for the binary and for tests. The
+//! Translation is pure ([`translate`]), and so are the admission webhooks' answers
+//! ([`webhook`]: sidecar injection and validation); only the config sources, the ADS server
+//! ([`ads`]) and the debug endpoint do I/O; [`app`] puts them together for the binary and for tests. The
 //! pilot never holds a workload's private key.
 
 pub mod ads;
@@ -15,3 +16,4 @@ pub mod metrics;
 pub mod model;
 pub mod source;
 pub mod translate;
+pub mod webhook;
