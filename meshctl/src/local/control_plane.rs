@@ -44,6 +44,17 @@ pub struct UpArgs {
     pub proxy: Sidecar,
 }
 
+/// The flags that take a process to mesh-ca with `token` (mesh-pilot's, mesh-proxy's and
+/// mesh-agent's, which share their names).
+pub fn ca_client_args(dir: &StateDir, token: &Path) -> Vec<String> {
+    vec![
+        format!("--ca-address={}", SocketAddr::new(CA_IP.into(), ports::CA_GRPC)),
+        format!("--ca-server-name={CA_NAME}"),
+        format!("--root-cert={}", root_cert(dir).display()),
+        format!("--token-path={}", token.display()),
+    ]
+}
+
 /// Where the root certificate is, for the workloads.
 pub fn root_cert(dir: &StateDir) -> PathBuf {
     dir.join(CA_DIR).join("root-cert.pem")
@@ -162,58 +173,60 @@ fn start(dir: &StateDir, state: &mut State) -> Result<(), LocalError> {
 
     let monitoring = |ip| SocketAddr::new(ip, ports::CONTROL_PLANE_MONITORING);
     let ca_log = logs.join("mesh-ca.log");
-    let ca = process::spawn(Spawn {
-        role: "mesh-ca".into(),
-        namespace: &cp,
-        user: None,
-        argv: vec![
-            binary(&state.bin_dir, "mesh-ca")?.display().to_string(),
-            "--mode=local".into(),
-            format!("--listen={}", SocketAddr::new(CA_IP.into(), ports::CA_GRPC)),
-            format!("--monitoring-listen={}", monitoring(CA_IP.into())),
-            format!("--state-dir={}", ca_dir.display()),
-            format!("--plugin-dir={}", ca_dir.join("plugin").display()),
-            format!("--tokens-file={}", tokens.display()),
-            format!("--server-name={CA_NAME}"),
-        ],
-        env: Vec::new(),
-        log: &ca_log,
-    })?;
-    let ca_record = ca.clone();
-    state.processes.push(ca);
-    dir.write(state)?;
-    wait_ready("mesh-ca", &ca_record, READY_LIMIT, || {
-        ready(&cp, monitoring(CA_IP.into()), "/ready")
-    })?;
+    let ca = process::spawn_recorded(
+        dir,
+        state,
+        Spawn {
+            role: "mesh-ca".into(),
+            namespace: &cp,
+            user: None,
+            argv: vec![
+                binary(&state.bin_dir, "mesh-ca")?.display().to_string(),
+                "--mode=local".into(),
+                format!("--listen={}", SocketAddr::new(CA_IP.into(), ports::CA_GRPC)),
+                format!("--monitoring-listen={}", monitoring(CA_IP.into())),
+                format!("--state-dir={}", ca_dir.display()),
+                format!("--plugin-dir={}", ca_dir.join("plugin").display()),
+                format!("--tokens-file={}", tokens.display()),
+                format!("--server-name={CA_NAME}"),
+            ],
+            env: Vec::new(),
+            log: &ca_log,
+        },
+    )?;
+    wait_ready("mesh-ca", &ca, READY_LIMIT, || ready(&cp, monitoring(CA_IP.into()), "/ready"))?;
 
     let pilot_log = logs.join("mesh-pilot.log");
-    let pilot = process::spawn(Spawn {
-        role: "mesh-pilot".into(),
-        namespace: &cp,
-        user: None,
-        argv: vec![
-            binary(&state.bin_dir, "mesh-pilot")?.display().to_string(),
-            format!("--config-dir={}", state.config_dir.display()),
-            format!(
-                "--xds-listen={}",
-                SocketAddr::new(PILOT_IP.into(), ports::PILOT_XDS_PLAINTEXT)
-            ),
-            format!("--xds-mtls-listen={}", SocketAddr::new(PILOT_IP.into(), ports::PILOT_XDS_TLS)),
-            format!("--monitoring-listen={}", monitoring(PILOT_IP.into())),
-            format!("--ca-address={}", SocketAddr::new(CA_IP.into(), ports::CA_GRPC)),
-            format!("--ca-server-name={CA_NAME}"),
-            format!("--root-cert={}", root_cert(dir).display()),
-            format!("--token-path={}", dir.join(PILOT_TOKEN).display()),
-            // A person editing files expects to see the change at once.
-            "--poll-interval=250ms".into(),
-        ],
-        env: Vec::new(),
-        log: &pilot_log,
-    })?;
-    let pilot_record = pilot.clone();
-    state.processes.push(pilot);
-    dir.write(state)?;
-    wait_ready("mesh-pilot", &pilot_record, READY_LIMIT, || {
+    let pilot = process::spawn_recorded(
+        dir,
+        state,
+        Spawn {
+            role: "mesh-pilot".into(),
+            namespace: &cp,
+            user: None,
+            argv: vec![
+                binary(&state.bin_dir, "mesh-pilot")?.display().to_string(),
+                format!("--config-dir={}", state.config_dir.display()),
+                format!(
+                    "--xds-listen={}",
+                    SocketAddr::new(PILOT_IP.into(), ports::PILOT_XDS_PLAINTEXT)
+                ),
+                format!(
+                    "--xds-mtls-listen={}",
+                    SocketAddr::new(PILOT_IP.into(), ports::PILOT_XDS_TLS)
+                ),
+                format!("--monitoring-listen={}", monitoring(PILOT_IP.into())),
+                // A person editing files expects to see the change at once.
+                "--poll-interval=250ms".into(),
+            ]
+            .into_iter()
+            .chain(ca_client_args(dir, &dir.join(PILOT_TOKEN)))
+            .collect(),
+            env: Vec::new(),
+            log: &pilot_log,
+        },
+    )?;
+    wait_ready("mesh-pilot", &pilot, READY_LIMIT, || {
         ready(&cp, monitoring(PILOT_IP.into()), "/ready")
     })?;
     state.up = true;

