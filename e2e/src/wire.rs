@@ -20,6 +20,18 @@ pub struct Segment {
     pub payload: Vec<u8>,
 }
 
+impl Segment {
+    /// Whether it starts a TLS record (content type 20 to 23, version 3.x).
+    pub fn is_tls_record(&self) -> bool {
+        matches!(self.payload.as_slice(), [20..=23, 3, 0..=4, ..])
+    }
+
+    /// Whether it carries HTTP/1 in clear text (a request line or a status line).
+    pub fn has_clear_http(&self) -> bool {
+        self.payload.windows(5).any(|w| w == b"GET /" || w == b"HTTP/")
+    }
+}
+
 /// Records what crosses a pod's network interface on a TCP port, between pods, as `tcpdump -i
 /// eth0` run inside the pod would show it: the proof of what travels on the wire.
 pub struct Sniffer {
@@ -119,4 +131,24 @@ fn tcp_segment(frame: &[u8]) -> Option<Segment> {
         to: SocketAddr::from((destination, ports.1)),
         payload,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(payload: &[u8]) -> Segment {
+        let at = SocketAddr::from(([10, 77, 0, 10], 9080));
+        Segment { from: at, to: at, payload: payload.to_vec() }
+    }
+
+    #[test]
+    fn tls_records_are_told_from_clear_http() {
+        assert!(segment(&[0x17, 3, 3, 0, 5, 1, 2]).is_tls_record());
+        assert!(segment(&[0x16, 3, 1, 0, 5]).is_tls_record());
+        assert!(!segment(b"GET /reviews/0 HTTP/1.1").is_tls_record());
+        assert!(segment(b"GET /reviews/0 HTTP/1.1").has_clear_http());
+        assert!(segment(b"HTTP/1.1 200 OK").has_clear_http());
+        assert!(!segment(&[0x17, 3, 3, 0, 5, 1, 2]).has_clear_http());
+    }
 }

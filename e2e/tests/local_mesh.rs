@@ -282,8 +282,8 @@ fn mtls(mesh: &mut Mesh) -> anyhow::Result<()> {
     ensure!(!segments.is_empty(), "nothing seen on the wire to port 9080");
     // The sidecars keep their mTLS connection open, so the records are mostly application data
     // (content type 23, version 3.3), not a new handshake.
-    let records = segments.iter().filter(|s| is_tls_record(&s.payload)).count();
-    let clear = segments.iter().any(|s| s.payload.windows(4).any(|w| w == b"GET " || w == b"HTTP"));
+    let records = segments.iter().filter(|s| s.is_tls_record()).count();
+    let clear = segments.iter().any(|s| s.has_clear_http());
     ensure!(
         records > 0 && !clear,
         "the wire should carry TLS only: {} segments, {records} start a TLS record, clear text {clear}",
@@ -351,11 +351,6 @@ fn telemetry(mesh: &mut Mesh, app: &Bookinfo) -> anyhow::Result<()> {
         grep(&server, "istio_requests_total")
     );
     Ok(())
-}
-
-/// Whether bytes start with a TLS record header (content type 20 to 23, version 3.x).
-fn is_tls_record(bytes: &[u8]) -> bool {
-    matches!(bytes, [20..=23, 3, 0..=4, ..])
 }
 
 fn grep(text: &str, what: &str) -> String {

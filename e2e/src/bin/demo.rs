@@ -240,8 +240,8 @@ fn walkthrough(mesh: &mut Mesh) -> anyhow::Result<()> {
     app.loads(None, 10)?;
     let segments = sniffer.finish()?;
     let bytes: usize = segments.iter().map(|s| s.payload.len()).sum();
-    let tls = segments.iter().filter(|s| matches!(s.payload.as_slice(), [20..=23, 3, ..])).count();
-    let clear = segments.iter().any(|s| s.payload.windows(4).any(|w| w == b"GET " || w == b"HTTP"));
+    let tls = segments.iter().filter(|s| s.is_tls_record()).count();
+    let clear = segments.iter().any(|s| s.has_clear_http());
     println!(
         "  {} TCP segments, {bytes} bytes; {tls} begin a TLS record; HTTP in clear text: {}",
         segments.len(),
