@@ -1,7 +1,6 @@
 //! How `mesh-agent` runs, for its `main` and for tests alike.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -17,18 +16,9 @@ use tracing::info;
     about = "Serves a stock Envoy its mesh certificate over SDS"
 )]
 pub struct Config {
-    /// `host:port` of mesh-ca.
-    #[arg(long, env = "MESH_CA_ADDRESS", default_value = "mesh-ca.mesh-system.svc:8060")]
-    pub ca_address: String,
-    /// The DNS name in the CA's serving certificate.
-    #[arg(long, env = "MESH_CA_SERVER_NAME", default_value = "mesh-ca.mesh-system.svc")]
-    pub ca_server_name: String,
-    /// The mesh root certificate (PEM): verifies the CA, and is served as `ROOTCA`.
-    #[arg(long, env = "MESH_ROOT_CERT", default_value = "/var/run/secrets/mesh/root-cert.pem")]
-    pub root_cert: PathBuf,
-    /// The workload's token for the CA.
-    #[arg(long, env = "MESH_TOKEN_PATH", default_value = "/var/run/secrets/tokens/mesh-token")]
-    pub token_path: PathBuf,
+    /// mesh-ca's address and name, the mesh root (also served as `ROOTCA`), the pod's token.
+    #[command(flatten)]
+    pub ca: mesh_identity::flags::CaFlags,
     /// The pod's namespace: part of the workload identity.
     #[arg(long, env = "POD_NAMESPACE")]
     pub pod_namespace: String,
@@ -60,8 +50,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "--sds-listen {}: SDS hands out the workload's private key, so it listens on loopback only",
         config.sds_listen
     );
-    let root = std::fs::read_to_string(&config.root_cert)
-        .with_context(|| format!("--root-cert {}", config.root_cert.display()))?;
+    let root = std::fs::read_to_string(&config.ca.root_cert)
+        .with_context(|| format!("--root-cert {}", config.ca.root_cert.display()))?;
     let identity =
         SpiffeId::new(&config.trust_domain, &config.pod_namespace, &config.service_account)
             .context("--trust-domain/--pod-namespace/--service-account")?;
@@ -69,10 +59,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.sds_listen))?;
     let client = CaClient::new(ClientSettings {
-        ca_address: config.ca_address.clone(),
-        ca_server_name: config.ca_server_name.clone(),
+        ca_address: config.ca.ca_address.clone(),
+        ca_server_name: config.ca.ca_server_name.clone(),
         root_pems: vec![root.clone()],
-        token: TokenSource::File(config.token_path.clone()),
+        token: TokenSource::File(config.ca.token_path.clone()),
         identity: identity.clone(),
         ttl: config.cert_ttl,
     })

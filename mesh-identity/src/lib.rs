@@ -2,7 +2,7 @@
 //! certificate and key ([`store`]), obtained and rotated from mesh-ca ([`client`], over the
 //! wire API in [`pb`]), SPIFFE peer verification ([`verify`]), the mesh's rustls
 //! configurations ([`tls`]), a bounded TLS accept loop ([`accept`]), gRPC over TLS
-//! ([`grpc`]), and SDS, which hands the certificate to a stock Envoy next to the workload
+//! ([`grpc`]), the flags that reach the CA ([`flags`]), and SDS, which hands the certificate to a stock Envoy next to the workload
 //! ([`sds`], the agent's job).
 //!
 //! It holds no signing authority and no server side of the CA: mesh-ca owns those. A
@@ -11,6 +11,7 @@
 
 pub mod accept;
 pub mod client;
+pub mod flags;
 pub mod grpc;
 pub mod sds;
 pub mod store;

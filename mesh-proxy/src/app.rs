@@ -61,8 +61,8 @@ pub struct Bound {
 /// [`Bound::ready`]). `log` is what `/logging` changes.
 pub async fn build(config: Config, log: Option<LogHandle>) -> anyhow::Result<Bound> {
     let settings = Settings::from_flags(&config)?;
-    let root_pem = std::fs::read_to_string(&config.root_cert).with_context(|| {
-        format!("--root-cert (or MESH_ROOT_CERT) {}: cannot read", config.root_cert.display())
+    let root_pem = std::fs::read_to_string(&config.ca.root_cert).with_context(|| {
+        format!("--root-cert (or MESH_ROOT_CERT) {}: cannot read", config.ca.root_cert.display())
     })?;
     let any = Ipv4Addr::UNSPECIFIED;
     // Bound now, so a port in use fails the start; served on the control runtime later.
@@ -195,7 +195,7 @@ impl Started {
         } = self;
         let trust_domain = settings.identity.trust_domain().to_owned();
         let roots = mesh_identity::tls::roots(std::slice::from_ref(&root_pem))
-            .with_context(|| format!("--root-cert {}", config.root_cert.display()))?;
+            .with_context(|| format!("--root-cert {}", config.ca.root_cert.display()))?;
         let mut registry = prometheus_client::registry::Registry::default();
         let cert_metrics = ClientMetrics::register(&mut registry);
         let metrics = Metrics::register(&mut registry);
@@ -215,7 +215,7 @@ impl Started {
         info!(identity = %settings.identity, ca = %settings.ca_address, "getting the workload certificate");
         let ca = CaClient::new(ClientSettings {
             ca_address: settings.ca_address.clone(),
-            ca_server_name: config.ca_server_name.clone(),
+            ca_server_name: config.ca.ca_server_name.clone(),
             root_pems: vec![root_pem],
             token: TokenSource::File(settings.token_path.clone()),
             identity: settings.identity.clone(),

@@ -20,12 +20,9 @@ pub struct Flags {
     /// `host:port` of the pilot's xDS server.
     #[arg(long, env = "MESH_PILOT_ADDRESS", default_value = "mesh-pilot.mesh-system.svc:15012")]
     pub pilot_address: String,
-    /// `host:port` of mesh-ca.
-    #[arg(long, env = "MESH_CA_ADDRESS", default_value = "mesh-ca.mesh-system.svc:8060")]
-    pub ca_address: String,
-    /// The workload's token for the CA.
-    #[arg(long, env = "MESH_TOKEN_PATH", default_value = "/var/run/secrets/tokens/mesh-token")]
-    pub token_path: PathBuf,
+    /// mesh-ca's address and name, the mesh root, the workload's token.
+    #[command(flatten)]
+    pub ca: mesh_identity::flags::CaFlags,
     /// The pod's name (downward API): the pod part of the xDS node id.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
@@ -55,12 +52,6 @@ pub struct Flags {
     /// The cluster DNS domain, the end of the node id (`<namespace>.svc.<domain>`).
     #[arg(long, env = "MESH_DNS_DOMAIN", default_value = "cluster.local")]
     pub dns_domain: String,
-    /// The mesh root certificate (PEM): verifies the CA, the pilot and peer sidecars.
-    #[arg(long, env = "MESH_ROOT_CERT", default_value = "/var/run/secrets/mesh/root-cert.pem")]
-    pub root_cert: PathBuf,
-    /// The DNS name in the CA's serving certificate.
-    #[arg(long, env = "MESH_CA_SERVER_NAME", default_value = "mesh-ca.mesh-system.svc")]
-    pub ca_server_name: String,
     /// The pilot's SPIFFE id, checked on the mTLS xDS connection (default: the `mesh-pilot`
     /// service account of `mesh-system` in the trust domain).
     #[arg(long, env = "MESH_PILOT_IDENTITY")]
@@ -241,8 +232,8 @@ impl Settings {
             .unwrap_or_else(|| pod.clone());
         Ok(Self {
             pilot_address: flags.pilot_address.clone(),
-            ca_address: flags.ca_address.clone(),
-            token_path: flags.token_path.clone(),
+            ca_address: flags.ca.ca_address.clone(),
+            token_path: flags.ca.token_path.clone(),
             node_id: NodeId {
                 proxy_type: ProxyType::Sidecar,
                 ip,
