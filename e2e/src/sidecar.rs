@@ -38,6 +38,7 @@ pub async fn serve_pilot(ns: &str, config_dir: &Path) -> TestPilot {
         xds: bind(ns, XDS),
         xds_mtls: None,
         monitoring: bind(ns, "127.0.0.1:0"),
+        webhook: None,
     };
     TestPilot::start(TestPilot::config(config_dir), listeners).await
 }

@@ -65,6 +65,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         token: TokenSource::File(config.ca.token_path.clone()),
         identity: identity.clone(),
         ttl: config.cert_ttl,
+        dns_names: Vec::new(),
     })
     .context("CA client")?;
     let metrics = ClientMetrics::register(&mut prometheus_client::registry::Registry::default());

@@ -171,7 +171,11 @@ pub async fn build_with(flags: Config, listeners: Listeners) -> anyhow::Result<B
         root::load_or_create_dir(&flags.state_dir, &flags.trust_domain)
             .context("cannot load or create the root")?
     };
-    let policy = Policy { default_ttl: flags.default_ttl, max_ttl: flags.max_ttl };
+    let policy = Policy {
+        default_ttl: flags.default_ttl,
+        max_ttl: flags.max_ttl,
+        control_plane_namespace: flags.namespace.clone(),
+    };
     let authority = Arc::new(
         Authority::new(&material, &flags.trust_domain, policy)
             .context("cannot use the CA key material")?,

@@ -7,6 +7,12 @@
 //! identity than the caller's is refused (PERMISSION_DENIED) rather than silently signed for
 //! the caller: a workload asking for someone else's name is a bug or an attack, and either way
 //! it should hear about it. A CSR with no SAN at all is signed for the caller.
+//!
+//! DNS names are granted to the control plane only: a service account of the control-plane
+//! namespace may ask for the names of the Service named like it (`mesh-pilot` gets
+//! `mesh-pilot.mesh-system.svc`, which the API server calls its webhooks by). The chart owns both
+//! the service accounts and the Services of that namespace, so the name proves the right; a
+//! workload elsewhere never gets a DNS name, and a name outside that set is refused.
 
 use std::time::Duration;
 
@@ -25,13 +31,16 @@ use x509_parser::public_key::PublicKey;
 
 use crate::root::RootMaterial;
 
-/// Lifetimes the CA hands out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Lifetimes the CA hands out, and who may have DNS names.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     /// Lifetime when the caller asks for none (24 h, as Istio).
     pub default_ttl: Duration,
     /// The longest lifetime a caller may ask for.
     pub max_ttl: Duration,
+    /// The control plane's namespace: its service accounts may ask for the DNS names of their
+    /// Services (see [`Policy::dns_names_for`]).
+    pub control_plane_namespace: String,
 }
 
 impl Default for Policy {
@@ -39,7 +48,20 @@ impl Default for Policy {
         Self {
             default_ttl: Duration::from_secs(24 * 3600),
             max_ttl: Duration::from_secs(90 * 24 * 3600),
+            control_plane_namespace: mesh_api::ports::CONTROL_PLANE_NAMESPACE.to_owned(),
         }
+    }
+}
+
+impl Policy {
+    /// The DNS names `caller` may have in its certificate: for a service account `S` of the
+    /// control-plane namespace `N`, `S.N.svc` and `S.N.svc.cluster.local`; none for anyone else.
+    pub fn dns_names_for(&self, caller: &SpiffeId) -> Vec<String> {
+        if caller.namespace() != self.control_plane_namespace {
+            return Vec::new();
+        }
+        let service = format!("{}.{}.svc", caller.service_account(), caller.namespace());
+        vec![format!("{service}.cluster.local"), service]
     }
 }
 
@@ -196,18 +218,18 @@ impl Authority {
         }
         let csr_der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
             .map_err(|e| SignError::Malformed(format!("not a PEM certificate request ({e})")))?;
-        check_request(&csr_der, caller)?;
+        let dns_names = check_request(&csr_der, caller, &self.policy.dns_names_for(caller))?;
         let csr = CertificateSigningRequestParams::from_der(&csr_der).map_err(|e| match e {
             rcgen::Error::InvalidCertificationRequestSignature => SignError::BadSignature,
             other => SignError::Malformed(other.to_string()),
         })?;
         let mut params = self.leaf_params(ttl)?;
-        params.subject_alt_names = vec![SanType::URI(
-            caller
-                .to_string()
-                .try_into()
-                .map_err(|e: rcgen::Error| SignError::Internal(e.to_string()))?,
-        )];
+        let internal = |e: rcgen::Error| SignError::Internal(e.to_string());
+        params.subject_alt_names =
+            vec![SanType::URI(caller.to_string().try_into().map_err(internal)?)];
+        for name in dns_names {
+            params.subject_alt_names.push(SanType::DnsName(name.try_into().map_err(internal)?));
+        }
         params.extended_key_usages =
             vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params
@@ -219,7 +241,7 @@ impl Authority {
     /// A workload certificate with a fresh key made here, without a CSR round trip: for local
     /// tooling and tests that play the workload and its CA in one process.
     pub fn issue_workload(&self, identity: &SpiffeId) -> Result<crate::sds::Material, SignError> {
-        let (key, csr) = mesh_identity::client::new_csr(identity)
+        let (key, csr) = mesh_identity::client::new_csr(identity, &[])
             .map_err(|e| SignError::Internal(e.to_string()))?;
         let chain = self.sign(&csr, identity, 0)?;
         Ok(crate::sds::Material {
@@ -289,11 +311,13 @@ impl Authority {
     }
 }
 
-/// Checks what the CSR asks for: signature, key type, no CA, and no identity but the caller's.
+/// Checks what the CSR asks for: signature, key type, no CA, no identity but the caller's, and
+/// no DNS name but those in `allowed_dns`. Returns the DNS names asked for (all allowed).
 fn check_request(
     der: &CertificateSigningRequestDer<'_>,
     caller: &SpiffeId,
-) -> Result<(), SignError> {
+    allowed_dns: &[String],
+) -> Result<Vec<String>, SignError> {
     let (_, csr) = X509CertificationRequest::from_der(der)
         .map_err(|e| SignError::Malformed(format!("not a PKCS#10 certificate request ({e})")))?;
     let spki = &csr.certification_request_info.subject_pki;
@@ -319,6 +343,7 @@ fn check_request(
     }
     // After the key check: the verifier refuses weak keys with a less helpful message.
     csr.verify_signature().map_err(|_| SignError::BadSignature)?;
+    let mut dns_names = Vec::new();
     for ext in csr.requested_extensions().into_iter().flatten() {
         match ext {
             ParsedExtension::BasicConstraints(bc) if bc.ca => return Err(SignError::CaRequested),
@@ -327,6 +352,13 @@ fn check_request(
                     let (requested, matches) = match name {
                         x509_parser::extensions::GeneralName::URI(uri) => {
                             ((*uri).to_owned(), *uri == caller.to_string())
+                        }
+                        x509_parser::extensions::GeneralName::DNSName(dns) => {
+                            let allowed = allowed_dns.iter().any(|a| a.eq_ignore_ascii_case(dns));
+                            if allowed && !dns_names.iter().any(|d: &String| d == dns) {
+                                dns_names.push((*dns).to_ascii_lowercase());
+                            }
+                            (format!("DNS name {dns}"), allowed)
                         }
                         other => (other.to_string(), false),
                     };
@@ -341,5 +373,5 @@ fn check_request(
             _ => {}
         }
     }
-    Ok(())
+    Ok(dns_names)
 }

@@ -60,6 +60,7 @@ async fn local_mode_signs_for_tokens_and_keeps_its_root() {
         token: TokenSource::Value("s3cret".to_owned()),
         identity: SpiffeId::new("cluster.local", "bookinfo", "bookinfo-reviews").unwrap(),
         ttl: Duration::from_secs(600),
+        dns_names: Vec::new(),
     })
     .unwrap();
     let issued = client.fetch().await.unwrap();

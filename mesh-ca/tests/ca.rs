@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use mesh_api::identity::SpiffeId;
 use mesh_ca::auth::{Authenticator, TokenFile};
-use mesh_ca::authority::{Authority, Policy};
+use mesh_ca::authority::{Authority, Policy, SignError};
 use mesh_ca::metrics::Metrics;
 use mesh_ca::root::{self, RootMaterial};
 use mesh_ca::server::{self, CaService};
@@ -63,7 +63,7 @@ fn issued_certificate_verifies_with_spiffe_san_ttl_usages_and_chain_order() {
     let material = RootMaterial::generate(TD, root::ROOT_VALIDITY).unwrap();
     let ca = authority(&material, Policy::default());
     let who = id("bookinfo", "reviews");
-    let (_key, csr) = client::new_csr(&who).unwrap();
+    let (_key, csr) = client::new_csr(&who, &[]).unwrap();
     let chain = ca.sign(&csr, &who, 3600).unwrap();
 
     assert_eq!(chain.len(), 2, "leaf then root");
@@ -109,7 +109,7 @@ fn default_ttl_is_24_hours() {
     let material = RootMaterial::generate(TD, root::ROOT_VALIDITY).unwrap();
     let ca = authority(&material, Policy::default());
     let who = id("default", "sleep");
-    let (_key, csr) = client::new_csr(&who).unwrap();
+    let (_key, csr) = client::new_csr(&who, &[]).unwrap();
     let chain = ca.sign(&csr, &who, 0).unwrap();
     let leaf_der = der(&chain[0]);
     let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der).unwrap();
@@ -117,6 +117,47 @@ fn default_ttl_is_24_hours() {
         leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp(),
         24 * 3600 + 60
     );
+}
+
+/// The DNS names of a certificate.
+fn dns_names(pem: &str) -> Vec<String> {
+    let leaf_der = der(pem);
+    let (_, leaf) = x509_parser::parse_x509_certificate(&leaf_der).unwrap();
+    let san = leaf.subject_alternative_name().unwrap().unwrap();
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_control_plane_gets_the_dns_names_of_its_service_and_nobody_else_gets_any() {
+    let material = RootMaterial::generate(TD, root::ROOT_VALIDITY).unwrap();
+    let ca = authority(&material, Policy::default());
+    let pilot = id("mesh-system", "mesh-pilot");
+    let names = ["mesh-pilot.mesh-system.svc".to_owned()];
+    let (_key, csr) = client::new_csr(&pilot, &names).unwrap();
+    let chain = ca.sign(&csr, &pilot, 0).unwrap();
+    assert_eq!(dns_names(&chain[0]), names);
+    verify(&chain, &material.root_pem);
+
+    // Another Service's name, even in the control-plane namespace, is refused.
+    let (_key, csr) = client::new_csr(&pilot, &["mesh-ca.mesh-system.svc".to_owned()]).unwrap();
+    let err = ca.sign(&csr, &pilot, 0).unwrap_err().to_string();
+    assert!(err.contains("DNS name mesh-ca.mesh-system.svc"), "{err}");
+
+    // A workload asking for its own Service's name gets nothing but a refusal.
+    let reviews = id("bookinfo", "reviews");
+    let (_key, csr) = client::new_csr(&reviews, &["reviews.bookinfo.svc".to_owned()]).unwrap();
+    assert!(matches!(ca.sign(&csr, &reviews, 0), Err(SignError::IdentityMismatch { .. })));
+
+    // Without DNS names asked for, none are given, even to the control plane.
+    let (_key, csr) = client::new_csr(&pilot, &[]).unwrap();
+    assert!(dns_names(&ca.sign(&csr, &pilot, 0).unwrap()[0]).is_empty());
 }
 
 #[test]
@@ -131,7 +172,7 @@ fn restart_with_the_same_state_dir_keeps_the_root() {
     assert_eq!(mode & 0o777, 0o600, "the root key is private");
     // A certificate issued before the restart still verifies with the root after it.
     let who = id("default", "sleep");
-    let (_key, csr) = client::new_csr(&who).unwrap();
+    let (_key, csr) = client::new_csr(&who, &[]).unwrap();
     let chain = authority(&first, Policy::default()).sign(&csr, &who, 60).unwrap();
     verify(&chain, &second.root_pem);
 }
@@ -184,7 +225,7 @@ fn plugged_in_intermediate_returns_a_three_certificate_chain() {
     assert!(!material.is_self_signed());
     let ca = authority(&material, Policy::default());
     let who = id("bookinfo", "ratings");
-    let (_key, csr) = client::new_csr(&who).unwrap();
+    let (_key, csr) = client::new_csr(&who, &[]).unwrap();
     let chain = ca.sign(&csr, &who, 600).unwrap();
     assert_eq!(chain.len(), 3, "leaf, intermediate, root");
     assert_eq!(der(&chain[1]), der(&material.signing_cert_pem));
@@ -239,6 +280,7 @@ fn ca_client(running: &Running, token: &str, who: SpiffeId, ttl: Duration) -> Ca
         token: TokenSource::Value(token.to_owned()),
         identity: who,
         ttl,
+        dns_names: Vec::new(),
     })
     .unwrap()
 }
@@ -259,13 +301,16 @@ async fn client_obtains_a_certificate_over_grpc_and_tls() {
 
 #[tokio::test]
 async fn refusals_carry_the_right_grpc_status() {
-    let policy =
-        Policy { default_ttl: Duration::from_secs(3600), max_ttl: Duration::from_secs(7200) };
+    let policy = Policy {
+        default_ttl: Duration::from_secs(3600),
+        max_ttl: Duration::from_secs(7200),
+        ..Policy::default()
+    };
     let (ca, metrics) =
         start_ca(policy, &[("t-a", "default/sa-a"), ("t-rsa", "default/legacy")]).await;
     let client = ca_client(&ca, "t-a", id("default", "sa-a"), Duration::from_secs(600));
-    let (_, csr_a) = client::new_csr(&id("default", "sa-a")).unwrap();
-    let (_, csr_b) = client::new_csr(&id("default", "sa-b")).unwrap();
+    let (_, csr_a) = client::new_csr(&id("default", "sa-a"), &[]).unwrap();
+    let (_, csr_b) = client::new_csr(&id("default", "sa-b"), &[]).unwrap();
     let data = |name: &str| {
         std::fs::read_to_string(format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR")))
             .unwrap()
@@ -395,7 +440,7 @@ async fn mtls_connect(
 }
 
 fn store_for(ca: &Authority, who: &SpiffeId) -> Arc<CertStore> {
-    let (key, csr) = client::new_csr(who).unwrap();
+    let (key, csr) = client::new_csr(who, &[]).unwrap();
     let chain = ca.sign(&csr, who, 600).unwrap();
     Arc::new(CertStore::new(&chain, &key.serialize_pem()).unwrap())
 }
@@ -521,7 +566,7 @@ fn a_csr_whose_signature_does_not_verify_is_refused() {
     let material = RootMaterial::generate(TD, root::ROOT_VALIDITY).unwrap();
     let ca = authority(&material, Policy::default());
     let who = id("default", "sleep");
-    let (_key, csr) = client::new_csr(&who).unwrap();
+    let (_key, csr) = client::new_csr(&who, &[]).unwrap();
     // Flip a bit near the end of the DER: inside the signature.
     use rustls_pki_types::pem::PemObject;
     let der =

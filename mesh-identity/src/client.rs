@@ -61,6 +61,9 @@ pub struct ClientSettings {
     /// Certificate lifetime asked of the CA, sent in whole seconds (0: the CA's default); the CA
     /// refuses more than its maximum.
     pub ttl: Duration,
+    /// DNS names asked for besides the identity: only the control plane gets them (the pilot's
+    /// webhook is called by its Service's name); the CA refuses them to anyone else.
+    pub dns_names: Vec<String>,
 }
 
 /// Why a certificate could not be obtained.
@@ -127,8 +130,11 @@ impl Issued {
     }
 }
 
-/// A new key pair (in memory only) and a CSR for it, asking for `identity`.
-pub fn new_csr(identity: &SpiffeId) -> Result<(KeyPair, String), ClientError> {
+/// A new key pair (in memory only) and a CSR for it, asking for `identity` and `dns_names`.
+pub fn new_csr(
+    identity: &SpiffeId,
+    dns_names: &[String],
+) -> Result<(KeyPair, String), ClientError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| ClientError::Key(e.to_string()))?;
     let mut params = CertificateParams::default();
@@ -138,6 +144,11 @@ pub fn new_csr(identity: &SpiffeId) -> Result<(KeyPair, String), ClientError> {
         .try_into()
         .map_err(|e: rcgen::Error| ClientError::Key(e.to_string()))?;
     params.subject_alt_names = vec![SanType::URI(uri)];
+    for name in dns_names {
+        let name =
+            name.clone().try_into().map_err(|e: rcgen::Error| ClientError::Key(e.to_string()))?;
+        params.subject_alt_names.push(SanType::DnsName(name));
+    }
     let csr = params.serialize_request(&key).map_err(|e| ClientError::Key(e.to_string()))?;
     let pem = csr.pem().map_err(|e| ClientError::Key(e.to_string()))?;
     Ok((key, pem))
@@ -179,7 +190,7 @@ impl CaClient {
                 .trim()
                 .to_owned(),
         };
-        let (key, csr) = new_csr(&self.settings.identity)?;
+        let (key, csr) = new_csr(&self.settings.identity, &self.settings.dns_names)?;
         let ttl = i64::try_from(self.settings.ttl.as_secs()).unwrap_or(i64::MAX);
         let chain = self.request(csr, ttl, Some(&token)).await.map_err(|s| {
             ClientError::Refused { code: s.code(), message: s.message().to_owned() }

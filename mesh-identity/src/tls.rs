@@ -128,10 +128,20 @@ pub fn ca_client_config(roots: Arc<RootCertStore>) -> Result<rustls::ClientConfi
 
 /// The CA's own TLS: its serving certificate, no client certificate (callers use tokens).
 pub fn ca_server_config(store: Arc<CertStore>) -> Result<rustls::ServerConfig, TlsError> {
+    server_config(store, &[b"h2"])
+}
+
+/// Plain server TLS with the certificate `store` holds (rotations take effect on the next
+/// handshake), no client certificate, offering `alpn`: the CA's gRPC and the pilot's webhooks,
+/// whose clients check the DNS names of the certificate against the mesh root.
+pub fn server_config(
+    store: Arc<CertStore>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(store);
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use mesh_api::ports;
+use mesh_api::{inject, ports};
 use mesh_identity::client::{CaClient, ClientSettings, TokenSource};
 use mesh_runtime::log::LogFlags;
 use mesh_runtime::readiness::{Guard, Ready};
@@ -76,9 +76,52 @@ pub struct Config {
     /// How often the config directory is checked for changes.
     #[arg(long, env = "MESH_PILOT_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
     pub poll_interval: Duration,
+    /// Address of the admission webhooks (`/inject`, `/validate`) over HTTPS; served when
+    /// `--ca-address` is set, with the pilot's certificate (which then also names its Service).
+    #[arg(long, env = "MESH_PILOT_WEBHOOK_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::INJECTION_WEBHOOK)))]
+    pub webhook_listen: SocketAddr,
+    /// What the injection webhook puts into pods.
+    #[command(flatten)]
+    pub inject: InjectFlags,
     /// Logging.
     #[command(flatten)]
     pub log: LogFlags,
+}
+
+/// The sidecar the injection webhook puts into pods (`meshctl kube-inject` takes the same).
+#[derive(Debug, clap::Args)]
+pub struct InjectFlags {
+    /// The mesh-proxy image.
+    #[arg(long = "inject-proxy-image", env = "MESH_INJECT_PROXY_IMAGE", default_value_t = inject::Config::default().proxy_image)]
+    pub proxy_image: String,
+    /// The mesh-init image.
+    #[arg(long = "inject-init-image", env = "MESH_INJECT_INIT_IMAGE", default_value_t = inject::Config::default().init_image)]
+    pub init_image: String,
+    /// Inject the proxy as a native sidecar (Kubernetes 1.29+) unless a pod says otherwise.
+    #[arg(long = "inject-native-sidecar", env = "MESH_INJECT_NATIVE_SIDECAR", default_value_t = true, action = clap::ArgAction::Set)]
+    pub native_sidecar: bool,
+}
+
+impl Config {
+    /// The injection settings: the images and the addresses of this control plane.
+    pub fn injection(&self) -> inject::Config {
+        let namespace = &self.namespace;
+        inject::Config {
+            proxy_image: self.inject.proxy_image.clone(),
+            init_image: self.inject.init_image.clone(),
+            native_sidecar: self.inject.native_sidecar,
+            pilot_address: format!("mesh-pilot.{namespace}.svc:{}", ports::PILOT_XDS_TLS),
+            ca_address: format!("mesh-ca.{namespace}.svc:{}", ports::CA_GRPC),
+            trust_domain: self.trust_domain.clone(),
+            ..inject::Config::default()
+        }
+    }
+
+    /// The DNS names of the pilot's Service, which the API server calls the webhooks by.
+    pub fn service_dns_names(&self) -> Vec<String> {
+        let service = format!("{}.{}.svc", self.service_account, self.namespace);
+        vec![service.clone(), format!("{service}.cluster.local")]
+    }
 }
 
 fn trust_domain(text: &str) -> Result<String, String> {
@@ -104,19 +147,25 @@ pub struct Listeners {
     pub xds_mtls: Option<std::net::TcpListener>,
     /// For `/metrics`, `/ready` and `/debug/*`.
     pub monitoring: std::net::TcpListener,
+    /// For the admission webhooks: served with `--ca-address`, unused without.
+    pub webhook: Option<std::net::TcpListener>,
 }
 
 impl Listeners {
     /// Binds the addresses of `config` (the mTLS one only with `--ca-address`).
     pub fn bind(config: &Config) -> anyhow::Result<Self> {
-        let xds_mtls = match config.ca_address {
-            Some(_) => Some(admin::bind_std(config.xds_mtls_listen, "xDS over mTLS")?),
-            None => None,
+        let (xds_mtls, webhook) = match config.ca_address {
+            Some(_) => (
+                Some(admin::bind_std(config.xds_mtls_listen, "xDS over mTLS")?),
+                Some(admin::bind_std(config.webhook_listen, "admission webhooks")?),
+            ),
+            None => (None, None),
         };
         Ok(Self {
             xds: admin::bind_std(config.xds_listen, "xDS")?,
             xds_mtls,
             monitoring: admin::bind_std(config.monitoring_listen, "monitoring")?,
+            webhook,
         })
     }
 }
@@ -130,6 +179,8 @@ pub struct Bound {
     pub xds_mtls: Option<SocketAddr>,
     /// The monitoring address (`/metrics`, `/ready`, `/debug/*`).
     pub monitoring: SocketAddr,
+    /// The admission webhooks' address (HTTPS), with `--ca-address`.
+    pub webhook: Option<SocketAddr>,
     /// Ready once the first configuration is published and, with `--ca-address`, the pilot
     /// has its certificate.
     pub ready: Ready,
@@ -170,10 +221,31 @@ pub async fn build_with(config: Config, listeners: Listeners) -> anyhow::Result<
     }
     let ready = Ready::new();
     let first_configuration = ready.register("first configuration");
+    let (trigger, watch) = drain::channel();
+    // Kubernetes mode: the config source, the webhooks' namespace labels and their caBundle.
+    let client = match &config.config_dir {
+        Some(_) => None,
+        None => Some(
+            kube::Client::try_default()
+                .await
+                .context("no --config-dir and cannot reach the Kubernetes API")?,
+        ),
+    };
+    let webhook = match listeners.webhook {
+        Some(listener) if config.ca_address.is_some() => {
+            let webhooks = Arc::new(webhooks(&config, client.as_ref(), &watch));
+            Some((tokio_listener(listener)?, webhooks))
+        }
+        _ => None,
+    };
+    let webhook_address = match &webhook {
+        Some((listener, _)) => Some(listener.local_addr()?),
+        None => None,
+    };
     let mtls = match (&config.ca_address, listeners.xds_mtls) {
         (Some(ca), Some(listener)) => {
             let certificate = ready.register("pilot certificate");
-            Some((mtls_settings(&config, ca)?, listener, certificate))
+            Some((mtls_settings(&config, ca, webhook.is_some())?, listener, certificate))
         }
         (Some(_), None) => bail!("--ca-address is set but no listener for xDS over mTLS"),
         (None, _) => {
@@ -182,10 +254,13 @@ pub async fn build_with(config: Config, listeners: Listeners) -> anyhow::Result<
         }
     };
 
-    let (trigger, watch) = drain::channel();
     let (publish, snapshots) = watch::channel(Arc::new(Snapshot::default()));
     let discovery = Discovery::new(snapshots.clone());
-    let source = start_config(&config, publish, &discovery, &watch).await?;
+    let source = start_config(&config, client.clone(), publish, &discovery, &watch)?;
+    if let (Some(client), Some(_)) = (&client, &webhook) {
+        let keeping = crate::webhook::ca_bundle::run(client.clone(), config.root_cert.clone());
+        tokio::spawn(until_drained(watch.clone(), keeping));
+    }
     let mut first = snapshots.clone();
     tokio::spawn(async move {
         if first.wait_for(|s| s.version > 0).await.is_ok() {
@@ -226,7 +301,8 @@ pub async fn build_with(config: Config, listeners: Listeners) -> anyhow::Result<
         Some((settings, listener, certificate)) => {
             let listener = tokio_listener(listener)?;
             let address = listener.local_addr()?;
-            let serving = serve_mtls(settings, listener, discovery.clone(), certificate, watch);
+            let serving =
+                serve_mtls(settings, listener, webhook, discovery.clone(), certificate, watch);
             (Some(address), Some(tokio::spawn(serving)))
         }
         None => (None, None),
@@ -235,6 +311,7 @@ pub async fn build_with(config: Config, listeners: Listeners) -> anyhow::Result<
         xds,
         xds_mtls,
         monitoring: monitoring_address,
+        webhook: webhook_address,
         ready,
         shutdown: Shutdown::default(),
         discovery,
@@ -285,8 +362,9 @@ async fn failure(
 /// Starts the config source (the directory of `--config-dir`, or the Kubernetes API) and the
 /// debounce that publishes what it reads into `publish`; both stop when draining starts,
 /// which ends every xDS stream. Says what the source is.
-async fn start_config(
+fn start_config(
     config: &Config,
+    client: Option<kube::Client>,
     publish: watch::Sender<Arc<Snapshot>>,
     discovery: &Discovery,
     watch: &drain::Watch,
@@ -306,22 +384,50 @@ async fn start_config(
         info!(services = snapshot.services.len(), rejected = rejected.len(), "configuration read");
         changes.put(snapshot);
     };
-    let source = match &config.config_dir {
-        Some(dir) => {
+    let source = match (&config.config_dir, client) {
+        (Some(dir), _) => {
             let watching = source::local::watch(dir.clone(), config.poll_interval, on_change);
             tokio::spawn(until_drained(watch.clone(), watching));
             format!("directory {}", dir.display())
         }
-        None => {
-            let client = kube::Client::try_default()
-                .await
-                .context("no --config-dir and cannot reach the Kubernetes API")?;
+        (None, Some(client)) => {
             tokio::spawn(until_drained(watch.clone(), source::kube::run(client, on_change)));
             "the Kubernetes API".to_owned()
         }
+        (None, None) => bail!("neither --config-dir nor a Kubernetes client"),
     };
     tokio::spawn(until_drained(watch.clone(), debounce));
     Ok(source)
+}
+
+/// What the webhooks answer with. In Kubernetes mode the namespaces' labels come from a
+/// reflector started here; in local mode no namespace is labelled (pods ask for the sidecar
+/// with the `sidecar.mesh.io/inject` label).
+fn webhooks(
+    config: &Config,
+    client: Option<&kube::Client>,
+    watch: &drain::Watch,
+) -> crate::webhook::server::Webhooks {
+    use crate::webhook::server::{Namespaces, Webhooks};
+    use futures::StreamExt as _;
+    use kube::runtime::{WatchStreamExt as _, reflector, watcher};
+    let namespaces = match client {
+        Some(client) => {
+            let api = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+            let (store, writer) = reflector::store();
+            let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+                .default_backoff()
+                .for_each(|event| async move {
+                    if let Err(err) = event {
+                        warn!("watching namespaces for injection: {err}");
+                    }
+                });
+            tokio::spawn(until_drained(watch.clone(), stream));
+            Namespaces::Watched(store)
+        }
+        None => Namespaces::Fixed(Arc::default()),
+    };
+    Webhooks { config: config.injection(), namespaces }
 }
 
 /// Runs `work` until it ends or draining starts.
@@ -344,7 +450,7 @@ struct MtlsSettings {
     trust_domain: String,
 }
 
-fn mtls_settings(config: &Config, ca: &str) -> anyhow::Result<MtlsSettings> {
+fn mtls_settings(config: &Config, ca: &str, webhook: bool) -> anyhow::Result<MtlsSettings> {
     let root = std::fs::read_to_string(&config.root_cert).with_context(|| {
         format!("cannot read the mesh root certificate {}", config.root_cert.display())
     })?;
@@ -363,16 +469,20 @@ fn mtls_settings(config: &Config, ca: &str) -> anyhow::Result<MtlsSettings> {
         token: TokenSource::File(config.token_path.clone()),
         identity,
         ttl: Duration::ZERO,
+        // The webhooks are called by the Service's name; the xDS clients check the identity.
+        dns_names: if webhook { config.service_dns_names() } else { Vec::new() },
     })
     .context("the CA client")?;
     Ok(MtlsSettings { client, roots, trust_domain: config.trust_domain.clone() })
 }
 
 /// Gets the pilot's certificate from the CA (retrying until it does, then keeping it fresh),
-/// releases `certificate`, and serves xDS over mTLS with it until draining starts.
+/// releases `certificate`, and serves xDS over mTLS and the webhooks with it until draining
+/// starts.
 async fn serve_mtls(
     settings: MtlsSettings,
     listener: TcpListener,
+    webhook: Option<(TcpListener, Arc<crate::webhook::server::Webhooks>)>,
     discovery: Arc<Discovery>,
     certificate: Guard,
     watch: drain::Watch,
@@ -384,6 +494,12 @@ async fn serve_mtls(
         started = mesh_identity::client::start(client, metrics) => started,
         () = stopping.signaled() => return Ok(()),
     };
+    if let Some((listener, webhooks)) = webhook {
+        let address = listener.local_addr()?;
+        crate::webhook::server::spawn(listener, store.clone(), webhooks, watch.clone())
+            .context("the webhooks' TLS settings")?;
+        info!(%address, "mesh-pilot serving the admission webhooks");
+    }
     certificate.release();
     info!(address = %listener.local_addr()?, "mesh-pilot serving xDS over mTLS");
     let served = ads::serve_mtls(discovery, listener, store, roots, &trust_domain, async move {

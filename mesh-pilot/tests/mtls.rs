@@ -18,7 +18,6 @@ use mesh_api::identity::SpiffeId;
 use mesh_identity::CertStore;
 use mesh_pilot::ads::Discovery;
 use mesh_testing::ca::{TRUST_DOMAIN, TestCa};
-use mesh_testing::pilot::TestPilot;
 use tokio_stream::StreamExt as _;
 
 /// Starts the mTLS xDS server with the pilot's own certificate; returns its address.
@@ -142,38 +141,10 @@ async fn a_client_without_a_mesh_certificate_cannot_connect() {
 /// over mTLS.
 #[tokio::test]
 async fn the_pilot_gets_its_certificate_from_the_ca_and_serves_mtls() {
-    use clap::Parser as _;
-    let mesh = TestCa::new();
-    let files = tempfile::tempdir().unwrap();
-    let state = files.path().join("ca");
-    mesh.write_state_dir(&state);
-    let (tokens, token) = (files.path().join("tokens"), files.path().join("pilot.token"));
-    std::fs::write(&tokens, "t-pilot mesh-system/mesh-pilot\n").unwrap();
-    std::fs::write(&token, "t-pilot").unwrap();
-    let ca_config = mesh_ca::app::Config::try_parse_from([
-        "mesh-ca".to_owned(),
-        "--mode=local".to_owned(),
-        format!("--state-dir={}", state.display()),
-        format!("--plugin-dir={}", state.join("no-plugin").display()),
-        format!("--tokens-file={}", tokens.display()),
-    ])
-    .unwrap();
-    let ca_listeners = mesh_ca::app::Listeners {
-        grpc: mesh_testing::net::listener().0,
-        monitoring: mesh_testing::net::listener().0,
-    };
-    let ca = mesh_ca::app::build_with(ca_config, ca_listeners).await.unwrap();
-
-    let mut config = TestPilot::config(&common::mesh_dir());
-    config.ca_address = Some(ca.grpc.to_string());
-    config.root_cert = state.join("root-cert.pem");
-    config.token_path = token;
-    let mut listeners = TestPilot::listeners();
-    listeners.xds_mtls = Some(mesh_testing::net::listener().0);
-    // Ready means the certificate is there too.
-    let pilot = TestPilot::start(config, listeners).await;
+    let secured = mesh_testing::pilot::SecuredPilot::start(&common::mesh_dir()).await;
+    let (pilot, mesh) = (&secured.pilot, &secured.mesh);
     let address = pilot.bound().xds_mtls.unwrap().to_string();
-    let proxy = client(&mesh, &address, mesh.store("demo", "hello"));
+    let proxy = client(mesh, &address, mesh.store("demo", "hello"));
     let clusters = first_answer(proxy, cds_request("demo", "hello")).await.unwrap();
     assert!(clusters > 0, "the proxy gets its clusters");
 }

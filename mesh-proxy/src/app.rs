@@ -220,6 +220,7 @@ impl Started {
             token: TokenSource::File(settings.token_path.clone()),
             identity: settings.identity.clone(),
             ttl: config.cert_ttl,
+            dns_names: Vec::new(),
         })
         .context("CA client")?;
         let (cert_store, _rotation) = mesh_identity::client::start(ca, cert_metrics).await;

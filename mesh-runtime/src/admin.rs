@@ -14,7 +14,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_stream::{Stream, StreamExt as _};
 
 use crate::drain;
 
@@ -102,45 +104,86 @@ impl Server {
         tokio::spawn(self.serve(drain, Arc::new(handler)))
     }
 
-    async fn serve<H, F>(self, mut drain: drain::Watch, handler: Arc<H>)
+    async fn serve<H, F>(self, drain: drain::Watch, handler: Arc<H>)
     where
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        let graceful = GracefulShutdown::new();
-        // HTTP/1.1 only: probes, scrapers and curl speak it, and version detection would wait
-        // for a first byte with no timeout at all.
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(self.header_timeout);
-        loop {
-            let (tcp, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        // Out of file descriptors and the like: wait instead of spinning.
-                        tracing::warn!(listener = self.purpose, "accept failed: {err}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = drain.signaled() => break,
-            };
-            let handler = handler.clone();
-            let service = hyper::service::service_fn(move |request| {
-                let response = handler(request);
-                async move { Ok::<_, std::convert::Infallible>(response.await) }
-            });
-            let connection = graceful.watch(builder.serve_connection(TokioIo::new(tcp), service));
-            let purpose = self.purpose;
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(listener = purpose, %peer, "connection ended: {err}");
-                }
-            });
-        }
-        drop(self.listener);
-        graceful.shutdown().await;
+        let Server { listener, purpose, header_timeout } = self;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        serve_connections(incoming, purpose, header_timeout, drain, handler).await;
     }
+}
+
+/// Serves `handler` over the connections `incoming` yields (TLS streams from the caller's own
+/// accept loop, say) as [`Server::spawn`] serves a TCP listener: request heads bounded by
+/// [`HEADER_READ_TIMEOUT`], a graceful stop on drain. `purpose` names the listener in logs.
+pub fn spawn_incoming<S, IO, H, F>(
+    incoming: S,
+    purpose: &'static str,
+    drain: drain::Watch,
+    handler: H,
+) -> tokio::task::JoinHandle<()>
+where
+    S: Stream<Item = std::io::Result<IO>> + Send + Unpin + 'static,
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    tokio::spawn(serve_connections(
+        incoming,
+        purpose,
+        HEADER_READ_TIMEOUT,
+        drain,
+        Arc::new(handler),
+    ))
+}
+
+async fn serve_connections<S, IO, H, F>(
+    mut incoming: S,
+    purpose: &'static str,
+    header_timeout: Duration,
+    mut drain: drain::Watch,
+    handler: Arc<H>,
+) where
+    S: Stream<Item = std::io::Result<IO>> + Send + Unpin + 'static,
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    // HTTP/1.1 only: probes, scrapers, curl and the API server's webhook calls speak it, and
+    // version detection would wait for a first byte with no timeout at all.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    loop {
+        let io = tokio::select! {
+            next = incoming.next() => match next {
+                Some(Ok(io)) => io,
+                Some(Err(err)) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(listener = purpose, "accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                None => break,
+            },
+            () = drain.signaled() => break,
+        };
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let response = handler(request);
+            async move { Ok::<_, std::convert::Infallible>(response.await) }
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(listener = purpose, "connection ended: {err}");
+            }
+        });
+    }
+    drop(incoming);
+    graceful.shutdown().await;
 }
 
 /// A response of `status` with `body` and no `Content-Type` header; [`typed`] sets one.

@@ -72,7 +72,7 @@ impl TestPilot {
     pub fn listeners() -> Listeners {
         let (xds, _) = crate::net::listener();
         let (monitoring, _) = crate::net::listener();
-        Listeners { xds, xds_mtls: None, monitoring }
+        Listeners { xds, xds_mtls: None, monitoring, webhook: None }
     }
 
     /// Starts the pilot on `config` and `listeners` (reading `config.config_dir` in place)
@@ -131,5 +131,57 @@ fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(entry.path(), &target).unwrap();
         }
+    }
+}
+
+/// A pilot started as the binary runs with `--ca-address`: mesh-ca (its app, signing with the
+/// root of a [`crate::ca::TestCa`]) gives the pilot its certificate before it turns ready; xDS
+/// over mTLS and the admission webhooks are served. Both stop on drop.
+pub struct SecuredPilot {
+    /// The pilot.
+    pub pilot: TestPilot,
+    /// The test CA whose root mesh-ca signs with (for proxies' certificates and roots).
+    pub mesh: crate::ca::TestCa,
+    /// The mesh root, PEM.
+    pub root_pem: String,
+    _ca: mesh_ca::app::Bound,
+    _files: tempfile::TempDir,
+}
+
+impl SecuredPilot {
+    /// Starts mesh-ca and a pilot reading `config_dir`, identified as `mesh-system/mesh-pilot`.
+    pub async fn start(config_dir: &Path) -> Self {
+        let mesh = crate::ca::TestCa::new();
+        let files = tempfile::tempdir().unwrap();
+        let state = files.path().join("ca");
+        mesh.write_state_dir(&state);
+        let (tokens, token) = (files.path().join("tokens"), files.path().join("pilot.token"));
+        std::fs::write(&tokens, "t-pilot mesh-system/mesh-pilot\n").unwrap();
+        std::fs::write(&token, "t-pilot").unwrap();
+        let ca_config = mesh_ca::app::Config::try_parse_from([
+            "mesh-ca".to_owned(),
+            "--mode=local".to_owned(),
+            format!("--state-dir={}", state.display()),
+            format!("--plugin-dir={}", state.join("no-plugin").display()),
+            format!("--tokens-file={}", tokens.display()),
+        ])
+        .unwrap();
+        let ca_listeners = mesh_ca::app::Listeners {
+            grpc: crate::net::listener().0,
+            monitoring: crate::net::listener().0,
+        };
+        let ca = mesh_ca::app::build_with(ca_config, ca_listeners).await.unwrap();
+
+        let mut config = TestPilot::config(config_dir);
+        config.ca_address = Some(ca.grpc.to_string());
+        config.root_cert = state.join("root-cert.pem");
+        config.token_path = token;
+        let mut listeners = TestPilot::listeners();
+        listeners.xds_mtls = Some(crate::net::listener().0);
+        listeners.webhook = Some(crate::net::listener().0);
+        // Ready means the certificate is there too.
+        let pilot = TestPilot::start(config, listeners).await;
+        let root_pem = std::fs::read_to_string(state.join("root-cert.pem")).unwrap();
+        Self { pilot, mesh, root_pem, _ca: ca, _files: files }
     }
 }
