@@ -47,7 +47,8 @@ fn a_native_sidecar_runs_first_with_the_capture_before_it() {
 }
 
 #[test]
-fn without_native_sidecars_the_proxy_is_a_container_and_the_capture_runs_last() {
+fn without_native_sidecars_the_proxy_is_the_first_container_holding_the_app_and_the_capture_runs_last()
+ {
     let config = Config { native_sidecar: false, ..Config::default() };
     let pod = injected(&read("hello.yaml"), &config);
     golden("hello.classic.injected.yaml", &pod);
@@ -55,8 +56,45 @@ fn without_native_sidecars_the_proxy_is_a_container_and_the_capture_runs_last() 
     let inits: Vec<&str> = spec.init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
     assert_eq!(inits, ["migrate", "mesh-init"]);
     let containers: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(containers, ["hello", "mesh-proxy"]);
-    assert_eq!(spec.containers[1].restart_policy, None);
+    assert_eq!(containers, ["mesh-proxy", "hello"]);
+    let proxy = &spec.containers[0];
+    assert_eq!(proxy.restart_policy, None);
+    let hook = proxy.lifecycle.as_ref().unwrap().post_start.as_ref().unwrap();
+    let command = hook.exec.as_ref().unwrap().command.as_ref().unwrap();
+    assert_eq!(command, &["mesh-proxy", "wait"], "the app starts once the proxy is ready");
+    let annotations = pod.metadata.unwrap().annotations.unwrap();
+    assert_eq!(annotations["kubectl.kubernetes.io/default-container"], "hello");
+}
+
+#[test]
+fn app_probes_go_through_the_proxy_unless_the_pod_says_not_to() {
+    let pod = injected(&read("probes.yaml"), &Config::default());
+    golden("probes.injected.yaml", &pod);
+    let spec = pod.spec.unwrap();
+    let proxy = &spec.init_containers.as_ref().unwrap()[1];
+    let probers = proxy.env.iter().flatten().find(|e| e.name == "MESH_KUBE_APP_PROBERS").unwrap();
+    let probers: mesh_api::inject::probes::AppProbers =
+        serde_json::from_str(probers.value.as_deref().unwrap()).unwrap();
+    let paths: Vec<&str> = probers.keys().map(String::as_str).collect();
+    assert_eq!(
+        paths,
+        ["/app-health/web/livez", "/app-health/web/readyz", "/app-health/web/startupz"]
+    );
+    let ready = spec.containers[0].readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    assert_eq!(ready.path.as_deref(), Some("/app-health/web/readyz"));
+
+    let mut pod = read("probes.yaml");
+    pod.metadata
+        .as_mut()
+        .unwrap()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("sidecar.istio.io/rewriteAppHTTPProbers".to_owned(), "false".to_owned());
+    let original = pod.spec.as_ref().unwrap().containers[0].clone();
+    let spec = injected(&pod, &Config::default()).spec.unwrap();
+    assert_eq!(spec.containers[0], original, "Istio's opt-out annotation is honoured");
+    let proxy = &spec.init_containers.as_ref().unwrap()[1];
+    assert!(!proxy.env.iter().flatten().any(|e| e.name == "MESH_KUBE_APP_PROBERS"));
 }
 
 #[test]
@@ -78,7 +116,7 @@ fn annotations_become_capture_flags_and_proxy_settings() {
         assert!(args.contains(want), "{want:?} not in {args:?}");
     }
     // nativeSidecar "false" on the pod wins over the default.
-    assert_eq!(spec.containers.last().unwrap().name, "mesh-proxy");
+    assert_eq!(spec.containers[0].name, "mesh-proxy");
 }
 
 #[test]

@@ -4,6 +4,11 @@
 //! count, what crosses the wire. One mesh is shared by the scenarios that can share it; each
 //! scenario leaves the routing as it found it.
 //!
+//! Every mesh-proxy sidecar here is an injected pod at work: `meshctl local` runs mesh-init with
+//! the arguments of the init container `mesh_api::inject` writes (the webhook's and
+//! `meshctl kube-inject`'s code) and mesh-proxy with that container's environment, and waits for
+//! each app through the readiness probe injection rewrote, answered by the proxy on 15020.
+//!
 //! Needs root, iproute2, iptables and setpriv, and the mesh's binaries built next to the test
 //! (`cargo build --bins`; `make test` and `make e2e` do it). Outside CI a missing piece is
 //! reported loudly and the test passes; under `CI=true` it fails.

@@ -42,6 +42,8 @@ pub struct Bound {
     pub admin: SocketAddr,
     /// Readiness (`/healthz/ready`).
     pub health: SocketAddr,
+    /// The app's probes (`/app-health/...`).
+    pub status: SocketAddr,
     /// Prometheus (`/stats/prometheus`).
     pub metrics: SocketAddr,
     /// Ready once the proxy has its certificate, a complete configuration and its listeners.
@@ -69,7 +71,9 @@ pub async fn build(config: Config, log: Option<LogHandle>) -> anyhow::Result<Bou
     let health = admin::bind_std((any, config.health_port).into(), "readiness")?;
     let stats = admin::bind_std((any, config.metrics_port).into(), "metrics")?;
     let own = admin::bind_std((Ipv4Addr::LOCALHOST, config.admin_port).into(), "admin")?;
+    let status = admin::bind_std((any, config.status_port).into(), "app probes")?;
     let addresses = (health.local_addr()?, stats.local_addr()?, own.local_addr()?);
+    let status_address = status.local_addr()?;
 
     let workers = match config.concurrency {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -105,8 +109,9 @@ pub async fn build(config: Config, log: Option<LogHandle>) -> anyhow::Result<Bou
         control,
         workers,
     };
-    let startup = tokio::spawn(started.start((health, stats, own), steps));
+    let startup = tokio::spawn(started.start((health, stats, own, status), steps));
     Ok(Bound {
+        status: status_address,
         health: addresses.0,
         metrics: addresses.1,
         admin: addresses.2,
@@ -174,7 +179,8 @@ impl Started {
     /// is complete.
     async fn start(
         self,
-        (health, stats, admin_listener): (
+        (health, stats, admin_listener, status): (
+            std::net::TcpListener,
             std::net::TcpListener,
             std::net::TcpListener,
             std::net::TcpListener,
@@ -209,6 +215,13 @@ impl Started {
             Server::from_std(health, "readiness")?.spawn(admin_drain.watch(), move |_request| {
                 let response = crate::admin::readiness(&ready, &drain, &xds);
                 async move { response }
+            });
+            // The app's probes answer from the start too: the app may be up before the proxy.
+            let probers = Arc::new(settings.app_probers.clone());
+            let pod_ip = settings.node_id.ip;
+            Server::from_std(status, "app probes")?.spawn(admin_drain.watch(), move |request| {
+                let probers = probers.clone();
+                async move { crate::app_health::respond(&request, &probers, pod_ip).await }
             });
         }
 

@@ -7,12 +7,14 @@
 //! ([`listener`]), with each route's traffic policy ([`policy`]) and each endpoint's outlier
 //! record ([`outlier`]). Traffic: [`proxy`] (listeners, HTTP, TCP, upstream pools and mesh
 //! mTLS) on top of [`net`] (original destination, protocol sniffing). Operability: [`telemetry`]
-//! (Istio's metrics, access log) and [`admin`] (15000, 15021, 15090).
+//! (Istio's metrics, access log), [`admin`] (15000, 15021, 15090) and [`app_health`] (the
+//! app's probes on 15020).
 //! [`app`] puts it together for `main` and tests. It may use `mesh-api`, `mesh-identity` and
 //! `mesh-runtime`; no panics on the data path.
 
 pub mod admin;
 pub mod app;
+pub mod app_health;
 pub mod balance;
 pub mod listener;
 pub mod net;

@@ -8,6 +8,9 @@ use mesh_proxy::app::{self, Config};
 
 fn main() -> std::process::ExitCode {
     let config = Config::parse();
+    if let Some(command) = &config.command {
+        return run_command(command, &config);
+    }
     let log = match mesh_runtime::log::init(&config.log) {
         Ok(log) => log,
         Err(err) => {
@@ -29,6 +32,30 @@ fn main() -> std::process::ExitCode {
         Err(err) => {
             tracing::error!("{err:#}");
             eprintln!("mesh-proxy: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mesh-proxy wait`: needs no logging set-up, only the readiness port.
+fn run_command(command: &mesh_proxy::settings::Command, config: &Config) -> std::process::ExitCode {
+    let mesh_proxy::settings::Command::Wait { timeout, period } = command;
+    let health = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, config.health_port));
+    let waited = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| rt.block_on(mesh_proxy::app_health::wait_ready(health, *period, *timeout)));
+    match waited {
+        Ok(Ok(())) => {
+            println!("mesh-proxy is ready");
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(Err(why)) => {
+            eprintln!("mesh-proxy wait: {why}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("mesh-proxy wait: cannot start the async runtime: {err}");
             std::process::ExitCode::FAILURE
         }
     }

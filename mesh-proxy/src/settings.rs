@@ -85,9 +85,34 @@ pub struct Flags {
     /// an HTTP port past routing and policy as opaque TCP.
     #[arg(long, env = "MESH_PROTOCOL_DETECTION_TIMEOUT", default_value = "0s", value_parser = duration)]
     pub protocol_detection_timeout: std::time::Duration,
+    /// Port of the app's probes run by the proxy (`/app-health/...`), never captured.
+    #[arg(long, env = "MESH_STATUS_PORT", default_value_t = mesh_api::ports::PROXY_MERGED_METRICS)]
+    pub status_port: u16,
+    /// The app's original probes, by the path injection rewrote them to (JSON, set by the
+    /// injector).
+    #[arg(long, env = mesh_api::inject::probes::PROBERS_ENV)]
+    pub app_probers: Option<String>,
     /// Logging (`--log-level`, `--log-format`).
     #[command(flatten)]
     pub log: mesh_runtime::log::LogFlags,
+    /// `mesh-proxy wait`, instead of running the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `mesh-proxy` does besides being the proxy.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Waits until the proxy of this pod is ready (exit 0), or fails after the timeout: the
+    /// postStart hook that holds the app's start until the proxy can carry its traffic.
+    Wait {
+        /// How long to wait.
+        #[arg(long, default_value = "60s", value_parser = duration)]
+        timeout: std::time::Duration,
+        /// How often to ask.
+        #[arg(long, default_value = "200ms", value_parser = duration)]
+        period: std::time::Duration,
+    },
 }
 
 fn duration(text: &str) -> Result<std::time::Duration, String> {
@@ -142,6 +167,8 @@ pub struct Settings {
     pub cluster_id: String,
     /// The workload's name (`--workload-name`, else the `app` label, else the pod's name).
     pub workload_name: String,
+    /// The app's probes the proxy runs (`--app-probers`), by path.
+    pub app_probers: mesh_api::inject::probes::AppProbers,
 }
 
 fn required(
@@ -230,7 +257,18 @@ impl Settings {
             .filter(|w| !w.trim().is_empty())
             .or_else(|| labels.get("app").cloned())
             .unwrap_or_else(|| pod.clone());
+        let app_probers = match &flags.app_probers {
+            Some(json) if !json.trim().is_empty() => {
+                crate::app_health::parse(json).map_err(|why| SettingsError::Invalid {
+                    flag: "--app-probers",
+                    value: json.clone(),
+                    why,
+                })?
+            }
+            _ => Default::default(),
+        };
         Ok(Self {
+            app_probers,
             pilot_address: flags.pilot_address.clone(),
             ca_address: flags.ca.ca_address.clone(),
             token_path: flags.ca.token_path.clone(),

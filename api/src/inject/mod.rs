@@ -8,19 +8,22 @@
 //! downward API, a projected service-account token for `mesh-ca`, the mesh root from the
 //! `mesh-ca-root-cert` ConfigMap, and readiness and startup probes on 15021; Prometheus
 //! annotations and a status annotation naming what was added. A native sidecar (an init
-//! container that keeps running) when asked for or configured, else the proxy as the last
-//! container. Injecting twice changes nothing; `hostNetwork` pods and pods that opt out are left
-//! alone.
+//! container that keeps running) when asked for or configured, else the proxy as the first
+//! container, holding the app's start until it is ready (`mesh-proxy wait` as its postStart
+//! hook). The app's HTTP and TCP probes go through the proxy ([`probes`]). Injecting twice
+//! changes nothing; `hostNetwork` pods and pods that opt out are left alone.
 
 pub mod annotations;
+pub mod probes;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIVolumeFile,
-    DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements,
-    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
+    Lifecycle, LifecycleHandler, ObjectFieldSelector, PodTemplateSpec, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SecurityContext, ServiceAccountTokenProjection,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -144,9 +147,15 @@ pub fn inject(
         Some(value) => parse_bool("sidecar.mesh.io/nativeSidecar", value)?,
         None => config.native_sidecar,
     };
+    let rewrite_probes = match annotations::sidecar(annotations, "rewriteAppHTTPProbers") {
+        Some(value) => parse_bool("sidecar.mesh.io/rewriteAppHTTPProbers", value)?,
+        None => true,
+    };
     let init = init_container(annotations, config)?;
-    let proxy = proxy_container(&meta, workload, native, config)?;
     let mut spec = spec.clone();
+    let probers =
+        if rewrite_probes { probes::rewrite(&mut spec) } else { probes::AppProbers::new() };
+    let proxy = proxy_container(&meta, workload, native, &probers, config)?;
     let app_container = spec.containers.first().map(|c| c.name.clone());
     let mut inits = spec.init_containers.take().unwrap_or_default();
     if native {
@@ -156,9 +165,11 @@ pub fn inject(
         inits.insert(0, init);
     } else {
         // The capture last, so the app's init containers are not cut off from the network
-        // before a proxy runs; the proxy after the app (`kubectl exec` defaults to the first).
+        // before a proxy runs; the proxy first, and its postStart hook holds the app's start
+        // until it is ready (the kubelet starts containers in order, each after the hook of the
+        // one before). `kubectl exec` still defaults to the app (the annotation below).
         inits.push(init);
-        spec.containers.push(proxy);
+        spec.containers.insert(0, proxy);
     }
     spec.init_containers = Some(inits);
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
@@ -366,6 +377,7 @@ fn proxy_container(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     workload: Option<&str>,
     native: bool,
+    probers: &probes::AppProbers,
     config: &Config,
 ) -> Result<Container, InjectError> {
     let annotations = meta.annotations.as_ref();
@@ -422,6 +434,10 @@ fn proxy_container(
     if let Some(workload) = workload {
         env.push(self::env("MESH_WORKLOAD_NAME", workload));
     }
+    if !probers.is_empty() {
+        let json = serde_json::to_string(probers).unwrap_or_default();
+        env.push(self::env(probes::PROBERS_ENV, &json));
+    }
     if let Some(concurrency) = annotations::sidecar(annotations, "concurrency") {
         concurrency.parse::<u16>().map_err(|_| InjectError::Annotation {
             annotation: "sidecar.mesh.io/concurrency".to_owned(),
@@ -453,6 +469,15 @@ fn proxy_container(
             ..ResourceRequirements::default()
         }),
         restart_policy: native.then(|| "Always".to_owned()),
+        lifecycle: (!native).then(|| Lifecycle {
+            post_start: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec![PROXY_CONTAINER.to_owned(), "wait".to_owned()]),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         security_context: Some(SecurityContext {
             run_as_user: Some(i64::from(ports::PROXY_UID)),
             run_as_group: Some(i64::from(ports::PROXY_GID)),

@@ -7,6 +7,7 @@
 
 mod config;
 mod control_plane;
+pub mod kubelet;
 mod net;
 pub mod plan;
 mod pods;

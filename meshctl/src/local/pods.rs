@@ -4,13 +4,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mesh_api::ports;
+use mesh_api::{inject, ports};
 
 use super::control_plane::{self, TOKENS, binary};
-use super::plan::{self, PILOT_IP, POD_NETWORK, VIP_NETWORK};
+use super::plan::{self, POD_NETWORK, VIP_NETWORK};
 use super::process::{self, APP_USER, PROXY_USER, Spawn};
 use super::state::{Pod, Service, ServicePort, Sidecar, State, StateDir};
-use super::{LocalError, net, running, wait_ready};
+use super::{LocalError, kubelet, net, running, wait_ready};
 
 /// How long a sidecar gets to fetch its certificate and configuration.
 const SIDECAR_READY_LIMIT: Duration = Duration::from_secs(60);
@@ -137,9 +137,10 @@ fn bring_up(dir: &StateDir, state: &mut State, pod: Pod, ns: &str) -> Result<(),
     refresh(state)?;
     dir.write(state)?;
 
-    if let Some(sidecar) = sidecar {
-        start_sidecar(dir, state, &pod, ns, sidecar)?;
-    }
+    let app_readiness = match sidecar {
+        Some(sidecar) => start_sidecar(dir, state, &pod, ns, sidecar)?,
+        None => None,
+    };
     let app_log = pod_dir.join("app.log");
     let app = process::spawn_recorded(
         dir,
@@ -158,12 +159,21 @@ fn bring_up(dir: &StateDir, state: &mut State, pod: Pod, ns: &str) -> Result<(),
             log: &app_log,
         },
     )?;
-    if let Some(port) = pod.port {
+    let what = format!("{}'s app", pod.name);
+    match (app_readiness, pod.port) {
+        // As the kubelet would: the readiness probe injection rewrote, which the proxy runs.
+        (Some(path), _) => {
+            let status = SocketAddr::from((Ipv4Addr::LOCALHOST, ports::PROXY_MERGED_METRICS));
+            wait_ready(&what, &app, APP_READY_LIMIT, || control_plane::ready(ns, status, &path))?;
+        }
         // Loopback is never captured: this checks the app itself is listening.
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        wait_ready(&format!("{}'s app", pod.name), &app, APP_READY_LIMIT, || {
-            super::probe::connect(ns, address, Duration::from_secs(1))
-        })?;
+        (None, Some(port)) => {
+            let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            wait_ready(&what, &app, APP_READY_LIMIT, || {
+                super::probe::connect(ns, address, Duration::from_secs(1))
+            })?;
+        }
+        (None, None) => {}
     }
     println!(
         "pod/{} deployed: {ip} in namespace {}, {}",
@@ -179,66 +189,35 @@ fn bring_up(dir: &StateDir, state: &mut State, pod: Pod, ns: &str) -> Result<(),
 }
 
 /// Captures the pod's traffic with mesh-init and starts its sidecar as uid 1337 with a token of
-/// its own; returns once the sidecar is ready.
+/// its own, as the injected pod spec says (see [`kubelet`]); returns once the sidecar is ready,
+/// with the path of the app's readiness probe on the proxy's status port when it has one.
 fn start_sidecar(
     dir: &StateDir,
     state: &mut State,
     pod: &Pod,
     ns: &str,
     sidecar: Sidecar,
-) -> Result<(), LocalError> {
+) -> Result<Option<String>, LocalError> {
     let pod_dir = pod_dir(dir, &pod.name);
-    let init = binary(&state.bin_dir, "mesh-init")?;
-    let init_log = net::run(&[
-        &init.display().to_string(),
-        "--network-namespace",
-        ns,
-        "--proxy-uid",
-        &PROXY_USER.uid.to_string(),
-        "--proxy-gid",
-        &PROXY_USER.gid.to_string(),
-        "--ipv6",
-        "off",
-    ])?;
+    let plan = kubelet::sidecar(pod, &pod_dir).map_err(LocalError::Refused)?;
+    let mut init = vec![binary(&state.bin_dir, "mesh-init")?.display().to_string()];
+    init.extend(plan.init_args.iter().cloned());
+    // The kubelet runs the init container inside the pod's network namespace; here mesh-init
+    // enters it.
+    init.extend(["--network-namespace".to_owned(), ns.to_owned()]);
+    let init: Vec<&str> = init.iter().map(String::as_str).collect();
+    let init_log = net::run(&init)?;
     std::fs::write(pod_dir.join("init.log"), init_log)
         .map_err(io(format!("cannot write {}", pod_dir.display())))?;
-
-    let token = new_token()?;
-    let token_file = pod_dir.join("token");
-    control_plane::write_private(&token_file, &token)?;
-    nix::unistd::chown(
-        &token_file,
-        Some(nix::unistd::Uid::from_raw(PROXY_USER.uid)),
-        Some(nix::unistd::Gid::from_raw(PROXY_USER.gid)),
-    )
-    .map_err(|e| {
-        LocalError::Io(format!("cannot hand {} to the proxy", token_file.display()), e.into())
-    })?;
-    let tokens = dir.join(TOKENS);
-    let mut lines = std::fs::read_to_string(&tokens)
-        .map_err(io(format!("cannot read {}", tokens.display())))?;
-    lines.push_str(&format!("{token} {}/{}\n", pod.namespace, pod.service_account));
-    control_plane::write_private(&tokens, &lines)?;
-    let labels_file = pod_dir.join("labels");
-    std::fs::write(&labels_file, plan::labels_file(pod))
-        .map_err(io(format!("cannot write {}", labels_file.display())))?;
+    let token_file = make_volumes(dir, pod, &plan)?;
 
     let log = pod_dir.join("proxy.log");
-    let argv = match sidecar {
-        Sidecar::MeshProxy => vec![
-            binary(&state.bin_dir, "mesh-proxy")?.display().to_string(),
-            format!("--pilot-address={}", SocketAddr::new(PILOT_IP.into(), ports::PILOT_XDS_TLS)),
-            format!("--labels-file={}", labels_file.display()),
-            format!("--pod-name={}", pod.name),
-            // A local pod is its own workload (in Kubernetes, its Deployment would be).
-            format!("--workload-name={}", pod.name),
-            format!("--pod-namespace={}", pod.namespace),
-            format!("--service-account={}", pod.service_account),
-            format!("--pod-ip={}", pod.ip),
-        ]
-        .into_iter()
-        .chain(control_plane::ca_client_args(dir, &token_file))
-        .collect(),
+    let (argv, env) = match sidecar {
+        // The image's entrypoint, no arguments: everything comes from the environment.
+        Sidecar::MeshProxy => (
+            vec![binary(&state.bin_dir, "mesh-proxy")?.display().to_string()],
+            plan.proxy_env.clone(),
+        ),
         Sidecar::Envoy => {
             start_agent(dir, state, pod, ns, &token_file)?;
             let bootstrap = pod_dir.join("envoy.json");
@@ -247,7 +226,7 @@ fn start_sidecar(
             // Envoy stops when its parent exits (a parent-death signal), and this command's
             // process is about to: a shell stays behind as its parent. Not the last command
             // of the script, so the shell does not exec it in its own place.
-            vec![
+            let argv = vec![
                 "sh".into(),
                 "-c".into(),
                 "\"$0\" \"$@\"; exit $?".into(),
@@ -259,7 +238,8 @@ fn start_sidecar(
                 "warn".into(),
                 "-c".into(),
                 bootstrap.display().to_string(),
-            ]
+            ];
+            (argv, Vec::new())
         }
     };
     let proxy = process::spawn_recorded(
@@ -270,14 +250,62 @@ fn start_sidecar(
             namespace: ns,
             user: Some(PROXY_USER),
             argv,
-            env: Vec::new(),
+            env,
             log: &log,
         },
     )?;
     let (health, path) = health_endpoint(sidecar);
     wait_ready(&format!("{}'s sidecar", pod.name), &proxy, SIDECAR_READY_LIMIT, || {
         control_plane::ready(ns, health, path)
-    })
+    })?;
+    Ok(plan.app_readiness.filter(|_| sidecar == Sidecar::MeshProxy))
+}
+
+/// Makes the directories that stand for the proxy's volumes, as the kubelet would fill them: a
+/// fresh CA token (readable by uid 1337 only, and added to the CA's tokens file), the mesh root
+/// (the ConfigMap mesh-ca keeps), the pod's labels (the downward API), and scratch space.
+/// Returns the token file.
+fn make_volumes(dir: &StateDir, pod: &Pod, plan: &kubelet::Sidecar) -> Result<PathBuf, LocalError> {
+    let volume = |name: &str| {
+        plan.volumes.get(name).cloned().ok_or_else(|| {
+            LocalError::Refused(format!("the injected proxy does not mount the volume {name}"))
+        })
+    };
+    let proxy_user = (
+        Some(nix::unistd::Uid::from_raw(PROXY_USER.uid)),
+        Some(nix::unistd::Gid::from_raw(PROXY_USER.gid)),
+    );
+    let hand_over = |path: &std::path::Path| {
+        nix::unistd::chown(path, proxy_user.0, proxy_user.1).map_err(|e| {
+            LocalError::Io(format!("cannot hand {} to the proxy", path.display()), e.into())
+        })
+    };
+    for path in plan.volumes.values() {
+        std::fs::create_dir_all(path).map_err(io(format!("cannot create {}", path.display())))?;
+    }
+    hand_over(&volume(inject::SCRATCH_VOLUME)?)?;
+
+    let token = new_token()?;
+    let token_file = volume(inject::TOKEN_VOLUME)?.join(inject::TOKEN_VOLUME);
+    control_plane::write_private(&token_file, &token)?;
+    hand_over(&token_file)?;
+    let tokens = dir.join(TOKENS);
+    let mut lines = std::fs::read_to_string(&tokens)
+        .map_err(io(format!("cannot read {}", tokens.display())))?;
+    lines.push_str(&format!("{token} {}/{}\n", pod.namespace, pod.service_account));
+    control_plane::write_private(&tokens, &lines)?;
+
+    let root = control_plane::root_cert(dir);
+    let root_copy = volume(inject::ROOT_VOLUME)?.join("root-cert.pem");
+    std::fs::copy(&root, &root_copy).map_err(io(format!(
+        "cannot copy {} to {}",
+        root.display(),
+        root_copy.display()
+    )))?;
+    let labels_file = volume(inject::PODINFO_VOLUME)?.join("labels");
+    std::fs::write(&labels_file, plan::labels_file(pod))
+        .map_err(io(format!("cannot write {}", labels_file.display())))?;
+    Ok(token_file)
 }
 
 /// Where a sidecar answers whether it is ready: mesh-proxy on 15021, Envoy on its admin port.
