@@ -65,7 +65,9 @@ fn review(uid: &str, namespace: &str, object: &Value) -> Vec<u8> {
     .unwrap()
 }
 
-fn pod(labels: Value) -> Value {
+fn pod(mut labels: Value) -> Value {
+    // Made by a Deployment's ReplicaSet, which labels its pods with its hash.
+    labels["pod-template-hash"] = json!("5d9f8c7b6");
     json!({
         "apiVersion": "v1",
         "kind": "Pod",

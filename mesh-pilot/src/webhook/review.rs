@@ -76,16 +76,26 @@ pub fn wanted(
     }
 }
 
-/// The workload a pod belongs to, for metrics: its ReplicaSet's Deployment (the name without
-/// the pod-template hash), else its owner, else its generate-name stem, else its name.
+/// The workload a pod belongs to, for metrics, named as `meshctl kube-inject` names it from the
+/// manifest: its ReplicaSet's Deployment (the name without the pod-template hash, when the pod
+/// carries that hash), a Job's
+/// CronJob (the name without the schedule's timestamp), else its owner, else its generate-name
+/// stem, else its name.
 fn workload(pod: &Value) -> Option<String> {
     let meta = &pod["metadata"];
     let owner = &meta["ownerReferences"][0];
     if let Some(name) = owner["name"].as_str() {
-        if owner["kind"] == "ReplicaSet" {
-            return Some(name.rsplit_once('-').map_or(name, |(stem, _)| stem).to_owned());
-        }
-        return Some(name.to_owned());
+        let stem = name.rsplit_once('-').map(|(stem, suffix)| (stem, suffix));
+        let from_cronjob =
+            |suffix: &str| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit());
+        // A Deployment's ReplicaSet is named `<deployment>-<pod-template-hash>`, and its pods
+        // carry the hash as a label; a ReplicaSet of its own keeps its name.
+        let hash = meta["labels"]["pod-template-hash"].as_str();
+        return Some(match (owner["kind"].as_str(), stem) {
+            (Some("ReplicaSet"), Some((stem, suffix))) if hash == Some(suffix) => stem.to_owned(),
+            (Some("Job"), Some((stem, suffix))) if from_cronjob(suffix) => stem.to_owned(),
+            _ => name.to_owned(),
+        });
     }
     meta["generateName"]
         .as_str()
@@ -181,13 +191,19 @@ mod tests {
         .unwrap()
     }
 
+    /// `labels` with the pod-template hash a Deployment's ReplicaSet puts on its pods.
+    fn with_hash(mut labels: Value) -> Value {
+        labels["pod-template-hash"] = json!("7d9f8c");
+        labels
+    }
+
     fn pod(labels: Value) -> Value {
         json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
                 "generateName": "reviews-v1-7d9f8c-",
-                "labels": labels,
+                "labels": with_hash(labels),
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "reviews-v1-7d9f8c", "uid": "x"}]
             },
             "spec": {"serviceAccountName": "bookinfo-reviews", "containers": [{"name": "reviews", "image": "reviews:1"}]}
