@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CRD_DIR := charts/base/crds
 
-.PHONY: help deps demo demo-up demo-down test e2e fmt-check clippy deny unit release crds descriptors validate fmt bench-pilot bench bench-deps
+.PHONY: help deps demo demo-up demo-down test e2e fmt-check clippy deny shellcheck unit release crds descriptors validate fmt bench-pilot bench bench-deps images kind-e2e
 
 help:
 	@echo "make demo        a local mesh with Bookinfo: routing, shifting, faults, mTLS, metrics; then removed (root)"
@@ -16,6 +16,10 @@ help:
 	@echo "make fmt         format the code"
 	@echo "make bench-pilot time for one endpoint change to reach 1000 proxies of 1000 services"
 	@echo "make bench       mesh-proxy against Envoy, nginx and HAProxy (latency, throughput, CPU, memory; root)"
+	@echo "make shellcheck  shellcheck every shell script of the repository"
+	@echo "make images      the container images, $(HUB)/<binary>:$(TAG) (HUB, TAG, BASE_IMAGE, IMAGES); Docker engine"
+	@echo "make kind-e2e    a kind cluster: images loaded, meshctl install, Bookinfo, the routing checks (Docker, kind, kubectl)"
+	@echo "                 (images and kind-e2e cannot run where there is no Docker engine, as on the dev machines and CI)"
 
 deps:
 	@scripts/deps.sh
@@ -34,7 +38,7 @@ demo-up: release
 demo-down:
 	@if [ -x target/release/demo ]; then target/release/demo down; else echo "nothing built, so nothing to remove"; fi
 
-test: deps fmt-check clippy deny unit
+test: deps fmt-check clippy deny shellcheck unit
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -46,6 +50,13 @@ clippy:
 # database, a download CI cannot make: run `cargo deny check advisories` where you can.
 deny:
 	$(CARGO) deny --locked check licenses bans sources
+
+# Every shell script: the *.sh files (scripts/, e2e/kind/, ...) and CI's entry point. shellcheck
+# comes from scripts/deps.sh (apt).
+SHELL_SCRIPTS = $(shell find . -name '*.sh' -not -path './target/*' -not -path './.git/*' -not -path './.local/*' | sort) .ci/run
+shellcheck:
+	@command -v shellcheck >/dev/null 2>&1 || { echo "shellcheck is not installed: make deps (or apt-get install shellcheck)" >&2; exit 1; }
+	shellcheck $(SHELL_SCRIPTS)
 
 # The binaries first: the end-to-end suite starts them (meshctl has no test of its own that
 # would make cargo build it).
@@ -85,3 +96,25 @@ bench-deps: deps
 bench: bench-deps
 	$(CARGO) build --release -p mesh-proxy -p e2e --bin mesh-proxy --bin proxy-bench
 	target/release/proxy-bench
+
+# The container images: one target per binary of docker/Dockerfile, built by one shared builder
+# stage (docker/README.md). Needs a Docker engine with BuildKit; the project's development
+# machines and CI have none, so this is for machines that do.
+DOCKER ?= docker
+HUB ?= ghcr.io/mesh
+TAG ?= latest
+IMAGES ?= mesh-proxy mesh-pilot mesh-ca mesh-init mesh-agent meshctl bookinfo
+images:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make images: $(DOCKER) is not installed; building the images needs a Docker engine" >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: no Docker engine answers ($(DOCKER) info failed); building the images needs one" >&2; exit 1; }
+	@set -e; for image in $(IMAGES); do \
+	  echo "images: $(HUB)/$$image:$(TAG)"; \
+	  DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --target $$image -t $(HUB)/$$image:$(TAG) \
+	    $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+	    $(if $(INIT_BASE_IMAGE),--build-arg INIT_BASE_IMAGE=$(INIT_BASE_IMAGE)) .; \
+	done
+
+# The mesh on a kind cluster, checked with the local suite's routing scenarios (e2e/kind/README.md).
+# Needs Docker, kind and kubectl; it cannot run on machines without a Docker engine.
+kind-e2e:
+	e2e/kind/run.sh
