@@ -1,6 +1,6 @@
 //! `meshctl`, the command line of the mesh. Today it runs the mesh on one Linux machine
-//! ([`local`]) and injects sidecars into manifests offline ([`kube_inject`]); install, analysis,
-//! proxy status and the dashboard arrive with their issues.
+//! ([`local`]), installs it on a cluster ([`install`]) and injects sidecars into manifests
+//! offline ([`kube_inject`]); analysis, proxy status and the dashboard arrive with their issues.
 //!
 //! It talks to the other components only through their public wire APIs and starts their
 //! binaries as they are; it never links their servers. It may use `mesh-api` (the config types,
@@ -8,5 +8,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod install;
 pub mod kube_inject;
 pub mod local;

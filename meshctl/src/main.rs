@@ -18,6 +18,10 @@ enum Command {
     Local(meshctl::local::LocalArgs),
     /// Add the sidecar to the pod templates of Kubernetes manifests, as the webhook would.
     KubeInject(meshctl::kube_inject::KubeInjectArgs),
+    /// Install the control plane on a Kubernetes cluster (the charts embedded in meshctl).
+    Install(meshctl::install::InstallArgs),
+    /// Remove what `meshctl install` installed.
+    Uninstall(meshctl::install::UninstallArgs),
 }
 
 fn main() -> ExitCode {
@@ -26,6 +30,10 @@ fn main() -> ExitCode {
         Command::Local(args) => meshctl::local::run(args).map_err(Into::into),
         Command::KubeInject(args) => {
             meshctl::kube_inject::run(&args).map(|()| 0).map_err(Into::into)
+        }
+        Command::Install(args) => meshctl::install::install(&args).map(|()| 0).map_err(Into::into),
+        Command::Uninstall(args) => {
+            meshctl::install::uninstall(&args).map(|()| 0).map_err(Into::into)
         }
     };
     match result {

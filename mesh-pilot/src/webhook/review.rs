@@ -85,7 +85,7 @@ fn workload(pod: &Value) -> Option<String> {
     let meta = &pod["metadata"];
     let owner = &meta["ownerReferences"][0];
     if let Some(name) = owner["name"].as_str() {
-        let stem = name.rsplit_once('-').map(|(stem, suffix)| (stem, suffix));
+        let stem = name.rsplit_once('-');
         let from_cronjob =
             |suffix: &str| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit());
         // A Deployment's ReplicaSet is named `<deployment>-<pod-template-hash>`, and its pods
