@@ -67,8 +67,8 @@ impl<'a> Exec<'a> {
                     }
                     Flow::Normal
                 }
-                Node::If(control) => self.walk_if(dot, control, out)?,
-                Node::With(control) => self.walk_with(dot, control, out)?,
+                Node::If(control) => self.walk_if(dot, control, false, out)?,
+                Node::With(control) => self.walk_if(dot, control, true, out)?,
                 Node::Range(control) => self.walk_range(dot, control, out)?,
                 Node::Template { line, name, pipe } => {
                     let data = match pipe {
@@ -90,30 +90,19 @@ impl<'a> Exec<'a> {
         Ok(Flow::Normal)
     }
 
-    fn walk_if(&mut self, dot: &Value, control: &Control, out: &mut String) -> Result<Flow, Error> {
-        let mark = self.vars.len();
-        let value = self.pipeline(dot, &control.pipe)?;
-        let flow = if truth(&value) {
-            self.walk(dot, &control.body, out)
-        } else if let Some(otherwise) = &control.otherwise {
-            self.walk(dot, otherwise, out)
-        } else {
-            Ok(Flow::Normal)
-        };
-        self.vars.truncate(mark);
-        flow
-    }
-
-    fn walk_with(
+    /// `if` and `with`: the body when the pipeline's value is true (run on that value for
+    /// `with`, on the same dot for `if`), else the `else` branch on the same dot.
+    fn walk_if(
         &mut self,
         dot: &Value,
         control: &Control,
+        with: bool,
         out: &mut String,
     ) -> Result<Flow, Error> {
         let mark = self.vars.len();
         let value = self.pipeline(dot, &control.pipe)?;
         let flow = if truth(&value) {
-            self.walk(&value, &control.body, out)
+            self.walk(if with { &value } else { dot }, &control.body, out)
         } else if let Some(otherwise) = &control.otherwise {
             self.walk(dot, otherwise, out)
         } else {

@@ -106,6 +106,22 @@ async fn get(client: &Client, reference: &ObjectRef) -> Result<Option<Value>, Ap
     }
 }
 
+/// Waits until `ready` finds nothing missing in the object `reference` names.
+async fn wait_for(
+    client: &Client,
+    reference: &ObjectRef,
+    waits: Waits,
+    ready: fn(&Value) -> Option<String>,
+) -> Result<(), ApplyError> {
+    wait(&reference.to_string(), waits, || async {
+        Ok(match get(client, reference).await? {
+            Some(object) => ready(&object),
+            None => Some("not found".to_owned()),
+        })
+    })
+    .await
+}
+
 /// Whether a CRD says Established.
 fn established(crd: &Value) -> Option<String> {
     let conditions = crd["status"]["conditions"].as_array().cloned().unwrap_or_default();
@@ -179,14 +195,7 @@ pub async fn install(
         apply(client, object).await?;
         let _ = writeln!(out, "{} applied", ObjectRef::of(object));
         if object["kind"] == "CustomResourceDefinition" {
-            let reference = ObjectRef::of(object);
-            wait(&reference.to_string(), waits, || async {
-                Ok(match get(client, &reference).await? {
-                    Some(crd) => established(&crd),
-                    None => Some("not found".to_owned()),
-                })
-            })
-            .await?;
+            wait_for(client, &ObjectRef::of(object), waits, established).await?;
         }
     }
     apply(client, &plan::record(plan)).await?;
@@ -196,13 +205,7 @@ pub async fn install(
     }
     for object in plan.objects.iter().filter(|o| o["kind"] == "Deployment") {
         let reference = ObjectRef::of(object);
-        wait(&reference.to_string(), waits, || async {
-            Ok(match get(client, &reference).await? {
-                Some(deployment) => rolled_out(&deployment),
-                None => Some("not found".to_owned()),
-            })
-        })
-        .await?;
+        wait_for(client, &reference, waits, rolled_out).await?;
         let _ = writeln!(out, "✔ {} ready", reference.name);
     }
     let validates = plan.objects.iter().any(|o| o["kind"] == "ValidatingWebhookConfiguration");
