@@ -174,7 +174,7 @@ mod tests {
 
     #[test]
     fn the_sidecar_is_what_the_injector_names_with_the_kubelets_part_played_locally() {
-        let sidecar = sidecar(&pod(), Path::new("/run/mesh/pods/reviews-v2")).unwrap();
+        let sidecar = sidecar(&pod(), Path::new("state/pods/reviews-v2")).unwrap();
         let env: BTreeMap<&str, &str> =
             sidecar.proxy_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(env["POD_NAME"], "reviews-v2");
@@ -183,18 +183,12 @@ mod tests {
         assert_eq!(env["SERVICE_ACCOUNT"], "bookinfo-reviews");
         assert_eq!(env["MESH_WORKLOAD_NAME"], "reviews-v2");
         assert_eq!(env["MESH_PILOT_ADDRESS"], "mesh-pilot.mesh-system.svc:15012");
-        assert_eq!(
-            env["MESH_TOKEN_PATH"],
-            "/run/mesh/pods/reviews-v2/volumes/mesh-token/mesh-token"
-        );
+        assert_eq!(env["MESH_TOKEN_PATH"], "state/pods/reviews-v2/volumes/mesh-token/mesh-token");
         assert_eq!(
             env["MESH_ROOT_CERT"],
-            "/run/mesh/pods/reviews-v2/volumes/mesh-ca-root-cert/root-cert.pem"
+            "state/pods/reviews-v2/volumes/mesh-ca-root-cert/root-cert.pem"
         );
-        assert_eq!(
-            env["MESH_LABELS_FILE"],
-            "/run/mesh/pods/reviews-v2/volumes/mesh-podinfo/labels"
-        );
+        assert_eq!(env["MESH_LABELS_FILE"], "state/pods/reviews-v2/volumes/mesh-podinfo/labels");
         assert!(env["MESH_KUBE_APP_PROBERS"].contains(r#""tcpSocket":{"port":9080}"#));
         assert_eq!(sidecar.app_readiness.as_deref(), Some("/app-health/app/readyz"));
         // mesh-init's arguments are the init container's, word for word.
@@ -214,10 +208,10 @@ mod tests {
 
     #[test]
     fn only_whole_path_segments_of_a_mount_are_replaced() {
-        let mounts = [("/var/run/secrets/mesh", Path::new("/pod/volumes/root"))];
+        let mounts = [("/var/run/secrets/mesh", Path::new("pod/volumes/certs"))];
         assert_eq!(
             in_volume("/var/run/secrets/mesh/root-cert.pem", &mounts),
-            "/pod/volumes/root/root-cert.pem"
+            "pod/volumes/certs/root-cert.pem"
         );
         assert_eq!(in_volume("/var/run/secrets/meshy", &mounts), "/var/run/secrets/meshy");
         assert_eq!(in_volume("mesh-pilot:15012", &mounts), "mesh-pilot:15012");
