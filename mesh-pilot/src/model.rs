@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use mesh_api::networking::{DestinationRule, VirtualService};
+use mesh_api::networking::{DestinationRule, Gateway, VirtualService};
 
 /// The cluster DNS domain services live under.
 pub const DEFAULT_DOMAIN: &str = "cluster.local";
@@ -153,6 +153,8 @@ pub struct Snapshot {
     pub destination_rules: Vec<DestinationRule>,
     /// Sidecars (egress scoping and outbound traffic policy).
     pub sidecars: Vec<mesh_api::networking::Sidecar>,
+    /// Gateways: the listeners of the gateway proxies they select.
+    pub gateways: Vec<Gateway>,
     /// The namespace whose selector-less Sidecar is the mesh-wide default.
     pub root_namespace: String,
     /// When the change that made this snapshot was published (for convergence time).
@@ -172,6 +174,7 @@ impl Default for Snapshot {
             virtual_services: Vec::new(),
             destination_rules: Vec::new(),
             sidecars: Vec::new(),
+            gateways: Vec::new(),
             root_namespace: mesh_api::ports::CONTROL_PLANE_NAMESPACE.to_owned(),
             published: None,
         }
@@ -234,6 +237,9 @@ pub struct Proxy {
     pub service_account: String,
     /// A proxyless gRPC client (metadata `GENERATOR: grpc`): gRPC's xDS subset only.
     pub proxyless: bool,
+    /// A gateway (`router~...` node id): listeners from the Gateways that select it, no
+    /// capture.
+    pub router: bool,
 }
 
 impl Proxy {
@@ -277,6 +283,9 @@ impl Proxy {
             service_account: text(mesh_api::xds::metadata::SERVICE_ACCOUNT)
                 .unwrap_or_else(|| "default".to_owned()),
             proxyless: text(mesh_api::xds::metadata::GENERATOR).as_deref() == Some("grpc"),
+            router: parsed
+                .as_ref()
+                .is_some_and(|n| n.proxy_type == mesh_api::xds::ProxyType::Router),
         }
     }
 }

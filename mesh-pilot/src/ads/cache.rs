@@ -136,6 +136,7 @@ impl TranslationCache {
             labels: proxy.labels.clone(),
             ips: if reads.inbound { proxy.ips.clone() } else { Vec::new() },
             proxyless: proxy.proxyless,
+            router: proxy.router,
             inputs: reads.inputs(&digest, snapshot, proxy),
         };
         self.cells
@@ -187,6 +188,7 @@ struct Key {
     labels: BTreeMap<String, String>,
     ips: Vec<std::net::IpAddr>,
     proxyless: bool,
+    router: bool,
     /// [`Reads::inputs`]: the hash of the snapshot parts the type reads.
     inputs: u64,
 }
@@ -201,6 +203,7 @@ struct Digest {
     virtual_services: u64,
     destination_rules: u64,
     sidecars: u64,
+    gateways: u64,
 }
 
 impl Digest {
@@ -215,6 +218,7 @@ impl Digest {
             virtual_services,
             destination_rules,
             sidecars,
+            gateways,
             root_namespace,
             published: _,
         } = snapshot;
@@ -230,6 +234,9 @@ impl Digest {
             }),
             sidecars: hash_of(|h| {
                 sidecars.iter().for_each(|s| config(serde_json::to_vec(s), s, h))
+            }),
+            gateways: hash_of(|h| {
+                gateways.iter().for_each(|g| config(serde_json::to_vec(g), g, h))
             }),
         }
     }
@@ -260,7 +267,7 @@ enum Endpoints {
 }
 
 /// What one type's translation reads of a snapshot. Every type reads the scalars, services,
-/// DestinationRules and Sidecars (scoping reads them all); this says what else. The
+/// DestinationRules, Sidecars and Gateways (scoping reads most of them); this says what else. The
 /// translation is given only these parts ([`Reads::view`]), so the cache key cannot leave out
 /// something the translation depends on: a part it needs and is not given shows as a wrong
 /// answer in the tests, never as a stale one in production.
@@ -300,7 +307,8 @@ impl Reads {
     /// The hash of the parts this type reads.
     fn inputs(self, digest: &Digest, snapshot: &Snapshot, proxy: &Proxy) -> u64 {
         hash_of(|h| {
-            (digest.scalars, digest.services, digest.destination_rules, digest.sidecars).hash(h);
+            let read = (digest.scalars, digest.services, digest.destination_rules, digest.sidecars);
+            (read, digest.gateways).hash(h);
             if self.virtual_services {
                 digest.virtual_services.hash(h);
             }
@@ -334,6 +342,7 @@ impl Reads {
             },
             destination_rules: snapshot.destination_rules.clone(),
             sidecars: snapshot.sidecars.clone(),
+            gateways: snapshot.gateways.clone(),
             root_namespace: snapshot.root_namespace.clone(),
             published: snapshot.published,
         }
@@ -498,6 +507,7 @@ mod tests {
             ips: vec![ip.parse().unwrap()],
             service_account: account.into(),
             proxyless: false,
+            router: false,
         }
     }
 

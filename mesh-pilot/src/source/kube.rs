@@ -15,7 +15,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use mesh_api::networking::{DestinationRule, ServiceEntry, Sidecar, VirtualService, WorkloadEntry};
+use mesh_api::networking::{
+    DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
+};
 use mesh_api::{ObjectRef, Resource};
 use tracing::warn;
 
@@ -42,6 +44,8 @@ pub struct Objects {
     pub workload_entries: Vec<Arc<WorkloadEntry>>,
     /// Sidecars: each workload's egress scope and outbound traffic policy.
     pub sidecars: Vec<Arc<Sidecar>>,
+    /// Gateways: the listeners of gateway proxies.
+    pub gateways: Vec<Arc<Gateway>>,
 }
 
 /// Builds the model: Services and ServiceEntries as in local mode (through the same code), and
@@ -88,6 +92,7 @@ fn build_with(
     add_all!(objects.service_entries, ServiceEntry);
     add_all!(objects.workload_entries, WorkloadEntry);
     add_all!(objects.sidecars, Sidecar);
+    add_all!(objects.gateways, Gateway);
     let (admitted, mut rejected) = admission.admit(loaded, &HashSet::new());
     let (mut snapshot, more) = super::local::build(&admitted);
     rejected.extend(more);
@@ -197,6 +202,7 @@ struct Stores {
     service_entries: Store<ServiceEntry>,
     workload_entries: Store<WorkloadEntry>,
     sidecars: Store<Sidecar>,
+    gateways: Store<Gateway>,
 }
 
 impl Stores {
@@ -210,6 +216,7 @@ impl Stores {
             service_entries: self.service_entries.state(),
             workload_entries: self.workload_entries.state(),
             sidecars: self.sidecars.state(),
+            gateways: self.gateways.state(),
         }
     }
 }
@@ -250,6 +257,7 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         service_entries: watch!(ServiceEntry),
         workload_entries: watch!(WorkloadEntry),
         sidecars: watch!(Sidecar),
+        gateways: watch!(Gateway),
     };
     // The first snapshot waits until every kind has been listed, so readiness means "synced".
     for ready in [
@@ -261,6 +269,7 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         stores.service_entries.wait_until_ready().await,
         stores.workload_entries.wait_until_ready().await,
         stores.sidecars.wait_until_ready().await,
+        stores.gateways.wait_until_ready().await,
     ] {
         if ready.is_err() {
             warn!("a watch stopped before its first list");

@@ -102,6 +102,7 @@ pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
             Resource::VirtualService(vs) => snapshot.virtual_services.push(vs.clone()),
             Resource::DestinationRule(dr) => snapshot.destination_rules.push(dr.clone()),
             Resource::Sidecar(sc) => snapshot.sidecars.push(sc.clone()),
+            Resource::Gateway(gw) => snapshot.gateways.push(gw.clone()),
             _ => {}
         }
     }

@@ -318,6 +318,14 @@ fn http_filter<T: prost::Name + prost::Message>(name: &str, config: T) -> HttpFi
     }
 }
 
+/// A gateway's HTTP connection manager: the edge of the mesh, so the client's address is the
+/// connection's (`use_remote_address`), as Istio sets it for gateways.
+pub fn gateway_hcm(stat_prefix: &str, routes: http_connection_manager::RouteSpecifier) -> Filter {
+    let mut hcm = hcm(stat_prefix, routes);
+    hcm.use_remote_address = Some(BoolValue { value: true });
+    Filter { name: HCM.to_owned(), config_type: Some(filter::ConfigType::TypedConfig(any(hcm))) }
+}
+
 fn hcm_filter(stat_prefix: &str, routes: http_connection_manager::RouteSpecifier) -> Filter {
     let hcm = hcm(stat_prefix, routes);
     Filter { name: HCM.to_owned(), config_type: Some(filter::ConfigType::TypedConfig(any(hcm))) }

@@ -8,6 +8,7 @@ use crate::model::{Proxy, Snapshot};
 
 pub mod cluster;
 pub mod endpoint;
+pub mod gateway;
 pub mod listener;
 pub mod route;
 pub mod scope;
@@ -83,6 +84,18 @@ pub fn generate(type_url: &str, snapshot: &Snapshot, proxy: &Proxy) -> Option<Re
             endpoint::load_assignments(snapshot, proxy)
                 .into_iter()
                 .map(|c| (c.cluster_name.clone(), any(c)))
+                .collect(),
+        ),
+        mesh_api::xds::LISTENER_TYPE if proxy.router => packed(
+            gateway::listeners(snapshot, proxy)
+                .into_iter()
+                .map(|l| (l.name.clone(), any(l)))
+                .collect(),
+        ),
+        mesh_api::xds::ROUTE_TYPE if proxy.router => packed(
+            gateway::route_configs(snapshot, proxy)
+                .into_iter()
+                .map(|r| (r.name.clone(), any(r)))
                 .collect(),
         ),
         mesh_api::xds::LISTENER_TYPE => packed(

@@ -131,7 +131,7 @@ fn prefix(p: &str) -> RouteMatch {
 }
 
 /// Whether a VirtualService host (relative to its namespace) covers a service host name.
-fn host_matches(pattern: &str, hostname: &str) -> bool {
+pub fn host_matches(pattern: &str, hostname: &str) -> bool {
     pattern == "*"
         || pattern == hostname
         || pattern
@@ -139,8 +139,38 @@ fn host_matches(pattern: &str, hostname: &str) -> bool {
             .is_some_and(|suffix| hostname.ends_with(suffix) && hostname.len() > suffix.len())
 }
 
+/// What routes are built for: the mesh's sidecars, or one gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding<'a> {
+    /// Sidecars (`mesh` in a `gateways` list).
+    Mesh,
+    /// The Gateway `namespace/name`.
+    Gateway {
+        /// Its namespace.
+        namespace: &'a str,
+        /// Its name.
+        name: &'a str,
+    },
+}
+
+impl Binding<'_> {
+    /// Whether a `gateways` list of an object in `namespace` names this (Istio's rule: an
+    /// empty list means the mesh only; a bare name is a Gateway of the object's namespace).
+    pub fn named_in(&self, gateways: &[String], namespace: &str) -> bool {
+        match self {
+            Binding::Mesh => gateways.is_empty() || gateways.iter().any(|g| g == "mesh"),
+            Binding::Gateway { namespace: gw_namespace, name } => {
+                gateways.iter().any(|g| match g.split_once('/') {
+                    Some((ns, n)) => ns == *gw_namespace && n == *name,
+                    None => g == name && namespace == *gw_namespace,
+                })
+            }
+        }
+    }
+}
+
 fn applies_to_mesh(gateways: &[String]) -> bool {
-    gateways.is_empty() || gateways.iter().any(|g| g == "mesh")
+    Binding::Mesh.named_in(gateways, "")
 }
 
 /// The VirtualService for a service, as sidecars see it: the first (by namespace and name)
@@ -165,6 +195,18 @@ fn routes(snapshot: &Snapshot, proxy: &Proxy, service: &Service, port: u16) -> V
             &ClusterName::outbound(port, None, &service.hostname).to_string(),
         )];
     };
+    vs_routes(snapshot, proxy, vs, port, Binding::Mesh)
+}
+
+/// The routes of a VirtualService's HTTP rules for requests on `port`, bound as `binding` says
+/// (a rule whose match names other gateways is left out).
+pub fn vs_routes(
+    snapshot: &Snapshot,
+    proxy: &Proxy,
+    vs: &VirtualService,
+    port: u16,
+    binding: Binding<'_>,
+) -> Vec<Route> {
     let namespace = vs.metadata.namespace.as_deref().unwrap_or("default");
     let mut out = Vec::new();
     for (i, http) in vs.spec.http.iter().enumerate() {
@@ -180,7 +222,7 @@ fn routes(snapshot: &Snapshot, proxy: &Proxy, service: &Service, port: u16) -> V
         };
         for m in matches {
             if let Some(m) = m
-                && !match_applies(m, proxy, port)
+                && !match_applies(m, proxy, port, binding, namespace)
             {
                 continue;
             }
@@ -216,11 +258,17 @@ fn default_route(cluster: &str) -> Route {
 
 /// Conditions decided when translating: the port, the caller's labels and namespace, the
 /// gateways (a sidecar is `mesh`).
-fn match_applies(m: &HttpMatchRequest, proxy: &Proxy, port: u16) -> bool {
+fn match_applies(
+    m: &HttpMatchRequest,
+    proxy: &Proxy,
+    port: u16,
+    binding: Binding<'_>,
+    namespace: &str,
+) -> bool {
     m.port.is_none_or(|p| p == u32::from(port))
         && m.source_labels.iter().all(|(k, v)| proxy.labels.get(k) == Some(v))
         && m.source_namespace.as_ref().is_none_or(|ns| *ns == proxy.namespace)
-        && applies_to_mesh(&m.gateways)
+        && (m.gateways.is_empty() || binding.named_in(&m.gateways, namespace))
 }
 
 fn string_matcher(m: &StringMatch, ignore_case: bool) -> Option<StringMatcher> {

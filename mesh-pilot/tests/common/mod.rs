@@ -47,6 +47,7 @@ pub fn frontend() -> mesh_pilot::model::Proxy {
         ips: vec!["10.1.0.5".parse().unwrap()],
         service_account: "frontend".into(),
         proxyless: false,
+        router: false,
     }
 }
 

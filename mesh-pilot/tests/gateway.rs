@@ -1,0 +1,195 @@
+//! A gateway proxy's configuration: listeners from the Gateway servers that select it (a
+//! Service's port 80 served on its target port 8080), routes from the VirtualServices bound to
+//! the Gateway, kept apart from the mesh's routes, hosts matched with namespaces and wildcards.
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route, route_action};
+use mesh_pilot::model::{Proxy, Snapshot};
+use mesh_pilot::source::local;
+use mesh_pilot::translate;
+use prost::Message;
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: productpage, namespace: bookinfo}
+spec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 9080}], selector: {app: productpage}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: bookinfo}
+spec: {clusterIP: 10.96.0.11, ports: [{name: http, port: 9080}], selector: {app: reviews}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: mesh-ingressgateway, namespace: mesh-system}
+spec: {clusterIP: 10.96.0.2, ports: [{name: http2, port: 80, targetPort: 8080}], selector: {istio: ingressgateway}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ingress, namespace: mesh-system}
+spec: {address: 10.77.0.20, labels: {istio: ingressgateway}, serviceAccount: mesh-ingressgateway}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway, namespace: bookinfo}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: shop, namespace: bookinfo}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["other/*.shop.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo, namespace: bookinfo}
+spec:
+  hosts: ["*"]
+  gateways: [bookinfo-gateway]
+  http:
+  - match: [{uri: {exact: /productpage}}, {uri: {prefix: /static}}]
+    route: [{destination: {host: productpage, port: {number: 9080}}}]
+  - match: [{uri: {prefix: /reviews}, gateways: [mesh]}]
+    route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-mesh, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: bookinfo}
+spec:
+  hosts: [cart.shop.example.com]
+  gateways: [bookinfo/shop]
+  http:
+  - route: [{destination: {host: productpage}}]
+"#;
+
+fn snapshot() -> Snapshot {
+    let report = mesh_api::load::load_str("gateway.yaml", MESH);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let objects: Vec<Arc<mesh_api::load::Loaded>> =
+        report.objects.into_iter().map(Arc::new).collect();
+    let (snapshot, rejected) = local::build(&objects);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    snapshot
+}
+
+fn gateway_proxy() -> Proxy {
+    Proxy {
+        id: "router~10.77.0.20~ingress.mesh-system~mesh-system.svc.cluster.local".into(),
+        namespace: "mesh-system".into(),
+        labels: [("istio".to_owned(), "ingressgateway".to_owned())].into(),
+        ips: vec!["10.77.0.20".parse().unwrap()],
+        router: true,
+        ..Proxy::default()
+    }
+}
+
+fn decode<T: Message + Default>(
+    resources: &[(String, envoy_types::pb::google::protobuf::Any)],
+) -> Vec<T> {
+    resources.iter().map(|(_, any)| T::decode(any.value.as_slice()).unwrap()).collect()
+}
+
+#[test]
+fn a_gateway_listens_on_the_target_port_of_its_gateway_port_and_routes_bound_virtual_services() {
+    let snapshot = snapshot();
+    let proxy = gateway_proxy();
+    let listeners: Vec<Listener> =
+        decode(&translate::generate(mesh_api::xds::LISTENER_TYPE, &snapshot, &proxy).unwrap());
+    let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["0.0.0.0_8080"], "port 80 of the Service is 8080 on the gateway");
+    assert!(listeners[0].use_original_dst.is_none(), "a gateway captures nothing");
+
+    let routes: Vec<RouteConfiguration> =
+        decode(&translate::generate(mesh_api::xds::ROUTE_TYPE, &snapshot, &proxy).unwrap());
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].name, "http.80");
+    let hosts: Vec<(&str, &[String])> =
+        routes[0].virtual_hosts.iter().map(|v| (v.name.as_str(), v.domains.as_slice())).collect();
+    // `shop` admits only hosts of namespace `other`: its VirtualService (in bookinfo) is not served.
+    assert_eq!(hosts, [("*:80", &["*".to_owned()][..])]);
+    let star = &routes[0].virtual_hosts[0];
+    // The rule bound to `mesh` only is left out of the gateway's routes.
+    assert_eq!(star.routes.len(), 2, "{:?}", star.routes);
+    let Some(route::Action::Route(action)) = &star.routes[0].action else { panic!() };
+    assert_eq!(
+        action.cluster_specifier,
+        Some(route_action::ClusterSpecifier::Cluster(
+            "outbound|9080||productpage.bookinfo.svc.cluster.local".to_owned()
+        ))
+    );
+}
+
+#[test]
+fn sidecars_keep_their_own_routes_and_never_see_gateway_bound_ones() {
+    let snapshot = snapshot();
+    let sidecar = Proxy {
+        id: "sidecar~10.77.0.30~sleep.bookinfo~bookinfo.svc.cluster.local".into(),
+        namespace: "bookinfo".into(),
+        ..Proxy::default()
+    };
+    let routes: Vec<RouteConfiguration> =
+        decode(&translate::generate(mesh_api::xds::ROUTE_TYPE, &snapshot, &sidecar).unwrap());
+    let port = routes.iter().find(|r| r.name == "9080").unwrap();
+    let productpage =
+        port.virtual_hosts.iter().find(|v| v.name.starts_with("productpage")).unwrap();
+    assert_eq!(
+        productpage.routes.len(),
+        1,
+        "the default route: the gateway's VirtualService is not the mesh's"
+    );
+    let reviews = port.virtual_hosts.iter().find(|v| v.name.starts_with("reviews")).unwrap();
+    let Some(route::Action::Route(action)) = &reviews.routes[0].action else { panic!() };
+    assert_eq!(
+        action.cluster_specifier,
+        Some(route_action::ClusterSpecifier::Cluster(
+            "outbound|9080|v1|reviews.bookinfo.svc.cluster.local".to_owned()
+        ))
+    );
+    let listeners: Vec<Listener> =
+        decode(&translate::generate(mesh_api::xds::LISTENER_TYPE, &snapshot, &sidecar).unwrap());
+    assert!(listeners.iter().any(|l| l.name == "virtualOutbound"));
+}
+
+#[test]
+fn server_hosts_admit_virtual_services_by_namespace_and_wildcard() {
+    let mut snapshot = snapshot();
+    // The shop Gateway now admits bookinfo's hosts under *.shop.example.com.
+    let gateway =
+        snapshot.gateways.iter_mut().find(|g| g.metadata.name.as_deref() == Some("shop")).unwrap();
+    gateway.spec.servers[0].hosts = vec!["./*.shop.example.com".to_owned()];
+    let routes: Vec<RouteConfiguration> = decode(
+        &translate::generate(mesh_api::xds::ROUTE_TYPE, &snapshot, &gateway_proxy()).unwrap(),
+    );
+    let names: Vec<&str> = routes[0].virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["*:80", "cart.shop.example.com:80"]);
+    let cart = &routes[0].virtual_hosts[1];
+    assert_eq!(cart.domains, ["cart.shop.example.com", "cart.shop.example.com:*"]);
+
+    // A proxy the Gateways do not select gets no listener.
+    let other = Proxy {
+        labels: [("istio".to_owned(), "egressgateway".to_owned())].into(),
+        ..gateway_proxy()
+    };
+    let listeners = translate::generate(mesh_api::xds::LISTENER_TYPE, &snapshot, &other).unwrap();
+    assert!(listeners.is_empty());
+}
