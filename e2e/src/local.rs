@@ -232,7 +232,7 @@ impl Answer {
 /// A request made from inside a pod.
 #[derive(Clone, Debug)]
 pub struct Call {
-    /// The pod's network namespace.
+    /// The pod's network namespace (empty: the host's, as a person outside the mesh calls).
     pub namespace: String,
     /// Where to connect (a VIP and port, like the app's own calls).
     pub address: SocketAddr,
@@ -326,8 +326,12 @@ impl Call {
     }
 }
 
-/// Moves the calling thread into network namespace `ns`.
+/// Moves the calling thread into network namespace `ns` (the empty name is the host's own:
+/// the thread stays where it is).
 pub fn enter(ns: &str) -> anyhow::Result<()> {
+    if ns.is_empty() {
+        return Ok(());
+    }
     let file = std::fs::File::open(format!("/run/netns/{ns}"))
         .with_context(|| format!("namespace {ns}"))?;
     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)

@@ -455,6 +455,111 @@ fn recorded_pids(state_dir: &Path) -> Vec<i32> {
 
 /// Brings up a mesh with `proxy` sidecars and Bookinfo, runs the scenarios `pick` chooses on
 /// it, and checks that `down` leaves nothing.
+/// Routes bound to the ingress gateway only: a host for reviews v3, a host whose requests are
+/// aborted, and a host with a 0.5 s timeout in front of reviews v2 (whose ratings are delayed
+/// by the mesh's own VirtualService below).
+const GATEWAY_ROUTES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge-reviews}
+spec:
+  hosts: [reviews.example.com]
+  gateways: [bookinfo-gateway]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}, weight: 0}, {destination: {host: reviews, subset: v3}, weight: 100}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge-faulty}
+spec:
+  hosts: [faulty.example.com]
+  gateways: [bookinfo-gateway]
+  http:
+  - fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+    route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge-slow}
+spec:
+  hosts: [slow.example.com]
+  gateways: [bookinfo-gateway]
+  http:
+  - timeout: 0.5s
+    route: [{destination: {host: reviews, subset: v2}}]
+"#;
+
+/// The mesh's own rule: every call to ratings waits 2 s.
+const RATINGS_DELAY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - fault: {delay: {fixedDelay: 2s, percentage: {value: 100}}}
+    route: [{destination: {host: ratings}}]
+"#;
+
+/// Istio's ingress task: Bookinfo reached from the host through the ingress gateway (Istio's
+/// `bookinfo-gateway.yaml`), only on the paths its VirtualService names; routes bound to the
+/// gateway by host (subsets, a fault, a timeout) that the sidecars never see.
+fn ingress(mesh: &mut Mesh, app: &Bookinfo) -> anyhow::Result<()> {
+    let port = mesh_testing::net::free_port();
+    mesh.meshctl(&["gateway", "ingressgateway", "--port", &format!("{port}:8080")])?;
+    mesh.apply(&yaml("bookinfo-gateway.yaml"))?;
+    let gateway = SocketAddr::from(([127, 0, 0, 1], port));
+    let get = |host: &str, path: &str| Call::get("", gateway, host, path);
+    let settles =
+        |host: &str, path: &str, want: &dyn Fn(&Answer) -> bool| -> anyhow::Result<Answer> {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let answer = get(host, path).send();
+                match answer {
+                    Ok(answer) if want(&answer) => return Ok(answer),
+                    other if Instant::now() > deadline => {
+                        anyhow::bail!("{host}{path} through the gateway never settled: {other:?}")
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        };
+    let page = settles("bookinfo.local", "/productpage", &|a| a.status == 200)?;
+    ensure!(page.body.contains("Book Details"), "the product page: {}", page.body);
+    let api = get("bookinfo.local", "/api/v1/products/0").send()?;
+    ensure!(api.status == 200, "the JSON view through the gateway: {}", api.status);
+    let admin = get("bookinfo.local", "/reviews/0").send()?;
+    ensure!(admin.status == 404, "a path the gateway's routes do not name: {}", admin.status);
+
+    mesh.apply(&yaml("destination-rule-all.yaml"))?;
+    mesh.apply(GATEWAY_ROUTES)?;
+    let v3 = settles("reviews.example.com", "/reviews/0", &|a| a.status == 200)?;
+    ensure!(v3.json()["version"] == "v3", "host routing to the v3 subset: {}", v3.body);
+    for _ in 0..10 {
+        let again = get("reviews.example.com", "/reviews/0").send()?;
+        ensure!(again.json()["version"] == "v3", "every answer from v3: {}", again.body);
+    }
+    let other = get("other.example.com", "/reviews/0").send()?;
+    ensure!(other.status == 404, "a host no gateway route names: {}", other.status);
+    let faulty = settles("faulty.example.com", "/reviews/0", &|a| a.status == 503)?;
+    ensure!(faulty.body.contains("fault filter abort"), "the abort: {}", faulty.body);
+    // The gateway's routes are not the mesh's: from inside, reviews answers as the mesh's own
+    // rules say, not from v3 alone.
+    let seen = app.counts(None, 12)?;
+    ensure!(seen.get("v3 red stars") != Some(&12), "sidecars saw the gateway's routes: {seen:?}");
+
+    mesh.apply(RATINGS_DELAY)?;
+    let slow = settles("slow.example.com", "/reviews/0", &|a| a.status == 504)?;
+    ensure!(slow.elapsed < Duration::from_millis(1500), "cut at 0.5 s: {:?}", slow.elapsed);
+
+    mesh.delete(RATINGS_DELAY)?;
+    mesh.delete(GATEWAY_ROUTES)?;
+    // The subsets stay: the routing scenario put them in for the ones after it.
+    mesh.delete(&yaml("bookinfo-gateway.yaml"))?;
+    mesh.meshctl(&["remove", "ingressgateway"])?;
+    Ok(())
+}
+
 fn suite(proxy: &str, pick: impl Fn(&str) -> bool) {
     if !can_run() {
         return;
@@ -473,8 +578,9 @@ fn suite(proxy: &str, pick: impl Fn(&str) -> bool) {
             ensure!(Instant::now() < deadline, "Bookinfo never answered whole");
             std::thread::sleep(Duration::from_millis(300));
         }
-        let scenarios: [(&str, &Scenario); 8] = [
+        let scenarios: [(&str, &Scenario); 9] = [
             ("routing", &|m| routing(m, &app)),
+            ("ingress", &|m| ingress(m, &app)),
             ("shifting", &|m| shifting(m, &app)),
             ("faults", &|m| faults(m, &app)),
             ("timeouts", &|m| timeouts(m, &app)),

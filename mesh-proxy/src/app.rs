@@ -296,6 +296,13 @@ impl Started {
         let _ = complete.wait_for(|c| *c).await;
         steps.configuration.release();
 
+        if config.proxy_type == crate::settings::Role::Router {
+            let bound = gateway_listeners(&shared, &workers, &drain);
+            control.spawn(keep_gateway_listeners(shared, workers, drain, bound));
+            steps.listeners.release();
+            info!(workers = config.concurrency, "gateway ready");
+            return Ok(());
+        }
         let any = Ipv4Addr::UNSPECIFIED;
         for worker in &workers {
             let outbound =
@@ -313,6 +320,82 @@ impl Started {
             "proxy ready"
         );
         Ok(())
+    }
+}
+
+/// A gateway's bound listeners: per port, the trigger that stops accepting on it.
+type GatewayPorts = std::collections::BTreeMap<u16, drain::Trigger>;
+
+/// Binds, on every worker, each listener port of the configuration in force that is not bound
+/// yet, and stops accepting on the ports it no longer has (their connections carry on);
+/// returns the ports bound. A port that cannot be bound is logged and tried again later.
+fn sync_gateway_listeners(
+    shared: &Arc<Shared>,
+    workers: &[tokio::runtime::Handle],
+    drain: &drain::Trigger,
+    mut bound: GatewayPorts,
+) -> GatewayPorts {
+    let wanted: std::collections::BTreeSet<u16> =
+        shared.runtime.load().listeners.keys().copied().collect();
+    bound.retain(|port, stop| {
+        let keep = wanted.contains(port);
+        if !keep {
+            info!(port, "gateway listener removed");
+            stop.start();
+        }
+        keep
+    });
+    let new: Vec<u16> = wanted.into_iter().filter(|p| !bound.contains_key(p)).collect();
+    for port in new {
+        let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+        let listeners: anyhow::Result<Vec<TcpListener>> =
+            workers.iter().map(|w| bind_worker(address, "a gateway listener", w)).collect();
+        match listeners {
+            Ok(listeners) => {
+                let (stop, _) = drain::channel();
+                for (worker, listener) in workers.iter().zip(listeners) {
+                    let mut stopped = stop.watch();
+                    let serving = listen::serve_until(
+                        listener,
+                        shared.clone(),
+                        Side::Gateway,
+                        drain.watch(),
+                        async move { stopped.signaled().await },
+                    );
+                    worker.spawn(serving);
+                }
+                info!(port, "gateway listening");
+                bound.insert(port, stop);
+            }
+            Err(err) => warn!("{err:#}"),
+        }
+    }
+    bound
+}
+
+fn gateway_listeners(
+    shared: &Arc<Shared>,
+    workers: &[tokio::runtime::Handle],
+    drain: &drain::Trigger,
+) -> GatewayPorts {
+    sync_gateway_listeners(shared, workers, drain, GatewayPorts::new())
+}
+
+/// Follows the configuration: every half second the gateway's ports are made to match its
+/// listeners, until the proxy drains.
+async fn keep_gateway_listeners(
+    shared: Arc<Shared>,
+    workers: Vec<tokio::runtime::Handle>,
+    drain: drain::Trigger,
+    mut bound: GatewayPorts,
+) {
+    let mut draining = drain.watch();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = draining.signaled() => return,
+        }
+        bound = sync_gateway_listeners(&shared, &workers, &drain, bound);
     }
 }
 

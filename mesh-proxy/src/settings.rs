@@ -14,6 +14,10 @@ use mesh_api::xds::{NodeId, ProxyType, metadata};
 #[derive(Clone, Debug, clap::Parser)]
 #[command(name = "mesh-proxy", version, about = "The mesh's sidecar proxy")]
 pub struct Flags {
+    /// `sidecar` (captured traffic on 15001 and 15006) or `router`: a gateway, listening on the
+    /// ports of the Gateways that select it (Istio's `proxy router`).
+    #[arg(long, env = "MESH_PROXY_TYPE", value_enum, default_value = "sidecar")]
+    pub proxy_type: Role,
     /// Worker threads carrying traffic (Istio's `concurrency`; 0: one per CPU).
     #[arg(long, env = "MESH_CONCURRENCY", default_value_t = 2)]
     pub concurrency: usize,
@@ -98,6 +102,15 @@ pub struct Flags {
     /// `mesh-proxy wait`, instead of running the proxy.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// What kind of proxy this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Next to an app, its traffic captured by mesh-init's rules.
+    Sidecar,
+    /// A gateway (ingress or egress): listeners from the Gateways, no capture.
+    Router,
 }
 
 /// What `mesh-proxy` does besides being the proxy.
@@ -273,7 +286,10 @@ impl Settings {
             ca_address: flags.ca.ca_address.clone(),
             token_path: flags.ca.token_path.clone(),
             node_id: NodeId {
-                proxy_type: ProxyType::Sidecar,
+                proxy_type: match flags.proxy_type {
+                    Role::Sidecar => ProxyType::Sidecar,
+                    Role::Router => ProxyType::Router,
+                },
                 ip,
                 pod: pod.clone(),
                 namespace,

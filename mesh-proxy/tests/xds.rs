@@ -76,6 +76,7 @@ fn everything_the_pilot_serves_is_accepted() {
         ips: vec!["10.1.0.5".parse().unwrap()],
         service_account: "frontend".into(),
         proxyless: false,
+        router: false,
     };
     let store = Store::default();
     for type_url in PUSH_ORDER {

@@ -34,6 +34,8 @@ pub enum Side {
     Outbound,
     /// Connections to the app (15006).
     Inbound,
+    /// A gateway's own listeners: clients connect to the port itself, nothing is redirected.
+    Gateway,
 }
 
 /// Counts a connection in `istio`'s active-connections gauge while it lives.
@@ -57,7 +59,20 @@ impl Drop for Tracked {
 /// Accepts connections on `listener` until draining starts. Each connection holds a clone
 /// of `drain` until it closes, so the drain waits for it.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, side: Side, drain: drain::Watch) {
+    serve_until(listener, shared, side, drain, std::future::pending()).await;
+}
+
+/// [`serve`] that also stops accepting when `stop` completes (a gateway listener the
+/// configuration no longer has); the connections it accepted carry on under `drain`.
+pub async fn serve_until(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    side: Side,
+    drain: drain::Watch,
+    stop: impl std::future::Future<Output = ()>,
+) {
     let mut draining = drain.clone();
+    tokio::pin!(stop);
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -70,6 +85,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, side: Side, drain
                 }
             },
             () = draining.signaled() => return,
+            () = &mut stop => return,
         };
         let tracked = Tracked::new(&shared);
         let (shared, draining) = (shared.clone(), drain.clone());
@@ -79,6 +95,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, side: Side, drain
             match side {
                 Side::Outbound => outbound(shared, tcp, peer, draining).await,
                 Side::Inbound => inbound(shared, tcp, peer, draining).await,
+                Side::Gateway => gateway(shared, tcp, peer, draining).await,
             }
         });
     }
@@ -196,6 +213,43 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
         // Not HTTP on an HTTP port: passed through as the listener's default chain would.
         (_, Some(fallback)) => proxy(shared, tcp, flow(fallback.clone())).await,
         (_, None) => refuse(&shared, reporter, peer, NR, "not HTTP, and no passthrough"),
+    }
+}
+
+/// A gateway's connection: the listener on the port it came to chooses the chain; HTTP is
+/// served with the gateway's routes (reported as the source, as Istio's gateways report).
+async fn gateway(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {
+    let reporter = Reporter::Source;
+    let Ok(local) = tcp.local_addr() else {
+        return refuse(&shared, reporter, peer, NR, "no local address");
+    };
+    let connection = listener::Connection {
+        destination: local,
+        transport: "raw_buffer",
+        server_name: None,
+        alpn: Vec::new(),
+    };
+    let chosen = match choose(&shared, local.port(), &connection) {
+        Ok(chosen) => chosen,
+        Err(why) => return refuse(&shared, reporter, peer, NR, &why),
+    };
+    match chosen.plan {
+        Plan::Tcp(cluster, idle_timeout) => {
+            let flow = Flow {
+                reporter,
+                cluster,
+                destination: local,
+                downstream: peer,
+                peer: None,
+                idle_timeout,
+            };
+            proxy(shared, tcp, flow).await;
+        }
+        Plan::Http(routes) => {
+            let connection =
+                Connection { reporter, downstream: peer, destination: local, peer: None, routes };
+            serve_http(shared, tcp, connection, false, drain).await;
+        }
     }
 }
 

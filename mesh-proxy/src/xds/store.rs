@@ -54,11 +54,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Whether a first full configuration is in: clusters and listeners, and the endpoints and
-    /// routes they refer to (readiness).
+    /// Whether a first full configuration is in: clusters and listeners (a gateway no
+    /// Gateway selects rightly has none), and the endpoints and routes they refer to
+    /// (readiness).
     pub fn complete(&self) -> bool {
-        !self.clusters.is_empty()
-            && !self.listeners.is_empty()
+        self.versions.contains_key(CLUSTER_TYPE)
+            && self.versions.contains_key(LISTENER_TYPE)
             && self.eds_clusters().all(|c| self.endpoints.contains_key(&c))
             && self.route_names().all(|r| self.routes.contains_key(&r))
     }

@@ -169,6 +169,8 @@ mod tests {
             port: Some(9080),
             sidecar: None,
             command: vec!["bookinfo".into(), "reviews".into()],
+            gateway: false,
+            forwards: Vec::new(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod config;
 mod control_plane;
+mod gateway;
 pub mod kubelet;
 mod net;
 pub mod plan;
@@ -122,6 +123,15 @@ pub enum LocalCommand {
         after_help = "Examples:\n  meshctl local deploy reviews-v1 --labels app=reviews,version=v1 \\\n      --service-account bookinfo-reviews --port 9080 -- /usr/local/bin/bookinfo reviews --version v1\n  meshctl local deploy sleep --labels app=sleep -- sleep infinity"
     )]
     Deploy(pods::DeployArgs),
+    /// Run a gateway: mesh-proxy as a router (or Envoy) listening on the ports of the Gateways
+    /// that select its labels, with ports of the host forwarded to it.
+    #[command(
+        after_help = "Examples:\n  meshctl local gateway ingressgateway --port 8080:8080\n  meshctl local apply -f bookinfo-gateway.yaml\n  curl http://127.0.0.1:8080/productpage\n  meshctl local gateway egressgateway --labels istio=egressgateway"
+    )]
+    Gateway(gateway::GatewayArgs),
+    /// Carry a port of the host to a pod (started by `gateway`).
+    #[command(hide = true)]
+    Forward(gateway::ForwardArgs),
     /// Remove one pod (its sidecar, app, namespace and WorkloadEntry).
     Remove {
         /// The pod's name.
@@ -158,6 +168,10 @@ pub enum LocalCommand {
 
 /// Runs a `meshctl local` command; the exit code to end with.
 pub fn run(args: LocalArgs) -> Result<i32, LocalError> {
+    // A forward runs as long as its gateway, and must not hold the state's lock.
+    if let LocalCommand::Forward(forward) = &args.command {
+        return gateway::forward(forward);
+    }
     // Only `up` makes a state directory: looking at, or removing, a mesh that is not there
     // must leave nothing behind.
     if !matches!(args.command, LocalCommand::Up(_))
@@ -177,6 +191,8 @@ pub fn run(args: LocalArgs) -> Result<i32, LocalError> {
         LocalCommand::Up(up) => control_plane::up(&dir, up).map(|()| 0),
         LocalCommand::Down => control_plane::down(&dir).map(|()| 0),
         LocalCommand::Deploy(deploy) => pods::deploy(&dir, deploy).map(|()| 0),
+        LocalCommand::Gateway(args) => gateway::gateway(&dir, args).map(|()| 0),
+        LocalCommand::Forward(forward) => gateway::forward(&forward),
         LocalCommand::Remove { name } => pods::remove(&dir, &name).map(|()| 0),
         LocalCommand::Service(service) => pods::service(&dir, service).map(|()| 0),
         LocalCommand::Apply(files) => config::apply(&dir, &files).map(|()| 0),

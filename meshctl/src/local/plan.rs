@@ -254,7 +254,7 @@ pub fn envoy_bootstrap(pod: &Pod) -> String {
     use mesh_api::ports;
     use mesh_api::xds::{NodeId, ProxyType, metadata, mtls};
     let node = NodeId {
-        proxy_type: ProxyType::Sidecar,
+        proxy_type: if pod.gateway { ProxyType::Router } else { ProxyType::Sidecar },
         ip: pod.ip.into(),
         pod: pod.name.clone(),
         namespace: pod.namespace.clone(),
@@ -338,6 +338,8 @@ mod tests {
                     port: Some(9080),
                     sidecar: Some(Sidecar::MeshProxy),
                     command: vec!["reviews".into()],
+                    gateway: false,
+                    forwards: Vec::new(),
                 },
             );
         }

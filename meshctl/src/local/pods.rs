@@ -88,30 +88,46 @@ fn pod_dir(dir: &StateDir, pod: &str) -> PathBuf {
 /// `meshctl local deploy`.
 pub fn deploy(dir: &StateDir, args: DeployArgs) -> Result<(), LocalError> {
     let mut state = running(dir)?;
-    plan::check_name("pod", &args.name).map_err(LocalError::Refused)?;
-    plan::check_name("namespace", &args.namespace).map_err(LocalError::Refused)?;
     let labels = plan::parse_labels(&args.labels).map_err(LocalError::Refused)?;
-    if state.pods.contains_key(&args.name) {
-        return Err(LocalError::Refused(format!(
-            "pod {} exists: `meshctl local remove {}` first",
-            args.name, args.name
-        )));
-    }
-    let host = state.next_pod_host;
-    let ip = plan::host_address(POD_NETWORK, host)
-        .ok_or_else(|| LocalError::Refused("the pod network is full".into()))?;
     let sidecar = (!args.no_sidecar).then(|| args.proxy.unwrap_or(state.proxy));
     let pod = Pod {
         name: args.name.clone(),
         namespace: args.namespace,
-        ip,
-        veth: host,
+        ip: Ipv4Addr::UNSPECIFIED,
+        veth: 0,
         labels,
         service_account: args.service_account,
         port: args.port,
         sidecar,
         command: args.command,
+        gateway: false,
+        forwards: Vec::new(),
     };
+    let (pod, ns) = record(dir, &mut state, pod)?;
+    let name = pod.name.clone();
+    bring_up(dir, &mut state, pod, &ns)
+        .map_err(|source| LocalError::PodFailed { pod: name, source: Box::new(source) })
+}
+
+/// Checks a new pod's names, gives it the next address of the pod network, and records it
+/// (and the namespace it is about to get) before anything is made; returns it with that
+/// namespace.
+pub(super) fn record(
+    dir: &StateDir,
+    state: &mut State,
+    mut pod: Pod,
+) -> Result<(Pod, String), LocalError> {
+    plan::check_name("pod", &pod.name).map_err(LocalError::Refused)?;
+    plan::check_name("namespace", &pod.namespace).map_err(LocalError::Refused)?;
+    if state.pods.contains_key(&pod.name) {
+        return Err(LocalError::Refused(format!(
+            "pod {} exists: `meshctl local remove {}` first",
+            pod.name, pod.name
+        )));
+    }
+    pod.veth = state.next_pod_host;
+    pod.ip = plan::host_address(POD_NETWORK, pod.veth)
+        .ok_or_else(|| LocalError::Refused("the pod network is full".into()))?;
     let ns = plan::pod_namespace(&state.name, &pod.name);
     if net::namespace_exists(&ns) {
         return Err(LocalError::Refused(format!("network namespace {ns} exists already")));
@@ -120,22 +136,32 @@ pub fn deploy(dir: &StateDir, args: DeployArgs) -> Result<(), LocalError> {
     state.namespaces.push(ns.clone());
     state.pods.insert(pod.name.clone(), pod.clone());
     state.created(&net::hosts_path(&ns).parent().map(PathBuf::from).unwrap_or_default());
-    dir.write(&state)?;
-    let name = pod.name.clone();
-    bring_up(dir, &mut state, pod, &ns)
-        .map_err(|source| LocalError::PodFailed { pod: name, source: Box::new(source) })
+    dir.write(state)?;
+    Ok((pod, ns))
 }
 
-/// Makes a recorded pod: its network, files, sidecar and app.
-fn bring_up(dir: &StateDir, state: &mut State, pod: Pod, ns: &str) -> Result<(), LocalError> {
-    let (host, ip, sidecar) = (pod.veth, pod.ip, pod.sidecar);
+/// Makes a recorded pod's network namespace, its link to the hub and its directory, and
+/// tells the pilot about it; returns the directory.
+pub(super) fn make_network(
+    dir: &StateDir,
+    state: &mut State,
+    pod: &Pod,
+    ns: &str,
+) -> Result<PathBuf, LocalError> {
     net::add_namespace(ns)?;
-    net::attach(&plan::hub_namespace(&state.name), ns, host, &[ip])?;
+    net::attach(&plan::hub_namespace(&state.name), ns, pod.veth, &[pod.ip])?;
     let pod_dir = pod_dir(dir, &pod.name);
     std::fs::create_dir_all(&pod_dir)
         .map_err(io(format!("cannot create {}", pod_dir.display())))?;
     refresh(state)?;
     dir.write(state)?;
+    Ok(pod_dir)
+}
+
+/// Makes a recorded pod: its network, files, sidecar and app.
+fn bring_up(dir: &StateDir, state: &mut State, pod: Pod, ns: &str) -> Result<(), LocalError> {
+    let (ip, sidecar) = (pod.ip, pod.sidecar);
+    let pod_dir = make_network(dir, state, &pod, ns)?;
 
     let app_readiness = match sidecar {
         Some(sidecar) => start_sidecar(dir, state, &pod, ns, sidecar)?,
@@ -191,7 +217,7 @@ fn bring_up(dir: &StateDir, state: &mut State, pod: Pod, ns: &str) -> Result<(),
 /// Captures the pod's traffic with mesh-init and starts its sidecar as uid 1337 with a token of
 /// its own, as the injected pod spec says (see [`kubelet`]); returns once the sidecar is ready,
 /// with the path of the app's readiness probe on the proxy's status port when it has one.
-fn start_sidecar(
+pub(super) fn start_sidecar(
     dir: &StateDir,
     state: &mut State,
     pod: &Pod,
@@ -199,16 +225,21 @@ fn start_sidecar(
     sidecar: Sidecar,
 ) -> Result<Option<String>, LocalError> {
     let pod_dir = pod_dir(dir, &pod.name);
-    let plan = kubelet::sidecar(pod, &pod_dir).map_err(LocalError::Refused)?;
-    let mut init = vec![binary(&state.bin_dir, "mesh-init")?.display().to_string()];
-    init.extend(plan.init_args.iter().cloned());
-    // The kubelet runs the init container inside the pod's network namespace; here mesh-init
-    // enters it.
-    init.extend(["--network-namespace".to_owned(), ns.to_owned()]);
-    let init: Vec<&str> = init.iter().map(String::as_str).collect();
-    let init_log = net::run(&init)?;
-    std::fs::write(pod_dir.join("init.log"), init_log)
-        .map_err(io(format!("cannot write {}", pod_dir.display())))?;
+    let mut plan = kubelet::sidecar(pod, &pod_dir).map_err(LocalError::Refused)?;
+    if pod.gateway {
+        // A gateway captures nothing: no mesh-init, and its proxy is a router.
+        plan.proxy_env.push(("MESH_PROXY_TYPE".to_owned(), "router".to_owned()));
+    } else {
+        let mut init = vec![binary(&state.bin_dir, "mesh-init")?.display().to_string()];
+        init.extend(plan.init_args.iter().cloned());
+        // The kubelet runs the init container inside the pod's network namespace; here
+        // mesh-init enters it.
+        init.extend(["--network-namespace".to_owned(), ns.to_owned()]);
+        let init: Vec<&str> = init.iter().map(String::as_str).collect();
+        let init_log = net::run(&init)?;
+        std::fs::write(pod_dir.join("init.log"), init_log)
+            .map_err(io(format!("cannot write {}", pod_dir.display())))?;
+    }
     let token_file = make_volumes(dir, pod, &plan)?;
 
     let log = pod_dir.join("proxy.log");

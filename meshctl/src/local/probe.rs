@@ -29,13 +29,19 @@ fn in_namespace<T: Send + 'static>(
 ) -> Result<T, String> {
     let ns = ns.to_owned();
     std::thread::spawn(move || {
-        let file =
-            File::open(format!("/run/netns/{ns}")).map_err(|e| format!("namespace {ns}: {e}"))?;
-        setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| format!("cannot enter {ns}: {e}"))?;
+        enter(&ns)?;
         f()
     })
     .join()
     .map_err(|_| "the probe thread failed".to_owned())?
+}
+
+/// Moves the calling thread into network namespace `ns` (sockets it makes then live there,
+/// and keep working from any thread).
+pub fn enter(ns: &str) -> Result<(), String> {
+    let file =
+        File::open(format!("/run/netns/{ns}")).map_err(|e| format!("namespace {ns}: {e}"))?;
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| format!("cannot enter {ns}: {e}"))
 }
 
 /// `GET path` on `address` from inside namespace `ns`: the status and body, or why not.

@@ -83,8 +83,16 @@ fn start(role: String, spec: ProcessSpec, log_path: &Path) -> Result<Process, Lo
         .open(log_path)
         .map_err(|e| failed(format!("{}: {e}", log_path.display())))?;
     let err = log.try_clone().map_err(|e| failed(e.to_string()))?;
-    let mut command = Command::new("ip");
-    command.args(["netns", "exec", &spec.namespace]);
+    // An empty namespace is the host's own (a port forward listens there).
+    let mut words: Vec<String> = Vec::new();
+    if !spec.namespace.is_empty() {
+        words.extend(["ip".into(), "netns".into(), "exec".into(), spec.namespace.clone()]);
+    }
+    let Some(program) = words.first().or(spec.argv.first()) else {
+        return Err(failed("no command to run".into()));
+    };
+    let mut command = Command::new(program);
+    command.args(words.iter().skip(1));
     if let Some((uid, gid)) = spec.user {
         command.args([
             "setpriv",
@@ -95,7 +103,7 @@ fn start(role: String, spec: ProcessSpec, log_path: &Path) -> Result<Process, Lo
         ]);
     }
     command
-        .args(&spec.argv)
+        .args(spec.argv.iter().skip(usize::from(words.is_empty())))
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))

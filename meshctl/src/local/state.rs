@@ -76,6 +76,22 @@ pub struct Pod {
     pub sidecar: Option<Sidecar>,
     /// The app's command line.
     pub command: Vec<String>,
+    /// A gateway (`meshctl local gateway`): its proxy is a router, with no app and no capture.
+    #[serde(default)]
+    pub gateway: bool,
+    /// Ports of the host forwarded to the pod (`HOST:POD`).
+    #[serde(default)]
+    pub forwards: Vec<Forward>,
+}
+
+/// A port of the host forwarded to a port of a pod (a gateway's listener), as
+/// `kubectl port-forward` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    /// The port on the host's 127.0.0.1.
+    pub host: u16,
+    /// The port on the pod.
+    pub pod: u16,
 }
 
 /// A port of a service.
