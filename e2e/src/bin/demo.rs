@@ -7,12 +7,13 @@
 //! `demo up` leaves the mesh running and prints commands to try; `demo down` removes it.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use e2e::local::{self, Mesh, percentile};
+use e2e::local::{self, Call, Mesh, percentile};
 use e2e::traffic::{Bookinfo, Loads};
 use e2e::wire::Sniffer;
 
@@ -56,12 +57,13 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Up => {
-            let mut mesh = start(&cli.state_dir)?;
+            let (mut mesh, ingress) = start(&cli.state_dir)?;
             // Left running on purpose: `make demo-down` removes it.
             mesh.keep();
             println!("\nThe mesh is up. Things to try:\n");
             for line in [
                 "meshctl local status",
+                &format!("curl -s http://{ingress}/productpage      # through the ingress gateway"),
                 "meshctl local exec client -- curl -s http://productpage:9080/productpage",
                 "meshctl local exec client -- curl -s 'http://productpage:9080/api/v1/products/0?user=jason'",
                 &format!("meshctl local apply -f {BOOKINFO}/destination-rule-all.yaml"),
@@ -79,7 +81,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run => {
             let state_dir = cli.state_dir.clone();
             on_interrupt(state_dir);
-            let mut mesh = start(&cli.state_dir)?;
+            let (mut mesh, _) = start(&cli.state_dir)?;
             let result = walkthrough(&mut mesh);
             if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
                 // The interrupt handler removes the mesh and exits; what failed here failed
@@ -122,7 +124,9 @@ fn heading(text: &str) {
     println!("\n\x1b[1m━━ {text} ━━\x1b[0m");
 }
 
-fn start(state_dir: &Path) -> anyhow::Result<Mesh> {
+/// The mesh with Bookinfo, reachable from the host through the ingress gateway at the
+/// address returned.
+fn start(state_dir: &Path) -> anyhow::Result<(Mesh, SocketAddr)> {
     heading("A mesh on this machine");
     println!("The control plane (mesh-ca, mesh-pilot) runs in a network namespace of its own;");
     println!("every pod is a network namespace on a bridge, with mesh-init's iptables rules,");
@@ -141,7 +145,43 @@ fn start(state_dir: &Path) -> anyhow::Result<Mesh> {
         anyhow::ensure!(std::time::Instant::now() < deadline, "Bookinfo never answered whole");
         std::thread::sleep(Duration::from_millis(300));
     }
-    Ok(mesh)
+    let ingress = ingress(&mut mesh)?;
+    Ok((mesh, ingress))
+}
+
+/// The ingress gateway, with a port of the host forwarded to it (8080 when it is free), and
+/// Istio's `bookinfo-gateway.yaml`: the product page from outside the mesh.
+fn ingress(mesh: &mut Mesh) -> anyhow::Result<SocketAddr> {
+    heading("The ingress gateway: Bookinfo from this machine, outside the mesh");
+    let port = if std::net::TcpListener::bind(("127.0.0.1", 8080)).is_ok() {
+        8080
+    } else {
+        mesh_testing::net::free_port()
+    };
+    mesh.meshctl(&["gateway", "ingressgateway", "--port", &format!("{port}:8080")])?;
+    apply(mesh, "bookinfo-gateway.yaml")?;
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let call = Call::get("", address, &format!("127.0.0.1:{port}"), "/productpage");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        match call.send() {
+            Ok(page) if page.status == 200 => break page,
+            other => {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "the gateway never served the product page: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    let title = page.body.lines().find(|l| l.contains("<h1>")).unwrap_or_default().trim();
+    println!(
+        "
+GET http://{address}/productpage -> {} {title}",
+        page.status
+    );
+    Ok(address)
 }
 
 fn apply(mesh: &mut Mesh, file: &str) -> anyhow::Result<()> {
