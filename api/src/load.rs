@@ -654,6 +654,7 @@ const KINDS: &[(&str, &str, &[&str], Decode)] = &[
     }),
     ("Service", "", &["v1"], |i| Ok(Resource::Service(i.decode()?))),
     ("Namespace", "", &["v1"], |i| Ok(Resource::Namespace(i.decode()?))),
+    ("Secret", "", &["v1"], |i| Ok(Resource::Secret(i.decode()?))),
 ];
 
 /// Maps `apiVersion` + `kind` to its decoder, checking that the version serves the kind.

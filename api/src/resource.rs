@@ -1,6 +1,6 @@
 //! [`Resource`]: any object the mesh reads, typed.
 
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use kube::ResourceExt;
 
 use crate::networking::{
@@ -64,6 +64,9 @@ resources! {
     Service(Service),
     /// Core `v1` Namespace (local mode reads them from files).
     Namespace(Namespace),
+    /// Core `v1` Secret: a gateway's certificate and key (`credentialName`), and the CA its
+    /// clients' certificates must verify to.
+    Secret(Secret),
 }
 
 /// Kind, namespace and name of an object, as errors print it (`VirtualService default/hello`).

@@ -21,8 +21,10 @@ pub const SECRET_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// The order in which a full push sends resource types, so that nothing refers to a resource the
-/// proxy has not received yet: clusters, then their endpoints, then listeners, then routes.
-pub const PUSH_ORDER: [&str; 4] = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE];
+/// proxy has not received yet: clusters, then their endpoints, then the secrets (a gateway's
+/// certificates), then listeners, then routes.
+pub const PUSH_ORDER: [&str; 5] =
+    [CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE, LISTENER_TYPE, ROUTE_TYPE];
 
 /// The outbound capture listener (port 15001).
 pub const VIRTUAL_OUTBOUND_LISTENER: &str = "virtualOutbound";

@@ -506,7 +506,13 @@ fn rbac_grants_what_the_code_uses_and_no_more() {
         assert!(verbs.contains_key("list") && verbs.contains_key("watch"), "{resource}");
         assert!(!verbs.contains_key("update") && !verbs.contains_key("create"), "{resource}");
     }
-    assert!(grants(&pilot, "", "secrets").is_empty(), "mesh-pilot reads no Secret");
+    // Gateways' TLS Secrets (credentialName), read only.
+    let secrets = grants(&pilot, "", "secrets");
+    assert_eq!(
+        secrets.keys().collect::<Vec<_>>(),
+        ["list", "watch"],
+        "mesh-pilot reads Secrets only"
+    );
     // Every kind charts/base defines, read only.
     for file in mesh_charts::crds("base").unwrap() {
         let crd: CustomResourceDefinition = serde_saphyr::from_str(file.contents).unwrap();

@@ -131,6 +131,39 @@ pub struct Endpoint {
     pub weight: u32,
 }
 
+/// A gateway's TLS material from a Secret (`credentialName`): Kubernetes' TLS keys
+/// (`tls.crt`, `tls.key`, `ca.crt`) or Istio's generic ones (`cert`, `key`, `cacert`), PEM.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Credential {
+    /// The certificate chain, leaf first.
+    pub certificate_chain: Option<String>,
+    /// The private key.
+    pub private_key: Option<String>,
+    /// The CA that clients' certificates must verify to (MUTUAL).
+    pub ca_certificates: Option<String>,
+}
+
+impl Credential {
+    /// The material of a Secret, if it holds any.
+    pub fn from_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Option<Self> {
+        let data = secret.data.as_ref();
+        let field = |keys: [&str; 2]| {
+            keys.iter().find_map(|k| {
+                let bytes = data.and_then(|d| d.get(*k)).map(|b| b.0.clone()).or_else(|| {
+                    secret.string_data.as_ref()?.get(*k).map(|s| s.clone().into_bytes())
+                })?;
+                String::from_utf8(bytes).ok()
+            })
+        };
+        let credential = Self {
+            certificate_chain: field(["tls.crt", "cert"]),
+            private_key: field(["tls.key", "key"]),
+            ca_certificates: field(["ca.crt", "cacert"]),
+        };
+        (credential != Self::default()).then_some(credential)
+    }
+}
+
 /// Everything the translation needs, at one moment.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
@@ -155,6 +188,8 @@ pub struct Snapshot {
     pub sidecars: Vec<mesh_api::networking::Sidecar>,
     /// Gateways: the listeners of the gateway proxies they select.
     pub gateways: Vec<Gateway>,
+    /// TLS material of Secrets, by (namespace, name): what gateways' `credentialName`s name.
+    pub credentials: BTreeMap<(String, String), Credential>,
     /// The namespace whose selector-less Sidecar is the mesh-wide default.
     pub root_namespace: String,
     /// When the change that made this snapshot was published (for convergence time).
@@ -175,6 +210,7 @@ impl Default for Snapshot {
             destination_rules: Vec::new(),
             sidecars: Vec::new(),
             gateways: Vec::new(),
+            credentials: BTreeMap::new(),
             root_namespace: mesh_api::ports::CONTROL_PLANE_NAMESPACE.to_owned(),
             published: None,
         }

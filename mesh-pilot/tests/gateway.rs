@@ -193,3 +193,136 @@ fn server_hosts_admit_virtual_services_by_namespace_and_wildcard() {
     let listeners = translate::generate(mesh_api::xds::LISTENER_TYPE, &snapshot, &other).unwrap();
     assert!(listeners.is_empty());
 }
+
+const TLS: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: bookinfo-cred, namespace: mesh-system}
+type: kubernetes.io/tls
+stringData: {tls.crt: "CERT", tls.key: "KEY", ca.crt: "CA"}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: secure, namespace: bookinfo}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: [bookinfo.example.com]
+    tls: {mode: SIMPLE, credentialName: bookinfo-cred}
+  - port: {number: 8443, name: https-mutual, protocol: HTTPS}
+    hosts: [partners.example.com]
+    tls: {mode: MUTUAL, credentialName: bookinfo-cred}
+  - port: {number: 8443, name: https-missing, protocol: HTTPS}
+    hosts: [missing.example.com]
+    tls: {mode: SIMPLE, credentialName: nowhere}
+  - port: {number: 8444, name: tls, protocol: TLS}
+    hosts: ["*.example.com"]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 8081, name: http, protocol: HTTP}
+    hosts: [bookinfo.example.com]
+    tls: {httpsRedirect: true}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: secure, namespace: bookinfo}
+spec:
+  hosts: [bookinfo.example.com, partners.example.com]
+  gateways: [secure]
+  http:
+  - route: [{destination: {host: productpage}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: passthrough, namespace: bookinfo}
+spec:
+  hosts: [db.example.com]
+  gateways: [secure]
+  tls:
+  - match: [{sniHosts: [db.example.com], port: 8444}]
+    route: [{destination: {host: reviews, port: {number: 9080}}}]
+"#;
+
+fn with_tls() -> Snapshot {
+    let text = format!("{MESH}\n---\n{TLS}");
+    let report = mesh_api::load::load_str("gateway.yaml", &text);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let objects: Vec<Arc<mesh_api::load::Loaded>> =
+        report.objects.into_iter().map(Arc::new).collect();
+    local::build(&objects).0
+}
+
+#[test]
+fn tls_servers_terminate_with_their_credentials_pass_through_by_sni_and_redirect_plain_http() {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        DownstreamTlsContext, Secret, secret,
+    };
+    let snapshot = with_tls();
+    let proxy = gateway_proxy();
+    let listeners: Vec<Listener> =
+        decode(&translate::generate(mesh_api::xds::LISTENER_TYPE, &snapshot, &proxy).unwrap());
+    let https = listeners.iter().find(|l| l.name == "0.0.0.0_8443").unwrap();
+    assert_eq!(https.listener_filters[0].name, "envoy.filters.listener.tls_inspector");
+    let chains: Vec<(Vec<String>, Option<bool>)> = https
+        .filter_chains
+        .iter()
+        .map(|c| {
+            let Some(ConfigType::TypedConfig(any)) =
+                c.transport_socket.as_ref().unwrap().config_type.as_ref()
+            else {
+                panic!()
+            };
+            let tls = DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
+            let common = tls.common_tls_context.unwrap();
+            assert_eq!(
+                common.tls_certificate_sds_secret_configs[0].name,
+                "kubernetes://bookinfo-cred"
+            );
+            (
+                c.filter_chain_match.clone().unwrap().server_names,
+                tls.require_client_certificate.map(|b| b.value),
+            )
+        })
+        .collect();
+    // The server whose Secret does not exist is not served.
+    assert_eq!(
+        chains,
+        [
+            (vec!["bookinfo.example.com".to_owned()], None),
+            (vec!["partners.example.com".to_owned()], Some(true))
+        ]
+    );
+    let passthrough = listeners.iter().find(|l| l.name == "0.0.0.0_8444").unwrap();
+    assert_eq!(passthrough.filter_chains.len(), 1);
+    assert_eq!(
+        passthrough.filter_chains[0].filter_chain_match.as_ref().unwrap().server_names,
+        ["db.example.com"]
+    );
+    assert!(passthrough.filter_chains[0].transport_socket.is_none(), "not terminated");
+
+    let secrets: Vec<Secret> =
+        decode(&translate::generate(mesh_api::xds::SECRET_TYPE, &snapshot, &proxy).unwrap());
+    let names: Vec<&str> = secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["kubernetes://bookinfo-cred", "kubernetes://bookinfo-cred-cacert"]);
+    assert!(matches!(secrets[0].r#type, Some(secret::Type::TlsCertificate(_))));
+    let sidecar = Proxy { router: false, ..gateway_proxy() };
+    assert!(
+        translate::generate(mesh_api::xds::SECRET_TYPE, &snapshot, &sidecar).unwrap().is_empty(),
+        "a sidecar gets no gateway credential"
+    );
+
+    let routes: Vec<RouteConfiguration> =
+        decode(&translate::generate(mesh_api::xds::ROUTE_TYPE, &snapshot, &proxy).unwrap());
+    let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["http.80", "http.8081", "https.8443.bookinfo.secure.0", "https.8443.bookinfo.secure.1"]
+    );
+    let redirect = &routes[1].virtual_hosts[0];
+    assert_eq!(redirect.domains[0], "bookinfo.example.com");
+    assert!(matches!(&redirect.routes[0].action, Some(route::Action::Redirect(_))));
+    let secure = &routes[2].virtual_hosts;
+    assert_eq!(secure.len(), 1, "only the host the server admits: {secure:?}");
+    assert_eq!(secure[0].domains[0], "bookinfo.example.com");
+}

@@ -204,6 +204,7 @@ struct Digest {
     destination_rules: u64,
     sidecars: u64,
     gateways: u64,
+    credentials: u64,
 }
 
 impl Digest {
@@ -219,6 +220,7 @@ impl Digest {
             destination_rules,
             sidecars,
             gateways,
+            credentials,
             root_namespace,
             published: _,
         } = snapshot;
@@ -238,6 +240,7 @@ impl Digest {
             gateways: hash_of(|h| {
                 gateways.iter().for_each(|g| config(serde_json::to_vec(g), g, h))
             }),
+            credentials: hash_of(|h| credentials.hash(h)),
         }
     }
 }
@@ -308,7 +311,7 @@ impl Reads {
     fn inputs(self, digest: &Digest, snapshot: &Snapshot, proxy: &Proxy) -> u64 {
         hash_of(|h| {
             let read = (digest.scalars, digest.services, digest.destination_rules, digest.sidecars);
-            (read, digest.gateways).hash(h);
+            (read, digest.gateways, digest.credentials).hash(h);
             if self.virtual_services {
                 digest.virtual_services.hash(h);
             }
@@ -343,6 +346,7 @@ impl Reads {
             destination_rules: snapshot.destination_rules.clone(),
             sidecars: snapshot.sidecars.clone(),
             gateways: snapshot.gateways.clone(),
+            credentials: snapshot.credentials.clone(),
             root_namespace: snapshot.root_namespace.clone(),
             published: snapshot.published,
         }
@@ -532,20 +536,21 @@ mod tests {
         for type_url in PUSH_ORDER {
             before.insert(type_url, cache.get(type_url, &first, &proxy).await.unwrap());
         }
-        assert_eq!(cache.translations(), 4);
+        assert_eq!(cache.translations(), PUSH_ORDER.len() as u64);
 
         // Another workload's endpoint moves: endpoints and clusters (which name endpoint
-        // identities) translate again; this proxy's listeners and routes are kept as they were.
+        // identities) translate again; this proxy's secrets, listeners and routes are kept as
+        // they were.
         let mut moved = first.clone();
         moved.version = 2;
         endpoint_of(&mut moved, "v2").address = "10.9.9.9".parse().unwrap();
         for type_url in PUSH_ORDER {
             let after = cache.get(type_url, &moved, &proxy).await.unwrap();
             let kept = Arc::ptr_eq(&before[type_url], &after);
-            let expected_kept = type_url == LISTENER_TYPE || type_url == ROUTE_TYPE;
+            let expected_kept = ![CLUSTER_TYPE, ENDPOINT_TYPE].contains(&type_url);
             assert_eq!(kept, expected_kept, "{type_url}");
         }
-        assert_eq!(cache.translations(), 6);
+        assert_eq!(cache.translations(), PUSH_ORDER.len() as u64 + 2);
 
         // A route weight changes: routes translate again, with the new weight.
         let mut reweighted = moved.clone();

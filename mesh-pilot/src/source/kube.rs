@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource as _;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -46,6 +46,8 @@ pub struct Objects {
     pub sidecars: Vec<Arc<Sidecar>>,
     /// Gateways: the listeners of gateway proxies.
     pub gateways: Vec<Arc<Gateway>>,
+    /// TLS Secrets (`kubernetes.io/tls`): gateways' `credentialName`s.
+    pub secrets: Vec<Arc<Secret>>,
 }
 
 /// Builds the model: Services and ServiceEntries as in local mode (through the same code), and
@@ -93,6 +95,7 @@ fn build_with(
     add_all!(objects.workload_entries, WorkloadEntry);
     add_all!(objects.sidecars, Sidecar);
     add_all!(objects.gateways, Gateway);
+    add_all!(objects.secrets, Secret);
     let (admitted, mut rejected) = admission.admit(loaded, &HashSet::new());
     let (mut snapshot, more) = super::local::build(&admitted);
     rejected.extend(more);
@@ -203,6 +206,7 @@ struct Stores {
     workload_entries: Store<WorkloadEntry>,
     sidecars: Store<Sidecar>,
     gateways: Store<Gateway>,
+    secrets: Store<Secret>,
 }
 
 impl Stores {
@@ -217,6 +221,7 @@ impl Stores {
             workload_entries: self.workload_entries.state(),
             sidecars: self.sidecars.state(),
             gateways: self.gateways.state(),
+            secrets: self.secrets.state(),
         }
     }
 }
@@ -226,15 +231,16 @@ impl Stores {
 pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + Send + 'static) {
     let (tx, mut changed) = tokio::sync::mpsc::channel::<()>(1);
     macro_rules! watch {
-        ($kind:ty) => {{
+        ($kind:ty) => {
+            watch!($kind, watcher::Config::default())
+        };
+        ($kind:ty, $config:expr) => {{
             let (reader, writer) = reflector::store::<$kind>();
             let api: Api<$kind> = Api::all(client.clone());
             let tx = tx.clone();
             tokio::spawn(async move {
-                let stream = watcher(api, watcher::Config::default())
-                    .default_backoff()
-                    .reflect(writer)
-                    .touched_objects();
+                let stream =
+                    watcher(api, $config).default_backoff().reflect(writer).touched_objects();
                 futures::pin_mut!(stream);
                 while let Some(event) = stream.next().await {
                     match event {
@@ -258,6 +264,8 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         workload_entries: watch!(WorkloadEntry),
         sidecars: watch!(Sidecar),
         gateways: watch!(Gateway),
+        // Only TLS Secrets: a gateway's certificate (with `ca.crt` for MUTUAL) is one.
+        secrets: watch!(Secret, watcher::Config::default().fields("type=kubernetes.io/tls")),
     };
     // The first snapshot waits until every kind has been listed, so readiness means "synced".
     for ready in [
@@ -270,6 +278,7 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         stores.workload_entries.wait_until_ready().await,
         stores.sidecars.wait_until_ready().await,
         stores.gateways.wait_until_ready().await,
+        stores.secrets.wait_until_ready().await,
     ] {
         if ready.is_err() {
             warn!("a watch stopped before its first list");

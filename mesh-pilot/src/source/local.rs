@@ -103,6 +103,14 @@ pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
             Resource::DestinationRule(dr) => snapshot.destination_rules.push(dr.clone()),
             Resource::Sidecar(sc) => snapshot.sidecars.push(sc.clone()),
             Resource::Gateway(gw) => snapshot.gateways.push(gw.clone()),
+            Resource::Secret(secret) => {
+                if let Some(credential) = crate::model::Credential::from_secret(secret) {
+                    let namespace =
+                        secret.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                    let name = secret.metadata.name.clone().unwrap_or_default();
+                    snapshot.credentials.insert((namespace, name), credential);
+                }
+            }
             _ => {}
         }
     }

@@ -236,11 +236,7 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
         default,
         TrafficDirection::Inbound,
     );
-    listener.listener_filters = vec![ListenerFilter {
-        name: TLS_INSPECTOR.to_owned(),
-        config_type: Some(listener_filter::ConfigType::TypedConfig(any(TlsInspector::default()))),
-        ..ListenerFilter::default()
-    }];
+    listener.listener_filters = vec![tls_inspector()];
     listener
 }
 
@@ -293,7 +289,7 @@ fn inbound_routes(cluster: &str) -> RouteConfiguration {
 }
 
 /// A TCP proxy to `cluster`; `idle_timeout` unset is Envoy's default (an hour).
-fn tcp_proxy_filter(
+pub fn tcp_proxy_filter(
     stat_prefix: &str,
     cluster: &str,
     idle_timeout: Option<envoy_types::pb::google::protobuf::Duration>,
@@ -315,6 +311,15 @@ fn http_filter<T: prost::Name + prost::Message>(name: &str, config: T) -> HttpFi
         name: name.to_owned(),
         config_type: Some(http_filter::ConfigType::TypedConfig(any(config))),
         ..HttpFilter::default()
+    }
+}
+
+/// The TLS inspector: reads the ClientHello's SNI and ALPN for chain matching.
+pub fn tls_inspector() -> ListenerFilter {
+    ListenerFilter {
+        name: TLS_INSPECTOR.to_owned(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(any(TlsInspector::default()))),
+        ..ListenerFilter::default()
     }
 }
 

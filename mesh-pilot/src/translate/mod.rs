@@ -86,6 +86,14 @@ pub fn generate(type_url: &str, snapshot: &Snapshot, proxy: &Proxy) -> Option<Re
                 .map(|c| (c.cluster_name.clone(), any(c)))
                 .collect(),
         ),
+        mesh_api::xds::SECRET_TYPE => packed(if proxy.router {
+            gateway::secrets(snapshot, proxy)
+                .into_iter()
+                .map(|s| (s.name.clone(), any(s)))
+                .collect()
+        } else {
+            Vec::new()
+        }),
         mesh_api::xds::LISTENER_TYPE if proxy.router => packed(
             gateway::listeners(snapshot, proxy)
                 .into_iter()

@@ -346,7 +346,7 @@ fn route_match(m: Option<&HttpMatchRequest>) -> RouteMatch {
 
 /// The cluster a destination names: its host resolved in the VirtualService's namespace, its
 /// port (given, the service's only one, or the port the request came on), its subset.
-fn destination_cluster(
+pub fn destination_cluster(
     snapshot: &Snapshot,
     dest: &Destination,
     namespace: &str,

@@ -297,3 +297,83 @@ fn validation(
         ..CertificateValidationContext::default()
     }
 }
+
+/// The SDS name of a gateway credential (Istio's `kubernetes://<credentialName>`), served by
+/// the pilot over ADS.
+pub fn credential_name(credential: &str) -> String {
+    format!("kubernetes://{credential}")
+}
+
+/// The SDS name of the CA a credential's clients must verify to (`...-cacert`).
+pub fn credential_ca_name(credential: &str) -> String {
+    format!("kubernetes://{credential}-cacert")
+}
+
+/// A secret fetched over ADS from the pilot (a gateway's credential).
+fn ads_secret(name: String) -> SdsSecretConfig {
+    SdsSecretConfig { name, sds_config: Some(super::cluster::ads()) }
+}
+
+/// TLS termination at a gateway with the certificate of `credential` (SIMPLE), and with
+/// clients' certificates required and verified to its CA (`mutual`, MUTUAL).
+pub fn downstream_gateway(credential: &str, mutual: bool) -> TransportSocket {
+    let mut common = CommonTlsContext {
+        tls_certificate_sds_secret_configs: vec![ads_secret(credential_name(credential))],
+        alpn_protocols: vec!["h2".to_owned(), "http/1.1".to_owned()],
+        ..CommonTlsContext::default()
+    };
+    if mutual {
+        common.validation_context_type = Some(ValidationContextType::CombinedValidationContext(
+            CombinedCertificateValidationContext {
+                default_validation_context: Some(CertificateValidationContext::default()),
+                validation_context_sds_secret_config: Some(ads_secret(credential_ca_name(
+                    credential,
+                ))),
+                ..CombinedCertificateValidationContext::default()
+            },
+        ));
+    }
+    socket(DownstreamTlsContext {
+        common_tls_context: Some(common),
+        require_client_certificate: mutual.then_some(BoolValue { value: true }),
+        ..DownstreamTlsContext::default()
+    })
+}
+
+/// The SDS secrets of a credential: its certificate and key, and its CA when it has one (from
+/// its own `ca.crt`, else from a `<name>-cacert` Secret), as a gateway asks for them.
+pub fn credential_secrets(
+    credential: &str,
+    material: &crate::model::Credential,
+    separate_ca: Option<&crate::model::Credential>,
+) -> Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret> {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+    let inline = |pem: &String| DataSource {
+        specifier: Some(data_source::Specifier::InlineBytes(pem.as_bytes().to_vec())),
+        ..DataSource::default()
+    };
+    let mut out = Vec::new();
+    if let (Some(chain), Some(key)) = (&material.certificate_chain, &material.private_key) {
+        out.push(Secret {
+            name: credential_name(credential),
+            r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: Some(inline(chain)),
+                private_key: Some(inline(key)),
+                ..TlsCertificate::default()
+            })),
+        });
+    }
+    let ca = material.ca_certificates.as_ref().or_else(|| {
+        separate_ca.and_then(|c| c.ca_certificates.as_ref().or(c.certificate_chain.as_ref()))
+    });
+    if let Some(ca) = ca {
+        out.push(Secret {
+            name: credential_ca_name(credential),
+            r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
+                trusted_ca: Some(inline(ca)),
+                ..CertificateValidationContext::default()
+            })),
+        });
+    }
+    out
+}
