@@ -129,7 +129,7 @@ impl TranslationCache {
         proxy: &Proxy,
     ) -> Option<Arc<Translated>> {
         let digest = self.digest(snapshot).await;
-        let reads = Reads::of(type_url);
+        let reads = Reads::of(type_url, proxy.router);
         let key = Key {
             type_url: type_url.to_owned(),
             namespace: proxy.namespace.clone(),
@@ -283,8 +283,11 @@ struct Reads {
 }
 
 impl Reads {
-    fn of(type_url: &str) -> Self {
+    fn of(type_url: &str, router: bool) -> Self {
         let (virtual_services, endpoints, inbound) = match type_url {
+            // A gateway's listeners have a chain per SNI of the bound VirtualServices' `tls`
+            // rules (PASSTHROUGH), and its target ports from its own endpoints.
+            mesh_api::xds::LISTENER_TYPE if router => (true, Endpoints::Own, true),
             // Clusters name the identities of the endpoints, and have the inbound ones.
             mesh_api::xds::CLUSTER_TYPE => (false, Endpoints::All, true),
             mesh_api::xds::ENDPOINT_TYPE => (false, Endpoints::All, false),
@@ -585,9 +588,58 @@ mod tests {
         let frontend =
             workload("demo", "frontend", "10.1.0.5", &[("app", "frontend"), ("version", "v1")]);
         let grpc = Proxy { proxyless: true, ..frontend.clone() };
-        let cases = [(&mesh, hello_v1()), (&golden, frontend), (&golden, grpc)];
+        // A gateway: TLS passed through by the SNI of a bound VirtualService's `tls` rule, and
+        // terminated with a Secret's certificate.
+        let edge = mesh_api::load::load_str(
+            "edge.yaml",
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: demo}
+spec: {clusterIP: 10.96.0.9, ports: [{name: tls, port: 8443}], selector: {app: db}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: cred, namespace: demo}
+stringData: {tls.crt: CERT, tls.key: KEY}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: demo}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8444, name: tls, protocol: TLS}
+    hosts: [db.example.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: [web.example.com]
+    tls: {mode: SIMPLE, credentialName: cred}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: demo}
+spec:
+  hosts: [db.example.com]
+  gateways: [edge]
+  tls:
+  - match: [{sniHosts: [db.example.com]}]
+    route: [{destination: {host: db}}]
+"#,
+        );
+        let objects: Vec<Arc<mesh_api::load::Loaded>> =
+            edge.objects.into_iter().map(Arc::new).collect();
+        let (mut edge, rejected) = crate::source::local::build(&objects);
+        assert!(rejected.is_empty(), "{rejected:?}");
+        edge.version = 1;
+        let gateway = Proxy {
+            router: true,
+            labels: [("istio".to_owned(), "ingressgateway".to_owned())].into(),
+            ..workload("demo", "edge", "10.1.0.7", &[])
+        };
+        let cases = [(&mesh, hello_v1()), (&golden, frontend), (&golden, grpc), (&edge, gateway)];
         for (snapshot, proxy) in cases {
-            for type_url in [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE] {
+            for type_url in PUSH_ORDER {
                 let whole = translate::generate(type_url, snapshot, &proxy).unwrap();
                 let cached = cache.get(type_url, snapshot, &proxy).await.unwrap();
                 assert!(cached.resources == whole, "{type_url} for {proxy:?}");
