@@ -94,10 +94,11 @@ impl Admin {
         }
     }
 
-    /// The configuration in force, as JSON: every resource as Envoy would print it, and the
-    /// version of each type.
+    /// The configuration in force, as JSON: every resource as Envoy would print it (secrets
+    /// with their private keys `[redacted]`, as Envoy's dump has them), and the version of
+    /// each type.
     fn config_dump(&self) -> Response<Body> {
-        use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+        use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};
         let config = self.store.current();
         let json = |type_url: &str, bytes: Vec<u8>| {
             mesh_api::envoy::to_json(type_url, &bytes)
@@ -109,6 +110,7 @@ impl Admin {
             "routes": config.routes.values().map(|r| json(ROUTE_TYPE, r.encode_to_vec())).collect::<Vec<_>>(),
             "clusters": config.clusters.values().map(|c| json(CLUSTER_TYPE, c.encode_to_vec())).collect::<Vec<_>>(),
             "endpoints": config.endpoints.values().map(|e| json(ENDPOINT_TYPE, e.encode_to_vec())).collect::<Vec<_>>(),
+            "secrets": config.secrets.values().map(|s| json(SECRET_TYPE, crate::tls::redact(s).encode_to_vec())).collect::<Vec<_>>(),
             "last_rejection": self.xds.last_rejection.load_full().map(|r| r.to_string()),
         });
         typed(

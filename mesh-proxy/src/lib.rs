@@ -5,10 +5,10 @@
 //! Configuration: [`settings`], the xDS client and store ([`xds`]), compiled per update into
 //! a [`runtime`] of route tables ([`routing`]), balancers ([`balance`]) and filter chains
 //! ([`listener`]), with each route's traffic policy ([`policy`]) and each endpoint's outlier
-//! record ([`outlier`]). Traffic: [`proxy`] (listeners, HTTP, TCP, upstream pools and mesh
-//! mTLS) on top of [`net`] (original destination, protocol sniffing). Operability: [`telemetry`]
-//! (Istio's metrics, access log), [`admin`] (15000, 15021, 15090) and [`app_health`] (the
-//! app's probes on 15020).
+//! record ([`outlier`]); the TLS a gateway terminates with the pilot's SDS secrets ([`tls`]).
+//! Traffic: [`proxy`] (listeners, HTTP, TCP, upstream pools and mesh mTLS) on top of [`net`]
+//! (original destination, protocol sniffing). Operability: [`telemetry`] (Istio's metrics,
+//! access log), [`admin`] (15000, 15021, 15090) and [`app_health`] (the app's probes on 15020).
 //! [`app`] puts it together for `main` and tests. It may use `mesh-api`, `mesh-identity` and
 //! `mesh-runtime`; no panics on the data path.
 
@@ -25,4 +25,5 @@ pub mod routing;
 pub mod runtime;
 pub mod settings;
 pub mod telemetry;
+pub mod tls;
 pub mod xds;

@@ -328,6 +328,8 @@ pub struct Metrics {
     pub log_dropped: Counter,
     /// Requests and retries refused by a circuit breaker.
     pub overflow: Counter,
+    /// Downstream TLS handshakes a listener terminated, by listener and Envoy's `ssl.*` stat.
+    listener_ssl: Family<Vec<(String, String)>, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -361,6 +363,7 @@ impl Metrics {
             config_rejected: Gauge::default(),
             log_dropped: Counter::default(),
             overflow: Counter::default(),
+            listener_ssl: Family::default(),
         };
         let m = &metrics;
         registry.register("istio_requests", "Requests", m.requests.clone());
@@ -421,7 +424,24 @@ impl Metrics {
             "Requests and retries refused because a cluster's circuit breaker was full",
             m.overflow.clone(),
         );
+        registry.register(
+            "mesh_proxy_listener_ssl",
+            "TLS handshakes of the listeners' own certificates, by listener and Envoy's \
+             listener.<address>.ssl.* stat (handshake, connection_error, fail_verify_no_cert, \
+             fail_verify_error, fail_verify_san, fail_verify_cert_hash)",
+            m.listener_ssl.clone(),
+        );
         metrics
+    }
+
+    /// Counts one of Envoy's `listener.<listener>.ssl.<stat>` events (a handshake, a failed
+    /// one and why). Not on the request path: once per TLS connection.
+    pub fn listener_ssl(&self, listener: &str, stat: &str) {
+        let labels = vec![
+            ("listener".to_owned(), listener.to_owned()),
+            ("stat".to_owned(), stat.to_owned()),
+        ];
+        self.listener_ssl.get_or_create(&labels).inc();
     }
 
     /// Records a finished HTTP request.

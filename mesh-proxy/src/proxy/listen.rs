@@ -1,6 +1,7 @@
-//! The listeners: accept loops for outbound (15001) and inbound (15006) connections, what
-//! each connection becomes (by the listener's filter chains, the original destination and,
-//! inbound, the TLS ClientHello), and draining.
+//! The listeners: accept loops for outbound (15001), inbound (15006) and a gateway's own
+//! connections, what each connection becomes (by the listener's filter chains, the original
+//! destination and, inbound and at a gateway, the TLS ClientHello), the TLS terminated on the
+//! way (mesh mTLS, or a gateway's own certificates), and draining.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use super::http::{Connection, Peer, Routes};
 use super::tcp::{Flow, proxy};
 use crate::listener;
 use crate::net::{Sniffed, original_destination, peek_client_hello, sniff};
-use crate::runtime::listeners::{ChainPlan, CompiledListener};
+use crate::runtime::listeners::{ChainPlan, ChainTls, CompiledListener, Inspector};
 use crate::telemetry::{Entry, Report, Reporter};
 
 /// Ports of protocols where the server speaks first (SMTP, MySQL, MongoDB, ...): waiting for
@@ -151,8 +152,8 @@ enum Plan {
 /// The chain chosen for a connection.
 struct Chosen {
     plan: Plan,
-    /// Whether the chain terminates mesh mTLS.
-    terminate: bool,
+    /// How the chain secures its connections.
+    tls: ChainTls,
     /// The listener it belongs to, whose default chain (the passthrough) takes connections
     /// on an HTTP chain that turn out not to be HTTP; read only when one does.
     listener: Arc<CompiledListener>,
@@ -169,7 +170,7 @@ fn choose(shared: &Shared, port: u16, connection: &listener::Connection) -> Resu
         ChainPlan::HttpRds(routes) => Plan::Http(Routes::Named(routes.clone())),
         ChainPlan::HttpInline(table) => Plan::Http(Routes::Inline(table.clone())),
     };
-    Ok(Chosen { plan, terminate: chain.terminate, listener: compiled.clone() })
+    Ok(Chosen { plan, tls: chain.tls.clone(), listener: compiled.clone() })
 }
 
 async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {
@@ -216,41 +217,241 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
     }
 }
 
-/// A gateway's connection: the listener on the port it came to chooses the chain; HTTP is
-/// served with the gateway's routes (reported as the source, as Istio's gateways report).
+/// A gateway's connection: the listener on the port it came to chooses the chain, by the
+/// ClientHello's SNI and ALPN when the listener inspects TLS. A chain with TLS of its own
+/// terminates it and serves HTTP or TCP on what it decrypts; a chain without passes the bytes
+/// through as they came (`PASSTHROUGH`: the client's TLS goes on to the backend). Reported as
+/// the source, as Istio's gateways report.
 async fn gateway(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {
     let reporter = Reporter::Source;
     let Ok(local) = tcp.local_addr() else {
         return refuse(&shared, reporter, peer, NR, "no local address");
     };
-    let connection = listener::Connection {
+    let mut connection = listener::Connection {
         destination: local,
         transport: "raw_buffer",
         server_name: None,
         alpn: Vec::new(),
     };
+    let inspector = shared.runtime.load().listeners.get(&local.port()).and_then(|l| l.inspector);
+    if let Some(inspector) = inspector {
+        match inspect(&tcp, inspector, shared.tuning.header_timeout).await {
+            Inspected::Tls(hello) => {
+                connection.transport = "tls";
+                connection.server_name = hello.server_name;
+                connection.alpn = hello.alpn;
+            }
+            Inspected::Plain => {}
+            Inspected::TimedOut => {
+                return refuse(&shared, reporter, peer, NR, "no ClientHello in time");
+            }
+        }
+    }
     let chosen = match choose(&shared, local.port(), &connection) {
         Ok(chosen) => chosen,
         Err(why) => return refuse(&shared, reporter, peer, NR, &why),
     };
-    match chosen.plan {
-        Plan::Tcp(cluster, idle_timeout) => {
-            let flow = Flow {
-                reporter,
-                cluster,
-                destination: local,
-                downstream: peer,
-                peer: None,
-                idle_timeout,
+    let ends = Ends { reporter, downstream: peer, destination: local, offered: connection.alpn };
+    carry(shared, tcp, chosen, ends, drain).await;
+}
+
+/// Who a connection is between, for its flow or its HTTP requests, and the ALPN its
+/// ClientHello offered (empty when not inspected, or none offered).
+struct Ends {
+    reporter: Reporter,
+    downstream: SocketAddr,
+    destination: SocketAddr,
+    offered: Vec<String>,
+}
+
+/// `config` without ALPN for a client whose offer shares no protocol with it: the handshake
+/// then goes on without ALPN, as Envoy's does (rustls alone would refuse it).
+fn without_unwanted_alpn(
+    config: Arc<rustls::ServerConfig>,
+    offered: &[String],
+) -> Arc<rustls::ServerConfig> {
+    let ours = &config.alpn_protocols;
+    if offered.is_empty()
+        || ours.is_empty()
+        || offered.iter().any(|p| ours.iter().any(|o| o.as_slice() == p.as_bytes()))
+    {
+        return config;
+    }
+    let mut plain = (*config).clone();
+    plain.alpn_protocols.clear();
+    Arc::new(plain)
+}
+
+/// Carries a connection by its chosen chain: its TLS terminated first if the chain has any
+/// (mesh mTLS, or the chain's own certificates), then TCP proxied or HTTP served on what
+/// comes out; without, the bytes as they came.
+async fn carry(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    chosen: Chosen,
+    ends: Ends,
+    drain: drain::Watch,
+) {
+    let (reporter, downstream, destination) = (ends.reporter, ends.downstream, ends.destination);
+    let flow = |(cluster, idle_timeout), mesh_peer| Flow {
+        reporter,
+        cluster,
+        destination,
+        downstream,
+        peer: mesh_peer,
+        idle_timeout,
+    };
+    let http = |routes, mesh_peer| Connection {
+        reporter,
+        downstream,
+        destination,
+        peer: mesh_peer,
+        routes,
+    };
+    match chosen.tls {
+        ChainTls::None => match chosen.plan {
+            Plan::Tcp(cluster, idle) => proxy(shared, tcp, flow((cluster, idle), None)).await,
+            Plan::Http(routes) => serve_http(shared, tcp, http(routes, None), false, drain).await,
+        },
+        ChainTls::Mesh => {
+            let (tls, mesh_peer, h2) = match accept_mesh(&shared, tcp).await {
+                Ok(accepted) => accepted,
+                Err(why) => return refuse(&shared, reporter, downstream, UF, &why),
             };
-            proxy(shared, tcp, flow).await;
+            let mesh_peer = Some(mesh_peer);
+            match chosen.plan {
+                Plan::Tcp(cluster, idle) => {
+                    proxy(shared, tls, flow((cluster, idle), mesh_peer)).await;
+                }
+                Plan::Http(routes) => {
+                    serve_http(shared, tls, http(routes, mesh_peer), h2, drain).await;
+                }
+            }
         }
-        Plan::Http(routes) => {
-            let connection =
-                Connection { reporter, downstream: peer, destination: local, peer: None, routes };
-            serve_http(shared, tcp, connection, false, drain).await;
+        ChainTls::Sds(config) => {
+            let config = config.map(|c| without_unwanted_alpn(c, &ends.offered));
+            let accepted = accept_own(&shared, &chosen.listener, config, tcp, downstream).await;
+            let Some((tls, h2)) = accepted else { return };
+            match chosen.plan {
+                Plan::Tcp(cluster, idle) => proxy(shared, tls, flow((cluster, idle), None)).await,
+                Plan::Http(routes) => {
+                    serve_http(shared, tls, http(routes, None), h2, drain).await;
+                }
+            }
         }
     }
+}
+
+/// What a listener's TLS inspection saw of a connection.
+enum Inspected {
+    /// A ClientHello: its SNI and ALPN choose the chain.
+    Tls(crate::net::ClientHello),
+    /// Something else (or a client that closed): plaintext.
+    Plain,
+    /// Nothing within the listener's filter timeout, which closes such connections.
+    TimedOut,
+}
+
+/// Peeks (without consuming) at the first bytes for a TLS ClientHello, for as long as the
+/// `inspector` allows; a ClientHello that starts but does not complete within
+/// `hello_timeout` is taken as plaintext, as Envoy's inspector takes what it cannot parse.
+async fn inspect(
+    tcp: &TcpStream,
+    inspector: Inspector,
+    hello_timeout: std::time::Duration,
+) -> Inspected {
+    let deadline =
+        crate::net::detection_deadline(inspector.timeout.unwrap_or(std::time::Duration::ZERO));
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+        Err(_) if inspector.continue_on_timeout => Inspected::Plain,
+        Err(_) => Inspected::TimedOut,
+        Ok(Ok(1)) if first[0] == 0x16 => {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match peek_client_hello(tcp, left.min(hello_timeout)).await {
+                Some(hello) => Inspected::Tls(hello),
+                None => Inspected::Plain,
+            }
+        }
+        Ok(_) => Inspected::Plain,
+    }
+}
+
+/// Terminates TLS with a chain's own certificates (`config`, or why its handshakes are
+/// refused), within the header timeout. Counts the handshake or its failure in the
+/// listener's `ssl` stats as Envoy does (no access-log line: Envoy writes none for a
+/// connection that never became a request). Returns the stream and whether ALPN chose `h2`.
+async fn accept_own(
+    shared: &Shared,
+    listener: &CompiledListener,
+    config: Result<Arc<rustls::ServerConfig>, String>,
+    tcp: TcpStream,
+    downstream: SocketAddr,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, bool)> {
+    let failed = |stat: Option<&'static str>, why: &str| {
+        tracing::debug!(%downstream, listener = %listener.name, "TLS handshake failed: {why}");
+        shared.metrics.listener_ssl(&listener.name, crate::tls::CONNECTION_ERROR);
+        if let Some(stat) = stat {
+            shared.metrics.listener_ssl(&listener.name, stat);
+        }
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(why) => {
+            failed(None, &why);
+            return None;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    match tokio::time::timeout(shared.tuning.header_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => {
+            shared.metrics.listener_ssl(&listener.name, crate::tls::HANDSHAKE);
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            Some((tls, h2))
+        }
+        Ok(Err(err)) => {
+            failed(crate::tls::failure_stat(&err), &err.to_string());
+            None
+        }
+        Err(_) => {
+            failed(None, "timed out");
+            None
+        }
+    }
+}
+
+/// Terminates mesh mTLS, within the header timeout: the client must present a mesh
+/// certificate with a SPIFFE identity. Returns the stream, the peer and whether ALPN chose
+/// `h2`; the error says why the connection is refused.
+async fn accept_mesh(
+    shared: &Shared,
+    tcp: TcpStream,
+) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Peer, bool), String> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.server.clone());
+    let tls = match tokio::time::timeout(shared.tuning.header_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => return Err(format!("mTLS: {err}")),
+        Err(_) => return Err("mTLS handshake timed out".to_owned()),
+    };
+    let session = tls.get_ref().1;
+    let Some(chain) = session.peer_certificates() else {
+        return Err("no client certificate".to_owned());
+    };
+    let Some(identity) = mesh_identity::peer_identity(chain) else {
+        return Err("no SPIFFE identity".to_owned());
+    };
+    let cert_hash = chain
+        .first()
+        .map(|leaf| {
+            ring::digest::digest(&ring::digest::SHA256, leaf.as_ref())
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    Ok((tls, Peer { identity, cert_hash }, h2))
 }
 
 async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {
@@ -285,59 +486,13 @@ async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: d
         Ok(chosen) => chosen,
         Err(why) => return refuse(&shared, reporter, peer, NR, &why),
     };
-    let flow = |(cluster, idle_timeout), mesh_peer| Flow {
-        reporter,
-        cluster,
-        destination,
-        downstream: peer,
-        peer: mesh_peer,
-        idle_timeout,
-    };
-    let http = |routes, mesh_peer| Connection {
-        reporter,
-        downstream: peer,
-        destination,
-        peer: mesh_peer,
-        routes,
-    };
-    if !chosen.terminate {
-        return match chosen.plan {
-            Plan::Tcp(cluster, idle) => proxy(shared, tcp, flow((cluster, idle), None)).await,
-            Plan::Http(routes) => serve_http(shared, tcp, http(routes, None), false, drain).await,
-        };
-    }
-    if connection.transport != "tls" {
+    if matches!(chosen.tls, ChainTls::Mesh) && connection.transport != "tls" {
         return refuse(&shared, reporter, peer, NR, "plaintext on an mTLS-only chain");
     }
-    let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.server.clone());
-    let tls = match tokio::time::timeout(shared.tuning.header_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(err)) => return refuse(&shared, reporter, peer, UF, &format!("mTLS: {err}")),
-        Err(_) => return refuse(&shared, reporter, peer, UF, "mTLS handshake timed out"),
-    };
-    let session = tls.get_ref().1;
-    let Some(chain) = session.peer_certificates() else {
-        return refuse(&shared, reporter, peer, UF, "no client certificate");
-    };
-    let Some(identity) = mesh_identity::peer_identity(chain) else {
-        return refuse(&shared, reporter, peer, UF, "no SPIFFE identity");
-    };
-    let cert_hash = chain
-        .first()
-        .map(|leaf| {
-            ring::digest::digest(&ring::digest::SHA256, leaf.as_ref())
-                .as_ref()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        })
-        .unwrap_or_default();
-    let h2 = session.alpn_protocol() == Some(b"h2");
-    let mesh_peer = Some(Peer { identity, cert_hash });
-    match chosen.plan {
-        Plan::Tcp(cluster, idle) => proxy(shared, tls, flow((cluster, idle), mesh_peer)).await,
-        Plan::Http(routes) => serve_http(shared, tls, http(routes, mesh_peer), h2, drain).await,
-    }
+    // Mesh mTLS chains, and chains with certificates of their own (Istio's Sidecar ingress
+    // TLS), are terminated here as at a gateway.
+    let ends = Ends { reporter, downstream: peer, destination, offered: connection.alpn };
+    carry(shared, tcp, chosen, ends, drain).await;
 }
 
 /// Serves HTTP/1.1 or HTTP/2 (by its preface) on `io`; on drain, in-flight requests finish

@@ -1,14 +1,18 @@
 //! Listeners compiled for the data path: per bound port, the filter-chain index and each
 //! chain's action decoded once (TCP proxy to a cluster, or HTTP with its routes, inline route
-//! tables compiled), so a new connection only looks things up.
+//! tables compiled) with how it secures its connections (mesh mTLS, or TLS with the pilot's
+//! SDS secrets built into a rustls configuration), so a new connection only looks things up.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
 use crate::listener::{self, ChainAction, ChainIndex};
 use crate::routing::RouteTable;
+use crate::tls::DownstreamTls;
 
 /// What a filter chain does with its connections, ready to use.
 #[derive(Clone)]
@@ -41,18 +45,45 @@ impl std::fmt::Debug for ChainPlan {
     }
 }
 
-/// A filter chain ready for the data path: what it does, and whether it terminates mesh mTLS.
+/// How a chain secures the connections it takes.
+#[derive(Clone)]
+pub enum ChainTls {
+    /// Not at all: bytes as they come (plaintext, or TLS passed through untouched, routed by
+    /// its SNI: a gateway's `PASSTHROUGH`).
+    None,
+    /// Mesh mTLS terminated with the workload certificate (a sidecar's inbound mTLS chains).
+    Mesh,
+    /// TLS terminated with the chain's own certificates from the pilot's SDS secrets (a
+    /// gateway's `SIMPLE` and `MUTUAL` servers); the error says why its handshakes are
+    /// refused (a secret not arrived, or one that does not fit).
+    Sds(Result<Arc<rustls::ServerConfig>, String>),
+}
+
+impl std::fmt::Debug for ChainTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChainTls::None => f.write_str("None"),
+            ChainTls::Mesh => f.write_str("Mesh"),
+            ChainTls::Sds(Ok(_)) => f.write_str("Sds(Ok(..))"),
+            ChainTls::Sds(Err(why)) => f.debug_tuple("Sds").field(&Err::<(), _>(why)).finish(),
+        }
+    }
+}
+
+/// A filter chain ready for the data path: what it does, and how it secures its connections.
 #[derive(Debug)]
 pub struct CompiledChain {
     /// What the chain does; the error says why its connections must be closed (a filter
     /// the proxy does not implement, routes that do not compile).
     pub plan: Result<ChainPlan, String>,
-    /// Whether the chain terminates mesh mTLS.
-    pub terminate: bool,
+    /// How the chain secures its connections (its transport socket).
+    pub tls: ChainTls,
+    /// SDS names of the secrets its TLS was built from (none for mesh mTLS or plaintext).
+    secrets: Vec<String>,
 }
 
 impl CompiledChain {
-    fn of(chain: &FilterChain) -> Self {
+    fn of(chain: &FilterChain, secrets: &BTreeMap<String, Secret>) -> Self {
         let plan = listener::action(chain).and_then(|action| match action {
             ChainAction::Tcp { cluster, idle_timeout } => {
                 Ok(ChainPlan::Tcp { cluster, idle_timeout })
@@ -62,35 +93,92 @@ impl CompiledChain {
                 RouteTable::compile(&routes).map(|table| ChainPlan::HttpInline(Arc::new(table)))
             }
         });
-        Self { plan, terminate: chain.transport_socket.is_some() }
+        let (tls, names) = match chain.transport_socket.as_ref().map(crate::tls::downstream) {
+            None | Some(Ok(None)) => (ChainTls::None, Vec::new()),
+            Some(Ok(Some(DownstreamTls::Mesh))) => (ChainTls::Mesh, Vec::new()),
+            Some(Ok(Some(DownstreamTls::Sds(spec)))) => (
+                ChainTls::Sds(crate::tls::server_config(&spec, secrets)),
+                spec.secret_names().cloned().collect(),
+            ),
+            // The store refuses such a listener; one built by hand fails closed.
+            Some(Err(why)) => (ChainTls::Sds(Err(why)), Vec::new()),
+        };
+        Self { plan, tls, secrets: names }
+    }
+}
+
+/// Whether and for how long a listener's connections are inspected for a TLS ClientHello
+/// (Envoy's `tls_inspector`) before a chain is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inspector {
+    /// How long the inspection may wait for the client (`listener_filters_timeout`, 15 s by
+    /// default; `None`: as long as the client takes).
+    pub timeout: Option<Duration>,
+    /// Whether a client silent that long is taken as plaintext rather than closed
+    /// (`continue_on_listener_filters_timeout`).
+    pub continue_on_timeout: bool,
+}
+
+/// Envoy's `listener_filters_timeout` when the listener sets none.
+pub const LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Inspector {
+    /// The TLS inspection of `listener`: when it lists the `tls_inspector`, or when a chain
+    /// matches on what only the inspector can tell (server names, the `tls` transport, ALPN),
+    /// where Envoy adds the inspector itself.
+    pub fn of(listener: &Listener) -> Option<Self> {
+        let listed = listener
+            .listener_filters
+            .iter()
+            .any(|f| f.name == "envoy.filters.listener.tls_inspector");
+        let needed =
+            listener.filter_chains.iter().filter_map(|c| c.filter_chain_match.as_ref()).any(|m| {
+                m.transport_protocol == "tls"
+                    || (m.transport_protocol.is_empty()
+                        && (!m.server_names.is_empty() || !m.application_protocols.is_empty()))
+            });
+        (listed || needed).then(|| Inspector {
+            timeout: match &listener.listener_filters_timeout {
+                None => Some(LISTENER_FILTERS_TIMEOUT),
+                Some(d) => crate::runtime::duration(d).filter(|d| !d.is_zero()),
+            },
+            continue_on_timeout: listener.continue_on_listener_filters_timeout,
+        })
     }
 }
 
 /// A listener compiled: which chain takes a connection, and what each chain does.
 #[derive(Debug)]
 pub struct CompiledListener {
+    /// The listener's name (`0.0.0.0_8443`), which its stats carry.
+    pub name: String,
     index: ChainIndex,
     chains: Vec<CompiledChain>,
     default: Option<CompiledChain>,
     /// The TCP cluster (and idle timeout) of the default chain (the passthrough), where
     /// connections on an HTTP chain go when they turn out not to be HTTP.
     pub fallback: Option<(String, Option<Duration>)>,
+    /// Whether a gateway inspects its connections for a ClientHello before choosing a chain.
+    pub inspector: Option<Inspector>,
 }
 
 impl CompiledListener {
-    /// Compiles `listener`: its chain index and every chain, the default one included. Never fails:
-    /// a chain that does not compile closes its connections.
-    pub fn compile(listener: &Listener) -> Self {
-        let default = listener.default_filter_chain.as_ref().map(CompiledChain::of);
+    /// Compiles `listener`: its chain index and every chain, the default one included, the
+    /// TLS of each with the `secrets` it names. Never fails: a chain that does not compile
+    /// closes its connections.
+    pub fn compile(listener: &Listener, secrets: &BTreeMap<String, Secret>) -> Self {
+        let default = listener.default_filter_chain.as_ref().map(|c| CompiledChain::of(c, secrets));
         let fallback = default.as_ref().and_then(|c| match &c.plan {
             Ok(ChainPlan::Tcp { cluster, idle_timeout }) => Some((cluster.clone(), *idle_timeout)),
             _ => None,
         });
         Self {
+            name: listener.name.clone(),
             index: ChainIndex::compile(listener),
-            chains: listener.filter_chains.iter().map(CompiledChain::of).collect(),
+            chains: listener.filter_chains.iter().map(|c| CompiledChain::of(c, secrets)).collect(),
             default,
             fallback,
+            inspector: Inspector::of(listener),
         }
     }
 
@@ -100,6 +188,12 @@ impl CompiledListener {
             Some(i) => self.chains.get(i),
             None => self.default.as_ref(),
         }
+    }
+
+    /// SDS names of the secrets its chains' TLS was built from: when one of them changes,
+    /// the listener is compiled again.
+    pub fn secret_names(&self) -> impl Iterator<Item = &String> {
+        self.chains.iter().chain(self.default.as_ref()).flat_map(|c| &c.secrets)
     }
 }
 
@@ -167,7 +261,7 @@ mod tests {
             default_filter_chain: Some(tcp_chain("passthrough", None, "PassthroughCluster")),
             ..Default::default()
         };
-        let compiled = CompiledListener::compile(&listener);
+        let compiled = CompiledListener::compile(&listener, &BTreeMap::new());
         assert_eq!(cluster_of(compiled.select(&connection("10.0.0.1:5432"))), "outbound|5432||db");
         assert_eq!(cluster_of(compiled.select(&connection("10.0.0.1:80"))), "outbound|0||any");
         assert_eq!(
@@ -183,7 +277,9 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            CompiledListener::compile(&no_default).select(&connection("10.0.0.1:80")).is_none()
+            CompiledListener::compile(&no_default, &BTreeMap::new())
+                .select(&connection("10.0.0.1:80"))
+                .is_none()
         );
     }
 }

@@ -76,10 +76,17 @@ impl Runtime {
         let mut listeners = HashMap::new();
         for (name, listener) in &config.listeners {
             let Some(port) = port_of(listener) else { continue };
+            // Kept when neither it nor a secret its TLS was built from changed: a rotated
+            // certificate recompiles the listeners that present it, and only those.
             let kept = older
                 .filter(|o| o.config.listeners.get(name) == Some(listener))
-                .and_then(|o| o.listeners.get(&port).cloned());
-            let compiled = kept.unwrap_or_else(|| Arc::new(CompiledListener::compile(listener)));
+                .and_then(|o| o.listeners.get(&port).map(|l| (o, l)))
+                .filter(|(o, l)| {
+                    l.secret_names().all(|s| o.config.secrets.get(s) == config.secrets.get(s))
+                })
+                .map(|(_, l)| l.clone());
+            let compiled = kept
+                .unwrap_or_else(|| Arc::new(CompiledListener::compile(listener, &config.secrets)));
             listeners.entry(port).or_insert(compiled);
         }
         let mut upstreams = HashMap::new();
@@ -293,5 +300,48 @@ mod tests {
         let rerouted = Runtime::update(config("10.0.0.2", "reviews.default"), &moved).unwrap();
         assert!(!Arc::ptr_eq(&moved.routes["9080"], &rerouted.routes["9080"]), "routes rebuilt");
         assert!(Arc::ptr_eq(&moved.listeners[&15001], &rerouted.listeners[&15001]));
+    }
+
+    #[test]
+    fn a_rotated_secret_recompiles_the_listeners_that_present_it_and_only_those() {
+        use crate::runtime::listeners::ChainTls;
+        use crate::tls::testing::*;
+        let ca = Ca::new("test");
+        let with = |a: &envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret,
+                    b: &envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret| {
+            let mut config = Config::default();
+            for (port, name) in [(8443, "kubernetes://a"), (9443, "kubernetes://b")] {
+                let listener =
+                    https_listener(port, vec![("*.example.com", gateway_socket(name, false))]);
+                config.listeners.insert(listener.name.clone(), listener);
+            }
+            config.secrets.insert(a.name.clone(), a.clone());
+            config.secrets.insert(b.name.clone(), b.clone());
+            Arc::new(config)
+        };
+        let a = certificate("kubernetes://a", &ca.leaf(&["a.example.com"]));
+        let b = certificate("kubernetes://b", &ca.leaf(&["b.example.com"]));
+        let first = Runtime::build(with(&a, &b)).unwrap();
+        let serves = |runtime: &Runtime, port: u16| {
+            let connection = crate::listener::Connection {
+                destination: ([0, 0, 0, 0], port).into(),
+                transport: "tls",
+                server_name: Some("www.example.com".to_owned()),
+                alpn: Vec::new(),
+            };
+            matches!(
+                runtime.listeners[&port].select(&connection).map(|c| &c.tls),
+                Some(ChainTls::Sds(Ok(_)))
+            )
+        };
+        assert!(serves(&first, 8443) && serves(&first, 9443));
+        let same = Runtime::update(with(&a, &b), &first).unwrap();
+        assert!(Arc::ptr_eq(&first.listeners[&8443], &same.listeners[&8443]), "nothing changed");
+
+        let rotated = certificate("kubernetes://a", &ca.leaf(&["a.example.com"]));
+        let after = Runtime::update(with(&rotated, &b), &same).unwrap();
+        assert!(!Arc::ptr_eq(&same.listeners[&8443], &after.listeners[&8443]), "recompiled");
+        assert!(Arc::ptr_eq(&same.listeners[&9443], &after.listeners[&9443]), "kept");
+        assert!(serves(&after, 8443));
     }
 }

@@ -1,5 +1,5 @@
 //! The ADS client: one state-of-the-world stream to the pilot for listeners, clusters, and the
-//! routes and endpoints they name. Every response is ACKed or NACKed (with the reason); the
+//! routes, endpoints and secrets (SDS) they name. Every response is ACKed or NACKed (with the reason); the
 //! stream is kept up with backoff, and while the pilot is away the last good configuration
 //! stays in force.
 
@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
-use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -48,7 +48,9 @@ struct Subscriptions {
 }
 
 fn type_key(type_url: &str) -> Option<&'static str> {
-    [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE].into_iter().find(|t| *t == type_url)
+    [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE]
+        .into_iter()
+        .find(|t| *t == type_url)
 }
 
 /// Keeps an ADS stream to `channel` up forever, applying what arrives to `store`.
@@ -87,7 +89,8 @@ async fn stream(
     let current = store.received();
     subs.names.insert(ENDPOINT_TYPE, current.eds_clusters().collect());
     subs.names.insert(ROUTE_TYPE, current.route_names().collect());
-    for type_url in [CLUSTER_TYPE, LISTENER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE] {
+    subs.names.insert(SECRET_TYPE, current.secret_names());
+    for type_url in [CLUSTER_TYPE, LISTENER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE, SECRET_TYPE] {
         if let Some(version) = current.versions.get(type_url) {
             subs.versions.insert(type_url, version.clone());
         }
@@ -106,7 +109,7 @@ async fn stream(
         };
     let _ = tx.send(first(CLUSTER_TYPE, &subs, Some(node.clone()))).await;
     let _ = tx.send(first(LISTENER_TYPE, &subs, None)).await;
-    for type_url in [ENDPOINT_TYPE, ROUTE_TYPE] {
+    for type_url in [ENDPOINT_TYPE, ROUTE_TYPE, SECRET_TYPE] {
         if subs.names.get(type_url).is_some_and(|n| !n.is_empty()) {
             let _ = tx.send(first(type_url, &subs, None)).await;
         }
@@ -139,7 +142,7 @@ async fn stream(
 }
 
 /// ACK or NACK one response, then (after an ACK of clusters or listeners) subscribe to the
-/// endpoints or routes they now name.
+/// endpoints, or the routes and secrets, they now name.
 fn handle(
     response: &DiscoveryResponse,
     store: &Store,
@@ -165,14 +168,19 @@ fn handle(
                 resource_names: names(subs, type_url),
                 ..DiscoveryRequest::default()
             });
-            let follow = match type_url {
-                CLUSTER_TYPE => Some((ENDPOINT_TYPE, store.received().eds_clusters().collect())),
-                LISTENER_TYPE => Some((ROUTE_TYPE, store.received().route_names().collect())),
-                _ => None,
+            let received = store.received();
+            let follow: Vec<(&'static str, BTreeSet<String>)> = match type_url {
+                CLUSTER_TYPE => vec![(ENDPOINT_TYPE, received.eds_clusters().collect())],
+                LISTENER_TYPE => vec![
+                    (ROUTE_TYPE, received.route_names().collect()),
+                    (SECRET_TYPE, received.secret_names()),
+                ],
+                _ => Vec::new(),
             };
-            if let Some((dependent, wanted)) = follow
-                && subs.names.get(dependent) != Some(&wanted)
-            {
+            for (dependent, wanted) in follow {
+                if subs.names.get(dependent) == Some(&wanted) {
+                    continue;
+                }
                 subs.names.insert(dependent, wanted);
                 out.push(DiscoveryRequest {
                     type_url: dependent.to_owned(),
@@ -198,4 +206,76 @@ fn handle(
         }
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use envoy_types::util::pack_any;
+
+    use super::*;
+    use crate::tls::testing::*;
+
+    fn response(
+        type_url: &str,
+        version: &str,
+        resources: Vec<envoy_types::pb::google::protobuf::Any>,
+    ) -> DiscoveryResponse {
+        DiscoveryResponse {
+            type_url: type_url.to_owned(),
+            version_info: version.to_owned(),
+            nonce: format!("{type_url}-{version}"),
+            resources,
+            ..DiscoveryResponse::default()
+        }
+    }
+
+    #[test]
+    fn after_listeners_the_client_asks_for_the_secrets_they_name_then_acks_them() {
+        let (store, state, mut subs) =
+            (Store::default(), ClientState::default(), Subscriptions::default());
+        let listener = https_listener(
+            8443,
+            vec![
+                ("a.example.com", gateway_socket("kubernetes://a", false)),
+                ("m.example.com", gateway_socket("kubernetes://m", true)),
+            ],
+        );
+        let out = handle(
+            &response(LISTENER_TYPE, "1", vec![pack_any(listener)]),
+            &store,
+            &state,
+            &mut subs,
+        );
+        let sds: Vec<_> = out.iter().filter(|r| r.type_url == SECRET_TYPE).collect();
+        assert_eq!(sds.len(), 1, "{out:?}");
+        assert_eq!(
+            sds[0].resource_names,
+            ["kubernetes://a", "kubernetes://m", "kubernetes://m-cacert"]
+        );
+        assert!(out.iter().any(|r| r.type_url == ROUTE_TYPE && r.resource_names == ["https.8443"]));
+
+        let ca = Ca::new("test");
+        let secrets = vec![
+            pack_any(certificate("kubernetes://a", &ca.leaf(&["a.example.com"]))),
+            pack_any(certificate("kubernetes://m", &ca.leaf(&["m.example.com"]))),
+            pack_any(client_ca("kubernetes://m-cacert", &ca.pem)),
+        ];
+        let out = handle(&response(SECRET_TYPE, "7", secrets), &store, &state, &mut subs);
+        assert_eq!(out.len(), 1, "an ACK and nothing more: {out:?}");
+        assert_eq!(out[0].version_info, "7");
+        assert_eq!(out[0].response_nonce, format!("{SECRET_TYPE}-7"));
+        assert!(out[0].error_detail.is_none());
+        assert_eq!(out[0].resource_names.len(), 3, "the names stay subscribed");
+
+        // A bad rotation is NACKed naming the secret; the subscription stays.
+        let (chain, _) = ca.leaf(&["a.example.com"]);
+        let (_, key) = ca.leaf(&["z.example.com"]);
+        let bad = vec![pack_any(certificate("kubernetes://a", &(chain, key)))];
+        let out = handle(&response(SECRET_TYPE, "8", bad), &store, &state, &mut subs);
+        let nack = out[0].error_detail.as_ref().unwrap();
+        assert!(nack.message.starts_with("Secret \"kubernetes://a\""), "{}", nack.message);
+        assert_eq!(out[0].version_info, "7", "the version last accepted");
+        assert_eq!(state.rejected.load(Ordering::Relaxed), 1);
+    }
 }

@@ -17,8 +17,9 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::config::route::v3::route::Action;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::google::protobuf::Any;
-use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};
 use prost::Message;
 
 /// Network filters the proxy implements.
@@ -34,11 +35,10 @@ const LISTENER_FILTERS: [&str; 3] = [
 const HTTP_FILTERS: [&str; 3] =
     ["envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"];
 /// Transport sockets the proxy implements.
-const TRANSPORT_SOCKETS: [&str; 2] =
-    ["envoy.transport_sockets.tls", "envoy.transport_sockets.raw_buffer"];
+const TRANSPORT_SOCKETS: [&str; 2] = [crate::tls::TLS_SOCKET, crate::tls::RAW_BUFFER_SOCKET];
 
 /// Everything the proxy runs on, at one moment.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Config {
     /// Listeners by name; each LDS response replaces them all.
     pub listeners: BTreeMap<String, Listener>,
@@ -49,19 +49,61 @@ pub struct Config {
     /// Endpoint assignments by cluster (EDS service) name; EDS responses add or replace, never
     /// remove.
     pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
+    /// TLS secrets (a gateway's certificates and client CAs) by SDS name: SDS responses add or
+    /// replace; only those the listeners name are kept (see [`Config::secret_names`]).
+    pub secrets: BTreeMap<String, Secret>,
     /// The version last accepted, by type URL.
     pub versions: BTreeMap<String, String>,
 }
 
+/// Secrets are named, never shown: a debug print of the configuration must not leak keys.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listeners", &self.listeners)
+            .field("routes", &self.routes)
+            .field("clusters", &self.clusters)
+            .field("endpoints", &self.endpoints)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("versions", &self.versions)
+            .finish()
+    }
+}
+
 impl Config {
     /// Whether a first full configuration is in: clusters and listeners (a gateway no
-    /// Gateway selects rightly has none), and the endpoints and routes they refer to
-    /// (readiness).
+    /// Gateway selects rightly has none), and the endpoints, routes and secrets they refer to
+    /// (readiness). A secret whose `sds_config` sets a zero `initial_fetch_timeout` is not
+    /// waited for.
     pub fn complete(&self) -> bool {
         self.versions.contains_key(CLUSTER_TYPE)
             && self.versions.contains_key(LISTENER_TYPE)
             && self.eds_clusters().all(|c| self.endpoints.contains_key(&c))
             && self.route_names().all(|r| self.routes.contains_key(&r))
+            && self.missing_secrets().next().is_none()
+    }
+
+    /// What the listeners' chains terminate with secrets from the pilot.
+    fn sds_tls(&self) -> impl Iterator<Item = crate::tls::SdsTls> + '_ {
+        self.listeners
+            .values()
+            .flat_map(|l| l.filter_chains.iter().chain(l.default_filter_chain.as_ref()))
+            .filter_map(|c| c.transport_socket.as_ref())
+            .filter_map(|socket| match crate::tls::downstream(socket) {
+                Ok(Some(crate::tls::DownstreamTls::Sds(tls))) => Some(*tls),
+                _ => None,
+            })
+    }
+
+    /// Secrets the listeners' TLS contexts ask for over ADS (the SDS names to subscribe to:
+    /// `kubernetes://<credentialName>`, `kubernetes://<credentialName>-cacert`), each once.
+    pub fn secret_names(&self) -> std::collections::BTreeSet<String> {
+        self.sds_tls().flat_map(|tls| tls.secret_names().cloned().collect::<Vec<_>>()).collect()
+    }
+
+    /// Secrets the listeners wait for (see [`Config::complete`]) that have not arrived.
+    pub fn missing_secrets(&self) -> impl Iterator<Item = String> + '_ {
+        self.sds_tls().flat_map(|tls| tls.awaited).filter(|name| !self.secrets.contains_key(name))
     }
 
     /// Clusters whose endpoints come over EDS (the names to subscribe to).
@@ -165,12 +207,13 @@ impl Store {
                 .eds_clusters()
                 .filter(|c| !received.endpoints.contains_key(c))
                 .chain(received.route_names().filter(|r| !received.routes.contains_key(r)))
+                .chain(received.missing_secrets())
                 .take(5)
                 .collect();
             tracing::warn!(
                 waited = ?limit,
                 ?missing,
-                "configuration put in force without all the endpoints and routes it names"
+                "configuration put in force without all the endpoints, routes and secrets it names"
             );
         }
         self.warming_since.store(None);
@@ -181,8 +224,8 @@ impl Store {
 
     /// Applies one response: every resource checked first; on the first problem nothing
     /// changes and the problem is returned (the NACK's message). Listeners and clusters are
-    /// state of the world (what is not in the response is gone); routes and endpoints are
-    /// incremental (what is not in the response stays).
+    /// state of the world (what is not in the response is gone); routes, endpoints and
+    /// secrets are incremental (what is not in the response stays).
     pub fn apply(&self, type_url: &str, version: &str, resources: &[Any]) -> Result<(), String> {
         let mut next = (*self.received()).clone();
         match type_url {
@@ -192,12 +235,19 @@ impl Store {
             ENDPOINT_TYPE => {
                 next.endpoints.extend(decode_all(resources, check_endpoints, |e| &e.cluster_name)?)
             }
+            SECRET_TYPE => next.secrets.extend(decode_all(resources, check_secret, |s| &s.name)?),
             other => return Err(format!("type {other} is not one this proxy uses")),
         }
         if type_url == CLUSTER_TYPE {
             // Endpoints of clusters that are gone go with them.
             let live: std::collections::BTreeSet<String> = next.eds_clusters().collect();
             next.endpoints.retain(|name, _| live.contains(name));
+        }
+        if type_url == LISTENER_TYPE || type_url == SECRET_TYPE {
+            // Keys no listener names are not kept (nor is what a pilot sends unasked): the
+            // secrets held are bounded by what the listeners name.
+            let named = next.secret_names();
+            next.secrets.retain(|name, _| named.contains(name));
         }
         next.versions.insert(type_url.to_owned(), version.to_owned());
         self.received.store(Arc::new(next));
@@ -308,6 +358,8 @@ fn check_listener(l: &Listener) -> Result<(), String> {
         };
         if let Some(socket) = &chain.transport_socket {
             check_transport_socket(socket, &format!("{at}.transport_socket"))?;
+            crate::tls::downstream(socket)
+                .map_err(|why| format!("{at}.transport_socket: {why}"))?;
         }
         for (j, f) in chain.filters.iter().enumerate() {
             if !NETWORK_FILTERS.contains(&f.name.as_str()) {
@@ -340,6 +392,13 @@ fn check_listener(l: &Listener) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn check_secret(secret: &Secret) -> Result<(), String> {
+    if secret.name.is_empty() {
+        return Err("it has no name".to_owned());
+    }
+    crate::tls::check_secret(secret)
 }
 
 fn check_routes(r: &RouteConfiguration) -> Result<(), String> {
@@ -382,4 +441,182 @@ fn check_endpoints(e: &ClusterLoadAssignment) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use envoy_types::pb::envoy::config::core::v3::{ConfigSource, config_source};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        CommonTlsContext, DownstreamTlsContext,
+    };
+    use envoy_types::util::pack_any;
+
+    use super::*;
+    use crate::tls::testing::*;
+
+    /// A gateway listener on 8443: `a.example.com` with SIMPLE (`kubernetes://a`),
+    /// `m.example.com` with MUTUAL (`kubernetes://m`, `kubernetes://m-cacert`).
+    fn gateway() -> Listener {
+        https_listener(
+            8443,
+            vec![
+                ("a.example.com", gateway_socket("kubernetes://a", false)),
+                ("m.example.com", gateway_socket("kubernetes://m", true)),
+            ],
+        )
+    }
+
+    fn routes(name: &str) -> Any {
+        pack_any(RouteConfiguration { name: name.to_owned(), ..RouteConfiguration::default() })
+    }
+
+    fn names(set: &[&str]) -> BTreeSet<String> {
+        set.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// A store with clusters (none), the gateway listener and its routes: what is left to
+    /// come is the secrets.
+    fn store_waiting_for_secrets() -> Store {
+        let store = Store::default();
+        store.apply(CLUSTER_TYPE, "1", &[]).unwrap();
+        store.apply(LISTENER_TYPE, "1", &[pack_any(gateway())]).unwrap();
+        store.apply(ROUTE_TYPE, "1", &[routes("https.8443")]).unwrap();
+        store
+    }
+
+    #[test]
+    fn a_gateway_subscribes_to_the_secrets_its_listeners_name_and_waits_for_them() {
+        let store = store_waiting_for_secrets();
+        let received = store.received();
+        assert_eq!(
+            received.secret_names(),
+            names(&["kubernetes://a", "kubernetes://m", "kubernetes://m-cacert"])
+        );
+        assert!(!received.complete(), "the secrets are not in yet");
+        assert!(store.current().listeners.is_empty(), "the listener warms until they come");
+
+        let ca = Ca::new("test");
+        let a = certificate("kubernetes://a", &ca.leaf(&["a.example.com"]));
+        let m = certificate("kubernetes://m", &ca.leaf(&["m.example.com"]));
+        store.apply(SECRET_TYPE, "1", &[pack_any(a), pack_any(m)]).unwrap();
+        assert!(store.current().listeners.is_empty(), "the client CA is still missing");
+        assert_eq!(
+            store.received().missing_secrets().collect::<Vec<_>>(),
+            ["kubernetes://m-cacert"]
+        );
+        let cacert = client_ca("kubernetes://m-cacert", &ca.pem);
+        store.apply(SECRET_TYPE, "2", &[pack_any(cacert)]).unwrap();
+        let current = store.current();
+        assert!(current.complete());
+        assert_eq!(current.listeners.len(), 1, "in force with its secrets");
+        assert_eq!(current.secrets.len(), 3, "SDS responses add up: incremental");
+        assert_eq!(current.versions[SECRET_TYPE], "2");
+        // A secret nothing needs is not kept, even when the pilot sends it.
+        let stray = certificate("kubernetes://stray", &ca.leaf(&["stray.example.com"]));
+        store.apply(SECRET_TYPE, "3", &[pack_any(stray)]).unwrap();
+        assert!(!store.received().secrets.contains_key("kubernetes://stray"));
+        // A listener that no longer names a secret lets it go.
+        let only_a =
+            https_listener(8443, vec![("a.example.com", gateway_socket("kubernetes://a", false))]);
+        store.apply(LISTENER_TYPE, "2", &[pack_any(only_a)]).unwrap();
+        assert_eq!(
+            store.received().secrets.keys().cloned().collect::<BTreeSet<_>>(),
+            names(&["kubernetes://a"])
+        );
+    }
+
+    #[test]
+    fn a_secret_with_a_zero_initial_fetch_timeout_is_not_waited_for() {
+        let mut listener = gateway();
+        listener.filter_chains.truncate(1);
+        let mut socket = gateway_socket("kubernetes://a", false);
+        if let Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                any,
+            ),
+        ) = &mut socket.config_type
+        {
+            let mut context = DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
+            let common = context.common_tls_context.get_or_insert_with(CommonTlsContext::default);
+            common.tls_certificate_sds_secret_configs[0].sds_config = Some(ConfigSource {
+                initial_fetch_timeout: Some(Default::default()),
+                config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+                    Default::default(),
+                )),
+                ..ConfigSource::default()
+            });
+            *any = pack_any(context);
+        }
+        listener.filter_chains[0].transport_socket = Some(socket);
+        let store = Store::default();
+        store.apply(CLUSTER_TYPE, "1", &[]).unwrap();
+        store.apply(LISTENER_TYPE, "1", &[pack_any(listener)]).unwrap();
+        store.apply(ROUTE_TYPE, "1", &[routes("https.8443")]).unwrap();
+        assert_eq!(store.received().secret_names(), names(&["kubernetes://a"]), "subscribed");
+        assert!(store.current().complete(), "but not waited for");
+    }
+
+    #[test]
+    fn a_bad_secret_is_refused_by_name_and_the_good_one_stays() {
+        let store = store_waiting_for_secrets();
+        let ca = Ca::new("test");
+        let good = certificate("kubernetes://a", &ca.leaf(&["a.example.com"]));
+        store.apply(SECRET_TYPE, "1", &[pack_any(good.clone())]).unwrap();
+        let (chain, _) = ca.leaf(&["a.example.com"]);
+        let (_, other_key) = ca.leaf(&["b.example.com"]);
+        let rotated_badly = certificate("kubernetes://a", &(chain, other_key));
+        let why = store.apply(SECRET_TYPE, "2", &[pack_any(rotated_badly)]).unwrap_err();
+        assert!(
+            why.starts_with(
+                "Secret \"kubernetes://a\": tls_certificate: the key and certificate cannot serve"
+            ),
+            "{why}"
+        );
+        let received = store.received();
+        assert_eq!(received.secrets["kubernetes://a"], good, "the last good secret stays");
+        assert_eq!(received.versions[SECRET_TYPE], "1");
+        let garbage = Any { type_url: SECRET_TYPE.to_owned(), value: vec![0xff, 0xff] };
+        let why = store.apply(SECRET_TYPE, "3", &[garbage]).unwrap_err();
+        assert!(why.contains("(envoy.extensions.transport_sockets.tls.v3.Secret) does not decode"));
+    }
+
+    #[test]
+    fn a_listener_whose_tls_the_proxy_cannot_fetch_is_refused_by_chain() {
+        let mut listener = gateway();
+        listener.filter_chains[1].transport_socket = Some(socket(DownstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificate_sds_secret_configs: vec![
+                    envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig {
+                        name: "file-cert:/etc/certs/cert.pem".to_owned(),
+                        sds_config: None,
+                    },
+                ],
+                ..CommonTlsContext::default()
+            }),
+            ..DownstreamTlsContext::default()
+        }));
+        let why = Store::default().apply(LISTENER_TYPE, "1", &[pack_any(listener)]).unwrap_err();
+        assert!(
+            why.starts_with(
+                "Listener \"0.0.0.0_8443\": filter_chains[1].transport_socket: common_tls_context.tls_certificate_sds_secret_configs[0]: secret \"file-cert:/etc/certs/cert.pem\" is not served over ADS"
+            ),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_debug_print_of_the_configuration_names_secrets_without_their_keys() {
+        let ca = Ca::new("test");
+        let material = ca.leaf(&["a.example.com"]);
+        let mut config = Config::default();
+        config
+            .secrets
+            .insert("kubernetes://a".to_owned(), certificate("kubernetes://a", &material));
+        let printed = format!("{config:?}");
+        assert!(printed.contains("kubernetes://a"));
+        assert!(!printed.contains("PRIVATE KEY") && !printed.contains("CERTIFICATE"), "{printed}");
+    }
 }
