@@ -16,6 +16,7 @@ pub mod crds;
 pub mod duration;
 #[cfg(feature = "envoy-json")]
 pub mod envoy;
+pub mod gateway_api;
 pub mod identity;
 pub mod inject;
 pub mod load;

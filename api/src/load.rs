@@ -15,7 +15,7 @@ use crate::Resource;
 
 mod split;
 
-use crate::{networking, security};
+use crate::{gateway_api, networking, security};
 pub use split::yaml_documents;
 use split::{Document, Format, split_json, split_yaml};
 
@@ -655,6 +655,15 @@ const KINDS: &[(&str, &str, &[&str], Decode)] = &[
     ("Service", "", &["v1"], |i| Ok(Resource::Service(i.decode()?))),
     ("Namespace", "", &["v1"], |i| Ok(Resource::Namespace(i.decode()?))),
     ("Secret", "", &["v1"], |i| Ok(Resource::Secret(i.decode()?))),
+    ("Gateway", gateway_api::GROUP, gateway_api::READ_VERSIONS, |i| {
+        Ok(Resource::KubeGateway(i.decode()?))
+    }),
+    ("HTTPRoute", gateway_api::GROUP, gateway_api::READ_VERSIONS, |i| {
+        Ok(Resource::HttpRoute(i.decode()?))
+    }),
+    ("ReferenceGrant", gateway_api::GROUP, &["v1beta1", "v1"], |i| {
+        Ok(Resource::ReferenceGrant(i.decode()?))
+    }),
 ];
 
 /// Maps `apiVersion` + `kind` to its decoder, checking that the version serves the kind.
@@ -666,14 +675,14 @@ fn kind_of(api_version: &str, kind: &str) -> Result<Decode, DocError> {
             kind: kind.to_owned(),
         })
     };
-    let &(_, expected_group, versions, decode) =
-        KINDS.iter().find(|(name, ..)| *name == kind).ok_or_else(unknown)?;
+    // `Gateway` is a kind of two groups (Istio's and the Gateway API's): the group picks.
+    let &(_, expected_group, versions, decode) = KINDS
+        .iter()
+        .find(|(name, g, ..)| *name == kind && *g == group)
+        .or_else(|| KINDS.iter().find(|(name, ..)| *name == kind))
+        .ok_or_else(unknown)?;
     if group == expected_group && versions.contains(&version) {
         return Ok(decode);
-    }
-    // `Gateway` also exists in the Kubernetes Gateway API, which the mesh does not read.
-    if group != expected_group && kind == "Gateway" {
-        return Err(unknown());
     }
     let expected = versions
         .iter()

@@ -67,6 +67,12 @@ resources! {
     /// Core `v1` Secret: a gateway's certificate and key (`credentialName`), and the CA its
     /// clients' certificates must verify to.
     Secret(Secret),
+    /// Gateway API Gateway (`gateway.networking.k8s.io`).
+    KubeGateway(crate::gateway_api::Gateway),
+    /// Gateway API HTTPRoute.
+    HttpRoute(crate::gateway_api::HTTPRoute),
+    /// Gateway API ReferenceGrant.
+    ReferenceGrant(crate::gateway_api::ReferenceGrant),
 }
 
 /// Kind, namespace and name of an object, as errors print it (`VirtualService default/hello`).

@@ -6,6 +6,7 @@
 //! network.
 
 pub mod bookinfo;
+pub mod edge;
 pub mod local;
 pub mod netns;
 pub mod sidecar;

@@ -29,6 +29,7 @@ use e2e::bookinfo;
 use e2e::local::{Answer, Call, Mesh};
 use e2e::traffic::{Bookinfo, near};
 use e2e::wire::Sniffer;
+use rustls_pki_types::pem::PemObject as _;
 
 /// A scenario: it changes the mesh and checks what traffic shows.
 type Scenario<'a> = dyn Fn(&mut Mesh) -> anyhow::Result<()> + 'a;
@@ -560,6 +561,264 @@ fn ingress(mesh: &mut Mesh, app: &Bookinfo) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A TLS server the mesh does not terminate, for SNI passthrough: Python's, with a certificate
+/// of the test CA, answering `GET /` with its name.
+const TLS_BACKEND: &str = r#"
+import http.server, ssl, sys
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"tls-backend answered"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("0.0.0.0", 8443), Hello)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
+
+fn secret(name: &str, pem: &e2e::edge::Pem, ca: &str) -> String {
+    let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: mesh-system}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: {}\n  tls.key: {}\n  ca.crt: {}\n",
+        quoted(&pem.chain),
+        quoted(&pem.key),
+        quoted(ca)
+    )
+}
+
+const EDGE_ROUTES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  selector: {istio: edgegateway}
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: [bookinfo.example.com]
+    tls: {mode: SIMPLE, credentialName: bookinfo-cred}
+  - port: {number: 8443, name: https-partners, protocol: HTTPS}
+    hosts: [partners.example.com]
+    tls: {mode: MUTUAL, credentialName: partners-cred}
+  - port: {number: 8444, name: tls, protocol: TLS}
+    hosts: [backend.example.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: [bookinfo.example.com]
+    tls: {httpsRedirect: true}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge}
+spec:
+  hosts: [bookinfo.example.com, partners.example.com]
+  gateways: [edge]
+  http:
+  - match: [{uri: {exact: /productpage}}]
+    route: [{destination: {host: productpage, port: {number: 9080}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge-passthrough}
+spec:
+  hosts: [backend.example.com]
+  gateways: [edge]
+  tls:
+  - match: [{sniHosts: [backend.example.com], port: 8444}]
+    route: [{destination: {host: tls-backend, port: {number: 8443}}}]
+"#;
+
+/// Istio's secure-gateway tasks: TLS terminated at the gateway with a certificate from a
+/// Secret (and a rotated Secret served on the next handshake), mutual TLS refused without a
+/// client certificate, SNI passthrough to a backend's own TLS, plain HTTP redirected.
+fn edge_tls(mesh: &mut Mesh) -> anyhow::Result<()> {
+    use e2e::edge::{TestPki, https_get};
+    let pki = TestPki::new("edge test CA")?;
+    let dir = tempfile::tempdir()?;
+    let backend = pki.issue(&["backend.example.com"])?;
+    let (cert, key) = (dir.path().join("backend.crt"), dir.path().join("backend.key"));
+    std::fs::write(&cert, &backend.chain)?;
+    std::fs::write(&key, &backend.key)?;
+    use std::os::unix::fs::PermissionsExt as _;
+    for path in [dir.path(), cert.as_path(), key.as_path()] {
+        let mode = if path == dir.path() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    mesh.meshctl(&[
+        "deploy",
+        "tls-backend",
+        "--labels",
+        "app=tls-backend",
+        "--port",
+        "8443",
+        "--no-sidecar",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        TLS_BACKEND,
+        &cert,
+        &key,
+    ])?;
+    mesh.meshctl(&["service", "tls-backend", "--port", "8443", "--port-name", "tls"])?;
+
+    let bookinfo = pki.issue(&["bookinfo.example.com"])?;
+    let partners = pki.issue(&["partners.example.com"])?;
+    mesh.apply(&secret("bookinfo-cred", &bookinfo, &pki.ca_pem))?;
+    mesh.apply(&secret("partners-cred", &partners, &pki.ca_pem))?;
+    let (https, tls, http) = (
+        mesh_testing::net::free_port(),
+        mesh_testing::net::free_port(),
+        mesh_testing::net::free_port(),
+    );
+    mesh.meshctl(&[
+        "gateway",
+        "edgegateway",
+        "--labels",
+        "istio=edgegateway",
+        "--port",
+        &format!("{https}:8443"),
+        "--port",
+        &format!("{tls}:8444"),
+        "--port",
+        &format!("{http}:8080"),
+    ])?;
+    mesh.apply(EDGE_ROUTES)?;
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let settle = |what: &str,
+                  f: &dyn Fn() -> anyhow::Result<e2e::edge::Answer>|
+     -> anyhow::Result<e2e::edge::Answer> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match f() {
+                Ok(answer) if answer.status == 200 => return Ok(answer),
+                other if Instant::now() > deadline => {
+                    anyhow::bail!("{what} never answered 200: {other:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    };
+    let page = settle("bookinfo.example.com over TLS", &|| {
+        https_get(at(https), "bookinfo.example.com", "/productpage", &pki.ca_pem, None)
+    })?;
+    ensure!(page.body.contains("Book Details"), "the product page over TLS: {}", page.body);
+    let first = page.certificate.clone();
+
+    // Mutual TLS at the edge: no client certificate, no connection; one from the CA, the page.
+    let refused = https_get(at(https), "partners.example.com", "/productpage", &pki.ca_pem, None);
+    ensure!(
+        refused.is_err() || refused.as_ref().is_ok_and(|a| a.status != 200),
+        "MUTUAL without a client certificate: {refused:?}"
+    );
+    let client = pki.issue(&["client.partners.example.com"])?;
+    let mutual =
+        https_get(at(https), "partners.example.com", "/productpage", &pki.ca_pem, Some(&client))?;
+    ensure!(mutual.status == 200, "MUTUAL with a client certificate: {}", mutual.status);
+
+    // SNI passthrough: the backend's own certificate reaches the client.
+    let through = settle("backend.example.com passed through", &|| {
+        https_get(at(tls), "backend.example.com", "/", &pki.ca_pem, None)
+    })?;
+    ensure!(through.body.contains("tls-backend answered"), "{}", through.body);
+    let backend_der = rustls_pki_types::CertificateDer::from_pem_slice(backend.chain.as_bytes())?;
+    ensure!(
+        through.certificate == backend_der.as_ref(),
+        "the backend's certificate, not the gateway's"
+    );
+
+    // Plain HTTP redirected to HTTPS.
+    let redirect = Call::get("", at(http), "bookinfo.example.com", "/productpage").send()?;
+    ensure!(redirect.status == 301, "httpsRedirect: {}", redirect.status);
+    let location = redirect.headers.iter().find(|(k, _)| k == "location").map(|(_, v)| v.as_str());
+    ensure!(location == Some("https://bookinfo.example.com/productpage"), "{location:?}");
+
+    // A rotated Secret: the next handshake presents the new certificate, without a restart.
+    let rotated = pki.issue(&["bookinfo.example.com"])?;
+    mesh.apply(&secret("bookinfo-cred", &rotated, &pki.ca_pem))?;
+    let rotated_der = rustls_pki_types::CertificateDer::from_pem_slice(rotated.chain.as_bytes())?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer =
+            https_get(at(https), "bookinfo.example.com", "/productpage", &pki.ca_pem, None)?;
+        if answer.certificate == rotated_der.as_ref() {
+            break;
+        }
+        ensure!(answer.certificate == first, "an unknown certificate");
+        ensure!(Instant::now() < deadline, "the rotated certificate was never served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    mesh.delete(EDGE_ROUTES)?;
+    mesh.meshctl(&["remove", "edgegateway"])?;
+    mesh.meshctl(&["remove", "tls-backend"])?;
+    Ok(())
+}
+
+const GATEWAY_API: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web}
+spec:
+  gatewayClassName: mesh
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bookinfo}
+spec:
+  parentRefs: [{name: web}]
+  rules:
+  - matches: [{path: {type: Exact, value: /productpage}}, {path: {type: PathPrefix, value: /api/v1/products}}]
+    backendRefs: [{name: productpage, port: 9080}]
+  - matches: [{path: {type: PathPrefix, value: /reviews}}]
+    backendRefs: [{name: reviews, port: 9080}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: end-user, value: jason}]}
+"#;
+
+/// The Kubernetes Gateway API: a Gateway of class `mesh` and an HTTPRoute give what the
+/// equivalent Gateway and VirtualService give.
+fn gateway_api(mesh: &mut Mesh) -> anyhow::Result<()> {
+    let port = mesh_testing::net::free_port();
+    let labels = "gateway.networking.k8s.io/gateway-name=web";
+    mesh.meshctl(&[
+        "gateway",
+        "web",
+        "-n",
+        "default",
+        "--labels",
+        labels,
+        "--port",
+        &format!("{port}:8080"),
+    ])?;
+    mesh.apply(GATEWAY_API)?;
+    let gateway = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        match Call::get("", gateway, "bookinfo.local", "/productpage").send() {
+            Ok(page) if page.status == 200 => break page,
+            other => {
+                ensure!(Instant::now() < deadline, "the HTTPRoute never served: {other:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    ensure!(page.body.contains("Book Details"), "{}", page.body);
+    let missing = Call::get("", gateway, "bookinfo.local", "/details/0").send()?;
+    ensure!(missing.status == 404, "a path no rule names: {}", missing.status);
+    let reviews = Call::get("", gateway, "bookinfo.local", "/reviews/0").send()?;
+    ensure!(reviews.status == 200, "the second rule: {}", reviews.status);
+    mesh.delete(GATEWAY_API)?;
+    mesh.meshctl(&["remove", "web"])?;
+    Ok(())
+}
+
 fn suite(proxy: &str, pick: impl Fn(&str) -> bool) {
     if !can_run() {
         return;
@@ -578,9 +837,11 @@ fn suite(proxy: &str, pick: impl Fn(&str) -> bool) {
             ensure!(Instant::now() < deadline, "Bookinfo never answered whole");
             std::thread::sleep(Duration::from_millis(300));
         }
-        let scenarios: [(&str, &Scenario); 9] = [
+        let scenarios: [(&str, &Scenario); 11] = [
             ("routing", &|m| routing(m, &app)),
             ("ingress", &|m| ingress(m, &app)),
+            ("gateway api", &|m| gateway_api(m)),
+            ("edge tls", &|m| edge_tls(m)),
             ("shifting", &|m| shifting(m, &app)),
             ("faults", &|m| faults(m, &app)),
             ("timeouts", &|m| timeouts(m, &app)),

@@ -326,3 +326,113 @@ fn tls_servers_terminate_with_their_credentials_pass_through_by_sni_and_redirect
     assert_eq!(secure.len(), 1, "only the host the server admits: {secure:?}");
     assert_eq!(secure[0].domains[0], "bookinfo.example.com");
 }
+
+const GATEWAY_API: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: bookinfo}
+spec:
+  gatewayClassName: mesh
+  listeners:
+  - {name: http, port: 8080, protocol: HTTP, hostname: bookinfo.example.com}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: other-class, namespace: bookinfo}
+spec:
+  gatewayClassName: somebody-else
+  listeners: [{name: http, port: 9999, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bookinfo, namespace: bookinfo}
+spec:
+  parentRefs: [{name: web}]
+  hostnames: [bookinfo.example.com]
+  rules:
+  - matches: [{path: {type: Exact, value: /productpage}}, {path: {type: PathPrefix, value: /static}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-edge, value: gateway-api}]}
+    backendRefs: [{name: productpage, port: 9080}]
+  - matches: [{path: {value: /elsewhere}}]
+    backendRefs: [{name: ratings, namespace: other, port: 9080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: productpage-split, namespace: bookinfo}
+spec:
+  parentRefs: [{group: "", kind: Service, name: productpage, port: 9080}]
+  rules:
+  - backendRefs: [{name: productpage, port: 9080, weight: 90}, {name: reviews, port: 9080, weight: 10}]
+"#;
+
+#[test]
+fn gateway_api_routes_become_the_same_listeners_and_routes_as_istio_ones() {
+    let text = format!("{MESH}\n---\n{GATEWAY_API}");
+    let report = mesh_api::load::load_str("gateway-api.yaml", &text);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let objects: Vec<Arc<mesh_api::load::Loaded>> =
+        report.objects.into_iter().map(Arc::new).collect();
+    let (snapshot, rejected) = local::build(&objects);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let proxy = Proxy {
+        labels: [("gateway.networking.k8s.io/gateway-name".to_owned(), "web".to_owned())].into(),
+        namespace: "bookinfo".into(),
+        ..gateway_proxy()
+    };
+    let listeners: Vec<Listener> =
+        decode(&translate::generate(mesh_api::xds::LISTENER_TYPE, &snapshot, &proxy).unwrap());
+    let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["0.0.0.0_8080"], "only the Gateway of the mesh's class");
+    let routes: Vec<RouteConfiguration> =
+        decode(&translate::generate(mesh_api::xds::ROUTE_TYPE, &snapshot, &proxy).unwrap());
+    assert_eq!(routes[0].name, "http.8080");
+    let vhosts: Vec<&str> = routes[0].virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(vhosts, ["bookinfo.example.com:8080"]);
+    let rules = &routes[0].virtual_hosts[0].routes;
+    assert_eq!(rules.len(), 3, "two matches of the first rule, one of the second");
+    let Some(route::Action::Route(action)) = &rules[0].action else { panic!() };
+    assert_eq!(
+        action.cluster_specifier,
+        Some(route_action::ClusterSpecifier::Cluster(
+            "outbound|9080||productpage.bookinfo.svc.cluster.local".to_owned()
+        ))
+    );
+    assert_eq!(rules[0].request_headers_to_add[0].header.as_ref().unwrap().key, "x-edge");
+    // Another namespace's Service without a ReferenceGrant: 500, not a route there.
+    assert!(
+        matches!(&rules[2].action, Some(route::Action::DirectResponse(d)) if d.status == 500),
+        "{:?}",
+        rules[2].action
+    );
+
+    // GAMMA: the route whose parent is the productpage Service is the mesh's route for it.
+    let sidecar = Proxy {
+        id: "sidecar~10.77.0.30~sleep.bookinfo~bookinfo.svc.cluster.local".into(),
+        namespace: "bookinfo".into(),
+        ..Proxy::default()
+    };
+    let routes: Vec<RouteConfiguration> =
+        decode(&translate::generate(mesh_api::xds::ROUTE_TYPE, &snapshot, &sidecar).unwrap());
+    let port = routes.iter().find(|r| r.name == "9080").unwrap();
+    let productpage =
+        port.virtual_hosts.iter().find(|v| v.name.starts_with("productpage")).unwrap();
+    let Some(route::Action::Route(action)) = &productpage.routes[0].action else { panic!() };
+    let Some(route_action::ClusterSpecifier::WeightedClusters(split)) = &action.cluster_specifier
+    else {
+        panic!("{action:?}")
+    };
+    let weights: Vec<(&str, u32)> = split
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight.as_ref().unwrap().value))
+        .collect();
+    assert_eq!(
+        weights,
+        [
+            ("outbound|9080||productpage.bookinfo.svc.cluster.local", 90),
+            ("outbound|9080||reviews.bookinfo.svc.cluster.local", 10)
+        ]
+    );
+}

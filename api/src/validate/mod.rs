@@ -165,7 +165,12 @@ pub fn resource(resource: &Resource) -> Vec<ValidationError> {
         Resource::Sidecar(o) => sidecar(o),
         Resource::PeerAuthentication(o) => peer_authentication(o),
         Resource::AuthorizationPolicy(o) => authorization_policy(o),
-        Resource::Service(_) | Resource::Namespace(_) | Resource::Secret(_) => Vec::new(),
+        Resource::Service(_)
+        | Resource::Namespace(_)
+        | Resource::Secret(_)
+        | Resource::KubeGateway(_)
+        | Resource::HttpRoute(_)
+        | Resource::ReferenceGrant(_) => Vec::new(),
     }
 }
 

@@ -59,6 +59,7 @@ pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
     let mut snapshot = Snapshot::default();
     let mut rejected = Vec::new();
     let workloads = Workloads::index(objects);
+    let (mut kube_gateways, mut http_routes, mut grants) = (Vec::new(), Vec::new(), Vec::new());
     for loaded in objects {
         match &loaded.resource {
             Resource::Service(svc) => match kube_service(svc, &snapshot.domain) {
@@ -103,6 +104,9 @@ pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
             Resource::DestinationRule(dr) => snapshot.destination_rules.push(dr.clone()),
             Resource::Sidecar(sc) => snapshot.sidecars.push(sc.clone()),
             Resource::Gateway(gw) => snapshot.gateways.push(gw.clone()),
+            Resource::KubeGateway(gw) => kube_gateways.push(gw),
+            Resource::HttpRoute(route) => http_routes.push(route),
+            Resource::ReferenceGrant(grant) => grants.push(grant),
             Resource::Secret(secret) => {
                 if let Some(credential) = crate::model::Credential::from_secret(secret) {
                     let namespace =
@@ -114,6 +118,10 @@ pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
             _ => {}
         }
     }
+    // The Gateway API, as the Istio kinds the translation serves.
+    snapshot.gateways.extend(super::gateway_api::gateways(&kube_gateways));
+    let routes = super::gateway_api::http_routes(&http_routes, &grants, &snapshot.domain);
+    snapshot.virtual_services.extend(routes);
     (snapshot, rejected)
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use mesh_api::ObjectRef;
 use mesh_api::load::Loaded;
 
+pub mod gateway_api;
 pub mod kube;
 pub mod local;
 
