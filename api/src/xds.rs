@@ -26,6 +26,10 @@ pub const SECRET_TYPE: &str =
 pub const PUSH_ORDER: [&str; 5] =
     [CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE, LISTENER_TYPE, ROUTE_TYPE];
 
+/// The types a sidecar (or a proxyless gRPC client) subscribes to: all but the secrets, which
+/// only gateways fetch from the pilot (a sidecar's certificates come from its own agent).
+pub const SIDECAR_TYPES: [&str; 4] = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE];
+
 /// The outbound capture listener (port 15001).
 pub const VIRTUAL_OUTBOUND_LISTENER: &str = "virtualOutbound";
 /// The inbound capture listener (port 15006).

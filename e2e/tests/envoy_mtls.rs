@@ -112,7 +112,7 @@ async fn two_envoy_sidecars_speak_mesh_mtls_with_certificates_from_the_ca() {
         }
         let synced = status.len() == 2
             && status.iter().all(|p| {
-                mesh_api::xds::PUSH_ORDER
+                mesh_api::xds::SIDECAR_TYPES
                     .iter()
                     .all(|t| p.types.get(*t).is_some_and(|s| s.state() == "SYNCED"))
             });

@@ -98,8 +98,10 @@ async fn envoy_routes_real_requests_as_the_virtual_service_says() {
         ),
     );
 
-    if let Err(why) =
-        pilot.discovery.wait_until_synced(&mesh_api::xds::PUSH_ORDER, Duration::from_secs(30)).await
+    if let Err(why) = pilot
+        .discovery
+        .wait_until_synced(&mesh_api::xds::SIDECAR_TYPES, Duration::from_secs(30))
+        .await
     {
         panic!("envoy did not sync: {why}\n{}", envoy.stop());
     }

@@ -236,11 +236,7 @@ admin:
         .spawn()
         .unwrap();
 
-    // A sidecar subscribes to no secret over ADS (its certificates come from its agent).
-    let types: Vec<&str> = mesh_api::xds::PUSH_ORDER
-        .into_iter()
-        .filter(|t| *t != mesh_api::xds::SECRET_TYPE)
-        .collect();
+    let types = mesh_api::xds::SIDECAR_TYPES;
     let synced = pilot.discovery.wait_until_synced(&types, Duration::from_secs(30)).await;
     let _ = envoy.kill();
     let output = envoy.wait_with_output().unwrap();

@@ -436,3 +436,20 @@ fn gateway_api_routes_become_the_same_listeners_and_routes_as_istio_ones() {
         ]
     );
 }
+
+#[test]
+fn a_sidecar_applied_without_a_namespace_is_in_default() {
+    let text = format!(
+        "{MESH}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: ro}}\nspec:\n  workloadSelector: {{labels: {{app: client}}}}\n  outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}\n"
+    );
+    let report = mesh_api::load::load_str("sidecar.yaml", &text);
+    let objects: Vec<Arc<mesh_api::load::Loaded>> =
+        report.objects.into_iter().map(Arc::new).collect();
+    let (snapshot, _) = local::build(&objects);
+    let client = Proxy {
+        namespace: "default".into(),
+        labels: [("app".to_owned(), "client".to_owned())].into(),
+        ..Proxy::default()
+    };
+    assert!(mesh_pilot::translate::scope::registry_only(&snapshot, &client));
+}

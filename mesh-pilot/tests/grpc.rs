@@ -114,7 +114,7 @@ async fn grpc_xds_client_routes_by_the_virtual_service() {
     assert_eq!(result["testers"], serde_json::json!(vec!["v2"; 5]), "{result}");
     // gRPC was sent every type and rejected none (its stream is gone with the process, the
     // counters stay).
-    for type_url in mesh_api::xds::PUSH_ORDER {
+    for type_url in mesh_api::xds::SIDECAR_TYPES {
         let label = mesh_pilot::metrics::TypeLabel::of(type_url);
         assert!(
             pilot.discovery.metrics.pushes.get_or_create(&label).get() > 0,

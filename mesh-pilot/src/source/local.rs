@@ -102,7 +102,12 @@ pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
             }
             Resource::VirtualService(vs) => snapshot.virtual_services.push(vs.clone()),
             Resource::DestinationRule(dr) => snapshot.destination_rules.push(dr.clone()),
-            Resource::Sidecar(sc) => snapshot.sidecars.push(sc.clone()),
+            Resource::Sidecar(sc) => {
+                // Applied without a namespace, it is in `default`, as `kubectl apply` puts it.
+                let mut sc = sc.clone();
+                sc.metadata.namespace.get_or_insert_with(|| "default".to_owned());
+                snapshot.sidecars.push(sc);
+            }
             Resource::Gateway(gw) => snapshot.gateways.push(gw.clone()),
             Resource::KubeGateway(gw) => kube_gateways.push(gw),
             Resource::HttpRoute(route) => http_routes.push(route),

@@ -126,10 +126,11 @@ pub fn hosts_file(state: &State, for_namespace: &str) -> String {
 }
 
 /// Labels the mesh adds to a pod with a sidecar (as Istio's injector does), so the pilot
-/// knows to speak mTLS to it.
+/// knows to speak mTLS to it. A gateway has none: its listeners are what its Gateways say
+/// (plain HTTP unless a server says TLS), as Istio's gateway pods carry no such label.
 pub fn workload_labels(pod: &Pod) -> BTreeMap<String, String> {
     let mut labels = pod.labels.clone();
-    if pod.sidecar.is_some() {
+    if pod.sidecar.is_some() && !pod.gateway {
         labels.insert("security.istio.io/tlsMode".to_owned(), "istio".to_owned());
     }
     labels
