@@ -76,6 +76,16 @@ fn cluster(path: &str) -> Value {
             };
             list(kind, "networking.istio.io/v1", json!([]))
         }
+        // Only TLS Secrets are asked for (a field selector on the type): a gateway's credential.
+        "/api/v1/secrets" => list(
+            "Secret",
+            "v1",
+            json!([{
+                "metadata": {"name": "web-cred", "namespace": "istio-ingress", "resourceVersion": "1"},
+                "type": "kubernetes.io/tls",
+                "data": {"tls.crt": "Q0VSVA==", "tls.key": "S0VZ"}
+            }]),
+        ),
         other => panic!("unexpected request for {other}"),
     }
 }
@@ -132,6 +142,10 @@ async fn lists_become_the_model() {
     assert_eq!(event["regarding"]["name"], "broken");
     assert_eq!(event["regarding"]["uid"], "u-broken");
     assert!(event["note"].as_str().unwrap().contains("weight"), "{event}");
+
+    let credential = &snapshot.credentials[&("istio-ingress".to_owned(), "web-cred".to_owned())];
+    assert_eq!(credential.certificate_chain.as_deref(), Some("CERT"));
+    assert_eq!(credential.private_key.as_deref(), Some("KEY"));
 
     let service = &snapshot.services["reviews.bookinfo.svc.cluster.local"];
     assert_eq!(service.vip, Some("10.96.0.50".parse().unwrap()));
