@@ -943,6 +943,78 @@ spec:
         "REGISTRY_ONLY let through {direct:?}"
     );
 
+    // Istio's egress with mTLS: the sidecar speaks mesh mTLS to the gateway (a DestinationRule
+    // ISTIO_MUTUAL with the external host as SNI), the gateway terminates it with its own
+    // workload certificate (server mode ISTIO_MUTUAL) and sends the request out.
+    mesh.meshctl(&[
+        "service",
+        "egressgateway-mtls",
+        "-n",
+        "mesh-system",
+        "--port",
+        "443",
+        "--target-port",
+        "8443",
+        "--port-name",
+        "https",
+        "--selector",
+        "istio=egressgateway",
+    ])?;
+    let mtls = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: egressgateway-mtls}
+spec:
+  host: egressgateway-mtls.mesh-system.svc.cluster.local
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL, sni: outside.example.com}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress-mtls}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [outside.example.com]
+    tls: {mode: ISTIO_MUTUAL}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: outside-through-egress}
+spec:
+  hosts: [outside.example.com]
+  gateways: [mesh, egress-mtls]
+  http:
+  - match: [{gateways: [mesh], port: 80}]
+    route: [{destination: {host: egressgateway-mtls.mesh-system.svc.cluster.local, port: {number: 443}}}]
+  - match: [{gateways: [egress-mtls], port: 443}]
+    route: [{destination: {host: outside.example.com, port: {number: 80}}}]
+"#;
+    mesh.apply(mtls)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = call.send();
+        let counted = if mesh.proxy == "envoy" {
+            let admin = SocketAddr::from(([127, 0, 0, 1], 15000));
+            let stats = Call::get(&gateway, admin, "localhost", "/stats").send()?.body;
+            grep(&stats, "outbound_0.0.0.0_8443.downstream_rq_2xx")
+        } else {
+            // The client's sidecar counted a 200 from the gateway's mTLS port (the cluster is
+            // ISTIO_MUTUAL: there is no other way there).
+            let counted = e2e::local::metrics(&client)?;
+            let to_gateway = grep(&counted, "egressgateway-mtls.mesh-system.svc.cluster.local");
+            grep(&to_gateway, "response_code=\"200\"")
+        };
+        let counted = !counted.is_empty() && !counted.ends_with(": 0");
+        if answer.as_ref().is_ok_and(|a| a.status == 200) && counted {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "never through the gateway over mTLS: {answer:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    mesh.delete(mtls)?;
+    mesh.meshctl(&["remove", "egressgateway-mtls"]).ok();
+
     mesh.delete(&config)?;
     mesh.meshctl(&["remove", "egressgateway"])?;
     mesh.meshctl(&["remove", "outside"])?;

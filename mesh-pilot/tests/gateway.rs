@@ -222,6 +222,9 @@ spec:
   - port: {number: 8081, name: http, protocol: HTTP}
     hosts: [bookinfo.example.com]
     tls: {httpsRedirect: true}
+  - port: {number: 8445, name: https-mesh, protocol: HTTPS}
+    hosts: [bookinfo.example.com]
+    tls: {mode: ISTIO_MUTUAL}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -293,6 +296,20 @@ fn tls_servers_terminate_with_their_credentials_pass_through_by_sni_and_redirect
             (vec!["partners.example.com".to_owned()], Some(true))
         ]
     );
+    // ISTIO_MUTUAL: mesh mTLS with the gateway's own certificate (no credential).
+    let mesh_tls = listeners.iter().find(|l| l.name == "0.0.0.0_8445").unwrap();
+    let socket = mesh_tls.filter_chains[0].transport_socket.as_ref().unwrap();
+    let Some(ConfigType::TypedConfig(any)) = socket.config_type.as_ref() else { panic!() };
+    let context = DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    assert_eq!(context.require_client_certificate.map(|b| b.value), Some(true));
+    let names: Vec<String> = context
+        .common_tls_context
+        .unwrap()
+        .tls_certificate_sds_secret_configs
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(names, ["default"], "the workload certificate, not a Secret");
     let passthrough = listeners.iter().find(|l| l.name == "0.0.0.0_8444").unwrap();
     assert_eq!(passthrough.filter_chains.len(), 1);
     assert_eq!(
@@ -317,7 +334,13 @@ fn tls_servers_terminate_with_their_credentials_pass_through_by_sni_and_redirect
     let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         names,
-        ["http.80", "http.8081", "https.8443.bookinfo.secure.0", "https.8443.bookinfo.secure.1"]
+        [
+            "http.80",
+            "http.8081",
+            "https.8443.bookinfo.secure.0",
+            "https.8443.bookinfo.secure.1",
+            "https.8445.bookinfo.secure.5"
+        ]
     );
     let redirect = &routes[1].virtual_hosts[0];
     assert_eq!(redirect.domains[0], "bookinfo.example.com");

@@ -77,6 +77,7 @@ impl Selected<'_> {
                 }
             }
             ("HTTPS" | "TLS", Some("PASSTHROUGH")) => ServerKind::Passthrough,
+            ("HTTPS" | "TLS", Some("ISTIO_MUTUAL")) => ServerKind::IstioMutual,
             _ => ServerKind::Unsupported,
         }
     }
@@ -115,7 +116,10 @@ enum ServerKind {
     },
     /// TLS passed through to the backend the SNI names.
     Passthrough,
-    /// Not served (ISTIO_MUTUAL, AUTO_PASSTHROUGH, TCP, or TLS without a credential).
+    /// Mesh mTLS terminated with the gateway's own workload certificate (clients in the mesh
+    /// with a DestinationRule `ISTIO_MUTUAL`), then HTTP routed.
+    IstioMutual,
+    /// Not served (AUTO_PASSTHROUGH, TCP, or TLS without a credential).
     Unsupported,
 }
 
@@ -190,6 +194,20 @@ pub fn listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
                         });
                     }
                     ServerKind::Passthrough => chains.extend(passthrough(snapshot, server)),
+                    ServerKind::IstioMutual => {
+                        let rds = http_connection_manager::RouteSpecifier::Rds(Rds {
+                            route_config_name: server.https_routes(),
+                            config_source: Some(super::cluster::ads()),
+                        });
+                        let alpn = ["istio-peer-exchange", "istio", "h2", "http/1.1"];
+                        chains.push(FilterChain {
+                            name: server.https_routes(),
+                            filter_chain_match: sni(server.server_names()),
+                            transport_socket: Some(super::tls::downstream_mesh(&alpn)),
+                            filters: vec![super::listener::gateway_hcm(&stat, rds)],
+                            ..FilterChain::default()
+                        });
+                    }
                     ServerKind::Unsupported => {}
                 }
             }
@@ -412,6 +430,10 @@ pub fn route_configs(snapshot: &Snapshot, proxy: &Proxy) -> Vec<RouteConfigurati
                     ));
                 }
             }
+            ServerKind::IstioMutual => out.push(route_configuration(
+                server.https_routes(),
+                virtual_hosts(snapshot, proxy, &[server], server.port),
+            )),
             ServerKind::Passthrough | ServerKind::Unsupported => {}
         }
     }

@@ -251,13 +251,18 @@ pub async fn pick(
         ClusterTls::Unsupported(why) => {
             return Err(no(503, F::UPSTREAM_CONNECTION_FAILURE, why.clone()));
         }
-        ClusterTls::Mesh => true,
+        ClusterTls::Mesh { .. } => true,
         ClusterTls::ByEndpoint => false,
+    };
+    let server_name = match &transport.tls {
+        ClusterTls::Mesh { sni } => sni.clone(),
+        _ => None,
     };
     let endpoint = |address, mesh: Option<PeerIdentity>| Endpoint {
         address,
         bind: transport.bind,
         mesh: if mesh_all { mesh.or(Some(PeerIdentity::TrustDomain)) } else { mesh },
+        server_name: server_name.clone(),
     };
     let mut picked = Picked {
         endpoint: endpoint(destination, None),

@@ -127,6 +127,8 @@ pub struct Endpoint {
     pub bind: Option<IpAddr>,
     /// Mesh mTLS and the identity it must prove, or plaintext.
     pub mesh: Option<PeerIdentity>,
+    /// The SNI of its mesh mTLS, when the cluster names one (none: the address).
+    pub server_name: Option<Arc<str>>,
 }
 
 /// Why an upstream could not be used, with the response flag it maps to.
@@ -214,7 +216,10 @@ pub async fn connect(
     .map_err(|e| failed(e.to_string()))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name = ServerName::IpAddress(endpoint.address.ip().into());
+    let name = match endpoint.server_name.as_deref().map(|n| ServerName::try_from(n.to_owned())) {
+        Some(Ok(name)) => name,
+        _ => ServerName::IpAddress(endpoint.address.ip().into()),
+    };
     let stream = tokio::time::timeout(timeout, connector.connect(name, tcp))
         .await
         .map_err(|_| failed("TLS handshake timed out".into()))?

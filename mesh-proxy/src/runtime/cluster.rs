@@ -35,7 +35,11 @@ pub enum ClusterTls {
     /// (Istio's automatic mTLS).
     ByEndpoint,
     /// Mesh mTLS to every endpoint (a DestinationRule's `ISTIO_MUTUAL`).
-    Mesh,
+    Mesh {
+        /// The SNI to send (the rule's `sni`: a gateway chooses its chain by it); none when
+        /// the context names none.
+        sni: Option<std::sync::Arc<str>>,
+    },
     /// TLS this proxy does not originate yet (`SIMPLE`/`MUTUAL` with other certificates):
     /// connections fail closed rather than go out in plaintext.
     Unsupported(String),
@@ -206,7 +210,9 @@ impl Transport {
             Some(socket) => match &socket.config_type {
                 Some(transport_socket::ConfigType::TypedConfig(any)) => {
                     match UpstreamTlsContext::decode(any.value.as_slice()) {
-                        Ok(context) if is_mesh(&context) => ClusterTls::Mesh,
+                        Ok(context) if is_mesh(&context) => ClusterTls::Mesh {
+                            sni: (!context.sni.is_empty()).then(|| context.sni.as_str().into()),
+                        },
                         Ok(_) => ClusterTls::Unsupported(format!(
                             "cluster {:?}: TLS origination with other than the mesh certificate is not implemented",
                             cluster.name
@@ -274,4 +280,47 @@ fn is_mesh(context: &UpstreamTlsContext) -> bool {
             .iter()
             .any(|s| s.name == mesh_api::xds::mtls::WORKLOAD_SECRET)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The cluster the pilot makes for a DestinationRule `ISTIO_MUTUAL` with an `sni`.
+    fn istio_mutual(sni: &str) -> Cluster {
+        use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+            CommonTlsContext, SdsSecretConfig,
+        };
+        let context = UpstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificate_sds_secret_configs: vec![SdsSecretConfig {
+                    name: mesh_api::xds::mtls::WORKLOAD_SECRET.to_owned(),
+                    sds_config: None,
+                }],
+                ..CommonTlsContext::default()
+            }),
+            sni: sni.to_owned(),
+            ..UpstreamTlsContext::default()
+        };
+        Cluster {
+            name: "outbound|443||egressgateway.mesh-system.svc.cluster.local".to_owned(),
+            transport_socket: Some(TransportSocket {
+                name: "envoy.transport_sockets.tls".to_owned(),
+                config_type: Some(transport_socket::ConfigType::TypedConfig(
+                    envoy_types::util::pack_any(context),
+                )),
+            }),
+            ..Cluster::default()
+        }
+    }
+
+    #[test]
+    fn mesh_mtls_to_every_endpoint_sends_the_rules_sni() {
+        let tls = Transport::of(&istio_mutual("outside.example.com")).tls;
+        assert_eq!(tls, ClusterTls::Mesh { sni: Some("outside.example.com".into()) });
+        assert_eq!(Transport::of(&istio_mutual("")).tls, ClusterTls::Mesh { sni: None });
+    }
 }
