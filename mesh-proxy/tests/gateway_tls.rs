@@ -413,29 +413,13 @@ fn tls_backend(pair: &Pair) -> SocketAddr {
 
 /// The gateway's workload certificate comes from a real mesh-ca (in-process), as a proxy's
 /// does; returns the CA (kept running while held) and the flags that reach it.
-async fn mesh_ca(dir: &std::path::Path) -> (mesh_ca::app::Bound, Vec<String>) {
+async fn mesh_ca(dir: &std::path::Path) -> (mesh_testing::ca::RunningCa, Vec<String>) {
     let mesh = mesh_testing::ca::TestCa::new();
-    let state = dir.join("ca");
-    mesh.write_state_dir(&state);
-    let tokens = dir.join("tokens");
-    std::fs::write(&tokens, "t-gateway istio-system/istio-ingressgateway\n").unwrap();
+    let ca = mesh.serve(dir, "t-gateway istio-system/istio-ingressgateway\n").await;
     std::fs::write(dir.join("token"), "t-gateway").unwrap();
-    let config = mesh_ca::app::Config::try_parse_from([
-        "mesh-ca".to_owned(),
-        "--mode=local".to_owned(),
-        format!("--state-dir={}", state.display()),
-        format!("--plugin-dir={}", state.join("no-plugin").display()),
-        format!("--tokens-file={}", tokens.display()),
-    ])
-    .unwrap();
-    let listeners = mesh_ca::app::Listeners {
-        grpc: mesh_testing::net::listener().0,
-        monitoring: mesh_testing::net::listener().0,
-    };
-    let ca = mesh_ca::app::build_with(config, listeners).await.unwrap();
     let flags = vec![
-        format!("--ca-address={}", ca.grpc),
-        format!("--root-cert={}", state.join("root-cert.pem").display()),
+        format!("--ca-address={}", ca.bound.grpc),
+        format!("--root-cert={}", ca.root_cert.display()),
         format!("--token-path={}", dir.join("token").display()),
     ];
     (ca, flags)

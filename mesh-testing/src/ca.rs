@@ -89,3 +89,37 @@ impl TestCa {
         std::fs::write(dir.join("root-cert.pem"), &self.root.signing_cert_pem).unwrap();
     }
 }
+
+/// mesh-ca itself (its app, in this process, local mode) signing with a [`TestCa`]'s root.
+pub struct RunningCa {
+    /// The running CA (stopped on drop): its gRPC address is `bound.grpc`.
+    pub bound: mesh_ca::app::Bound,
+    /// The root certificate file workloads verify the CA and each other with.
+    pub root_cert: std::path::PathBuf,
+}
+
+impl TestCa {
+    /// Starts mesh-ca's app with this CA's root, its state under `dir`, admitting the callers
+    /// of `tokens` (`<token> <namespace>/<service account>` lines).
+    pub async fn serve(&self, dir: &std::path::Path, tokens: &str) -> RunningCa {
+        use clap::Parser as _;
+        let state = dir.join("ca");
+        self.write_state_dir(&state);
+        let tokens_file = dir.join("tokens");
+        std::fs::write(&tokens_file, tokens).unwrap();
+        let config = mesh_ca::app::Config::try_parse_from([
+            "mesh-ca".to_owned(),
+            "--mode=local".to_owned(),
+            format!("--state-dir={}", state.display()),
+            format!("--plugin-dir={}", state.join("no-plugin").display()),
+            format!("--tokens-file={}", tokens_file.display()),
+        ])
+        .unwrap();
+        let listeners = mesh_ca::app::Listeners {
+            grpc: crate::net::listener().0,
+            monitoring: crate::net::listener().0,
+        };
+        let bound = mesh_ca::app::build_with(config, listeners).await.unwrap();
+        RunningCa { bound, root_cert: state.join("root-cert.pem") }
+    }
+}

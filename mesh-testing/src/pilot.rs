@@ -144,7 +144,7 @@ pub struct SecuredPilot {
     pub mesh: crate::ca::TestCa,
     /// The mesh root, PEM.
     pub root_pem: String,
-    _ca: mesh_ca::app::Bound,
+    _ca: crate::ca::RunningCa,
     _files: tempfile::TempDir,
 }
 
@@ -153,35 +153,20 @@ impl SecuredPilot {
     pub async fn start(config_dir: &Path) -> Self {
         let mesh = crate::ca::TestCa::new();
         let files = tempfile::tempdir().unwrap();
-        let state = files.path().join("ca");
-        mesh.write_state_dir(&state);
-        let (tokens, token) = (files.path().join("tokens"), files.path().join("pilot.token"));
-        std::fs::write(&tokens, "t-pilot mesh-system/mesh-pilot\n").unwrap();
+        let ca = mesh.serve(files.path(), "t-pilot mesh-system/mesh-pilot\n").await;
+        let token = files.path().join("pilot.token");
         std::fs::write(&token, "t-pilot").unwrap();
-        let ca_config = mesh_ca::app::Config::try_parse_from([
-            "mesh-ca".to_owned(),
-            "--mode=local".to_owned(),
-            format!("--state-dir={}", state.display()),
-            format!("--plugin-dir={}", state.join("no-plugin").display()),
-            format!("--tokens-file={}", tokens.display()),
-        ])
-        .unwrap();
-        let ca_listeners = mesh_ca::app::Listeners {
-            grpc: crate::net::listener().0,
-            monitoring: crate::net::listener().0,
-        };
-        let ca = mesh_ca::app::build_with(ca_config, ca_listeners).await.unwrap();
 
         let mut config = TestPilot::config(config_dir);
-        config.ca_address = Some(ca.grpc.to_string());
-        config.root_cert = state.join("root-cert.pem");
+        config.ca_address = Some(ca.bound.grpc.to_string());
+        config.root_cert = ca.root_cert.clone();
         config.token_path = token;
         let mut listeners = TestPilot::listeners();
         listeners.xds_mtls = Some(crate::net::listener().0);
         listeners.webhook = Some(crate::net::listener().0);
         // Ready means the certificate is there too.
         let pilot = TestPilot::start(config, listeners).await;
-        let root_pem = std::fs::read_to_string(state.join("root-cert.pem")).unwrap();
+        let root_pem = std::fs::read_to_string(&ca.root_cert).unwrap();
         Self { pilot, mesh, root_pem, _ca: ca, _files: files }
     }
 }
