@@ -76,6 +76,31 @@ fn cluster(path: &str) -> Value {
             };
             list(kind, "networking.istio.io/v1", json!([]))
         }
+        // The cluster serves the Gateway API: its kinds are watched too.
+        "/apis/gateway.networking.k8s.io/v1" => json!({
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "gateway.networking.k8s.io/v1",
+            "resources": [{"name": "gateways", "singularName": "gateway", "namespaced": true, "kind": "Gateway", "verbs": ["list", "watch"]},
+                          {"name": "httproutes", "singularName": "httproute", "namespaced": true, "kind": "HTTPRoute", "verbs": ["list", "watch"]}]
+        }),
+        "/apis/gateway.networking.k8s.io/v1/gateways" => list(
+            "Gateway",
+            "gateway.networking.k8s.io/v1",
+            json!([{
+                "metadata": {"name": "web", "namespace": "bookinfo", "resourceVersion": "1"},
+                "spec": {"gatewayClassName": "mesh", "listeners": [{"name": "http", "port": 8080, "protocol": "HTTP"}]}
+            }]),
+        ),
+        "/apis/gateway.networking.k8s.io/v1/httproutes" => list(
+            "HTTPRoute",
+            "gateway.networking.k8s.io/v1",
+            json!([{
+                "metadata": {"name": "reviews", "namespace": "bookinfo", "resourceVersion": "1"},
+                "spec": {"parentRefs": [{"name": "web"}], "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}]}
+            }]),
+        ),
+        "/apis/gateway.networking.k8s.io/v1beta1/referencegrants" => {
+            list("ReferenceGrant", "gateway.networking.k8s.io/v1beta1", json!([]))
+        }
         // Only TLS Secrets are asked for (a field selector on the type): a gateway's credential.
         "/api/v1/secrets" => list(
             "Secret",
@@ -90,13 +115,15 @@ fn cluster(path: &str) -> Value {
     }
 }
 
-#[tokio::test]
-async fn lists_become_the_model() {
+/// The API server: answers LISTs with the cluster above (without the Gateway API when
+/// `gateway_api` is false: its group is not found), holds WATCHes open, records the Events
+/// posted.
+fn api_server(
+    gateway_api: bool,
+) -> (kube::Client, tokio::sync::mpsc::UnboundedReceiver<(String, Value)>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
-    // The API server: answers LISTs with the cluster above, holds WATCHes open, records the
-    // Events posted.
-    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
+    let (events_tx, events) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
     tokio::spawn(async move {
         let mut watches = Vec::new();
         while let Some((request, send)) = handle.next_request().await {
@@ -118,10 +145,38 @@ async fn lists_become_the_model() {
                 );
                 continue;
             }
-            let body = serde_json::to_vec(&cluster(request.uri().path())).unwrap();
+            let path = request.uri().path().to_owned();
+            if !gateway_api && path.starts_with("/apis/gateway.networking.k8s.io") {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound", "message": "the server could not find the requested resource"});
+                let body = serde_json::to_vec(&status).unwrap();
+                send.send_response(Response::builder().status(404).body(Body::from(body)).unwrap());
+                continue;
+            }
+            let body = serde_json::to_vec(&cluster(&path)).unwrap();
             send.send_response(Response::builder().status(200).body(Body::from(body)).unwrap());
         }
     });
+    (client, events)
+}
+
+#[tokio::test]
+async fn a_cluster_without_the_gateway_api_still_makes_the_mesh() {
+    let (client, _events) = api_server(false);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(mesh_pilot::source::kube::run(client, move |snapshot, rejected| {
+        let _ = tx.try_send((snapshot, rejected));
+    }));
+    let (snapshot, _) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a snapshot without the Gateway API")
+        .unwrap();
+    assert!(snapshot.services.contains_key("reviews.bookinfo.svc.cluster.local"));
+    assert!(snapshot.gateways.is_empty());
+}
+
+#[tokio::test]
+async fn lists_become_the_model() {
+    let (client, mut events) = api_server(true);
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(mesh_pilot::source::kube::run(client, move |snapshot, rejected| {
         let _ = tx.try_send((snapshot, rejected));
@@ -147,6 +202,18 @@ async fn lists_become_the_model() {
     assert_eq!(credential.certificate_chain.as_deref(), Some("CERT"));
     assert_eq!(credential.private_key.as_deref(), Some("KEY"));
 
+    // The Gateway API's objects, as the Istio kinds the translation serves.
+    assert!(
+        snapshot.gateways.iter().any(|g| g.metadata.name.as_deref() == Some("web-k8s-gateway"))
+    );
+    assert!(
+        snapshot
+            .virtual_services
+            .iter()
+            .any(|vs| vs.metadata.name.as_deref() == Some("reviews-httproute")
+                && vs.spec.gateways == ["bookinfo/web-k8s-gateway"])
+    );
+
     let service = &snapshot.services["reviews.bookinfo.svc.cluster.local"];
     assert_eq!(service.vip, Some("10.96.0.50".parse().unwrap()));
     let endpoints = &snapshot.endpoints[&("reviews.bookinfo.svc.cluster.local".to_owned(), 9080)];
@@ -170,5 +237,6 @@ async fn lists_become_the_model() {
         "ready endpoints with their pods' labels; the not-ready one is left out"
     );
     assert_eq!(endpoints[0].locality, "zone-a");
-    assert_eq!(snapshot.virtual_services.len(), 1);
+    // The valid VirtualService and the HTTPRoute's (the broken one is left out).
+    assert_eq!(snapshot.virtual_services.len(), 2);
 }

@@ -48,6 +48,12 @@ pub struct Objects {
     pub gateways: Vec<Arc<Gateway>>,
     /// TLS Secrets (`kubernetes.io/tls`): gateways' `credentialName`s.
     pub secrets: Vec<Arc<Secret>>,
+    /// Gateway API Gateways (when the cluster has the Gateway API).
+    pub kube_gateways: Vec<Arc<mesh_api::gateway_api::Gateway>>,
+    /// Gateway API HTTPRoutes.
+    pub http_routes: Vec<Arc<mesh_api::gateway_api::HTTPRoute>>,
+    /// Gateway API ReferenceGrants.
+    pub reference_grants: Vec<Arc<mesh_api::gateway_api::ReferenceGrant>>,
 }
 
 /// Builds the model: Services and ServiceEntries as in local mode (through the same code), and
@@ -96,6 +102,9 @@ fn build_with(
     add_all!(objects.sidecars, Sidecar);
     add_all!(objects.gateways, Gateway);
     add_all!(objects.secrets, Secret);
+    add_all!(objects.kube_gateways, KubeGateway);
+    add_all!(objects.http_routes, HttpRoute);
+    add_all!(objects.reference_grants, ReferenceGrant);
     let (admitted, mut rejected) = admission.admit(loaded, &HashSet::new());
     let (mut snapshot, more) = super::local::build(&admitted);
     rejected.extend(more);
@@ -207,6 +216,15 @@ struct Stores {
     sidecars: Store<Sidecar>,
     gateways: Store<Gateway>,
     secrets: Store<Secret>,
+    /// The Gateway API's kinds, watched only when the cluster serves them (their CRDs are not
+    /// the mesh's).
+    gateway_api: Option<GatewayApiStores>,
+}
+
+struct GatewayApiStores {
+    gateways: Store<mesh_api::gateway_api::Gateway>,
+    routes: Store<mesh_api::gateway_api::HTTPRoute>,
+    grants: Store<mesh_api::gateway_api::ReferenceGrant>,
 }
 
 impl Stores {
@@ -222,6 +240,17 @@ impl Stores {
             sidecars: self.sidecars.state(),
             gateways: self.gateways.state(),
             secrets: self.secrets.state(),
+            kube_gateways: self
+                .gateway_api
+                .as_ref()
+                .map(|g| g.gateways.state())
+                .unwrap_or_default(),
+            http_routes: self.gateway_api.as_ref().map(|g| g.routes.state()).unwrap_or_default(),
+            reference_grants: self
+                .gateway_api
+                .as_ref()
+                .map(|g| g.grants.state())
+                .unwrap_or_default(),
         }
     }
 }
@@ -254,7 +283,7 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
             reader
         }};
     }
-    let stores = Stores {
+    let mut stores = Stores {
         services: watch!(KubeService),
         slices: watch!(EndpointSlice),
         pods: watch!(Pod),
@@ -266,7 +295,21 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         gateways: watch!(Gateway),
         // Only TLS Secrets: a gateway's certificate (with `ca.crt` for MUTUAL) is one.
         secrets: watch!(Secret, watcher::Config::default().fields("type=kubernetes.io/tls")),
+        gateway_api: None,
     };
+    // The Gateway API is watched when the cluster serves it; without its CRDs the mesh's own
+    // kinds still make the mesh.
+    if client.list_api_group_resources("gateway.networking.k8s.io/v1").await.is_ok() {
+        stores.gateway_api = Some(GatewayApiStores {
+            gateways: watch!(mesh_api::gateway_api::Gateway),
+            routes: watch!(mesh_api::gateway_api::HTTPRoute),
+            grants: watch!(mesh_api::gateway_api::ReferenceGrant),
+        });
+    } else {
+        tracing::info!(
+            "the cluster does not serve the Gateway API (gateway.networking.k8s.io/v1): not watched"
+        );
+    }
     // The first snapshot waits until every kind has been listed, so readiness means "synced".
     for ready in [
         stores.services.wait_until_ready().await,
@@ -282,6 +325,17 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
     ] {
         if ready.is_err() {
             warn!("a watch stopped before its first list");
+            return;
+        }
+    }
+    if let Some(gateway_api) = &stores.gateway_api {
+        let lists = [
+            gateway_api.gateways.wait_until_ready().await,
+            gateway_api.routes.wait_until_ready().await,
+            gateway_api.grants.wait_until_ready().await,
+        ];
+        if lists.iter().any(Result::is_err) {
+            warn!("a Gateway API watch stopped before its first list");
             return;
         }
     }
