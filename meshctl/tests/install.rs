@@ -141,6 +141,8 @@ async fn install_applies_in_order_waits_for_readiness_and_uninstall_removes_it_a
             format!("GET {deployment}"),
             "POST /apis/networking.istio.io/v1/namespaces/mesh-system/virtualservices?&dryRun=All"
                 .to_owned(),
+            // Whether the cluster has the Gateway API (this one does not).
+            "GET /apis/gateway.networking.k8s.io/v1".to_owned(),
         ]
     );
     let progress = String::from_utf8(out).unwrap();
@@ -149,6 +151,7 @@ async fn install_applies_in_order_waits_for_readiness_and_uninstall_removes_it_a
         "✔ 1 CRDs established",
         "✔ mesh-pilot ready",
         "✔ webhook answering",
+        "note: this cluster has no Gateway API CRDs",
     ] {
         assert!(progress.contains(line), "{line:?} in {progress}");
     }

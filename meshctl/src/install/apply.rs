@@ -213,8 +213,18 @@ pub async fn install(
         wait("the validation webhook", waits, || webhook_answers(client, &plan.namespace)).await?;
         let _ = writeln!(out, "✔ webhook answering");
     }
+    // The Gateway API's CRDs are Kubernetes', not the mesh's: say when they are missing.
+    if client.list_api_group_resources("gateway.networking.k8s.io/v1").await.is_err() {
+        let _ = writeln!(
+            out,
+            "note: this cluster has no Gateway API CRDs (gateway.networking.k8s.io/v1); Gateways and HTTPRoutes need them: {GATEWAY_API_CRDS}"
+        );
+    }
     Ok(())
 }
+
+/// Where the Gateway API's standard CRDs come from (the mesh does not ship them).
+pub const GATEWAY_API_CRDS: &str = "kubectl apply -f https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.3.0/standard-install.yaml";
 
 /// Deletes what install recorded in `namespace` (newest first), the CRDs too with `purge`, then
 /// the record. Objects already gone are fine.
