@@ -271,15 +271,23 @@ fn overflow_count(mesh: &mut Mesh) -> anyhow::Result<f64> {
 
 fn mtls(mesh: &mut Mesh) -> anyhow::Result<()> {
     let call = httpbin(mesh)?;
-    // What the server's app is told about its caller.
-    let answer = call("/headers").send()?;
-    let xfcc =
-        answer.json()["headers"]["x-forwarded-client-cert"].as_str().unwrap_or("").to_owned();
-    ensure!(
-        xfcc.contains("URI=spiffe://cluster.local/ns/default/sa/default"),
-        "the server should see the client's identity in XFCC: {}",
-        answer.body
-    );
+    // What the server's app is told about its caller (once the server's sidecar has the
+    // latest configuration: the scenarios before this one add and remove pods).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = call("/headers").send()?;
+        let xfcc =
+            answer.json()["headers"]["x-forwarded-client-cert"].as_str().unwrap_or("").to_owned();
+        if xfcc.contains("URI=spiffe://cluster.local/ns/default/sa/default") {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the server should see the client's identity in XFCC: {}",
+            answer.body
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // What crosses the wire: TLS records, no HTTP in clear.
     let sniffer = Sniffer::start(&mesh.namespace_of("httpbin-v1"), 9080)?;
     let answers = statuses(call("/get").send_many(5, 1))?;

@@ -469,7 +469,12 @@ fn write_if_changed(path: &std::path::Path, text: &str) -> Result<(), LocalError
     if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
         return Ok(());
     }
-    std::fs::write(path, text).map_err(io(format!("cannot write {}", path.display())))
+    // Written aside and renamed: the pilot, polling the directory, never reads half a file
+    // (it would leave the object out of one snapshot).
+    let temporary = path.with_extension("yaml.tmp");
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(io(format!("cannot write {}", path.display())))
 }
 
 /// `meshctl local remove NAME`.
