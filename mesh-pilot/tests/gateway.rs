@@ -82,14 +82,19 @@ spec:
   - route: [{destination: {host: productpage}}]
 "#;
 
-fn snapshot() -> Snapshot {
-    let report = mesh_api::load::load_str("gateway.yaml", MESH);
+/// The model of `yaml`, as the local source builds it; every object must load and be admitted.
+fn build(yaml: &str) -> Snapshot {
+    let report = mesh_api::load::load_str("gateway.yaml", yaml);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let objects: Vec<Arc<mesh_api::load::Loaded>> =
         report.objects.into_iter().map(Arc::new).collect();
     let (snapshot, rejected) = local::build(&objects);
     assert!(rejected.is_empty(), "{rejected:?}");
     snapshot
+}
+
+fn snapshot() -> Snapshot {
+    build(MESH)
 }
 
 fn gateway_proxy() -> Proxy {
@@ -247,12 +252,7 @@ spec:
 "#;
 
 fn with_tls() -> Snapshot {
-    let text = format!("{MESH}\n---\n{TLS}");
-    let report = mesh_api::load::load_str("gateway.yaml", &text);
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    let objects: Vec<Arc<mesh_api::load::Loaded>> =
-        report.objects.into_iter().map(Arc::new).collect();
-    local::build(&objects).0
+    build(&format!("{MESH}\n---\n{TLS}"))
 }
 
 #[test]
@@ -392,13 +392,7 @@ spec:
 
 #[test]
 fn gateway_api_routes_become_the_same_listeners_and_routes_as_istio_ones() {
-    let text = format!("{MESH}\n---\n{GATEWAY_API}");
-    let report = mesh_api::load::load_str("gateway-api.yaml", &text);
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    let objects: Vec<Arc<mesh_api::load::Loaded>> =
-        report.objects.into_iter().map(Arc::new).collect();
-    let (snapshot, rejected) = local::build(&objects);
-    assert!(rejected.is_empty(), "{rejected:?}");
+    let snapshot = build(&format!("{MESH}\n---\n{GATEWAY_API}"));
     let proxy = Proxy {
         labels: [("gateway.networking.k8s.io/gateway-name".to_owned(), "web".to_owned())].into(),
         namespace: "bookinfo".into(),
@@ -465,10 +459,7 @@ fn a_sidecar_applied_without_a_namespace_is_in_default() {
     let text = format!(
         "{MESH}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: ro}}\nspec:\n  workloadSelector: {{labels: {{app: client}}}}\n  outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}\n"
     );
-    let report = mesh_api::load::load_str("sidecar.yaml", &text);
-    let objects: Vec<Arc<mesh_api::load::Loaded>> =
-        report.objects.into_iter().map(Arc::new).collect();
-    let (snapshot, _) = local::build(&objects);
+    let snapshot = build(&text);
     let client = Proxy {
         namespace: "default".into(),
         labels: [("app".to_owned(), "client".to_owned())].into(),
