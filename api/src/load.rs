@@ -661,8 +661,17 @@ const KINDS: &[(&str, &str, &[&str], Decode)] = &[
     ("HTTPRoute", gateway_api::GROUP, gateway_api::READ_VERSIONS, |i| {
         Ok(Resource::HttpRoute(i.decode()?))
     }),
+    ("GRPCRoute", gateway_api::GROUP, &["v1", "v1alpha2"], |i| {
+        Ok(Resource::GrpcRoute(i.decode()?))
+    }),
+    ("TLSRoute", gateway_api::GROUP, gateway_api::TLS_ROUTE_VERSIONS, |i| {
+        Ok(Resource::TlsRoute(i.decode()?))
+    }),
     ("ReferenceGrant", gateway_api::GROUP, &["v1beta1", "v1"], |i| {
         Ok(Resource::ReferenceGrant(i.decode()?))
+    }),
+    ("GatewayClass", gateway_api::GROUP, gateway_api::READ_VERSIONS, |i| {
+        Ok(Resource::GatewayClass(i.decode()?))
     }),
 ];
 

@@ -71,8 +71,14 @@ resources! {
     KubeGateway(crate::gateway_api::Gateway),
     /// Gateway API HTTPRoute.
     HttpRoute(crate::gateway_api::HTTPRoute),
+    /// Gateway API GRPCRoute.
+    GrpcRoute(crate::gateway_api::GRPCRoute),
+    /// Gateway API TLSRoute.
+    TlsRoute(crate::gateway_api::TLSRoute),
     /// Gateway API ReferenceGrant.
     ReferenceGrant(crate::gateway_api::ReferenceGrant),
+    /// Gateway API GatewayClass.
+    GatewayClass(crate::gateway_api::GatewayClass),
 }
 
 /// Kind, namespace and name of an object, as errors print it (`VirtualService default/hello`).
@@ -98,11 +104,14 @@ impl ObjectRef {
 
     /// The reference of a Kubernetes object.
     pub fn of<K: kube::Resource<DynamicType = ()>>(object: &K) -> Self {
-        Self {
-            kind: K::kind(&()).into_owned(),
-            namespace: object.namespace(),
-            name: object.name_any(),
-        }
+        let kind = K::kind(&());
+        // Two groups have a Gateway: the Gateway API's is named as kubectl names it.
+        let kind = if kind == "Gateway" && K::group(&()) == crate::gateway_api::GROUP {
+            format!("Gateway.{}", crate::gateway_api::GROUP)
+        } else {
+            kind.into_owned()
+        };
+        Self { kind, namespace: object.namespace(), name: object.name_any() }
     }
 }
 

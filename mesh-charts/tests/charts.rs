@@ -524,6 +524,17 @@ fn rbac_grants_what_the_code_uses_and_no_more() {
             crd.spec.names.plural
         );
     }
+    // The Gateway API: read; statuses written; only GatewayClasses made.
+    for resource in ["gateways", "httproutes", "grpcroutes", "tlsroutes", "referencegrants"] {
+        let verbs = grants(&pilot, "gateway.networking.k8s.io", resource);
+        assert_eq!(verbs.keys().collect::<Vec<_>>(), ["get", "list", "watch"], "{resource}");
+    }
+    let classes = grants(&pilot, "gateway.networking.k8s.io", "gatewayclasses");
+    assert_eq!(classes.keys().collect::<Vec<_>>(), ["create", "get", "list", "patch", "watch"]);
+    for kind in ["gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes"] {
+        let verbs = grants(&pilot, "gateway.networking.k8s.io", &format!("{kind}/status"));
+        assert_eq!(verbs.keys().collect::<Vec<_>>(), ["patch", "update"], "{kind}/status");
+    }
     for (resource, name) in [
         ("mutatingwebhookconfigurations", "mesh-sidecar-injector"),
         ("validatingwebhookconfigurations", "mesh-validator"),

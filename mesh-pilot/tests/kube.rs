@@ -80,13 +80,15 @@ fn cluster(path: &str) -> Value {
         "/apis/gateway.networking.k8s.io/v1" => json!({
             "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "gateway.networking.k8s.io/v1",
             "resources": [{"name": "gateways", "singularName": "gateway", "namespaced": true, "kind": "Gateway", "verbs": ["list", "watch"]},
+                          {"name": "gatewayclasses", "singularName": "gatewayclass", "namespaced": false, "kind": "GatewayClass", "verbs": ["list", "watch"]},
+                          {"name": "grpcroutes", "singularName": "grpcroute", "namespaced": true, "kind": "GRPCRoute", "verbs": ["list", "watch"]},
                           {"name": "httproutes", "singularName": "httproute", "namespaced": true, "kind": "HTTPRoute", "verbs": ["list", "watch"]}]
         }),
         "/apis/gateway.networking.k8s.io/v1/gateways" => list(
             "Gateway",
             "gateway.networking.k8s.io/v1",
             json!([{
-                "metadata": {"name": "web", "namespace": "bookinfo", "resourceVersion": "1"},
+                "metadata": {"name": "web", "namespace": "bookinfo", "resourceVersion": "1", "generation": 4},
                 "spec": {"gatewayClassName": "mesh", "listeners": [{"name": "http", "port": 8080, "protocol": "HTTP"}]}
             }]),
         ),
@@ -94,10 +96,21 @@ fn cluster(path: &str) -> Value {
             "HTTPRoute",
             "gateway.networking.k8s.io/v1",
             json!([{
-                "metadata": {"name": "reviews", "namespace": "bookinfo", "resourceVersion": "1"},
+                "metadata": {"name": "reviews", "namespace": "bookinfo", "resourceVersion": "7"},
                 "spec": {"parentRefs": [{"name": "web"}], "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}]}
             }]),
         ),
+        "/apis/gateway.networking.k8s.io/v1/gatewayclasses" => list(
+            "GatewayClass",
+            "gateway.networking.k8s.io/v1",
+            json!([{
+                "metadata": {"name": "mesh", "resourceVersion": "1", "generation": 1},
+                "spec": {"controllerName": "mesh.io/gateway-controller"}
+            }]),
+        ),
+        "/apis/gateway.networking.k8s.io/v1/grpcroutes" => {
+            list("GRPCRoute", "gateway.networking.k8s.io/v1", json!([]))
+        }
         "/apis/gateway.networking.k8s.io/v1beta1/referencegrants" => {
             list("ReferenceGrant", "gateway.networking.k8s.io/v1beta1", json!([]))
         }
@@ -115,15 +128,22 @@ fn cluster(path: &str) -> Value {
     }
 }
 
+/// Requests the API server received: path (with the query) and body.
+type Received = tokio::sync::mpsc::UnboundedReceiver<(String, Value)>;
+
+fn not_found() -> Response<Body> {
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound", "message": "the server could not find the requested resource"});
+    Response::builder().status(404).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap()
+}
+
 /// The API server: answers LISTs with the cluster above (without the Gateway API when
 /// `gateway_api` is false: its group is not found), holds WATCHes open, records the Events
 /// posted.
-fn api_server(
-    gateway_api: bool,
-) -> (kube::Client, tokio::sync::mpsc::UnboundedReceiver<(String, Value)>) {
+fn api_server(gateway_api: bool) -> (kube::Client, Received, Received) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     let (events_tx, events) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
+    let (patches_tx, patches) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
     tokio::spawn(async move {
         let mut watches = Vec::new();
         while let Some((request, send)) = handle.next_request().await {
@@ -146,22 +166,70 @@ fn api_server(
                 continue;
             }
             let path = request.uri().path().to_owned();
-            if !gateway_api && path.starts_with("/apis/gateway.networking.k8s.io") {
-                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound", "message": "the server could not find the requested resource"});
-                let body = serde_json::to_vec(&status).unwrap();
-                send.send_response(Response::builder().status(404).body(Body::from(body)).unwrap());
+            if request.method() == http::Method::PATCH {
+                // Statuses and GatewayClasses: recorded, and answered with the object the
+                // patch was for (or the applied object).
+                let target = format!("{path}?{query}");
+                let body = http_body_util::BodyExt::collect(request.into_body()).await.unwrap();
+                let patch: Value = serde_json::from_slice(&body.to_bytes()).unwrap();
+                let _ = patches_tx.send((target, patch.clone()));
+                let object = stored(&path).unwrap_or(patch);
+                let body = serde_json::to_vec(&object).unwrap();
+                send.send_response(Response::builder().status(200).body(Body::from(body)).unwrap());
+                continue;
+            }
+            let served =
+                gateway_api && !path.starts_with("/apis/gateway.networking.k8s.io/v1alpha2");
+            if !served && path.starts_with("/apis/gateway.networking.k8s.io") {
+                send.send_response(not_found());
+                continue;
+            }
+            if path.starts_with("/apis/gateway.networking.k8s.io/v1/gatewayclasses/") {
+                // The pilot asks for its classes: `mesh` exists, `istio` does not.
+                match stored(&path) {
+                    Some(class) => send.send_response(
+                        Response::builder()
+                            .status(200)
+                            .body(Body::from(serde_json::to_vec(&class).unwrap()))
+                            .unwrap(),
+                    ),
+                    None => send.send_response(not_found()),
+                }
                 continue;
             }
             let body = serde_json::to_vec(&cluster(&path)).unwrap();
             send.send_response(Response::builder().status(200).body(Body::from(body)).unwrap());
         }
     });
-    (client, events)
+    (client, events, patches)
+}
+
+/// The object at `path` (`.../namespaces/NS/KIND/NAME[/status]` or `.../KIND/NAME`), from the
+/// list the cluster holds.
+fn stored(path: &str) -> Option<Value> {
+    let path = path.strip_suffix("/status").unwrap_or(path);
+    let (collection, name) = path.rsplit_once('/')?;
+    let (list_path, namespace) = match collection.split_once("/namespaces/") {
+        Some((group, rest)) => {
+            let (namespace, kind) = rest.split_once('/')?;
+            (format!("{group}/{kind}"), Some(namespace))
+        }
+        None => (collection.to_owned(), None),
+    };
+    let list = cluster(&list_path);
+    list["items"]
+        .as_array()?
+        .iter()
+        .find(|o| {
+            o["metadata"]["name"] == name
+                && namespace.is_none_or(|ns| o["metadata"]["namespace"] == ns)
+        })
+        .cloned()
 }
 
 #[tokio::test]
 async fn a_cluster_without_the_gateway_api_still_makes_the_mesh() {
-    let (client, _events) = api_server(false);
+    let (client, _events, mut patches) = api_server(false);
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(mesh_pilot::source::kube::run(client, move |snapshot, rejected| {
         let _ = tx.try_send((snapshot, rejected));
@@ -172,11 +240,72 @@ async fn a_cluster_without_the_gateway_api_still_makes_the_mesh() {
         .unwrap();
     assert!(snapshot.services.contains_key("reviews.bookinfo.svc.cluster.local"));
     assert!(snapshot.gateways.is_empty());
+    assert!(patches.try_recv().is_err(), "no Gateway API, no GatewayClass and no status written");
+}
+
+#[tokio::test]
+async fn gateway_api_statuses_are_written_back_and_the_missing_class_is_made() {
+    let (client, _events, mut patches) = api_server(true);
+    tokio::spawn(mesh_pilot::source::kube::run(client, |_, _| {}));
+    let mut received = std::collections::BTreeMap::new();
+    while received.len() < 4 {
+        let (target, body) = tokio::time::timeout(Duration::from_secs(10), patches.recv())
+            .await
+            .unwrap_or_else(|_| panic!("patches so far: {received:#?}"))
+            .unwrap();
+        let path = target.split('?').next().unwrap().to_owned();
+        assert!(received.insert(path, (target, body)).is_none(), "each object written once");
+    }
+    let base = "/apis/gateway.networking.k8s.io/v1";
+    let paths: Vec<&str> = received.keys().map(String::as_str).collect();
+    assert_eq!(
+        paths,
+        [
+            format!("{base}/gatewayclasses/istio"),
+            format!("{base}/gatewayclasses/mesh/status"),
+            format!("{base}/namespaces/bookinfo/gateways/web/status"),
+            format!("{base}/namespaces/bookinfo/httproutes/reviews/status"),
+        ]
+    );
+    // `istio` did not exist: applied, owned by the pilot, not forced over anybody's.
+    let (target, class) = &received[&format!("{base}/gatewayclasses/istio")];
+    assert!(
+        target.contains("fieldManager=mesh-pilot") && !target.contains("force=true"),
+        "{target}"
+    );
+    assert_eq!(class["spec"]["controllerName"], "mesh.io/gateway-controller");
+    let (_, class) = &received[&format!("{base}/gatewayclasses/mesh/status")];
+    assert_eq!(class["status"]["conditions"][0]["type"], "Accepted");
+    assert_eq!(class["status"]["conditions"][0]["status"], "True");
+
+    let (_, gateway) = &received[&format!("{base}/namespaces/bookinfo/gateways/web/status")];
+    let conditions = &gateway["status"]["conditions"];
+    assert_eq!(conditions[0]["type"], "Accepted");
+    assert_eq!(conditions[0]["status"], "True");
+    assert_eq!(conditions[0]["observedGeneration"], 4);
+    // No Pod carries the Gateway's label: nothing serves it yet, and the status says so.
+    assert_eq!(conditions[1]["type"], "Programmed");
+    assert_eq!(conditions[1]["status"], "False");
+    assert_eq!(conditions[1]["reason"], "NoResources");
+    assert_eq!(gateway["status"]["listeners"][0]["attachedRoutes"], 1);
+
+    let (_, route) = &received[&format!("{base}/namespaces/bookinfo/httproutes/reviews/status")];
+    assert_eq!(route["metadata"]["resourceVersion"], "7", "written over the version read only");
+    let parent = &route["status"]["parents"][0];
+    assert_eq!(parent["controllerName"], "mesh.io/gateway-controller");
+    assert_eq!(parent["parentRef"]["name"], "web");
+    let conditions: Vec<(&str, &str)> = parent["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(conditions, [("Accepted", "True"), ("ResolvedRefs", "True")]);
 }
 
 #[tokio::test]
 async fn lists_become_the_model() {
-    let (client, mut events) = api_server(true);
+    let (client, mut events, _patches) = api_server(true);
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(mesh_pilot::source::kube::run(client, move |snapshot, rejected| {
         let _ = tx.try_send((snapshot, rejected));
@@ -204,14 +333,17 @@ async fn lists_become_the_model() {
 
     // The Gateway API's objects, as the Istio kinds the translation serves.
     assert!(
-        snapshot.gateways.iter().any(|g| g.metadata.name.as_deref() == Some("web-k8s-gateway"))
+        snapshot
+            .gateways
+            .iter()
+            .any(|g| g.metadata.name.as_deref() == Some("web-k8s-gateway-http"))
     );
     assert!(
         snapshot
             .virtual_services
             .iter()
             .any(|vs| vs.metadata.name.as_deref() == Some("reviews-httproute")
-                && vs.spec.gateways == ["bookinfo/web-k8s-gateway"])
+                && vs.spec.gateways == ["bookinfo/web-k8s-gateway-http"])
     );
 
     let service = &snapshot.services["reviews.bookinfo.svc.cluster.local"];

@@ -14,6 +14,7 @@ use crate::networking::{Percent, StringMatch};
 use crate::string_enum::StringEnum;
 use crate::{ObjectRef, Resource};
 
+mod gateway_api;
 mod networking;
 mod security;
 
@@ -165,11 +166,14 @@ pub fn resource(resource: &Resource) -> Vec<ValidationError> {
         Resource::Sidecar(o) => sidecar(o),
         Resource::PeerAuthentication(o) => peer_authentication(o),
         Resource::AuthorizationPolicy(o) => authorization_policy(o),
+        Resource::KubeGateway(o) => gateway_api::gateway(o),
+        Resource::HttpRoute(o) => gateway_api::http_route(o),
+        Resource::GrpcRoute(o) => gateway_api::grpc_route(o),
+        Resource::TlsRoute(o) => gateway_api::tls_route(o),
         Resource::Service(_)
         | Resource::Namespace(_)
         | Resource::Secret(_)
-        | Resource::KubeGateway(_)
-        | Resource::HttpRoute(_)
+        | Resource::GatewayClass(_)
         | Resource::ReferenceGrant(_) => Vec::new(),
     }
 }

@@ -59,7 +59,7 @@ pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
     let mut snapshot = Snapshot::default();
     let mut rejected = Vec::new();
     let workloads = Workloads::index(objects);
-    let (mut kube_gateways, mut http_routes, mut grants) = (Vec::new(), Vec::new(), Vec::new());
+    let mut gateway_api = super::gateway_api::Inputs::default();
     for loaded in objects {
         match &loaded.resource {
             Resource::Service(svc) => match kube_service(svc, &snapshot.domain) {
@@ -109,9 +109,12 @@ pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
                 snapshot.sidecars.push(sc);
             }
             Resource::Gateway(gw) => snapshot.gateways.push(gw.clone()),
-            Resource::KubeGateway(gw) => kube_gateways.push(gw),
-            Resource::HttpRoute(route) => http_routes.push(route),
-            Resource::ReferenceGrant(grant) => grants.push(grant),
+            Resource::KubeGateway(gw) => gateway_api.gateways.push(gw),
+            Resource::HttpRoute(route) => gateway_api.http_routes.push(route),
+            Resource::GrpcRoute(route) => gateway_api.grpc_routes.push(route),
+            Resource::TlsRoute(route) => gateway_api.tls_routes.push(route),
+            Resource::ReferenceGrant(grant) => gateway_api.grants.push(grant),
+            Resource::GatewayClass(class) => gateway_api.classes.push(class),
             Resource::Secret(secret) => {
                 if let Some(credential) = crate::model::Credential::from_secret(secret) {
                     let namespace =
@@ -124,8 +127,8 @@ pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
         }
     }
     // The Gateway API, as the Istio kinds the translation serves.
-    snapshot.gateways.extend(super::gateway_api::gateways(&kube_gateways));
-    let routes = super::gateway_api::http_routes(&http_routes, &grants, &snapshot.domain);
+    let (gateways, routes) = super::gateway_api::convert(&gateway_api, &snapshot.domain);
+    snapshot.gateways.extend(gateways);
     snapshot.virtual_services.extend(routes);
     (snapshot, rejected)
 }

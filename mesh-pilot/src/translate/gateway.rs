@@ -269,22 +269,24 @@ fn passthrough(snapshot: &Snapshot, server: &Selected<'_>) -> Vec<FilterChain> {
                 .matches
                 .iter()
                 .filter(|m| m.port.is_none_or(|p| p == u32::from(server.port)))
-                .flat_map(|m| m.sni_hosts.iter().cloned())
-                .filter(|host| {
-                    server.server.hosts.iter().any(|h| {
-                        admitted_host(h, server.namespace(), vs_namespace)
-                            .is_some_and(|admitted| host_matches(admitted, host))
+                .flat_map(|m| m.sni_hosts.iter())
+                .filter_map(|host| {
+                    server.server.hosts.iter().find_map(|h| {
+                        effective_host(host, admitted_host(h, server.namespace(), vs_namespace)?)
                     })
                 })
                 .collect();
             if names.is_empty() {
                 continue;
             }
+            // `*` (a TLSRoute naming no host, on a listener naming none): every SNI, and
+            // connections without one.
+            let all = names.iter().any(|n| n == "*");
             let cluster =
                 destination_cluster(snapshot, &destination.destination, vs_namespace, server.port);
             chains.push(FilterChain {
                 name: format!("passthrough.{}.{}", server.port, names.join(",")),
-                filter_chain_match: sni(names),
+                filter_chain_match: if all { None } else { sni(names) },
                 filters: vec![super::listener::tcp_proxy_filter(&cluster, &cluster, None)],
                 ..FilterChain::default()
             });

@@ -1,108 +1,10 @@
-//! The Kubernetes Gateway API (`gateway.networking.k8s.io`): Gateway, HTTPRoute and
-//! ReferenceGrant, as far as the mesh serves them. The CRDs are Kubernetes', not the mesh's
-//! (`charts/base` does not install them); the pilot turns these objects into the same model as
-//! Istio's Gateway and VirtualService. A field the mesh does not implement is refused by the
-//! loader with its path, never dropped.
+//! Routes: HTTPRoute, GRPCRoute and TLSRoute, and what they share (parents, backends).
 
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The API group.
-pub const GROUP: &str = "gateway.networking.k8s.io";
-/// The versions read (`v1`, and `v1beta1` for older manifests).
-pub const READ_VERSIONS: &[&str] = &["v1", "v1beta1"];
-/// The GatewayClass the mesh implements (Istio's `istio` is accepted too).
-pub const GATEWAY_CLASS: &str = "mesh";
-/// The label the mesh's gateway proxies for a Gateway carry: `<label>: <Gateway name>`.
-pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
-
-/// The `spec` of a Gateway.
-#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[kube(
-    group = "gateway.networking.k8s.io",
-    version = "v1",
-    kind = "Gateway",
-    plural = "gateways",
-    namespaced,
-    derive = "PartialEq"
-)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
-pub struct GatewaySpec {
-    /// The class: `mesh` (or `istio`) for the mesh's gateways.
-    pub gateway_class_name: String,
-    /// What the gateway listens on.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub listeners: Vec<Listener>,
-}
-
-/// One listener of a Gateway.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
-pub struct Listener {
-    /// Its name (routes may attach to it by `sectionName`).
-    pub name: String,
-    /// The host it serves (all when absent); may start with `*.`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    /// The port.
-    pub port: u16,
-    /// `HTTP`, `HTTPS`, `TLS` or `TCP`.
-    pub protocol: String,
-    /// TLS: terminated with certificates from Secrets, or passed through.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<ListenerTls>,
-    /// Which routes may attach.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub allowed_routes: Option<AllowedRoutes>,
-}
-
-/// TLS of a listener.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
-pub struct ListenerTls {
-    /// `Terminate` (the default) or `Passthrough`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
-    /// The Secrets holding the certificate (the first is used).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub certificate_refs: Vec<ObjectReference>,
-}
-
-/// Which routes may attach to a listener.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
-pub struct AllowedRoutes {
-    /// From which namespaces.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespaces: Option<RouteNamespaces>,
-}
-
-/// The namespaces routes may attach from.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
-pub struct RouteNamespaces {
-    /// `Same` (the default) or `All`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-}
-
-/// A reference to an object (a Secret, a Service).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
-pub struct ObjectReference {
-    /// Its API group (core when absent or empty).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// Its kind (`Secret`, `Service`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// Its name.
-    pub name: String,
-    /// Its namespace (the referrer's when absent).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-}
+use super::status::RouteStatus;
 
 /// The `spec` of an HTTPRoute.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -112,6 +14,7 @@ pub struct ObjectReference {
     kind = "HTTPRoute",
     plural = "httproutes",
     namespaced,
+    status = "RouteStatus",
     derive = "PartialEq"
 )]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
@@ -372,47 +275,105 @@ pub struct HttpRouteTimeouts {
     pub backend_request: Option<String>,
 }
 
-/// The `spec` of a ReferenceGrant: who may refer to what in this namespace.
+/// The `spec` of a GRPCRoute: gRPC calls routed by service and method.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "gateway.networking.k8s.io",
-    version = "v1beta1",
-    kind = "ReferenceGrant",
-    plural = "referencegrants",
+    version = "v1",
+    kind = "GRPCRoute",
+    plural = "grpcroutes",
     namespaced,
+    status = "RouteStatus",
     derive = "PartialEq"
 )]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReferenceGrantSpec {
-    /// The referrers: group, kind and namespace.
+pub struct GRPCRouteSpec {
+    /// What the route attaches to: Gateways or Services (GAMMA).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub from: Vec<GrantFrom>,
-    /// What they may refer to: group, kind, and a name if only one.
+    pub parent_refs: Vec<ParentReference>,
+    /// The hosts it serves (all when empty).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub to: Vec<GrantTo>,
+    pub hostnames: Vec<String>,
+    /// Its rules, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<GrpcRouteRule>,
 }
 
-/// A referrer a ReferenceGrant admits.
+/// One rule of a GRPCRoute.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
-pub struct GrantFrom {
-    /// Its group.
-    pub group: String,
-    /// Its kind.
-    pub kind: String,
-    /// Its namespace.
-    pub namespace: String,
+pub struct GrpcRouteRule {
+    /// Conditions, any of which selects the rule (all calls when empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<GrpcRouteMatch>,
+    /// What is done to the call on the way: `RequestHeaderModifier`,
+    /// `ResponseHeaderModifier` or `RequestMirror`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HttpRouteFilter>,
+    /// Where calls go, each with its weight.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<BackendRef>,
 }
 
-/// What a ReferenceGrant lets be referred to.
+/// A condition on a gRPC call.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
-pub struct GrantTo {
-    /// Its group.
-    pub group: String,
-    /// Its kind.
-    pub kind: String,
-    /// One name only, when given.
+pub struct GrpcRouteMatch {
+    /// On the service and method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<GrpcMethodMatch>,
+    /// On headers (metadata), all of them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+}
+
+/// A service and method condition; either may be absent (any), not both.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcMethodMatch {
+    /// `Exact` (the default) or `RegularExpression`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub match_type: Option<String>,
+    /// The fully qualified service (`helloworld.Greeter`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The method (`SayHello`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+/// The `spec` of a TLSRoute: TLS connections routed by SNI, not terminated.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1alpha2",
+    kind = "TLSRoute",
+    plural = "tlsroutes",
+    namespaced,
+    status = "RouteStatus",
+    derive = "PartialEq"
+)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct TLSRouteSpec {
+    /// The Gateways (TLS listeners in `Passthrough` mode) it attaches to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentReference>,
+    /// The SNI names it serves (all when empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// Its rules (one in practice).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<TlsRouteRule>,
+}
+
+/// One rule of a TLSRoute.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsRouteRule {
+    /// Its name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Where connections go, each with its weight.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<BackendRef>,
 }

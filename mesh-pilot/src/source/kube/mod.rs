@@ -25,6 +25,8 @@ use super::local::TLS_MODE_LABEL;
 use super::{Admission, Rejected};
 use crate::model::{DEFAULT_DOMAIN, Endpoint, Snapshot};
 
+mod status;
+
 /// Everything the Kubernetes source has seen, at one moment.
 #[derive(Default)]
 pub struct Objects {
@@ -50,8 +52,14 @@ pub struct Objects {
     pub secrets: Vec<Arc<Secret>>,
     /// Gateway API Gateways (when the cluster has the Gateway API).
     pub kube_gateways: Vec<Arc<mesh_api::gateway_api::Gateway>>,
+    /// Gateway API GatewayClasses.
+    pub gateway_classes: Vec<Arc<mesh_api::gateway_api::GatewayClass>>,
     /// Gateway API HTTPRoutes.
     pub http_routes: Vec<Arc<mesh_api::gateway_api::HTTPRoute>>,
+    /// Gateway API GRPCRoutes.
+    pub grpc_routes: Vec<Arc<mesh_api::gateway_api::GRPCRoute>>,
+    /// Gateway API TLSRoutes (when the cluster serves the experimental channel's kind).
+    pub tls_routes: Vec<Arc<mesh_api::gateway_api::TLSRoute>>,
     /// Gateway API ReferenceGrants.
     pub reference_grants: Vec<Arc<mesh_api::gateway_api::ReferenceGrant>>,
 }
@@ -103,7 +111,10 @@ fn build_with(
     add_all!(objects.gateways, Gateway);
     add_all!(objects.secrets, Secret);
     add_all!(objects.kube_gateways, KubeGateway);
+    add_all!(objects.gateway_classes, GatewayClass);
     add_all!(objects.http_routes, HttpRoute);
+    add_all!(objects.grpc_routes, GrpcRoute);
+    add_all!(objects.tls_routes, TlsRoute);
     add_all!(objects.reference_grants, ReferenceGrant);
     let (admitted, mut rejected) = admission.admit(loaded, &HashSet::new());
     let (mut snapshot, more) = super::local::build(&admitted);
@@ -222,8 +233,11 @@ struct Stores {
 }
 
 struct GatewayApiStores {
+    classes: Store<mesh_api::gateway_api::GatewayClass>,
     gateways: Store<mesh_api::gateway_api::Gateway>,
     routes: Store<mesh_api::gateway_api::HTTPRoute>,
+    grpc_routes: Option<Store<mesh_api::gateway_api::GRPCRoute>>,
+    tls_routes: Option<Store<mesh_api::gateway_api::TLSRoute>>,
     grants: Store<mesh_api::gateway_api::ReferenceGrant>,
 }
 
@@ -245,7 +259,24 @@ impl Stores {
                 .as_ref()
                 .map(|g| g.gateways.state())
                 .unwrap_or_default(),
+            gateway_classes: self
+                .gateway_api
+                .as_ref()
+                .map(|g| g.classes.state())
+                .unwrap_or_default(),
             http_routes: self.gateway_api.as_ref().map(|g| g.routes.state()).unwrap_or_default(),
+            grpc_routes: self
+                .gateway_api
+                .as_ref()
+                .and_then(|g| g.grpc_routes.as_ref())
+                .map(Store::state)
+                .unwrap_or_default(),
+            tls_routes: self
+                .gateway_api
+                .as_ref()
+                .and_then(|g| g.tls_routes.as_ref())
+                .map(Store::state)
+                .unwrap_or_default(),
             reference_grants: self
                 .gateway_api
                 .as_ref()
@@ -259,6 +290,7 @@ impl Stores {
 /// debounce downstream turns bursts into one push).
 pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + Send + 'static) {
     let (tx, mut changed) = tokio::sync::mpsc::channel::<()>(1);
+    let retry = tx.clone();
     macro_rules! watch {
         ($kind:ty) => {
             watch!($kind, watcher::Config::default())
@@ -298,13 +330,28 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         gateway_api: None,
     };
     // The Gateway API is watched when the cluster serves it; without its CRDs the mesh's own
-    // kinds still make the mesh.
-    if client.list_api_group_resources("gateway.networking.k8s.io/v1").await.is_ok() {
+    // kinds still make the mesh. GRPCRoute (standard since v1.1) and TLSRoute (experimental)
+    // are watched where the cluster has them.
+    let served =
+        |resources: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList>,
+         plural: &str| {
+            resources.is_some_and(|list| list.resources.iter().any(|r| r.name == plural))
+        };
+    let v1 = client.list_api_group_resources("gateway.networking.k8s.io/v1").await.ok();
+    if let Some(resources) = v1 {
+        let grpc = served(Some(resources.clone()), "grpcroutes");
+        let alpha =
+            client.list_api_group_resources("gateway.networking.k8s.io/v1alpha2").await.ok();
+        let tls = served(alpha, "tlsroutes");
         stores.gateway_api = Some(GatewayApiStores {
+            classes: watch!(mesh_api::gateway_api::GatewayClass),
             gateways: watch!(mesh_api::gateway_api::Gateway),
             routes: watch!(mesh_api::gateway_api::HTTPRoute),
+            grpc_routes: grpc.then(|| watch!(mesh_api::gateway_api::GRPCRoute)),
+            tls_routes: tls.then(|| watch!(mesh_api::gateway_api::TLSRoute)),
             grants: watch!(mesh_api::gateway_api::ReferenceGrant),
         });
+        status::ensure_classes(&client).await;
     } else {
         tracing::info!(
             "the cluster does not serve the Gateway API (gateway.networking.k8s.io/v1): not watched"
@@ -329,11 +376,18 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         }
     }
     if let Some(gateway_api) = &stores.gateway_api {
-        let lists = [
+        let mut lists = vec![
+            gateway_api.classes.wait_until_ready().await,
             gateway_api.gateways.wait_until_ready().await,
             gateway_api.routes.wait_until_ready().await,
             gateway_api.grants.wait_until_ready().await,
         ];
+        for store in [&gateway_api.grpc_routes].into_iter().flatten() {
+            lists.push(store.wait_until_ready().await);
+        }
+        for store in [&gateway_api.tls_routes].into_iter().flatten() {
+            lists.push(store.wait_until_ready().await);
+        }
         if lists.iter().any(Result::is_err) {
             warn!("a Gateway API watch stopped before its first list");
             return;
@@ -346,8 +400,23 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
     let mut admission = Admission::default();
     let mut reported = HashSet::new();
     loop {
-        let (snapshot, rejected, references) = build_with(&mut admission, &stores.objects());
+        let objects = stores.objects();
+        let (snapshot, rejected, references) = build_with(&mut admission, &objects);
         report(&recorder, &rejected, &references, &mut reported).await;
+        if stores.gateway_api.is_some() {
+            let now = k8s_openapi::jiff::Timestamp::now()
+                .round(k8s_openapi::jiff::Unit::Second)
+                .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now());
+            let statuses = status::compute(&objects, &snapshot, &rejected, &now.to_string());
+            if !status::write(&client, &objects, &statuses).await {
+                // A conflict or a failed write: another pass in a while, changes or not.
+                let tx = retry.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    let _ = tx.try_send(());
+                });
+            }
+        }
         on_change(snapshot, rejected);
         if changed.recv().await.is_none() {
             return;
