@@ -26,6 +26,19 @@ macro_rules! resources {
                 }
             }
 
+            /// Puts a namespaced object without a namespace in `namespace`, as `kubectl
+            /// apply` does with the context's namespace. Cluster-scoped kinds are left alone.
+            pub fn default_namespace(&mut self, namespace: &str) {
+                use kube::Resource as _;
+                match self {
+                    $( Resource::$variant(o) => {
+                        if namespaced::<$ty>() && o.meta().namespace.is_none() {
+                            o.meta_mut().namespace = Some(namespace.to_owned());
+                        }
+                    } )+
+                }
+            }
+
             /// The object as JSON, with `apiVersion` and `kind`.
             pub fn to_json(&self) -> serde_json::Result<serde_json::Value> {
                 match self {
@@ -41,6 +54,15 @@ macro_rules! resources {
             }
         }
     };
+}
+
+/// Whether objects of kind `K` live in a namespace.
+fn namespaced<K: kube::Resource>() -> bool
+where
+    K::Scope: 'static,
+{
+    std::any::TypeId::of::<K::Scope>()
+        == std::any::TypeId::of::<k8s_openapi::NamespaceResourceScope>()
 }
 
 resources! {

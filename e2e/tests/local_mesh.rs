@@ -589,6 +589,43 @@ server.socket = context.wrap_socket(server.socket, server_side=True)
 server.serve_forever()
 "#;
 
+/// Runs the TLS backend (no sidecar) with a certificate of `pki` for `backend.example.com`,
+/// and its Service `tls-backend:8443`. Returns the certificate, and the directory holding it
+/// (kept while the backend runs).
+fn tls_backend(
+    mesh: &mut Mesh,
+    pki: &e2e::edge::TestPki,
+) -> anyhow::Result<(e2e::edge::Pem, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let backend = pki.issue(&["backend.example.com"])?;
+    let (cert, key) = (dir.path().join("backend.crt"), dir.path().join("backend.key"));
+    std::fs::write(&cert, &backend.chain)?;
+    std::fs::write(&key, &backend.key)?;
+    use std::os::unix::fs::PermissionsExt as _;
+    for path in [dir.path(), cert.as_path(), key.as_path()] {
+        let mode = if path == dir.path() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    mesh.meshctl(&[
+        "deploy",
+        "tls-backend",
+        "--labels",
+        "app=tls-backend",
+        "--port",
+        "8443",
+        "--no-sidecar",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        TLS_BACKEND,
+        &cert,
+        &key,
+    ])?;
+    mesh.meshctl(&["service", "tls-backend", "--port", "8443", "--port-name", "tls"])?;
+    Ok((backend, dir))
+}
+
 fn secret(name: &str, pem: &e2e::edge::Pem, ca: &str) -> String {
     let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
     format!(
@@ -646,33 +683,7 @@ spec:
 fn edge_tls(mesh: &mut Mesh) -> anyhow::Result<()> {
     use e2e::edge::{TestPki, https_get};
     let pki = TestPki::new("edge test CA")?;
-    let dir = tempfile::tempdir()?;
-    let backend = pki.issue(&["backend.example.com"])?;
-    let (cert, key) = (dir.path().join("backend.crt"), dir.path().join("backend.key"));
-    std::fs::write(&cert, &backend.chain)?;
-    std::fs::write(&key, &backend.key)?;
-    use std::os::unix::fs::PermissionsExt as _;
-    for path in [dir.path(), cert.as_path(), key.as_path()] {
-        let mode = if path == dir.path() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    }
-    let (cert, key) = (cert.display().to_string(), key.display().to_string());
-    mesh.meshctl(&[
-        "deploy",
-        "tls-backend",
-        "--labels",
-        "app=tls-backend",
-        "--port",
-        "8443",
-        "--no-sidecar",
-        "--",
-        "/usr/bin/python3",
-        "-c",
-        TLS_BACKEND,
-        &cert,
-        &key,
-    ])?;
-    mesh.meshctl(&["service", "tls-backend", "--port", "8443", "--port-name", "tls"])?;
+    let (backend, _dir) = tls_backend(mesh, &pki)?;
 
     let bookinfo = pki.issue(&["bookinfo.example.com"])?;
     let partners = pki.issue(&["partners.example.com"])?;
@@ -773,7 +784,17 @@ kind: Gateway
 metadata: {name: web}
 spec:
   gatewayClassName: mesh
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
+  listeners:
+  - {name: http, port: 8080, protocol: HTTP}
+  - {name: tls, port: 8444, protocol: TLS, tls: {mode: Passthrough}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: backend}
+spec:
+  parentRefs: [{name: web, sectionName: tls}]
+  hostnames: [backend.example.com]
+  rules: [{backendRefs: [{name: tls-backend, port: 8443}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -790,10 +811,12 @@ spec:
       requestHeaderModifier: {set: [{name: end-user, value: jason}]}
 "#;
 
-/// The Kubernetes Gateway API: a Gateway of class `mesh` and an HTTPRoute give what the
-/// equivalent Gateway and VirtualService give.
+/// The Kubernetes Gateway API: a Gateway of class `mesh` with an HTTPRoute and a TLSRoute give
+/// what the equivalent Gateway and VirtualServices give.
 fn gateway_api(mesh: &mut Mesh) -> anyhow::Result<()> {
-    let port = mesh_testing::net::free_port();
+    let pki = e2e::edge::TestPki::new("gateway api test CA")?;
+    let (backend, _dir) = tls_backend(mesh, &pki)?;
+    let (port, tls) = (mesh_testing::net::free_port(), mesh_testing::net::free_port());
     let labels = "gateway.networking.k8s.io/gateway-name=web";
     mesh.meshctl(&[
         "gateway",
@@ -804,6 +827,8 @@ fn gateway_api(mesh: &mut Mesh) -> anyhow::Result<()> {
         labels,
         "--port",
         &format!("{port}:8080"),
+        "--port",
+        &format!("{tls}:8444"),
     ])?;
     mesh.apply(GATEWAY_API)?;
     let gateway = SocketAddr::from(([127, 0, 0, 1], port));
@@ -822,8 +847,28 @@ fn gateway_api(mesh: &mut Mesh) -> anyhow::Result<()> {
     ensure!(missing.status == 404, "a path no rule names: {}", missing.status);
     let reviews = Call::get("", gateway, "bookinfo.local", "/reviews/0").send()?;
     ensure!(reviews.status == 200, "the second rule: {}", reviews.status);
+
+    // The TLSRoute: SNI passthrough, the backend's own certificate reaches the client.
+    let at = SocketAddr::from(([127, 0, 0, 1], tls));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let through = loop {
+        match e2e::edge::https_get(at, "backend.example.com", "/", &pki.ca_pem, None) {
+            Ok(answer) if answer.status == 200 => break answer,
+            other => {
+                ensure!(Instant::now() < deadline, "the TLSRoute never served: {other:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    ensure!(through.body.contains("tls-backend answered"), "{}", through.body);
+    let backend_der = rustls_pki_types::CertificateDer::from_pem_slice(backend.chain.as_bytes())?;
+    ensure!(through.certificate == backend_der.as_ref(), "the backend's certificate");
+    let other = e2e::edge::https_get(at, "other.example.com", "/", &pki.ca_pem, None);
+    ensure!(other.is_err(), "an SNI no route names is not passed through: {other:?}");
+
     mesh.delete(GATEWAY_API)?;
     mesh.meshctl(&["remove", "web"])?;
+    mesh.meshctl(&["remove", "tls-backend"])?;
     Ok(())
 }
 
@@ -1061,7 +1106,11 @@ fn suite(proxy: &str, pick: impl Fn(&str) -> bool) {
             ("telemetry", &|m| telemetry(m, &app)),
             ("churn", &|m| churn(m, &app)),
         ];
-        for (name, scenario) in scenarios.into_iter().filter(|(name, _)| pick(name)) {
+        // `E2E_SCENARIOS=egress,gateway api` runs only those (for working on one).
+        let only = std::env::var("E2E_SCENARIOS").ok();
+        let chosen = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|s| s == name));
+        for (name, scenario) in scenarios.into_iter().filter(|(name, _)| pick(name) && chosen(name))
+        {
             let start = Instant::now();
             scenario(&mut mesh).with_context(|| format!("{proxy}: scenario {name}"))?;
             eprintln!("{proxy}: scenario {name}: passed in {:?}", start.elapsed());

@@ -84,8 +84,9 @@ spec:
 
 /// The model of `yaml`, as the local source builds it; every object must load and be admitted.
 fn build(yaml: &str) -> Snapshot {
-    let report = mesh_api::load::load_str("gateway.yaml", yaml);
+    let mut report = mesh_api::load::load_str("gateway.yaml", yaml);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
+    local::in_default_namespace(&mut report.objects);
     let objects: Vec<Arc<mesh_api::load::Loaded>> =
         report.objects.into_iter().map(Arc::new).collect();
     let (snapshot, rejected) = local::build(&objects);

@@ -111,8 +111,9 @@ spec:
 "#;
 
 fn load(yaml: &str) -> Vec<Arc<mesh_api::load::Loaded>> {
-    let report = mesh_api::load::load_str("gateway-api.yaml", yaml);
+    let mut report = mesh_api::load::load_str("gateway-api.yaml", yaml);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
+    local::in_default_namespace(&mut report.objects);
     report.objects.into_iter().map(Arc::new).collect()
 }
 

@@ -39,7 +39,8 @@ pub struct Reader {
 impl Reader {
     /// Reads `dir` once more.
     pub fn read(&mut self, dir: &Path) -> (Snapshot, Vec<Rejected>) {
-        let report = load::load_path(dir);
+        let mut report = load::load_path(dir);
+        in_default_namespace(&mut report.objects);
         let mut rejected: Vec<Rejected> = report
             .errors
             .iter()
@@ -54,7 +55,15 @@ impl Reader {
     }
 }
 
-/// Builds the model from valid objects.
+/// Puts objects applied without a namespace in `default`, as `kubectl apply` does: one step
+/// for every kind, before anything looks at namespaces.
+pub fn in_default_namespace(objects: &mut [Loaded]) {
+    for loaded in objects {
+        loaded.resource.default_namespace("default");
+    }
+}
+
+/// Builds the model from valid objects (namespaces set: [`in_default_namespace`]).
 pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
     let mut snapshot = Snapshot::default();
     let mut rejected = Vec::new();
@@ -102,12 +111,7 @@ pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
             }
             Resource::VirtualService(vs) => snapshot.virtual_services.push(vs.clone()),
             Resource::DestinationRule(dr) => snapshot.destination_rules.push(dr.clone()),
-            Resource::Sidecar(sc) => {
-                // Applied without a namespace, it is in `default`, as `kubectl apply` puts it.
-                let mut sc = sc.clone();
-                sc.metadata.namespace.get_or_insert_with(|| "default".to_owned());
-                snapshot.sidecars.push(sc);
-            }
+            Resource::Sidecar(sc) => snapshot.sidecars.push(sc.clone()),
             Resource::Gateway(gw) => snapshot.gateways.push(gw.clone()),
             Resource::KubeGateway(gw) => gateway_api.gateways.push(gw),
             Resource::HttpRoute(route) => gateway_api.http_routes.push(route),
