@@ -190,6 +190,10 @@ pub struct Snapshot {
     pub gateways: Vec<Gateway>,
     /// TLS material of Secrets, by (namespace, name): what gateways' `credentialName`s name.
     pub credentials: BTreeMap<(String, String), Credential>,
+    /// PeerAuthentications: which inbound ports take plaintext, mTLS or both.
+    pub peer_authentications: Vec<mesh_api::security::PeerAuthentication>,
+    /// AuthorizationPolicies, enforced on the inbound side of sidecars and on gateways.
+    pub authorization_policies: Vec<mesh_api::security::AuthorizationPolicy>,
     /// The namespace whose selector-less Sidecar is the mesh-wide default.
     pub root_namespace: String,
     /// When the change that made this snapshot was published (for convergence time).
@@ -211,6 +215,8 @@ impl Default for Snapshot {
             sidecars: Vec::new(),
             gateways: Vec::new(),
             credentials: BTreeMap::new(),
+            peer_authentications: Vec::new(),
+            authorization_policies: Vec::new(),
             root_namespace: mesh_api::ports::CONTROL_PLANE_NAMESPACE.to_owned(),
             published: None,
         }

@@ -205,6 +205,7 @@ struct Digest {
     sidecars: u64,
     gateways: u64,
     credentials: u64,
+    security: u64,
 }
 
 impl Digest {
@@ -221,6 +222,8 @@ impl Digest {
             sidecars,
             gateways,
             credentials,
+            peer_authentications,
+            authorization_policies,
             root_namespace,
             published: _,
         } = snapshot;
@@ -241,6 +244,10 @@ impl Digest {
                 gateways.iter().for_each(|g| config(serde_json::to_vec(g), g, h))
             }),
             credentials: hash_of(|h| credentials.hash(h)),
+            security: hash_of(|h| {
+                peer_authentications.iter().for_each(|p| config(serde_json::to_vec(p), p, h));
+                authorization_policies.iter().for_each(|a| config(serde_json::to_vec(a), a, h));
+            }),
         }
     }
 }
@@ -270,7 +277,8 @@ enum Endpoints {
 }
 
 /// What one type's translation reads of a snapshot. Every type reads the scalars, services,
-/// DestinationRules, Sidecars and Gateways (scoping reads most of them); this says what else. The
+/// DestinationRules, Sidecars, Gateways and the security policies (scoping reads most of them;
+/// the policies shape listeners and endpoints); this says what else. The
 /// translation is given only these parts ([`Reads::view`]), so the cache key cannot leave out
 /// something the translation depends on: a part it needs and is not given shows as a wrong
 /// answer in the tests, never as a stale one in production.
@@ -314,7 +322,7 @@ impl Reads {
     fn inputs(self, digest: &Digest, snapshot: &Snapshot, proxy: &Proxy) -> u64 {
         hash_of(|h| {
             let read = (digest.scalars, digest.services, digest.destination_rules, digest.sidecars);
-            (read, digest.gateways, digest.credentials).hash(h);
+            (read, digest.gateways, digest.credentials, digest.security).hash(h);
             if self.virtual_services {
                 digest.virtual_services.hash(h);
             }
@@ -350,6 +358,8 @@ impl Reads {
             sidecars: snapshot.sidecars.clone(),
             gateways: snapshot.gateways.clone(),
             credentials: snapshot.credentials.clone(),
+            peer_authentications: snapshot.peer_authentications.clone(),
+            authorization_policies: snapshot.authorization_policies.clone(),
             root_namespace: snapshot.root_namespace.clone(),
             published: snapshot.published,
         }

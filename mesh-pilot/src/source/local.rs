@@ -112,6 +112,10 @@ pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
             Resource::VirtualService(vs) => snapshot.virtual_services.push(vs.clone()),
             Resource::DestinationRule(dr) => snapshot.destination_rules.push(dr.clone()),
             Resource::Sidecar(sc) => snapshot.sidecars.push(sc.clone()),
+            Resource::PeerAuthentication(pa) => snapshot.peer_authentications.push(pa.clone()),
+            Resource::AuthorizationPolicy(ap) => {
+                snapshot.authorization_policies.push(ap.clone());
+            }
             Resource::Gateway(gw) => snapshot.gateways.push(gw.clone()),
             Resource::KubeGateway(gw) => gateway_api.gateways.push(gw),
             Resource::HttpRoute(route) => gateway_api.http_routes.push(route),

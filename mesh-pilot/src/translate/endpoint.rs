@@ -84,7 +84,11 @@ fn string(s: impl Into<String>) -> Value {
 }
 
 fn lb_endpoint(e: &Endpoint, snapshot: &Snapshot) -> LbEndpoint {
-    let tls_mode = if e.sidecar { mtls::TLS_MODE_ISTIO } else { "disabled" };
+    // mTLS to a sidecar, unless its PeerAuthentication refuses mTLS on that port (DISABLE):
+    // then the client sends plaintext, which the server takes.
+    let mtls =
+        e.sidecar && super::peer_auth::mode(snapshot, &e.namespace, &e.labels, Some(e.port)).mtls();
+    let tls_mode = if mtls { mtls::TLS_MODE_ISTIO } else { "disabled" };
     // Every map here holds one entry: protobuf maps are HashMaps, and two entries would encode
     // in a different order each time, making an unchanged endpoint look changed.
     // Envoy picks the cluster's transport socket by this namespace (automatic mTLS).
@@ -93,7 +97,7 @@ fn lb_endpoint(e: &Endpoint, snapshot: &Snapshot) -> LbEndpoint {
         Struct { fields: [(mtls::TLS_MODE.to_owned(), string(tls_mode))].into_iter().collect() },
     )];
     // The identity the endpoint's sidecar must present, for proxies that check per endpoint.
-    let typed_filter_metadata = e.sidecar.then(|| {
+    let typed_filter_metadata = mtls.then(|| {
         (
             mtls::IDENTITY_METADATA.to_owned(),
             super::any(StringValue { value: snapshot.identity(e) }),

@@ -49,7 +49,7 @@ fn capture_listener(
     name: &str,
     port: u16,
     chains: Vec<FilterChain>,
-    default: FilterChain,
+    default: Option<FilterChain>,
     direction: TrafficDirection,
 ) -> Listener {
     Listener {
@@ -57,7 +57,7 @@ fn capture_listener(
         address: Some(super::endpoint::socket("0.0.0.0", port)),
         use_original_dst: Some(BoolValue { value: true }),
         filter_chains: chains,
-        default_filter_chain: Some(default),
+        default_filter_chain: default,
         traffic_direction: direction as i32,
         ..Listener::default()
     }
@@ -132,7 +132,7 @@ fn virtual_outbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
         VIRTUAL_OUTBOUND_LISTENER,
         ports::PROXY_OUTBOUND,
         chains,
-        default,
+        Some(default),
         TrafficDirection::Outbound,
     )
 }
@@ -171,9 +171,12 @@ pub fn api_listener(snapshot: &Snapshot, name: &str) -> Option<Listener> {
     })
 }
 
-/// Inbound chains per served port: mesh mTLS (told apart by the client proxy's ALPN) is
-/// terminated, anything else reaches the app as it came (PERMISSIVE).
+/// Inbound chains per served port, as the port's PeerAuthentication mode says: mesh mTLS
+/// (told apart by the client proxy's ALPN) terminated unless DISABLE, plaintext passed to the
+/// app unless STRICT. The workload's own mode decides the ports no service declares: STRICT
+/// leaves no plaintext way in at all.
 fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
+    let peer = super::peer_auth::policies(snapshot, &proxy.namespace, &proxy.labels);
     let mesh_match = |port: Option<u16>| FilterChainMatch {
         destination_port: port.map(|p| UInt32Value { value: u32::from(p) }),
         transport_protocol: "tls".to_owned(),
@@ -181,7 +184,10 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
         ..FilterChainMatch::default()
     };
     let mut chains = Vec::new();
-    for (port, protocol) in super::cluster::inbound_ports(snapshot, proxy) {
+    let served = super::cluster::inbound_ports(snapshot, proxy);
+    for (port, protocol) in &served {
+        let (port, protocol) = (*port, *protocol);
+        let mode = peer.mode(Some(port));
         let cluster = ClusterName::inbound(port).to_string();
         let filter = |mtls: bool| {
             if protocol == Protocol::Tcp {
@@ -191,44 +197,72 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
             }
         };
         let alpn: &[&str] = if protocol.is_http() { &["h2", "http/1.1"] } else { &[] };
+        if mode.mtls() {
+            chains.push(FilterChain {
+                name: format!("{cluster}mtls"),
+                filter_chain_match: Some(mesh_match(Some(port))),
+                filters: vec![filter(true)],
+                transport_socket: Some(super::tls::downstream_mesh(alpn)),
+                ..FilterChain::default()
+            });
+        }
+        if mode.plaintext() {
+            chains.push(FilterChain {
+                name: cluster.clone(),
+                filter_chain_match: Some(port_match(port)),
+                filters: vec![filter(false)],
+                ..FilterChain::default()
+            });
+        }
+    }
+    let passthrough =
+        || vec![tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, None)];
+    // A port-level setting for a port no service declares: its own way in, as its mode says
+    // (a STRICT workload may still take plaintext on one port, or refuse it on one).
+    for (port, mode) in peer.port_levels() {
+        if served.contains_key(&port) {
+            continue;
+        }
+        let name = format!("{INBOUND_PASSTHROUGH_CLUSTER}_{port}");
+        if mode.mtls() {
+            chains.push(FilterChain {
+                name: format!("{name}mtls"),
+                filter_chain_match: Some(mesh_match(Some(port))),
+                filters: passthrough(),
+                transport_socket: Some(super::tls::downstream_mesh(&[])),
+                ..FilterChain::default()
+            });
+        }
         chains.push(FilterChain {
-            name: format!("{cluster}mtls"),
-            filter_chain_match: Some(mesh_match(Some(port))),
-            filters: vec![filter(true)],
-            transport_socket: Some(super::tls::downstream_mesh(alpn)),
-            ..FilterChain::default()
-        });
-        chains.push(FilterChain {
-            name: cluster.clone(),
-            filter_chain_match: Some(FilterChainMatch {
-                destination_port: Some(UInt32Value { value: u32::from(port) }),
-                ..FilterChainMatch::default()
-            }),
-            filters: vec![filter(false)],
+            name,
+            filter_chain_match: Some(port_match(port)),
+            // Refused plaintext: to the black hole, which closes the connection.
+            filters: if mode.plaintext() {
+                passthrough()
+            } else {
+                vec![tcp_proxy_filter(BLACKHOLE_CLUSTER, BLACKHOLE_CLUSTER, None)]
+            },
             ..FilterChain::default()
         });
     }
+    let workload = peer.mode(None);
     // Mesh mTLS to a port no service declares: terminated, then passed to the app.
-    chains.push(FilterChain {
-        name: format!("{INBOUND_PASSTHROUGH_CLUSTER}mtls"),
-        filter_chain_match: Some(mesh_match(None)),
-        filters: vec![tcp_proxy_filter(
-            INBOUND_PASSTHROUGH_CLUSTER,
-            INBOUND_PASSTHROUGH_CLUSTER,
-            None,
-        )],
-        transport_socket: Some(super::tls::downstream_mesh(&[])),
+    if workload.mtls() {
+        chains.push(FilterChain {
+            name: format!("{INBOUND_PASSTHROUGH_CLUSTER}mtls"),
+            filter_chain_match: Some(mesh_match(None)),
+            filters: passthrough(),
+            transport_socket: Some(super::tls::downstream_mesh(&[])),
+            ..FilterChain::default()
+        });
+    }
+    // Anything else: plaintext passed through, unless the workload is STRICT (then the
+    // connection is closed: no default chain).
+    let default = workload.plaintext().then(|| FilterChain {
+        name: INBOUND_PASSTHROUGH_CLUSTER.to_owned(),
+        filters: passthrough(),
         ..FilterChain::default()
     });
-    let default = FilterChain {
-        name: INBOUND_PASSTHROUGH_CLUSTER.to_owned(),
-        filters: vec![tcp_proxy_filter(
-            INBOUND_PASSTHROUGH_CLUSTER,
-            INBOUND_PASSTHROUGH_CLUSTER,
-            None,
-        )],
-        ..FilterChain::default()
-    };
     let mut listener = capture_listener(
         VIRTUAL_INBOUND_LISTENER,
         ports::PROXY_INBOUND,
@@ -238,6 +272,14 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
     );
     listener.listener_filters = vec![tls_inspector()];
     listener
+}
+
+/// A chain match on one destination port.
+fn port_match(port: u16) -> FilterChainMatch {
+    FilterChainMatch {
+        destination_port: Some(UInt32Value { value: u32::from(port) }),
+        ..FilterChainMatch::default()
+    }
 }
 
 /// The HTTP connection manager in front of the app: the peer's identity is passed on in

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod endpoint;
 pub mod gateway;
 pub mod listener;
+pub mod peer_auth;
 pub mod route;
 pub mod scope;
 pub mod tls;

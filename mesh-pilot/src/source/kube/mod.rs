@@ -18,6 +18,7 @@ use kube::{Api, Client, ResourceExt};
 use mesh_api::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
+use mesh_api::security::{AuthorizationPolicy, PeerAuthentication};
 use mesh_api::{ObjectRef, Resource};
 use tracing::warn;
 
@@ -48,6 +49,10 @@ pub struct Objects {
     pub sidecars: Vec<Arc<Sidecar>>,
     /// Gateways: the listeners of gateway proxies.
     pub gateways: Vec<Arc<Gateway>>,
+    /// PeerAuthentications.
+    pub peer_authentications: Vec<Arc<PeerAuthentication>>,
+    /// AuthorizationPolicies.
+    pub authorization_policies: Vec<Arc<AuthorizationPolicy>>,
     /// TLS Secrets (`kubernetes.io/tls`): gateways' `credentialName`s.
     pub secrets: Vec<Arc<Secret>>,
     /// Gateway API Gateways (when the cluster has the Gateway API).
@@ -109,6 +114,8 @@ fn build_with(
     add_all!(objects.workload_entries, WorkloadEntry);
     add_all!(objects.sidecars, Sidecar);
     add_all!(objects.gateways, Gateway);
+    add_all!(objects.peer_authentications, PeerAuthentication);
+    add_all!(objects.authorization_policies, AuthorizationPolicy);
     add_all!(objects.secrets, Secret);
     add_all!(objects.kube_gateways, KubeGateway);
     add_all!(objects.gateway_classes, GatewayClass);
@@ -226,6 +233,8 @@ struct Stores {
     workload_entries: Store<WorkloadEntry>,
     sidecars: Store<Sidecar>,
     gateways: Store<Gateway>,
+    peer_authentications: Store<PeerAuthentication>,
+    authorization_policies: Store<AuthorizationPolicy>,
     secrets: Store<Secret>,
     /// The Gateway API's kinds, watched only when the cluster serves them (their CRDs are not
     /// the mesh's).
@@ -253,6 +262,8 @@ impl Stores {
             workload_entries: self.workload_entries.state(),
             sidecars: self.sidecars.state(),
             gateways: self.gateways.state(),
+            peer_authentications: self.peer_authentications.state(),
+            authorization_policies: self.authorization_policies.state(),
             secrets: self.secrets.state(),
             kube_gateways: self
                 .gateway_api
@@ -325,6 +336,8 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         workload_entries: watch!(WorkloadEntry),
         sidecars: watch!(Sidecar),
         gateways: watch!(Gateway),
+        peer_authentications: watch!(PeerAuthentication),
+        authorization_policies: watch!(AuthorizationPolicy),
         // Only TLS Secrets: a gateway's certificate (with `ca.crt` for MUTUAL) is one.
         secrets: watch!(Secret, watcher::Config::default().fields("type=kubernetes.io/tls")),
         gateway_api: None,
@@ -368,6 +381,8 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         stores.workload_entries.wait_until_ready().await,
         stores.sidecars.wait_until_ready().await,
         stores.gateways.wait_until_ready().await,
+        stores.peer_authentications.wait_until_ready().await,
+        stores.authorization_policies.wait_until_ready().await,
         stores.secrets.wait_until_ready().await,
     ] {
         if ready.is_err() {
