@@ -149,7 +149,8 @@ fn clients_send_plaintext_to_a_workload_that_refuses_mtls() {
         .filter(|c| c.cluster_name.starts_with("outbound|80|"))
         .map(|c| {
             let e = &c.endpoints[0].lb_endpoints[0];
-            let meta = &e.metadata.as_ref().unwrap().filter_metadata["envoy.transport_socket_match"];
+            let meta =
+                &e.metadata.as_ref().unwrap().filter_metadata["envoy.transport_socket_match"];
             let Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(mode)) =
                 &meta.fields["tlsMode"].kind
             else {

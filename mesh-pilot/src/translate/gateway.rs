@@ -168,6 +168,7 @@ pub fn listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
         .into_iter()
         .filter_map(|(port, servers)| {
             let listen = listen_port(snapshot, proxy, port);
+            let rbac = super::authz::http_filters(snapshot, proxy);
             let stat = format!("outbound_0.0.0.0_{listen}");
             let mut chains = Vec::new();
             let mut plain = false;
@@ -189,7 +190,7 @@ pub fn listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
                                 &credential,
                                 mutual,
                             )),
-                            filters: vec![super::listener::gateway_hcm(&stat, rds)],
+                            filters: vec![super::listener::gateway_hcm(&stat, rds, &rbac)],
                             ..FilterChain::default()
                         });
                     }
@@ -204,7 +205,7 @@ pub fn listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
                             name: server.https_routes(),
                             filter_chain_match: sni(server.server_names()),
                             transport_socket: Some(super::tls::downstream_mesh(&alpn)),
-                            filters: vec![super::listener::gateway_hcm(&stat, rds)],
+                            filters: vec![super::listener::gateway_hcm(&stat, rds, &rbac)],
                             ..FilterChain::default()
                         });
                     }
@@ -218,7 +219,7 @@ pub fn listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
                 });
                 chains.push(FilterChain {
                     name: route_name(port),
-                    filters: vec![super::listener::gateway_hcm(&stat, rds)],
+                    filters: vec![super::listener::gateway_hcm(&stat, rds, &rbac)],
                     ..FilterChain::default()
                 });
             }

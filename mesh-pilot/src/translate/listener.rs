@@ -177,6 +177,14 @@ pub fn api_listener(snapshot: &Snapshot, name: &str) -> Option<Listener> {
 /// leaves no plaintext way in at all.
 fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
     let peer = super::peer_auth::policies(snapshot, &proxy.namespace, &proxy.labels);
+    // AuthorizationPolicies: RBAC filters in front of the app, on every way in.
+    let http_rbac = super::authz::http_filters(snapshot, proxy);
+    let tcp_rbac = super::authz::network_filters(snapshot, proxy);
+    let guarded = |filter: Filter| {
+        let mut filters = tcp_rbac.clone();
+        filters.push(filter);
+        filters
+    };
     let mesh_match = |port: Option<u16>| FilterChainMatch {
         destination_port: port.map(|p| UInt32Value { value: u32::from(p) }),
         transport_protocol: "tls".to_owned(),
@@ -191,9 +199,9 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
         let cluster = ClusterName::inbound(port).to_string();
         let filter = |mtls: bool| {
             if protocol == Protocol::Tcp {
-                tcp_proxy_filter(&cluster, &cluster, None)
+                guarded(tcp_proxy_filter(&cluster, &cluster, None))
             } else {
-                inbound_hcm(&format!("inbound_0.0.0.0_{port}"), &cluster, mtls)
+                vec![inbound_hcm(&format!("inbound_0.0.0.0_{port}"), &cluster, mtls, &http_rbac)]
             }
         };
         let alpn: &[&str] = if protocol.is_http() { &["h2", "http/1.1"] } else { &[] };
@@ -201,7 +209,7 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
             chains.push(FilterChain {
                 name: format!("{cluster}mtls"),
                 filter_chain_match: Some(mesh_match(Some(port))),
-                filters: vec![filter(true)],
+                filters: filter(true),
                 transport_socket: Some(super::tls::downstream_mesh(alpn)),
                 ..FilterChain::default()
             });
@@ -210,13 +218,14 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
             chains.push(FilterChain {
                 name: cluster.clone(),
                 filter_chain_match: Some(port_match(port)),
-                filters: vec![filter(false)],
+                filters: filter(false),
                 ..FilterChain::default()
             });
         }
     }
-    let passthrough =
-        || vec![tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, None)];
+    let passthrough = || {
+        guarded(tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, None))
+    };
     // A port-level setting for a port no service declares: its own way in, as its mode says
     // (a STRICT workload may still take plaintext on one port, or refuse it on one).
     for (port, mode) in peer.port_levels() {
@@ -284,11 +293,12 @@ fn port_match(port: u16) -> FilterChainMatch {
 
 /// The HTTP connection manager in front of the app: the peer's identity is passed on in
 /// `x-forwarded-client-cert` (and a client's own header of that name never is).
-fn inbound_hcm(stat_prefix: &str, cluster: &str, mtls: bool) -> Filter {
+fn inbound_hcm(stat_prefix: &str, cluster: &str, mtls: bool, rbac: &[HttpFilter]) -> Filter {
     let mut hcm = hcm(
         stat_prefix,
         http_connection_manager::RouteSpecifier::RouteConfig(inbound_routes(cluster)),
     );
+    hcm.http_filters.splice(0..0, rbac.iter().cloned());
     hcm.forward_client_cert_details = if mtls {
         http_connection_manager::ForwardClientCertDetails::SanitizeSet
     } else {
@@ -367,9 +377,14 @@ pub fn tls_inspector() -> ListenerFilter {
 
 /// A gateway's HTTP connection manager: the edge of the mesh, so the client's address is the
 /// connection's (`use_remote_address`), as Istio sets it for gateways.
-pub fn gateway_hcm(stat_prefix: &str, routes: http_connection_manager::RouteSpecifier) -> Filter {
+pub fn gateway_hcm(
+    stat_prefix: &str,
+    routes: http_connection_manager::RouteSpecifier,
+    rbac: &[HttpFilter],
+) -> Filter {
     let mut hcm = hcm(stat_prefix, routes);
     hcm.use_remote_address = Some(BoolValue { value: true });
+    hcm.http_filters.splice(0..0, rbac.iter().cloned());
     Filter { name: HCM.to_owned(), config_type: Some(filter::ConfigType::TypedConfig(any(hcm))) }
 }
 
@@ -393,6 +408,19 @@ fn hcm(
             http_filter("envoy.filters.http.router", Router::default()),
         ],
         use_remote_address: Some(BoolValue { value: false }),
+        // WebSocket is tunnelled, no other upgrade (h2c never switches protocols).
+        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".to_owned(),
+            ..http_connection_manager::UpgradeConfig::default()
+        }],
+        // Paths are made canonical before routing and authorization, so a policy on
+        // `/admin` is not passed by `//admin`, `/./admin` or `/%2Fadmin`: RFC 3986
+        // normalization, merged slashes, and escaped slashes decoded (Istio's strongest
+        // setting, DECODE_AND_MERGE_SLASHES, made the default).
+        normalize_path: Some(BoolValue { value: true }),
+        merge_slashes: true,
+        path_with_escaped_slashes_action:
+            http_connection_manager::PathWithEscapedSlashesAction::UnescapeAndForward as i32,
         ..HttpConnectionManager::default()
     }
 }

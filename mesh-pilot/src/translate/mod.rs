@@ -6,6 +6,7 @@ use prost::Name;
 
 use crate::model::{Proxy, Snapshot};
 
+pub mod authz;
 pub mod cluster;
 pub mod endpoint;
 pub mod gateway;
