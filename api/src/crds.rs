@@ -9,7 +9,7 @@ use kube::CustomResourceExt;
 use crate::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
-use crate::security::{AuthorizationPolicy, PeerAuthentication};
+use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 
 /// Every CRD of the mesh, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -22,6 +22,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Sidecar::crd(),
         PeerAuthentication::crd(),
         AuthorizationPolicy::crd(),
+        RequestAuthentication::crd(),
     ]
 }
 

@@ -111,6 +111,15 @@ pub enum LoadErrorKind {
         /// The versions that serve the kind.
         expected: String,
     },
+    /// An Istio kind the mesh reads but does not implement: reported as a warning, never
+    /// silently dropped, and not an error for the rest of its file.
+    #[error("{kind} {object} is read but not enforced: the mesh does not implement {kind}")]
+    NotEnforced {
+        /// The kind (`EnvoyFilter`).
+        kind: String,
+        /// `namespace/name`, or the name.
+        object: String,
+    },
     /// A field that does not fit the schema (unknown field, wrong type); the path is empty for
     /// the object as a whole.
     #[error("{}{message}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
@@ -137,19 +146,33 @@ pub const KNOWN_KINDS: &[&str] = &[
     "List",
 ];
 
-/// What a load produced: the objects that loaded and the errors of those that did not.
+/// Istio kinds the mesh reads and reports as not enforced (group, kind).
+pub const NOT_ENFORCED_KINDS: &[(&str, &str)] = &[
+    ("networking.istio.io", "EnvoyFilter"),
+    ("networking.istio.io", "WorkloadGroup"),
+    ("networking.istio.io", "ProxyConfig"),
+    ("extensions.istio.io", "WasmPlugin"),
+    ("telemetry.istio.io", "Telemetry"),
+];
+
+/// What a load produced: the objects that loaded, the errors of those that did not, and the
+/// objects read but not enforced.
 #[derive(Debug, Default)]
 pub struct LoadReport {
     /// Objects in the order they were read.
     pub objects: Vec<Loaded>,
     /// One error per document (or file) that failed.
     pub errors: Vec<LoadError>,
+    /// Objects of kinds the mesh does not implement ([`NOT_ENFORCED_KINDS`]), one warning
+    /// each ([`LoadErrorKind::NotEnforced`]).
+    pub warnings: Vec<LoadError>,
 }
 
 impl LoadReport {
     fn merge(&mut self, other: LoadReport) {
         self.objects.extend(other.objects);
         self.errors.extend(other.errors);
+        self.warnings.extend(other.warnings);
     }
 
     /// The objects, or every error when there was one.
@@ -211,9 +234,10 @@ fn load_file(path: &Path) -> LoadReport {
             let json = path.extension().is_some_and(|e| e == "json");
             load_text(&source, &text, if json { Format::Json } else { Format::Yaml })
         }
-        Err(err) => {
-            LoadReport { objects: Vec::new(), errors: vec![whole_file_error(&source, err.into())] }
-        }
+        Err(err) => LoadReport {
+            errors: vec![whole_file_error(&source, err.into())],
+            ..LoadReport::default()
+        },
     }
 }
 
@@ -227,9 +251,10 @@ pub fn load_reader(source: &str, mut reader: impl Read) -> LoadReport {
     let mut text = String::new();
     match reader.read_to_string(&mut text) {
         Ok(_) => load_str(source, &text),
-        Err(err) => {
-            LoadReport { objects: Vec::new(), errors: vec![whole_file_error(source, err.into())] }
-        }
+        Err(err) => LoadReport {
+            errors: vec![whole_file_error(source, err.into())],
+            ..LoadReport::default()
+        },
     }
 }
 
@@ -255,12 +280,16 @@ fn load_text(source: &str, text: &str, format: Format) -> LoadReport {
         for result in load_document(doc) {
             match result {
                 Ok(resource) => report.objects.push(Loaded { origin: origin.clone(), resource }),
-                Err(err) => report.errors.push(err.into_load_error(
-                    source,
-                    Some(doc.index),
-                    doc.line_offset,
-                    doc.first_line(),
-                )),
+                Err(err) => {
+                    let warning = matches!(err.kind, LoadErrorKind::NotEnforced { .. });
+                    let err = err.into_load_error(
+                        source,
+                        Some(doc.index),
+                        doc.line_offset,
+                        doc.first_line(),
+                    );
+                    if warning { report.warnings.push(err) } else { report.errors.push(err) }
+                }
             }
         }
     }
@@ -561,6 +590,21 @@ fn prefix_items(mut err: DocError, index: usize) -> DocError {
 
 /// Decodes one object of a known kind, refusing fields the types would silently drop.
 fn decode_object(input: &Input<'_>, api_version: &str, kind: &str) -> Result<Resource, DocError> {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    if NOT_ENFORCED_KINDS.contains(&(group, kind)) {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Named {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        }
+        let named: Named = input.decode().unwrap_or_default();
+        let name = named.metadata.name.unwrap_or_else(|| "<unnamed>".to_owned());
+        let object = match named.metadata.namespace {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name,
+        };
+        return Err(DocError::new(LoadErrorKind::NotEnforced { kind: kind.to_owned(), object }));
+    }
     let resource = kind_of(api_version, kind)?(input)?;
     // The Istio specs refuse unknown fields themselves; Kubernetes' own types (metadata,
     // Service, Namespace) ignore them, so a typo such as `metadata.lables` is caught here by
@@ -651,6 +695,9 @@ const KINDS: &[(&str, &str, &[&str], Decode)] = &[
     }),
     ("AuthorizationPolicy", security::GROUP, security::READ_VERSIONS, |i| {
         Ok(Resource::AuthorizationPolicy(i.decode()?))
+    }),
+    ("RequestAuthentication", security::GROUP, security::READ_VERSIONS, |i| {
+        Ok(Resource::RequestAuthentication(i.decode()?))
     }),
     ("Service", "", &["v1"], |i| Ok(Resource::Service(i.decode()?))),
     ("Namespace", "", &["v1"], |i| Ok(Resource::Namespace(i.decode()?))),

@@ -6,7 +6,7 @@ use kube::ResourceExt;
 use crate::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
-use crate::security::{AuthorizationPolicy, PeerAuthentication};
+use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 
 /// Declares [`Resource`] and the methods that treat every kind alike.
 macro_rules! resources {
@@ -82,6 +82,8 @@ resources! {
     PeerAuthentication(PeerAuthentication),
     /// `security.istio.io` AuthorizationPolicy.
     AuthorizationPolicy(AuthorizationPolicy),
+    /// `security.istio.io` RequestAuthentication.
+    RequestAuthentication(RequestAuthentication),
     /// Core `v1` Service (local mode reads them from files).
     Service(Service),
     /// Core `v1` Namespace (local mode reads them from files).

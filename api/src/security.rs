@@ -260,3 +260,99 @@ pub struct Condition {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_values: Vec<String>,
 }
+
+/// The `spec` of a RequestAuthentication (`security.istio.io/v1`): which end-user tokens
+/// (JWTs) a workload accepts. A request without a token passes (an AuthorizationPolicy on
+/// `requestPrincipals` requires one); a request with an invalid token is refused (401).
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "security.istio.io",
+    version = "v1",
+    kind = "RequestAuthentication",
+    plural = "requestauthentications",
+    shortname = "ra",
+    category = "istio-io",
+    category = "security-istio-io",
+    namespaced,
+    derive = "PartialEq",
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestAuthenticationSpec {
+    /// Workloads this applies to; without it, the whole namespace (or mesh, in the root
+    /// namespace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// A resource (a Gateway API gateway) this applies to, instead of `selector`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<PolicyTargetReference>,
+    /// Resources this applies to, instead of `selector`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub target_refs: Vec<PolicyTargetReference>,
+    /// The issuers accepted, each with its keys and where its tokens are found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jwt_rules: Vec<JwtRule>,
+}
+
+/// One accepted token issuer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtRule {
+    /// The `iss` a token must carry.
+    pub issuer: String,
+    /// `aud` values accepted (any one); none: the audience is not checked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Where the issuer's keys (a JWKS) are fetched from, by the pilot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// The issuer's keys inline (a JWKS document), instead of `jwksUri`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<String>,
+    /// Headers the token may come in (default `Authorization: Bearer <token>`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from_headers: Vec<JwtHeader>,
+    /// Query parameters the token may come in (default `access_token`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from_params: Vec<String>,
+    /// Cookies the token may come in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from_cookies: Vec<String>,
+    /// A header to put the token's payload in (base64url JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_payload_to_header: Option<String>,
+    /// Whether the token goes on to the app (removed by default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_original_token: Option<bool>,
+    /// Claims copied into request headers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub output_claim_to_headers: Vec<ClaimToHeader>,
+    /// How long fetching `jwksUri` may take (5s by default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<crate::Duration>,
+    /// Claims whose space-separated values are matched one by one (`scope` and
+    /// `permission` always are).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub space_delimited_claims: Vec<String>,
+}
+
+/// A header a token may come in.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtHeader {
+    /// The header.
+    pub name: String,
+    /// What precedes the token in it (`Bearer `).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// A claim copied into a header.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimToHeader {
+    /// The header.
+    pub header: String,
+    /// The claim (nested with `.`).
+    pub claim: String,
+}

@@ -49,6 +49,7 @@ fn crds_carry_istio_names() {
             expect("networking.istio.io", "Sidecar"),
             expect("security.istio.io", "PeerAuthentication"),
             expect("security.istio.io", "AuthorizationPolicy"),
+            expect("security.istio.io", "RequestAuthentication"),
         ]
     );
 }

@@ -737,3 +737,31 @@ fn findings_carry_their_code() {
         ],
     );
 }
+
+#[test]
+fn request_authentication_rules() {
+    let ra = |spec: &str| kind("RequestAuthentication", "security.istio.io", spec);
+    expect(
+        &ra(
+            "  jwtRules:\n  - issuer: https://a.example.com\n    jwksUri: https://a.example.com/keys\n    outputClaimToHeaders: [{header: x-sub, claim: sub}]\n",
+        ),
+        &[],
+    );
+    expect(
+        &ra(
+            "  jwtRules:\n  - jwks: '{\"keys\": []}'\n  - issuer: i\n    jwksUri: ftp://keys\n  - issuer: i\n  - issuer: j\n    jwks: '{\"keys\": [{\"kty\": \"RSA\"}]}'\n    jwksUri: https://j/keys\n    fromHeaders: [{name: \"bad header\"}]\n",
+        ),
+        &[
+            ("spec.jwtRules[0].issuer", "the issuer whose tokens are accepted is required"),
+            ("spec.jwtRules[0].jwks", "not a JWKS: a JSON object with a non-empty \"keys\" list"),
+            ("spec.jwtRules[1].jwksUri", "\"ftp://keys\" is not an http(s) URL"),
+            ("spec.jwtRules[2].issuer", "issuer \"i\" has an earlier rule"),
+            ("spec.jwtRules[2]", "jwks or jwksUri: the keys tokens are checked with"),
+            ("spec.jwtRules[3]", "set jwks or jwksUri, not both"),
+            (
+                "spec.jwtRules[3].fromHeaders[0].name",
+                "\"bad header\" is not a valid HTTP header name",
+            ),
+        ],
+    );
+}

@@ -29,6 +29,21 @@ impl Changes {
         self.slot.send_replace(Some(snapshot));
     }
 
+    /// Waits for a snapshot and takes it out of the slot (for a stage between a source and
+    /// the debouncer). `None` when nothing can be put any more.
+    pub async fn next(&self) -> Option<Snapshot> {
+        let mut arrivals = self.slot.subscribe();
+        loop {
+            if let Some(snapshot) = self.take() {
+                return Some(snapshot);
+            }
+            // Every putter holds a clone of this; while one lives this wakes on each put.
+            if arrivals.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
     /// Takes the snapshot out of the slot, if there is one.
     fn take(&self) -> Option<Snapshot> {
         let mut taken = None;

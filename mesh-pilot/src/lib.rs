@@ -5,13 +5,14 @@
 //!
 //! Translation is pure ([`translate`]), and so are the admission webhooks' answers
 //! ([`webhook`]: sidecar injection and validation); only the config sources, the ADS server
-//! ([`ads`]) and the debug endpoint do I/O; [`app`] puts them together for the binary and for tests. The
+//! ([`ads`]), the fetching of token issuers' keys ([`jwks`]) and the debug endpoint do I/O; [`app`] puts them together for the binary and for tests. The
 //! pilot never holds a workload's private key.
 
 pub mod ads;
 pub mod app;
 pub mod changes;
 pub mod debug;
+pub mod jwks;
 pub mod metrics;
 pub mod model;
 pub mod source;

@@ -194,6 +194,11 @@ pub struct Snapshot {
     pub peer_authentications: Vec<mesh_api::security::PeerAuthentication>,
     /// AuthorizationPolicies, enforced on the inbound side of sidecars and on gateways.
     pub authorization_policies: Vec<mesh_api::security::AuthorizationPolicy>,
+    /// RequestAuthentications: the end-user tokens sidecars and gateways check.
+    pub request_authentications: Vec<mesh_api::security::RequestAuthentication>,
+    /// The key sets of the RequestAuthentications' `jwksUri`s, by URI, as the pilot fetched
+    /// them (a key set no token matches while a fetch has not succeeded: [`crate::jwks`]).
+    pub jwks: BTreeMap<String, String>,
     /// The namespace whose selector-less Sidecar is the mesh-wide default.
     pub root_namespace: String,
     /// When the change that made this snapshot was published (for convergence time).
@@ -217,6 +222,8 @@ impl Default for Snapshot {
             credentials: BTreeMap::new(),
             peer_authentications: Vec::new(),
             authorization_policies: Vec::new(),
+            request_authentications: Vec::new(),
+            jwks: BTreeMap::new(),
             root_namespace: mesh_api::ports::CONTROL_PLANE_NAMESPACE.to_owned(),
             published: None,
         }

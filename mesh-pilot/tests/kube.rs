@@ -82,6 +82,9 @@ fn cluster(path: &str) -> Value {
         "/apis/security.istio.io/v1/authorizationpolicies" => {
             list("AuthorizationPolicy", "security.istio.io/v1", json!([]))
         }
+        "/apis/security.istio.io/v1/requestauthentications" => {
+            list("RequestAuthentication", "security.istio.io/v1", json!([]))
+        }
         // The cluster serves the Gateway API: its kinds are watched too.
         "/apis/gateway.networking.k8s.io/v1" => json!({
             "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "gateway.networking.k8s.io/v1",

@@ -23,7 +23,7 @@ pub use networking::{
     GRPC_STATUSES, RETRY_ON, destination_rule, gateway, service_entry, sidecar, virtual_service,
     workload_entry,
 };
-pub use security::{authorization_policy, peer_authentication};
+pub use security::{authorization_policy, peer_authentication, request_authentication};
 
 /// One problem in one field of one object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +166,7 @@ pub fn resource(resource: &Resource) -> Vec<ValidationError> {
         Resource::Sidecar(o) => sidecar(o),
         Resource::PeerAuthentication(o) => peer_authentication(o),
         Resource::AuthorizationPolicy(o) => authorization_policy(o),
+        Resource::RequestAuthentication(o) => request_authentication(o),
         Resource::KubeGateway(o) => gateway_api::gateway(o),
         Resource::HttpRoute(o) => gateway_api::http_route(o),
         Resource::GrpcRoute(o) => gateway_api::grpc_route(o),

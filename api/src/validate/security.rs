@@ -76,29 +76,7 @@ pub fn authorization_policy(ap: &AuthorizationPolicy) -> Vec<ValidationError> {
             );
         }
     }
-    let targets = usize::from(spec.selector.is_some())
-        + usize::from(spec.target_ref.is_some())
-        + usize::from(!spec.target_refs.is_empty());
-    if targets > 1 {
-        c.error(
-            &root,
-            Code::ConflictingFields,
-            "set only one of selector, targetRef and targetRefs",
-        );
-    }
-    for (i, target) in spec.target_ref.iter().chain(&spec.target_refs).enumerate() {
-        let path = if spec.target_ref.is_some() {
-            root.field("targetRef")
-        } else {
-            root.field("targetRefs").index(i)
-        };
-        if target.kind.is_empty() {
-            c.required(&path.field("kind"), "kind");
-        }
-        if target.name.is_empty() {
-            c.required(&path.field("name"), "name");
-        }
-    }
+    targets(&mut c, &root, spec.selector.as_ref(), spec.target_ref.as_ref(), &spec.target_refs);
     for (i, rule) in spec.rules.iter().enumerate() {
         let path = root.field("rules").index(i);
         for (j, from) in rule.from.iter().enumerate() {
@@ -110,6 +88,103 @@ pub fn authorization_policy(ap: &AuthorizationPolicy) -> Vec<ValidationError> {
         for (j, when) in rule.when.iter().enumerate() {
             condition(&mut c, &path.field("when").index(j), when);
         }
+    }
+    c.finish()
+}
+
+/// `selector`, `targetRef` and `targetRefs`: one at most, and each target named.
+fn targets(
+    c: &mut Checker,
+    root: &Path,
+    selector: Option<&LabelSelector>,
+    target_ref: Option<&PolicyTargetReference>,
+    target_refs: &[PolicyTargetReference],
+) {
+    let set = usize::from(selector.is_some())
+        + usize::from(target_ref.is_some())
+        + usize::from(!target_refs.is_empty());
+    if set > 1 {
+        c.error(
+            root,
+            Code::ConflictingFields,
+            "set only one of selector, targetRef and targetRefs",
+        );
+    }
+    for (i, target) in target_ref.iter().copied().chain(target_refs).enumerate() {
+        let path = if target_ref.is_some() {
+            root.field("targetRef")
+        } else {
+            root.field("targetRefs").index(i)
+        };
+        if target.kind.is_empty() {
+            c.required(&path.field("kind"), "kind");
+        }
+        if target.name.is_empty() {
+            c.required(&path.field("name"), "name");
+        }
+    }
+}
+
+/// Validates a RequestAuthentication.
+pub fn request_authentication(ra: &RequestAuthentication) -> Vec<ValidationError> {
+    let mut c = Checker::new(ObjectRef::of(ra));
+    let spec = &ra.spec;
+    let root = Path::root("spec");
+    targets(&mut c, &root, spec.selector.as_ref(), spec.target_ref.as_ref(), &spec.target_refs);
+    let mut issuers = std::collections::BTreeSet::new();
+    for (i, rule) in spec.jwt_rules.iter().enumerate() {
+        let path = root.field("jwtRules").index(i);
+        if rule.issuer.is_empty() {
+            c.required(&path.field("issuer"), "the issuer whose tokens are accepted");
+        } else if !issuers.insert(rule.issuer.as_str()) {
+            c.error(
+                &path.field("issuer"),
+                Code::Duplicate,
+                format!("issuer {:?} has an earlier rule", rule.issuer),
+            );
+        }
+        match (&rule.jwks, &rule.jwks_uri) {
+            (Some(_), Some(_)) => c.not_both(&path, "jwks", "jwksUri"),
+            (Some(jwks), None) => {
+                let keys = serde_json::from_str::<serde_json::Value>(jwks)
+                    .ok()
+                    .and_then(|v| v.get("keys").and_then(|k| k.as_array()).map(Vec::len));
+                if keys.is_none_or(|n| n == 0) {
+                    c.error(
+                        &path.field("jwks"),
+                        Code::UnknownValue,
+                        "not a JWKS: a JSON object with a non-empty \"keys\" list",
+                    );
+                }
+            }
+            (None, Some(uri)) => {
+                if !(uri.starts_with("https://") || uri.starts_with("http://")) {
+                    c.error(
+                        &path.field("jwksUri"),
+                        Code::InvalidAddress,
+                        format!("{uri:?} is not an http(s) URL"),
+                    );
+                }
+            }
+            // Istio then reads the issuer's OpenID configuration; the mesh needs the keys.
+            (None, None) => {
+                c.error(&path, Code::Required, "jwks or jwksUri: the keys tokens are checked with")
+            }
+        }
+        for (j, header) in rule.from_headers.iter().enumerate() {
+            c.header_name(&path.field("fromHeaders").index(j).field("name"), &header.name, false);
+        }
+        for (j, out) in rule.output_claim_to_headers.iter().enumerate() {
+            let out_path = path.field("outputClaimToHeaders").index(j);
+            c.header_name(&out_path.field("header"), &out.header, false);
+            if out.claim.is_empty() {
+                c.required(&out_path.field("claim"), "the claim to copy");
+            }
+        }
+        if let Some(header) = &rule.output_payload_to_header {
+            c.header_name(&path.field("outputPayloadToHeader"), header, false);
+        }
+        c.opt_timeout(&path.field("timeout"), rule.timeout.as_ref());
     }
     c.finish()
 }

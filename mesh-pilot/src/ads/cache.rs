@@ -224,6 +224,8 @@ impl Digest {
             credentials,
             peer_authentications,
             authorization_policies,
+            request_authentications,
+            jwks,
             root_namespace,
             published: _,
         } = snapshot;
@@ -247,6 +249,8 @@ impl Digest {
             security: hash_of(|h| {
                 peer_authentications.iter().for_each(|p| config(serde_json::to_vec(p), p, h));
                 authorization_policies.iter().for_each(|a| config(serde_json::to_vec(a), a, h));
+                request_authentications.iter().for_each(|r| config(serde_json::to_vec(r), r, h));
+                jwks.hash(h);
             }),
         }
     }
@@ -360,6 +364,8 @@ impl Reads {
             credentials: snapshot.credentials.clone(),
             peer_authentications: snapshot.peer_authentications.clone(),
             authorization_policies: snapshot.authorization_policies.clone(),
+            request_authentications: snapshot.request_authentications.clone(),
+            jwks: snapshot.jwks.clone(),
             root_namespace: snapshot.root_namespace.clone(),
             published: snapshot.published,
         }

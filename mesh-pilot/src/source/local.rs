@@ -34,6 +34,8 @@ pub fn read(dir: &Path) -> (Snapshot, Vec<Rejected>) {
 #[derive(Default)]
 pub struct Reader {
     admission: super::Admission,
+    /// The not-enforced objects already warned about (each is said once, not on every read).
+    warned: HashSet<String>,
 }
 
 impl Reader {
@@ -41,6 +43,11 @@ impl Reader {
     pub fn read(&mut self, dir: &Path) -> (Snapshot, Vec<Rejected>) {
         let mut report = load::load_path(dir);
         in_default_namespace(&mut report.objects);
+        let warnings: HashSet<String> = report.warnings.iter().map(ToString::to_string).collect();
+        for warning in warnings.difference(&self.warned) {
+            tracing::warn!("{warning}");
+        }
+        self.warned = warnings;
         let mut rejected: Vec<Rejected> = report
             .errors
             .iter()
@@ -115,6 +122,9 @@ pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
             Resource::PeerAuthentication(pa) => snapshot.peer_authentications.push(pa.clone()),
             Resource::AuthorizationPolicy(ap) => {
                 snapshot.authorization_policies.push(ap.clone());
+            }
+            Resource::RequestAuthentication(ra) => {
+                snapshot.request_authentications.push(ra.clone());
             }
             Resource::Gateway(gw) => snapshot.gateways.push(gw.clone()),
             Resource::KubeGateway(gw) => gateway_api.gateways.push(gw),

@@ -6,6 +6,7 @@ use prost::Name;
 
 use crate::model::{Proxy, Snapshot};
 
+pub mod authn;
 pub mod authz;
 pub mod cluster;
 pub mod endpoint;
@@ -14,6 +15,7 @@ pub mod listener;
 pub mod peer_auth;
 pub mod route;
 pub mod scope;
+pub mod sorted;
 pub mod tls;
 
 /// Every resource of one type for one proxy, by name.

@@ -26,11 +26,16 @@ fn load_checked(files: &[String], validate: bool) -> Result<Vec<Loaded>, LocalEr
     let mut report = LoadReport::default();
     for file in files {
         let part = if file == "-" { load::load_stdin() } else { load::load_path(Path::new(file)) };
-        if part.objects.is_empty() && part.errors.is_empty() {
+        if part.objects.is_empty() && part.errors.is_empty() && part.warnings.is_empty() {
             return Err(LocalError::Refused(format!("{file}: no YAML or JSON objects found")));
         }
         report.objects.extend(part.objects);
         report.errors.extend(part.errors);
+        report.warnings.extend(part.warnings);
+    }
+    // Kinds the mesh does not implement: said, not applied, and no reason to refuse the rest.
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
     }
     let mut problems: Vec<String> = report.errors.iter().map(|e| format!("error: {e}")).collect();
     if validate {

@@ -18,7 +18,7 @@ use kube::{Api, Client, ResourceExt};
 use mesh_api::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
-use mesh_api::security::{AuthorizationPolicy, PeerAuthentication};
+use mesh_api::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use mesh_api::{ObjectRef, Resource};
 use tracing::warn;
 
@@ -53,6 +53,8 @@ pub struct Objects {
     pub peer_authentications: Vec<Arc<PeerAuthentication>>,
     /// AuthorizationPolicies.
     pub authorization_policies: Vec<Arc<AuthorizationPolicy>>,
+    /// RequestAuthentications.
+    pub request_authentications: Vec<Arc<RequestAuthentication>>,
     /// TLS Secrets (`kubernetes.io/tls`): gateways' `credentialName`s.
     pub secrets: Vec<Arc<Secret>>,
     /// Gateway API Gateways (when the cluster has the Gateway API).
@@ -116,6 +118,7 @@ fn build_with(
     add_all!(objects.gateways, Gateway);
     add_all!(objects.peer_authentications, PeerAuthentication);
     add_all!(objects.authorization_policies, AuthorizationPolicy);
+    add_all!(objects.request_authentications, RequestAuthentication);
     add_all!(objects.secrets, Secret);
     add_all!(objects.kube_gateways, KubeGateway);
     add_all!(objects.gateway_classes, GatewayClass);
@@ -235,6 +238,7 @@ struct Stores {
     gateways: Store<Gateway>,
     peer_authentications: Store<PeerAuthentication>,
     authorization_policies: Store<AuthorizationPolicy>,
+    request_authentications: Store<RequestAuthentication>,
     secrets: Store<Secret>,
     /// The Gateway API's kinds, watched only when the cluster serves them (their CRDs are not
     /// the mesh's).
@@ -264,6 +268,7 @@ impl Stores {
             gateways: self.gateways.state(),
             peer_authentications: self.peer_authentications.state(),
             authorization_policies: self.authorization_policies.state(),
+            request_authentications: self.request_authentications.state(),
             secrets: self.secrets.state(),
             kube_gateways: self
                 .gateway_api
@@ -338,6 +343,7 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         gateways: watch!(Gateway),
         peer_authentications: watch!(PeerAuthentication),
         authorization_policies: watch!(AuthorizationPolicy),
+        request_authentications: watch!(RequestAuthentication),
         // Only TLS Secrets: a gateway's certificate (with `ca.crt` for MUTUAL) is one.
         secrets: watch!(Secret, watcher::Config::default().fields("type=kubernetes.io/tls")),
         gateway_api: None,
@@ -383,6 +389,7 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         stores.gateways.wait_until_ready().await,
         stores.peer_authentications.wait_until_ready().await,
         stores.authorization_policies.wait_until_ready().await,
+        stores.request_authentications.wait_until_ready().await,
         stores.secrets.wait_until_ready().await,
     ] {
         if ready.is_err() {

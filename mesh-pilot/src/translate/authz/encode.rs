@@ -1,8 +1,5 @@
-//! RBAC filters encoded the same way every time. An RBAC config's policies are a protobuf map,
-//! which prost keeps in a `HashMap` and encodes in its (random) order: the same policies would
-//! be new bytes on every translation, so a proxy would see its listener change and drain its
-//! connections for nothing. The map entries are encoded here by hand, sorted by policy name;
-//! any protobuf reader takes fields in any order.
+//! RBAC filters encoded the same way every time: their policies are a protobuf map, encoded in
+//! name order ([`crate::translate::sorted`]).
 
 use envoy_types::pb::envoy::config::listener::v3::{Filter, filter};
 use envoy_types::pb::envoy::config::rbac::v3::Rbac;
@@ -11,43 +8,21 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpFilter, http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
-use envoy_types::pb::google::protobuf::Any;
-use prost::Message;
-use prost::encoding::{WireType, encode_key, encode_varint};
+
+use crate::translate::sorted::{any, with_field, with_map};
 
 /// The HTTP RBAC filter's name.
 pub const HTTP_FILTER: &str = "envoy.filters.http.rbac";
 /// The network RBAC filter's name.
 pub const NETWORK_FILTER: &str = "envoy.filters.network.rbac";
 
-/// `rules` with its policies in name order, as the bytes of an `envoy.config.rbac.v3.RBAC`.
+/// `rules` with its policies (field 2) in name order.
 fn rules(rules: &Rbac) -> Vec<u8> {
-    let mut out = Rbac { policies: Default::default(), ..rules.clone() }.encode_to_vec();
-    let mut names: Vec<&String> = rules.policies.keys().collect();
-    names.sort();
-    for name in names {
-        let Some(policy) = rules.policies.get(name) else { continue };
-        let mut entry = Vec::new();
-        prost::encoding::string::encode(1, name, &mut entry);
-        prost::encoding::message::encode(2, policy, &mut entry);
-        encode_key(2, WireType::LengthDelimited, &mut out);
-        encode_varint(entry.len() as u64, &mut out);
-        out.extend(entry);
-    }
-    out
+    with_map(&Rbac { policies: Default::default(), ..rules.clone() }, 2, &rules.policies)
 }
 
-/// `message` (whose field 1 is left empty) with `rules` as its field 1.
-fn with_rules(message: &impl Message, rules_bytes: Vec<u8>) -> Vec<u8> {
-    let mut out = message.encode_to_vec();
-    encode_key(1, WireType::LengthDelimited, &mut out);
-    encode_varint(rules_bytes.len() as u64, &mut out);
-    out.extend(rules_bytes);
-    out
-}
-
-fn any<T: prost::Name>(value: Vec<u8>) -> Any {
-    Any { type_url: T::type_url(), value }
+fn with_rules(message: &impl prost::Message, rules_bytes: Vec<u8>) -> Vec<u8> {
+    with_field(message, 1, rules_bytes)
 }
 
 /// The HTTP filter enforcing `config`.
@@ -77,6 +52,7 @@ mod tests {
     use envoy_types::pb::envoy::config::rbac::v3::{
         Permission, Policy, Principal, permission, principal,
     };
+    use prost::Message as _;
 
     use super::*;
 

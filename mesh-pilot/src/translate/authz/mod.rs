@@ -14,8 +14,11 @@ use std::collections::BTreeMap;
 use envoy_types::pb::envoy::config::listener::v3::Filter;
 use envoy_types::pb::envoy::config::rbac::v3::{Rbac, rbac};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mesh_api::gateway_api::GATEWAY_NAME_LABEL;
-use mesh_api::security::{AuthorizationAction, AuthorizationPolicy};
+use mesh_api::security::{
+    AuthorizationAction, AuthorizationPolicy, LabelSelector, PolicyTargetReference,
+};
 
 use crate::model::{Proxy, Snapshot};
 
@@ -28,39 +31,45 @@ pub use rules::Chain;
 /// The annotation that makes a policy a dry run (Istio's).
 pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
 
+/// Whether a policy (of `meta`'s namespace, with this selector or these targets) applies to
+/// `proxy`: a root-namespace policy without a selector to the whole mesh, with one to the
+/// workloads it selects in every namespace; another namespace's to its own workloads; a
+/// policy with targets to the Gateway API gateways it names only. Dry runs do not apply.
+pub fn applies(
+    snapshot: &Snapshot,
+    proxy: &Proxy,
+    meta: &ObjectMeta,
+    selector: Option<&LabelSelector>,
+    targets: &[&PolicyTargetReference],
+) -> bool {
+    let dry_run = meta.annotations.as_ref().and_then(|a| a.get(DRY_RUN_ANNOTATION));
+    if dry_run.is_some_and(|v| v == "true") {
+        return false;
+    }
+    let ns = meta.namespace.as_deref().unwrap_or("default");
+    let labels = &proxy.labels;
+    if !targets.is_empty() {
+        return proxy.router
+            && ns == proxy.namespace
+            && targets
+                .iter()
+                .any(|t| t.kind == "Gateway" && labels.get(GATEWAY_NAME_LABEL) == Some(&t.name));
+    }
+    let selected = selector
+        .filter(|s| !s.match_labels.is_empty())
+        .is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    selected && (ns == snapshot.root_namespace || ns == proxy.namespace)
+}
+
 /// The policies that apply to `proxy`, in a stable order (namespace, name).
 pub fn applicable<'a>(snapshot: &'a Snapshot, proxy: &Proxy) -> Vec<&'a AuthorizationPolicy> {
-    let labels = &proxy.labels;
     let mut found: Vec<&AuthorizationPolicy> = snapshot
         .authorization_policies
         .iter()
         .filter(|p| {
-            p.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(DRY_RUN_ANNOTATION))
-                .map(String::as_str)
-                != Some("true")
-        })
-        .filter(|p| {
-            let ns = p.metadata.namespace.as_deref().unwrap_or("default");
             let spec = &p.spec;
             let targets: Vec<_> = spec.target_ref.iter().chain(&spec.target_refs).collect();
-            if !targets.is_empty() {
-                // Gateway API gateways only: the proxies of the Gateway it names, in its
-                // namespace.
-                return proxy.router
-                    && ns == proxy.namespace
-                    && targets.iter().any(|t| {
-                        t.kind == "Gateway" && labels.get(GATEWAY_NAME_LABEL) == Some(&t.name)
-                    });
-            }
-            let selected = spec
-                .selector
-                .as_ref()
-                .filter(|s| !s.match_labels.is_empty())
-                .is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)));
-            selected && (ns == snapshot.root_namespace || ns == proxy.namespace)
+            applies(snapshot, proxy, &p.metadata, spec.selector.as_ref(), &targets)
         })
         .collect();
     found.sort_by(|a, b| {
@@ -97,9 +106,13 @@ pub fn configs(policies: &[&AuthorizationPolicy], chain: Chain) -> Vec<Rbac> {
         .collect()
 }
 
-/// The HTTP RBAC filters for an HTTP connection manager of `proxy`'s.
+/// The security filters for an HTTP connection manager of `proxy`'s: token validation
+/// (RequestAuthentication) first, then the RBAC filters, as Istio orders them.
 pub fn http_filters(snapshot: &Snapshot, proxy: &Proxy) -> Vec<HttpFilter> {
-    configs(&applicable(snapshot, proxy), Chain::Http).iter().map(encode::http_filter).collect()
+    let mut filters = super::authn::http_filters(snapshot, proxy);
+    filters
+        .extend(configs(&applicable(snapshot, proxy), Chain::Http).iter().map(encode::http_filter));
+    filters
 }
 
 /// The network RBAC filters for a TCP chain of `proxy`'s (before its `tcp_proxy`).
