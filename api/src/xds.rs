@@ -69,6 +69,20 @@ pub mod mtls {
     }
 }
 
+/// Cluster metadata naming the services an inbound cluster serves, where Istio writes it:
+/// `filter_metadata["istio"]["services"]`, a list of `{host}` sorted by host (Istio adds
+/// `name` and `namespace`; here they follow from the host, and a struct of one key encodes
+/// the same every time, where envoy-types' `Struct` is a HashMap). The proxy reports requests
+/// to the cluster under the first, never under the Host a client sent; Envoy ignores it.
+pub mod services_metadata {
+    /// The filter metadata namespace.
+    pub const FILTER: &str = "istio";
+    /// Key of the list of services in it.
+    pub const SERVICES: &str = "services";
+    /// A service's host name (`reviews.default.svc.cluster.local`).
+    pub const HOST: &str = "host";
+}
+
 /// Node metadata keys, the ones Istio's agents send.
 pub mod metadata {
     /// Namespace of the workload.

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
@@ -46,12 +47,59 @@ pub enum ChainAction {
     HttpRds {
         /// Name of the route configuration to use (the pilot names them by port: `"9080"`).
         routes: String,
+        /// The upgrades the connection manager tunnels.
+        upgrades: Upgrades,
     },
     /// Serve HTTP with routes carried inline (inbound).
     HttpInline {
         /// The route configuration from the HTTP connection manager's `route_config`.
         routes: Box<RouteConfiguration>,
+        /// The upgrades the connection manager tunnels.
+        upgrades: Upgrades,
     },
+}
+
+/// The upgrades an HTTP connection manager tunnels: the types its `upgrade_configs` enable,
+/// with Envoy's semantics (none when it lists none; `enabled: false` switches one off),
+/// compared without regard to case. `h2c` is never one, whatever the list says: Envoy's codec
+/// strips it too, and once switched the app would read the client's own HTTP/2, past every
+/// header this proxy sets or removes (a forged `x-forwarded-client-cert`). CONNECT does not
+/// depend on the list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Upgrades(Arc<[String]>);
+
+impl Upgrades {
+    /// The upgrades `hcm` enables.
+    pub fn of(hcm: &HttpConnectionManager) -> Self {
+        Self::from_types(
+            hcm.upgrade_configs
+                .iter()
+                .filter(|c| c.enabled.as_ref().is_none_or(|enabled| enabled.value))
+                .map(|c| c.upgrade_type.as_str()),
+        )
+    }
+
+    /// These upgrade types (`websocket`, ...), but `h2c`.
+    pub fn from_types<'a>(types: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(
+            types
+                .into_iter()
+                .map(str::to_ascii_lowercase)
+                .filter(|t| !t.is_empty() && t != "h2c")
+                .collect(),
+        )
+    }
+
+    /// WebSocket alone, what the pilot enables on every connection manager (as Istio does).
+    pub fn websocket() -> Self {
+        Self::from_types(["websocket"])
+    }
+
+    /// Whether an upgrade to `protocol` (an `Upgrade` header's value) is tunnelled.
+    pub fn allows(&self, protocol: &str) -> bool {
+        let protocol = protocol.trim();
+        self.0.iter().any(|t| t.eq_ignore_ascii_case(protocol))
+    }
 }
 
 /// A filter chain's match, parsed once: what [`ChainIndex::select`] compares a connection with.
@@ -244,12 +292,13 @@ pub fn action(chain: &FilterChain) -> Result<ChainAction, String> {
         "envoy.filters.network.http_connection_manager" => {
             let hcm =
                 HttpConnectionManager::decode(any.value.as_slice()).map_err(|e| e.to_string())?;
+            let upgrades = Upgrades::of(&hcm);
             match hcm.route_specifier {
                 Some(RouteSpecifier::Rds(rds)) => {
-                    Ok(ChainAction::HttpRds { routes: rds.route_config_name })
+                    Ok(ChainAction::HttpRds { routes: rds.route_config_name, upgrades })
                 }
                 Some(RouteSpecifier::RouteConfig(routes)) => {
-                    Ok(ChainAction::HttpInline { routes: Box::new(routes) })
+                    Ok(ChainAction::HttpInline { routes: Box::new(routes), upgrades })
                 }
                 _ => Err(format!("chain {:?}: HTTP without routes", chain.name)),
             }
@@ -306,5 +355,32 @@ mod tests {
         // back to the /8 chain, the connection goes to the default chain.
         assert_eq!(index.select(&connection("10.1.2.3:80", "raw_buffer")), None);
         assert_eq!(index.select(&connection("192.168.0.1:80", "tls")), None);
+    }
+
+    #[test]
+    fn only_the_upgrades_the_manager_enables_are_tunnelled_and_never_h2c() {
+        use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::UpgradeConfig;
+        use envoy_types::pb::google::protobuf::BoolValue;
+        let config = |kind: &str, enabled: Option<bool>| UpgradeConfig {
+            upgrade_type: kind.to_owned(),
+            enabled: enabled.map(|value| BoolValue { value }),
+            ..Default::default()
+        };
+        let none = Upgrades::of(&HttpConnectionManager::default());
+        assert!(!none.allows("websocket"), "no upgrade_configs: no upgrade, as in Envoy");
+        let hcm = HttpConnectionManager {
+            upgrade_configs: vec![
+                config("WebSocket", None),
+                config("h2c", Some(true)),
+                config("spdy/3.1", Some(false)),
+            ],
+            ..Default::default()
+        };
+        let upgrades = Upgrades::of(&hcm);
+        assert!(upgrades.allows("websocket") && upgrades.allows("WEBSOCKET"), "any case");
+        assert!(!upgrades.allows("h2c"), "h2c never switches protocols");
+        assert!(!upgrades.allows("spdy/3.1"), "switched off");
+        assert!(!upgrades.allows("websocket, h2c"), "one protocol, as listed");
+        assert_eq!(upgrades, Upgrades::websocket());
     }
 }

@@ -3,12 +3,17 @@
 //! one access-log line per request or connection. Who the peers are comes from their
 //! certificates and from the peer-metadata header sidecars exchange over mTLS
 //! ([`PEER_HEADER`]). Response flags and protocols are typed ([`ResponseFlags`], [`Protocol`],
-//! [`RequestProtocol`]) and printed as Envoy and Istio print them.
+//! [`RequestProtocol`]) and printed as Envoy and Istio print them. No label takes unbounded
+//! values from traffic ([`cardinality`]).
 
+pub mod cardinality;
 mod flags;
+mod metrics;
 mod protocol;
 
+pub use cardinality::{destination_service, grpc_code_label, grpc_status_label, label_value};
 pub use flags::{FlagsText, ResponseFlags};
+pub use metrics::Metrics;
 pub use protocol::{Protocol, RequestProtocol};
 
 use std::collections::BTreeMap;
@@ -16,10 +21,6 @@ use std::fmt::Write as _;
 
 use prometheus_client::encoding::{EncodeLabel as _, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 
 /// Header a sidecar adds to requests it sends to, and responses it returns to, another
 /// sidecar over mesh mTLS: its workload's name, namespace, app, version and canonical
@@ -92,7 +93,8 @@ impl Workload {
         )
     }
 
-    /// Reads [`PEER_HEADER`]; the principal comes from the peer's certificate.
+    /// Reads [`PEER_HEADER`]; the principal comes from the peer's certificate. The peer
+    /// writes the values: each is checked as a label ([`label_value`]).
     pub fn from_header(value: &str, principal: &str) -> Self {
         let mut out = Workload { principal: principal.to_owned(), ..Workload::default() };
         for pair in value.split(';') {
@@ -107,7 +109,7 @@ impl Workload {
                 "cluster" => &mut out.cluster,
                 _ => continue,
             };
-            *slot = v.to_owned();
+            *slot = label_value(v);
         }
         out
     }
@@ -188,8 +190,8 @@ pub struct Report {
     pub protocol: RequestProtocol,
     /// HTTP status (0 for TCP).
     pub status: u16,
-    /// gRPC status, if any.
-    pub grpc_status: Option<String>,
+    /// gRPC status, if any: `0`–`16`, or `unknown` ([`grpc_status_label`]).
+    pub grpc_status: Option<&'static str>,
     /// Envoy's response flags.
     pub flags: ResponseFlags,
     /// Whether the connection was mutual TLS.
@@ -263,7 +265,7 @@ impl Report {
             or_unknown(&destination.cluster),
             self.protocol.as_str(),
             if tcp { "" } else { status_text(self.status) },
-            self.grpc_status.as_deref().unwrap_or_default(),
+            self.grpc_status.unwrap_or_default(),
             flags,
             match (reporter, self.mutual_tls) {
                 (Reporter::Source, _) => "unknown",
@@ -284,222 +286,6 @@ fn service_name(host: &str) -> (&str, &str) {
     match host.split_once(".svc.") {
         Some((front, _)) => front.split_once('.').unwrap_or((front, "")),
         None => (host, ""),
-    }
-}
-
-/// The request metrics of one label set (handles share the families' values).
-struct RequestHandles {
-    requests: Counter,
-    duration: Histogram,
-    request_bytes: Histogram,
-    response_bytes: Histogram,
-}
-
-/// Per thread: request-metric handles by (metrics instance, label values); the key is a
-/// fast hash, each entry checked against the values.
-type HandleCache = std::collections::HashMap<u64, Vec<(u64, Labels, RequestHandles)>>;
-
-thread_local! {
-    static REQUEST_HANDLES: std::cell::RefCell<HandleCache> = Default::default();
-}
-
-/// The proxy's metrics.
-#[derive(Clone)]
-pub struct Metrics {
-    /// Tells this instance's cached handles from another's (tests run several proxies).
-    id: u64,
-    requests: Family<Labels, Counter>,
-    duration: Family<Labels, Histogram>,
-    request_bytes: Family<Labels, Histogram>,
-    response_bytes: Family<Labels, Histogram>,
-    tcp_sent: Family<Labels, Counter>,
-    tcp_received: Family<Labels, Counter>,
-    tcp_opened: Family<Labels, Counter>,
-    tcp_closed: Family<Labels, Counter>,
-    /// Downstream connections open now.
-    pub active_connections: Gauge,
-    /// Whether the xDS stream is up (1) or not (0).
-    pub xds_connected: Gauge,
-    /// Updates applied from the pilot.
-    pub config_updates: Gauge,
-    /// Updates refused (NACKed).
-    pub config_rejected: Gauge,
-    /// Access-log lines dropped because the writer fell behind.
-    pub log_dropped: Counter,
-    /// Requests and retries refused by a circuit breaker.
-    pub overflow: Counter,
-    /// Downstream TLS handshakes a listener terminated, by listener and Envoy's `ssl.*` stat.
-    listener_ssl: Family<Vec<(String, String)>, Counter>,
-}
-
-fn duration_histogram() -> Histogram {
-    Histogram::new([
-        0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-        30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-    ])
-}
-
-fn bytes_histogram() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1.0, 10.0, 9))
-}
-
-impl Metrics {
-    /// Metrics registered in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
-        static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let metrics = Self {
-            id: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            requests: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
-            request_bytes: Family::new_with_constructor(bytes_histogram as fn() -> Histogram),
-            response_bytes: Family::new_with_constructor(bytes_histogram as fn() -> Histogram),
-            tcp_sent: Family::default(),
-            tcp_received: Family::default(),
-            tcp_opened: Family::default(),
-            tcp_closed: Family::default(),
-            active_connections: Gauge::default(),
-            xds_connected: Gauge::default(),
-            config_updates: Gauge::default(),
-            config_rejected: Gauge::default(),
-            log_dropped: Counter::default(),
-            overflow: Counter::default(),
-            listener_ssl: Family::default(),
-        };
-        let m = &metrics;
-        registry.register("istio_requests", "Requests", m.requests.clone());
-        registry.register(
-            "istio_request_duration_milliseconds",
-            "Request duration",
-            m.duration.clone(),
-        );
-        registry.register("istio_request_bytes", "Request body sizes", m.request_bytes.clone());
-        registry.register("istio_response_bytes", "Response body sizes", m.response_bytes.clone());
-        registry.register(
-            "istio_tcp_sent_bytes",
-            "Bytes sent to the downstream",
-            m.tcp_sent.clone(),
-        );
-        registry.register(
-            "istio_tcp_received_bytes",
-            "Bytes received from the downstream",
-            m.tcp_received.clone(),
-        );
-        registry.register(
-            "istio_tcp_connections_opened",
-            "TCP connections opened",
-            m.tcp_opened.clone(),
-        );
-        registry.register(
-            "istio_tcp_connections_closed",
-            "TCP connections closed",
-            m.tcp_closed.clone(),
-        );
-        registry.register(
-            "mesh_proxy_downstream_connections_active",
-            "Connections from downstream open now",
-            m.active_connections.clone(),
-        );
-        registry.register(
-            "mesh_proxy_xds_connected",
-            "Whether the xDS stream to the pilot is up",
-            m.xds_connected.clone(),
-        );
-        registry.register(
-            "mesh_proxy_config_updates",
-            "Configuration updates applied since start",
-            m.config_updates.clone(),
-        );
-        registry.register(
-            "mesh_proxy_config_rejected",
-            "Configuration updates refused (NACKed) since start",
-            m.config_rejected.clone(),
-        );
-        registry.register(
-            "mesh_proxy_access_log_dropped",
-            "Access-log lines dropped because the writer fell behind",
-            m.log_dropped.clone(),
-        );
-        registry.register(
-            "mesh_proxy_circuit_breaker_overflow",
-            "Requests and retries refused because a cluster's circuit breaker was full",
-            m.overflow.clone(),
-        );
-        registry.register(
-            "mesh_proxy_listener_ssl",
-            "TLS handshakes of the listeners' own certificates, by listener and Envoy's \
-             listener.<address>.ssl.* stat (handshake, connection_error, fail_verify_no_cert, \
-             fail_verify_error, fail_verify_san, fail_verify_cert_hash)",
-            m.listener_ssl.clone(),
-        );
-        metrics
-    }
-
-    /// Counts one of Envoy's `listener.<listener>.ssl.<stat>` events (a handshake, a failed
-    /// one and why). Not on the request path: once per TLS connection.
-    pub fn listener_ssl(&self, listener: &str, stat: &str) {
-        let labels = vec![
-            ("listener".to_owned(), listener.to_owned()),
-            ("stat".to_owned(), stat.to_owned()),
-        ];
-        self.listener_ssl.get_or_create(&labels).inc();
-    }
-
-    /// Records a finished HTTP request.
-    pub fn request(
-        &self,
-        reporter: Reporter,
-        report: &Report,
-        millis: f64,
-        request_bytes: u64,
-        response_bytes: u64,
-    ) {
-        // The families' own lookup hashes all 25 labels (SipHash) under a lock, once per
-        // metric; a per-thread cache of the four metrics' handles, keyed by a fast hash of
-        // the label values, does that once per label set and thread instead.
-        let flags = report.flags.text();
-        let values = report.label_values(reporter, flags.as_str());
-        let key = {
-            use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
-            let mut hasher = foldhash::fast::FixedState::default().build_hasher();
-            self.id.hash(&mut hasher);
-            values.hash(&mut hasher);
-            hasher.finish()
-        };
-        REQUEST_HANDLES.with_borrow_mut(|cache| {
-            let bucket = cache.entry(key).or_default();
-            let found =
-                bucket.iter().position(|(id, labels, _)| *id == self.id && labels.matches(&values));
-            let index = found.unwrap_or_else(|| {
-                let labels = Labels::of(values);
-                let handles = RequestHandles {
-                    requests: self.requests.get_or_create(&labels).clone(),
-                    duration: self.duration.get_or_create(&labels).clone(),
-                    request_bytes: self.request_bytes.get_or_create(&labels).clone(),
-                    response_bytes: self.response_bytes.get_or_create(&labels).clone(),
-                };
-                bucket.push((self.id, labels, handles));
-                bucket.len() - 1
-            });
-            if let Some((_, _, handles)) = bucket.get(index) {
-                handles.requests.inc();
-                handles.duration.observe(millis);
-                handles.request_bytes.observe(request_bytes as f64);
-                handles.response_bytes.observe(response_bytes as f64);
-            }
-        });
-    }
-
-    /// Records a TCP connection being opened.
-    pub fn tcp_opened(&self, reporter: Reporter, report: &Report) {
-        self.tcp_opened.get_or_create(&report.labels(reporter)).inc();
-    }
-
-    /// Records a TCP connection's bytes and its close.
-    pub fn tcp_closed(&self, reporter: Reporter, report: &Report, sent: u64, received: u64) {
-        let labels = report.labels(reporter);
-        self.tcp_sent.get_or_create(&labels).inc_by(sent);
-        self.tcp_received.get_or_create(&labels).inc_by(received);
-        self.tcp_closed.get_or_create(&labels).inc();
     }
 }
 

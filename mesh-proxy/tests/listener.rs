@@ -8,7 +8,7 @@
 mod common;
 
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use mesh_proxy::listener::{ChainAction, Connection, action, select};
+use mesh_proxy::listener::{ChainAction, Connection, Upgrades, action, select};
 use prost::Message;
 
 fn listeners() -> (Listener, Listener) {
@@ -47,7 +47,11 @@ fn outbound_goes_by_service_address_and_port() {
     // HTTP ports go to their routes whatever the address (the Host header decides).
     assert_eq!(
         chain(&outbound, &connect("10.96.1.10:9080", "raw_buffer", &[])),
-        ("0.0.0.0_9080".to_owned(), ChainAction::HttpRds { routes: "9080".to_owned() })
+        (
+            "0.0.0.0_9080".to_owned(),
+            ChainAction::HttpRds { routes: "9080".to_owned(), upgrades: Upgrades::websocket() }
+        ),
+        "WebSocket is tunnelled, as the pilot enables it on every connection manager"
     );
     // The TCP port of a service at another address, and an unknown destination: passed
     // through to where the app sent them (ALLOW_ANY).

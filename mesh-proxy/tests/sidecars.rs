@@ -495,6 +495,9 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
             "source_workload=\"client\"",
             "source_principal=\"spiffe://cluster.local/ns/demo/sa/client\"",
             "destination_workload=\"hello\"",
+            // The inbound cluster's service, as the pilot names it (the client's Host was
+            // the service's address).
+            "destination_service=\"hello.demo.svc.cluster.local\"",
             "connection_security_policy=\"mutual_tls\"",
             "response_code=\"200\"",
         ],

@@ -107,6 +107,12 @@ fn everything_the_pilot_serves_is_accepted() {
     );
     assert_eq!(addresses("outbound|9080|v2|reviews.demo.svc.cluster.local"), ["10.1.0.12:9080"]);
     assert_eq!(addresses("inbound|8080||"), ["127.0.0.1:8080"]);
+    // The pilot names the service an inbound cluster serves, and the proxy reads it back:
+    // requests to it are reported under that service, whatever Host they carry.
+    for port in [7000, 8080] {
+        let transport = &runtime.transports[&format!("inbound|{port}||")];
+        assert_eq!(transport.service.as_deref(), Some("frontend.demo.svc.cluster.local"));
+    }
     assert!(matches!(
         runtime.upstreams["PassthroughCluster"].as_ref(),
         Upstream::OriginalDestination
@@ -115,9 +121,15 @@ fn everything_the_pilot_serves_is_accepted() {
         runtime.upstreams["outbound|443||api.payments.example"].as_ref(),
         Upstream::Dns(targets) if targets == &[("api.payments.example".to_owned(), 443)]
     ));
-    let rds = mesh_proxy::listener::ChainAction::HttpRds { routes: "9080".into() };
+    let rds = mesh_proxy::listener::ChainAction::HttpRds {
+        routes: "9080".into(),
+        upgrades: Default::default(),
+    };
     assert!(runtime.route_table(&rds).is_ok());
-    let missing = mesh_proxy::listener::ChainAction::HttpRds { routes: "1".into() };
+    let missing = mesh_proxy::listener::ChainAction::HttpRds {
+        routes: "1".into(),
+        upgrades: Default::default(),
+    };
     assert!(runtime.route_table(&missing).err().unwrap().contains("has not arrived"));
 }
 

@@ -364,11 +364,57 @@ fn inbound(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Cluster> {
                 connect_timeout: Some(duration(CONNECT_TIMEOUT)),
                 load_assignment: Some(super::endpoint::static_assignment(&name, "127.0.0.1", port)),
                 upstream_bind_config: Some(bind("127.0.0.6")),
+                metadata: services_metadata(snapshot, proxy, port),
                 name,
                 ..Cluster::default()
             }
         })
         .collect()
+}
+
+/// Names the services the inbound cluster of `port` serves, as Istio does
+/// ([`mesh_api::xds::services_metadata`]): proxies report requests to the cluster under the
+/// first, never under the Host a client sent. `None` when no service selects the port.
+fn services_metadata(
+    snapshot: &Snapshot,
+    proxy: &Proxy,
+    port: u16,
+) -> Option<envoy_types::pb::envoy::config::core::v3::Metadata> {
+    use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
+    use mesh_api::xds::services_metadata as m;
+    let text = |s: &str| Value { kind: Some(Kind::StringValue(s.to_owned())) };
+    // The services whose endpoint on this proxy is on `port`, as `inbound_ports` finds them,
+    // once each (a service may map two of its ports to this one), sorted by host.
+    let hosts: std::collections::BTreeSet<&str> = snapshot
+        .endpoints
+        .iter()
+        .filter(|(_, endpoints)| {
+            endpoints
+                .iter()
+                .find(|e| proxy.ips.contains(&e.address))
+                .is_some_and(|e| e.port == port)
+        })
+        .filter_map(|((host, _), _)| snapshot.services.get(host))
+        .map(|service| service.hostname.as_str())
+        .collect();
+    if hosts.is_empty() {
+        return None;
+    }
+    // Every map here holds one entry: envoy-types' maps are HashMaps, and two entries would
+    // encode in a different order each time, making an unchanged cluster look changed.
+    let values = hosts
+        .into_iter()
+        .map(|host| {
+            let fields = [(m::HOST.to_owned(), text(host))].into_iter().collect();
+            Value { kind: Some(Kind::StructValue(Struct { fields })) }
+        })
+        .collect();
+    let list = Value { kind: Some(Kind::ListValue(ListValue { values })) };
+    let istio = Struct { fields: [(m::SERVICES.to_owned(), list)].into_iter().collect() };
+    Some(envoy_types::pb::envoy::config::core::v3::Metadata {
+        filter_metadata: [(m::FILTER.to_owned(), istio)].into_iter().collect(),
+        ..Default::default()
+    })
 }
 
 fn bind(source: &str) -> BindConfig {

@@ -157,6 +157,8 @@ struct Chosen {
     /// The listener it belongs to, whose default chain (the passthrough) takes connections
     /// on an HTTP chain that turn out not to be HTTP; read only when one does.
     listener: Arc<CompiledListener>,
+    /// The upgrades an HTTP chain tunnels.
+    upgrades: listener::Upgrades,
 }
 
 /// Chooses the chain of the listener on `port` for `connection`, from the listeners compiled
@@ -167,10 +169,16 @@ fn choose(shared: &Shared, port: u16, connection: &listener::Connection) -> Resu
     let chain = compiled.select(connection).ok_or("no filter chain matches")?;
     let plan = match chain.plan.as_ref().map_err(Clone::clone)? {
         ChainPlan::Tcp { cluster, idle_timeout } => Plan::Tcp(cluster.clone(), *idle_timeout),
-        ChainPlan::HttpRds(routes) => Plan::Http(Routes::Named(routes.clone())),
-        ChainPlan::HttpInline(table) => Plan::Http(Routes::Inline(table.clone())),
+        ChainPlan::HttpRds(routes, _) => Plan::Http(Routes::Named(routes.clone())),
+        ChainPlan::HttpInline(table, _) => Plan::Http(Routes::Inline(table.clone())),
     };
-    Ok(Chosen { plan, tls: chain.tls.clone(), listener: compiled.clone() })
+    let upgrades = match chain.plan.as_ref() {
+        Ok(ChainPlan::HttpRds(_, upgrades) | ChainPlan::HttpInline(_, upgrades)) => {
+            upgrades.clone()
+        }
+        _ => listener::Upgrades::default(),
+    };
+    Ok(Chosen { plan, tls: chain.tls.clone(), listener: compiled.clone(), upgrades })
 }
 
 async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {
@@ -207,8 +215,14 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
     };
     match (sniffed, &chosen.listener.fallback) {
         (Sniffed::Http1 | Sniffed::Http2, _) => {
-            let connection =
-                Connection { reporter, downstream: peer, destination, peer: None, routes };
+            let connection = Connection {
+                reporter,
+                downstream: peer,
+                destination,
+                peer: None,
+                routes,
+                upgrades: chosen.upgrades.clone(),
+            };
             serve_http(shared, tcp, connection, sniffed == Sniffed::Http2, drain).await;
         }
         // Not HTTP on an HTTP port: passed through as the listener's default chain would.
@@ -307,6 +321,7 @@ async fn carry(
         destination,
         peer: mesh_peer,
         routes,
+        upgrades: chosen.upgrades.clone(),
     };
     match chosen.tls {
         ChainTls::None => match chosen.plan {

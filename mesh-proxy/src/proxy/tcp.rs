@@ -47,8 +47,15 @@ where
         ..Entry::default()
     };
     let peer = flow.peer.as_ref().map(|peer| peer.workload(None));
+    let runtime = shared.runtime.load_full();
+    let named = runtime.transports.get(&flow.cluster).and_then(|t| t.service.as_deref());
     let mut report = Report {
-        service: super::service_host(&flow.cluster).unwrap_or_else(|| flow.destination.to_string()),
+        service: crate::telemetry::destination_service(
+            flow.reporter,
+            &flow.cluster,
+            named,
+            &flow.destination.to_string(),
+        ),
         ..Report::new(crate::telemetry::RequestProtocol::Tcp, flow.reporter, &shared.me, peer)
     };
     let finish = |entry: &mut Entry, report: &Report, sent: u64, received: u64| {
@@ -58,7 +65,6 @@ where
         entry.flags = report.flags;
         shared.log.log(entry);
     };
-    let runtime = shared.runtime.load_full();
     let picked = match pick(&runtime, &flow.cluster, flow.destination, None).await {
         Ok(picked) => picked,
         Err(no) => {

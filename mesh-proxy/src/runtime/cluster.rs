@@ -195,6 +195,9 @@ pub struct Transport {
     pub breakers: Breakers,
     /// How long HTTP connections are reused: requests per connection, idle timeout.
     pub pool: PoolSettings,
+    /// The service telemetry reports requests to the cluster under, when its metadata names
+    /// one (the pilot names them on inbound clusters: [`mesh_api::xds::services_metadata`]).
+    pub service: Option<String>,
 }
 
 impl Transport {
@@ -260,7 +263,26 @@ impl Transport {
             .and_then(duration)
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(10));
-        Self { bind, tls, http, connect_timeout, breakers: Breakers::of(cluster), pool }
+        let service = named_service(cluster);
+        Self { bind, tls, http, connect_timeout, breakers: Breakers::of(cluster), pool, service }
+    }
+}
+
+/// The first service `cluster`'s metadata names ([`mesh_api::xds::services_metadata`]), as a
+/// label value.
+fn named_service(cluster: &Cluster) -> Option<String> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    use mesh_api::xds::services_metadata as m;
+    let istio = cluster.metadata.as_ref()?.filter_metadata.get(m::FILTER)?;
+    let Some(Kind::ListValue(services)) = &istio.fields.get(m::SERVICES)?.kind else {
+        return None;
+    };
+    let Some(Kind::StructValue(first)) = &services.values.first()?.kind else { return None };
+    match &first.fields.get(m::HOST)?.kind {
+        Some(Kind::StringValue(host)) if !host.is_empty() => {
+            Some(crate::telemetry::label_value(host))
+        }
+        _ => None,
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
-use crate::listener::{self, ChainAction, ChainIndex};
+use crate::listener::{self, ChainAction, ChainIndex, Upgrades};
 use crate::routing::RouteTable;
 use crate::tls::DownstreamTls;
 
@@ -25,10 +25,11 @@ pub enum ChainPlan {
         idle_timeout: Option<Duration>,
     },
     /// Serve HTTP with the routes of this RDS name, looked up per request so route updates
-    /// reach open connections.
-    HttpRds(String),
-    /// Serve HTTP with routes carried in the listener, compiled with it.
-    HttpInline(Arc<RouteTable>),
+    /// reach open connections, tunnelling these upgrades.
+    HttpRds(String, Upgrades),
+    /// Serve HTTP with routes carried in the listener, compiled with it, tunnelling these
+    /// upgrades.
+    HttpInline(Arc<RouteTable>, Upgrades),
 }
 
 impl std::fmt::Debug for ChainPlan {
@@ -39,8 +40,12 @@ impl std::fmt::Debug for ChainPlan {
                 .field("cluster", cluster)
                 .field("idle_timeout", idle_timeout)
                 .finish(),
-            ChainPlan::HttpRds(name) => f.debug_tuple("HttpRds").field(name).finish(),
-            ChainPlan::HttpInline(_) => f.write_str("HttpInline(..)"),
+            ChainPlan::HttpRds(name, upgrades) => {
+                f.debug_tuple("HttpRds").field(name).field(upgrades).finish()
+            }
+            ChainPlan::HttpInline(_, upgrades) => {
+                f.debug_tuple("HttpInline").field(&"..").field(upgrades).finish()
+            }
         }
     }
 }
@@ -88,10 +93,9 @@ impl CompiledChain {
             ChainAction::Tcp { cluster, idle_timeout } => {
                 Ok(ChainPlan::Tcp { cluster, idle_timeout })
             }
-            ChainAction::HttpRds { routes } => Ok(ChainPlan::HttpRds(routes)),
-            ChainAction::HttpInline { routes } => {
-                RouteTable::compile(&routes).map(|table| ChainPlan::HttpInline(Arc::new(table)))
-            }
+            ChainAction::HttpRds { routes, upgrades } => Ok(ChainPlan::HttpRds(routes, upgrades)),
+            ChainAction::HttpInline { routes, upgrades } => RouteTable::compile(&routes)
+                .map(|table| ChainPlan::HttpInline(Arc::new(table), upgrades)),
         });
         let (tls, names) = match chain.transport_socket.as_ref().map(crate::tls::downstream) {
             None | Some(Ok(None)) => (ChainTls::None, Vec::new()),

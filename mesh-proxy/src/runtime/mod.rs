@@ -167,12 +167,12 @@ impl Runtime {
     /// The route table an HTTP chain uses.
     pub fn route_table(&self, action: &ChainAction) -> Result<Arc<RouteTable>, String> {
         match action {
-            ChainAction::HttpRds { routes } => self
+            ChainAction::HttpRds { routes, .. } => self
                 .routes
                 .get(routes)
                 .cloned()
                 .ok_or_else(|| format!("route configuration {routes:?} has not arrived")),
-            ChainAction::HttpInline { routes } => RouteTable::compile(routes).map(Arc::new),
+            ChainAction::HttpInline { routes, .. } => RouteTable::compile(routes).map(Arc::new),
             ChainAction::Tcp { cluster, .. } => {
                 Err(format!("chain to {cluster:?} is TCP, not HTTP"))
             }

@@ -19,6 +19,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::envoy::config::route::v3::{self as r, RouteConfiguration};
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use http_body_util::{BodyExt as _, Full};
+use mesh_proxy::listener::Upgrades;
 use mesh_proxy::proxy::http::{Connection, Routes};
 use mesh_proxy::proxy::{MeshTls, Shared, Tuning};
 use mesh_proxy::routing::RouteTable;
@@ -249,9 +250,21 @@ pub fn route_config(route: r::Route) -> RouteConfiguration {
     }
 }
 
-/// A proxy on loopback serving `route` (any host) over `clusters`; returns its address and
-/// metrics registry.
+/// A proxy on loopback serving `route` (any host) over `clusters`, tunnelling WebSocket as
+/// the pilot configures it; returns its address and metrics registry.
 pub async fn proxy(
+    route: r::Route,
+    clusters: Vec<Cluster>,
+) -> (SocketAddr, Arc<prometheus_client::registry::Registry>) {
+    proxy_with(Reporter::Source, Upgrades::websocket(), route, clusters).await
+}
+
+/// A proxy on loopback serving `route` (any host) over `clusters`, reporting as `reporter`
+/// (outbound or inbound), its connection manager tunnelling `upgrades`; returns its address
+/// and metrics registry.
+pub async fn proxy_with(
+    reporter: Reporter,
+    upgrades: Upgrades,
     route: r::Route,
     clusters: Vec<Cluster>,
 ) -> (SocketAddr, Arc<prometheus_client::registry::Registry>) {
@@ -265,11 +278,12 @@ pub async fn proxy(
         loop {
             let (tcp, peer) = listener.accept().await.unwrap();
             let connection = Connection {
-                reporter: Reporter::Source,
+                reporter,
                 downstream: peer,
                 destination: address,
                 peer: None,
                 routes: Routes::Inline(table.clone()),
+                upgrades: upgrades.clone(),
             };
             tokio::spawn(mesh_proxy::proxy::listen::serve_http(
                 shared.clone(),

@@ -20,7 +20,7 @@ use super::reply::LocalReply;
 use crate::policy::RETRY_BUFFER_LIMIT;
 use crate::proxy::upstream::UpstreamBody;
 use crate::proxy::{Body, BoxError};
-use crate::telemetry::ResponseFlags;
+use crate::telemetry::{ResponseFlags, grpc_status_label};
 
 /// A body of `bytes`, all at once.
 pub(super) fn full(bytes: Bytes) -> Body {
@@ -32,7 +32,7 @@ pub(super) fn full(bytes: Bytes) -> Body {
 pub(super) fn metered(response: Response<UpstreamBody>, mut finish: Finish) -> Response<Body> {
     finish.report.status = response.status().as_u16();
     if let Some(status) = response.headers().get("grpc-status") {
-        finish.report.grpc_status = status.to_str().ok().map(str::to_owned);
+        finish.report.grpc_status = Some(grpc_status_label(status.as_bytes()));
     }
     response.map(|body| Metered::new(body, finish).boxed_unsync())
 }
@@ -73,7 +73,7 @@ where
                     } else if let Some(trailers) = frame.trailers_ref()
                         && let Some(status) = trailers.get("grpc-status")
                     {
-                        finish.report.grpc_status = status.to_str().ok().map(str::to_owned);
+                        finish.report.grpc_status = Some(grpc_status_label(status.as_bytes()));
                     }
                 }
             }

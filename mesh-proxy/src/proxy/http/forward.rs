@@ -26,6 +26,8 @@ pub(super) async fn forward(
     cx: &mut RequestContext<'_>,
     mut request: Request<Incoming>,
 ) -> Result<Response<UpstreamBody>, LocalReply> {
+    // A Connection header that is not a token list is refused before anything reads it.
+    head::check_connection(request.headers())?;
     authorize(cx, &request)?;
 
     let runtime = cx.shared.runtime.load_full();
@@ -57,10 +59,13 @@ pub(super) async fn forward(
         } => (cluster, path, authority, set_headers, add_headers, remove_headers),
     };
     cx.finish.entry.upstream_cluster = cluster.clone();
-    // The destination service: the cluster's, else the authority without its port.
-    cx.finish.report.service = crate::proxy::service_host(&cluster).unwrap_or_else(|| {
-        authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h).to_owned()
-    });
+    let transport = runtime.transports.get(&cluster).cloned();
+    cx.finish.report.service = crate::telemetry::destination_service(
+        cx.connection.reporter,
+        &cluster,
+        transport.as_ref().and_then(|t| t.service.as_deref()),
+        authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h),
+    );
 
     // CORS: a preflight from an allowed origin is answered here.
     let cors = cors::grant(policy.cors.as_ref(), request.headers());
@@ -72,7 +77,7 @@ pub(super) async fn forward(
 
     inject_fault(cx, policy.fault.as_ref()).await?;
 
-    let Some(transport) = runtime.transports.get(&cluster).cloned() else {
+    let Some(transport) = transport else {
         return Err(LocalReply::NoCluster { cluster });
     };
     // Circuit breaking: too much in flight to this cluster already.
@@ -82,7 +87,7 @@ pub(super) async fn forward(
     };
 
     let hash = hash_key(route, &routed, cx.connection.downstream.ip());
-    let upgrade = upgrade::requested(&request);
+    let upgrade = upgrade::requested(&request, &cx.connection.upgrades);
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let replay = !upgrade
         && (policy.retry.is_some() || !policy.mirrors.is_empty())

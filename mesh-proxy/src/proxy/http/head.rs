@@ -88,26 +88,60 @@ fn new_request_id(a: u64, b: u64) -> String {
     )
 }
 
-/// Headers that describe one connection, not the request (RFC 9110 7.6.1), and must not be
-/// forwarded; `te: trailers` is kept (gRPC needs it on HTTP/2).
-pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
+/// The options a `Connection` header lists (empty elements skipped).
+pub(super) fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+        .map(str::trim)
+        .filter(|option| !option.is_empty())
+}
+
+/// Refuses a request whose `Connection` header is not a list of tokens (RFC 9110 7.6.1): a
+/// byte outside visible ASCII, or an element with a space or a separator in it, names no
+/// header, and the app could read it otherwise than this proxy does (and keep a header this
+/// proxy meant to remove).
+pub(super) fn check_connection(headers: &HeaderMap) -> Result<(), LocalReply> {
+    for value in headers.get_all(header::CONNECTION) {
+        let text = value.to_str().map_err(|_| {
+            LocalReply::BadRequest("connection header: not visible ASCII".to_owned())
+        })?;
+        let is_token = |s: &str| {
+            s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        };
+        if let Some(bad) = text.split(',').map(str::trim).find(|t| !t.is_empty() && !is_token(t)) {
+            return Err(LocalReply::BadRequest(format!(
+                "connection header: {bad:?} is not a token"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Headers that describe one connection, not the request (RFC 9110 7.6.1), and must not be
+/// forwarded; `te: trailers` is kept (gRPC needs it on HTTP/2). An upgrade that goes on
+/// (`keep_upgrade`) keeps its `Upgrade` header and `Connection: upgrade`, nothing else the
+/// `Connection` header named; `HTTP2-Settings` never goes on (it belongs to an h2c upgrade,
+/// which is never tunnelled).
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = connection_options(headers)
+        .filter_map(|n| HeaderName::try_from(n).ok())
         .filter(|n| !(keep_upgrade && n == header::UPGRADE))
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in ["keep-alive", "proxy-connection", "transfer-encoding", "trailer"] {
+    for name in ["keep-alive", "proxy-connection", "transfer-encoding", "trailer", "http2-settings"]
+    {
         headers.remove(name);
     }
+    headers.remove(header::CONNECTION);
     if !keep_upgrade {
-        headers.remove(header::CONNECTION);
         headers.remove(header::UPGRADE);
+    } else if headers.contains_key(header::UPGRADE) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     if headers.get(header::TE).is_some_and(|v| v != "trailers") {
         headers.remove(header::TE);
@@ -270,12 +304,48 @@ mod tests {
         left.sort_unstable();
         assert_eq!(left, ["te", "x-kept"], "te: trailers stays for gRPC");
 
-        let mut map =
-            headers(&[("connection", "upgrade"), ("upgrade", "websocket"), ("te", "gzip")]);
+        let mut map = headers(&[
+            ("connection", "Upgrade, x-private"),
+            ("x-private", "1"),
+            ("upgrade", "websocket"),
+            ("te", "gzip"),
+        ]);
         strip_hop_by_hop(&mut map, true);
         assert_eq!(map["upgrade"], "websocket", "an upgrade keeps its headers");
-        assert_eq!(map["connection"], "upgrade");
+        assert_eq!(map["connection"], "upgrade", "and only the upgrade option");
+        assert!(!map.contains_key("x-private"), "what Connection named still goes");
         assert!(!map.contains_key("te"), "te other than trailers goes");
+
+        let mut h2c = headers(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA"),
+        ]);
+        strip_hop_by_hop(&mut h2c, false);
+        assert!(h2c.is_empty(), "an upgrade not tunnelled leaves nothing of itself: {h2c:?}");
+        let mut unnamed = headers(&[("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA")]);
+        strip_hop_by_hop(&mut unnamed, true);
+        assert!(unnamed.is_empty(), "HTTP2-Settings goes even when Connection does not name it");
+    }
+
+    #[test]
+    fn a_connection_header_must_be_a_list_of_tokens() {
+        let valid = headers(&[("connection", "keep-alive, Upgrade,, x-a")]);
+        assert!(check_connection(&valid).is_ok());
+        assert_eq!(
+            connection_options(&valid).collect::<Vec<_>>(),
+            ["keep-alive", "Upgrade", "x-a"]
+        );
+        let bad: [&[u8]; 4] = [b"upgrade, \xc3\xa9", b"keep alive", b"a;b", b"\"quoted\""];
+        for bad in bad {
+            let mut map = HeaderMap::new();
+            map.insert(header::CONNECTION, HeaderValue::from_bytes(bad).unwrap());
+            assert!(
+                matches!(check_connection(&map), Err(LocalReply::BadRequest(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

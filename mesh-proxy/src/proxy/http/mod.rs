@@ -78,6 +78,9 @@ pub struct Connection {
     pub peer: Option<Peer>,
     /// Routes.
     pub routes: Routes,
+    /// The upgrades its connection manager tunnels (WebSocket as the pilot configures it);
+    /// other upgrades go on as plain requests.
+    pub upgrades: crate::listener::Upgrades,
 }
 
 /// Serves one request of a downstream connection.

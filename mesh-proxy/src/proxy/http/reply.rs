@@ -166,7 +166,8 @@ impl LocalReply {
         match grpc_status {
             Some(code) => {
                 finish.report.status = 200;
-                finish.report.grpc_status = Some(code.to_string());
+                let code = usize::try_from(code).unwrap_or(usize::MAX);
+                finish.report.grpc_status = Some(crate::telemetry::grpc_code_label(code));
             }
             None => finish.report.status = self.http_status(),
         }
