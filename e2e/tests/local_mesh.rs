@@ -872,6 +872,92 @@ fn gateway_api(mesh: &mut Mesh) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The address of a pod of the local mesh.
+fn pod_ip(mesh: &mut Mesh, pod: &str) -> anyhow::Result<String> {
+    let status = mesh.status()?;
+    status["pods"]
+        .as_array()
+        .and_then(|pods| pods.iter().find(|p| p["name"] == pod))
+        .and_then(|p| p["ip"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("the address of pod {pod}"))
+}
+
+/// Istio's egress TLS origination task: the app calls an external host in plain HTTP, and
+/// its sidecar opens TLS to it (a DestinationRule `tls: SIMPLE`), checking the server's
+/// certificate against the given CA and names; a name the certificate does not carry is
+/// refused, never sent in plaintext.
+fn tls_origination(mesh: &mut Mesh) -> anyhow::Result<()> {
+    let pki = e2e::edge::TestPki::new("origination test CA")?;
+    let (_backend, dir) = tls_backend(mesh, &pki)?;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem)?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o644))?;
+    let backend = pod_ip(mesh, "tls-backend")?;
+    let config = |san: &str| {
+        format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend-external}}
+spec:
+  hosts: [backend.example.com]
+  addresses: [10.96.250.2]
+  ports: [{{number: 80, name: http-port, protocol: HTTP, targetPort: 8443}}]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  endpoints: [{{address: {backend}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: backend-external}}
+spec:
+  host: backend.example.com
+  trafficPolicy:
+    portLevelSettings:
+    - port: {{number: 80}}
+      tls: {{mode: SIMPLE, sni: backend.example.com, caCertificates: {ca}, subjectAltNames: [{san}]}}
+"#,
+            ca = ca.display()
+        )
+    };
+    mesh.apply(&config("backend.example.com"))?;
+    let client = mesh.namespace_of("client");
+    let call =
+        Call::get(&client, SocketAddr::from(([10, 96, 250, 2], 80)), "backend.example.com", "/");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match call.send() {
+            Ok(answer) if answer.status == 200 => {
+                ensure!(answer.body.contains("tls-backend answered"), "{}", answer.body);
+                break;
+            }
+            other => {
+                ensure!(Instant::now() < deadline, "never originated TLS: {other:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    // A name the server's certificate does not carry: refused, not sent anyway.
+    mesh.apply(&config("someone-else.example.com"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = call.send();
+        if answer.as_ref().is_ok_and(|a| a.status == 503) {
+            break;
+        }
+        ensure!(
+            answer.as_ref().is_ok_and(|a| a.status == 200) && Instant::now() < deadline,
+            "a wrong server name: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    mesh.delete(&config("someone-else.example.com"))?;
+    mesh.meshctl(&["remove", "tls-backend"])?;
+    Ok(())
+}
+
 /// Istio's egress-gateway task, for an HTTP host outside the mesh: the ServiceEntry registers
 /// it, the mesh's rule sends it to the egress gateway, the gateway's rule sends it out; the
 /// client's sidecar is REGISTRY_ONLY, so what is not registered is not reached at all. (The
@@ -1092,10 +1178,11 @@ fn suite(proxy: &str, pick: impl Fn(&str) -> bool) {
             ensure!(Instant::now() < deadline, "Bookinfo never answered whole");
             std::thread::sleep(Duration::from_millis(300));
         }
-        let scenarios: [(&str, &Scenario); 12] = [
+        let scenarios: [(&str, &Scenario); 13] = [
             ("routing", &|m| routing(m, &app)),
             ("ingress", &|m| ingress(m, &app)),
             ("egress", &|m| egress(m)),
+            ("tls origination", &|m| tls_origination(m)),
             ("gateway api", &|m| gateway_api(m)),
             ("edge tls", &|m| edge_tls(m)),
             ("shifting", &|m| shifting(m, &app)),

@@ -1,7 +1,7 @@
 //! What a workload (and the pilot, as a workload of the mesh) needs from identity: its
 //! certificate and key ([`store`]), obtained and rotated from mesh-ca ([`client`], over the
 //! wire API in [`pb`]), SPIFFE peer verification ([`verify`]), the mesh's rustls
-//! configurations ([`tls`]), a bounded TLS accept loop ([`accept`]), gRPC over TLS
+//! configurations ([`tls`]), TLS originated to servers outside the mesh ([`origination`]), a bounded TLS accept loop ([`accept`]), gRPC over TLS
 //! ([`grpc`]), the flags that reach the CA ([`flags`]), and SDS, which hands the certificate to a stock Envoy next to the workload
 //! ([`sds`], the agent's job).
 //!
@@ -13,6 +13,7 @@ pub mod accept;
 pub mod client;
 pub mod flags;
 pub mod grpc;
+pub mod origination;
 pub mod sds;
 pub mod store;
 pub mod tls;

@@ -43,8 +43,12 @@ pub struct Host {
 pub enum PeerIdentity {
     /// This SPIFFE id (from the endpoint's metadata).
     Exactly(SpiffeId),
-    /// Any identity of the mesh's trust domain (the endpoint's own is not known).
-    TrustDomain,
+    /// One of these (the cluster's: a DestinationRule's `subjectAltNames`, or the identities
+    /// of the service's workloads).
+    OneOf(std::sync::Arc<[SpiffeId]>),
+    /// Not known: connections are refused rather than take any workload of the trust
+    /// domain for this one.
+    Unknown,
 }
 
 impl Host {
@@ -75,7 +79,7 @@ fn mesh_identity(metadata: Option<&Metadata>) -> Option<PeerIdentity> {
         .get(IDENTITY_METADATA)
         .and_then(|any| <String as prost::Message>::decode(any.value.as_slice()).ok())
         .and_then(|text| text.parse().ok());
-    Some(id.map_or(PeerIdentity::TrustDomain, PeerIdentity::Exactly))
+    Some(id.map_or(PeerIdentity::Unknown, PeerIdentity::Exactly))
 }
 
 /// How a cluster picks among its endpoints.

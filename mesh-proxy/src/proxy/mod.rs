@@ -247,22 +247,29 @@ pub async fn pick(
     else {
         return Err(no(503, F::NO_CLUSTER_FOUND, format!("cluster {cluster:?} is not configured")));
     };
-    let mesh_all = match &transport.tls {
+    // Who the server must be: for mesh mTLS to every endpoint, the cluster's identities (a
+    // DestinationRule's subjectAltNames) over the endpoint's; an endpoint whose identity is
+    // not known is refused, never taken for any workload of the trust domain.
+    let (mesh_all, server_name, origination) = match &transport.tls {
         ClusterTls::Unsupported(why) => {
             return Err(no(503, F::UPSTREAM_CONNECTION_FAILURE, why.clone()));
         }
-        ClusterTls::Mesh { .. } => true,
-        ClusterTls::ByEndpoint => false,
-    };
-    let server_name = match &transport.tls {
-        ClusterTls::Mesh { sni } => sni.clone(),
-        _ => None,
+        ClusterTls::Mesh { sni, identities } => {
+            let ids = (!identities.is_empty()).then(|| PeerIdentity::OneOf(identities.clone()));
+            (Some(ids), sni.clone(), None)
+        }
+        ClusterTls::Originate { sni, config } => (None, sni.clone(), Some(config.clone())),
+        ClusterTls::ByEndpoint => (None, None, None),
     };
     let endpoint = |address, mesh: Option<PeerIdentity>| Endpoint {
         address,
         bind: transport.bind,
-        mesh: if mesh_all { mesh.or(Some(PeerIdentity::TrustDomain)) } else { mesh },
+        mesh: match &mesh_all {
+            Some(cluster) => cluster.clone().or(mesh).or(Some(PeerIdentity::Unknown)),
+            None => mesh,
+        },
         server_name: server_name.clone(),
+        origination: origination.clone(),
     };
     let mut picked = Picked {
         endpoint: endpoint(destination, None),

@@ -127,8 +127,29 @@ pub struct Endpoint {
     pub bind: Option<IpAddr>,
     /// Mesh mTLS and the identity it must prove, or plaintext.
     pub mesh: Option<PeerIdentity>,
-    /// The SNI of its mesh mTLS, when the cluster names one (none: the address).
+    /// The SNI of its TLS, when the cluster names one (none: the address).
     pub server_name: Option<Arc<str>>,
+    /// TLS originated to a server outside the mesh (a DestinationRule's SIMPLE or MUTUAL).
+    pub origination: Option<Origination>,
+}
+
+/// The client configuration of TLS originated to a server outside the mesh. Compared (and
+/// hashed, as part of a pool key) by identity: one configuration update makes one.
+#[derive(Clone, Debug)]
+pub struct Origination(pub Arc<rustls::ClientConfig>);
+
+impl PartialEq for Origination {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Origination {}
+
+impl std::hash::Hash for Origination {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0), state);
+    }
 }
 
 /// Why an upstream could not be used, with the response flag it maps to.
@@ -201,19 +222,25 @@ pub async fn connect(
     let tcp = crate::net::connect(endpoint.address, endpoint.bind, timeout)
         .await
         .map_err(|e| failed(e.to_string()))?;
-    let Some(identity) = &endpoint.mesh else { return Ok(Io::Plain(tcp)) };
-    let store = tls.store.clone();
-    let mut config = match identity {
-        PeerIdentity::Exactly(id) => {
-            mesh_identity::tls::mesh_client_config(store, tls.roots.clone(), vec![id.clone()])
+    let mut config = match (&endpoint.mesh, &endpoint.origination) {
+        (Some(identity), _) => {
+            let expected = match identity {
+                PeerIdentity::Exactly(id) => vec![id.clone()],
+                PeerIdentity::OneOf(ids) => ids.to_vec(),
+                PeerIdentity::Unknown => {
+                    return Err(failed(
+                        "a mesh endpoint whose identity is not known: refused rather than taken \
+                         for any workload of the trust domain"
+                            .into(),
+                    ));
+                }
+            };
+            mesh_identity::tls::mesh_client_config(tls.store.clone(), tls.roots.clone(), expected)
+                .map_err(|e| failed(e.to_string()))?
         }
-        PeerIdentity::TrustDomain => mesh_identity::tls::mesh_client_config_for_trust_domain(
-            store,
-            tls.roots.clone(),
-            &tls.trust_domain,
-        ),
-    }
-    .map_err(|e| failed(e.to_string()))?;
+        (None, Some(origination)) => origination.0.as_ref().clone(),
+        (None, None) => return Ok(Io::Plain(tcp)),
+    };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = match endpoint.server_name.as_deref().map(|n| ServerName::try_from(n.to_owned())) {

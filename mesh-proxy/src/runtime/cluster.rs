@@ -39,9 +39,20 @@ pub enum ClusterTls {
         /// The SNI to send (the rule's `sni`: a gateway chooses its chain by it); none when
         /// the context names none.
         sni: Option<std::sync::Arc<str>>,
+        /// The identities the server may have (the context's SAN matchers: the rule's
+        /// `subjectAltNames`, or the service's workloads); none: the endpoint's own.
+        identities: std::sync::Arc<[mesh_api::identity::SpiffeId]>,
     },
-    /// TLS this proxy does not originate yet (`SIMPLE`/`MUTUAL` with other certificates):
-    /// connections fail closed rather than go out in plaintext.
+    /// TLS originated to a server outside the mesh (`SIMPLE`/`MUTUAL`): its chain and name
+    /// checked as the context says ([`super::origination`]).
+    Originate {
+        /// The SNI to send.
+        sni: Option<std::sync::Arc<str>>,
+        /// The client configuration (roots, names, client certificate).
+        config: crate::proxy::upstream::Origination,
+    },
+    /// TLS this proxy cannot originate (a certificate it cannot read, an SDS secret on a
+    /// sidecar): connections fail closed rather than go out in plaintext.
     Unsupported(String),
 }
 
@@ -215,11 +226,20 @@ impl Transport {
                     match UpstreamTlsContext::decode(any.value.as_slice()) {
                         Ok(context) if is_mesh(&context) => ClusterTls::Mesh {
                             sni: (!context.sni.is_empty()).then(|| context.sni.as_str().into()),
+                            identities: super::origination::mesh_identities(&context).into(),
                         },
-                        Ok(_) => ClusterTls::Unsupported(format!(
-                            "cluster {:?}: TLS origination with other than the mesh certificate is not implemented",
-                            cluster.name
-                        )),
+                        Ok(context) => match super::origination::config(&context) {
+                            Ok(config) => ClusterTls::Originate {
+                                sni: (!context.sni.is_empty()).then(|| context.sni.as_str().into()),
+                                config: crate::proxy::upstream::Origination(std::sync::Arc::new(
+                                    config,
+                                )),
+                            },
+                            Err(why) => ClusterTls::Unsupported(format!(
+                                "cluster {:?}: TLS origination: {why}",
+                                cluster.name
+                            )),
+                        },
                         Err(e) => ClusterTls::Unsupported(format!(
                             "cluster {:?}: transport socket: {e}",
                             cluster.name
@@ -309,6 +329,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use mesh_api::identity::SpiffeId;
 
     /// The cluster the pilot makes for a DestinationRule `ISTIO_MUTUAL` with an `sni`.
     fn istio_mutual(sni: &str) -> Cluster {
@@ -342,7 +363,14 @@ mod tests {
     #[test]
     fn mesh_mtls_to_every_endpoint_sends_the_rules_sni() {
         let tls = Transport::of(&istio_mutual("outside.example.com")).tls;
-        assert_eq!(tls, ClusterTls::Mesh { sni: Some("outside.example.com".into()) });
-        assert_eq!(Transport::of(&istio_mutual("")).tls, ClusterTls::Mesh { sni: None });
+        let none: std::sync::Arc<[SpiffeId]> = Vec::new().into();
+        assert_eq!(
+            tls,
+            ClusterTls::Mesh { sni: Some("outside.example.com".into()), identities: none.clone() }
+        );
+        assert_eq!(
+            Transport::of(&istio_mutual("")).tls,
+            ClusterTls::Mesh { sni: None, identities: none }
+        );
     }
 }

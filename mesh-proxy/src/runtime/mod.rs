@@ -6,6 +6,7 @@
 //! balancers and nothing else.
 
 mod cluster;
+mod origination;
 pub mod dns;
 pub mod listeners;
 
