@@ -5,7 +5,8 @@
 //! Configuration: [`settings`], the xDS client and store ([`xds`]), compiled per update into
 //! a [`runtime`] of route tables ([`routing`]), balancers ([`balance`]) and filter chains
 //! ([`listener`]), with each route's traffic policy ([`policy`]) and each endpoint's outlier
-//! record ([`outlier`]); the TLS a gateway terminates with the pilot's SDS secrets ([`tls`]).
+//! record ([`outlier`]); the TLS a gateway terminates with the pilot's SDS secrets ([`tls`]);
+//! Envoy's JWT authentication ([`jwt`]).
 //! Traffic: [`proxy`] (listeners, HTTP, TCP, upstream pools and mesh mTLS) on top of [`net`]
 //! (original destination, protocol sniffing). Operability: [`telemetry`] (Istio's metrics,
 //! access log), [`admin`] (15000, 15021, 15090) and [`app_health`] (the app's probes on 15020).
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod app;
 pub mod app_health;
 pub mod balance;
+pub mod jwt;
 pub mod listener;
 pub mod net;
 pub mod outlier;
