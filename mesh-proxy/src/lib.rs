@@ -6,7 +6,8 @@
 //! a [`runtime`] of route tables ([`routing`]), balancers ([`balance`]) and filter chains
 //! ([`listener`]), with each route's traffic policy ([`policy`]) and each endpoint's outlier
 //! record ([`outlier`]); the TLS a gateway terminates with the pilot's SDS secrets ([`tls`]);
-//! Envoy's JWT authentication ([`jwt`]).
+//! what a chain's filters check first ([`filters`]): Envoy's JWT authentication ([`jwt`]),
+//! RBAC ([`authz`]) and the connection manager's path normalization ([`path`]).
 //! Traffic: [`proxy`] (listeners, HTTP, TCP, upstream pools and mesh mTLS) on top of [`net`]
 //! (original destination, protocol sniffing). Operability: [`telemetry`] (Istio's metrics,
 //! access log), [`admin`] (15000, 15021, 15090) and [`app_health`] (the app's probes on 15020).
@@ -16,11 +17,14 @@
 pub mod admin;
 pub mod app;
 pub mod app_health;
+pub mod authz;
 pub mod balance;
+pub mod filters;
 pub mod jwt;
 pub mod listener;
 pub mod net;
 pub mod outlier;
+pub mod path;
 pub mod policy;
 pub mod proxy;
 pub mod routing;

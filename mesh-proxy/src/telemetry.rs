@@ -335,6 +335,9 @@ pub struct Entry {
     pub downstream: String,
     /// Route name.
     pub route: String,
+    /// Why the proxy answered or closed itself, when it says (Envoy's response code and
+    /// connection termination details: `rbac_access_denied_matched_policy[<policy>]`).
+    pub details: String,
 }
 
 fn dash(s: &str) -> &str {
@@ -362,19 +365,21 @@ impl Entry {
                 "user_agent": dash(&self.user_agent),
                 "downstream_remote_address": self.downstream,
                 "route_name": dash(&self.route),
+                "response_code_details": dash(&self.details),
             })
             .to_string(),
             _ => {
                 let mut line = String::with_capacity(256);
                 let _ = write!(
                     line,
-                    "[{}] \"{} {} {}\" {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" {} {} route={}",
+                    "[{}] \"{} {} {}\" {} {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" {} {} route={}",
                     self.start,
                     dash(&self.method),
                     dash(&self.path),
                     self.protocol,
                     self.status,
                     self.flags,
+                    dash(&self.details),
                     self.bytes_received,
                     self.bytes_sent,
                     self.duration_ms,

@@ -13,8 +13,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Shared;
+use super::authorize::{Peers, admit, certificate};
 use super::http::{Connection, Peer, Routes};
 use super::tcp::{Flow, proxy};
+use crate::filters::ChainFilters;
 use crate::listener;
 use crate::net::{Sniffed, original_destination, peek_client_hello, sniff};
 use crate::runtime::listeners::{ChainPlan, ChainTls, CompiledListener, Inspector};
@@ -159,6 +161,8 @@ struct Chosen {
     listener: Arc<CompiledListener>,
     /// The upgrades an HTTP chain tunnels.
     upgrades: listener::Upgrades,
+    /// What the chain's filters check first (RBAC, path normalization).
+    filters: Arc<ChainFilters>,
 }
 
 /// Chooses the chain of the listener on `port` for `connection`, from the listeners compiled
@@ -178,7 +182,8 @@ fn choose(shared: &Shared, port: u16, connection: &listener::Connection) -> Resu
         }
         _ => listener::Upgrades::default(),
     };
-    Ok(Chosen { plan, tls: chain.tls.clone(), listener: compiled.clone(), upgrades })
+    let filters = chain.filters.clone();
+    Ok(Chosen { plan, tls: chain.tls.clone(), listener: compiled.clone(), upgrades, filters })
 }
 
 async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {
@@ -196,6 +201,8 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
         Ok(chosen) => chosen,
         Err(why) => return refuse(&shared, reporter, peer, NR, &why),
     };
+    let peers = Peers { reporter, downstream: peer, destination, server_name: None };
+    let Some(admission) = admit(&shared, &chosen.filters, &peers, None) else { return };
     let flow = |(cluster, idle_timeout)| Flow {
         reporter,
         cluster,
@@ -222,6 +229,7 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
                 peer: None,
                 routes,
                 upgrades: chosen.upgrades.clone(),
+                admission,
             };
             serve_http(shared, tcp, connection, sniffed == Sniffed::Http2, drain).await;
         }
@@ -265,7 +273,8 @@ async fn gateway(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: d
         Ok(chosen) => chosen,
         Err(why) => return refuse(&shared, reporter, peer, NR, &why),
     };
-    let ends = Ends { reporter, downstream: peer, destination: local, offered: connection.alpn };
+    let (offered, server_name) = (connection.alpn, connection.server_name);
+    let ends = Ends { reporter, downstream: peer, destination: local, offered, server_name };
     carry(shared, tcp, chosen, ends, drain).await;
 }
 
@@ -276,6 +285,8 @@ struct Ends {
     downstream: SocketAddr,
     destination: SocketAddr,
     offered: Vec<String>,
+    /// The ClientHello's SNI, which RBAC may read.
+    server_name: Option<String>,
 }
 
 /// `config` without ALPN for a client whose offer shares no protocol with it: the handshake
@@ -307,6 +318,10 @@ async fn carry(
     drain: drain::Watch,
 ) {
     let (reporter, downstream, destination) = (ends.reporter, ends.downstream, ends.destination);
+    // Network RBAC decides once the TLS is settled (the peer's certificate known), before
+    // anything goes upstream.
+    let server_name = ends.server_name.as_deref();
+    let peers = Peers { reporter, downstream, destination, server_name };
     let flow = |(cluster, idle_timeout), mesh_peer| Flow {
         reporter,
         cluster,
@@ -315,23 +330,33 @@ async fn carry(
         peer: mesh_peer,
         idle_timeout,
     };
-    let http = |routes, mesh_peer| Connection {
+    let http = |routes, mesh_peer, admission| Connection {
         reporter,
         downstream,
         destination,
         peer: mesh_peer,
         routes,
         upgrades: chosen.upgrades.clone(),
+        admission,
     };
     match chosen.tls {
-        ChainTls::None => match chosen.plan {
-            Plan::Tcp(cluster, idle) => proxy(shared, tcp, flow((cluster, idle), None)).await,
-            Plan::Http(routes) => serve_http(shared, tcp, http(routes, None), false, drain).await,
-        },
+        ChainTls::None => {
+            let Some(admission) = admit(&shared, &chosen.filters, &peers, None) else { return };
+            match chosen.plan {
+                Plan::Tcp(cluster, idle) => proxy(shared, tcp, flow((cluster, idle), None)).await,
+                Plan::Http(routes) => {
+                    serve_http(shared, tcp, http(routes, None, admission), false, drain).await;
+                }
+            }
+        }
         ChainTls::Mesh => {
             let (tls, mesh_peer, h2) = match accept_mesh(&shared, tcp).await {
                 Ok(accepted) => accepted,
                 Err(why) => return refuse(&shared, reporter, downstream, UF, &why),
+            };
+            let peer_certificate = certificate(&chosen.filters, tls.get_ref().1);
+            let Some(admission) = admit(&shared, &chosen.filters, &peers, peer_certificate) else {
+                return;
             };
             let mesh_peer = Some(mesh_peer);
             match chosen.plan {
@@ -339,7 +364,7 @@ async fn carry(
                     proxy(shared, tls, flow((cluster, idle), mesh_peer)).await;
                 }
                 Plan::Http(routes) => {
-                    serve_http(shared, tls, http(routes, mesh_peer), h2, drain).await;
+                    serve_http(shared, tls, http(routes, mesh_peer, admission), h2, drain).await;
                 }
             }
         }
@@ -347,10 +372,14 @@ async fn carry(
             let config = config.map(|c| without_unwanted_alpn(c, &ends.offered));
             let accepted = accept_own(&shared, &chosen.listener, config, tcp, downstream).await;
             let Some((tls, h2)) = accepted else { return };
+            let peer_certificate = certificate(&chosen.filters, tls.get_ref().1);
+            let Some(admission) = admit(&shared, &chosen.filters, &peers, peer_certificate) else {
+                return;
+            };
             match chosen.plan {
                 Plan::Tcp(cluster, idle) => proxy(shared, tls, flow((cluster, idle), None)).await,
                 Plan::Http(routes) => {
-                    serve_http(shared, tls, http(routes, None), h2, drain).await;
+                    serve_http(shared, tls, http(routes, None, admission), h2, drain).await;
                 }
             }
         }
@@ -506,7 +535,8 @@ async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: d
     }
     // Mesh mTLS chains, and chains with certificates of their own (Istio's Sidecar ingress
     // TLS), are terminated here as at a gateway.
-    let ends = Ends { reporter, downstream: peer, destination, offered: connection.alpn };
+    let (offered, server_name) = (connection.alpn, connection.server_name);
+    let ends = Ends { reporter, downstream: peer, destination, offered, server_name };
     carry(shared, tcp, chosen, ends, drain).await;
 }
 

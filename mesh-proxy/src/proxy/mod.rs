@@ -3,6 +3,7 @@
 //! here reads the current [`Runtime`] per connection or request, so a configuration update
 //! changes what new requests do without touching connections already open.
 
+mod authorize;
 pub mod http;
 pub mod listen;
 pub mod tcp;

@@ -83,6 +83,9 @@ pub struct CompiledChain {
     pub plan: Result<ChainPlan, String>,
     /// How the chain secures its connections (its transport socket).
     pub tls: ChainTls,
+    /// What its filters check first: network RBAC, and its connection manager's path
+    /// normalization and HTTP RBAC.
+    pub filters: Arc<crate::filters::ChainFilters>,
     /// SDS names of the secrets its TLS was built from (none for mesh mTLS or plaintext).
     secrets: Vec<String>,
 }
@@ -107,7 +110,8 @@ impl CompiledChain {
             // The store refuses such a listener; one built by hand fails closed.
             Some(Err(why)) => (ChainTls::Sds(Err(why)), Vec::new()),
         };
-        Self { plan, tls, secrets: names }
+        let filters = Arc::new(crate::filters::ChainFilters::of(chain));
+        Self { plan, tls, filters, secrets: names }
     }
 }
 

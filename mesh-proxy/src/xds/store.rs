@@ -17,14 +17,18 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::config::route::v3::route::Action;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::google::protobuf::Any;
 use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};
 use prost::Message;
 
 /// Network filters the proxy implements.
-const NETWORK_FILTERS: [&str; 2] =
-    ["envoy.filters.network.http_connection_manager", "envoy.filters.network.tcp_proxy"];
+const NETWORK_FILTERS: [&str; 3] = [
+    "envoy.filters.network.http_connection_manager",
+    "envoy.filters.network.tcp_proxy",
+    crate::authz::NETWORK_FILTER,
+];
 /// Listener filters the proxy implements.
 const LISTENER_FILTERS: [&str; 3] = [
     "envoy.filters.listener.tls_inspector",
@@ -32,8 +36,12 @@ const LISTENER_FILTERS: [&str; 3] = [
     "envoy.filters.listener.original_dst",
 ];
 /// HTTP filters the proxy implements.
-const HTTP_FILTERS: [&str; 3] =
-    ["envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"];
+const HTTP_FILTERS: [&str; 4] = [
+    "envoy.filters.http.fault",
+    "envoy.filters.http.cors",
+    "envoy.filters.http.router",
+    crate::authz::HTTP_FILTER,
+];
 /// Transport sockets the proxy implements.
 const TRANSPORT_SOCKETS: [&str; 2] = [crate::tls::TLS_SOCKET, crate::tls::RAW_BUFFER_SOCKET];
 
@@ -368,6 +376,14 @@ fn check_listener(l: &Listener) -> Result<(), String> {
                     f.name
                 ));
             }
+            // An RBAC configuration that is not one is refused; one the proxy cannot
+            // enforce is taken, and denies everything (`crate::filters`).
+            if f.name == crate::authz::NETWORK_FILTER
+                && let Some(ConfigType::TypedConfig(any)) = &f.config_type
+            {
+                crate::authz::decode_network(any)
+                    .map_err(|why| format!("{at}.filters[{j}]: {why}"))?;
+            }
             if f.name == NETWORK_FILTERS[0] {
                 let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
                     return Err(format!(
@@ -382,6 +398,12 @@ fn check_listener(l: &Listener) -> Result<(), String> {
                             "{at}.filters[{j}].http_filters[{k}].name {:?} is not implemented (it has {HTTP_FILTERS:?})",
                             h.name
                         ));
+                    }
+                    if h.name == crate::authz::HTTP_FILTER
+                        && let Some(http_filter::ConfigType::TypedConfig(any)) = &h.config_type
+                    {
+                        crate::authz::decode_http(any)
+                            .map_err(|why| format!("{at}.filters[{j}].http_filters[{k}]: {why}"))?;
                     }
                 }
                 if let Some(RouteSpecifier::RouteConfig(routes)) = &hcm.route_specifier {
@@ -405,6 +427,13 @@ fn check_routes(r: &RouteConfiguration) -> Result<(), String> {
     // What the data path will build from it must build: regexes compile, weights add up.
     crate::routing::RouteTable::compile(r)?;
     for (i, vhost) in r.virtual_hosts.iter().enumerate() {
+        // A per-route RBAC would replace the chain's: unread, it could let through what it
+        // denies, so it is refused.
+        if vhost.typed_per_filter_config.contains_key(crate::authz::HTTP_FILTER) {
+            return Err(format!(
+                "virtual_hosts[{i}].typed_per_filter_config: per-route RBAC is not implemented"
+            ));
+        }
         for (j, route) in vhost.routes.iter().enumerate() {
             let at = format!("virtual_hosts[{i}].routes[{j}]");
             match &route.action {
@@ -417,7 +446,7 @@ fn check_routes(r: &RouteConfiguration) -> Result<(), String> {
                 None => return Err(format!("{at} has no action")),
             }
             for name in route.typed_per_filter_config.keys() {
-                if !HTTP_FILTERS.contains(&name.as_str()) {
+                if !HTTP_FILTERS.contains(&name.as_str()) || name == crate::authz::HTTP_FILTER {
                     return Err(format!(
                         "{at}.typed_per_filter_config[{name:?}] is for a filter this proxy does not implement"
                     ));

@@ -283,6 +283,7 @@ pub async fn proxy_with(
                 destination: address,
                 peer: None,
                 routes: Routes::Inline(table.clone()),
+                admission: Default::default(),
                 upgrades: upgrades.clone(),
             };
             tokio::spawn(mesh_proxy::proxy::listen::serve_http(

@@ -1,7 +1,8 @@
-//! The stages of a request, in order: authorization, routing, the route's CORS preflight
-//! and faults, the cluster's request breaker, the head and body that go upstream, mirrors,
-//! tracing, the attempts under the route timeout, and the response head back (or an
-//! upgrade). Each stage either lets the request go on or answers it with a [`LocalReply`].
+//! The stages of a request, in order: path normalization and authorization, routing, the
+//! route's CORS preflight and faults, the cluster's request breaker, the head and body that
+//! go upstream, mirrors, tracing, the attempts under the route timeout, and the response head
+//! back (or an upgrade). Each stage either lets the request go on or answers it with a
+//! [`LocalReply`].
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use super::body::{self, Outgoing, OutgoingBody};
 use super::context::{RequestContext, Target};
 use super::head::{self, HeaderChanges};
 use super::reply::LocalReply;
-use super::{Routes, cors, mirror, random, send, upgrade};
+use super::{Routes, admit, cors, mirror, random, send, upgrade};
 use crate::policy::Fault;
 use crate::proxy::upstream::UpstreamBody;
 use crate::routing::{Decision, RequestHead, RouteTable, hash_key};
@@ -28,6 +29,7 @@ pub(super) async fn forward(
 ) -> Result<Response<UpstreamBody>, LocalReply> {
     // A Connection header that is not a token list is refused before anything reads it.
     head::check_connection(request.headers())?;
+    admit::normalize(cx, &mut request)?;
     authorize(cx, &request)?;
 
     let runtime = cx.shared.runtime.load_full();
@@ -132,13 +134,12 @@ pub(super) async fn forward(
     Ok(response)
 }
 
-/// Authorization (inbound) plugs in here: AuthorizationPolicy will decide, from the verified
-/// peer (`cx.connection.peer`) and the request head, whether the request goes on, and
-/// answer a denial with a [`LocalReply`]. It comes first, before routing, faults and
-/// retries, as Envoy's RBAC filter runs ahead of its router. Nothing is enforced yet: every
-/// request goes on.
-fn authorize(_cx: &RequestContext<'_>, _request: &Request<Incoming>) -> Result<(), LocalReply> {
-    Ok(())
+/// Authorization: the chain's HTTP RBAC filters (the AuthorizationPolicies the pilot compiled
+/// into them) decide from the peer's certificate and the normalized request head whether the
+/// request goes on; a denial is a 403. It comes first, before routing, faults and retries, as
+/// Envoy's RBAC filter runs ahead of its router.
+fn authorize(cx: &RequestContext<'_>, request: &Request<Incoming>) -> Result<(), LocalReply> {
+    admit::authorize(cx, request)
 }
 
 /// Tracing plugs in here: the request's span will join the caller's trace (read from

@@ -4,13 +4,15 @@
 //! retries and mirrors. Every request, answered by the upstream or by the proxy itself, ends
 //! in one access-log line and Istio's request metrics.
 //!
-//! A request goes through the stages of `forward` in order: authorization, routing, CORS
+//! A request goes through the stages of `forward` in order: path normalization and
+//! authorization (`admit`: the chain's HCM options and RBAC filters), routing, CORS
 //! preflights, faults, the cluster's request breaker, the outgoing head (`head`) and body
 //! (`body`), mirrors, tracing, then the attempts of `send` (driven by the pure decisions of
 //! `retry`) under the route timeout, and the response head back, or an `upgrade`. What a
 //! request carries through them is its `context`; what the proxy answers itself is a
 //! `reply::LocalReply`.
 
+mod admit;
 mod body;
 mod context;
 mod cors;
@@ -34,6 +36,7 @@ use mesh_api::identity::SpiffeId;
 use super::{Body, Shared};
 use crate::routing::RouteTable;
 use crate::telemetry::{Reporter, Workload};
+pub use admit::Admission;
 use context::RequestContext;
 
 /// A verified mesh peer.
@@ -81,6 +84,8 @@ pub struct Connection {
     /// The upgrades its connection manager tunnels (WebSocket as the pilot configures it);
     /// other upgrades go on as plain requests.
     pub upgrades: crate::listener::Upgrades,
+    /// What its requests are checked against before routing (path normalization, RBAC).
+    pub admission: Admission,
 }
 
 /// Serves one request of a downstream connection.

@@ -72,6 +72,12 @@ pub(super) enum LocalReply {
     },
     /// A CORS preflight from an allowed origin, answered with these headers (200, no flag).
     Preflight(Vec<(HeaderName, HeaderValue)>),
+    /// An RBAC filter denied the request (403 `RBAC: access denied`, no flag); the response
+    /// code details, which name the policy.
+    Forbidden(String),
+    /// The path cannot be made canonical, or has escaped slashes the connection manager
+    /// refuses (400, no flag, no body).
+    PathRejected,
 }
 
 impl LocalReply {
@@ -88,7 +94,8 @@ impl LocalReply {
             | Self::TooManyPending(_)
             | Self::UpstreamFailed { .. }
             | Self::NotReplayable => 503,
-            Self::BadRequest(_) => 400,
+            Self::BadRequest(_) | Self::PathRejected => 400,
+            Self::Forbidden(_) => 403,
             Self::FaultAbort(Abort::Http(status)) => *status,
             Self::FaultAbort(Abort::Grpc(_)) | Self::Preflight(_) => 200,
             Self::Direct { status, .. } | Self::Redirect { status, .. } => *status,
@@ -122,7 +129,11 @@ impl LocalReply {
             Self::NotReplayable => ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
             Self::BadRequest(_) => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
             Self::FaultAbort(_) => ResponseFlags::FAULT_INJECTED,
-            Self::Direct { .. } | Self::Redirect { .. } | Self::Preflight(_) => ResponseFlags::NONE,
+            Self::Direct { .. }
+            | Self::Redirect { .. }
+            | Self::Preflight(_)
+            | Self::Forbidden(_)
+            | Self::PathRejected => ResponseFlags::NONE,
         }
     }
 
@@ -143,6 +154,8 @@ impl LocalReply {
             Self::NotReplayable => "the request body cannot be sent again".to_owned(),
             Self::BadRequest(why) | Self::Direct { body: why, .. } => why,
             Self::FaultAbort(_) => "fault filter abort".to_owned(),
+            Self::Forbidden(_) => "RBAC: access denied".to_owned(),
+            Self::PathRejected => String::new(),
             Self::Redirect { location, .. } => {
                 let location = HeaderValue::from_str(&location).ok();
                 return (
@@ -161,6 +174,11 @@ impl LocalReply {
         let flags = self.flags();
         if !flags.is_empty() {
             finish.report.flags = flags;
+        }
+        match &self {
+            Self::Forbidden(details) => finish.entry.details.clone_from(details),
+            Self::PathRejected => finish.entry.details = "path_normalization_failed".to_owned(),
+            _ => {}
         }
         let grpc_status = self.grpc_status().filter(|_| grpc);
         match grpc_status {
@@ -269,6 +287,13 @@ mod tests {
             (LocalReply::Direct { status: 200, body: "hi".into() }, 200, None, "-"),
             (LocalReply::Redirect { status: 301, location: "/x".into() }, 301, None, "-"),
             (LocalReply::Preflight(Vec::new()), 200, None, "-"),
+            (
+                LocalReply::Forbidden("rbac_access_denied_matched_policy[none]".into()),
+                403,
+                Some(7),
+                "-",
+            ),
+            (LocalReply::PathRejected, 400, Some(13), "-"),
         ];
         for (reply, http, grpc, flags) in cases {
             let name = format!("{reply:?}");
@@ -309,6 +334,19 @@ mod tests {
         let http = preflight.render(None).unwrap();
         assert_eq!(http.status(), 200);
         assert_eq!(http.headers()["access-control-allow-origin"], origin);
+
+        let denied = LocalReply::Forbidden("rbac_access_denied_matched_policy[none]".into());
+        let http = denied.render(None).unwrap();
+        assert_eq!(http.status(), StatusCode::FORBIDDEN);
+        assert_eq!(http.headers()["content-type"], "text/plain");
+        assert_eq!(http.body(), "RBAC: access denied", "Envoy's body, whatever the policy");
+        let grpc = LocalReply::Forbidden(String::new()).render(Some(7)).unwrap();
+        assert_eq!(grpc.headers()["grpc-message"], "RBAC: access denied");
+        let bad_path = LocalReply::PathRejected.render(None).unwrap();
+        assert_eq!(
+            (bad_path.status(), bad_path.body().is_empty()),
+            (StatusCode::BAD_REQUEST, true)
+        );
 
         let unsendable = LocalReply::Direct { status: 1000, body: String::new() };
         assert!(unsendable.render(None).is_err(), "answered as a plain 500 by respond");
