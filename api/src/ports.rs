@@ -21,6 +21,17 @@ pub const PROXY_PROMETHEUS: u16 = 15090;
 pub const PROXY_MERGED_METRICS: u16 = 15020;
 /// DNS capture (UDP and TCP port 53 redirected here when asked).
 pub const PROXY_DNS: u16 = 15053;
+/// The ports the sidecar keeps for itself (Istio's reserved 15000–15090: admin, capture,
+/// tunnel, status, health, DNS, Prometheus). Never an app's inbound port, whatever a
+/// Service's `targetPort` says: the pilot builds no inbound chain or cluster for them and the
+/// proxy refuses them.
+pub const PROXY_RESERVED: std::ops::RangeInclusive<u16> = PROXY_ADMIN..=PROXY_PROMETHEUS;
+
+/// Whether `port` is one of the sidecar's own ([`PROXY_RESERVED`]).
+pub fn is_proxy_port(port: u16) -> bool {
+    PROXY_RESERVED.contains(&port)
+}
+
 /// Pilot xDS, plaintext.
 pub const PILOT_XDS_PLAINTEXT: u16 = 15010;
 /// Pilot xDS over mTLS.
@@ -54,3 +65,21 @@ pub const INJECTION_POD_ANNOTATION: &str = "sidecar.mesh.io/inject";
 
 /// Namespace of the control plane.
 pub const CONTROL_PLANE_NAMESPACE: &str = "mesh-system";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sidecars_ports_are_reserved_and_apps_ports_are_not() {
+        for port in [PROXY_ADMIN, PROXY_OUTBOUND, PROXY_INBOUND, PROXY_TUNNEL, PROXY_HEALTH] {
+            assert!(is_proxy_port(port), "{port}");
+        }
+        for port in [PROXY_MERGED_METRICS, PROXY_DNS, PROXY_PROMETHEUS] {
+            assert!(is_proxy_port(port), "{port}");
+        }
+        for port in [80, 8080, 9080, 14999, 15091, CA_GRPC] {
+            assert!(!is_proxy_port(port), "{port}");
+        }
+    }
+}

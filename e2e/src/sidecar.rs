@@ -35,7 +35,7 @@ fn listen(ns: &str, address: &str) -> tokio::net::TcpListener {
 /// a loopback port the system chooses. Returns once it is ready; it serves until dropped.
 pub async fn serve_pilot(ns: &str, config_dir: &Path) -> TestPilot {
     let listeners = mesh_pilot::app::Listeners {
-        xds: bind(ns, XDS),
+        xds: Some(bind(ns, XDS)),
         xds_mtls: None,
         monitoring: bind(ns, "127.0.0.1:0"),
         webhook: None,

@@ -76,7 +76,8 @@ async fn two_envoy_sidecars_speak_mesh_mtls_with_certificates_from_the_ca() {
         return;
     }
     let net = PodAndPeer::new("em");
-    app(netns::listen(&net.peer, "127.0.0.1:8080".parse().unwrap()));
+    // On every address: the sidecar calls the app on the pod's address, not 127.0.0.1.
+    app(netns::listen(&net.peer, "0.0.0.0:8080".parse().unwrap()));
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config");

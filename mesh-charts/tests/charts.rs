@@ -348,7 +348,7 @@ fn services_expose_the_ports_the_mesh_uses() {
     };
     let pilot = ports("mesh-pilot");
     assert_eq!(pilot["https-webhook"], (443, IntOrString::Int(15017)));
-    assert_eq!(pilot["grpc-xds"], (15010, IntOrString::Int(15010)));
+    assert!(!pilot.contains_key("grpc-xds"), "plaintext xDS is never exposed: {pilot:?}");
     assert_eq!(pilot["tls-xds"], (15012, IntOrString::Int(15012)));
     assert_eq!(pilot["http-monitoring"], (15014, IntOrString::Int(15014)));
     let ca = ports("mesh-ca");
@@ -362,6 +362,41 @@ fn services_expose_the_ports_the_mesh_uses() {
         let selector = service.spec.unwrap().selector.unwrap();
         assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "{name}");
     }
+}
+
+#[test]
+fn the_pilots_plaintext_xds_and_debug_endpoints_are_closed_unless_asked_for() {
+    let pod = |all: &[Manifest]| {
+        let d: Deployment = object(all, "Deployment", "mesh-pilot");
+        d.spec.unwrap().template.spec.unwrap()
+    };
+    let all = manifests(&Overrides::default(), NAMESPACE);
+    let pilot = container(&all, "mesh-pilot");
+    let pilot_env = env(&pilot);
+    assert!(!pilot_env.contains_key("MESH_PILOT_XDS_PLAINTEXT"), "{pilot_env:?}");
+    assert!(!pilot_env.contains_key("MESH_PILOT_DEBUG_TOKEN_FILE"), "{pilot_env:?}");
+    let ports: Vec<i32> = pilot.ports.unwrap().iter().map(|p| p.container_port).collect();
+    assert_eq!(ports, [15012, 15014, 15017]);
+    assert!(pod(&all).volumes.unwrap().iter().all(|v| v.secret.is_none()));
+
+    let all = manifests(
+        &with_set(&["pilot.xdsPlaintext=true", "pilot.debugTokenSecret=mesh-pilot-debug"]),
+        NAMESPACE,
+    );
+    let pilot = container(&all, "mesh-pilot");
+    let pilot_env = env(&pilot);
+    assert_eq!(pilot_env["MESH_PILOT_XDS_PLAINTEXT"], "true");
+    assert_eq!(pilot_env["MESH_PILOT_DEBUG_TOKEN_FILE"], "/var/run/secrets/mesh-debug/token");
+    let mounts: BTreeMap<String, String> =
+        pilot.volume_mounts.unwrap().into_iter().map(|m| (m.name, m.mount_path)).collect();
+    assert_eq!(mounts["mesh-pilot-debug"], "/var/run/secrets/mesh-debug");
+    let volumes = pod(&all).volumes.unwrap();
+    let secret = volumes.iter().find(|v| v.name == "mesh-pilot-debug").unwrap();
+    assert_eq!(secret.secret.as_ref().unwrap().secret_name.as_deref(), Some("mesh-pilot-debug"));
+    // Asking for plaintext xDS serves it on the pod's loopback: still not in the Service.
+    let service: Service = object(&all, "Service", "mesh-pilot");
+    let ports: Vec<i32> = service.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
+    assert!(!ports.contains(&15010), "{ports:?}");
 }
 
 #[test]

@@ -36,9 +36,13 @@ pub struct Config {
     /// config, read again when it changes. Without it the pilot watches the Kubernetes API.
     #[arg(long, env = "MESH_PILOT_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
-    /// Address of the plaintext xDS server.
-    #[arg(long, env = "MESH_PILOT_XDS_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::PILOT_XDS_PLAINTEXT)))]
+    /// Address of the plaintext xDS server, served in local mode or with `--xds-plaintext`
+    /// only: it admits anyone as any proxy, so it stays on loopback unless named otherwise.
+    #[arg(long, env = "MESH_PILOT_XDS_LISTEN", default_value_t = SocketAddr::from(([127, 0, 0, 1], ports::PILOT_XDS_PLAINTEXT)))]
     pub xds_listen: SocketAddr,
+    /// Serve plaintext xDS in Kubernetes mode too (for debugging: proxies use mTLS on 15012).
+    #[arg(long, env = "MESH_PILOT_XDS_PLAINTEXT")]
+    pub xds_plaintext: bool,
     /// Address of the mTLS xDS server; served when `--ca-address` is set.
     #[arg(long, env = "MESH_PILOT_XDS_MTLS_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::PILOT_XDS_TLS)))]
     pub xds_mtls_listen: SocketAddr,
@@ -61,9 +65,14 @@ pub struct Config {
     /// The pilot's service account.
     #[arg(long, env = "SERVICE_ACCOUNT", default_value = "mesh-pilot")]
     pub service_account: String,
-    /// Address of `/ready` and `/debug/*`.
+    /// Address of `/metrics`, `/ready` and `/debug/*`. `/debug/*` is answered on a loopback
+    /// address, or elsewhere to requests with the token of `--debug-token-file`.
     #[arg(long, env = "MESH_PILOT_MONITORING_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::CONTROL_PLANE_MONITORING)))]
     pub monitoring_listen: SocketAddr,
+    /// A file holding the token (trimmed) that `/debug/*` requests must carry as
+    /// `Authorization: Bearer <token>` when monitoring is not on loopback.
+    #[arg(long, env = "MESH_PILOT_DEBUG_TOKEN_FILE")]
+    pub debug_token_file: Option<PathBuf>,
     /// A push waits for this much quiet after a change.
     #[arg(long, env = "MESH_PILOT_DEBOUNCE_AFTER", default_value = "100ms", value_parser = duration)]
     pub debounce_after: Duration,
@@ -117,6 +126,12 @@ impl Config {
         }
     }
 
+    /// Where plaintext xDS is served: `--xds-listen` in local mode or with `--xds-plaintext`;
+    /// nowhere in Kubernetes mode without it (it would admit anyone as any proxy).
+    pub fn plaintext_xds(&self) -> Option<SocketAddr> {
+        (self.config_dir.is_some() || self.xds_plaintext).then_some(self.xds_listen)
+    }
+
     /// The DNS names of the pilot's Service, which the API server calls the webhooks by.
     pub fn service_dns_names(&self) -> Vec<String> {
         let service = format!("{}.{}.svc", self.service_account, self.namespace);
@@ -141,8 +156,8 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// that binds port 0 or inside a network namespace).
 #[derive(Debug)]
 pub struct Listeners {
-    /// For plaintext xDS.
-    pub xds: std::net::TcpListener,
+    /// For plaintext xDS: served when there is one (see [`Config::plaintext_xds`]).
+    pub xds: Option<std::net::TcpListener>,
     /// For xDS over mTLS: needed with `--ca-address`, unused without.
     pub xds_mtls: Option<std::net::TcpListener>,
     /// For `/metrics`, `/ready` and `/debug/*`.
@@ -152,7 +167,8 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the addresses of `config` (the mTLS one only with `--ca-address`).
+    /// Binds the addresses of `config` (the mTLS one only with `--ca-address`, the plaintext
+    /// one only where [`Config::plaintext_xds`] says).
     pub fn bind(config: &Config) -> anyhow::Result<Self> {
         let (xds_mtls, webhook) = match config.ca_address {
             Some(_) => (
@@ -162,7 +178,7 @@ impl Listeners {
             None => (None, None),
         };
         Ok(Self {
-            xds: admin::bind_std(config.xds_listen, "xDS")?,
+            xds: config.plaintext_xds().map(|a| admin::bind_std(a, "plaintext xDS")).transpose()?,
             xds_mtls,
             monitoring: admin::bind_std(config.monitoring_listen, "monitoring")?,
             webhook,
@@ -173,8 +189,8 @@ impl Listeners {
 /// A running pilot: where it listens, its readiness, what it serves, and how to stop it.
 /// Dropping it stops its servers and its config source (xDS streams end, as on SIGTERM).
 pub struct Bound {
-    /// The plaintext xDS address.
-    pub xds: SocketAddr,
+    /// The plaintext xDS address, when it is served.
+    pub xds: Option<SocketAddr>,
     /// The mTLS xDS address, with `--ca-address`.
     pub xds_mtls: Option<SocketAddr>,
     /// The monitoring address (`/metrics`, `/ready`, `/debug/*`).
@@ -191,7 +207,7 @@ pub struct Bound {
     /// The published snapshots (numbered from 1; 0 is the empty one before the first read).
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     drain: drain::Trigger,
-    xds_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    xds_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     mtls_task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -219,6 +235,8 @@ pub async fn build_with(config: Config, listeners: Listeners) -> anyhow::Result<
     {
         bail!("--config-dir {} is not a directory", dir.display());
     }
+    let debug_token = config.debug_token_file.as_deref().map(debug::access::Token::read);
+    let debug_token = debug_token.transpose()?;
     let ready = Ready::new();
     let first_configuration = ready.register("first configuration");
     let (trigger, watch) = drain::channel();
@@ -270,33 +288,40 @@ pub async fn build_with(config: Config, listeners: Listeners) -> anyhow::Result<
 
     let monitoring = admin::Server::from_std(listeners.monitoring, "monitoring")?;
     let monitoring_address = monitoring.local_addr()?;
+    let access = debug::DebugAccess::new(monitoring_address, debug_token);
+    info!(address = %monitoring_address, "/debug/* answered {}", access.describe());
     let state = Arc::new(debug::State {
         discovery: discovery.clone(),
         snapshots: snapshots.clone(),
         ready: ready.clone(),
+        access,
     });
     monitoring.spawn(watch.clone(), move |request| {
-        let (uri, state) = (request.uri().clone(), state.clone());
-        async move { debug::respond(&uri, &state).await }
+        let (parts, _) = request.into_parts();
+        let state = state.clone();
+        async move { debug::respond(&parts, &state).await }
     });
 
-    let listener = tokio_listener(listeners.xds)?;
-    let xds = listener.local_addr()?;
-    info!(address = %xds, %source, "mesh-pilot serving xDS");
-    let xds_task = tokio::spawn({
-        let (service, mut stopping, serving) = (discovery.service(), watch.clone(), watch.clone());
-        async move {
-            let _serving = serving;
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    async move { stopping.signaled().await },
-                )
-                .await
-                .context("xDS server")
+    let (xds, xds_task) = match listeners.xds {
+        Some(listener) => {
+            let listener = tokio_listener(listener)?;
+            let address = listener.local_addr()?;
+            info!(%address, %source, "mesh-pilot serving plaintext xDS");
+            let serving = serve_plaintext(discovery.clone(), listener, watch.clone());
+            (Some(address), Some(tokio::spawn(serving)))
         }
-    });
+        None => {
+            let why = match config.plaintext_xds() {
+                Some(_) => "no listener for it",
+                None => "Kubernetes mode without --xds-plaintext (proxies use xDS over mTLS)",
+            };
+            info!(%source, "plaintext xDS is off: {why}");
+            (None, None)
+        }
+    };
+    if xds.is_none() && mtls.is_none() {
+        warn!("no xDS is served: neither --ca-address (mTLS) nor --xds-plaintext is set");
+    }
     let (xds_mtls, mtls_task) = match mtls {
         Some((settings, listener, certificate)) => {
             let listener = tokio_listener(listener)?;
@@ -329,15 +354,15 @@ impl Bound {
     /// early with the error if an xDS server fails.
     pub async fn run(self) -> anyhow::Result<()> {
         let Bound { ready, shutdown, drain, xds_task, mtls_task, .. } = self;
-        let mtls_failed = async {
-            match mtls_task {
-                Some(task) => failure(task, "mTLS xDS server task").await,
+        let failed = |task: Option<_>, what| async move {
+            match task {
+                Some(task) => failure(task, what).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            err = failure(xds_task, "xDS server task") => Err(err),
-            err = mtls_failed => Err(err),
+            err = failed(xds_task, "xDS server task") => Err(err),
+            err = failed(mtls_task, "mTLS xDS server task") => Err(err),
             ended = shutdown::run(&shutdown, &ready, &drain, DRAIN) => {
                 if let Err(err) = ended {
                     warn!("stopping anyway: {err}");
@@ -346,6 +371,23 @@ impl Bound {
             }
         }
     }
+}
+
+/// Serves plaintext xDS on `listener` until draining starts (the drain waits for it).
+async fn serve_plaintext(
+    discovery: Arc<Discovery>,
+    listener: TcpListener,
+    watch: drain::Watch,
+) -> anyhow::Result<()> {
+    let (mut stopping, _serving) = (watch.clone(), watch);
+    tonic::transport::Server::builder()
+        .add_service(discovery.service())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move { stopping.signaled().await },
+        )
+        .await
+        .context("xDS server")
 }
 
 /// Why a server task failed; never returns if it ended well (see [`shutdown::failure`]).
@@ -380,6 +422,9 @@ fn start_config(
         metrics.config_rejected.set(i64::try_from(rejected.len()).unwrap_or(i64::MAX));
         for problem in &rejected {
             warn!("config left out: {problem}");
+        }
+        for target in crate::translate::cluster::own_port_targets(&snapshot) {
+            warn!("not served inbound: {target}");
         }
         info!(services = snapshot.services.len(), rejected = rejected.len(), "configuration read");
         changes.put(snapshot);
@@ -510,4 +555,24 @@ async fn serve_mtls(
     // Held until the server has stopped: the drain waits for it.
     drop(watch);
     served.context("mTLS xDS server")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("mesh-pilot").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn plaintext_xds_only_in_local_mode_or_when_asked_and_on_loopback_by_default() {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], ports::PILOT_XDS_PLAINTEXT));
+        assert_eq!(parse(&[]).plaintext_xds(), None, "Kubernetes mode");
+        assert_eq!(parse(&["--xds-listen", "0.0.0.0:15010"]).plaintext_xds(), None);
+        assert_eq!(parse(&["--xds-plaintext"]).plaintext_xds(), Some(loopback));
+        assert_eq!(parse(&["--config-dir", "/etc/mesh"]).plaintext_xds(), Some(loopback));
+        let bridge = ["--config-dir", "/etc/mesh", "--xds-listen", "10.77.0.2:15010"];
+        assert_eq!(parse(&bridge).plaintext_xds(), Some("10.77.0.2:15010".parse().unwrap()));
+    }
 }

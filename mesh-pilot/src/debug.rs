@@ -2,11 +2,13 @@
 //! answers: `/metrics`, `/ready` (naming what the pilot still waits for), `/debug/syncz`
 //! (what each proxy was sent and acknowledged, per type: the data behind `meshctl
 //! proxy-status`), `/debug/config_dump?proxyID=` (what one proxy is served, as Envoy's config
-//! dump JSON), `/debug/registry` (the services known).
+//! dump JSON), `/debug/registry` (the services known). Everything but `/metrics` and `/ready`
+//! is answered only as [`access`] allows (a loopback listener, or the debug token).
 
 use std::sync::Arc;
 
-use http::{Response, StatusCode};
+use http::header::WWW_AUTHENTICATE;
+use http::{HeaderValue, Response, StatusCode};
 use mesh_runtime::admin::{self, query_param};
 use mesh_runtime::readiness::Ready;
 use serde_json::json;
@@ -15,7 +17,9 @@ use tokio::sync::watch;
 use crate::ads::Discovery;
 use crate::model::Snapshot;
 
+pub mod access;
 mod config_dump;
+pub use access::DebugAccess;
 pub use config_dump::config_dump;
 
 /// What the endpoint reads.
@@ -26,10 +30,25 @@ pub struct State {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// The pilot's readiness: what `/ready` answers.
     pub ready: Ready,
+    /// Who may read the rest (`/debug/*`).
+    pub access: DebugAccess,
 }
 
-/// The answer to a request for `uri` (the handler of the monitoring server).
-pub async fn respond(uri: &http::Uri, state: &State) -> Response<admin::Body> {
+/// The answer to `request` (the handler of the monitoring server). `/metrics` and `/ready`
+/// are open; anything else needs what [`State::access`] asks, or is answered 401 with what
+/// to do (never the data, whatever the path).
+pub async fn respond(request: &http::request::Parts, state: &State) -> Response<admin::Body> {
+    let uri = &request.uri;
+    if !matches!(uri.path(), "/metrics" | "/ready")
+        && let Err(refused) = state.access.check(&request.headers)
+    {
+        let mut response = admin::text(StatusCode::UNAUTHORIZED, format!("{refused}\n"));
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"mesh-pilot debug\""),
+        );
+        return response;
+    }
     let (status, body) = match uri.path() {
         "/debug/config_dump" => match query_param(uri, "proxyID") {
             None => (

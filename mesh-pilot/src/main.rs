@@ -1,6 +1,8 @@
 //! `mesh-pilot`: the control plane. Local mode reads a directory of Kubernetes and Istio YAML,
-//! watches it, and serves Envoy v3 xDS (state-of-the-world ADS) on port 15010; with
-//! `--ca-address` also over mesh mTLS on 15012. Readiness and debug endpoints on 15014.
+//! watches it, and serves Envoy v3 xDS (state-of-the-world ADS) in plaintext on
+//! 127.0.0.1:15010 (or `--xds-listen`); Kubernetes mode serves plaintext only with
+//! `--xds-plaintext`. With `--ca-address`, xDS over mesh mTLS on 15012. Metrics and readiness
+//! on 15014, with debug endpoints there for loopback or the `--debug-token-file` token.
 
 use clap::Parser as _;
 use mesh_pilot::app::{self, Config};

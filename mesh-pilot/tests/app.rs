@@ -49,7 +49,8 @@ async fn a_stop_ends_every_stream_and_closes_the_ports() {
     let config = TestPilot::config(&common::mesh_dir());
     let pilot = app::build_with(config, TestPilot::listeners()).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), pilot.ready.wait()).await.unwrap();
-    let (xds, monitoring, shutdown) = (pilot.xds, pilot.monitoring, pilot.shutdown.clone());
+    let (xds, monitoring, shutdown) =
+        (pilot.xds.unwrap(), pilot.monitoring, pilot.shutdown.clone());
     let ready_response = get(monitoring, "/ready").await.unwrap();
     assert_eq!(status_and_body(&ready_response), (200, "ready\n"));
 

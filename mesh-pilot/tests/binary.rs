@@ -1,5 +1,6 @@
 //! The `mesh-pilot` binary in local mode: it serves what the directory says, pushes when a file
-//! changes, and reports an invalid file without disturbing the rest.
+//! changes, and reports an invalid file without disturbing the rest. In Kubernetes mode: no
+//! plaintext xDS unless asked for, and `/debug/*` only with the token.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
@@ -137,4 +138,157 @@ async fn local_directory_changes_reach_connected_proxies() {
             && out.contains("subset name \"a\" is already used by an earlier subset"),
         "the invalid file is reported with its place and reason:\n{out}"
     );
+}
+
+/// A kubeconfig naming an API server where nothing listens: the pilot starts in Kubernetes mode
+/// (and waits for its first configuration).
+fn unreachable_cluster(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    let server = format!("https://127.0.0.1:{}", free_port());
+    let config = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: nowhere\nclusters:\n- name: nowhere\n  cluster: {{server: \"{server}\", insecure-skip-tls-verify: true}}\ncontexts:\n- name: nowhere\n  context: {{cluster: nowhere, user: nobody}}\nusers:\n- name: nobody\n  user: {{token: none}}\n"
+    );
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// `GET path` with `authorization` if given; the status code and body.
+async fn get_with(address: SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let header = authorization.map(|a| format!("authorization: {a}\r\n")).unwrap_or_default();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: pilot\r\n{header}connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (status, body) = mesh_testing::http::status_and_body(&response);
+    (status, body.to_owned())
+}
+
+/// The pilot binary in Kubernetes mode (against `kubeconfig`) with `args`, logging to a file
+/// beside it; stopped on drop.
+struct KubePilot(std::process::Child, std::path::PathBuf);
+
+impl KubePilot {
+    async fn start(kubeconfig: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let monitoring = args
+            .windows(2)
+            .find(|w| w[0] == "--monitoring-listen")
+            .map(|w| w[1].parse::<SocketAddr>().unwrap())
+            .unwrap();
+        let log = kubeconfig.with_file_name(format!("pilot-{}.log", monitoring.port()));
+        let child = Command::new(env!("CARGO_BIN_EXE_mesh-pilot"))
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let pilot = Self(child, log);
+        // Listening once /metrics answers (the listeners are all bound before it).
+        let metrics = SocketAddr::from(([127, 0, 0, 1], monitoring.port()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !get(metrics, "/metrics").await.is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            assert!(Instant::now() < deadline, "mesh-pilot does not serve /metrics");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        pilot
+    }
+}
+
+impl KubePilot {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+impl Drop for KubePilot {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn kubernetes_mode_serves_plaintext_xds_only_when_asked_and_debug_only_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = unreachable_cluster(dir.path());
+    let token = dir.path().join("debug-token");
+    std::fs::write(&token, "s3cret-debug-token\n").unwrap();
+    let token = token.display().to_string();
+
+    // Monitoring on every address (as in a pod), plaintext xDS not asked for.
+    let (xds, monitoring) = (free_port(), free_port());
+    let (xds_listen, monitoring_listen) =
+        (format!("127.0.0.1:{xds}"), format!("0.0.0.0:{monitoring}"));
+    let pilot = KubePilot::start(
+        &kubeconfig,
+        &[
+            "--xds-listen",
+            &xds_listen,
+            "--monitoring-listen",
+            &monitoring_listen,
+            "--debug-token-file",
+            &token,
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", xds)).await.is_err(),
+        "nothing serves plaintext xDS on {xds_listen}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pilot.log().contains("plaintext xDS is off: Kubernetes mode without --xds-plaintext") {
+        assert!(Instant::now() < deadline, "one line says why:\n{}", pilot.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let monitoring = SocketAddr::from(([127, 0, 0, 1], monitoring));
+    let (status, _) = get_with(monitoring, "/metrics", None).await;
+    assert_eq!(status, 200, "/metrics is open");
+    let (status, body) = get_with(monitoring, "/ready", None).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: first configuration\n"),
+        "/ready is open"
+    );
+    for path in
+        ["/debug/syncz", "/debug/registry", "/debug/config_dump?proxyID=x", "/debug/nothing"]
+    {
+        let (status, body) = get_with(monitoring, path, None).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(
+            body.contains("Authorization: Bearer <token>") && body.contains("--debug-token-file"),
+            "{body}"
+        );
+        let (status, body) = get_with(monitoring, path, Some("Bearer s3cret-debug-tokeN")).await;
+        assert_eq!(status, 401, "{path} with another token: {body}");
+    }
+    let (status, body) =
+        get_with(monitoring, "/debug/syncz", Some("Bearer s3cret-debug-token")).await;
+    assert_eq!((status, body.as_str()), (200, "[]\n"), "with the token");
+    drop(pilot);
+
+    // Asked for by the environment, as the chart asks: served, on loopback.
+    let (xds, monitoring) = (free_port(), free_port());
+    let (xds_listen, monitoring_listen) =
+        (format!("127.0.0.1:{xds}"), format!("0.0.0.0:{monitoring}"));
+    let _pilot = KubePilot::start(
+        &kubeconfig,
+        &["--xds-listen", &xds_listen, "--monitoring-listen", &monitoring_listen],
+        &[("MESH_PILOT_XDS_PLAINTEXT", "true")],
+    )
+    .await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", xds)).await.is_ok(),
+        "plaintext xDS on {xds_listen}"
+    );
+    // No token configured and not on loopback: /debug/* is closed to everyone, and says why.
+    let monitoring = SocketAddr::from(([127, 0, 0, 1], monitoring));
+    let (status, body) = get_with(monitoring, "/debug/syncz", Some("Bearer anything")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("--monitoring-listen 127.0.0.1:15014"), "{body}");
 }

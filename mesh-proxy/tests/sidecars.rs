@@ -528,7 +528,7 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
     assert_eq!(line["response_code"], 200);
     assert_eq!(line["method"], "GET");
     assert_eq!(line["upstream_cluster"], "inbound|8080||");
-    assert_eq!(line["upstream_host"], "127.0.0.1:8080");
+    assert_eq!(line["upstream_host"], "10.99.0.1:8080", "the app is called on the pod's address");
     assert_eq!(line["authority"], "10.96.0.10");
     assert!(line["x_request_id"].as_str().is_some_and(|id| id.len() == 36), "{line}");
     let client_line = sidecars[0].access_log().into_iter().find(|l| l["path"] == "/k3").unwrap();

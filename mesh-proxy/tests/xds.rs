@@ -106,7 +106,8 @@ fn everything_the_pilot_serves_is_accepted() {
         ["10.1.0.11:9080", "10.1.0.12:9080"]
     );
     assert_eq!(addresses("outbound|9080|v2|reviews.demo.svc.cluster.local"), ["10.1.0.12:9080"]);
-    assert_eq!(addresses("inbound|8080||"), ["127.0.0.1:8080"]);
+    // Inbound, the app is called where the client called it: the pod's address.
+    assert!(matches!(runtime.upstreams["inbound|8080||"].as_ref(), Upstream::OriginalDestination));
     // The pilot names the service an inbound cluster serves, and the proxy reads it back:
     // requests to it are reported under that service, whatever Host they carry.
     for port in [7000, 8080] {

@@ -72,7 +72,7 @@ impl TestPilot {
     pub fn listeners() -> Listeners {
         let (xds, _) = crate::net::listener();
         let (monitoring, _) = crate::net::listener();
-        Listeners { xds, xds_mtls: None, monitoring, webhook: None }
+        Listeners { xds: Some(xds), xds_mtls: None, monitoring, webhook: None }
     }
 
     /// Starts the pilot on `config` and `listeners` (reading `config.config_dir` in place)
@@ -86,7 +86,7 @@ impl TestPilot {
             panic!("the test pilot is not ready after {WAIT:?}: {:?}", bound.ready.pending());
         }
         Self {
-            xds: bound.xds,
+            xds: bound.xds.expect("a test pilot serves plaintext xDS"),
             monitoring: bound.monitoring,
             discovery: bound.discovery.clone(),
             bound,

@@ -1,6 +1,7 @@
 //! CDS: `outbound|port|subset|host` per service port and DestinationRule subset, with load
-//! balancing, circuit breakers and outlier detection; `inbound|port||` for the proxy's own
-//! ports; PassthroughCluster and BlackHoleCluster.
+//! balancing, circuit breakers and outlier detection; `inbound|port||` per port its workload
+//! serves (to the pod's address, never a port of the sidecar's own); PassthroughCluster and
+//! BlackHoleCluster.
 
 use std::collections::BTreeMap;
 
@@ -334,11 +335,14 @@ pub fn tcp_idle_timeout(
     policy.connection_pool?.tcp?.idle_timeout.as_ref().and_then(config_duration)
 }
 
-/// The ports of the services this proxy's workload serves (endpoint port, protocol).
+/// The ports of the services this proxy's workload serves (endpoint port, protocol). Never
+/// one of the sidecar's own (15000–15090), whatever a Service's `targetPort` says: serving
+/// 15000 would hand its admin API to the cluster ([`own_port_targets`] names such services).
 pub fn inbound_ports(snapshot: &Snapshot, proxy: &Proxy) -> BTreeMap<u16, Protocol> {
     let mut ports = BTreeMap::new();
     for ((host, port), endpoints) in &snapshot.endpoints {
-        if let Some(own) = endpoints.iter().find(|e| proxy.ips.contains(&e.address)) {
+        let own = endpoints.iter().find(|e| proxy.ips.contains(&e.address));
+        if let Some(own) = own.filter(|e| !mesh_api::ports::is_proxy_port(e.port)) {
             let protocol = snapshot
                 .services
                 .get(host)
@@ -350,24 +354,41 @@ pub fn inbound_ports(snapshot: &Snapshot, proxy: &Proxy) -> BTreeMap<u16, Protoc
     ports
 }
 
-/// `inbound|port||` for each port of the services this proxy serves: to the app on
-/// 127.0.0.1, from 127.0.0.6 so capture never takes it again.
+/// Services that send their sidecar workloads' traffic to a port of the sidecar's own (a
+/// `targetPort` in 15000–15090), which [`inbound_ports`] never serves: one line each, for the
+/// pilot's log, naming the service, the port and what to do.
+pub fn own_port_targets(snapshot: &Snapshot) -> Vec<String> {
+    let mut out = Vec::new();
+    for ((host, port), endpoints) in &snapshot.endpoints {
+        let mut targets: Vec<u16> = endpoints
+            .iter()
+            .filter(|e| e.sidecar && mesh_api::ports::is_proxy_port(e.port))
+            .map(|e| e.port)
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        for target in targets {
+            out.push(format!(
+                "service {host} port {port} targets port {target} of its workloads, one of the \
+                 sidecar's own ports (15000-15090: admin, capture, health, metrics), which are \
+                 never an app's; serve the app on another port and set the targetPort to it"
+            ));
+        }
+    }
+    out
+}
+
+/// `inbound|port||` for each port of the services this proxy serves: to the app on the
+/// address the client called (the pod's, the original destination, as Istio does since 1.10:
+/// an app listening on 127.0.0.1 only is not exposed), from 127.0.0.6 so capture never takes
+/// it again.
 fn inbound(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Cluster> {
     inbound_ports(snapshot, proxy)
         .into_keys()
-        .map(|port| {
-            let name = ClusterName::inbound(port).to_string();
-            Cluster {
-                cluster_discovery_type: Some(ClusterDiscoveryType::Type(
-                    DiscoveryType::Static as i32,
-                )),
-                connect_timeout: Some(duration(CONNECT_TIMEOUT)),
-                load_assignment: Some(super::endpoint::static_assignment(&name, "127.0.0.1", port)),
-                upstream_bind_config: Some(bind("127.0.0.6")),
-                metadata: services_metadata(snapshot, proxy, port),
-                name,
-                ..Cluster::default()
-            }
+        .map(|port| Cluster {
+            name: ClusterName::inbound(port).to_string(),
+            metadata: services_metadata(snapshot, proxy, port),
+            ..passthrough("", Some("127.0.0.6"))
         })
         .collect()
 }

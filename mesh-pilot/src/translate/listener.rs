@@ -229,7 +229,8 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
     // A port-level setting for a port no service declares: its own way in, as its mode says
     // (a STRICT workload may still take plaintext on one port, or refuse it on one).
     for (port, mode) in peer.port_levels() {
-        if served.contains_key(&port) {
+        // The sidecar's own ports are never a way in, not even by a port-level setting.
+        if served.contains_key(&port) || ports::is_proxy_port(port) {
             continue;
         }
         let name = format!("{INBOUND_PASSTHROUGH_CLUSTER}_{port}");

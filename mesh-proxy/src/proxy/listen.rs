@@ -503,6 +503,11 @@ async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: d
     let Some((local, destination)) = redirected(&tcp) else {
         return refuse(&shared, reporter, peer, NR, "not redirected (a loop)");
     };
+    // Whatever the configuration says, the sidecar's own ports (admin, health, metrics...)
+    // are never reached from outside the pod through it.
+    if mesh_api::ports::is_proxy_port(destination.port()) {
+        return refuse(&shared, reporter, peer, NR, "a port of the sidecar's own, never an app's");
+    }
     let mut connection = listener::Connection {
         destination,
         transport: "raw_buffer",

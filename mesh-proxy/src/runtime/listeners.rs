@@ -175,6 +175,9 @@ impl CompiledListener {
     /// TLS of each with the `secrets` it names. Never fails: a chain that does not compile
     /// closes its connections.
     pub fn compile(listener: &Listener, secrets: &BTreeMap<String, Secret>) -> Self {
+        // An inbound chain for a port of the sidecar's own is dropped, with a warning.
+        let trimmed = super::own_ports::without_own_port_chains(listener);
+        let listener = trimmed.as_ref().unwrap_or(listener);
         let default = listener.default_filter_chain.as_ref().map(|c| CompiledChain::of(c, secrets));
         let fallback = default.as_ref().and_then(|c| match &c.plan {
             Ok(ChainPlan::Tcp { cluster, idle_timeout }) => Some((cluster.clone(), *idle_timeout)),

@@ -6,9 +6,10 @@
 //! balancers and nothing else.
 
 mod cluster;
-mod origination;
 pub mod dns;
 pub mod listeners;
+mod origination;
+mod own_ports;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,6 +95,10 @@ impl Runtime {
         let mut transports = HashMap::new();
         let mut dns = HashMap::new();
         for (name, cluster) in &config.clusters {
+            // Left out, with a warning: nothing reaches the sidecar's own ports through it.
+            if own_ports::refuses_cluster(name, cluster) {
+                continue;
+            }
             transports.insert(name.clone(), Arc::new(Transport::of(cluster)));
             let kind = match cluster.cluster_discovery_type {
                 Some(ClusterDiscoveryType::Type(t)) => DiscoveryType::try_from(t).ok(),

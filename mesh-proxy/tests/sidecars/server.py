@@ -1,7 +1,8 @@
-# The server pod's apps for mesh-proxy's two-sidecar test, all on 127.0.0.1 (the inbound
-# clusters' address): HTTP/1.1 on 8080 (keep-alive, echoes who called and how, streams POST
-# bodies back as a size and digest, and upgrades to an echoing WebSocket-like byte stream),
-# a server-first TCP protocol on 3306, and gRPC (unary and server streaming) on 9090.
+# The server pod's apps for mesh-proxy's two-sidecar test, on every address (the sidecar calls
+# them on the pod's address, as Istio does since 1.10): HTTP/1.1 on 8080 (keep-alive, echoes
+# who called and how, streams POST bodies back as a size and digest, and upgrades to an
+# echoing WebSocket-like byte stream), a server-first TCP protocol on 3306, and gRPC (unary
+# and server streaming) on 9090.
 import concurrent.futures, hashlib, socket, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -59,7 +60,7 @@ class App(BaseHTTPRequestHandler):
         self.reply(f"size={size} sha256={digest.hexdigest()}")
 
 def server_first():
-    listener = socket.create_server(("127.0.0.1", 3306))
+    listener = socket.create_server(("0.0.0.0", 3306))
     while True:
         conn, _ = listener.accept()
         def serve(conn):
@@ -82,12 +83,12 @@ def grpc_server():
     })
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(8))
     server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port("127.0.0.1:9090")
+    server.add_insecure_port("0.0.0.0:9090")
     server.start()
     return server
 
 threading.Thread(target=server_first, daemon=True).start()
 keep = grpc_server()
-http = ThreadingHTTPServer(("127.0.0.1", 8080), App)
+http = ThreadingHTTPServer(("0.0.0.0", 8080), App)
 print("ready", flush=True)
 http.serve_forever()

@@ -17,6 +17,9 @@ const READY_LIMIT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The pilot's token file (its identity `mesh-system/mesh-pilot` at the CA).
 const PILOT_TOKEN: &str = "pilot.token";
+/// The token that opens the pilot's `/debug/*` on 10.77.0.2:15014 (`Authorization: Bearer`):
+/// its monitoring port is on the bridge, not on loopback.
+pub const PILOT_DEBUG_TOKEN: &str = "pilot-debug.token";
 /// The CA's tokens file: one `<token> <namespace>/<service account>` line per workload.
 pub const TOKENS: &str = "tokens";
 /// The CA's state (root key and certificate).
@@ -24,7 +27,8 @@ pub const CA_DIR: &str = "ca";
 /// Everything the mesh makes in its state directory (besides the state file and its lock):
 /// what `down` removes there, and nothing else.
 /// (The default config directory is recorded in the state when `up` makes it.)
-const OWNED: [&str; 7] = ["ca", "logs", "pods", "bin", TOKENS, PILOT_TOKEN, "state.json.new"];
+const OWNED: [&str; 8] =
+    ["ca", "logs", "pods", "bin", TOKENS, PILOT_TOKEN, PILOT_DEBUG_TOKEN, "state.json.new"];
 
 /// Flags of `meshctl local up`.
 #[derive(Debug, clap::Args)]
@@ -170,6 +174,7 @@ fn start(dir: &StateDir, state: &mut State) -> Result<(), LocalError> {
         &format!("{pilot_token} {}/mesh-pilot\n", ports::CONTROL_PLANE_NAMESPACE),
     )?;
     write_private(&dir.join(PILOT_TOKEN), &pilot_token)?;
+    write_private(&dir.join(PILOT_DEBUG_TOKEN), &super::pods::new_token()?)?;
 
     let monitoring = |ip| SocketAddr::new(ip, ports::CONTROL_PLANE_MONITORING);
     let ca_log = logs.join("mesh-ca.log");
@@ -216,6 +221,7 @@ fn start(dir: &StateDir, state: &mut State) -> Result<(), LocalError> {
                     SocketAddr::new(PILOT_IP.into(), ports::PILOT_XDS_TLS)
                 ),
                 format!("--monitoring-listen={}", monitoring(PILOT_IP.into())),
+                format!("--debug-token-file={}", dir.join(PILOT_DEBUG_TOKEN).display()),
                 // A person editing files expects to see the change at once.
                 "--poll-interval=250ms".into(),
             ]
