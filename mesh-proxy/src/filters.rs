@@ -87,6 +87,9 @@ pub struct HttpOptions {
     pub xff_num_trusted_hops: u32,
     /// The HTTP RBAC filters, in order.
     pub rbac: Filters,
+    /// The jwt_authn filter, which runs ahead of RBAC (`Err`: one the proxy cannot enforce,
+    /// which refuses every request).
+    pub jwt: Option<Result<crate::jwt::JwtAuthn, crate::jwt::ConfigError>>,
 }
 
 impl HttpOptions {
@@ -111,12 +114,16 @@ impl HttpOptions {
             use_remote_address: hcm.use_remote_address.as_ref().is_some_and(|b| b.value),
             xff_num_trusted_hops: hcm.xff_num_trusted_hops,
             rbac: Filters::new(rbac),
+            jwt: crate::jwt::JwtAuthn::of_connection_manager(hcm),
         }
     }
 
     /// Whether requests go on untouched and unchecked.
     pub fn is_identity(&self) -> bool {
-        self.path.is_identity() && !self.strip_trailing_host_dot && self.rbac.is_empty()
+        self.path.is_identity()
+            && !self.strip_trailing_host_dot
+            && self.rbac.is_empty()
+            && self.jwt.is_none()
     }
 
     /// The client's address as Envoy's connection manager finds it (RBAC's `remote_ip`):

@@ -36,11 +36,12 @@ const LISTENER_FILTERS: [&str; 3] = [
     "envoy.filters.listener.original_dst",
 ];
 /// HTTP filters the proxy implements.
-const HTTP_FILTERS: [&str; 4] = [
+const HTTP_FILTERS: [&str; 5] = [
     "envoy.filters.http.fault",
     "envoy.filters.http.cors",
     "envoy.filters.http.router",
     crate::authz::HTTP_FILTER,
+    crate::jwt::FILTER_NAME,
 ];
 /// Transport sockets the proxy implements.
 const TRANSPORT_SOCKETS: [&str; 2] = [crate::tls::TLS_SOCKET, crate::tls::RAW_BUFFER_SOCKET];
@@ -406,6 +407,9 @@ fn check_listener(l: &Listener) -> Result<(), String> {
                             .map_err(|why| format!("{at}.filters[{j}].http_filters[{k}]: {why}"))?;
                     }
                 }
+                // A token filter the proxy would enforce differently than Envoy is refused.
+                crate::jwt::JwtAuthn::check_connection_manager(&hcm)
+                    .map_err(|why| format!("{at}.filters[{j}]: {why}"))?;
                 if let Some(RouteSpecifier::RouteConfig(routes)) = &hcm.route_specifier {
                     check_routes(routes)
                         .map_err(|why| format!("{at}.filters[{j}].route_config: {why}"))?;
@@ -434,6 +438,12 @@ fn check_routes(r: &RouteConfiguration) -> Result<(), String> {
                 "virtual_hosts[{i}].typed_per_filter_config: per-route RBAC is not implemented"
             ));
         }
+        // So would a per-route jwt_authn (a route exempted from token checks).
+        if vhost.typed_per_filter_config.contains_key(crate::jwt::FILTER_NAME) {
+            return Err(format!(
+                "virtual_hosts[{i}].typed_per_filter_config: per-route jwt_authn is not implemented"
+            ));
+        }
         for (j, route) in vhost.routes.iter().enumerate() {
             let at = format!("virtual_hosts[{i}].routes[{j}]");
             match &route.action {
@@ -446,7 +456,10 @@ fn check_routes(r: &RouteConfiguration) -> Result<(), String> {
                 None => return Err(format!("{at} has no action")),
             }
             for name in route.typed_per_filter_config.keys() {
-                if !HTTP_FILTERS.contains(&name.as_str()) || name == crate::authz::HTTP_FILTER {
+                if !HTTP_FILTERS.contains(&name.as_str())
+                    || name == crate::authz::HTTP_FILTER
+                    || name == crate::jwt::FILTER_NAME
+                {
                     return Err(format!(
                         "{at}.typed_per_filter_config[{name:?}] is for a filter this proxy does not implement"
                     ));

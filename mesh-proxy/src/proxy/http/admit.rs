@@ -120,7 +120,7 @@ pub(super) fn authorize(
             scheme: request.uri().scheme_str().unwrap_or("http"),
             headers,
             remote: admission.options.remote_ip(connection.downstream.ip(), headers),
-            jwt_payload: None,
+            jwt_payload: cx.jwt_payload.as_ref(),
         }),
     };
     admission.options.rbac.check(&attributes).map_err(|denied| {

@@ -30,6 +30,9 @@ pub(super) struct RequestContext<'a> {
     pub(super) grpc: bool,
     /// What will be reported when the request ends.
     pub(super) finish: Finish,
+    /// The payload of the token jwt_authn verified (the dynamic metadata `payload` it sets),
+    /// for RBAC's `requestPrincipals` and `request.auth.claims`; `None` without one.
+    pub(super) jwt_payload: Option<serde_json::Value>,
 }
 
 impl<'a> RequestContext<'a> {
@@ -75,7 +78,7 @@ impl<'a> RequestContext<'a> {
             request_bytes: Arc::default(),
             response_bytes: 0,
         };
-        Self { shared, connection, protocol, grpc, finish }
+        Self { shared, connection, protocol, grpc, finish, jwt_payload: None }
     }
 }
 

@@ -1,8 +1,8 @@
-//! The stages of a request, in order: path normalization and authorization, routing, the
-//! route's CORS preflight and faults, the cluster's request breaker, the head and body that
-//! go upstream, mirrors, tracing, the attempts under the route timeout, and the response head
-//! back (or an upgrade). Each stage either lets the request go on or answers it with a
-//! [`LocalReply`].
+//! The stages of a request, in order: path normalization, authentication (tokens) and
+//! authorization, routing, the route's CORS preflight and faults, the cluster's request
+//! breaker, the head and body that go upstream, mirrors, tracing, the attempts under the route
+//! timeout, and the response head back (or an upgrade). Each stage either lets the request go
+//! on or answers it with a [`LocalReply`].
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use super::body::{self, Outgoing, OutgoingBody};
 use super::context::{RequestContext, Target};
 use super::head::{self, HeaderChanges};
 use super::reply::LocalReply;
-use super::{Routes, admit, cors, mirror, random, send, upgrade};
+use super::{Routes, admit, authn, cors, mirror, random, send, upgrade};
 use crate::policy::Fault;
 use crate::proxy::upstream::UpstreamBody;
 use crate::routing::{Decision, RequestHead, RouteTable, hash_key};
@@ -30,6 +30,7 @@ pub(super) async fn forward(
     // A Connection header that is not a token list is refused before anything reads it.
     head::check_connection(request.headers())?;
     admit::normalize(cx, &mut request)?;
+    authn::authenticate(cx, &mut request)?;
     authorize(cx, &request)?;
 
     let runtime = cx.shared.runtime.load_full();

@@ -4,15 +4,16 @@
 //! retries and mirrors. Every request, answered by the upstream or by the proxy itself, ends
 //! in one access-log line and Istio's request metrics.
 //!
-//! A request goes through the stages of `forward` in order: path normalization and
-//! authorization (`admit`: the chain's HCM options and RBAC filters), routing, CORS
-//! preflights, faults, the cluster's request breaker, the outgoing head (`head`) and body
-//! (`body`), mirrors, tracing, then the attempts of `send` (driven by the pure decisions of
-//! `retry`) under the route timeout, and the response head back, or an `upgrade`. What a
-//! request carries through them is its `context`; what the proxy answers itself is a
-//! `reply::LocalReply`.
+//! A request goes through the stages of `forward` in order: path normalization,
+//! authentication (`authn`: the chain's jwt_authn filter) and authorization (`admit`: the
+//! chain's HCM options and RBAC filters), routing, CORS preflights, faults, the cluster's
+//! request breaker, the outgoing head (`head`) and body (`body`), mirrors, tracing, then the
+//! attempts of `send` (driven by the pure decisions of `retry`) under the route timeout, and
+//! the response head back, or an `upgrade`. What a request carries through them is its
+//! `context`; what the proxy answers itself is a `reply::LocalReply`.
 
 mod admit;
+mod authn;
 mod body;
 mod context;
 mod cors;

@@ -78,6 +78,9 @@ pub(super) enum LocalReply {
     /// The path cannot be made canonical, or has escaped slashes the connection manager
     /// refuses (400, no flag, no body).
     PathRejected,
+    /// jwt_authn refused the request's token (401, or 403 for an audience not allowed; the
+    /// verifier's status as body and Envoy's `www-authenticate`; no flag).
+    Unauthenticated(crate::jwt::Denial),
 }
 
 impl LocalReply {
@@ -96,6 +99,7 @@ impl LocalReply {
             | Self::NotReplayable => 503,
             Self::BadRequest(_) | Self::PathRejected => 400,
             Self::Forbidden(_) => 403,
+            Self::Unauthenticated(denial) => denial.http_status().as_u16(),
             Self::FaultAbort(Abort::Http(status)) => *status,
             Self::FaultAbort(Abort::Grpc(_)) | Self::Preflight(_) => 200,
             Self::Direct { status, .. } | Self::Redirect { status, .. } => *status,
@@ -133,7 +137,8 @@ impl LocalReply {
             | Self::Redirect { .. }
             | Self::Preflight(_)
             | Self::Forbidden(_)
-            | Self::PathRejected => ResponseFlags::NONE,
+            | Self::PathRejected
+            | Self::Unauthenticated(_) => ResponseFlags::NONE,
         }
     }
 
@@ -164,6 +169,10 @@ impl LocalReply {
                 );
             }
             Self::Preflight(headers) => return (String::new(), headers),
+            Self::Unauthenticated(denial) => {
+                let challenge = denial.www_authenticate.map(|v| (header::WWW_AUTHENTICATE, v));
+                return (denial.body, challenge.into_iter().collect());
+            }
         };
         (message, Vec::new())
     }
@@ -178,6 +187,7 @@ impl LocalReply {
         match &self {
             Self::Forbidden(details) => finish.entry.details.clone_from(details),
             Self::PathRejected => finish.entry.details = "path_normalization_failed".to_owned(),
+            Self::Unauthenticated(denial) => finish.entry.details = denial.details(),
             _ => {}
         }
         let grpc_status = self.grpc_status().filter(|_| grpc);
