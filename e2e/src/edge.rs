@@ -52,6 +52,16 @@ impl TestPki {
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Pem { chain: cert.pem(), key: key.serialize_pem() })
     }
+
+    /// A certificate naming `uri` (a URI SAN, such as a SPIFFE id), signed by the CA.
+    pub fn issue_uri(&self, uri: &str) -> anyhow::Result<Pem> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.subject_alt_names =
+            vec![rcgen::SanType::URI(rcgen::string::Ia5String::try_from(uri)?)];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Pem { chain: cert.pem(), key: key.serialize_pem() })
+    }
 }
 
 /// The answer to an HTTPS GET, and the certificate the server presented.
@@ -132,4 +142,72 @@ pub fn https_get(
         .collect();
     let body = String::from_utf8_lossy(&raw[split + 4..]).into_owned();
     Ok(Answer { status, headers, body, certificate })
+}
+
+/// Accepts any server: for a test that plays an attacker, who does not care who answers.
+#[derive(Debug)]
+struct AnyServer(rustls::crypto::WebPkiSupportedAlgorithms);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// Plays a sidecar that is not one: mesh mTLS (the mesh's ALPN) to `address` with `client`'s
+/// certificate, then `GET path`. `Ok` only if the server took the certificate and answered.
+pub fn impersonate(address: SocketAddr, path: &str, client: &Pem) -> anyhow::Result<u16> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(AnyServer(provider.signature_verification_algorithms));
+    let chain =
+        CertificateDer::pem_slice_iter(client.chain.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(client.key.as_bytes())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols =
+        mesh_api::xds::mtls::ALPN.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let connection = rustls::ClientConnection::new(
+        Arc::new(config),
+        ServerName::IpAddress(address.ip().into()),
+    )?;
+    let tcp = TcpStream::connect_timeout(&address, Duration::from_secs(10))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    write!(tls, "GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    (&mut tls).take(1 << 20).read_to_end(&mut raw)?;
+    let head = String::from_utf8_lossy(&raw);
+    head.split(' ').nth(1).and_then(|s| s.parse().ok()).context("no HTTP answer")
 }

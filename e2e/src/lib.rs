@@ -7,6 +7,7 @@
 
 pub mod bookinfo;
 pub mod edge;
+pub mod jwt;
 pub mod local;
 pub mod netns;
 pub mod sidecar;

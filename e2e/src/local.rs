@@ -232,6 +232,8 @@ impl Answer {
 /// A request made from inside a pod.
 #[derive(Clone, Debug)]
 pub struct Call {
+    /// The method (`GET` unless said).
+    pub method: String,
     /// The pod's network namespace (empty: the host's, as a person outside the mesh calls).
     pub namespace: String,
     /// Where to connect (a VIP and port, like the app's own calls).
@@ -250,6 +252,7 @@ impl Call {
     /// `GET path` of `host` at `address`, from `namespace`.
     pub fn get(namespace: &str, address: SocketAddr, host: &str, path: &str) -> Self {
         Self {
+            method: "GET".to_owned(),
             namespace: namespace.to_owned(),
             address,
             host: host.to_owned(),
@@ -257,6 +260,12 @@ impl Call {
             headers: Vec::new(),
             timeout: Duration::from_secs(20),
         }
+    }
+
+    /// Another method than GET.
+    pub fn method(mut self, method: &str) -> Self {
+        method.clone_into(&mut self.method);
+        self
     }
 
     /// Adds a header.
@@ -307,8 +316,8 @@ impl Call {
             .with_context(|| format!("connect {}", self.address))?;
         stream.set_read_timeout(Some(self.timeout))?;
         let mut head = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: mesh-e2e\r\nConnection: close\r\n",
-            self.path, self.host
+            "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: mesh-e2e\r\nConnection: close\r\n",
+            self.method, self.path, self.host
         );
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));

@@ -412,9 +412,15 @@ fn start_config(
     watch: &drain::Watch,
 ) -> anyhow::Result<String> {
     // Latest wins: a source never waits for the debouncer, and its last read is what is served.
-    let changes = changes::Changes::default();
+    let (read, changes) = (changes::Changes::default(), changes::Changes::default());
     let debounce =
         changes::debounce(changes.clone(), publish, config.debounce_after, config.debounce_max);
+    // Between the source and the debouncer: the keys of token issuers, fetched here.
+    let fetcher = crate::jwks::HttpFetch::new();
+    tokio::spawn(until_drained(
+        watch.clone(),
+        crate::jwks::resolve(read.clone(), changes, fetcher),
+    ));
     let metrics = discovery.metrics.clone();
     let trust_domain = config.trust_domain.clone();
     let on_change = move |mut snapshot: Snapshot, rejected: Vec<source::Rejected>| {
@@ -427,7 +433,7 @@ fn start_config(
             warn!("not served inbound: {target}");
         }
         info!(services = snapshot.services.len(), rejected = rejected.len(), "configuration read");
-        changes.put(snapshot);
+        read.put(snapshot);
     };
     let source = match (&config.config_dir, client) {
         (Some(dir), _) => {

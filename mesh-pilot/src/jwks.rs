@@ -75,25 +75,41 @@ pub fn checked(text: &str) -> Result<String, FetchError> {
 /// Fetches over HTTP or HTTPS (the system's roots), with a timeout and a size cap.
 #[derive(Clone)]
 pub struct HttpFetch {
-    client: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Empty<bytes::Bytes>,
+    /// `None` on a system without root certificates: nothing can be fetched, and the issuers'
+    /// tokens are refused (the keys stay [`FAIL_CLOSED`]).
+    client: Option<
+        hyper_util::client::legacy::Client<
+            hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+            Empty<bytes::Bytes>,
+        >,
     >,
 }
 
 impl HttpFetch {
     /// A client trusting the system's root certificates.
-    pub fn new() -> Result<Self, FetchError> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| FetchError::Http(format!("no root certificates: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(connector);
-        Ok(Self { client })
+    pub fn new() -> Self {
+        let client = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(builder) => {
+                let connector = builder.https_or_http().enable_http1().build();
+                Some(
+                    hyper_util::client::legacy::Client::builder(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .build(connector),
+                )
+            }
+            Err(err) => {
+                warn!("no system root certificates ({err}): jwksUri keys cannot be fetched");
+                None
+            }
+        };
+        Self { client }
+    }
+}
+
+impl Default for HttpFetch {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -103,9 +119,11 @@ impl Fetch for HttpFetch {
         if !matches!(parsed.scheme_str(), Some("http" | "https")) {
             return Err(FetchError::Uri);
         }
+        let Some(client) = &self.client else {
+            return Err(FetchError::Http("no system root certificates to fetch with".to_owned()));
+        };
         let work = async {
-            let response =
-                self.client.get(parsed).await.map_err(|e| FetchError::Http(e.to_string()))?;
+            let response = client.get(parsed).await.map_err(|e| FetchError::Http(e.to_string()))?;
             if !response.status().is_success() {
                 return Err(FetchError::Status(response.status()));
             }
@@ -311,6 +329,44 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1, "tried, and not again before RETRY");
         let nothing = tokio::time::timeout(Duration::from_millis(200), output.next()).await;
         assert!(nothing.is_err(), "no new snapshot: the keys did not change");
+    }
+
+    /// Serves `answers` (status, body), one per connection, on loopback.
+    fn server(answers: Vec<(u16, &'static str)>) -> std::net::SocketAddr {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for (status, body) in answers {
+                let Ok((mut stream, _)) = listener.accept() else { return };
+                let mut buf = [0u8; 2048];
+                let _ = stream.read(&mut buf);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn keys_are_fetched_over_http_and_what_is_not_a_key_set_is_refused() {
+        let address = server(vec![
+            (200, r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#),
+            (404, "no"),
+            (200, "<html>"),
+        ]);
+        let fetch = HttpFetch::new();
+        let uri = format!("http://{address}/keys");
+        let keys = fetch.fetch(&uri, TIMEOUT).await.unwrap();
+        assert!(keys.contains("oct"));
+        let missing = fetch.fetch(&uri, TIMEOUT).await.unwrap_err();
+        assert_eq!(missing.to_string(), "answered 404 Not Found");
+        let html = fetch.fetch(&uri, TIMEOUT).await.unwrap_err();
+        assert!(html.to_string().starts_with("not a JWKS"), "{html}");
+        assert!(matches!(fetch.fetch("ftp://x/keys", TIMEOUT).await, Err(FetchError::Uri)));
     }
 
     #[test]

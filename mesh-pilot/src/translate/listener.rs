@@ -420,6 +420,8 @@ fn hcm(
         // setting, DECODE_AND_MERGE_SLASHES, made the default).
         normalize_path: Some(BoolValue { value: true }),
         merge_slashes: true,
+        // `example.com.` is `example.com`: a trailing dot is no way around a host rule.
+        strip_trailing_host_dot: true,
         path_with_escaped_slashes_action:
             http_connection_manager::PathWithEscapedSlashesAction::UnescapeAndForward as i32,
         ..HttpConnectionManager::default()

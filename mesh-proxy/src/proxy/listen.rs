@@ -231,7 +231,7 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
                 upgrades: chosen.upgrades.clone(),
                 admission,
             };
-            serve_http(shared, tcp, connection, sniffed == Sniffed::Http2, drain).await;
+            serve_http(shared, tcp, connection, sniffed == Sniffed::Http2, drain, None).await;
         }
         // Not HTTP on an HTTP port: passed through as the listener's default chain would.
         (_, Some(fallback)) => proxy(shared, tcp, flow(fallback.clone())).await,
@@ -345,7 +345,9 @@ async fn carry(
             match chosen.plan {
                 Plan::Tcp(cluster, idle) => proxy(shared, tcp, flow((cluster, idle), None)).await,
                 Plan::Http(routes) => {
-                    serve_http(shared, tcp, http(routes, None, admission), false, drain).await;
+                    let held = Some(chosen.listener.clone());
+                    serve_http(shared, tcp, http(routes, None, admission), false, drain, held)
+                        .await;
                 }
             }
         }
@@ -364,7 +366,9 @@ async fn carry(
                     proxy(shared, tls, flow((cluster, idle), mesh_peer)).await;
                 }
                 Plan::Http(routes) => {
-                    serve_http(shared, tls, http(routes, mesh_peer, admission), h2, drain).await;
+                    let held = Some(chosen.listener.clone());
+                    let connection = http(routes, mesh_peer, admission);
+                    serve_http(shared, tls, connection, h2, drain, held).await;
                 }
             }
         }
@@ -379,7 +383,8 @@ async fn carry(
             match chosen.plan {
                 Plan::Tcp(cluster, idle) => proxy(shared, tls, flow((cluster, idle), None)).await,
                 Plan::Http(routes) => {
-                    serve_http(shared, tls, http(routes, None, admission), h2, drain).await;
+                    let held = Some(chosen.listener.clone());
+                    serve_http(shared, tls, http(routes, None, admission), h2, drain, held).await;
                 }
             }
         }
@@ -553,6 +558,7 @@ pub async fn serve_http<I>(
     connection: Connection,
     h2_only: bool,
     mut drain: drain::Watch,
+    held: Option<Arc<CompiledListener>>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -577,13 +583,32 @@ pub async fn serve_http<I>(
     }
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
+    // A connection's chain (its policies, routes, options) is chosen when it is accepted. When
+    // an update replaces the listener it came by, the connection drains as Envoy's do: the
+    // request in flight finishes, HTTP/1 closes after it, HTTP/2 sends GOAWAY, and the client's
+    // next request comes on a new connection under the configuration in force. So a new
+    // AuthorizationPolicy holds for every request after it, not only for new connections.
+    let mut updates = shared.updates.subscribe();
+    let stale = || {
+        held.as_ref().is_some_and(|ours| {
+            !shared.runtime.load().listeners.values().any(|now| Arc::ptr_eq(now, ours))
+        })
+    };
     // `drain` is borrowed, not moved into the select: this connection must hold its watch
     // until the requests in flight have finished, or the drain would not wait for them.
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = drain.signaled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            () = drain.signaled() => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            Ok(()) = updates.changed(), if held.is_some() => {
+                if stale() {
+                    conn.as_mut().graceful_shutdown();
+                    break conn.await;
+                }
+            }
         }
     };
     if let Err(err) = result {

@@ -115,6 +115,9 @@ pub struct Shared {
     pub identity: SpiffeId,
     /// Tunables.
     pub tuning: Tuning,
+    /// Counts the configurations put in force: connections held by a listener an update
+    /// replaced drain when it moves ([`listen::serve_http`]).
+    pub updates: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -138,6 +141,7 @@ impl Shared {
             me: Arc::new(me),
             identity,
             tuning,
+            updates: watch::Sender::new(0),
         }
     }
 }
@@ -166,6 +170,7 @@ impl Shared {
                     Ok(runtime) => {
                         runtime.start_background();
                         self.runtime.store(Arc::new(runtime));
+                        self.updates.send_modify(|n| *n += 1);
                         if config.complete() {
                             complete.send_replace(true);
                         }

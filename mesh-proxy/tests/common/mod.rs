@@ -283,8 +283,8 @@ pub async fn proxy_with(
                 destination: address,
                 peer: None,
                 routes: Routes::Inline(table.clone()),
-                admission: Default::default(),
                 upgrades: upgrades.clone(),
+                admission: Default::default(),
             };
             tokio::spawn(mesh_proxy::proxy::listen::serve_http(
                 shared.clone(),
@@ -292,6 +292,7 @@ pub async fn proxy_with(
                 connection,
                 false,
                 drain.clone(),
+                None,
             ));
         }
     });
