@@ -289,6 +289,14 @@ spec:
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
+metadata: {name: web-audit, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: AUDIT
+  rules: [{to: [{operation: {paths: ["/status/*"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
 metadata: {name: db-allow, namespace: shop}
 spec:
   selector: {matchLabels: {app: db}}
@@ -360,6 +368,7 @@ fn matrix(mesh: &mut Mesh) -> anyhow::Result<usize> {
 
     let pki = e2e::edge::TestPki::new("not the mesh's CA")?;
     let forged = pki.issue_uri("spiffe://cluster.local/ns/shop/sa/client")?;
+    let foreign = pki.issue_uri("spiffe://other.example/ns/shop/sa/client")?;
     let web_pod = w.web_pod;
     let strict = vec![
         case("plaintext to a STRICT workload", w.call(&w.legacy, "/get"), Expect::Refused),
@@ -378,6 +387,13 @@ fn matrix(mesh: &mut Mesh) -> anyhow::Result<usize> {
         Case {
             name: "a certificate of another CA, claiming the client's identity",
             call: Box::new(move || e2e::edge::impersonate(web_pod, "/get", &forged)),
+            body: None,
+            expect: Expect::Refused,
+            check: Body::Any,
+        },
+        Case {
+            name: "a certificate of another trust domain",
+            call: Box::new(move || e2e::edge::impersonate(web_pod, "/get", &foreign)),
             body: None,
             expect: Expect::Refused,
             check: Body::Any,
@@ -406,7 +422,11 @@ fn matrix(mesh: &mut Mesh) -> anyhow::Result<usize> {
             w.call(&w.client, "/get"),
             Expect::Status(200),
         ),
-        case("a path prefix", w.call(&w.client, "/status/201"), Expect::Status(201)),
+        case(
+            "a path prefix, audited (AUDIT never blocks)",
+            w.call(&w.client, "/status/201"),
+            Expect::Status(201),
+        ),
         case("a method not allowed", w.call(&w.client, "/get").method("POST"), Expect::Status(403)),
         case("a path not allowed", w.call(&w.client, "/delay"), Expect::Status(403)),
         case("a {*} template: one segment", w.call(&w.client, "/delay/1"), Expect::Status(200)),

@@ -67,6 +67,16 @@ fn cluster(path: &str) -> Value {
                 ]}]}
             }]),
         ),
+        // A kind the mesh does not implement, in a cluster that has its CRD: read, and said.
+        "/apis/networking.istio.io/v1" => json!({
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "networking.istio.io/v1",
+            "resources": [{"name": "workloadgroups", "singularName": "workloadgroup", "namespaced": true, "kind": "WorkloadGroup", "verbs": ["list", "watch"]}]
+        }),
+        "/apis/networking.istio.io/v1/workloadgroups" => list(
+            "WorkloadGroup",
+            "networking.istio.io/v1",
+            json!([{"metadata": {"name": "vms", "namespace": "bookinfo", "resourceVersion": "1", "uid": "u-vms"}, "spec": {"template": {}}}]),
+        ),
         other if other.starts_with("/apis/networking.istio.io/v1/") => {
             let kind = match other.rsplit('/').next().unwrap() {
                 "destinationrules" => "DestinationRule",
@@ -189,7 +199,15 @@ fn api_server(gateway_api: bool) -> (kube::Client, Received, Received) {
             }
             let served =
                 gateway_api && !path.starts_with("/apis/gateway.networking.k8s.io/v1alpha2");
-            if !served && path.starts_with("/apis/gateway.networking.k8s.io") {
+            let unserved_istio = [
+                "/apis/networking.istio.io/v1alpha3",
+                "/apis/networking.istio.io/v1beta1",
+                "/apis/extensions.istio.io",
+                "/apis/telemetry.istio.io",
+            ]
+            .iter()
+            .any(|p| path.starts_with(p));
+            if unserved_istio || (!served && path.starts_with("/apis/gateway.networking.k8s.io")) {
                 send.send_response(not_found());
                 continue;
             }
@@ -335,6 +353,16 @@ async fn lists_become_the_model() {
     assert_eq!(event["regarding"]["name"], "broken");
     assert_eq!(event["regarding"]["uid"], "u-broken");
     assert!(event["note"].as_str().unwrap().contains("weight"), "{event}");
+    // The WorkloadGroup is not enforced, and the pilot says so on it.
+    let (_, event) =
+        tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+    assert_eq!(event["reason"], "NotEnforced");
+    assert_eq!(event["regarding"]["kind"], "WorkloadGroup");
+    assert_eq!(event["regarding"]["uid"], "u-vms");
+    assert_eq!(
+        event["note"],
+        "WorkloadGroup bookinfo/vms is read but not enforced: the mesh does not implement WorkloadGroup"
+    );
 
     let credential = &snapshot.credentials[&("istio-ingress".to_owned(), "web-cred".to_owned())];
     assert_eq!(credential.certificate_chain.as_deref(), Some("CERT"));

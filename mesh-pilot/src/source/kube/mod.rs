@@ -27,6 +27,7 @@ use super::{Admission, Rejected};
 use crate::model::{DEFAULT_DOMAIN, Endpoint, Snapshot};
 
 mod status;
+mod unenforced;
 
 /// Everything the Kubernetes source has seen, at one moment.
 #[derive(Default)]
@@ -415,6 +416,8 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
             return;
         }
     }
+    // Istio kinds the mesh does not implement: watched where their CRDs are, to say so.
+    let mut unenforced = unenforced::Unenforced::watch(&client, &tx).await;
     let recorder = Recorder::new(
         client.clone(),
         Reporter { controller: "mesh-pilot".to_owned(), instance: std::env::var("POD_NAME").ok() },
@@ -425,6 +428,7 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         let objects = stores.objects();
         let (snapshot, rejected, references) = build_with(&mut admission, &objects);
         report(&recorder, &rejected, &references, &mut reported).await;
+        unenforced.report(&recorder).await;
         if stores.gateway_api.is_some() {
             let now = k8s_openapi::jiff::Timestamp::now()
                 .round(k8s_openapi::jiff::Unit::Second)
