@@ -128,15 +128,16 @@ fn resolve(cluster: &mut Cluster, service: &Service, port: u16) {
     }
 }
 
-/// The SPIFFE identities of a service's endpoints that run sidecars, which its servers may
-/// present.
+/// The SPIFFE identities of a service's endpoints, which its servers may present. All of them,
+/// not only those with sidecars: a DestinationRule's `ISTIO_MUTUAL` to a gateway (which has a
+/// workload certificate and no sidecar label) checks the gateway's identity, as Istio's
+/// service-account SANs do.
 fn identities(snapshot: &Snapshot, service: &Service) -> Vec<String> {
     let mut ids: Vec<String> = service
         .ports
         .iter()
         .filter_map(|p| snapshot.endpoints.get(&(service.hostname.clone(), p.port)))
         .flatten()
-        .filter(|e| e.sidecar)
         .map(|e| snapshot.identity(e))
         .collect();
     ids.sort();
