@@ -12,7 +12,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use crate::store::CertStore;
-use crate::verify::{Expected, IdentityVerifier, TrustDomainVerifier};
+use crate::verify::{Expected, ServerCheck, ServerVerifier, TrustDomainVerifier};
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -103,9 +103,9 @@ fn client_config(
     expected: Expected,
 ) -> Result<rustls::ClientConfig, TlsError> {
     let provider = provider();
-    let verifier = Arc::new(IdentityVerifier {
-        roots,
-        expected,
+    let verifier = Arc::new(ServerVerifier {
+        roots: Some(roots),
+        check: ServerCheck::Spiffe(expected),
         algs: provider.signature_verification_algorithms,
     });
     let config = rustls::ClientConfig::builder_with_provider(provider)

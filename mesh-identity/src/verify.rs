@@ -87,12 +87,27 @@ impl ClientCertVerifier for TrustDomainVerifier {
     }
 }
 
-/// Verifies a server chain to the mesh roots, then requires one of the expected identities.
+/// Verifies a server: its chain to `roots` (unless there are none: `insecure_skip_verify`),
+/// then who it is, as [`ServerCheck`] says. One verifier for mesh mTLS (SPIFFE identities) and
+/// for TLS originated outside the mesh (DNS/URI names, or the SNI).
 #[derive(Debug)]
-pub(crate) struct IdentityVerifier {
-    pub(crate) roots: Arc<RootCertStore>,
-    pub(crate) expected: Expected,
+pub(crate) struct ServerVerifier {
+    pub(crate) roots: Option<Arc<RootCertStore>>,
+    pub(crate) check: ServerCheck,
     pub(crate) algs: WebPkiSupportedAlgorithms,
+}
+
+/// What a client requires of the server's certificate once its chain verifies.
+#[derive(Debug)]
+pub(crate) enum ServerCheck {
+    /// A SPIFFE identity the mesh expects.
+    Spiffe(Expected),
+    /// One of these DNS or URI SANs.
+    Names(Vec<String>),
+    /// The name the client connected to (the SNI), as webpki checks it.
+    ServerName,
+    /// Nothing (no roots either: `insecure_skip_verify`).
+    Nothing,
 }
 
 /// Which server identities a client accepts.
@@ -123,29 +138,59 @@ impl std::fmt::Display for Expected {
     }
 }
 
-impl ServerCertVerifier for IdentityVerifier {
+/// The DNS and URI SANs of a certificate.
+fn names_of(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else { return Vec::new() };
+    let Ok(Some(san)) = parsed.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(n) => Some((*n).to_owned()),
+            x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            &self.roots,
-            intermediates,
-            now,
-            self.algs.all,
-        )?;
-        require_identity(end_entity, "server", |id| {
-            (!self.expected.admits(id)).then(|| format!("is not the expected {}", self.expected))
-        })?;
+        if let Some(roots) = &self.roots {
+            verify_server_cert_signed_by_trust_anchor(
+                &parsed,
+                roots,
+                intermediates,
+                now,
+                self.algs.all,
+            )?;
+        }
+        match &self.check {
+            ServerCheck::Spiffe(expected) => require_identity(end_entity, "server", |id| {
+                (!expected.admits(id)).then(|| format!("is not the expected {expected}"))
+            })?,
+            ServerCheck::Names(names) => {
+                let present = names_of(end_entity);
+                if !present.iter().any(|n| names.contains(n)) {
+                    return Err(rustls::Error::General(format!(
+                        "server certificate names {} and none of the expected {}",
+                        if present.is_empty() { "nothing".to_owned() } else { present.join(", ") },
+                        names.join(", ")
+                    )));
+                }
+            }
+            ServerCheck::ServerName => rustls::client::verify_server_name(&parsed, server_name)?,
+            ServerCheck::Nothing => {}
+        }
         Ok(ServerCertVerified::assertion())
     }
-
     fn verify_tls12_signature(
         &self,
         message: &[u8],
