@@ -582,9 +582,13 @@ class Hello(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
-server = http.server.HTTPServer(("0.0.0.0", 8443), Hello)
+server = http.server.HTTPServer(("0.0.0.0", int(sys.argv[4]) if len(sys.argv) > 4 else 8443), Hello)
 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 context.load_cert_chain(sys.argv[1], sys.argv[2])
+if len(sys.argv) > 3 and sys.argv[3]:
+    # Mutual TLS: a client certificate of this CA is required.
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(sys.argv[3])
 server.socket = context.wrap_socket(server.socket, server_side=True)
 server.serve_forever()
 "#;
@@ -886,7 +890,8 @@ fn pod_ip(mesh: &mut Mesh, pod: &str) -> anyhow::Result<String> {
 /// Istio's egress TLS origination task: the app calls an external host in plain HTTP, and
 /// its sidecar opens TLS to it (a DestinationRule `tls: SIMPLE`), checking the server's
 /// certificate against the given CA and names; a name the certificate does not carry is
-/// refused, never sent in plaintext.
+/// refused, never sent in plaintext. With `MUTUAL` the sidecar presents the rule's client
+/// certificate to a server that requires one.
 fn tls_origination(mesh: &mut Mesh) -> anyhow::Result<()> {
     let pki = e2e::edge::TestPki::new("origination test CA")?;
     let (_backend, dir) = tls_backend(mesh, &pki)?;
@@ -954,6 +959,95 @@ spec:
         std::thread::sleep(Duration::from_millis(200));
     }
     mesh.delete(&config("someone-else.example.com"))?;
+
+    // MUTUAL: a server that requires a client certificate of the CA refuses the sidecar's
+    // TLS until the rule gives it one.
+    let client_cert = pki.issue(&["client.example.com"])?;
+    let (cert, key) = (dir.path().join("client.crt"), dir.path().join("client.key"));
+    std::fs::write(&cert, &client_cert.chain)?;
+    std::fs::write(&key, &client_cert.key)?;
+    for path in [&cert, &key] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    }
+    let backend_cert = dir.path().join("backend.crt").display().to_string();
+    let backend_key = dir.path().join("backend.key").display().to_string();
+    let ca_path = ca.display().to_string();
+    mesh.meshctl(&[
+        "deploy",
+        "mtls-backend",
+        "--labels",
+        "app=mtls-backend",
+        "--port",
+        "8444",
+        "--no-sidecar",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        TLS_BACKEND,
+        &backend_cert,
+        &backend_key,
+        &ca_path,
+        "8444",
+    ])?;
+    let mtls_backend = pod_ip(mesh, "mtls-backend")?;
+    let mutual = |tls: &str| {
+        format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: mtls-backend-external}}
+spec:
+  hosts: [mtls.example.com]
+  addresses: [10.96.250.3]
+  ports: [{{number: 80, name: http-port, protocol: HTTP, targetPort: 8444}}]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  endpoints: [{{address: {mtls_backend}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: mtls-backend-external}}
+spec:
+  host: mtls.example.com
+  trafficPolicy:
+    tls: {tls}
+"#
+        )
+    };
+    let simple = format!("{{mode: SIMPLE, sni: backend.example.com, caCertificates: {ca_path}}}");
+    let with_cert = format!(
+        "{{mode: MUTUAL, sni: backend.example.com, caCertificates: {ca_path}, clientCertificate: {}, privateKey: {}}}",
+        cert.display(),
+        key.display()
+    );
+    let call =
+        Call::get(&client, SocketAddr::from(([10, 96, 250, 3], 80)), "mtls.example.com", "/");
+    mesh.apply(&mutual(&simple))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = call.send();
+        if answer.as_ref().is_ok_and(|a| a.status == 503) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "no client certificate: {answer:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    mesh.apply(&mutual(&with_cert))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match call.send() {
+            Ok(answer) if answer.status == 200 => {
+                ensure!(answer.body.contains("tls-backend answered"), "{}", answer.body);
+                break;
+            }
+            other => {
+                ensure!(Instant::now() < deadline, "MUTUAL never got through: {other:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    mesh.delete(&mutual(&with_cert))?;
+    mesh.meshctl(&["remove", "mtls-backend"])?;
     mesh.meshctl(&["remove", "tls-backend"])?;
     Ok(())
 }
