@@ -895,83 +895,43 @@ fn pod_ip(mesh: &mut Mesh, pod: &str) -> anyhow::Result<String> {
 fn tls_origination(mesh: &mut Mesh) -> anyhow::Result<()> {
     let pki = e2e::edge::TestPki::new("origination test CA")?;
     let (_backend, dir) = tls_backend(mesh, &pki)?;
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, &pki.ca_pem)?;
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o644))?;
-    let backend = pod_ip(mesh, "tls-backend")?;
-    let config = |san: &str| {
-        format!(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: backend-external}}
-spec:
-  hosts: [backend.example.com]
-  addresses: [10.96.250.2]
-  ports: [{{number: 80, name: http-port, protocol: HTTP, targetPort: 8443}}]
-  location: MESH_EXTERNAL
-  resolution: STATIC
-  endpoints: [{{address: {backend}}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: backend-external}}
-spec:
-  host: backend.example.com
-  trafficPolicy:
-    portLevelSettings:
-    - port: {{number: 80}}
-      tls: {{mode: SIMPLE, sni: backend.example.com, caCertificates: {ca}, subjectAltNames: [{san}]}}
-"#,
-            ca = ca.display()
-        )
+    let readable = |name: &str, text: &str| -> anyhow::Result<String> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        Ok(path.display().to_string())
     };
-    mesh.apply(&config("backend.example.com"))?;
+    let ca = readable("ca.pem", &pki.ca_pem)?;
     let client = mesh.namespace_of("client");
+
+    // SIMPLE: the server checked against the rule's CA and names.
+    let backend = pod_ip(mesh, "tls-backend")?;
+    let simple = |san: &str| {
+        let tls = format!(
+            "{{mode: SIMPLE, sni: backend.example.com, caCertificates: {ca}, subjectAltNames: [{san}]}}"
+        );
+        outside_over_tls("backend", "10.96.250.2", &backend, 8443, &tls)
+    };
     let call =
         Call::get(&client, SocketAddr::from(([10, 96, 250, 2], 80)), "backend.example.com", "/");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match call.send() {
-            Ok(answer) if answer.status == 200 => {
-                ensure!(answer.body.contains("tls-backend answered"), "{}", answer.body);
-                break;
-            }
-            other => {
-                ensure!(Instant::now() < deadline, "never originated TLS: {other:?}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
+    mesh.apply(&simple("backend.example.com"))?;
+    let answer = until(&call, "TLS originated", |a| a.status == 200)?;
+    ensure!(answer.body.contains("tls-backend answered"), "{}", answer.body);
     // A name the server's certificate does not carry: refused, not sent anyway.
-    mesh.apply(&config("someone-else.example.com"))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let answer = call.send();
-        if answer.as_ref().is_ok_and(|a| a.status == 503) {
-            break;
-        }
-        ensure!(
-            answer.as_ref().is_ok_and(|a| a.status == 200) && Instant::now() < deadline,
-            "a wrong server name: {answer:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    mesh.delete(&config("someone-else.example.com"))?;
+    mesh.apply(&simple("someone-else.example.com"))?;
+    until(&call, "a wrong server name refused", |a| a.status == 503)?;
+    mesh.delete(&simple("someone-else.example.com"))?;
 
-    // MUTUAL: a server that requires a client certificate of the CA refuses the sidecar's
-    // TLS until the rule gives it one.
-    let client_cert = pki.issue(&["client.example.com"])?;
-    let (cert, key) = (dir.path().join("client.crt"), dir.path().join("client.key"));
-    std::fs::write(&cert, &client_cert.chain)?;
-    std::fs::write(&key, &client_cert.key)?;
-    for path in [&cert, &key] {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
-    }
-    let backend_cert = dir.path().join("backend.crt").display().to_string();
-    let backend_key = dir.path().join("backend.key").display().to_string();
-    let ca_path = ca.display().to_string();
+    // MUTUAL: a server that requires a client certificate of the CA refuses the sidecar's TLS
+    // until the rule gives it one.
+    let issued = pki.issue(&["client.example.com"])?;
+    let (cert, key) =
+        (readable("client.crt", &issued.chain)?, readable("client.key", &issued.key)?);
+    let (backend_cert, backend_key) = (
+        dir.path().join("backend.crt").display().to_string(),
+        dir.path().join("backend.key").display().to_string(),
+    );
     mesh.meshctl(&[
         "deploy",
         "mtls-backend",
@@ -986,70 +946,69 @@ spec:
         TLS_BACKEND,
         &backend_cert,
         &backend_key,
-        &ca_path,
+        &ca,
         "8444",
     ])?;
     let mtls_backend = pod_ip(mesh, "mtls-backend")?;
-    let mutual = |tls: &str| {
-        format!(
-            r#"
+    let mutual = |tls: &str| outside_over_tls("mtls", "10.96.250.3", &mtls_backend, 8444, tls);
+    let call =
+        Call::get(&client, SocketAddr::from(([10, 96, 250, 3], 80)), "mtls.example.com", "/");
+    mesh.apply(&mutual(&format!(
+        "{{mode: SIMPLE, sni: backend.example.com, caCertificates: {ca}}}"
+    )))?;
+    until(&call, "no client certificate refused", |a| a.status == 503)?;
+    let with_cert = mutual(&format!(
+        "{{mode: MUTUAL, sni: backend.example.com, caCertificates: {ca}, clientCertificate: {cert}, privateKey: {key}}}"
+    ));
+    mesh.apply(&with_cert)?;
+    let answer = until(&call, "MUTUAL through", |a| a.status == 200)?;
+    ensure!(answer.body.contains("tls-backend answered"), "{}", answer.body);
+    mesh.delete(&with_cert)?;
+    mesh.meshctl(&["remove", "mtls-backend"])?;
+    mesh.meshctl(&["remove", "tls-backend"])?;
+    Ok(())
+}
+
+/// A ServiceEntry for `<name>.example.com`, an HTTP host outside the mesh on `vip:80` whose
+/// server is at `address:port`, and the DestinationRule that opens TLS to it (`tls`).
+fn outside_over_tls(name: &str, vip: &str, address: &str, port: u16, tls: &str) -> String {
+    format!(
+        r#"
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
-metadata: {{name: mtls-backend-external}}
+metadata: {{name: {name}-external}}
 spec:
-  hosts: [mtls.example.com]
-  addresses: [10.96.250.3]
-  ports: [{{number: 80, name: http-port, protocol: HTTP, targetPort: 8444}}]
+  hosts: [{name}.example.com]
+  addresses: [{vip}]
+  ports: [{{number: 80, name: http-port, protocol: HTTP, targetPort: {port}}}]
   location: MESH_EXTERNAL
   resolution: STATIC
-  endpoints: [{{address: {mtls_backend}}}]
+  endpoints: [{{address: {address}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
-metadata: {{name: mtls-backend-external}}
+metadata: {{name: {name}-external}}
 spec:
-  host: mtls.example.com
+  host: {name}.example.com
   trafficPolicy:
     tls: {tls}
 "#
-        )
-    };
-    let simple = format!("{{mode: SIMPLE, sni: backend.example.com, caCertificates: {ca_path}}}");
-    let with_cert = format!(
-        "{{mode: MUTUAL, sni: backend.example.com, caCertificates: {ca_path}, clientCertificate: {}, privateKey: {}}}",
-        cert.display(),
-        key.display()
-    );
-    let call =
-        Call::get(&client, SocketAddr::from(([10, 96, 250, 3], 80)), "mtls.example.com", "/");
-    mesh.apply(&mutual(&simple))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let answer = call.send();
-        if answer.as_ref().is_ok_and(|a| a.status == 503) {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "no client certificate: {answer:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    mesh.apply(&mutual(&with_cert))?;
+    )
+}
+
+/// Sends `call` until its answer is the awaited one (config takes a moment to reach the
+/// proxies), at most 20 s; the last answer says why when it never is.
+fn until(call: &Call, what: &str, done: impl Fn(&Answer) -> bool) -> anyhow::Result<Answer> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match call.send() {
-            Ok(answer) if answer.status == 200 => {
-                ensure!(answer.body.contains("tls-backend answered"), "{}", answer.body);
-                break;
-            }
+            Ok(answer) if done(&answer) => return Ok(answer),
             other => {
-                ensure!(Instant::now() < deadline, "MUTUAL never got through: {other:?}");
+                ensure!(Instant::now() < deadline, "{what}: never, last {other:?}");
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
-    mesh.delete(&mutual(&with_cert))?;
-    mesh.meshctl(&["remove", "mtls-backend"])?;
-    mesh.meshctl(&["remove", "tls-backend"])?;
-    Ok(())
 }
 
 /// Istio's egress-gateway task, for an HTTP host outside the mesh: the ServiceEntry registers
