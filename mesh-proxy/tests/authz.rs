@@ -45,10 +45,6 @@ use http_body_util::{BodyExt as _, Full};
 use mesh_api::xds::{CLUSTER_TYPE, LISTENER_TYPE};
 use mesh_proxy::authz::{Attributes, PeerCertificate, RequestAttributes};
 use mesh_proxy::filters::ChainFilters;
-use mesh_proxy::proxy::listen::{Side, serve};
-use mesh_proxy::proxy::{MeshTls, Shared, Tuning};
-use mesh_proxy::runtime::Runtime;
-use mesh_proxy::telemetry::{AccessLog, LogFormat, Metrics, Workload};
 use mesh_proxy::xds::store::Store;
 use mesh_testing::ca::TestCa;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -311,28 +307,7 @@ async fn proxy_with_ca(ca: &TestCa, chain: FilterChain, clusters: Vec<Cluster>) 
     let clusters: Vec<_> = clusters.into_iter().map(pack_any).collect();
     store.apply(CLUSTER_TYPE, "1", &clusters).unwrap();
     store.apply(LISTENER_TYPE, "1", &[pack_any(listener_of(address, chain))]).unwrap();
-    let runtime = Runtime::build(store.current()).unwrap();
-    let tls = Arc::new(
-        MeshTls::new(ca.store("demo", "server"), ca.roots(), mesh_testing::ca::TRUST_DOMAIN)
-            .unwrap(),
-    );
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let log = AccessLog::start(LogFormat::Off, metrics.log_dropped.clone());
-    let shared = Arc::new(Shared::new(
-        runtime,
-        tls,
-        metrics,
-        log,
-        Workload::default(),
-        TestCa::id("demo", "server"),
-        Tuning::default(),
-    ));
-    let (keep, drain) = mesh_runtime::drain::channel();
-    tokio::spawn(async move {
-        let _keep = keep;
-        serve(listener, shared, Side::Gateway, drain).await;
-    });
+    common::serve_store(&store, ca, listener);
     address
 }
 

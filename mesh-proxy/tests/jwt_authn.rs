@@ -43,10 +43,6 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::google::protobuf::{Any, Empty};
 use envoy_types::util::pack_any;
 use mesh_api::xds::{CLUSTER_TYPE, LISTENER_TYPE};
-use mesh_proxy::proxy::listen::{Side, serve};
-use mesh_proxy::proxy::{MeshTls, Shared, Tuning};
-use mesh_proxy::runtime::Runtime;
-use mesh_proxy::telemetry::{AccessLog, LogFormat, Metrics, Workload};
 use mesh_proxy::xds::store::Store;
 use mesh_testing::ca::TestCa;
 use ring::rand::SystemRandom;
@@ -246,29 +242,7 @@ async fn proxy(filters: Vec<HttpFilter>, app: SocketAddr) -> SocketAddr {
     store.apply(LISTENER_TYPE, "1", &[pack_any(listener(address, filters))]).unwrap();
     // Whole as applied: in force at once.
     assert_eq!(store.current().listeners.len(), 1);
-    let runtime = Runtime::build(store.current()).unwrap();
-    let ca = TestCa::new();
-    let tls = Arc::new(
-        MeshTls::new(ca.store("demo", "server"), ca.roots(), mesh_testing::ca::TRUST_DOMAIN)
-            .unwrap(),
-    );
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let log = AccessLog::start(LogFormat::Off, metrics.log_dropped.clone());
-    let shared = Arc::new(Shared::new(
-        runtime,
-        tls,
-        metrics,
-        log,
-        Workload::default(),
-        TestCa::id("demo", "server"),
-        Tuning::default(),
-    ));
-    let (keep, drain) = mesh_runtime::drain::channel();
-    tokio::spawn(async move {
-        let _keep = keep;
-        serve(socket, shared, Side::Gateway, drain).await;
-    });
+    common::serve_store(&store, &TestCa::new(), socket);
     address
 }
 

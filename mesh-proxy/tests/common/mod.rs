@@ -334,10 +334,19 @@ fn shared(clusters: Vec<Cluster>) -> (Arc<Shared>, Arc<prometheus_client::regist
         config.clusters.insert(c.name.clone(), c);
     }
     let runtime = Runtime::build(Arc::new(config)).unwrap();
-    let ca = mesh_testing::ca::TestCa::new();
-    let identity = mesh_testing::ca::TestCa::id("test", "client");
+    shared_as(runtime, &mesh_testing::ca::TestCa::new(), "test", "client")
+}
+
+/// Shared state over `runtime`, as the workload `namespace`/`name` with a certificate from
+/// `ca`, and its metrics registry.
+pub fn shared_as(
+    runtime: Runtime,
+    ca: &mesh_testing::ca::TestCa,
+    namespace: &str,
+    name: &str,
+) -> (Arc<Shared>, Arc<prometheus_client::registry::Registry>) {
     let tls = Arc::new(
-        MeshTls::new(ca.store("test", "client"), ca.roots(), mesh_testing::ca::TRUST_DOMAIN)
+        MeshTls::new(ca.store(namespace, name), ca.roots(), mesh_testing::ca::TRUST_DOMAIN)
             .unwrap(),
     );
     let mut registry = prometheus_client::registry::Registry::default();
@@ -349,10 +358,28 @@ fn shared(clusters: Vec<Cluster>) -> (Arc<Shared>, Arc<prometheus_client::regist
         metrics,
         log,
         Workload::default(),
-        identity,
+        mesh_testing::ca::TestCa::id(namespace, name),
         Tuning::default(),
     ));
     (shared, Arc::new(registry))
+}
+
+/// mesh-proxy, as the workload `demo`/`server` of `ca`, serving the listener of `store` on
+/// `socket` itself as a gateway does (no redirection needed): the configuration taken through
+/// the xDS store, as the pilot's is.
+pub fn serve_store(
+    store: &mesh_proxy::xds::store::Store,
+    ca: &mesh_testing::ca::TestCa,
+    socket: tokio::net::TcpListener,
+) {
+    use mesh_proxy::proxy::listen::{Side, serve};
+    let runtime = Runtime::build(store.current()).unwrap();
+    let (shared, _) = shared_as(runtime, ca, "demo", "server");
+    let (keep, drain) = mesh_runtime::drain::channel();
+    tokio::spawn(async move {
+        let _keep = keep;
+        serve(socket, shared, Side::Gateway, drain).await;
+    });
 }
 
 /// One request through the proxy: status, headers, body.
