@@ -13,6 +13,9 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
+mod relay;
+use relay::Relay;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -31,13 +34,8 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use envoy_types::pb::google::protobuf::UInt32Value;
 use prost::Message as _;
 
@@ -143,51 +141,6 @@ fn with_admin_port(mut response: DiscoveryResponse) -> DiscoveryResponse {
     response
 }
 
-/// Stands between the sidecar and the pilot, adding the admin port to every response.
-struct Relay {
-    pilot: String,
-}
-
-type Responses =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<DiscoveryResponse, tonic::Status>> + Send>>;
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Relay {
-    type StreamAggregatedResourcesStream = Responses;
-    type DeltaAggregatedResourcesStream = std::pin::Pin<
-        Box<dyn futures::Stream<Item = Result<DeltaDiscoveryResponse, tonic::Status>> + Send>,
-    >;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
-    ) -> Result<tonic::Response<Responses>, tonic::Status> {
-        use futures::StreamExt as _;
-        let mut upstream = AggregatedDiscoveryServiceClient::connect(self.pilot.clone())
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let (forward, requests) = tokio::sync::mpsc::channel(16);
-        let mut downstream = request.into_inner();
-        tokio::spawn(async move {
-            while let Some(Ok(request)) = downstream.next().await {
-                if forward.send(request).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let requests = tokio_stream::wrappers::ReceiverStream::new(requests);
-        let responses = upstream.stream_aggregated_resources(requests).await?.into_inner();
-        Ok(tonic::Response::new(Box::pin(responses.map(|r| r.map(with_admin_port)))))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<tonic::Response<Self::DeltaAggregatedResourcesStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("state of the world only"))
-    }
-}
-
 /// Serves the pilot's ADS on loopback of the test's namespace, and the relay to it inside
 /// `ns` where the sidecar looks for the pilot.
 async fn serve_relayed_pilot(ns: &str, discovery: &Arc<mesh_pilot::ads::Discovery>) {
@@ -203,7 +156,10 @@ async fn serve_relayed_pilot(ns: &str, discovery: &Arc<mesh_pilot::ads::Discover
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(Relay { pilot }))
+            .add_service(AggregatedDiscoveryServiceServer::new(Relay {
+                pilot,
+                rewrite: Arc::new(with_admin_port),
+            }))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
 }

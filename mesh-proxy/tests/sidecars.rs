@@ -13,6 +13,9 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
+mod relay;
+use relay::Relay;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -20,13 +23,8 @@ use std::time::{Duration, Instant};
 
 use e2e::netns::{self, PodAndPeer};
 use e2e::sidecar;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 
 const CONFIG: &str = r#"
 apiVersion: v1
@@ -192,87 +190,44 @@ impl Drop for Sidecar {
     }
 }
 
-/// Stands between a sidecar and the pilot, passing everything through; once `taint` is set
-/// it adds a route configuration the proxy must refuse (a regex that does not compile) to
-/// every RDS response, so the pilot's next route change reaches the proxy as a NACKed update.
-struct Relay {
-    pilot: String,
-    taint: Arc<std::sync::atomic::AtomicBool>,
-}
-
-type Responses =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<DiscoveryResponse, tonic::Status>> + Send>>;
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Relay {
-    type StreamAggregatedResourcesStream = Responses;
-    type DeltaAggregatedResourcesStream = std::pin::Pin<
-        Box<dyn futures::Stream<Item = Result<DeltaDiscoveryResponse, tonic::Status>> + Send>,
-    >;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
-    ) -> Result<tonic::Response<Responses>, tonic::Status> {
-        use futures::StreamExt as _;
-        let mut upstream = AggregatedDiscoveryServiceClient::connect(self.pilot.clone())
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let (forward, requests) = tokio::sync::mpsc::channel(16);
-        let mut downstream = request.into_inner();
-        tokio::spawn(async move {
-            while let Some(Ok(request)) = downstream.next().await {
-                if forward.send(request).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let requests = tokio_stream::wrappers::ReceiverStream::new(requests);
-        let responses = upstream.stream_aggregated_resources(requests).await?.into_inner();
-        let taint = self.taint.clone();
-        let responses = responses.map(move |response| {
-            let mut response = response?;
-            if taint.load(std::sync::atomic::Ordering::Relaxed)
-                && response.type_url == mesh_api::xds::ROUTE_TYPE
-            {
-                use envoy_types::pb::envoy::config::route::v3 as r;
-                let bad = r::RouteConfiguration {
+/// A relay to `pilot` that, while `taint` is set, adds a route configuration the proxy must
+/// refuse to every route response.
+fn tainting_relay(pilot: String, taint: Arc<std::sync::atomic::AtomicBool>) -> Relay {
+    let rewrite = move |mut response: DiscoveryResponse| {
+        if taint.load(std::sync::atomic::Ordering::Relaxed)
+            && response.type_url == mesh_api::xds::ROUTE_TYPE
+        {
+            use envoy_types::pb::envoy::config::route::v3 as r;
+            let bad = r::RouteConfiguration {
+                name: "tainted".into(),
+                virtual_hosts: vec![r::VirtualHost {
                     name: "tainted".into(),
-                    virtual_hosts: vec![r::VirtualHost {
-                        name: "tainted".into(),
-                        domains: vec!["*".into()],
-                        routes: vec![r::Route {
-                            r#match: Some(r::RouteMatch {
-                                path_specifier: Some(r::route_match::PathSpecifier::SafeRegex(
-                                    envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
-                                        regex: "(unclosed".into(),
-                                        ..Default::default()
-                                    },
-                                )),
-                                ..Default::default()
-                            }),
-                            action: Some(r::route::Action::DirectResponse(
-                                r::DirectResponseAction { status: 200, ..Default::default() },
+                    domains: vec!["*".into()],
+                    routes: vec![r::Route {
+                        r#match: Some(r::RouteMatch {
+                            path_specifier: Some(r::route_match::PathSpecifier::SafeRegex(
+                                envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
+                                    regex: "(unclosed".into(),
+                                    ..Default::default()
+                                },
                             )),
                             ..Default::default()
-                        }],
+                        }),
+                        action: Some(r::route::Action::DirectResponse(r::DirectResponseAction {
+                            status: 200,
+                            ..Default::default()
+                        })),
                         ..Default::default()
                     }],
                     ..Default::default()
-                };
-                response.resources.push(envoy_types::util::pack_any(bad));
-            }
-            Ok(response)
-        });
-        Ok(tonic::Response::new(Box::pin(responses)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<tonic::Response<Self::DeltaAggregatedResourcesStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("state of the world only"))
-    }
+                }],
+                ..Default::default()
+            };
+            response.resources.push(envoy_types::util::pack_any(bad));
+        }
+        response
+    };
+    Relay { pilot, rewrite: Arc::new(rewrite) }
 }
 
 /// Serves the pilot on loopback of this (the test's) namespace; returns its URL.
@@ -360,7 +315,7 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
     // The client's sidecar reaches the pilot through a relay that can spoil updates.
     let taint = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let pilot_here = serve_pilot_here(&discovery).await;
-    serve_relay(&net.pod, Relay { pilot: pilot_here, taint: taint.clone() });
+    serve_relay(&net.pod, tainting_relay(pilot_here, taint.clone()));
     for (ns, pod, ip, sa) in pods {
         if *ns != net.pod {
             sidecar::serve_xds(ns, &discovery);
