@@ -352,17 +352,14 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
     // The Gateway API is watched when the cluster serves it; without its CRDs the mesh's own
     // kinds still make the mesh. GRPCRoute (standard since v1.1) and TLSRoute (experimental)
     // are watched where the cluster has them.
-    let served =
-        |resources: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList>,
-         plural: &str| {
-            resources.is_some_and(|list| list.resources.iter().any(|r| r.name == plural))
-        };
+    let serves = |list: &k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList,
+                  plural: &str| list.resources.iter().any(|r| r.name == plural);
     let v1 = client.list_api_group_resources("gateway.networking.k8s.io/v1").await.ok();
     if let Some(resources) = v1 {
-        let grpc = served(Some(resources.clone()), "grpcroutes");
+        let grpc = serves(&resources, "grpcroutes");
         let alpha =
             client.list_api_group_resources("gateway.networking.k8s.io/v1alpha2").await.ok();
-        let tls = served(alpha, "tlsroutes");
+        let tls = alpha.is_some_and(|list| serves(&list, "tlsroutes"));
         stores.gateway_api = Some(GatewayApiStores {
             classes: watch!(mesh_api::gateway_api::GatewayClass),
             gateways: watch!(mesh_api::gateway_api::Gateway),
