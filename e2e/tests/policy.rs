@@ -119,10 +119,10 @@ fn holds(case: &Case) -> Result<(), String> {
     Ok(())
 }
 
-/// Applies `policies` (after deleting `previous`) and checks every case until it holds: the
-/// local mesh takes a file at a time, so a stage's policies arrive over a second or two, and
-/// a case is judged on what the proxies do once they have them all. Returns the cases that
-/// never held within 30 s, described.
+/// Applies `policies` (after deleting `previous`) and checks the cases until they all hold at
+/// once: the local mesh takes a file at a time, so a stage's policies arrive over a second or
+/// two, and the cases are judged on what the proxies do once they have them all. Returns the
+/// cases that did not hold in the last round within 30 s, described.
 fn stage(
     mesh: &mut Mesh,
     name: &str,
@@ -136,21 +136,19 @@ fn stage(
     if !policies.is_empty() {
         mesh.apply(policies)?;
     }
+    // Every case must hold in one same round: a case passing once before the policies were
+    // all in force proves nothing about them.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut pending: Vec<&Case> = cases.iter().collect();
-    let mut last: Vec<String> = Vec::new();
-    while !pending.is_empty() && Instant::now() < deadline {
-        last.clear();
-        pending.retain(|case| match holds(case) {
-            Ok(()) => false,
-            Err(why) => {
-                last.push(format!("{name}: {}: {why}", case.name));
-                true
-            }
-        });
-        if !pending.is_empty() {
-            std::thread::sleep(Duration::from_millis(300));
+    let mut last: Vec<String>;
+    loop {
+        last = cases
+            .iter()
+            .filter_map(|case| holds(case).err().map(|why| format!("{name}: {}: {why}", case.name)))
+            .collect();
+        if last.is_empty() || Instant::now() > deadline {
+            break;
         }
+        std::thread::sleep(Duration::from_millis(300));
     }
     eprintln!("{name}: {} cases, {} wrong", cases.len(), last.len());
     for w in &last {

@@ -267,6 +267,13 @@ pub(super) fn start_sidecar(
                 "2".into(),
                 "--log-level".into(),
                 "warn".into(),
+                // As Istio's pilot-agent starts Envoy: when a listener or chain is replaced,
+                // its connections are told to go at once (GOAWAY, `Connection: close`), so a
+                // new policy holds for the next request, not after ten minutes of draining.
+                "--drain-strategy".into(),
+                "immediate".into(),
+                "--drain-time-s".into(),
+                "45".into(),
                 "-c".into(),
                 bootstrap.display().to_string(),
             ];
