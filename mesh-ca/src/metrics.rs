@@ -79,13 +79,17 @@ impl Metrics {
 }
 
 /// The monitoring endpoint's answer to `path`: `/metrics`, `/ready` (200 once `ready`),
-/// `/healthz`.
+/// `/healthz`, `/version`.
 pub fn respond(path: &str, metrics: &Metrics, ready: &Ready) -> Response<admin::Body> {
     let (status, body) = match path {
+        "/version" => return admin::version("mesh-ca", env!("CARGO_PKG_VERSION")),
         "/metrics" => (StatusCode::OK, metrics.encode()),
         "/ready" => ready.response(),
         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
-        _ => (StatusCode::NOT_FOUND, "not found: try /metrics, /ready or /healthz\n".to_owned()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /ready, /healthz or /version\n".to_owned(),
+        ),
     };
     admin::text(status, body)
 }

@@ -1,5 +1,5 @@
 //! What the monitoring and debug endpoint (port 15014, served by `mesh_runtime::admin`)
-//! answers: `/metrics`, `/ready` (naming what the pilot still waits for), `/debug/syncz`
+//! answers: `/metrics`, `/ready` (naming what the pilot still waits for), `/version`, `/debug/syncz`
 //! (what each proxy was sent and acknowledged, per type: the data behind `meshctl
 //! proxy-status`), `/debug/config_dump?proxyID=` (what one proxy is served, as Envoy's config
 //! dump JSON), `/debug/registry` (the services known). Everything but `/metrics` and `/ready`
@@ -34,12 +34,12 @@ pub struct State {
     pub access: DebugAccess,
 }
 
-/// The answer to `request` (the handler of the monitoring server). `/metrics` and `/ready`
-/// are open; anything else needs what [`State::access`] asks, or is answered 401 with what
+/// The answer to `request` (the handler of the monitoring server). `/metrics`, `/ready` and
+/// `/version` are open; anything else needs what [`State::access`] asks, or is answered 401 with what
 /// to do (never the data, whatever the path).
 pub async fn respond(request: &http::request::Parts, state: &State) -> Response<admin::Body> {
     let uri = &request.uri;
-    if !matches!(uri.path(), "/metrics" | "/ready")
+    if !matches!(uri.path(), "/metrics" | "/ready" | "/version")
         && let Err(refused) = state.access.check(&request.headers)
     {
         let mut response = admin::text(StatusCode::UNAUTHORIZED, format!("{refused}\n"));
@@ -50,6 +50,7 @@ pub async fn respond(request: &http::request::Parts, state: &State) -> Response<
         return response;
     }
     let (status, body) = match uri.path() {
+        "/version" => return admin::version("mesh-pilot", env!("CARGO_PKG_VERSION")),
         "/debug/config_dump" => match query_param(uri, "proxyID") {
             None => (
                 StatusCode::BAD_REQUEST,
@@ -83,7 +84,7 @@ pub async fn respond(request: &http::request::Parts, state: &State) -> Response<
                             }))
                         })
                         .collect();
-                        json!({"proxy": p.id, "types": types})
+                        json!({"proxy": p.id, "version": p.node.version, "types": types})
                     })
                     .collect();
             (StatusCode::OK, format!("{:#}\n", json!(proxies)))
@@ -112,7 +113,7 @@ pub async fn respond(request: &http::request::Parts, state: &State) -> Response<
         }
         _ => (
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /ready, /debug/syncz, /debug/config_dump?proxyID= or /debug/registry\n"
+            "not found: try /metrics, /ready, /version, /debug/syncz, /debug/config_dump?proxyID= or /debug/registry\n"
                 .to_owned(),
         ),
     };

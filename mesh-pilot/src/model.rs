@@ -289,6 +289,29 @@ pub struct Proxy {
     /// A gateway (`router~...` node id): listeners from the Gateways that select it, no
     /// capture.
     pub router: bool,
+    /// What the proxy says it is (`mesh-proxy/0.1.0`, `envoy/1.34.1`), from the node's user
+    /// agent; empty when it does not say.
+    pub version: String,
+}
+
+/// `name/version` of a node's user agent (`envoy/1.34.1`); the name alone, or nothing, when
+/// the node says less.
+fn user_agent(node: &envoy_types::pb::envoy::config::core::v3::Node) -> String {
+    use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
+    let version = match &node.user_agent_version_type {
+        Some(UserAgentVersionType::UserAgentVersion(v)) => v.clone(),
+        Some(UserAgentVersionType::UserAgentBuildVersion(build)) => build
+            .version
+            .as_ref()
+            .map(|v| format!("{}.{}.{}", v.major_number, v.minor_number, v.patch))
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    match (node.user_agent_name.as_str(), version.as_str()) {
+        ("", _) => String::new(),
+        (name, "") => name.to_owned(),
+        (name, version) => format!("{name}/{version}"),
+    }
 }
 
 impl Proxy {
@@ -335,6 +358,7 @@ impl Proxy {
             router: parsed
                 .as_ref()
                 .is_some_and(|n| n.proxy_type == mesh_api::xds::ProxyType::Router),
+            version: user_agent(node),
         }
     }
 }

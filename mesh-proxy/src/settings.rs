@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use mesh_api::identity::SpiffeId;
 use mesh_api::xds::{NodeId, ProxyType, metadata};
@@ -324,6 +325,11 @@ impl Settings {
             metadata: Some(Struct {
                 fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             }),
+            // What `meshctl proxy-status` and `version` show for this proxy.
+            user_agent_name: "mesh-proxy".to_owned(),
+            user_agent_version_type: Some(UserAgentVersionType::UserAgentVersion(
+                env!("CARGO_PKG_VERSION").to_owned(),
+            )),
             ..Node::default()
         }
     }

@@ -206,6 +206,17 @@ pub fn typed(
     response
 }
 
+/// The answer of `/version`: which component this is and its version, as JSON
+/// (`{"component":"mesh-pilot","version":"0.1.0"}`), what `meshctl version` reads.
+pub fn version(component: &'static str, version: &'static str) -> Response<Body> {
+    // Both are the caller's constants (a crate name and `CARGO_PKG_VERSION`): nothing to escape.
+    typed(
+        StatusCode::OK,
+        "application/json",
+        format!("{{\"component\":\"{component}\",\"version\":\"{version}\"}}\n"),
+    )
+}
+
 /// The value of query parameter `name`, percent-decoded (`None` if absent or not UTF-8).
 pub fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
     let raw =

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod install;
 pub mod kube_inject;
 pub mod local;

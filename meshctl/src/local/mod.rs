@@ -6,13 +6,13 @@
 //! it all, also after a crash.
 
 mod config;
-mod control_plane;
+pub(crate) mod control_plane;
 mod gateway;
 pub mod kubelet;
 mod net;
 pub mod plan;
 mod pods;
-mod probe;
+pub(crate) mod probe;
 mod process;
 pub mod state;
 mod status;

@@ -1,0 +1,307 @@
+//! How meshctl reaches a running mesh: the local mesh (a connection made from inside the network
+//! namespace of the pod or control plane) or a cluster (the Kubernetes API's port-forward, which
+//! arrives on the pod's loopback as `kubectl port-forward` does). Either gives a byte stream to a
+//! port of a pod; everything above it (the pilot's `/debug/syncz`, a proxy's admin and metrics)
+//! is the same HTTP for both.
+
+mod cluster;
+pub mod http;
+mod local;
+
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use mesh_api::ports;
+use serde::Deserialize;
+
+pub use cluster::ClusterMesh;
+pub use local::LocalMesh;
+
+/// A connection to a port of a pod.
+pub trait Conn: Read + Write + Send {}
+impl<T: Read + Write + Send> Conn for T {}
+
+/// What meshctl connects to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The control plane's mesh-pilot.
+    Pilot,
+    /// The control plane's mesh-ca.
+    Ca,
+    /// A pod of the mesh (a sidecar's or a gateway's).
+    Pod(Pod),
+}
+
+/// A pod, as `kubectl` names it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pod {
+    /// Its name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+}
+
+impl std::fmt::Display for Pod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.name, self.namespace)
+    }
+}
+
+/// What went wrong reaching the mesh, naming what was asked of whom.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// Neither a local mesh nor a cluster can be reached.
+    #[error("{0}")]
+    NoMesh(String),
+    /// A connection failed.
+    #[error("{what}: {reason}")]
+    Connect {
+        /// What was being reached.
+        what: String,
+        /// Why not.
+        reason: String,
+    },
+    /// Reading or writing a connection or a file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The answer was not what was expected.
+    #[error("{what}: {reason}")]
+    Http {
+        /// What was asked.
+        what: String,
+        /// What came back.
+        reason: String,
+    },
+    /// No proxy of that name.
+    #[error("{0}")]
+    NotFound(String),
+    /// The Kubernetes API refused or failed.
+    #[error("{what}: {source}")]
+    Kube {
+        /// What was asked of it.
+        what: String,
+        /// Its error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl AccessError {
+    pub(crate) fn io(what: &str, source: std::io::Error) -> Self {
+        AccessError::Io { what: what.to_owned(), source }
+    }
+}
+
+/// A running mesh meshctl can look into.
+pub trait Mesh: Send + Sync {
+    /// Which mesh this is, for messages (`the local mesh "mesh"`, `cluster context kind-mesh`).
+    fn describe(&self) -> String;
+
+    /// A connection to `port` of `target`, made where that port listens (admin ports listen
+    /// on the pod's loopback only).
+    fn connect(&self, target: &Target, port: u16) -> Result<Box<dyn Conn>, AccessError>;
+
+    /// The token the pilot's `/debug/*` needs from this side, if any (a cluster's port-forward
+    /// arrives on the pilot's loopback and needs none).
+    fn pilot_token(&self) -> Option<String>;
+
+    /// The mesh's configuration and the Kubernetes objects the analysis reads (Namespaces,
+    /// Services, workloads), as (origin, YAML or JSON text) documents; only `namespace`'s
+    /// when one is given.
+    fn config_documents(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<(String, String)>, AccessError>;
+
+    /// Which pod a user means by `name` (`pod` or `pod.namespace`): the pods of the local mesh,
+    /// or the cluster's pods.
+    fn find_pod(&self, name: &str) -> Result<Pod, AccessError>;
+}
+
+/// Flags that choose the mesh, shared by the commands that look into one.
+#[derive(Clone, Debug, Default, Args)]
+pub struct MeshArgs {
+    /// Use the local mesh (`meshctl local`), even when a kubeconfig exists.
+    #[arg(long, global = true, conflicts_with = "kubeconfig")]
+    pub local: bool,
+    /// The local mesh's state directory.
+    #[arg(long, global = true, env = "MESH_LOCAL_STATE", default_value = crate::local::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Use the cluster of this kubeconfig (default: the local mesh when one is up, else
+    /// $KUBECONFIG or ~/.kube/config).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// The namespace of the control plane in the cluster.
+    #[arg(long, global = true, default_value = "mesh-system")]
+    pub mesh_namespace: String,
+}
+
+/// The mesh the flags name: the local mesh with `--local`, the cluster with `--kubeconfig`,
+/// else the local mesh when one is up, else the default kubeconfig's cluster.
+pub fn choose(args: &MeshArgs) -> Result<Box<dyn Mesh>, AccessError> {
+    if args.kubeconfig.is_some() || args.context.is_some() {
+        return Ok(Box::new(ClusterMesh::connect(args)?));
+    }
+    if args.local || LocalMesh::is_up(&args.state_dir) {
+        return Ok(Box::new(LocalMesh::open(&args.state_dir)?));
+    }
+    ClusterMesh::connect(args).map(|m| Box::new(m) as Box<dyn Mesh>).map_err(|e| {
+        AccessError::NoMesh(format!(
+            "no local mesh is up (state directory {}) and no cluster can be reached ({e}); \
+             run `meshctl local up`, or pass --kubeconfig",
+            args.state_dir.display()
+        ))
+    })
+}
+
+/// `GET path` on `port` of `target`: the body of a 200 answer, else an error naming what
+/// answered what.
+pub fn get(mesh: &dyn Mesh, target: &Target, port: u16, path: &str) -> Result<String, AccessError> {
+    let what = describe_target(target, port, path);
+    let token = matches!(target, Target::Pilot).then(|| mesh.pilot_token()).flatten();
+    let conn = mesh.connect(target, port)?;
+    let (status, body) = http::get(conn, &what, &http::Get { path, token: token.as_deref() })?;
+    if status != 200 {
+        return Err(AccessError::Http {
+            what,
+            reason: format!("answered {status}: {}", body.trim()),
+        });
+    }
+    Ok(body)
+}
+
+/// `GET path` on `port` of `target`, the body read as it comes (a stream of lines).
+pub fn stream(
+    mesh: &dyn Mesh,
+    target: &Target,
+    port: u16,
+    path: &str,
+) -> Result<Box<dyn BufRead + Send>, AccessError> {
+    let what = describe_target(target, port, path);
+    let conn = mesh.connect(target, port)?;
+    let mut answer = http::stream(conn, &what, &http::Get { path, token: None })?;
+    if answer.status != 200 {
+        let mut text = String::new();
+        let _ = answer.body.by_ref().take(4096).read_to_string(&mut text);
+        return Err(AccessError::Http {
+            what,
+            reason: format!("answered {}: {}", answer.status, text.trim()),
+        });
+    }
+    Ok(answer.body)
+}
+
+fn describe_target(target: &Target, port: u16, path: &str) -> String {
+    match target {
+        Target::Pilot => format!("mesh-pilot :{port}{path}"),
+        Target::Ca => format!("mesh-ca :{port}{path}"),
+        Target::Pod(pod) => format!("{pod} :{port}{path}"),
+    }
+}
+
+/// One proxy connected to the pilot, with its sync state per type: an entry of `/debug/syncz`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SyncStatus {
+    /// The node id (`sidecar~10.77.0.11~reviews-v2.default~default.svc.cluster.local`).
+    pub proxy: String,
+    /// What the proxy says it is (`mesh-proxy/0.1.0`, `envoy/1.34.1`).
+    #[serde(default)]
+    pub version: String,
+    /// Per type URL.
+    #[serde(default)]
+    pub types: std::collections::BTreeMap<String, TypeSync>,
+}
+
+/// The sync state of one type for one proxy.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct TypeSync {
+    /// `SYNCED`, `STALE`, `NOT SENT` or `ERROR`.
+    #[serde(default)]
+    pub state: String,
+    /// The version last sent.
+    #[serde(default)]
+    pub sent_version: String,
+    /// The version the proxy last accepted.
+    #[serde(default)]
+    pub acked_version: String,
+    /// The proxy's message on its last rejection.
+    #[serde(default)]
+    pub last_nack: Option<String>,
+}
+
+impl SyncStatus {
+    /// The pod the node id names (`type~ip~pod.namespace~domain`).
+    pub fn pod(&self) -> Option<Pod> {
+        let node: mesh_api::xds::NodeId = self.proxy.parse().ok()?;
+        Some(Pod { name: node.pod, namespace: node.namespace })
+    }
+}
+
+/// The pilot's `/debug/syncz` text, parsed.
+pub fn parse_syncz(text: &str) -> Result<Vec<SyncStatus>, AccessError> {
+    serde_json::from_str(text).map_err(|e| AccessError::Http {
+        what: "mesh-pilot /debug/syncz".into(),
+        reason: format!("not the expected JSON: {e}"),
+    })
+}
+
+/// The proxies connected to the pilot, as `/debug/syncz` reports them (the raw text too, for
+/// callers that show it as is).
+pub fn syncz(mesh: &dyn Mesh) -> Result<(String, Vec<SyncStatus>), AccessError> {
+    let text = get(mesh, &Target::Pilot, ports::CONTROL_PLANE_MONITORING, "/debug/syncz")?;
+    let parsed = parse_syncz(&text)?;
+    Ok((text, parsed))
+}
+
+/// The live mesh's documents for `meshctl analyze -k`: the chosen mesh's configuration.
+pub fn live_config(
+    args: &MeshArgs,
+    namespace: Option<&str>,
+) -> Result<Vec<(String, String)>, AccessError> {
+    choose(args)?.config_documents(namespace)
+}
+
+/// Splits `pod` or `pod.namespace`.
+pub(crate) fn split_pod_name(name: &str, default_namespace: &str) -> Pod {
+    match name.split_once('.') {
+        Some((pod, namespace)) => Pod { name: pod.to_owned(), namespace: namespace.to_owned() },
+        None => Pod { name: name.to_owned(), namespace: default_namespace.to_owned() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncz_entries_name_their_pods() {
+        let text = r#"[{"proxy":"sidecar~10.77.0.11~reviews-v2.default~default.svc.cluster.local",
+            "version":"mesh-proxy/0.1.0",
+            "types":{"type.googleapis.com/envoy.config.cluster.v3.Cluster":{"state":"SYNCED",
+            "sent_version":"3","acked_version":"3","last_nack":null}}}]"#;
+        let parsed = parse_syncz(text).unwrap();
+        assert_eq!(
+            parsed[0].pod(),
+            Some(Pod { name: "reviews-v2".into(), namespace: "default".into() })
+        );
+        assert_eq!(parsed[0].version, "mesh-proxy/0.1.0");
+        let err = parse_syncz("not found").unwrap_err().to_string();
+        assert!(err.contains("/debug/syncz") && err.contains("not the expected JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_pod_name_may_carry_its_namespace() {
+        assert_eq!(split_pod_name("productpage-v1.bookinfo", "default").namespace, "bookinfo");
+        assert_eq!(split_pod_name("sleep", "default").namespace, "default");
+    }
+}
