@@ -203,6 +203,15 @@ mod tests {
         }
     }
 
+    impl Conn for Canned {
+        fn try_clone_conn(&self) -> std::io::Result<Box<dyn Conn>> {
+            Err(std::io::ErrorKind::Unsupported.into())
+        }
+        fn shutdown_write(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     fn canned(reply: &str) -> Box<dyn Conn> {
         Box::new(Canned { reply: Cursor::new(reply.as_bytes().to_vec()), written: Vec::new() })
     }

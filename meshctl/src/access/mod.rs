@@ -18,9 +18,32 @@ use serde::Deserialize;
 pub use cluster::ClusterMesh;
 pub use local::LocalMesh;
 
-/// A connection to a port of a pod.
-pub trait Conn: Read + Write + Send {}
-impl<T: Read + Write + Send> Conn for T {}
+/// A connection to a port of a pod: a TCP connection made inside the mesh's namespaces, or one
+/// end of a socket pair whose other end a port-forward carries.
+pub trait Conn: Read + Write + Send {
+    /// A second handle on the same connection (one thread reads while another writes).
+    fn try_clone_conn(&self) -> std::io::Result<Box<dyn Conn>>;
+    /// Says no more will be written (the far side reads the end).
+    fn shutdown_write(&self) -> std::io::Result<()>;
+}
+
+impl Conn for std::net::TcpStream {
+    fn try_clone_conn(&self) -> std::io::Result<Box<dyn Conn>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+    fn shutdown_write(&self) -> std::io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+impl Conn for std::os::unix::net::UnixStream {
+    fn try_clone_conn(&self) -> std::io::Result<Box<dyn Conn>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+    fn shutdown_write(&self) -> std::io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
 
 /// What meshctl connects to.
 #[derive(Clone, Debug, PartialEq, Eq)]
