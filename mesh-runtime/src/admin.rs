@@ -20,8 +20,26 @@ use tokio_stream::{Stream, StreamExt as _};
 
 use crate::drain;
 
-/// The body of every admin response: small and in memory.
+/// The body of every admin response: small and in memory. A handler may answer with another
+/// body (a stream) where it needs to: see [`ResponseBody`].
 pub type Body = Full<Bytes>;
+
+/// What a handler's responses may carry: [`Body`], or a body that streams (a tap that runs
+/// until the client goes away or the server drains: it must end on the drain itself, as the
+/// graceful stop waits for it).
+pub trait ResponseBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
 
 /// How long a client may take to send a request head before its connection is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,18 +114,20 @@ impl Server {
 
     /// Serves `handler` on a task of the current runtime until `drain` signals; then stops
     /// accepting, lets requests in flight finish, and drops the watch.
-    pub fn spawn<H, F>(self, drain: drain::Watch, handler: H) -> tokio::task::JoinHandle<()>
+    pub fn spawn<H, F, B>(self, drain: drain::Watch, handler: H) -> tokio::task::JoinHandle<()>
     where
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-        F: Future<Output = Response<Body>> + Send + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: ResponseBody,
     {
         tokio::spawn(self.serve(drain, Arc::new(handler)))
     }
 
-    async fn serve<H, F>(self, drain: drain::Watch, handler: Arc<H>)
+    async fn serve<H, F, B>(self, drain: drain::Watch, handler: Arc<H>)
     where
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-        F: Future<Output = Response<Body>> + Send + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: ResponseBody,
     {
         let Server { listener, purpose, header_timeout } = self;
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -118,7 +138,7 @@ impl Server {
 /// Serves `handler` over the connections `incoming` yields (TLS streams from the caller's own
 /// accept loop, say) as [`Server::spawn`] serves a TCP listener: request heads bounded by
 /// [`HEADER_READ_TIMEOUT`], a graceful stop on drain. `purpose` names the listener in logs.
-pub fn spawn_incoming<S, IO, H, F>(
+pub fn spawn_incoming<S, IO, H, F, B>(
     incoming: S,
     purpose: &'static str,
     drain: drain::Watch,
@@ -128,7 +148,8 @@ where
     S: Stream<Item = std::io::Result<IO>> + Send + Unpin + 'static,
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: ResponseBody,
 {
     tokio::spawn(serve_connections(
         incoming,
@@ -139,7 +160,7 @@ where
     ))
 }
 
-async fn serve_connections<S, IO, H, F>(
+async fn serve_connections<S, IO, H, F, B>(
     mut incoming: S,
     purpose: &'static str,
     header_timeout: Duration,
@@ -149,7 +170,8 @@ async fn serve_connections<S, IO, H, F>(
     S: Stream<Item = std::io::Result<IO>> + Send + Unpin + 'static,
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: ResponseBody,
 {
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 only: probes, scrapers, curl and the API server's webhook calls speak it, and
@@ -276,6 +298,23 @@ mod tests {
         trigger.drain(Duration::from_secs(5)).await.unwrap();
         task.await.unwrap();
         assert!(get(address, "/ready").await.is_err(), "the listener is closed after the drain");
+    }
+
+    #[tokio::test]
+    async fn a_handler_may_answer_with_a_stream() {
+        let server = Server::bind(([127, 0, 0, 1], 0).into(), "test").await.unwrap();
+        let address = server.local_addr().unwrap();
+        let (_trigger, watch) = drain::channel();
+        server.spawn(watch, |_| async {
+            let lines = ["one\n", "two\n"].map(|line| {
+                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(line)))
+            });
+            Response::new(http_body_util::StreamBody::new(tokio_stream::iter(lines)))
+        });
+        let answer = get(address, "/tap").await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.contains("transfer-encoding: chunked"), "{answer}");
+        assert!(answer.contains("one\n") && answer.contains("two\n"), "{answer}");
     }
 
     #[tokio::test]
