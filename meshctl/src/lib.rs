@@ -12,3 +12,5 @@ pub mod access;
 pub mod install;
 pub mod kube_inject;
 pub mod local;
+pub mod proxy_config;
+pub mod proxy_status;
