@@ -9,8 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod dashboard;
 pub mod install;
 pub mod kube_inject;
 pub mod local;
-pub mod proxy_config;
-pub mod proxy_status;

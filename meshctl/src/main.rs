@@ -22,13 +22,6 @@ enum Command {
     Install(meshctl::install::InstallArgs),
     /// Remove what `meshctl install` installed.
     Uninstall(meshctl::install::UninstallArgs),
-    /// Whether each proxy runs what the pilot sent it, per xDS type; with POD, what the pilot
-    /// serves it compared with what it runs.
-    #[command(name = "proxy-status", visible_alias = "ps")]
-    ProxyStatus(meshctl::proxy_status::ProxyStatusArgs),
-    /// What one proxy runs: its clusters, listeners, routes, endpoints or certificates.
-    #[command(name = "proxy-config", visible_alias = "pc")]
-    ProxyConfig(meshctl::proxy_config::ProxyConfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,8 +35,6 @@ fn main() -> ExitCode {
         Command::Uninstall(args) => {
             meshctl::install::uninstall(&args).map(|()| 0).map_err(Into::into)
         }
-        Command::ProxyStatus(args) => meshctl::proxy_status::run(&args).map_err(Into::into),
-        Command::ProxyConfig(args) => meshctl::proxy_config::run(&args).map_err(Into::into),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,
