@@ -2,7 +2,10 @@
 //!
 //! Every error names the file, the document (1-based) and the line, and loading goes on after a
 //! bad document so that one run reports all of them. Kinds the mesh does not read are reported,
-//! never skipped silently.
+//! never skipped silently, except by the mixed loads ([`load_path_mixed`] and friends), which
+//! read manifests as `kubectl apply` takes them: there the workloads, service accounts and
+//! config maps that checks need are typed ([`KubeObject`]) and other kinds are listed as
+//! [`Skipped`].
 
 use std::fmt;
 use std::io::Read;
@@ -11,11 +14,17 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::Resource;
+use crate::{ObjectRef, Resource};
 
+mod kubernetes;
 mod split;
 
 use crate::{gateway_api, networking, security};
+use kubernetes::{Decoded, Kinds, document_object};
+pub use kubernetes::{
+    KubeLoaded, KubeObject, PodTemplate, Skipped, load_path_mixed, load_reader_mixed,
+    load_stdin_mixed, load_str_mixed,
+};
 pub use split::yaml_documents;
 use split::{Document, Format, split_json, split_yaml};
 
@@ -58,6 +67,8 @@ pub struct LoadError {
     pub column: Option<usize>,
     /// The problem itself; the fields above say where it is.
     pub kind: LoadErrorKind,
+    /// The object the document describes, when its kind and name could be read.
+    pub object: Option<ObjectRef>,
 }
 
 impl fmt::Display for LoadError {
@@ -166,6 +177,11 @@ pub struct LoadReport {
     /// Objects of kinds the mesh does not implement ([`NOT_ENFORCED_KINDS`]), one warning
     /// each ([`LoadErrorKind::NotEnforced`]).
     pub warnings: Vec<LoadError>,
+    /// Mixed loads only: the Kubernetes objects read for the checks that need them
+    /// (workloads, service accounts, config maps).
+    pub kubernetes: Vec<KubeLoaded>,
+    /// Mixed loads only: objects of other kinds, read past.
+    pub skipped: Vec<Skipped>,
 }
 
 impl LoadReport {
@@ -173,6 +189,17 @@ impl LoadReport {
         self.objects.extend(other.objects);
         self.errors.extend(other.errors);
         self.warnings.extend(other.warnings);
+        self.kubernetes.extend(other.kubernetes);
+        self.skipped.extend(other.skipped);
+    }
+
+    /// Whether nothing at all was read: no object, error, warning or skipped kind.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+            && self.errors.is_empty()
+            && self.warnings.is_empty()
+            && self.kubernetes.is_empty()
+            && self.skipped.is_empty()
     }
 
     /// The objects, or every error when there was one.
@@ -185,6 +212,10 @@ impl LoadReport {
 /// name order, skipping names that start with `.` such as the `..data` links of mounted
 /// ConfigMaps).
 pub fn load_path(path: &Path) -> LoadReport {
+    load_path_with(path, Kinds::Mesh)
+}
+
+fn load_path_with(path: &Path, kinds: Kinds) -> LoadReport {
     let mut report = LoadReport::default();
     let source = path.display().to_string();
     let meta = match std::fs::metadata(path) {
@@ -201,10 +232,10 @@ pub fn load_path(path: &Path) -> LoadReport {
         }
         files.sort();
         for file in files {
-            report.merge(load_file(&file));
+            report.merge(load_file(&file, kinds));
         }
     } else {
-        report.merge(load_file(path));
+        report.merge(load_file(path, kinds));
     }
     report
 }
@@ -227,12 +258,12 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn load_file(path: &Path) -> LoadReport {
+fn load_file(path: &Path, kinds: Kinds) -> LoadReport {
     let source = path.display().to_string();
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let json = path.extension().is_some_and(|e| e == "json");
-            load_text(&source, &text, if json { Format::Json } else { Format::Yaml })
+            load_text(&source, &text, if json { Format::Json } else { Format::Yaml }, kinds)
         }
         Err(err) => LoadReport {
             errors: vec![whole_file_error(&source, err.into())],
@@ -247,10 +278,14 @@ pub fn load_stdin() -> LoadReport {
 }
 
 /// Loads everything a reader yields; `source` names it in errors.
-pub fn load_reader(source: &str, mut reader: impl Read) -> LoadReport {
+pub fn load_reader(source: &str, reader: impl Read) -> LoadReport {
+    load_reader_with(source, reader, Kinds::Mesh)
+}
+
+fn load_reader_with(source: &str, mut reader: impl Read, kinds: Kinds) -> LoadReport {
     let mut text = String::new();
     match reader.read_to_string(&mut text) {
-        Ok(_) => load_str(source, &text),
+        Ok(_) => load_str_with(source, &text, kinds),
         Err(err) => LoadReport {
             errors: vec![whole_file_error(source, err.into())],
             ..LoadReport::default()
@@ -260,15 +295,26 @@ pub fn load_reader(source: &str, mut reader: impl Read) -> LoadReport {
 
 /// Loads YAML text (JSON when it starts with `{` or `[`); `source` names it in errors.
 pub fn load_str(source: &str, text: &str) -> LoadReport {
+    load_str_with(source, text, Kinds::Mesh)
+}
+
+fn load_str_with(source: &str, text: &str, kinds: Kinds) -> LoadReport {
     let json = text.trim_start().starts_with(['{', '[']);
-    load_text(source, text, if json { Format::Json } else { Format::Yaml })
+    load_text(source, text, if json { Format::Json } else { Format::Yaml }, kinds)
 }
 
 fn whole_file_error(source: &str, kind: LoadErrorKind) -> LoadError {
-    LoadError { file: source.to_owned(), document: None, line: None, column: None, kind }
+    LoadError {
+        file: source.to_owned(),
+        document: None,
+        line: None,
+        column: None,
+        kind,
+        object: None,
+    }
 }
 
-fn load_text(source: &str, text: &str, format: Format) -> LoadReport {
+fn load_text(source: &str, text: &str, format: Format, kinds: Kinds) -> LoadReport {
     let mut report = LoadReport::default();
     let (documents, stream_error) = match format {
         Format::Yaml => (split_yaml(text), None),
@@ -277,17 +323,26 @@ fn load_text(source: &str, text: &str, format: Format) -> LoadReport {
     for doc in &documents {
         let origin =
             Origin { file: source.to_owned(), document: doc.index, line: doc.first_line() };
-        for result in load_document(doc) {
+        for result in load_document(doc, kinds) {
             match result {
-                Ok(resource) => report.objects.push(Loaded { origin: origin.clone(), resource }),
+                Ok(Decoded::Mesh(resource)) => {
+                    report.objects.push(Loaded { origin: origin.clone(), resource })
+                }
+                Ok(Decoded::Kube(object)) => {
+                    report.kubernetes.push(KubeLoaded { origin: origin.clone(), object })
+                }
+                Ok(Decoded::Skipped { api_version, kind }) => {
+                    report.skipped.push(Skipped { origin: origin.clone(), api_version, kind })
+                }
                 Err(err) => {
                     let warning = matches!(err.kind, LoadErrorKind::NotEnforced { .. });
-                    let err = err.into_load_error(
+                    let mut err = err.into_load_error(
                         source,
                         Some(doc.index),
                         doc.line_offset,
                         doc.first_line(),
                     );
+                    err.object = document_object(doc);
                     if warning { report.warnings.push(err) } else { report.errors.push(err) }
                 }
             }
@@ -336,6 +391,7 @@ impl DocError {
             line: Some(self.line.map_or(first_line, |line| line + line_offset)),
             column: self.column,
             kind: self.kind,
+            object: None,
         }
     }
 }
@@ -522,11 +578,12 @@ fn without_nulls(value: serde_json::Value) -> Option<serde_json::Value> {
 
 /// Every object of a document: one, or each item of a List or a JSON array, each loaded or
 /// refused on its own.
-fn load_document(doc: &Document<'_>) -> Vec<Result<Resource, DocError>> {
+fn load_document(doc: &Document<'_>, kinds: Kinds) -> Vec<Result<Decoded, DocError>> {
     match list_items(doc) {
         Err(err) => vec![Err(err)],
         Ok(None) => vec![
-            header(doc).and_then(|(api, kind)| decode_object(&Input::Document(doc), &api, &kind)),
+            header(doc)
+                .and_then(|(api, kind)| decode_object(&Input::Document(doc), &api, &kind, kinds)),
         ],
         Ok(Some((items, defaults))) => items
             .into_iter()
@@ -538,7 +595,9 @@ fn load_document(doc: &Document<'_>) -> Vec<Result<Resource, DocError>> {
                 match (api, kind) {
                     (None, _) => Err(DocError::new(LoadErrorKind::MissingTypeField("apiVersion"))),
                     (_, None) => Err(DocError::new(LoadErrorKind::MissingTypeField("kind"))),
-                    (Some(api), Some(kind)) => decode_object(&Input::Item(item), &api, &kind),
+                    (Some(api), Some(kind)) => {
+                        decode_object(&Input::Item(item), &api, &kind, kinds)
+                    }
                 }
                 .map_err(|err| prefix_items(err, i))
             })
@@ -588,8 +647,14 @@ fn prefix_items(mut err: DocError, index: usize) -> DocError {
     err
 }
 
-/// Decodes one object of a known kind, refusing fields the types would silently drop.
-fn decode_object(input: &Input<'_>, api_version: &str, kind: &str) -> Result<Resource, DocError> {
+/// Decodes one object of a known kind, refusing fields the types would silently drop. A mixed
+/// load also reads the Kubernetes kinds checks need, and skips kinds of other groups.
+fn decode_object(
+    input: &Input<'_>,
+    api_version: &str,
+    kind: &str,
+    kinds: Kinds,
+) -> Result<Decoded, DocError> {
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
     if NOT_ENFORCED_KINDS.contains(&(group, kind)) {
         #[derive(Deserialize, Default)]
@@ -605,7 +670,22 @@ fn decode_object(input: &Input<'_>, api_version: &str, kind: &str) -> Result<Res
         };
         return Err(DocError::new(LoadErrorKind::NotEnforced { kind: kind.to_owned(), object }));
     }
-    let resource = kind_of(api_version, kind)?(input)?;
+    if kinds == Kinds::Mixed
+        && let Some(object) = kubernetes::decode(input, api_version, kind)
+    {
+        return object.map(Decoded::Kube);
+    }
+    let decode = match kind_of(api_version, kind) {
+        Ok(decode) => decode,
+        Err(_) if kinds == Kinds::Mixed && !kubernetes::is_mesh_group(group) => {
+            return Ok(Decoded::Skipped {
+                api_version: api_version.to_owned(),
+                kind: kind.to_owned(),
+            });
+        }
+        Err(err) => return Err(err),
+    };
+    let resource = decode(input)?;
     // The Istio specs refuse unknown fields themselves; Kubernetes' own types (metadata,
     // Service, Namespace) ignore them, so a typo such as `metadata.lables` is caught here by
     // comparing what was written with what was understood.
@@ -620,7 +700,7 @@ fn decode_object(input: &Input<'_>, api_version: &str, kind: &str) -> Result<Res
             kind: LoadErrorKind::Field { path, message: format!("unknown field `{key}`") },
         });
     }
-    Ok(resource)
+    Ok(Decoded::Mesh(resource))
 }
 
 /// The first field (path and key) present in `written` but missing from `understood`. Empty
