@@ -73,13 +73,17 @@ pub fn parse_line(line: &str) -> TapEvent {
             _ => None,
         }
     };
+    // A connection has no status; mesh-proxy writes 0 for it.
+    let tcp =
+        field("kind").as_deref() == Some("tcp") || field("protocol").as_deref() == Some("TCP");
+    let status = field("status").filter(|s| !(tcp && s == "0"));
     TapEvent::Line(Box::new(TapLine {
         time: field("time"),
         direction: field("direction"),
         method: field("method"),
         authority: field("authority"),
         path: field("path"),
-        status: field("status"),
+        status,
         duration_ms: field("duration_ms"),
         upstream_cluster: field("upstream_cluster"),
         upstream_host: field("upstream_host"),
@@ -166,6 +170,12 @@ mod tests {
         assert_eq!(parsed.duration_ms.as_deref(), Some("12.5"));
         assert_eq!(parsed.mtls.as_deref(), Some("true"));
         assert_eq!(parsed.upstream_host, None);
+        let tcp = r#"{"kind": "tcp", "protocol": "TCP", "method": "", "status": 0}"#;
+        let TapEvent::Line(parsed) = parse_line(tcp) else { panic!() };
+        assert_eq!((parsed.method, parsed.status), (None, None));
+        let no_answer = r#"{"kind": "http", "status": 0, "response_flags": "UF"}"#;
+        let TapEvent::Line(parsed) = parse_line(no_answer) else { panic!() };
+        assert_eq!(parsed.status.as_deref(), Some("0"));
         assert_eq!(parse_line(r#"{"dropped": 7}"#), TapEvent::Dropped(7));
         assert_eq!(parse_line("[1]"), TapEvent::Invalid);
         assert_eq!(parse_line("{not json"), TapEvent::Invalid);

@@ -33,7 +33,8 @@ fn row(l: &TapLine) -> Row<'static> {
     Row::new(vec![
         clock(l.time.as_deref()),
         direction(l.direction.as_deref()).to_owned(),
-        or_dash(l.method.as_deref()).to_owned(),
+        // A connection has no method: say what it is instead.
+        or_dash(l.method.as_deref().or(l.protocol.as_deref().filter(|p| *p == "TCP"))).to_owned(),
         or_dash(l.path.as_deref()).to_owned(),
         or_dash(l.status.as_deref()).to_owned(),
         latency,
