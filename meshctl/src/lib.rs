@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod analyze;
 pub mod dashboard;
 pub mod install;
 pub mod kube_inject;

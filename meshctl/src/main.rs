@@ -22,6 +22,33 @@ enum Command {
     Install(meshctl::install::InstallArgs),
     /// Remove what `meshctl install` installed.
     Uninstall(meshctl::install::UninstallArgs),
+    /// Find what is wrong in the mesh's config across objects (references that resolve to
+    /// nothing, conflicts, unreachable routes), with istioctl analyze's codes and messages.
+    Analyze(AnalyzeCli),
+    /// Check config files against the schema and the mesh's rules, as the webhook would.
+    Validate(meshctl::analyze::ValidateArgs),
+}
+
+/// `meshctl analyze`'s flags, and the mesh whose config `-k` reads.
+#[derive(Debug, clap::Args)]
+struct AnalyzeCli {
+    /// What to analyze and how to report it.
+    #[command(flatten)]
+    args: meshctl::analyze::AnalyzeArgs,
+    /// Which mesh, with `-k`.
+    #[command(flatten)]
+    mesh: meshctl::access::MeshArgs,
+}
+
+/// Analyzes the files, on top of the live mesh's config when asked for (or when no file is
+/// given).
+fn analyze(cli: &AnalyzeCli) -> Result<i32, Box<dyn std::error::Error>> {
+    let live = if cli.args.wants_live() {
+        Some(meshctl::access::live_config(&cli.mesh, cli.args.live_namespace())?)
+    } else {
+        None
+    };
+    Ok(meshctl::analyze::analyze(&cli.args, live)?)
 }
 
 fn main() -> ExitCode {
@@ -35,6 +62,8 @@ fn main() -> ExitCode {
         Command::Uninstall(args) => {
             meshctl::install::uninstall(&args).map(|()| 0).map_err(Into::into)
         }
+        Command::Analyze(cli) => analyze(&cli),
+        Command::Validate(args) => meshctl::analyze::validate(&args).map_err(Into::into),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,
