@@ -35,6 +35,9 @@ use crate::xds::store::Store;
 /// What `mesh-proxy` is started with: its flags, each also an environment variable.
 pub type Config = Flags;
 
+/// What readiness waits for first (and `/server_info` calls `PRE_INITIALIZING`).
+pub const CERTIFICATE_STEP: &str = "workload certificate";
+
 /// A started proxy: where its own endpoints listen, its readiness, and how to stop it.
 #[derive(Debug)]
 pub struct Bound {
@@ -88,7 +91,7 @@ pub async fn build(config: Config, log: Option<LogHandle>) -> anyhow::Result<Bou
 
     let ready = Ready::new();
     let steps = Steps {
-        certificate: ready.register("workload certificate"),
+        certificate: ready.register(CERTIFICATE_STEP),
         configuration: ready.register("complete configuration"),
         listeners: ready.register("traffic listeners"),
     };
@@ -199,6 +202,7 @@ impl Started {
             control,
             workers,
         } = self;
+        let started = (std::time::Instant::now(), std::time::SystemTime::now());
         let trust_domain = settings.identity.trust_domain().to_owned();
         let roots = mesh_identity::tls::roots(std::slice::from_ref(&root_pem))
             .with_context(|| format!("--root-cert {}", config.ca.root_cert.display()))?;
@@ -229,7 +233,7 @@ impl Started {
         let ca = CaClient::new(ClientSettings {
             ca_address: settings.ca_address.clone(),
             ca_server_name: config.ca.ca_server_name.clone(),
-            root_pems: vec![root_pem],
+            root_pems: vec![root_pem.clone()],
             token: TokenSource::File(settings.token_path.clone()),
             identity: settings.identity.clone(),
             ttl: config.cert_ttl,
@@ -248,7 +252,7 @@ impl Started {
             &settings.cluster_id,
             labels,
         );
-        let log_entries = AccessLog::start(config.access_log, metrics.log_dropped.clone());
+        let log_entries = AccessLog::start(config.access_log, &metrics);
         let tuning = Tuning {
             detection_timeout: config.protocol_detection_timeout,
             workers: workers.len(),
@@ -273,6 +277,16 @@ impl Started {
             drain: drain.clone(),
             log,
             shutdown,
+            about: crate::admin::About {
+                node: settings.node(),
+                started,
+                options: crate::admin::server_info::Options {
+                    concurrency: workers.len(),
+                    drain_time: config.drain_duration,
+                },
+                certificate: cert_store.clone(),
+                root_pem,
+            },
         });
         // Everything below until the traffic listeners is control work: entering the control
         // runtime makes it the home of these listeners, the xDS channel and their tasks. The

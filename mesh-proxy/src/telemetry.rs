@@ -1,6 +1,7 @@
 //! What the proxy reports about traffic: Istio's standard metrics with Istio's labels
 //! (`istio_requests_total` and friends, served on 15090), the proxy's own health metrics, and
-//! one access-log line per request or connection. Who the peers are comes from their
+//! one access-log line per request or connection, shown live to the admin port's taps
+//! ([`tap`]). Who the peers are comes from their
 //! certificates and from the peer-metadata header sidecars exchange over mTLS
 //! ([`PEER_HEADER`]). Response flags and protocols are typed ([`ResponseFlags`], [`Protocol`],
 //! [`RequestProtocol`]) and printed as Envoy and Istio print them. No label takes unbounded
@@ -10,6 +11,7 @@ pub mod cardinality;
 mod flags;
 mod metrics;
 mod protocol;
+pub mod tap;
 
 pub use cardinality::{destination_service, grpc_code_label, grpc_status_label, label_value};
 pub use flags::{FlagsText, ResponseFlags};
@@ -194,7 +196,8 @@ pub struct Report {
     pub grpc_status: Option<&'static str>,
     /// Envoy's response flags.
     pub flags: ResponseFlags,
-    /// Whether the connection was mutual TLS.
+    /// Whether the connection was mesh mutual TLS: inbound the downstream's, outbound the
+    /// one to the upstream (only inbound's is a metric label).
     pub mutual_tls: bool,
 }
 
@@ -404,6 +407,7 @@ pub struct AccessLog {
     format: LogFormat,
     lines: Option<tokio::sync::mpsc::Sender<String>>,
     dropped: Counter,
+    tap: std::sync::Arc<tap::Tap>,
 }
 
 impl AccessLog {
@@ -412,10 +416,16 @@ impl AccessLog {
         self.lines.is_some()
     }
 
-    /// A log in `format` (started on the current runtime).
-    pub fn start(format: LogFormat, dropped: Counter) -> Self {
+    /// A log in `format` (started on the current runtime), counting in `metrics` the lines it
+    /// drops and what its taps take.
+    pub fn start(format: LogFormat, metrics: &Metrics) -> Self {
+        let dropped = metrics.log_dropped.clone();
+        let tap = std::sync::Arc::new(tap::Tap::new(
+            metrics.tap_records.clone(),
+            metrics.taps_open.clone(),
+        ));
         if format == LogFormat::Off {
-            return Self { format, lines: None, dropped };
+            return Self { format, lines: None, dropped, tap };
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(4096);
         // A thread of its own: writes to a terminal or pipe block.
@@ -439,9 +449,22 @@ impl AccessLog {
         });
         if let Err(err) = spawned {
             tracing::warn!("no access log: cannot start its thread: {err}");
-            return Self { format, lines: None, dropped };
+            return Self { format, lines: None, dropped, tap };
         }
-        Self { format, lines: Some(tx), dropped }
+        Self { format, lines: Some(tx), dropped, tap }
+    }
+
+    /// Where the admin port's taps read what [`AccessLog::record`] shows them.
+    pub fn tap(&self) -> &std::sync::Arc<tap::Tap> {
+        &self.tap
+    }
+
+    /// Logs one entry, and shows it to the taps open with what `report` says of the peers,
+    /// as `reporter` reported it. With no tap open this costs one relaxed atomic load more
+    /// than [`AccessLog::log`].
+    pub fn record(&self, entry: &Entry, report: &Report, reporter: Reporter) {
+        self.log(entry);
+        self.tap.publish(|| tap::Record::new(entry, report, reporter));
     }
 
     /// Logs one entry.
@@ -455,9 +478,23 @@ impl AccessLog {
 
 /// Now, as RFC 3339 in UTC with milliseconds.
 pub fn now_rfc3339() -> String {
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = now.as_secs();
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// `at` as RFC 3339 in UTC with milliseconds (`2030-01-02T03:04:05.006Z`).
+pub fn rfc3339(at: std::time::SystemTime) -> String {
+    let millis = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_millis();
+    format!("{}.{millis:03}Z", civil(at))
+}
+
+/// `at` as RFC 3339 in UTC to the second (`2030-01-02T03:04:05Z`).
+pub fn rfc3339_seconds(at: std::time::SystemTime) -> String {
+    format!("{}Z", civil(at))
+}
+
+/// `at` in UTC as `2030-01-02T03:04:05`.
+fn civil(at: std::time::SystemTime) -> String {
+    let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
     // Civil date from days since the epoch (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -470,10 +507,9 @@ pub fn now_rfc3339() -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rest / 3600,
         rest % 3600 / 60,
         rest % 60,
-        now.subsec_millis()
     )
 }

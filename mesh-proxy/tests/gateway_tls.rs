@@ -728,14 +728,49 @@ async fn a_gateway_terminates_tls_with_the_secrets_the_control_plane_serves() {
     // Another name has no chain there.
     assert!(connect(&backend, pass, "other.example.com").await.is_err());
 
-    // The config dump shows the secrets, their keys redacted.
+    // The config dump shows the secrets, their keys redacted: the gateway's own certificate
+    // (`default`, as Envoy shows istio-agent's), each SDS secret, and the refused rotation in
+    // the error state of the secret it was for.
     let dump =
         mesh_testing::http::get(([127, 0, 0, 1], admin).into(), "/config_dump").await.unwrap();
-    assert!(dump.contains("kubernetes://m-cred-cacert"), "{dump}");
+    let json: serde_json::Value =
+        serde_json::from_str(mesh_testing::http::status_and_body(&dump).1).unwrap();
+    let secrets = json["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["@type"] == "type.googleapis.com/envoy.admin.v3.SecretsConfigDump")
+        .unwrap()["dynamic_active_secrets"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let names: Vec<&str> = secrets.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "default",
+            "ROOTCA",
+            "kubernetes://a-cred",
+            "kubernetes://b-cred",
+            "kubernetes://m-cred",
+            "kubernetes://m-cred-cacert"
+        ]
+    );
     use base64::Engine as _;
     let redacted = base64::engine::general_purpose::STANDARD.encode(b"[redacted]");
-    assert_eq!(dump.matches(&redacted).count(), 3, "one per certificate secret");
-    for pair in [&rotated, &b, &m] {
+    let key_of = |secret: &serde_json::Value| {
+        secret["tls_certificate"]["private_key"]["inline_bytes"].as_str().map(str::to_owned)
+    };
+    let keys: Vec<Option<String>> = secrets.iter().map(|s| key_of(&s["secret"])).collect();
+    let hidden = Some(redacted.clone());
+    assert_eq!(keys, [hidden.clone(), None, hidden.clone(), hidden.clone(), hidden.clone(), None]);
+    let refused = &secrets[2]["error_state"];
+    assert_eq!(key_of(&refused["failed_configuration"]), hidden, "{refused}");
+    assert!(
+        refused["details"].as_str().unwrap().starts_with("Secret \"kubernetes://a-cred\""),
+        "{refused}"
+    );
+    for pair in [&rotated, &b, &m, &broken] {
         let key = base64::engine::general_purpose::STANDARD.encode(pair.key.as_bytes());
         assert!(!dump.contains(&key[..40]) && !dump.contains("PRIVATE KEY"));
     }

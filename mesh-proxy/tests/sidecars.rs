@@ -543,8 +543,26 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
     let after = after.await.unwrap();
     assert!(after.ends_with("['v2']"), "traffic stays on the last good routes: {after}");
     assert!(!after.contains("), ('"), "only 200s: {after}");
+    // The refusal is shown in /config_dump as Envoy shows one: the error state of the route
+    // configuration refused (new, so an entry of its own).
     let (_, dump) = local_get(&client_ns, 15000, "/config_dump");
-    assert!(dump.contains("(unclosed"), "the refusal is shown in /config_dump: {dump}");
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let routes = dump["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["@type"] == "type.googleapis.com/envoy.admin.v3.RoutesConfigDump")
+        .unwrap();
+    let refused = routes["dynamic_route_configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["error_state"]["failed_configuration"]["name"] == "tainted");
+    assert!(
+        refused
+            .is_some_and(|r| r["error_state"]["details"].as_str().unwrap().contains("(unclosed")),
+        "the refusal is shown in /config_dump: {routes:#}"
+    );
 
     // SIGTERM: the server's sidecar drains; a request in flight finishes, then it exits.
     let c = client_ns.clone();

@@ -65,9 +65,9 @@ pub(super) fn admit(
                 details,
                 ..Entry::default()
             };
-            shared.log.log(&entry);
             let report =
                 Report { protocol: crate::telemetry::RequestProtocol::Tcp, ..Report::default() };
+            shared.log.record(&entry, &report, peers.reporter);
             shared.metrics.tcp_closed(peers.reporter, &report, 0, 0);
             return None;
         }

@@ -126,12 +126,12 @@ fn refuse(
         downstream: downstream.to_string(),
         ..Entry::default()
     };
-    shared.log.log(&entry);
     let report = Report {
         protocol: crate::telemetry::RequestProtocol::Tcp,
         flags: flag,
         ..Report::default()
     };
+    shared.log.record(&entry, &report, reporter);
     shared.metrics.tcp_closed(reporter, &report, 0, 0);
 }
 
@@ -632,13 +632,13 @@ pub async fn serve_http<I>(
             downstream: downstream.to_string(),
             ..Entry::default()
         };
-        shared.log.log(&entry);
         let report = Report {
             protocol: crate::telemetry::RequestProtocol::Http,
             status,
             flags: crate::telemetry::ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
             ..Report::default()
         };
+        shared.log.record(&entry, &report, reporter);
         shared.metrics.request(reporter, &report, 0.0, 0, 0);
     }
 }

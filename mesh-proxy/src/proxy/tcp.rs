@@ -63,7 +63,7 @@ where
         entry.bytes_sent = sent;
         entry.bytes_received = received;
         entry.flags = report.flags;
-        shared.log.log(entry);
+        shared.log.record(entry, report, flow.reporter);
     };
     let picked = match pick(&runtime, &flow.cluster, flow.destination, None).await {
         Ok(picked) => picked,
@@ -76,6 +76,9 @@ where
     };
     drop(runtime);
     entry.upstream_host = picked.endpoint.address.to_string();
+    if flow.reporter == Reporter::Source {
+        report.mutual_tls = picked.endpoint.mesh.is_some();
+    }
     // The cluster's connection limit holds for proxied TCP as for pooled HTTP.
     let Some(_open) = picked.transport.breakers.hold(crate::runtime::Count::Connections) else {
         tracing::debug!(cluster = %flow.cluster, "TCP connection refused: too many connections");

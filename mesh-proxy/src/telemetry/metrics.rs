@@ -56,21 +56,28 @@ pub struct Metrics {
     pub config_rejected: Gauge,
     /// Access-log lines dropped because the writer fell behind.
     pub log_dropped: Counter,
+    /// Records shown to the admin port's taps (none while no tap is open).
+    pub tap_records: Counter,
+    /// Taps open on the admin port.
+    pub taps_open: Gauge,
     /// Requests and retries refused by a circuit breaker.
     pub overflow: Counter,
     /// Downstream TLS handshakes a listener terminated, by listener and Envoy's `ssl.*` stat.
     listener_ssl: Family<Vec<(String, String)>, Counter>,
 }
 
-fn duration_histogram() -> Histogram {
-    Histogram::new([
-        0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-        30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-    ])
-}
+/// The bucket bounds of Istio's histograms: Envoy's default buckets
+/// (`HistogramSettingsImpl::defaultBuckets`), which Istio's bootstrap leaves in place for
+/// `istio_request_duration_milliseconds`, `istio_request_bytes` and `istio_response_bytes`
+/// alike (unless `sidecar.istio.io/statsHistogramBuckets` says otherwise). Dashboards'
+/// p50/p90/p99 queries assume them.
+pub const ISTIO_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
 
-fn bytes_histogram() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1.0, 10.0, 9))
+fn istio_histogram() -> Histogram {
+    Histogram::new(ISTIO_BUCKETS)
 }
 
 impl Metrics {
@@ -98,18 +105,18 @@ impl Metrics {
             id: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             requests: bounded(Family::default(), "istio_requests_total"),
             duration: Bounded::new(
-                histogram(duration_histogram),
+                histogram(istio_histogram),
                 max_series,
                 series_overflow
                     .get_or_create_owned(&[("family", "istio_request_duration_milliseconds")]),
             ),
             request_bytes: Bounded::new(
-                histogram(bytes_histogram),
+                histogram(istio_histogram),
                 max_series,
                 series_overflow.get_or_create_owned(&[("family", "istio_request_bytes")]),
             ),
             response_bytes: Bounded::new(
-                histogram(bytes_histogram),
+                histogram(istio_histogram),
                 max_series,
                 series_overflow.get_or_create_owned(&[("family", "istio_response_bytes")]),
             ),
@@ -122,6 +129,8 @@ impl Metrics {
             config_updates: Gauge::default(),
             config_rejected: Gauge::default(),
             log_dropped: Counter::default(),
+            tap_records: Counter::default(),
+            taps_open: Gauge::default(),
             overflow: Counter::default(),
             listener_ssl: Family::default(),
         };
@@ -186,6 +195,16 @@ impl Metrics {
             "mesh_proxy_access_log_dropped",
             "Access-log lines dropped because the writer fell behind",
             m.log_dropped.clone(),
+        );
+        registry.register(
+            "mesh_proxy_tap_records",
+            "Requests and connections shown to the admin port's taps (/tap)",
+            m.tap_records.clone(),
+        );
+        registry.register(
+            "mesh_proxy_taps_open",
+            "Taps open on the admin port (/tap)",
+            m.taps_open.clone(),
         );
         registry.register(
             "mesh_proxy_circuit_breaker_overflow",
@@ -290,6 +309,48 @@ impl Metrics {
         }
         if let Some(counter) = self.tcp_closed.get_or_create(&labels) {
             counter.inc();
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The scrape's `<family>_bucket` lines, as (bound, count).
+    fn buckets(scrape: &str, family: &str) -> Vec<(f64, u64)> {
+        let prefix = format!("{family}_bucket{{");
+        scrape
+            .lines()
+            .filter(|line| line.starts_with(&prefix))
+            .map(|line| {
+                let le = line.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+                let count = line.rsplit(' ').next().unwrap();
+                (le.parse().unwrap(), count.parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn request_histograms_have_istios_buckets() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.request(Reporter::Destination, &Report::default(), 3.0, 700, 20_000);
+        let mut scrape = String::new();
+        prometheus_client::encoding::text::encode(&mut scrape, &registry).unwrap();
+        for (family, observed) in [
+            ("istio_request_duration_milliseconds", 3.0),
+            ("istio_request_bytes", 700.0),
+            ("istio_response_bytes", 20_000.0),
+        ] {
+            let buckets = buckets(&scrape, family);
+            let bounds: Vec<f64> =
+                buckets.iter().map(|(le, _)| *le).filter(|le| le.is_finite()).collect();
+            assert_eq!(bounds, ISTIO_BUCKETS, "{family}:\n{scrape}");
+            for (le, count) in buckets {
+                assert_eq!(count, u64::from(le >= observed), "{family} le={le}:\n{scrape}");
+            }
         }
     }
 }

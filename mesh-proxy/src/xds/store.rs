@@ -4,47 +4,23 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy};
-use envoy_types::pb::envoy::config::core::v3::TransportSocket;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
-use envoy_types::pb::envoy::config::route::v3::route::Action;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::google::protobuf::Any;
 use mesh_api::xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE};
 use prost::Message;
 
-/// Network filters the proxy implements.
-const NETWORK_FILTERS: [&str; 3] = [
-    "envoy.filters.network.http_connection_manager",
-    "envoy.filters.network.tcp_proxy",
-    crate::authz::NETWORK_FILTER,
-];
-/// Listener filters the proxy implements.
-const LISTENER_FILTERS: [&str; 3] = [
-    "envoy.filters.listener.tls_inspector",
-    "envoy.filters.listener.http_inspector",
-    "envoy.filters.listener.original_dst",
-];
-/// HTTP filters the proxy implements.
-const HTTP_FILTERS: [&str; 5] = [
-    "envoy.filters.http.fault",
-    "envoy.filters.http.cors",
-    "envoy.filters.http.router",
-    crate::authz::HTTP_FILTER,
-    crate::jwt::FILTER_NAME,
-];
-/// Transport sockets the proxy implements.
-const TRANSPORT_SOCKETS: [&str; 2] = [crate::tls::TLS_SOCKET, crate::tls::RAW_BUFFER_SOCKET];
+use super::checks::{check_cluster, check_endpoints, check_listener, check_routes, check_secret};
+use super::history::{Refusal, Rejection, Rejections, Replace, Stamp, Stamps, forget_gone, take};
 
 /// Everything the proxy runs on, at one moment.
 #[derive(Clone, Default)]
@@ -63,6 +39,9 @@ pub struct Config {
     pub secrets: BTreeMap<String, Secret>,
     /// The version last accepted, by type URL.
     pub versions: BTreeMap<String, String>,
+    /// By type URL, the update that last changed each resource (what a config dump shows as
+    /// its `version_info` and `last_updated`).
+    pub stamps: BTreeMap<&'static str, Stamps>,
 }
 
 /// Secrets are named, never shown: a debug print of the configuration must not leak keys.
@@ -163,6 +142,7 @@ pub struct Store {
     /// Since when the received configuration waits to be whole.
     warming_since: arc_swap::ArcSwapOption<std::time::Instant>,
     changes: tokio::sync::watch::Sender<u64>,
+    rejections: ArcSwap<Rejections>,
 }
 
 impl Default for Store {
@@ -172,6 +152,7 @@ impl Default for Store {
             received: ArcSwap::default(),
             warming_since: arc_swap::ArcSwapOption::empty(),
             changes: tokio::sync::watch::Sender::new(0),
+            rejections: ArcSwap::default(),
         }
     }
 }
@@ -232,31 +213,109 @@ impl Store {
     }
 
     /// Applies one response: every resource checked first; on the first problem nothing
-    /// changes and the problem is returned (the NACK's message). Listeners and clusters are
-    /// state of the world (what is not in the response is gone); routes, endpoints and
-    /// secrets are incremental (what is not in the response stays).
+    /// changes and the problem is returned (the NACK's message, kept for the config dump:
+    /// [`Store::rejections`]). Listeners and clusters are state of the world (what is not in
+    /// the response is gone); routes, endpoints and secrets are incremental (what is not in
+    /// the response stays).
     pub fn apply(&self, type_url: &str, version: &str, resources: &[Any]) -> Result<(), String> {
-        let mut next = (*self.received()).clone();
-        match type_url {
-            CLUSTER_TYPE => next.clusters = decode_all(resources, check_cluster, |c| &c.name)?,
-            LISTENER_TYPE => next.listeners = decode_all(resources, check_listener, |l| &l.name)?,
-            ROUTE_TYPE => next.routes.extend(decode_all(resources, check_routes, |r| &r.name)?),
-            ENDPOINT_TYPE => {
-                next.endpoints.extend(decode_all(resources, check_endpoints, |e| &e.cluster_name)?)
+        let at = SystemTime::now();
+        match self.take(type_url, version, resources, at) {
+            Ok(()) => {
+                if self.rejections.load().contains_key(type_url) {
+                    let mut rejections = (**self.rejections.load()).clone();
+                    rejections.remove(type_url);
+                    self.rejections.store(Arc::new(rejections));
+                }
+                Ok(())
             }
-            SECRET_TYPE => next.secrets.extend(decode_all(resources, check_secret, |s| &s.name)?),
-            other => return Err(format!("type {other} is not one this proxy uses")),
+            Err(Refusal { details, resource }) => {
+                let resource = resource.map(|(name, any)| (name, redacted(any)));
+                let rejection = Rejection {
+                    version: version.to_owned(),
+                    resource,
+                    details: details.clone(),
+                    at,
+                };
+                let mut rejections = (**self.rejections.load()).clone();
+                rejections.insert(type_url.to_owned(), rejection);
+                self.rejections.store(Arc::new(rejections));
+                Err(details)
+            }
+        }
+    }
+
+    /// The last refused update of each type, since the last accepted one of that type.
+    pub fn rejections(&self) -> Arc<Rejections> {
+        self.rejections.load_full()
+    }
+
+    fn take(
+        &self,
+        type_url: &str,
+        version: &str,
+        resources: &[Any],
+        at: SystemTime,
+    ) -> Result<(), Refusal> {
+        let mut next = (*self.received()).clone();
+        let stamp = Stamp { version: version.into(), at };
+        // Disjoint fields of `next`: each map and its stamps.
+        let stamps = &mut next.stamps;
+        match type_url {
+            CLUSTER_TYPE => take(
+                &mut next.clusters,
+                stamps.entry(CLUSTER_TYPE).or_default(),
+                decode_all(resources, check_cluster, |c| &c.name)?,
+                Replace::Whole,
+                &stamp,
+            ),
+            LISTENER_TYPE => take(
+                &mut next.listeners,
+                stamps.entry(LISTENER_TYPE).or_default(),
+                decode_all(resources, check_listener, |l| &l.name)?,
+                Replace::Whole,
+                &stamp,
+            ),
+            ROUTE_TYPE => take(
+                &mut next.routes,
+                stamps.entry(ROUTE_TYPE).or_default(),
+                decode_all(resources, check_routes, |r| &r.name)?,
+                Replace::Named,
+                &stamp,
+            ),
+            ENDPOINT_TYPE => take(
+                &mut next.endpoints,
+                stamps.entry(ENDPOINT_TYPE).or_default(),
+                decode_all(resources, check_endpoints, |e| &e.cluster_name)?,
+                Replace::Named,
+                &stamp,
+            ),
+            SECRET_TYPE => take(
+                &mut next.secrets,
+                stamps.entry(SECRET_TYPE).or_default(),
+                decode_all(resources, check_secret, |s| &s.name)?,
+                Replace::Named,
+                &stamp,
+            ),
+            other => {
+                return Err(Refusal::whole(format!("type {other} is not one this proxy uses")));
+            }
         }
         if type_url == CLUSTER_TYPE {
             // Endpoints of clusters that are gone go with them.
             let live: std::collections::BTreeSet<String> = next.eds_clusters().collect();
             next.endpoints.retain(|name, _| live.contains(name));
+            if let Some(stamps) = next.stamps.get_mut(ENDPOINT_TYPE) {
+                forget_gone(stamps, &next.endpoints);
+            }
         }
         if type_url == LISTENER_TYPE || type_url == SECRET_TYPE {
             // Keys no listener names are not kept (nor is what a pilot sends unasked): the
             // secrets held are bounded by what the listeners name.
             let named = next.secret_names();
             next.secrets.retain(|name, _| named.contains(name));
+            if let Some(stamps) = next.stamps.get_mut(SECRET_TYPE) {
+                forget_gone(stamps, &next.secrets);
+            }
         }
         next.versions.insert(type_url.to_owned(), version.to_owned());
         self.received.store(Arc::new(next));
@@ -265,224 +324,45 @@ impl Store {
     }
 }
 
+/// A refused resource as the config dump may show it: a secret with its keys redacted.
+fn redacted(any: Any) -> Any {
+    if any.type_url != SECRET_TYPE {
+        return any;
+    }
+    match Secret::decode(any.value.as_slice()) {
+        Ok(secret) => envoy_types::util::pack_any(crate::tls::redact(&secret)),
+        // Refused resources decoded; should one not, nothing of it is kept.
+        Err(_) => Any { type_url: any.type_url, value: Vec::new() },
+    }
+}
+
 fn decode_all<T: Message + Default + prost::Name>(
     resources: &[Any],
     check: impl Fn(&T) -> Result<(), String>,
     name: impl Fn(&T) -> &String,
-) -> Result<BTreeMap<String, T>, String> {
+) -> Result<BTreeMap<String, T>, Refusal> {
     let mut out = BTreeMap::new();
     for (i, any) in resources.iter().enumerate() {
         if any.type_url != T::type_url() {
-            return Err(format!("resource {i} is a {}, not a {}", any.type_url, T::full_name()));
+            return Err(Refusal::whole(format!(
+                "resource {i} is a {}, not a {}",
+                any.type_url,
+                T::full_name()
+            )));
         }
-        let resource = T::decode(any.value.as_slice())
-            .map_err(|e| format!("resource {i} ({}) does not decode: {e}", T::full_name()))?;
+        let resource = T::decode(any.value.as_slice()).map_err(|e| {
+            Refusal::whole(format!("resource {i} ({}) does not decode: {e}", T::full_name()))
+        })?;
         let key = name(&resource).clone();
-        check(&resource).map_err(|why| format!("{} {key:?}: {why}", T::NAME))?;
+        if let Err(why) = check(&resource) {
+            return Err(Refusal {
+                details: format!("{} {key:?}: {why}", T::NAME),
+                resource: Some((key, any.clone())),
+            });
+        }
         out.insert(key, resource);
     }
     Ok(out)
-}
-
-fn check_transport_socket(socket: &TransportSocket, field: &str) -> Result<(), String> {
-    if TRANSPORT_SOCKETS.contains(&socket.name.as_str()) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{field}.name {:?} is not a transport socket this proxy implements (it has {TRANSPORT_SOCKETS:?})",
-            socket.name
-        ))
-    }
-}
-
-fn check_cluster(c: &Cluster) -> Result<(), String> {
-    match c.cluster_discovery_type {
-        Some(ClusterDiscoveryType::Type(t))
-            if [
-                DiscoveryType::Static,
-                DiscoveryType::Eds,
-                DiscoveryType::StrictDns,
-                DiscoveryType::OriginalDst,
-            ]
-            .iter()
-            .any(|s| *s as i32 == t) => {}
-        Some(ClusterDiscoveryType::Type(t)) => {
-            return Err(format!(
-                "type {} is not supported (STATIC, EDS, STRICT_DNS and ORIGINAL_DST are)",
-                DiscoveryType::try_from(t)
-                    .map_or_else(|_| t.to_string(), |d| d.as_str_name().to_owned())
-            ));
-        }
-        Some(ClusterDiscoveryType::ClusterType(ref custom)) => {
-            return Err(format!(
-                "cluster_type {:?} (a custom cluster) is not supported",
-                custom.name
-            ));
-        }
-        None => {}
-    }
-    let supported = [
-        LbPolicy::RoundRobin,
-        LbPolicy::LeastRequest,
-        LbPolicy::Random,
-        LbPolicy::RingHash,
-        LbPolicy::Maglev,
-        LbPolicy::ClusterProvided,
-    ];
-    if !supported.iter().any(|p| *p as i32 == c.lb_policy) {
-        let name = LbPolicy::try_from(c.lb_policy)
-            .map_or_else(|_| c.lb_policy.to_string(), |p| p.as_str_name().to_owned());
-        return Err(format!("lb_policy {name} is not supported"));
-    }
-    if let Some(socket) = &c.transport_socket {
-        check_transport_socket(socket, "transport_socket")?;
-    }
-    for (i, m) in c.transport_socket_matches.iter().enumerate() {
-        if let Some(socket) = &m.transport_socket {
-            check_transport_socket(
-                socket,
-                &format!("transport_socket_matches[{i}].transport_socket"),
-            )?;
-        }
-    }
-    Ok(())
-}
-
-fn check_listener(l: &Listener) -> Result<(), String> {
-    if l.api_listener.is_some() {
-        return Err("api_listener is for proxyless gRPC clients, not a sidecar".to_owned());
-    }
-    for (i, f) in l.listener_filters.iter().enumerate() {
-        if !LISTENER_FILTERS.contains(&f.name.as_str()) {
-            return Err(format!("listener_filters[{i}].name {:?} is not implemented", f.name));
-        }
-    }
-    let chains =
-        l.filter_chains.iter().map(Some).chain(std::iter::once(l.default_filter_chain.as_ref()));
-    for (i, chain) in chains.enumerate().filter_map(|(i, c)| Some((i, c?))) {
-        let at = if i < l.filter_chains.len() {
-            format!("filter_chains[{i}]")
-        } else {
-            "default_filter_chain".to_owned()
-        };
-        if let Some(socket) = &chain.transport_socket {
-            check_transport_socket(socket, &format!("{at}.transport_socket"))?;
-            crate::tls::downstream(socket)
-                .map_err(|why| format!("{at}.transport_socket: {why}"))?;
-        }
-        for (j, f) in chain.filters.iter().enumerate() {
-            if !NETWORK_FILTERS.contains(&f.name.as_str()) {
-                return Err(format!(
-                    "{at}.filters[{j}].name {:?} is not implemented (it has {NETWORK_FILTERS:?})",
-                    f.name
-                ));
-            }
-            // An RBAC configuration that is not one is refused; one the proxy cannot
-            // enforce is taken, and denies everything (`crate::filters`).
-            if f.name == crate::authz::NETWORK_FILTER
-                && let Some(ConfigType::TypedConfig(any)) = &f.config_type
-            {
-                crate::authz::decode_network(any)
-                    .map_err(|why| format!("{at}.filters[{j}]: {why}"))?;
-            }
-            if f.name == NETWORK_FILTERS[0] {
-                let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
-                    return Err(format!(
-                        "{at}.filters[{j}]: the HTTP connection manager has no typed_config"
-                    ));
-                };
-                let hcm = HttpConnectionManager::decode(any.value.as_slice())
-                    .map_err(|e| format!("{at}.filters[{j}].typed_config does not decode: {e}"))?;
-                for (k, h) in hcm.http_filters.iter().enumerate() {
-                    if !HTTP_FILTERS.contains(&h.name.as_str()) && !h.is_optional {
-                        return Err(format!(
-                            "{at}.filters[{j}].http_filters[{k}].name {:?} is not implemented (it has {HTTP_FILTERS:?})",
-                            h.name
-                        ));
-                    }
-                    if h.name == crate::authz::HTTP_FILTER
-                        && let Some(http_filter::ConfigType::TypedConfig(any)) = &h.config_type
-                    {
-                        crate::authz::decode_http(any)
-                            .map_err(|why| format!("{at}.filters[{j}].http_filters[{k}]: {why}"))?;
-                    }
-                }
-                // A token filter the proxy would enforce differently than Envoy is refused.
-                crate::jwt::JwtAuthn::check_connection_manager(&hcm)
-                    .map_err(|why| format!("{at}.filters[{j}]: {why}"))?;
-                if let Some(RouteSpecifier::RouteConfig(routes)) = &hcm.route_specifier {
-                    check_routes(routes)
-                        .map_err(|why| format!("{at}.filters[{j}].route_config: {why}"))?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn check_secret(secret: &Secret) -> Result<(), String> {
-    if secret.name.is_empty() {
-        return Err("it has no name".to_owned());
-    }
-    crate::tls::check_secret(secret)
-}
-
-fn check_routes(r: &RouteConfiguration) -> Result<(), String> {
-    // What the data path will build from it must build: regexes compile, weights add up.
-    crate::routing::RouteTable::compile(r)?;
-    for (i, vhost) in r.virtual_hosts.iter().enumerate() {
-        // A per-route RBAC would replace the chain's: unread, it could let through what it
-        // denies, so it is refused.
-        if vhost.typed_per_filter_config.contains_key(crate::authz::HTTP_FILTER) {
-            return Err(format!(
-                "virtual_hosts[{i}].typed_per_filter_config: per-route RBAC is not implemented"
-            ));
-        }
-        // So would a per-route jwt_authn (a route exempted from token checks).
-        if vhost.typed_per_filter_config.contains_key(crate::jwt::FILTER_NAME) {
-            return Err(format!(
-                "virtual_hosts[{i}].typed_per_filter_config: per-route jwt_authn is not implemented"
-            ));
-        }
-        for (j, route) in vhost.routes.iter().enumerate() {
-            let at = format!("virtual_hosts[{i}].routes[{j}]");
-            match &route.action {
-                Some(Action::Route(_) | Action::Redirect(_) | Action::DirectResponse(_)) => {}
-                Some(_) => {
-                    return Err(format!(
-                        "{at}: only route, redirect and direct_response actions are implemented"
-                    ));
-                }
-                None => return Err(format!("{at} has no action")),
-            }
-            for name in route.typed_per_filter_config.keys() {
-                if !HTTP_FILTERS.contains(&name.as_str())
-                    || name == crate::authz::HTTP_FILTER
-                    || name == crate::jwt::FILTER_NAME
-                {
-                    return Err(format!(
-                        "{at}.typed_per_filter_config[{name:?}] is for a filter this proxy does not implement"
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn check_endpoints(e: &ClusterLoadAssignment) -> Result<(), String> {
-    for (i, locality) in e.endpoints.iter().enumerate() {
-        for (j, lb) in locality.lb_endpoints.iter().enumerate() {
-            let address = match &lb.host_identifier {
-                Some(HostIdentifier::Endpoint(ep)) => ep.address.as_ref(),
-                _ => None,
-            };
-            if address.and_then(|a| a.address.as_ref()).is_none() {
-                return Err(format!("endpoints[{i}].lb_endpoints[{j}] has no endpoint address"));
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -610,7 +490,7 @@ mod tests {
         let (chain, _) = ca.leaf(&["a.example.com"]);
         let (_, other_key) = ca.leaf(&["b.example.com"]);
         let rotated_badly = certificate("kubernetes://a", &(chain, other_key));
-        let why = store.apply(SECRET_TYPE, "2", &[pack_any(rotated_badly)]).unwrap_err();
+        let why = store.apply(SECRET_TYPE, "2", &[pack_any(rotated_badly.clone())]).unwrap_err();
         assert!(
             why.starts_with(
                 "Secret \"kubernetes://a\": tls_certificate: the key and certificate cannot serve"
@@ -620,9 +500,25 @@ mod tests {
         let received = store.received();
         assert_eq!(received.secrets["kubernetes://a"], good, "the last good secret stays");
         assert_eq!(received.versions[SECRET_TYPE], "1");
+        assert_eq!(received.stamps[SECRET_TYPE]["kubernetes://a"].version.as_ref(), "1");
+        // The config dump's error state: the refused secret by name, its key redacted.
+        let rejection = store.rejections()[SECRET_TYPE].clone();
+        assert_eq!((rejection.version.as_str(), rejection.details), ("2", why));
+        let (name, sent) = rejection.resource.unwrap();
+        assert_eq!(name, "kubernetes://a");
+        assert_eq!(
+            Secret::decode(sent.value.as_slice()).unwrap(),
+            crate::tls::redact(&rotated_badly)
+        );
+
         let garbage = Any { type_url: SECRET_TYPE.to_owned(), value: vec![0xff, 0xff] };
         let why = store.apply(SECRET_TYPE, "3", &[garbage]).unwrap_err();
         assert!(why.contains("(envoy.extensions.transport_sockets.tls.v3.Secret) does not decode"));
+        assert!(store.rejections()[SECRET_TYPE].resource.is_none(), "no resource to blame");
+        store.apply(SECRET_TYPE, "4", &[pack_any(good)]).unwrap();
+        assert!(store.rejections().is_empty(), "an accepted update clears its type's refusal");
+        let stamp = &store.received().stamps[SECRET_TYPE]["kubernetes://a"];
+        assert_eq!(stamp.version.as_ref(), "1", "the same secret again is no change");
     }
 
     #[test]

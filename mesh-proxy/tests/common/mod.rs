@@ -351,7 +351,7 @@ pub fn shared_as(
     );
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let log = AccessLog::start(LogFormat::Off, metrics.log_dropped.clone());
+    let log = AccessLog::start(LogFormat::Off, &metrics);
     let shared = Arc::new(Shared::new(
         runtime,
         tls,

@@ -135,6 +135,6 @@ impl Drop for Finish {
             self.entry.bytes_received,
             self.response_bytes,
         );
-        self.shared.log.log(&self.entry);
+        self.shared.log.record(&self.entry, &self.report, self.reporter);
     }
 }

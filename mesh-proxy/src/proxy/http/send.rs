@@ -33,6 +33,9 @@ pub(super) async fn send(
         let picked = choose(cx, target, &retries).await?;
         retries.start(picked.endpoint.address);
         cx.finish.entry.upstream_host = picked.endpoint.address.to_string();
+        if cx.connection.reporter == Reporter::Source {
+            cx.finish.report.mutual_tls = picked.endpoint.mesh.is_some();
+        }
         if let (Reporter::Source, Some(PeerIdentity::Exactly(id))) =
             (cx.connection.reporter, &picked.endpoint.mesh)
         {
