@@ -1,5 +1,5 @@
 //! xDS: the ADS client ([`client`]) and the configuration it maintains ([`store`]), what it
-//! checks in each resource ([`checks`]), and what changed when and what was refused
+//! checks in each resource (`checks`), and what changed when and what was refused
 //! ([`history`]).
 
 mod checks;
