@@ -67,15 +67,6 @@ impl AnalyzeArgs {
         self.use_kube || (self.files.is_empty() && self.paths.is_empty())
     }
 
-    /// The namespace to read the live config of: `None` for all of them (`-A`).
-    pub fn live_namespace(&self) -> Option<&str> {
-        if self.all_namespaces {
-            None
-        } else {
-            Some(self.namespace.as_deref().unwrap_or("default"))
-        }
-    }
-
     fn inputs(&self) -> &[String] {
         if self.files.is_empty() { &self.paths } else { &self.files }
     }
