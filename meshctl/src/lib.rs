@@ -14,3 +14,5 @@ pub mod dashboard;
 pub mod install;
 pub mod kube_inject;
 pub mod local;
+pub mod proxy_config;
+pub mod proxy_status;

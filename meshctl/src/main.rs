@@ -27,6 +27,13 @@ enum Command {
     Analyze(AnalyzeCli),
     /// Check config files against the schema and the mesh's rules, as the webhook would.
     Validate(meshctl::analyze::ValidateArgs),
+    /// Whether each proxy runs what the pilot sent it, per xDS type; with POD, what the pilot
+    /// serves it compared with what it runs.
+    #[command(name = "proxy-status", visible_alias = "ps")]
+    ProxyStatus(meshctl::proxy_status::ProxyStatusArgs),
+    /// What one proxy runs: its clusters, listeners, routes, endpoints or certificates.
+    #[command(name = "proxy-config", visible_alias = "pc")]
+    ProxyConfig(meshctl::proxy_config::ProxyConfigArgs),
 }
 
 /// `meshctl analyze`'s flags, and the mesh whose config `-k` reads.
@@ -66,6 +73,8 @@ fn main() -> ExitCode {
         }
         Command::Analyze(cli) => analyze(&cli),
         Command::Validate(args) => meshctl::analyze::validate(&args).map_err(Into::into),
+        Command::ProxyStatus(args) => meshctl::proxy_status::run(&args).map_err(Into::into),
+        Command::ProxyConfig(args) => meshctl::proxy_config::run(&args).map_err(Into::into),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,
