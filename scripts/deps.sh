@@ -6,8 +6,9 @@ set -euo pipefail
 # System packages the test suite and the demo need: a C compiler for ring; iptables, iproute2
 # (ip netns), util-linux (setpriv) and python3 (a tiny test client) for the namespaced tests and
 # the local mesh; curl for trying the demo's pods by hand (`meshctl local exec client -- curl`);
-# and the linter of the repository's shell scripts (make shellcheck).
-APT_PACKAGES=(gcc make iptables iproute2 util-linux python3 curl shellcheck)
+# tmux, the terminal the dashboard's end-to-end test drives; and the linter of the repository's
+# shell scripts (make shellcheck).
+APT_PACKAGES=(gcc make iptables iproute2 util-linux python3 curl tmux shellcheck)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

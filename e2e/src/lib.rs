@@ -11,5 +11,6 @@ pub mod jwt;
 pub mod local;
 pub mod netns;
 pub mod sidecar;
+pub mod tmux;
 pub mod traffic;
 pub mod wire;

@@ -105,6 +105,31 @@ impl Mesh {
         Ok(stdout)
     }
 
+    /// `meshctl ARGS...`, a command of the top level (`proxy-status`, `analyze`, `version`)
+    /// against this mesh: its exit code, standard output and standard error.
+    pub fn ctl(&self, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+        let out = self
+            .ctl_command(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("cannot run meshctl")?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// The command line of `meshctl ARGS...` against this mesh, to run as the caller needs.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.bin_dir.join("meshctl"));
+        command
+            .args(args)
+            .env("MESH_LOCAL_STATE", &self.state_dir)
+            .env("MESH_BIN_DIR", &self.bin_dir);
+        command
+    }
+
     /// `meshctl local apply -f -` with `yaml`.
     pub fn apply(&mut self, yaml: &str) -> anyhow::Result<String> {
         self.meshctl_with_input(&["apply", "-f", "-"], Some(yaml))

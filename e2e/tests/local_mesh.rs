@@ -32,6 +32,9 @@ use e2e::wire::Sniffer;
 use rustls_pki_types::pem::PemObject as _;
 
 /// A scenario: it changes the mesh and checks what traffic shows.
+#[path = "local_mesh/day_two.rs"]
+mod day_two;
+
 type Scenario<'a> = dyn Fn(&mut Mesh) -> anyhow::Result<()> + 'a;
 
 fn can_run() -> bool {
@@ -1231,7 +1234,7 @@ fn suite(proxy: &str, pick: impl Fn(&str) -> bool) {
             ensure!(Instant::now() < deadline, "Bookinfo never answered whole");
             std::thread::sleep(Duration::from_millis(300));
         }
-        let scenarios: [(&str, &Scenario); 13] = [
+        let scenarios: [(&str, &Scenario); 14] = [
             ("routing", &|m| routing(m, &app)),
             ("ingress", &|m| ingress(m, &app)),
             ("egress", &|m| egress(m)),
@@ -1244,6 +1247,7 @@ fn suite(proxy: &str, pick: impl Fn(&str) -> bool) {
             ("retries and circuit breaking", &|m| retries_and_circuit_breaking(m)),
             ("mtls", &|m| mtls(m)),
             ("telemetry", &|m| telemetry(m, &app)),
+            ("day two", &|m| day_two::day_two(m, &app)),
             ("churn", &|m| churn(m, &app)),
         ];
         // `E2E_SCENARIOS=egress,gateway api` runs only those (for working on one).

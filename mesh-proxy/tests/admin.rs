@@ -382,6 +382,13 @@ async fn a_tap_streams_the_requests_the_proxy_carries() {
     drop(taps);
     gw.until_metric("mesh_proxy_taps_open", 0.0).await;
 
+    // A quiet tap says so with an empty line now and then: a reader can time out a dead
+    // connection, and the proxy finds a reader that left without waiting for traffic.
+    let mut quiet = Tap::open(gw.admin, "").await;
+    assert_eq!(quiet.line().await.as_deref(), Some(""), "a keep-alive line");
+    drop(quiet);
+    gw.until_metric("mesh_proxy_taps_open", 0.0).await;
+
     // A drain ends the taps.
     let tap = Tap::open(gw.admin, "").await;
     assert_eq!(tap.status, 200);

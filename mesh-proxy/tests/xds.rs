@@ -64,6 +64,7 @@ fn settings_name_what_is_missing_and_make_the_node_istio_reads() {
     assert_eq!(proxy.service_account, "reviews");
     assert_eq!(proxy.ips, ["10.1.2.3".parse::<std::net::IpAddr>().unwrap()]);
     assert_eq!(proxy.labels["version"], "v1");
+    assert_eq!(proxy.version, format!("mesh-proxy/{}", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]
@@ -77,6 +78,7 @@ fn everything_the_pilot_serves_is_accepted() {
         service_account: "frontend".into(),
         proxyless: false,
         router: false,
+        version: String::new(),
     };
     let store = Store::default();
     for type_url in PUSH_ORDER {

@@ -26,14 +26,11 @@ pub struct EnvoyArgs {
     /// The local port (0: any free port).
     #[arg(long, default_value_t = ports::PROXY_ADMIN)]
     pub port: u16,
-    /// Which mesh.
-    #[command(flatten)]
-    pub mesh: MeshArgs,
 }
 
 /// Opens the pod's admin on a local port and carries connections until interrupted.
-pub fn envoy(args: &EnvoyArgs) -> Result<(), AccessError> {
-    let mesh: Arc<dyn Mesh> = Arc::from(access::choose(&args.mesh)?);
+pub fn envoy(args: &EnvoyArgs, mesh: &MeshArgs) -> Result<(), AccessError> {
+    let mesh: Arc<dyn Mesh> = Arc::from(access::choose(mesh)?);
     let pod = mesh.find_pod(&args.pod)?;
     // Reaching the admin once first makes a wrong pod an error now, not on the first click.
     access::get(mesh.as_ref(), &Target::Pod(pod.clone()), ports::PROXY_ADMIN, "/ready").or_else(

@@ -11,8 +11,10 @@
 pub mod access;
 pub mod analyze;
 pub mod dashboard;
+pub mod forward;
 pub mod install;
 pub mod kube_inject;
 pub mod local;
 pub mod proxy_config;
 pub mod proxy_status;
+pub mod version;

@@ -27,6 +27,8 @@ enum Command {
     Analyze(AnalyzeCli),
     /// Check config files against the schema and the mesh's rules, as the webhook would.
     Validate(meshctl::analyze::ValidateArgs),
+    /// The client's version, and the control plane's and the proxies' when a mesh is reachable.
+    Version(meshctl::version::VersionArgs),
     /// Whether each proxy runs what the pilot sent it, per xDS type; with POD, what the pilot
     /// serves it compared with what it runs.
     #[command(name = "proxy-status", visible_alias = "ps")]
@@ -34,6 +36,50 @@ enum Command {
     /// What one proxy runs: its clusters, listeners, routes, endpoints or certificates.
     #[command(name = "proxy-config", visible_alias = "pc")]
     ProxyConfig(meshctl::proxy_config::ProxyConfigArgs),
+    /// A live view of the mesh in the terminal: services, the service graph, proxies, live
+    /// requests and config; `dashboard envoy POD` opens a proxy's admin on a local port.
+    #[command(
+        after_help = "Keys: Tab view, arrows or j/k move, Enter drill in, / filter, q quit.\n\nExamples:\n  meshctl dashboard\n  meshctl dashboard -n bookinfo --refresh 1\n  meshctl dashboard envoy productpage-v1\n  meshctl dashboard envoy productpage-v1.bookinfo --port 0"
+    )]
+    Dashboard(DashboardCli),
+}
+
+/// `meshctl dashboard`'s flags and subcommands.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct DashboardCli {
+    /// Another dashboard than the terminal view.
+    #[command(subcommand)]
+    which: Option<DashboardCommand>,
+    /// The terminal view's settings.
+    #[command(flatten)]
+    view: meshctl::dashboard::DashboardArgs,
+    /// Which mesh.
+    #[command(flatten)]
+    mesh: meshctl::access::MeshArgs,
+}
+
+/// The dashboards of `meshctl dashboard`.
+#[derive(Debug, Subcommand)]
+enum DashboardCommand {
+    /// A proxy's admin (config dump, clusters, stats, logging) on a local port, as
+    /// `istioctl dashboard envoy` opens it.
+    Envoy(meshctl::forward::EnvoyArgs),
+}
+
+/// Opens the terminal view on the mesh the flags choose.
+fn dashboard(
+    view: &meshctl::dashboard::DashboardArgs,
+    mesh: &meshctl::access::MeshArgs,
+) -> Result<i32, Box<dyn std::error::Error>> {
+    let mesh = std::sync::Arc::from(meshctl::access::choose(mesh)?);
+    let source = meshctl::access::MeshSource::new(mesh, view.namespace.clone());
+    meshctl::dashboard::run_with_analyzer(
+        std::sync::Arc::new(source),
+        view,
+        Some(meshctl::analyze::dashboard_findings),
+    )?;
+    Ok(0)
 }
 
 /// `meshctl analyze`'s flags, and the mesh whose config `-k` reads.
@@ -73,8 +119,15 @@ fn main() -> ExitCode {
         }
         Command::Analyze(cli) => analyze(&cli),
         Command::Validate(args) => meshctl::analyze::validate(&args).map_err(Into::into),
+        Command::Version(args) => Ok(meshctl::version::run(&args)),
         Command::ProxyStatus(args) => meshctl::proxy_status::run(&args).map_err(Into::into),
         Command::ProxyConfig(args) => meshctl::proxy_config::run(&args).map_err(Into::into),
+        Command::Dashboard(DashboardCli {
+            which: Some(DashboardCommand::Envoy(args)),
+            mesh,
+            ..
+        }) => meshctl::forward::envoy(&args, &mesh).map(|()| 0).map_err(Into::into),
+        Command::Dashboard(DashboardCli { which: None, view, mesh }) => dashboard(&view, &mesh),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,

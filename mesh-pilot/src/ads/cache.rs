@@ -531,6 +531,7 @@ mod tests {
             service_account: account.into(),
             proxyless: false,
             router: false,
+            version: String::new(),
         }
     }
 

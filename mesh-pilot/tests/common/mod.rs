@@ -48,6 +48,7 @@ pub fn frontend() -> mesh_pilot::model::Proxy {
         service_account: "frontend".into(),
         proxyless: false,
         router: false,
+        version: String::new(),
     }
 }
 

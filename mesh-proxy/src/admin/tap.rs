@@ -1,7 +1,9 @@
 //! `GET /tap` (admin port only): the requests and connections this proxy finishes, streamed as
 //! they finish, one JSON object a line (`application/x-ndjson`). `?direction=inbound|outbound`
 //! keeps one direction; `?max=N` ends the stream after N records. A reader that falls behind
-//! gets `{"dropped":N}` for what it lost. The stream ends when the client goes away, at `max`,
+//! gets `{"dropped":N}` for what it lost. A quiet stream gets an empty line every
+//! [`KEEP_ALIVE`], so a reader can time out a dead connection and the proxy finds a reader that
+//! went away (and frees its place) without waiting for traffic. The stream ends when the client goes away, at `max`,
 //! or when the proxy starts draining. At most
 //! [`MAX_TAPS`](crate::telemetry::tap::MAX_TAPS) at once: one more is answered 503. The feed
 //! itself is [`crate::telemetry::tap`].
@@ -23,6 +25,9 @@ use crate::telemetry::tap::{Direction, Line, Tap, Watcher};
 /// How often a stream checks whether the proxy drains. Polled, not watched: a tap must not
 /// count as work the data path's drain waits for.
 const DRAIN_CHECK: Duration = Duration::from_millis(250);
+
+/// How long a stream stays silent before it sends an empty line.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// What a tap was asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +67,8 @@ pub fn respond(uri: &http::Uri, tap: &Arc<Tap>, drain: &drain::Trigger) -> Respo
         Err(busy) => return boxed(text(StatusCode::SERVICE_UNAVAILABLE, format!("{busy}\n"))),
     };
     let check = tokio::time::interval_at(tokio::time::Instant::now() + DRAIN_CHECK, DRAIN_CHECK);
-    let state = Stream { watcher, drain: drain.clone(), left: ask.max, check };
+    let state =
+        Stream { watcher, drain: drain.clone(), left: ask.max, check, quiet: Duration::ZERO };
     let lines = futures::stream::unfold(state, Stream::next);
     let mut response = Response::new(http_body_util::StreamBody::new(lines).boxed_unsync());
     response
@@ -82,6 +88,8 @@ struct Stream {
     drain: drain::Trigger,
     left: Option<u64>,
     check: tokio::time::Interval,
+    /// How long since the last line was sent (counted in drain checks).
+    quiet: Duration,
 }
 
 impl Stream {
@@ -93,11 +101,19 @@ impl Stream {
             // Both cancel-safe: a record not taken stays for the next round.
             tokio::select! {
                 line = self.watcher.next() => break line,
-                _ = self.check.tick() => if self.drain.is_draining() {
-                    return None;
-                },
+                _ = self.check.tick() => {
+                    if self.drain.is_draining() {
+                        return None;
+                    }
+                    self.quiet += DRAIN_CHECK;
+                    if self.quiet >= KEEP_ALIVE {
+                        self.quiet = Duration::ZERO;
+                        return Some((Ok(Frame::data(Bytes::from_static(b"\n"))), self));
+                    }
+                }
             }
         };
+        self.quiet = Duration::ZERO;
         if let (Line::Record(_), Some(left)) = (&line, self.left.as_mut()) {
             *left -= 1;
         }

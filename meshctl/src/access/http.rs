@@ -210,6 +210,9 @@ mod tests {
         fn shutdown_write(&self) -> std::io::Result<()> {
             Ok(())
         }
+        fn set_read_timeout(&self, _: Option<std::time::Duration>) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     fn canned(reply: &str) -> Box<dyn Conn> {

@@ -7,6 +7,7 @@
 mod cluster;
 pub mod http;
 mod local;
+mod scrape;
 
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 pub use cluster::ClusterMesh;
 pub use local::LocalMesh;
+pub use scrape::MeshSource;
 
 /// A connection to a port of a pod: a TCP connection made inside the mesh's namespaces, or one
 /// end of a socket pair whose other end a port-forward carries.
@@ -25,6 +27,8 @@ pub trait Conn: Read + Write + Send {
     fn try_clone_conn(&self) -> std::io::Result<Box<dyn Conn>>;
     /// Says no more will be written (the far side reads the end).
     fn shutdown_write(&self) -> std::io::Result<()>;
+    /// How long a read may wait (`None`: for ever, as a stream of lines needs).
+    fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> std::io::Result<()>;
 }
 
 impl Conn for std::net::TcpStream {
@@ -33,6 +37,9 @@ impl Conn for std::net::TcpStream {
     }
     fn shutdown_write(&self) -> std::io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
+    }
+    fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> std::io::Result<()> {
+        std::net::TcpStream::set_read_timeout(self, timeout)
     }
 }
 
@@ -43,7 +50,13 @@ impl Conn for std::os::unix::net::UnixStream {
     fn shutdown_write(&self) -> std::io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
     }
+    fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> std::io::Result<()> {
+        std::os::unix::net::UnixStream::set_read_timeout(self, timeout)
+    }
 }
+
+/// How long a read of a whole answer may wait for the next bytes.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What meshctl connects to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,6 +206,8 @@ pub fn get(mesh: &dyn Mesh, target: &Target, port: u16, path: &str) -> Result<St
     let what = describe_target(target, port, path);
     let token = matches!(target, Target::Pilot).then(|| mesh.pilot_token()).flatten();
     let conn = mesh.connect(target, port)?;
+    // A whole answer comes at once; a proxy that stops answering must not hang meshctl.
+    conn.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| AccessError::io(&what, e))?;
     let (status, body) = http::get(conn, &what, &http::Get { path, token: token.as_deref() })?;
     if status != 200 {
         return Err(AccessError::Http {
