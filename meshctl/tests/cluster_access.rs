@@ -242,7 +242,7 @@ fn the_pilot_and_a_proxy_are_read_through_port_forwards() {
     assert_eq!(pod.namespace, "default", "a bare name is in the context's namespace");
     let body = access::get(&mesh, &Target::Pod(pod.clone()), 15000, "/config_dump").unwrap();
     assert_eq!(body, "{\"path\":\"/config_dump\"}\n");
-    let mut lines = access::stream(&mesh, &Target::Pod(pod), 15000, "/tap?max=1").unwrap();
+    let mut lines = access::stream(&mesh, &Target::Pod(pod), 15000, "/tap?max=1", None).unwrap();
     let mut line = String::new();
     lines.read_line(&mut line).unwrap();
     assert_eq!(line, "{\"path\":\"/tap?max=1\"}\n");

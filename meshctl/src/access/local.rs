@@ -113,18 +113,12 @@ impl Mesh for LocalMesh {
         &self,
         namespace: Option<&str>,
     ) -> Result<Vec<(String, String)>, AccessError> {
-        // The pilot's directory holds every object: what `apply` wrote, and the pods' and
-        // services' WorkloadEntries and Services. Namespaces are filtered by the analysis.
+        // The pilot's directory holds every object (in subdirectories: what `apply` wrote, and
+        // the pods' and services' WorkloadEntries and Services). Namespaces are filtered by
+        // the analysis.
         let _ = namespace;
-        let dir = &self.state.config_dir;
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| AccessError::io(&format!("cannot list {}", dir.display()), e))?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
-            })
-            .collect();
+        let mut files = Vec::new();
+        config_files(&self.state.config_dir, 0, &mut files)?;
         files.sort();
         files
             .into_iter()
@@ -151,4 +145,29 @@ impl Mesh for LocalMesh {
         };
         Ok(Pod { name: found.name.clone(), namespace: found.namespace.clone() })
     }
+}
+
+/// How deep the pilot's directory is read (`apply` and the pods write two levels).
+const MAX_DEPTH: usize = 4;
+
+/// The YAML and JSON files under `dir`, as the pilot's local source reads them.
+fn config_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), AccessError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| AccessError::io(&format!("cannot list {}", dir.display()), e))?;
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        // Dot files are skipped, as the pilot's loader skips them (ConfigMap mounts' `..data`).
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            if depth < MAX_DEPTH {
+                config_files(&path, depth + 1, out)?;
+            }
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
 }

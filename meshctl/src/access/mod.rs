@@ -218,15 +218,19 @@ pub fn get(mesh: &dyn Mesh, target: &Target, port: u16, path: &str) -> Result<St
     Ok(body)
 }
 
-/// `GET path` on `port` of `target`, the body read as it comes (a stream of lines).
+/// `GET path` on `port` of `target`, the body read as it comes (a stream of lines); a read
+/// waits at most `idle` for the next bytes (a stream that sends keep-alive lines can say how
+/// long a silence means a dead connection).
 pub fn stream(
     mesh: &dyn Mesh,
     target: &Target,
     port: u16,
     path: &str,
+    idle: Option<std::time::Duration>,
 ) -> Result<Box<dyn BufRead + Send>, AccessError> {
     let what = describe_target(target, port, path);
     let conn = mesh.connect(target, port)?;
+    conn.set_read_timeout(idle).map_err(|e| AccessError::io(&what, e))?;
     let mut answer = http::stream(conn, &what, &http::Get { path, token: None })?;
     if answer.status != 200 {
         let mut text = String::new();

@@ -15,6 +15,10 @@ use crate::dashboard::source::{ConfigDoc, ProxyId, ProxyScrape, Scrape, Source};
 /// few enough not to flood a cluster's API server with port-forwards.
 const PARALLEL: usize = 8;
 
+/// How long a tap may stay silent before it is taken for dead: mesh-proxy sends an empty line
+/// every 5 s when there is nothing to say.
+const TAP_IDLE: Duration = Duration::from_secs(20);
+
 /// How long the mesh's configuration is kept between reads: it changes by people's hands, and
 /// a cluster's lists are the heaviest requests of a round.
 const CONFIG_TTL: Duration = Duration::from_secs(10);
@@ -111,7 +115,7 @@ impl Source for MeshSource {
     fn tap(&self, proxy: &ProxyId) -> Result<Box<dyn BufRead + Send>, String> {
         let target =
             Target::Pod(Pod { name: proxy.pod.clone(), namespace: proxy.namespace.clone() });
-        super::stream(self.mesh.as_ref(), &target, ports::PROXY_ADMIN, "/tap")
+        super::stream(self.mesh.as_ref(), &target, ports::PROXY_ADMIN, "/tap", Some(TAP_IDLE))
             .map_err(|e| e.to_string())
     }
 }

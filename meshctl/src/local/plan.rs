@@ -249,6 +249,69 @@ pub fn vip_rules(state: &State) -> String {
 /// Where a pod's Envoy finds its agent's SDS server.
 pub const AGENT_SDS: (Ipv4Addr, u16) = (Ipv4Addr::LOCALHOST, 15030);
 
+/// Istio's bootstrap `stats_tags` (tag, regex), in its order.
+const ISTIO_STATS_TAGS: [(&str, &str); 7] = [
+    ("cluster_name", r"^cluster\.((.+?(\..+?\.svc\.cluster\.local)?)\.)"),
+    ("tcp_prefix", r"^tcp\.((.*?)\.)\w+?$"),
+    ("response_code", r"_rq(_(\d{3}))$"),
+    ("response_code_class", r"_rq(_(\dxx))$"),
+    (
+        "http_conn_manager_listener_prefix",
+        r"^listener(?=\.).*?\.http\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)",
+    ),
+    ("http_conn_manager_prefix", r"^http\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)"),
+    ("listener_address", r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)"),
+];
+
+/// The cluster behind Istio's 15090 listener: the admin's own stats page.
+const PROMETHEUS_STATS: &str = "prometheus_stats";
+
+/// A plain static cluster of one address.
+fn static_cluster(name: &str, ip: Ipv4Addr, port: u16) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": ip.to_string(), "port_value": port
+            }}}}]}]
+        }
+    })
+}
+
+/// Istio's `prometheus_stats` listener: `/stats/prometheus` on 15090 of every address, served
+/// by the admin (which itself stays on loopback), so scrapers reach an Envoy sidecar where
+/// they reach mesh-proxy.
+fn prometheus_listener() -> serde_json::Value {
+    use mesh_api::ports;
+    serde_json::json!({
+        "name": "prometheus_stats",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": ports::PROXY_PROMETHEUS}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "codec_type": "AUTO",
+                "stat_prefix": "stats",
+                "route_config": {"virtual_hosts": [{
+                    "name": "backend",
+                    "domains": ["*"],
+                    "routes": [{
+                        "match": {"prefix": "/stats/prometheus"},
+                        "route": {"cluster": PROMETHEUS_STATS}
+                    }]
+                }]},
+                "http_filters": [{
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+                }]
+            }
+        }]}]
+    })
+}
+
 /// The bootstrap of an Envoy sidecar: the node the pilot knows it by (id and the metadata
 /// Istio's agent sends), ADS to the pilot, SDS to the pod's agent, admin on loopback.
 pub fn envoy_bootstrap(pod: &Pod) -> String {
@@ -306,10 +369,21 @@ pub fn envoy_bootstrap(pod: &Pod) -> String {
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"}
         },
-        "static_resources": {"clusters": [
-            grpc_cluster("xds-grpc", PILOT_IP, ports::PILOT_XDS_PLAINTEXT),
-            grpc_cluster(mtls::SDS_CLUSTER, AGENT_SDS.0, AGENT_SDS.1),
-        ]},
+        // Istio's stats tags: cluster names like `outbound|9080||reviews.default.svc.cluster.local`
+        // stay whole (Envoy's defaults would cut them at the first dot), as the dashboard and
+        // Prometheus users read them.
+        "stats_config": {"use_all_default_tags": false, "stats_tags": ISTIO_STATS_TAGS
+            .iter()
+            .map(|(name, regex)| serde_json::json!({"tag_name": name, "regex": regex}))
+            .collect::<Vec<_>>()},
+        "static_resources": {
+            "clusters": [
+                grpc_cluster("xds-grpc", PILOT_IP, ports::PILOT_XDS_PLAINTEXT),
+                grpc_cluster(mtls::SDS_CLUSTER, AGENT_SDS.0, AGENT_SDS.1),
+                static_cluster(PROMETHEUS_STATS, Ipv4Addr::LOCALHOST, ports::PROXY_ADMIN),
+            ],
+            "listeners": [prometheus_listener()],
+        },
         "admin": {"address": {"socket_address": {
             "address": "127.0.0.1", "port_value": ports::PROXY_ADMIN
         }}}
@@ -441,6 +515,20 @@ mod tests {
             ("10.77.0.2:15010", "127.0.0.1:15030")
         );
         assert_eq!(clusters[1]["name"], "sds-grpc");
+        // Metrics where scrapers look for them (15090), served by the loopback admin, with
+        // Istio's tags so a cluster's name stays whole.
+        assert_eq!(
+            (clusters[2]["name"].as_str(), address(2).as_str()),
+            (Some("prometheus_stats"), "127.0.0.1:15000")
+        );
+        let listener = &bootstrap["static_resources"]["listeners"][0];
+        assert_eq!(listener["address"]["socket_address"]["port_value"], 15090);
+        let hcm = &listener["filter_chains"][0]["filters"][0]["typed_config"];
+        let route = &hcm["route_config"]["virtual_hosts"][0]["routes"][0];
+        assert_eq!(route["match"]["prefix"], "/stats/prometheus");
+        assert_eq!(route["route"]["cluster"], "prometheus_stats");
+        assert_eq!(bootstrap["stats_config"]["use_all_default_tags"], false);
+        assert_eq!(bootstrap["stats_config"]["stats_tags"][0]["tag_name"], "cluster_name");
     }
 
     #[test]
