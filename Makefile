@@ -79,7 +79,7 @@ descriptors:
 
 CONFIG ?= -
 validate: deps
-	$(CARGO) run -q -p mesh-api --example validate -- $(CONFIG)
+	$(CARGO) run -q -p meshctl -- validate -f $(CONFIG)
 
 CLIENTS ?= 1000
 SERVICES ?= 1000
