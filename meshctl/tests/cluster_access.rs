@@ -67,9 +67,13 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
 }
 
 fn pod(name: &str, namespace: &str) -> serde_json::Value {
+    pod_in_phase(name, namespace, "Running")
+}
+
+fn pod_in_phase(name: &str, namespace: &str, phase: &str) -> serde_json::Value {
     serde_json::json!({"apiVersion":"v1","kind":"Pod",
         "metadata":{"name":name,"namespace":namespace,"labels":{"app":"mesh-pilot"}},
-        "status":{"phase":"Running"}})
+        "status":{"phase":phase}})
 }
 
 struct FakeApi {
@@ -95,7 +99,9 @@ impl FakeApi {
             "/api/v1/namespaces/mesh-system/pods" if query.contains("app%3Dmesh-pilot") => json(
                 StatusCode::OK,
                 serde_json::json!({"apiVersion":"v1","kind":"PodList","metadata":{},
-                    "items":[pod("mesh-pilot-7d9f", "mesh-system")]}),
+                    "items":[pod("mesh-pilot-8e1a", "mesh-system"),
+                        pod_in_phase("mesh-pilot-0000", "mesh-system", "Pending"),
+                        pod("mesh-pilot-7d9f", "mesh-system")]}),
             ),
             "/api/v1/namespaces/default/pods/productpage-v1" => {
                 json(StatusCode::OK, pod("productpage-v1", "default"))
@@ -231,7 +237,11 @@ fn the_pilot_and_a_proxy_are_read_through_port_forwards() {
     let (address, api) = fake_api();
     let mesh = cluster(address);
 
+    // Every running pilot is asked (each proxy is connected to one of them), and each entry
+    // names the pilot that reported it.
     let (_, statuses) = access::syncz(&mesh).unwrap();
+    let pilots: Vec<&str> = statuses.iter().map(|s| s.pilot.as_str()).collect();
+    assert_eq!(pilots, ["mesh-pilot-7d9f", "mesh-pilot-8e1a"]);
     assert_eq!(
         statuses[0].pod(),
         Some(Pod { name: "productpage-v1".into(), namespace: "default".into() })
@@ -246,7 +256,7 @@ fn the_pilot_and_a_proxy_are_read_through_port_forwards() {
     let mut line = String::new();
     lines.read_line(&mut line).unwrap();
     assert_eq!(line, "{\"path\":\"/tap?max=1\"}\n");
-    assert_eq!(api.forwards.load(Ordering::SeqCst), 3, "one port-forward per request");
+    assert_eq!(api.forwards.load(Ordering::SeqCst), 4, "one port-forward per request");
 }
 
 #[test]

@@ -85,6 +85,17 @@ impl ClusterMesh {
 
     /// A running pod of the control plane's `app` (`mesh-pilot`, `mesh-ca`).
     fn control_plane_pod(&self, app: &str) -> Result<Pod, AccessError> {
+        self.control_plane_pods(app)?.into_iter().next().ok_or_else(|| {
+            AccessError::NotFound(format!(
+                "no running {app} pod in namespace {} of {} (is the mesh installed? \
+                 `meshctl install`; another namespace: --mesh-namespace)",
+                self.mesh_namespace, self.name
+            ))
+        })
+    }
+
+    /// The running pods of the control plane's `app`, by name.
+    fn control_plane_pods(&self, app: &str) -> Result<Vec<Pod>, AccessError> {
         let api: Api<KubePod> = Api::namespaced(self.client.clone(), &self.mesh_namespace);
         let params = ListParams::default().labels(&format!("app={app}"));
         let pods =
@@ -92,18 +103,15 @@ impl ClusterMesh {
                 what: format!("cannot list the {app} pods in {}", self.mesh_namespace),
                 source,
             })?;
-        pods.items
+        let mut running: Vec<Pod> = pods
+            .items
             .iter()
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .find_map(|p| p.metadata.name.clone())
+            .filter_map(|p| p.metadata.name.clone())
             .map(|name| Pod { name, namespace: self.mesh_namespace.clone() })
-            .ok_or_else(|| {
-                AccessError::NotFound(format!(
-                    "no running {app} pod in namespace {} of {} (is the mesh installed? \
-                     `meshctl install`; another namespace: --mesh-namespace)",
-                    self.mesh_namespace, self.name
-                ))
-            })
+            .collect();
+        running.sort();
+        Ok(running)
     }
 
     /// The objects of a namespaced kind `K` in `namespace`, or in all namespaces.
@@ -189,6 +197,15 @@ impl Mesh for ClusterMesh {
             let _ = forwarder.join().await;
         });
         Ok(Box::new(mine))
+    }
+
+    fn pilots(&self) -> Result<Vec<(String, Target)>, AccessError> {
+        // At least the one the error names when there is none.
+        let pods = match self.control_plane_pods("mesh-pilot")? {
+            pods if pods.is_empty() => vec![self.control_plane_pod("mesh-pilot")?],
+            pods => pods,
+        };
+        Ok(pods.into_iter().map(|pod| (pod.name.clone(), Target::Pod(pod))).collect())
     }
 
     fn pilot_token(&self) -> Option<String> {

@@ -159,6 +159,12 @@ pub trait Mesh: Send + Sync {
     /// Which pod a user means by `name` (`pod` or `pod.namespace`): the pods of the local mesh,
     /// or the cluster's pods.
     fn find_pod(&self, name: &str) -> Result<Pod, AccessError>;
+
+    /// Every pilot, by name, and how to reach it: each proxy is connected to one of them, so
+    /// a view of all proxies asks them all (a cluster runs several replicas).
+    fn pilots(&self) -> Result<Vec<(String, Target)>, AccessError> {
+        Ok(vec![("mesh-pilot".to_owned(), Target::Pilot)])
+    }
 }
 
 /// Flags that choose the mesh, shared by the commands that look into one.
@@ -262,6 +268,12 @@ pub struct SyncStatus {
     /// Per type URL.
     #[serde(default)]
     pub types: std::collections::BTreeMap<String, TypeSync>,
+    /// The pilot that reported it (its pod's name in a cluster).
+    #[serde(skip)]
+    pub pilot: String,
+    /// How to reach that pilot (for what it serves this proxy).
+    #[serde(skip)]
+    pub served_by: Option<Target>,
 }
 
 /// The sync state of one type for one proxy.
@@ -297,12 +309,40 @@ pub fn parse_syncz(text: &str) -> Result<Vec<SyncStatus>, AccessError> {
     })
 }
 
-/// The proxies connected to the pilot, as `/debug/syncz` reports them (the raw text too, for
-/// callers that show it as is).
+/// The proxies connected to the pilots, as their `/debug/syncz` report them, each entry naming
+/// the pilot that reported it (the raw text too, for callers that show it as is: a JSON array
+/// of every pilot's entries). A pilot that cannot be reached is skipped while another answers.
 pub fn syncz(mesh: &dyn Mesh) -> Result<(String, Vec<SyncStatus>), AccessError> {
-    let text = get(mesh, &Target::Pilot, ports::CONTROL_PLANE_MONITORING, "/debug/syncz")?;
-    let parsed = parse_syncz(&text)?;
-    Ok((text, parsed))
+    let port = ports::CONTROL_PLANE_MONITORING;
+    let mut all = Vec::new();
+    let mut raw = Vec::new();
+    let mut first_error = None;
+    for (name, target) in mesh.pilots()? {
+        match get(mesh, &target, port, "/debug/syncz").and_then(|text| {
+            let parsed = parse_syncz(&text)?;
+            Ok((text, parsed))
+        }) {
+            Ok((text, entries)) => {
+                if let Ok(serde_json::Value::Array(items)) = serde_json::from_str(&text) {
+                    raw.extend(items);
+                }
+                all.extend(entries.into_iter().map(|mut e| {
+                    e.pilot.clone_from(&name);
+                    e.served_by = Some(target.clone());
+                    e
+                }));
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if raw.is_empty()
+        && let Some(e) = first_error
+    {
+        return Err(e);
+    }
+    Ok((serde_json::Value::Array(raw).to_string(), all))
 }
 
 /// The live mesh's documents for `meshctl analyze -k`: the chosen mesh's configuration.

@@ -88,14 +88,16 @@ pub fn run(args: &ProxyStatusArgs) -> Result<i32, ProxyStatusError> {
         return Err(ProxyStatusError::NotConnected { pod, connected });
     };
     let query = format!("/debug/config_dump?proxyID={}", percent_encode(&status.proxy));
-    let served =
-        access::get(mesh.as_ref(), &Target::Pilot, ports::CONTROL_PLANE_MONITORING, &query)?;
+    let pilot = status.served_by.clone().unwrap_or(Target::Pilot);
+    let served = access::get(mesh.as_ref(), &pilot, ports::CONTROL_PLANE_MONITORING, &query)?;
     let running =
         access::get(mesh.as_ref(), &Target::Pod(pod.clone()), ports::PROXY_ADMIN, "/config_dump")?;
     let parse = |text: &str, what: String| {
         dump::parse(text).map_err(|source| ProxyStatusError::Dump { what, source, hint: "" })
     };
-    let served = parse(&served, format!("{PILOT} :{}{query}", ports::CONTROL_PLANE_MONITORING))?;
+    let pilot_name = if status.pilot.is_empty() { PILOT } else { &status.pilot };
+    let served =
+        parse(&served, format!("{pilot_name} :{}{query}", ports::CONTROL_PLANE_MONITORING))?;
     let proxy_what = format!("{pod} :{}/config_dump", ports::PROXY_ADMIN);
     let running = parse(&running, proxy_what.clone())?;
     let comparison =
@@ -133,7 +135,7 @@ pub fn status_table(entries: &[SyncStatus], filter: Option<&Pod>, pilot: &str) -
                 nacks.push(format!("{name} {column}: {}", one_line(message)));
             }
         }
-        cells.push(pilot.to_owned());
+        cells.push(if entry.pilot.is_empty() { pilot } else { &entry.pilot }.to_owned());
         cells.push(if entry.version.is_empty() { "-".to_owned() } else { entry.version.clone() });
         table.row(cells);
     }
