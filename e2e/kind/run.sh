@@ -346,6 +346,41 @@ check_timeout() {
   settles_on "" "v1" 5
 }
 
+# meshctl's day-two commands against the cluster (the pilot and proxies through the API
+# server's port-forward).
+mc() { "$MESHCTL" "$@" --context "$CONTEXT"; }
+
+check_version() {
+  local out
+  out=$(mc version)
+  info "$(printf '%s' "$out" | tr '\n' ';')"
+  printf '%s\n' "$out" | grep -q '^mesh-pilot version: [0-9]' || fail "meshctl version did not reach mesh-pilot"
+  printf '%s\n' "$out" | grep -q '^data plane version: mesh-proxy/' || fail "meshctl version counted no mesh-proxy"
+}
+
+check_proxy_status() {
+  local out deployment line
+  out=$(mc proxy-status)
+  for deployment in $DEPLOYMENTS; do
+    line=$(printf '%s\n' "$out" | grep "^$deployment-[^ ]*\.$NAMESPACE " || true)
+    [ -n "$line" ] || fail "proxy-status lists no $deployment pod: $out"
+    [ "$(printf '%s' "$line" | grep -o SYNCED | wc -l)" -eq 4 ] || fail "$deployment is not SYNCED on CDS, LDS, EDS and RDS: $line"
+  done
+}
+
+check_proxy_config() {
+  local pod out
+  pod=$(kn get pods -l app=productpage -o jsonpath='{.items[0].metadata.name}')
+  out=$(mc proxy-config clusters "$pod.$NAMESPACE")
+  printf '%s\n' "$out" | grep -q "^reviews\.$NAMESPACE\.svc\.cluster\.local  *9080  *v1  *outbound  *EDS" || fail "no reviews v1 subset cluster in productpage's proxy: $out"
+  mc proxy-status "$pod.$NAMESPACE" | grep -q '^Clusters Match' || fail "productpage runs other clusters than the pilot serves it"
+}
+
+check_analyze() {
+  # The Bookinfo config of the checks above is sound: no error (IST...) at the default threshold.
+  mc analyze -k -n "$NAMESPACE" || fail "meshctl analyze -k found errors in $NAMESPACE"
+}
+
 PASSED=0
 FAILED=0
 FAILED_NAMES=""
@@ -518,6 +553,12 @@ check "all to v3 (virtual-service-reviews-v3)" check_all_v3
 check "fault: ratings 7 s late for jason, reviews unavailable after two 3 s tries" check_fault_delay
 check "fault: ratings aborts with 500 for jason, at once" check_fault_abort
 check "timeout: reviews 0.5 s over a 2 s ratings delay, two tries in about 1 s" check_timeout
+
+step "meshctl's day-two commands against the cluster"
+check "meshctl version: mesh-pilot and the proxies" check_version
+check "meshctl proxy-status: every Bookinfo pod SYNCED" check_proxy_status
+check "meshctl proxy-config clusters and proxy-status POD on productpage" check_proxy_config
+check "meshctl analyze -k: no errors in the Bookinfo namespace" check_analyze
 
 printf '\nkind-e2e: %d passed, %d failed\n' "$PASSED" "$FAILED"
 if [ "$FAILED" -ne 0 ]; then
