@@ -69,8 +69,11 @@ fn main() -> anyhow::Result<()> {
                 &format!("meshctl local apply -f {BOOKINFO}/destination-rule-all.yaml"),
                 &format!("meshctl local apply -f {BOOKINFO}/virtual-service-reviews-test-v2.yaml"),
                 "meshctl local logs productpage-v1 --proxy      # the access log",
-                "ip netns exec mesh-pod-client curl -s localhost:15000/clusters",
-                "ip netns exec mesh-pod-reviews-v2 curl -s localhost:15090/stats/prometheus | grep istio_requests_total",
+                "meshctl dashboard                              # services, graph, proxies, live requests (q quits)",
+                "meshctl proxy-status                           # what each proxy got from the pilot",
+                "meshctl proxy-config routes productpage-v1     # also clusters, listeners, endpoints, secret",
+                "meshctl analyze -k                             # Istio's checks on the running config",
+                "meshctl dashboard envoy productpage-v1         # the proxy's admin on 127.0.0.1:15000",
                 "make demo-down                                  # removes everything",
             ] {
                 println!("  {line}");
@@ -328,6 +331,26 @@ fn walkthrough(mesh: &mut Mesh) -> anyhow::Result<()> {
     for ((source, destination, code, flags), count) in rows {
         println!("  {source:<16} {destination:<16} {code:<6} {flags:<6} {count:>7}");
     }
+
+    heading("9. Day two: what meshctl shows of the running mesh");
+    for args in [
+        &["proxy-status"][..],
+        &["proxy-config", "routes", "reviews-v2"],
+        &["proxy-config", "secret", "reviews-v2"],
+        &["analyze", "-k"],
+    ] {
+        let (code, out, err) = mesh.ctl(args)?;
+        println!("$ meshctl {}", args.join(" "));
+        for line in out.lines().chain(err.lines()) {
+            println!("  {line}");
+        }
+        anyhow::ensure!(
+            code == 0,
+            "meshctl {} ended with {code}: a walkthrough's config is sound",
+            args.join(" ")
+        );
+    }
+    println!("\n(`make demo-up` leaves the mesh running: then `meshctl dashboard` shows it live.)");
     Ok(())
 }
 
