@@ -593,6 +593,50 @@ mod tests {
         assert_ne!(before[LISTENER_TYPE].hashes, listeners.hashes);
     }
 
+    /// The names of the resources whose hash differs between two translations.
+    fn changed(before: &Translated, after: &Translated) -> Vec<String> {
+        let names = |t: &Translated| t.resources.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(names(before), names(after), "the same resources");
+        (0..after.resources.len())
+            .filter(|&i| before.hashes[i] != after.hashes[i])
+            .map(|i| after.resources[i].0.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_rename_changes_only_the_resources_that_name_the_object() {
+        // Clusters name their DestinationRule and routes their VirtualService: a rename must
+        // reach the proxies that show it, and change nothing else they would be pushed.
+        let cache = TranslationCache::default();
+        let first = mesh();
+        let proxy = hello_v1();
+        let clusters = cache.get(CLUSTER_TYPE, &first, &proxy).await.unwrap();
+        let routes = cache.get(ROUTE_TYPE, &first, &proxy).await.unwrap();
+
+        let mut rule_renamed = first.clone();
+        rule_renamed.version = 2;
+        rule_renamed.destination_rules[0].metadata.name = Some("hello-renamed".to_owned());
+        let renamed_clusters = cache.get(CLUSTER_TYPE, &rule_renamed, &proxy).await.unwrap();
+        assert_eq!(
+            changed(&clusters, &renamed_clusters),
+            [
+                "outbound|80|v1|hello.demo.svc.cluster.local",
+                "outbound|80|v2|hello.demo.svc.cluster.local",
+                "outbound|80||hello.demo.svc.cluster.local",
+            ]
+        );
+        let same_routes = cache.get(ROUTE_TYPE, &rule_renamed, &proxy).await.unwrap();
+        assert!(changed(&routes, &same_routes).is_empty(), "routes name no rule");
+
+        let mut route_renamed = rule_renamed.clone();
+        route_renamed.version = 3;
+        route_renamed.virtual_services[0].metadata.name = Some("hello-renamed".to_owned());
+        let renamed_routes = cache.get(ROUTE_TYPE, &route_renamed, &proxy).await.unwrap();
+        assert_eq!(changed(&same_routes, &renamed_routes), ["80"]);
+        let kept = cache.get(CLUSTER_TYPE, &route_renamed, &proxy).await.unwrap();
+        assert!(Arc::ptr_eq(&renamed_clusters, &kept), "clusters read no VirtualService");
+    }
+
     #[tokio::test]
     async fn the_cache_answers_what_translation_of_the_whole_snapshot_does() {
         // Each type is translated from only the parts it reads: that must change nothing.

@@ -1,7 +1,7 @@
 //! CDS: `outbound|port|subset|host` per service port and DestinationRule subset, with load
 //! balancing, circuit breakers and outlier detection; `inbound|port||` per port its workload
 //! serves (to the pod's address, never a port of the sidecar's own); PassthroughCluster and
-//! BlackHoleCluster.
+//! BlackHoleCluster. A cluster a DestinationRule applies to names the rule in its metadata.
 
 use std::collections::BTreeMap;
 
@@ -79,6 +79,9 @@ pub fn clusters(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Cluster> {
                 if proxy.proxyless {
                     grpc_lb_policy(&mut cluster);
                 }
+                // The rule configured it (istiod records it on every cluster of the host, its
+                // subsets' and the default one, policy or not).
+                cluster.metadata = rule.map(super::origin::config_metadata);
                 match transport {
                     Upstream::Plain => {}
                     Upstream::Auto(matches) => cluster.transport_socket_matches = matches,

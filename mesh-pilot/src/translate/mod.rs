@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod endpoint;
 pub mod gateway;
 pub mod listener;
+pub mod origin;
 pub mod peer_auth;
 pub mod route;
 pub mod scope;

@@ -199,7 +199,8 @@ fn routes(snapshot: &Snapshot, proxy: &Proxy, service: &Service, port: u16) -> V
 }
 
 /// The routes of a VirtualService's HTTP rules for requests on `port`, bound as `binding` says
-/// (a rule whose match names other gateways is left out).
+/// (a rule whose match names other gateways is left out), each naming the VirtualService in
+/// its metadata.
 pub fn vs_routes(
     snapshot: &Snapshot,
     proxy: &Proxy,
@@ -208,6 +209,9 @@ pub fn vs_routes(
     binding: Binding<'_>,
 ) -> Vec<Route> {
     let namespace = vs.metadata.namespace.as_deref().unwrap_or("default");
+    // Every route names the VirtualService it came from, as istiod's do (a Gateway API
+    // route's is the VirtualService the source layer made of it, as istiod's is too).
+    let origin = super::origin::config_metadata(vs);
     let mut out = Vec::new();
     for (i, http) in vs.spec.http.iter().enumerate() {
         let name = http.name.clone().unwrap_or_else(|| {
@@ -231,6 +235,7 @@ pub fn vs_routes(
                 r#match: Some(route_match(m)),
                 action: Some(action.clone()),
                 typed_per_filter_config: per_filter.clone(),
+                metadata: Some(origin.clone()),
                 ..Route::default()
             };
             if let Some(headers) = &http.headers {
