@@ -393,3 +393,147 @@ fn a_failed_pilot_and_garbage_show_as_problems() {
     assert!(text.contains("certs: certs is not JSON"), "{text}");
     assert!(text.contains("node: - (no xDS stream to the pilot)"), "{text}");
 }
+
+/// Bookinfo on stock Envoy sidecars (`meshctl local up --proxy envoy`, tests/data/dashboard/
+/// envoy): client calls productpage, productpage details and reviews, reviews-v2 and v3
+/// ratings. Two scrapes of every pod, 60 page loads apart (taken here as 10 s), trimmed to
+/// the families the dashboard reads and a few others. No Istio stats anywhere.
+const ENVOY_PODS: [&str; 7] = [
+    "client",
+    "details-v1",
+    "productpage-v1",
+    "ratings-v1",
+    "reviews-v1",
+    "reviews-v2",
+    "reviews-v3",
+];
+
+fn envoy_app() -> App {
+    let mut app = App::new(None, None);
+    for n in 1..=2u32 {
+        let proxies = ENVOY_PODS
+            .iter()
+            .map(|pod| ProxyScrape {
+                id: ProxyId { pod: (*pod).into(), namespace: "default".into(), node_id: None },
+                metrics: Ok(read(format!("envoy/{n}/{pod}.prom"))),
+                server_info: Err("not recorded".into()),
+                certs: Err("not recorded".into()),
+            })
+            .collect();
+        app.ingest(Scrape {
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + 10 * u64::from(n - 1)),
+            syncz: Ok(read("envoy/syncz.json")),
+            proxies,
+            config: Ok(Vec::new()),
+        });
+    }
+    app
+}
+
+#[test]
+fn envoy_sidecars_have_rows_from_their_inbound_clusters() {
+    let app = envoy_app();
+    let rows: Vec<String> = app
+        .traffic
+        .services
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {:?} {:?} {:?}",
+                r.service.display(),
+                r.version,
+                r.rps,
+                r.success,
+                r.mtls
+            )
+        })
+        .collect();
+    // Each pod's inbound|9080|| 200s between the scrapes: productpage and details 50 -> 110,
+    // ratings 30 -> 70, reviews v1 20 -> 40, v2 16 -> 34, v3 14 -> 36; no other code. The
+    // callers' outbound clusters say the same requests again and are not added. Envoy's
+    // cluster stats do not say mTLS.
+    assert_eq!(
+        rows,
+        [
+            "details.default v1 Some(6.0) Some(1.0) None",
+            "productpage.default v1 Some(6.0) Some(1.0) None",
+            "ratings.default v1 Some(4.0) Some(1.0) None",
+            "reviews.default v1 Some(2.0) Some(1.0) None",
+            "reviews.default v2 Some(1.8) Some(1.0) None",
+            "reviews.default v3 Some(2.2) Some(1.0) None",
+        ]
+    );
+    // Envoy merges histograms at its stats flush: details', productpage's and ratings' did
+    // not move between the scrapes (no percentiles); the reviews pods' appeared.
+    let latency = |i: usize| app.traffic.services[i].latency.map(Option::unwrap);
+    assert_eq!(app.traffic.services[0].latency, [None; 3]);
+    // reviews v1: all 20 at or under 0.5 ms. Ranks 10, 18, 19.8 in (0,0.5]:
+    // 0.5 * 10/20 = 0.25, 0.5 * 18/20 = 0.45, 0.5 * 19.8/20 = 0.495.
+    let [p50, p90, p99] = latency(3);
+    assert_eq!((p50, p90), (0.25, 0.45));
+    assert!((p99 - 0.495).abs() < 1e-9, "{p99}");
+    // reviews v2: le=0.5: 0, le=1: 24, le=5: 27 (all 27). p50: rank 13.5 in (0.5,1]:
+    // 0.5 + 0.5 * 13.5/24 = 0.78125; p90: rank 24.3 in (1,5]: 1 + 4 * 0.3/3 = 1.4;
+    // p99: rank 26.73: 1 + 4 * 2.73/3 = 4.64.
+    let [p50, p90, p99] = latency(4);
+    assert_eq!(p50, 0.78125);
+    assert!((p90 - 1.4).abs() < 1e-9 && (p99 - 4.64).abs() < 1e-9, "{p90} {p99}");
+    // reviews v3: le=0.5: 2, le=1: 34, le=5: 36. p50: rank 18 in (0.5,1]:
+    // 0.5 + 0.5 * 16/32 = 0.75; p90: rank 32.4: 0.5 + 0.5 * 30.4/32 = 0.975;
+    // p99: rank 35.64 in (1,5]: 1 + 4 * 1.64/2 = 4.28.
+    let [p50, p90, p99] = latency(5);
+    assert_eq!((p50, p90), (0.75, 0.975));
+    assert!((p99 - 4.28).abs() < 1e-9, "{p99}");
+    // Each pod's proxy is known by its workload, so drilling in lists it.
+    assert_eq!(app.traffic.proxy_workloads.len(), 7);
+}
+
+#[test]
+fn envoy_sidecars_have_edges_from_their_outbound_clusters() {
+    let app = envoy_app();
+    let edges: Vec<String> = app
+        .traffic
+        .edges
+        .iter()
+        .map(|e| {
+            format!(
+                "{} -> {} {:?} {:?}",
+                e.from.label("default"),
+                e.to.label("default"),
+                e.rate,
+                e.errors
+            )
+        })
+        .collect();
+    // The callers' outbound|9080||<service> clusters; productpage, details and ratings have
+    // one workload each, so the edge names it. reviews has three: the callers' edge ends at
+    // the service, and each version's own inbound cluster draws the hop from it.
+    assert_eq!(
+        edges,
+        [
+            "client -> productpage-v1 Some(6.0) Some(0.0)",
+            "productpage-v1 -> details-v1 Some(6.0) Some(0.0)",
+            "productpage-v1 -> reviews Some(6.0) Some(0.0)",
+            "reviews -> reviews-v1 Some(2.0) Some(0.0)",
+            "reviews -> reviews-v2 Some(1.8) Some(0.0)",
+            "reviews -> reviews-v3 Some(2.2) Some(0.0)",
+            "reviews-v2 -> ratings-v1 Some(1.8) Some(0.0)",
+            "reviews-v3 -> ratings-v1 Some(2.2) Some(0.0)",
+        ]
+    );
+}
+
+#[test]
+fn envoy_views() {
+    let mut app = envoy_app();
+    golden("envoy-services.txt", &screen(&app, 100, 14));
+    app.on_key(key(KeyCode::Tab));
+    golden("envoy-graph.txt", &screen(&app, 100, 26));
+    // Drilled into reviews: its three versions and the pod serving each.
+    app.on_key(key(KeyCode::BackTab));
+    press(&mut app, "jjj");
+    app.on_key(key(KeyCode::Enter));
+    let pods: Vec<String> =
+        app.drilled_pods().iter().map(|(p, w)| format!("{} {w}", p.id.pod)).collect();
+    assert_eq!(pods, ["reviews-v1 reviews-v1", "reviews-v2 reviews-v2", "reviews-v3 reviews-v3"]);
+}

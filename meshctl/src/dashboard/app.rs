@@ -8,8 +8,10 @@ use std::time::SystemTime;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::config::{Analyzer, Config, describe};
+use super::envoy_stats;
 use super::metrics::parse;
 use super::model::{Edge, ProxySamples, ServiceKey, ServiceRow, Traffic, traffic};
+use super::pods::Pods;
 use super::source::{ConfigDoc, ProxyId, Scrape};
 use super::status::{ProxyRow, parse_syncz, proxy_rows};
 use super::tap::{TapEvent, TapLine, TapLog};
@@ -86,6 +88,8 @@ pub struct App {
     /// How many scrapes came in.
     pub scrapes: u64,
     analyzer: Option<Analyzer>,
+    /// What the config says of the pods, for proxies whose metrics do not say who they are.
+    pods: Pods,
     last: Option<(SystemTime, ProxySamples)>,
     config_docs: Option<Result<Vec<ConfigDoc>, String>>,
 }
@@ -111,7 +115,8 @@ impl App {
             let key = (p.id.pod.clone(), p.id.namespace.clone());
             match &p.metrics {
                 Ok(text) => {
-                    let parsed = parse(text, |name| name.starts_with("istio_"));
+                    let parsed =
+                        parse(text, |name| name.starts_with("istio_") || envoy_stats::keep(name));
                     if parsed.dropped > 0 {
                         self.problems.push(format!(
                             "{}: {} series over the bound",
@@ -141,6 +146,11 @@ impl App {
                 Vec::new()
             }
         };
+        if self.config_docs.as_ref() != Some(&scrape.config) {
+            self.config = Config::read(&scrape.config, self.analyzer);
+            self.pods = Pods::read(&scrape.config);
+            self.config_docs = Some(scrape.config);
+        }
         let (previous, seconds) = match &self.last {
             Some((at, samples)) => {
                 let seconds = scrape.at.duration_since(*at).map_or(0.0, |d| d.as_secs_f64());
@@ -148,12 +158,12 @@ impl App {
             }
             None => (None, 0.0),
         };
-        self.traffic = traffic(previous, &current, seconds);
+        let listed: Vec<(String, String)> =
+            scrape.proxies.iter().map(|p| (p.id.pod.clone(), p.id.namespace.clone())).collect();
+        let (previous, translated) =
+            envoy_stats::translate(previous, &current, &listed, &self.pods);
+        self.traffic = traffic(previous.as_ref(), &translated, seconds);
         self.proxies = proxy_rows(&scrape.proxies, &syncz, scrape.at);
-        if self.config_docs.as_ref() != Some(&scrape.config) {
-            self.config = Config::read(&scrape.config, self.analyzer);
-            self.config_docs = Some(scrape.config);
-        }
         self.last = Some((scrape.at, current));
         self.clamp();
     }

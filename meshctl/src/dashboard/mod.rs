@@ -3,14 +3,17 @@
 //! proxies' xDS and certificate state, one proxy's live requests, and a service's config.
 //!
 //! The data comes through a [`Source`] (the lead's access code, or recorded data in tests);
-//! everything from parsing to layout is pure ([`metrics`], [`model`], [`status`], [`tap`],
-//! [`config`], [`app`], [`views`]), and this module holds the only I/O: the terminal, a
-//! scraping thread and, while the Live view shows, a tap-reading thread.
+//! everything from parsing to layout is pure ([`metrics`], [`model`], [`envoy_stats`] and
+//! [`pods`] for stock Envoy sidecars, [`status`], [`tap`], [`config`], [`app`], [`views`]),
+//! and this module holds the only I/O: the terminal, a scraping thread and, while the Live
+//! view shows, a tap-reading thread.
 
 pub mod app;
 pub mod config;
+pub mod envoy_stats;
 pub mod metrics;
 pub mod model;
+pub mod pods;
 pub mod source;
 pub mod status;
 pub mod tap;

@@ -5,8 +5,13 @@
 //! A request between two sidecars is reported twice, by the client's proxy
 //! (`reporter="source"`) and by the server's (`reporter="destination"`). As Kiali does, the
 //! server's report counts; the client's counts only where no server report exists: the
-//! destination has no sidecar (or one without Istio's stats, such as a bare Envoy), or its
-//! proxy was not scraped. So nothing is counted twice.
+//! destination has no sidecar, or its proxy was not scraped. So nothing is counted twice.
+//!
+//! A stock Envoy's cluster stats, read as Istio's series ([`super::envoy_stats`]), follow the
+//! same rule for rows; its server-side report does not know its callers, so for the graph
+//! the callers' reports count where the server's report is such a one, and the server's
+//! draws the hop to its workload that no caller's report did: from the service's node when
+//! callers knew only the service, else from `unknown`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -18,6 +23,9 @@ pub const REQUESTS: &str = "istio_requests_total";
 pub const DURATION_BUCKETS: &str = "istio_request_duration_milliseconds_bucket";
 /// The TCP connections counter.
 pub const TCP_OPENED: &str = "istio_tcp_connections_opened_total";
+/// The label of a series translated from a stock Envoy's cluster stats: the cluster's name.
+/// Such a server-side series does not name its callers.
+pub const ENVOY_CLUSTER: &str = "envoy_cluster_name";
 
 /// A service, as the metrics name it (`destination_service_name`, `..._namespace`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -146,38 +154,100 @@ fn destination_workload(s: &Sample) -> (String, String) {
     )
 }
 
-/// The services (and service, workload pairs) some server's proxy reports on, per family.
+/// The services (and service, workload pairs) some servers' proxies report on.
 #[derive(Default)]
-struct Served {
+struct Coverage {
     services: BTreeSet<ServiceKey>,
     workloads: BTreeSet<(ServiceKey, (String, String))>,
 }
 
+impl Coverage {
+    fn add(&mut self, s: &Sample) {
+        self.services.insert(service_of(s));
+        self.workloads.insert((service_of(s), destination_workload(s)));
+    }
+
+    /// Whether a caller's series is reported by its server too: the service is, and so is
+    /// the workload called when the caller knows it.
+    fn covers(&self, s: &Sample) -> bool {
+        let service = service_of(s);
+        let workload = destination_workload(s);
+        self.services.contains(&service)
+            && (!known(&workload.0) || self.workloads.contains(&(service, workload)))
+    }
+}
+
+fn from_envoy(s: &Sample) -> bool {
+    s.label(ENVOY_CLUSTER).is_some()
+}
+
+/// Who reports on what in one family, for deciding which series count (see the module's
+/// doc).
+#[derive(Default)]
+struct Served {
+    /// Every server-side report.
+    all: Coverage,
+    /// The server-side reports that name their callers (not Envoy's cluster stats).
+    naming: Coverage,
+    /// The (service, workload) pairs some counted caller's report draws an edge to.
+    called_workloads: BTreeSet<(ServiceKey, (String, String))>,
+    /// The services some counted caller's report draws an edge to, not knowing the workload.
+    called_as_service: BTreeSet<ServiceKey>,
+}
+
 impl Served {
-    fn of<'a>(family: &str, samples: impl Iterator<Item = &'a Sample>) -> Self {
+    fn of(family: &str, deltas: &[Delta]) -> Self {
         let mut served = Self::default();
-        for s in samples.filter(|s| family_of(&s.name) == Some(family)) {
-            if s.label("reporter") == Some("destination") {
-                served.services.insert(service_of(s));
-                served.workloads.insert((service_of(s), destination_workload(s)));
+        let series =
+            || deltas.iter().map(|d| d.sample).filter(|s| family_of(&s.name) == Some(family));
+        for s in series().filter(|s| s.label("reporter") == Some("destination")) {
+            served.all.add(s);
+            if !from_envoy(s) {
+                served.naming.add(s);
+            }
+        }
+        for s in series().filter(|s| s.name != DURATION_BUCKETS) {
+            if s.label("reporter") == Some("source") && !served.naming.covers(s) {
+                let workload = destination_workload(s);
+                if known(&workload.0) {
+                    served.called_workloads.insert((service_of(s), workload));
+                } else {
+                    served.called_as_service.insert(service_of(s));
+                }
             }
         }
         served
     }
 
-    /// Whether this series counts (see the module's doc).
-    fn counts(&self, s: &Sample) -> bool {
+    /// Whether this series counts for its service's row.
+    fn counts_for_row(&self, s: &Sample) -> bool {
         match s.label("reporter") {
             Some("destination") => true,
-            Some("source") => {
-                let service = service_of(s);
-                let workload = destination_workload(s);
-                if !self.services.contains(&service) {
-                    return true;
-                }
-                known(&workload.0) && !self.workloads.contains(&(service, workload))
-            }
+            Some("source") => !self.all.covers(s),
             _ => false,
+        }
+    }
+
+    /// Where this series' edge starts, if it counts for the graph.
+    fn edge_from(&self, s: &Sample, service: &ServiceKey) -> Option<Node> {
+        match s.label("reporter") {
+            Some("destination") if from_envoy(s) => {
+                let pair = (service.clone(), destination_workload(s));
+                if self.called_workloads.contains(&pair) {
+                    None
+                } else if self.called_as_service.contains(service) {
+                    Some(Node {
+                        name: service.name.clone(),
+                        namespace: service.namespace.clone(),
+                        kind: NodeKind::Service,
+                    })
+                } else {
+                    Some(source_node(s))
+                }
+            }
+            Some("destination") => Some(source_node(s)),
+            Some("source") => (!self.naming.covers(s)).then(|| source_node(s)),
+            _ => None,
         }
     }
 }
@@ -201,14 +271,18 @@ struct Delta<'a> {
 /// A series by name and labels.
 type SeriesKey<'a> = (&'a str, &'a [(String, String)]);
 
-fn deltas<'a>(previous: Option<&ProxySamples>, current: &'a ProxySamples) -> Vec<Delta<'a>> {
+fn deltas<'a, S: AsRef<[Sample]>>(
+    previous: Option<&BTreeMap<(String, String), S>>,
+    current: &'a BTreeMap<(String, String), S>,
+) -> Vec<Delta<'a>> {
     let mut out = Vec::new();
     for (proxy, samples) in current {
         let before: Option<HashMap<SeriesKey, f64>> =
             previous.and_then(|p| p.get(proxy)).map(|samples| {
+                let samples = samples.as_ref();
                 samples.iter().map(|s| ((s.name.as_str(), s.labels.as_slice()), s.value)).collect()
             });
-        for sample in samples.iter().filter(|s| family_of(&s.name).is_some()) {
+        for sample in samples.as_ref().iter().filter(|s| family_of(&s.name).is_some()) {
             // A series the previous scrape of this proxy did not have started since: from 0.
             let delta = before.as_ref().map(|b| {
                 let old = b.get(&(sample.name.as_str(), sample.labels.as_slice())).copied();
@@ -269,23 +343,30 @@ impl Acc {
 
 /// The traffic between `previous` and `current`, taken `seconds` apart. Without a previous
 /// scrape (or a window that is not positive) rows and edges are there with no numbers yet.
-pub fn traffic(previous: Option<&ProxySamples>, current: &ProxySamples, seconds: f64) -> Traffic {
+/// Each proxy's samples are a [`ProxySamples`]' vectors, or the views of them
+/// [`super::envoy_stats::translate`] gives.
+pub fn traffic<S: AsRef<[Sample]>>(
+    previous: Option<&BTreeMap<(String, String), S>>,
+    current: &BTreeMap<(String, String), S>,
+    seconds: f64,
+) -> Traffic {
     let previous = previous.filter(|_| seconds > 0.0);
     let deltas = deltas(previous, current);
-    let requests = Served::of(REQUESTS, deltas.iter().map(|d| d.sample));
-    let tcp = Served::of(TCP_OPENED, deltas.iter().map(|d| d.sample));
+    let requests = Served::of(REQUESTS, &deltas);
+    let tcp = Served::of(TCP_OPENED, &deltas);
     let mut rows: BTreeMap<(ServiceKey, String), Acc> = BTreeMap::new();
     let mut edges: BTreeMap<(Node, Node, bool, ServiceKey), Acc> = BTreeMap::new();
     for Delta { sample: s, delta } in &deltas {
         let tcp_series = s.name == TCP_OPENED;
         let served = if tcp_series { &tcp } else { &requests };
-        if !served.counts(s) {
-            continue;
-        }
         let service = service_of(s);
-        let edge = (source_node(s), destination_node(s, &service), tcp_series, service.clone());
-        if tcp_series {
+        if s.name != DURATION_BUCKETS
+            && let Some(from) = served.edge_from(s, &service)
+        {
+            let edge = (from, destination_node(s, &service), tcp_series, service.clone());
             edges.entry(edge).or_default().add_request(s, *delta);
+        }
+        if tcp_series || !served.counts_for_row(s) {
             continue;
         }
         let row = rows.entry((service, label(s, "destination_version").to_owned())).or_default();
@@ -295,7 +376,6 @@ pub fn traffic(previous: Option<&ProxySamples>, current: &ProxySamples, seconds:
             if known(&workload.0) {
                 row.workloads.insert(workload);
             }
-            edges.entry(edge).or_default().add_request(s, *delta);
         } else {
             row.add_bucket(s, *delta);
         }
@@ -350,10 +430,12 @@ fn destination_node(s: &Sample, service: &ServiceKey) -> Node {
 
 /// Each proxy's own workload: the server side of what it reports as destination, or the
 /// client side of what it reports as source.
-fn proxy_workloads(current: &ProxySamples) -> BTreeMap<(String, String), (String, String)> {
+fn proxy_workloads<S: AsRef<[Sample]>>(
+    current: &BTreeMap<(String, String), S>,
+) -> BTreeMap<(String, String), (String, String)> {
     let mut out = BTreeMap::new();
     for (proxy, samples) in current {
-        let own = samples.iter().find_map(|s| {
+        let own = samples.as_ref().iter().find_map(|s| {
             let (name, ns) = match s.label("reporter")? {
                 "destination" => ("destination_workload", "destination_workload_namespace"),
                 "source" => ("source_workload", "source_workload_namespace"),
