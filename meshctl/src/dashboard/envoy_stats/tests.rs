@@ -295,3 +295,23 @@ fn a_mixed_mesh_counts_each_request_once() {
         ]
     );
 }
+
+#[test]
+fn the_configs_labels_name_a_pod_its_name_does_not() {
+    // The local mesh's WorkloadEntry of pod `rev-two`: reviews v2 by its labels.
+    let config = "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
+                  metadata: {name: rev-two, namespace: default}\n\
+                  spec: {address: 10.77.0.13, labels: {app: reviews, version: v2}}\n";
+    let pods = Pods::read(&Ok(vec![("we.yaml".into(), config.into())]));
+    let before = samples(&[("rev-two", cluster(INBOUND, &[("200", 10)], None))]);
+    let after = samples(&[("rev-two", cluster(INBOUND, &[("200", 40)], None))]);
+    let (previous, current) = translate(Some(&before), &after, &[], &pods);
+    let traffic = traffic(previous.as_ref(), &current, 10.0);
+    let row = &traffic.services[0];
+    // 30 requests in 10 s.
+    assert_eq!(
+        (row.service.display(), row.version.as_str(), row.rps),
+        ("reviews.default".to_owned(), "v2", Some(3.0))
+    );
+    assert_eq!(row.workloads, [("rev-two".to_owned(), "default".to_owned())]);
+}
