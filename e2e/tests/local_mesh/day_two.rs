@@ -213,7 +213,7 @@ fn dashboard(mesh: &Mesh) -> anyhow::Result<()> {
         };
         edge("client", "productpage-v1")
             && edge("productpage-v1", "details-v1")
-            && edge("productpage-v1", "reviews-v")
+            && edge("productpage-v1", "reviews")
     })?;
 
     tmux.keys(&["Tab"])?;

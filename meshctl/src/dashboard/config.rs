@@ -3,7 +3,7 @@
 //! wildcards), and the hook through which `meshctl analyze`'s findings are shown.
 
 use mesh_api::Resource;
-use mesh_api::load::{Loaded, load_str};
+use mesh_api::load::{Loaded, load_str_mixed};
 
 use super::model::ServiceKey;
 use super::source::ConfigDoc;
@@ -35,7 +35,8 @@ impl Config {
         };
         let mut config = Self::default();
         for (origin, text) in docs {
-            let report = load_str(origin, text);
+            // A cluster's documents hold Pods and Deployments too: read past, never an error.
+            let report = load_str_mixed(origin, text);
             config.errors.extend(report.errors.iter().map(ToString::to_string));
             config.objects.extend(report.objects.into_iter().filter(|o| {
                 matches!(o.resource, Resource::VirtualService(_) | Resource::DestinationRule(_))
@@ -210,5 +211,17 @@ mod tests {
         assert_eq!(mine, ["VirtualService default/reviews: x"]);
         assert_eq!(others, 1);
         assert!(Config::read(&Err("down".into()), None).errors[0].contains("down"));
+    }
+
+    #[test]
+    fn a_clusters_workloads_are_read_past() {
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: default\nspec:\n  containers: []\n";
+        let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector: {}\n  template: {}\n";
+        let docs = vec![
+            ("Pod default/p".to_owned(), pod.to_owned()),
+            ("d".to_owned(), deployment.to_owned()),
+        ];
+        let config = Config::read(&Ok(docs), None);
+        assert!(config.errors.is_empty(), "{:?}", config.errors);
     }
 }
