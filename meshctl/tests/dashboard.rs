@@ -310,7 +310,7 @@ fn keys() {
     app.on_key(key(KeyCode::Char('/')));
     assert!(!press(&mut app, "rq"));
     app.on_key(key(KeyCode::Backspace));
-    assert_eq!(app.filter, "r");
+    assert_eq!(app.filter(), "r");
     press(&mut app, "eviews");
     assert!(screen(&app, 100, 12).contains("/reviews█"));
     app.on_key(key(KeyCode::Enter));
@@ -320,6 +320,11 @@ fn keys() {
     // "rq" matched nothing on the way: the selection stays within the rows shown.
     assert_eq!(app.selected(View::Services), 0);
     assert!(screen(&app, 100, 12).contains("filter: reviews"));
+    // Each view keeps its own filter: the Graph's is empty, the Services' still there after.
+    app.on_key(key(KeyCode::Tab));
+    assert_eq!(app.filter(), "");
+    app.on_key(key(KeyCode::BackTab));
+    assert_eq!(app.filter(), "reviews");
 
     // Enter drills into the selected service; Esc comes back; Esc again clears the filter.
     app.on_key(key(KeyCode::Enter));
@@ -328,7 +333,7 @@ fn keys() {
     app.on_key(key(KeyCode::Esc));
     assert_eq!(app.drill, None);
     app.on_key(key(KeyCode::Esc));
-    assert_eq!(app.filter, "");
+    assert_eq!(app.filter(), "");
     assert_eq!(app.services().len(), 6);
 
     // Enter on an edge drills into the service it calls.

@@ -86,6 +86,11 @@ impl Drop for Traffic {
 }
 
 pub fn day_two(mesh: &mut Mesh, app: &Bookinfo) -> anyhow::Result<()> {
+    // Every Bookinfo service gets traffic: reviews v3 calls ratings.
+    mesh.apply(&super::yaml("destination-rule-all.yaml"))?;
+    mesh.apply(&super::yaml("virtual-service-all-v1.yaml"))?;
+    mesh.apply(&super::yaml("virtual-service-reviews-v3.yaml"))?;
+    app.settles_on(None, "v3 red stars", 5)?;
     let traffic = Traffic::start(app);
     let data_plane = if mesh.proxy == "envoy" { "envoy/" } else { "mesh-proxy/" };
 
@@ -94,12 +99,16 @@ pub fn day_two(mesh: &mut Mesh, app: &Bookinfo) -> anyhow::Result<()> {
         for line in ["mesh-pilot version: 0.1.0", "mesh-ca version: 0.1.0"] {
             ensure!(out.contains(line), "no {line:?}");
         }
-        let proxies = format!("({} proxies)", PODS.len());
+        // Bookinfo's pods, and the gateways earlier scenarios started.
+        let counted = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("data plane version: "))
+            .filter(|l| l.starts_with(data_plane))
+            .filter_map(|l| l.split_once(" (")?.1.split(' ').next()?.parse::<usize>().ok())
+            .sum::<usize>();
         ensure!(
-            out.lines().any(|l| l.starts_with("data plane version: ")
-                && l.contains(data_plane)
-                && l.contains(&proxies)),
-            "no data plane line for {} {data_plane} proxies",
+            counted >= PODS.len(),
+            "{counted} {data_plane} proxies counted, not all {}",
             PODS.len()
         );
         Ok(())
@@ -222,25 +231,46 @@ fn dashboard(mesh: &Mesh) -> anyhow::Result<()> {
     })?;
 
     if mesh.proxy == "mesh-proxy" {
-        // productpage's row, then Enter: its live requests, from its sidecar's tap.
-        let screen = tmux.screen()?;
-        let rows: Vec<&str> =
-            screen.lines().filter(|l| PODS.iter().any(|p| row(l, p).is_some())).collect();
-        let position = rows
-            .iter()
-            .position(|l| row(l, "productpage-v1").is_some())
-            .context("no productpage-v1 row")?;
-        for _ in 0..position {
-            tmux.keys(&["j"])?;
-        }
+        // `/` filters the proxies to productpage's; Enter shows its live requests, from its
+        // sidecar's tap.
+        tmux.keys(&["/"])?;
+        tmux.keys(&["-l", "productpage-v1"])?;
+        tmux.keys(&["Enter"])?;
+        tmux.wait_for("only productpage's proxy", limit, |screen| {
+            row(screen, "productpage-v1").is_some() && row(screen, "reviews-v1").is_none()
+        })?;
         tmux.keys(&["Enter"])?;
         tmux.wait_for("productpage's live requests", limit, |screen| {
-            screen
-                .lines()
-                .any(|l| l.contains("GET") && l.contains("/api/v1/products/0") && l.contains("200"))
+            screen.contains("Live: productpage-v1")
+                && screen.lines().any(|l| {
+                    l.contains("GET") && l.contains("/api/v1/products/0") && l.contains("200")
+                })
                 && screen.lines().any(|l| l.contains("GET") && l.contains("/reviews/0"))
         })?;
+        // Back to the proxies, then the filter cleared (one key at a time: a terminal takes
+        // two quick escapes for the start of a sequence).
+        tmux.keys(&["Escape"])?;
+        tmux.wait_for("the proxies again", limit, |screen| screen.contains("[Proxies]"))?;
+        tmux.keys(&["Escape"])?;
+        tmux.wait_for("every proxy again", limit, |screen| row(screen, "reviews-v1").is_some())?;
     }
+
+    // The Config view of reviews: its VirtualService and DestinationRule.
+    tmux.keys(&["Tab", "Tab", "Tab"])?;
+    tmux.wait_for("the services view", limit, |screen| screen.contains("[Services]"))?;
+    tmux.keys(&["/"])?;
+    tmux.keys(&["-l", "reviews"])?;
+    tmux.keys(&["Enter"])?;
+    tmux.wait_for("only the reviews rows", limit, |screen| {
+        row(screen, "reviews.default").is_some() && row(screen, "ratings.default").is_none()
+    })?;
+    tmux.keys(&["Enter", "Tab", "Tab", "Tab", "Tab"])?;
+    tmux.wait_for("reviews' VirtualService and DestinationRule", limit, |screen| {
+        screen.contains("[Config]")
+            && screen.contains("VirtualService")
+            && screen.contains("DestinationRule")
+            && screen.contains("reviews")
+    })?;
 
     tmux.resize(90, 24)?;
     tmux.wait_for("the help line after a resize", limit, |screen| {

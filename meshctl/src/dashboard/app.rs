@@ -65,8 +65,10 @@ pub struct App {
     back: View,
     /// Per view: the selected row (the scroll offset in Config).
     selected: [usize; 5],
-    /// The filter text (matched case-insensitively against each row's text).
-    pub filter: String,
+    /// Per view: the filter text (matched case-insensitively against each row's text). Each
+    /// view keeps its own, so the proxy picked by filtering the Proxies view does not leave its
+    /// Live view filtered by that proxy's name.
+    filters: [String; 5],
     /// Whether keys go into the filter.
     pub editing: bool,
     /// The service drilled into (Services shows its versions and pods; Config shows it).
@@ -189,7 +191,7 @@ impl App {
     }
 
     fn matches(&self, texts: &[&str]) -> bool {
-        let filter = self.filter.to_lowercase();
+        let filter = self.filter().to_lowercase();
         filter.is_empty() || texts.iter().any(|t| t.to_lowercase().contains(&filter))
     }
 
@@ -390,9 +392,18 @@ impl App {
             self.drill = None;
             self.selected[View::Services.index()] = 0;
         } else {
-            self.filter.clear();
+            self.filter_mut().clear();
         }
         self.clamp();
+    }
+
+    /// The filter of the view shown.
+    pub fn filter(&self) -> &str {
+        &self.filters[self.view.index()]
+    }
+
+    fn filter_mut(&mut self) -> &mut String {
+        &mut self.filters[self.view.index()]
     }
 
     fn edit_filter(&mut self, key: KeyEvent) {
@@ -400,13 +411,13 @@ impl App {
             KeyCode::Enter => self.editing = false,
             KeyCode::Esc => {
                 self.editing = false;
-                self.filter.clear();
+                self.filter_mut().clear();
             }
             KeyCode::Backspace => {
-                self.filter.pop();
+                self.filter_mut().pop();
             }
-            KeyCode::Char(c) if !c.is_control() && self.filter.chars().count() < MAX_FILTER => {
-                self.filter.push(c);
+            KeyCode::Char(c) if !c.is_control() && self.filter().chars().count() < MAX_FILTER => {
+                self.filter_mut().push(c);
             }
             _ => {}
         }

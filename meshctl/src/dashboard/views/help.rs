@@ -38,9 +38,9 @@ pub fn tabs(frame: &mut Frame, area: Rect, app: &App) {
 pub fn status(frame: &mut Frame, area: Rect, app: &App) {
     let mut parts = Vec::new();
     if app.editing {
-        parts.push(format!("/{}█", app.filter));
-    } else if !app.filter.is_empty() {
-        parts.push(format!("filter: {} (/ edits, Esc clears)", app.filter));
+        parts.push(format!("/{}█", app.filter()));
+    } else if !app.filter().is_empty() {
+        parts.push(format!("filter: {} (/ edits, Esc clears)", app.filter()));
     }
     if app.scrapes == 0 {
         parts.push("waiting for the first scrape".to_owned());
