@@ -120,6 +120,24 @@ fn press(app: &mut App, keys: &str) -> bool {
     keys.chars().any(|c| app.on_key(key(KeyCode::Char(c))))
 }
 
+/// Each edge as `from -> to rate errors tcp=...`.
+fn edge_lines(app: &App) -> Vec<String> {
+    app.traffic
+        .edges
+        .iter()
+        .map(|e| {
+            format!(
+                "{} -> {} {:?} {:?} tcp={}",
+                e.from.label("default"),
+                e.to.label("default"),
+                e.rate,
+                e.errors,
+                e.tcp
+            )
+        })
+        .collect()
+}
+
 fn service(name: &str) -> ServiceKey {
     ServiceKey { name: name.into(), namespace: "default".into() }
 }
@@ -174,21 +192,7 @@ fn service_rows_have_exact_numbers() {
 #[test]
 fn edges_have_rates_and_error_shares() {
     let app = app();
-    let edges: Vec<String> = app
-        .traffic
-        .edges
-        .iter()
-        .map(|e| {
-            format!(
-                "{} -> {} {:?} {:?} tcp={}",
-                e.from.label("default"),
-                e.to.label("default"),
-                e.rate,
-                e.errors,
-                e.tcp
-            )
-        })
-        .collect();
+    let edges = edge_lines(&app);
     assert_eq!(
         edges,
         [
@@ -496,34 +500,21 @@ fn envoy_sidecars_have_rows_from_their_inbound_clusters() {
 #[test]
 fn envoy_sidecars_have_edges_from_their_outbound_clusters() {
     let app = envoy_app();
-    let edges: Vec<String> = app
-        .traffic
-        .edges
-        .iter()
-        .map(|e| {
-            format!(
-                "{} -> {} {:?} {:?}",
-                e.from.label("default"),
-                e.to.label("default"),
-                e.rate,
-                e.errors
-            )
-        })
-        .collect();
+    let edges = edge_lines(&app);
     // The callers' outbound|9080||<service> clusters; productpage, details and ratings have
     // one workload each, so the edge names it. reviews has three: the callers' edge ends at
     // the service, and each version's own inbound cluster draws the hop from it.
     assert_eq!(
         edges,
         [
-            "client -> productpage-v1 Some(6.0) Some(0.0)",
-            "productpage-v1 -> details-v1 Some(6.0) Some(0.0)",
-            "productpage-v1 -> reviews Some(6.0) Some(0.0)",
-            "reviews -> reviews-v1 Some(2.0) Some(0.0)",
-            "reviews -> reviews-v2 Some(1.8) Some(0.0)",
-            "reviews -> reviews-v3 Some(2.2) Some(0.0)",
-            "reviews-v2 -> ratings-v1 Some(1.8) Some(0.0)",
-            "reviews-v3 -> ratings-v1 Some(2.2) Some(0.0)",
+            "client -> productpage-v1 Some(6.0) Some(0.0) tcp=false",
+            "productpage-v1 -> details-v1 Some(6.0) Some(0.0) tcp=false",
+            "productpage-v1 -> reviews Some(6.0) Some(0.0) tcp=false",
+            "reviews -> reviews-v1 Some(2.0) Some(0.0) tcp=false",
+            "reviews -> reviews-v2 Some(1.8) Some(0.0) tcp=false",
+            "reviews -> reviews-v3 Some(2.2) Some(0.0) tcp=false",
+            "reviews-v2 -> ratings-v1 Some(1.8) Some(0.0) tcp=false",
+            "reviews-v3 -> ratings-v1 Some(2.2) Some(0.0) tcp=false",
         ]
     );
 }
