@@ -46,6 +46,7 @@ const ROOTS: &[&str] = &[
     "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
     "envoy.extensions.access_loggers.file.v3.FileAccessLog",
     "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+    "envoy.config.trace.v3.OpenTelemetryConfig",
     "google.protobuf.StringValue",
 ];
 

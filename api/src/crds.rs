@@ -10,6 +10,7 @@ use crate::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
 use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use crate::telemetry::Telemetry;
 
 /// Every CRD of the mesh, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -23,6 +24,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         PeerAuthentication::crd(),
         AuthorizationPolicy::crd(),
         RequestAuthentication::crd(),
+        Telemetry::crd(),
     ]
 }
 

@@ -19,7 +19,7 @@ use crate::{ObjectRef, Resource};
 mod kubernetes;
 mod split;
 
-use crate::{gateway_api, networking, security};
+use crate::{gateway_api, networking, security, telemetry};
 use kubernetes::{Decoded, Kinds, document_object};
 pub use kubernetes::{
     KubeLoaded, KubeObject, PodTemplate, Skipped, load_path_mixed, load_reader_mixed,
@@ -131,6 +131,17 @@ pub enum LoadErrorKind {
         /// `namespace/name`, or the name.
         object: String,
     },
+    /// A part of an object the mesh reads but does not enforce (a Telemetry's `metrics`): the
+    /// object itself loads, and this is a warning.
+    #[error("{kind} {object}: {field} is read but not enforced")]
+    NotEnforcedField {
+        /// The kind (`Telemetry`).
+        kind: &'static str,
+        /// `namespace/name`, or the name.
+        object: String,
+        /// The field (`spec.metrics`).
+        field: &'static str,
+    },
     /// A field that does not fit the schema (unknown field, wrong type); the path is empty for
     /// the object as a whole.
     #[error("{}{message}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
@@ -152,6 +163,7 @@ pub const KNOWN_KINDS: &[&str] = &[
     "Sidecar",
     "PeerAuthentication",
     "AuthorizationPolicy",
+    "Telemetry",
     "Service",
     "Namespace",
     "List",
@@ -163,7 +175,6 @@ pub const NOT_ENFORCED_KINDS: &[(&str, &str)] = &[
     ("networking.istio.io", "WorkloadGroup"),
     ("networking.istio.io", "ProxyConfig"),
     ("extensions.istio.io", "WasmPlugin"),
-    ("telemetry.istio.io", "Telemetry"),
 ];
 
 /// What a load produced: the objects that loaded, the errors of those that did not, and the
@@ -326,6 +337,16 @@ fn load_text(source: &str, text: &str, format: Format, kinds: Kinds) -> LoadRepo
         for result in load_document(doc, kinds) {
             match result {
                 Ok(Decoded::Mesh(resource)) => {
+                    if let Some(kind) = not_enforced_part(&resource) {
+                        report.warnings.push(LoadError {
+                            file: source.to_owned(),
+                            document: Some(doc.index),
+                            line: Some(doc.first_line()),
+                            column: None,
+                            kind,
+                            object: Some(resource.object_ref()),
+                        });
+                    }
                     report.objects.push(Loaded { origin: origin.clone(), resource })
                 }
                 Ok(Decoded::Kube(object)) => {
@@ -353,6 +374,20 @@ fn load_text(source: &str, text: &str, format: Format, kinds: Kinds) -> LoadRepo
         report.errors.push(err.into_load_error(source, Some(documents.len() + 1), 0, 1));
     }
     report
+}
+
+/// The warning for a part of an object the mesh does not enforce, if it has one.
+fn not_enforced_part(resource: &Resource) -> Option<LoadErrorKind> {
+    let Resource::Telemetry(t) = resource else { return None };
+    if t.spec.metrics.is_empty() {
+        return None;
+    }
+    let object = resource.object_ref();
+    let object = match &object.namespace {
+        Some(ns) => format!("{ns}/{}", object.name),
+        None => object.name,
+    };
+    Some(LoadErrorKind::NotEnforcedField { kind: "Telemetry", object, field: "spec.metrics" })
 }
 
 /// A problem in one document, with a position relative to the document.
@@ -778,6 +813,9 @@ const KINDS: &[(&str, &str, &[&str], Decode)] = &[
     }),
     ("RequestAuthentication", security::GROUP, security::READ_VERSIONS, |i| {
         Ok(Resource::RequestAuthentication(i.decode()?))
+    }),
+    ("Telemetry", telemetry::GROUP, telemetry::READ_VERSIONS, |i| {
+        Ok(Resource::Telemetry(i.decode()?))
     }),
     ("Service", "", &["v1"], |i| Ok(Resource::Service(i.decode()?))),
     ("Namespace", "", &["v1"], |i| Ok(Resource::Namespace(i.decode()?))),

@@ -7,6 +7,7 @@ use crate::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
 use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use crate::telemetry::Telemetry;
 
 /// Declares [`Resource`] and the methods that treat every kind alike.
 macro_rules! resources {
@@ -84,6 +85,8 @@ resources! {
     AuthorizationPolicy(AuthorizationPolicy),
     /// `security.istio.io` RequestAuthentication.
     RequestAuthentication(RequestAuthentication),
+    /// `telemetry.istio.io` Telemetry.
+    Telemetry(Telemetry),
     /// Core `v1` Service (local mode reads them from files).
     Service(Service),
     /// Core `v1` Namespace (local mode reads them from files).

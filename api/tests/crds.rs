@@ -50,6 +50,7 @@ fn crds_carry_istio_names() {
             expect("security.istio.io", "PeerAuthentication"),
             expect("security.istio.io", "AuthorizationPolicy"),
             expect("security.istio.io", "RequestAuthentication"),
+            expect("telemetry.istio.io", "Telemetry"),
         ]
     );
 }

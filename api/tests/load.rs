@@ -78,7 +78,7 @@ fn unknown_kind_is_reported_not_skipped() {
     assert_eq!(err.line, Some(13));
     assert_eq!(
         err.kind.to_string(),
-        "kind Deployment (apps/v1) is not a kind the mesh reads: expected one of VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar, PeerAuthentication, AuthorizationPolicy, Service, Namespace, List"
+        "kind Deployment (apps/v1) is not a kind the mesh reads: expected one of VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar, PeerAuthentication, AuthorizationPolicy, Telemetry, Service, Namespace, List"
     );
 }
 
@@ -291,16 +291,17 @@ fn one_bad_list_item_does_not_lose_the_others() {
 fn kinds_the_mesh_does_not_implement_are_warned_about_and_the_rest_of_the_file_loads() {
     let report = mesh_api::load::load_str(
         "mixed.yaml",
-        "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: lua, namespace: shop}\nspec: {configPatches: []}\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default}\nspec: {}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: hello}\nspec: {hosts: [hello], http: [{route: [{destination: {host: hello}}]}]}\n",
+        "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: lua, namespace: shop}\nspec: {configPatches: []}\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default}\nspec: {metrics: [{providers: [{name: prometheus}]}], tracing: [{randomSamplingPercentage: 10}]}\n---\napiVersion: telemetry.istio.io/v1alpha1\nkind: Telemetry\nmetadata: {name: logs, namespace: shop}\nspec: {accessLogging: [{providers: [{name: envoy}]}]}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: hello}\nspec: {hosts: [hello], http: [{route: [{destination: {host: hello}}]}]}\n",
     );
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(report.objects.len(), 1, "the VirtualService loads");
+    let kinds: Vec<String> = report.objects.iter().map(|o| o.resource.object_ref().kind).collect();
+    assert_eq!(kinds, ["Telemetry", "Telemetry", "VirtualService"], "Telemetry is enforced");
     let warnings: Vec<String> = report.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         warnings,
         [
             "mixed.yaml:1: document 1: EnvoyFilter shop/lua is read but not enforced: the mesh does not implement EnvoyFilter",
-            "mixed.yaml:6: document 2: Telemetry mesh-default is read but not enforced: the mesh does not implement Telemetry"
+            "mixed.yaml:6: document 2: Telemetry mesh-default: spec.metrics is read but not enforced"
         ]
     );
 }

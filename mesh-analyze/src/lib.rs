@@ -36,7 +36,7 @@
 //!
 //! | code | name | level | what |
 //! |---|---|---|---|
-//! | MESH0001 | NotEnforced | Warning | an Istio kind the mesh reads but does not implement (EnvoyFilter, Telemetry...): it has no effect |
+//! | MESH0001 | NotEnforced | Warning | an Istio kind (EnvoyFilter, WasmPlugin...) or part of one (a Telemetry's `metrics`) the mesh reads but does not implement: it has no effect |
 //! | MESH0002 | SubsetNoMatchingWorkloads | Warning | a DestinationRule subset whose labels none of its Service's workloads carry (503 for its traffic) |
 //! | MESH0003 | TargetPortReservedByProxy | Warning | a Service port targeting 15000 to 15090, which the sidecar keeps and never serves |
 //!

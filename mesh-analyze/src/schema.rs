@@ -1,6 +1,7 @@
 //! IST0106 SchemaValidationError: what `mesh-api`'s validation refuses (the pilot and the
 //! webhook refuse the same), and documents that did not load at all; MESH0001 for kinds the
-//! mesh reads but does not implement.
+//! mesh reads but does not implement, and for the parts of kinds it does not (a Telemetry's
+//! `metrics`).
 
 use mesh_api::load::{LoadError, LoadErrorKind};
 
@@ -30,6 +31,12 @@ pub(crate) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
         let message = match &warning.kind {
             LoadErrorKind::NotEnforced { kind, .. } => {
                 format!("{kind} is read but not enforced: the mesh does not implement {kind}")
+            }
+            LoadErrorKind::NotEnforcedField { kind, field, .. } => {
+                let part = field.rsplit('.').next().unwrap_or(field);
+                format!(
+                    "{field} is read but not enforced: the mesh does not implement {kind} {part}"
+                )
             }
             other => other.to_string(),
         };

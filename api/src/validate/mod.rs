@@ -17,6 +17,7 @@ use crate::{ObjectRef, Resource};
 mod gateway_api;
 mod networking;
 mod security;
+mod telemetry;
 
 pub(crate) use networking::http_retry;
 pub use networking::{
@@ -24,6 +25,8 @@ pub use networking::{
     workload_entry,
 };
 pub use security::{authorization_policy, peer_authentication, request_authentication};
+pub(crate) use telemetry::custom_tags;
+pub use telemetry::telemetry;
 
 /// One problem in one field of one object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,6 +170,7 @@ pub fn resource(resource: &Resource) -> Vec<ValidationError> {
         Resource::PeerAuthentication(o) => peer_authentication(o),
         Resource::AuthorizationPolicy(o) => authorization_policy(o),
         Resource::RequestAuthentication(o) => request_authentication(o),
+        Resource::Telemetry(o) => telemetry(o),
         Resource::KubeGateway(o) => gateway_api::gateway(o),
         Resource::HttpRoute(o) => gateway_api::http_route(o),
         Resource::GrpcRoute(o) => gateway_api::grpc_route(o),

@@ -93,7 +93,7 @@ pub fn authorization_policy(ap: &AuthorizationPolicy) -> Vec<ValidationError> {
 }
 
 /// `selector`, `targetRef` and `targetRefs`: one at most, and each target named.
-fn targets(
+pub(crate) fn targets(
     c: &mut Checker,
     root: &Path,
     selector: Option<&LabelSelector>,
