@@ -50,9 +50,16 @@ pub enum LogError {
     Install(String),
 }
 
+/// A layer installed next to the log lines, under the same filter (the tracing exporter of
+/// `mesh-trace`, so this crate needs no OpenTelemetry).
+pub type ExtraLayer = Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>;
+
+/// The subscriber the filter sits on: the registry with the extra layer, if any.
+type Base = tracing_subscriber::layer::Layered<Option<ExtraLayer>, Registry>;
+
 /// Changes the log filter of the running process.
 pub struct LogHandle {
-    reload: reload::Handle<EnvFilter, Registry>,
+    reload: reload::Handle<EnvFilter, Base>,
 }
 
 impl std::fmt::Debug for LogHandle {
@@ -76,6 +83,13 @@ impl LogHandle {
 
 /// Installs the process's logger as `flags` say.
 pub fn init(flags: &LogFlags) -> Result<LogHandle, LogError> {
+    init_with(flags, None)
+}
+
+/// Installs the process's logger as `flags` say, with `extra` beside the log lines: it sees
+/// the spans and events the filter lets through (and fields they record, such as the trace
+/// ids `mesh_trace::export::record_ids` writes, which the log lines then carry).
+pub fn init_with(flags: &LogFlags, extra: Option<ExtraLayer>) -> Result<LogHandle, LogError> {
     let (filter, reload) = reload::Layer::new(filter(&flags.level)?);
     let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let lines = match flags.format {
@@ -83,6 +97,7 @@ pub fn init(flags: &LogFlags) -> Result<LogHandle, LogError> {
         Format::Json => lines.json().boxed(),
     };
     tracing_subscriber::registry()
+        .with(extra)
         .with(filter)
         .with(lines)
         .try_init()

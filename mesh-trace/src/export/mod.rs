@@ -6,11 +6,15 @@
 //! from any thread, no lock); the control plane's `tracing` spans come through the layer of
 //! [`layer()`], into the same queue. [`Exporter::shutdown`] flushes within a deadline.
 
+mod flags;
 mod layer;
+mod metric;
 mod record;
 mod settings;
 
+pub use flags::{TraceFlags, TraceSetupError};
 pub use layer::{Guard, layer, record_ids};
+pub use metric::DroppedSpans;
 pub use record::{AttributeValue, Kind, SpanRecord, SpanStatus};
 pub use settings::{
     ExportSettings, OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_MAX_QUEUE_SIZE,
