@@ -79,6 +79,13 @@ pub struct Config {
     /// `--log-level` and `--log-format`.
     #[command(flatten)]
     pub log: LogFlags,
+    /// Where the CA's own spans (signings) go.
+    #[command(flatten)]
+    pub trace: mesh_trace::export::TraceFlags,
+    /// The exporter of the CA's spans, once `main` has started it: its dropped spans are
+    /// served as `mesh_ca_spans_dropped_total`.
+    #[arg(skip)]
+    pub span_stats: Option<Arc<mesh_trace::export::Stats>>,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -183,6 +190,9 @@ pub async fn build_with(flags: Config, listeners: Listeners) -> anyhow::Result<B
 
     let metrics = Arc::new(Metrics::default());
     metrics.root_expiry.set(authority.root_not_after().unix_timestamp());
+    if let Some(stats) = &flags.span_stats {
+        metrics.spans_dropped.follow(stats.clone());
+    }
 
     let authenticator = Arc::new(match (&kube, &flags.tokens_file) {
         (Some(client), _) => Authenticator::TokenReview(TokenReviewer::new(

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     /// Expiry of the root certificate, seconds since the epoch.
     pub root_expiry: Gauge,
+    /// The CA's spans that never reached the collector (`spans_dropped_total`).
+    pub spans_dropped: mesh_trace::export::DroppedSpans,
 }
 
 impl Default for Metrics {
@@ -58,7 +60,9 @@ impl Default for Metrics {
             "When the root certificate expires, in seconds since the Unix epoch",
             root_expiry.clone(),
         );
-        Self { registry, signed, errors, root_expiry }
+        let spans_dropped = mesh_trace::export::DroppedSpans::new("spans_dropped");
+        registry.register_collector(Box::new(spans_dropped.clone()));
+        Self { registry, signed, errors, root_expiry, spans_dropped }
     }
 }
 

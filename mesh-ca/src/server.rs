@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
-use tracing::{debug, info};
+use tracing::{Instrument as _, debug, info};
 
 use crate::auth::{AuthError, Authenticator};
 use crate::authority::{Authority, SignError};
@@ -56,6 +56,33 @@ impl IstioCertificateService for CaService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
+        // One span per signing (exported when the CA traces, see `--otlp-endpoint`); the log
+        // lines inside carry its ids.
+        let span = tracing::info_span!(
+            "sign",
+            identity = tracing::field::Empty,
+            ttl = request.get_ref().validity_duration,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        mesh_trace::export::record_ids(&span);
+        let signed = self.sign(request).instrument(span.clone()).await;
+        if let Err(status) = &signed {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", status.message());
+        }
+        signed
+    }
+}
+
+impl CaService {
+    /// Authenticates the caller and signs its CSR for the identity its token proves.
+    async fn sign(
+        &self,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<Response<IstioCertificateResponse>, Status> {
         let Some(token) = bearer(&request) else {
             return Err(self.refuse(
                 Reason::unauthenticated,
@@ -76,6 +103,7 @@ impl IstioCertificateService for CaService {
         let identity = caller.identity(self.authority.trust_domain()).map_err(|e| {
             self.refuse(Reason::unauthenticated, Status::unauthenticated(e.to_string()))
         })?;
+        tracing::Span::current().record("identity", tracing::field::display(&identity));
         let request = request.into_inner();
         let chain =
             self.authority.sign(&request.csr, &identity, request.validity_duration).map_err(

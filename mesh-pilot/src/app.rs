@@ -95,6 +95,9 @@ pub struct Config {
     /// Logging.
     #[command(flatten)]
     pub log: LogFlags,
+    /// Where the pilot's own spans (pushes) go.
+    #[command(flatten)]
+    pub trace: mesh_trace::export::TraceFlags,
 }
 
 /// The sidecar the injection webhook puts into pods (`meshctl kube-inject` takes the same).

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub on_demand_ignored: Counter,
     /// The pilot's own certificate (mTLS xDS), `workload_cert_*`.
     pub certificate: mesh_identity::client::ClientMetrics,
+    /// The pilot's spans that never reached the collector (`pilot_spans_dropped_total`).
+    pub spans_dropped: mesh_trace::export::DroppedSpans,
 }
 
 impl Default for Metrics {
@@ -62,6 +64,8 @@ impl Default for Metrics {
         let identity_refused = Counter::default();
         let on_demand_ignored = Counter::default();
         let certificate = mesh_identity::client::ClientMetrics::register(&mut registry);
+        let spans_dropped = mesh_trace::export::DroppedSpans::new("pilot_spans_dropped");
+        registry.register_collector(Box::new(spans_dropped.clone()));
         registry.register(
             "pilot_xds_identity_refused",
             "xDS streams refused because the node is not the workload its certificate names",
@@ -99,6 +103,7 @@ impl Default for Metrics {
             identity_refused,
             on_demand_ignored,
             certificate,
+            spans_dropped,
         }
     }
 }

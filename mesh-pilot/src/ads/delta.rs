@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use mesh_api::xds::{CLUSTER_TYPE, LISTENER_TYPE};
 use tokio::sync::mpsc;
 use tonic::Status;
-use tracing::debug;
+use tracing::{Instrument as _, debug};
 
 use super::stream::{Handler, Session};
 
@@ -176,8 +176,11 @@ impl Handler for DeltaStream {
             return Ok(());
         }
         let nonce = self.session.next_nonce("d");
+        let version = snapshot.version.to_string();
+        let bytes = updated.iter().map(|r| r.resource.as_ref().map_or(0, |a| a.value.len())).sum();
+        let span = self.session.push_span(type_url, &version, &nonce, updated.len(), bytes);
         let response = DeltaDiscoveryResponse {
-            system_version_info: snapshot.version.to_string(),
+            system_version_info: version,
             resources: updated,
             type_url: type_url.to_owned(),
             removed_resources: removed.into_iter().chain(missing).collect(),
@@ -185,6 +188,10 @@ impl Handler for DeltaStream {
             ..DeltaDiscoveryResponse::default()
         };
         self.session.sent(type_url, &snapshot, &nonce);
-        self.tx.send(Ok(response)).await.map_err(|_| Status::cancelled("the proxy went away"))
+        let sending = async {
+            debug!(connection = self.session.id, "pushing {type_url}");
+            self.tx.send(Ok(response)).await.map_err(|_| Status::cancelled("the proxy went away"))
+        };
+        sending.instrument(span).await
     }
 }

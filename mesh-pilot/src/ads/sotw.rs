@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tonic::Status;
-use tracing::debug;
+use tracing::{Instrument as _, debug};
 
 use super::cache::{Translated, name_hash};
 use super::framing::{RawNames, Response, SotwRequest};
@@ -182,21 +182,34 @@ impl SotwStream {
         let incremental =
             type_url == mesh_api::xds::ENDPOINT_TYPE || type_url == mesh_api::xds::ROUTE_TYPE;
         let previous = if force || !incremental { None } else { watched.last.clone() };
-        let changed = selected.into_iter().filter(|i| {
-            previous
-                .as_ref()
-                .is_none_or(|p| p.hash_like(&translated, *i) != Some(translated.hashes[*i]))
-        });
+        let changed: Vec<usize> = selected
+            .into_iter()
+            .filter(|i| {
+                previous
+                    .as_ref()
+                    .is_none_or(|p| p.hash_like(&translated, *i) != Some(translated.hashes[*i]))
+            })
+            .collect();
         let nonce = self.session.next_nonce("");
         let version = snapshot.version.to_string();
-        let response =
-            Response::new(&version, changed.map(|i| &translated.encoded[i]), type_url, &nonce);
+        let bytes = changed.iter().map(|i| translated.encoded[*i].len()).sum();
+        let span = self.session.push_span(type_url, &version, &nonce, changed.len(), bytes);
+        let response = Response::new(
+            &version,
+            changed.iter().map(|i| &translated.encoded[*i]),
+            type_url,
+            &nonce,
+        );
         watched.last = Some(translated);
         watched.sent = Some(fingerprint);
         if type_url == mesh_api::xds::CLUSTER_TYPE {
             self.endpoints_after_clusters = true;
         }
         self.session.sent(type_url, &snapshot, &nonce);
-        self.tx.send(Ok(response)).await.map_err(|_| Status::cancelled("the proxy went away"))
+        let sending = async {
+            debug!(connection = self.session.id, "pushing {type_url}");
+            self.tx.send(Ok(response)).await.map_err(|_| Status::cancelled("the proxy went away"))
+        };
+        sending.instrument(span).await
     }
 }

@@ -214,6 +214,38 @@ impl Session {
         format!("{}-{kind}{}", self.id, self.nonce)
     }
 
+    /// The span of one response to this stream's proxy (exported when the pilot traces, see
+    /// `--otlp-endpoint`): the proxy, the type, how many resources and bytes, the version and
+    /// nonce. Log lines inside it carry its `trace_id` and `span_id`.
+    pub(crate) fn push_span(
+        &self,
+        type_url: &str,
+        version: &str,
+        nonce: &str,
+        resources: usize,
+        bytes: usize,
+    ) -> tracing::Span {
+        let proxy = self.proxy.as_ref().map(|p| p.id.as_str()).unwrap_or_default();
+        let short = crate::metrics::TypeLabel::of(type_url).r#type;
+        // Signed: OpenTelemetry's attributes have no unsigned numbers (they would go as text).
+        let signed = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let span = tracing::info_span!(
+            "push",
+            otel.name = format!("push {short}"),
+            proxy,
+            type_url,
+            resources = signed(resources),
+            bytes = signed(bytes),
+            version,
+            nonce,
+            connection = i64::try_from(self.id).unwrap_or(i64::MAX),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        mesh_trace::export::record_ids(&span);
+        span
+    }
+
     /// Records a response of `snapshot` about to be sent (its `syncz` entry and metrics).
     pub(crate) fn sent(&self, type_url: &str, snapshot: &Snapshot, nonce: &str) {
         self.record(type_url, |s| {
