@@ -515,12 +515,8 @@ impl MeshConfig {
                 c.port(&path.field("port"), otel.port);
                 if let Some(http) = &otel.http {
                     let http_path = path.field("http");
-                    if !http.path.starts_with('/') {
-                        c.error(
-                            &http_path.field("path"),
-                            Code::Required,
-                            "path is required and starts with /",
-                        );
+                    if http.path.is_empty() {
+                        c.required(&http_path.field("path"), "path");
                     }
                     c.opt_duration(&http_path.field("timeout"), http.timeout.as_ref());
                     for (j, header) in http.headers.iter().enumerate() {

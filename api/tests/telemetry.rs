@@ -151,7 +151,7 @@ fn the_older_tracing_setting_is_an_implicit_provider() {
 fn provider_mistakes_are_reported() {
     let text = r#"extensionProviders:
 - name: a
-  opentelemetry: {service: "", port: 0, http: {path: traces}}
+  opentelemetry: {service: "", port: 0, http: {path: ""}}
 - name: A
   envoyFileAccessLog: {}
   zipkin: {}
@@ -179,7 +179,7 @@ defaultConfig: {tracing: {sampling: -1}}
             ),
             (
                 "meshConfig.extensionProviders[0].opentelemetry.http.path",
-                "path is required and starts with /"
+                "path is required"
             ),
             (
                 "meshConfig.extensionProviders[1].name",

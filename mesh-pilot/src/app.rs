@@ -82,9 +82,15 @@ pub struct Config {
     /// Trust domain of workload identities (`spiffe://<trust domain>/ns/../sa/..`).
     #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = mesh_api::identity::DEFAULT_TRUST_DOMAIN, value_parser = trust_domain)]
     pub trust_domain: String,
-    /// How often the config directory is checked for changes.
+    /// How often the config directory (and the mesh config file) is checked for changes.
     #[arg(long, env = "MESH_PILOT_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
     pub poll_interval: Duration,
+    /// The mesh config (Istio's MeshConfig YAML: `extensionProviders`, `defaultProviders`,
+    /// tracing and access log defaults, the root namespace), read again when it changes. In
+    /// Kubernetes mode the chart's mount (`/etc/mesh/config/mesh`) when it exists; without
+    /// one, Istio's defaults.
+    #[arg(long, env = "MESH_PILOT_MESH_CONFIG")]
+    pub mesh_config: Option<PathBuf>,
     /// Address of the admission webhooks (`/inject`, `/validate`) over HTTPS; served when
     /// `--ca-address` is set, with the pilot's certificate (which then also names its Service).
     #[arg(long, env = "MESH_PILOT_WEBHOOK_LISTEN", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::INJECTION_WEBHOOK)))]
@@ -416,14 +422,28 @@ fn start_config(
 ) -> anyhow::Result<String> {
     // Latest wins: a source never waits for the debouncer, and its last read is what is served.
     let (read, changes) = (changes::Changes::default(), changes::Changes::default());
-    let debounce =
-        changes::debounce(changes.clone(), publish, config.debounce_after, config.debounce_max);
+    let (after, max) = (config.debounce_after, config.debounce_max);
     // Between the source and the debouncer: the keys of token issuers, fetched here.
     let fetcher = crate::jwks::HttpFetch::new();
     tokio::spawn(until_drained(
         watch.clone(),
-        crate::jwks::resolve(read.clone(), changes, fetcher),
+        crate::jwks::resolve(read.clone(), changes.clone(), fetcher),
     ));
+    // The mesh config, stamped on each snapshot as it is published (a change of it alone
+    // publishes the last snapshot again).
+    let mesh_path =
+        crate::mesh_config::path(config.mesh_config.as_deref(), config.config_dir.is_some());
+    let mesh = crate::mesh_config::read(mesh_path.as_deref())
+        .with_context(|| "the mesh config".to_owned())?;
+    match &mesh_path {
+        Some(path) => info!(path = %path.display(), "mesh config read"),
+        None => info!("no mesh config file: Istio's defaults"),
+    }
+    let (mesh_tx, mesh_rx) = watch::channel(Arc::new(mesh));
+    if let Some(path) = mesh_path {
+        let watching = crate::mesh_config::watch(path, config.poll_interval, mesh_tx);
+        tokio::spawn(until_drained(watch.clone(), watching));
+    }
     let metrics = discovery.metrics.clone();
     let trust_domain = config.trust_domain.clone();
     let on_change = move |mut snapshot: Snapshot, rejected: Vec<source::Rejected>| {
@@ -450,6 +470,7 @@ fn start_config(
         }
         (None, None) => bail!("neither --config-dir nor a Kubernetes client"),
     };
+    let debounce = changes::debounce_with_mesh(changes.clone(), publish, after, max, mesh_rx);
     tokio::spawn(until_drained(watch.clone(), debounce));
     Ok(source)
 }

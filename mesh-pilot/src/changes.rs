@@ -1,6 +1,8 @@
 //! From the config sources to the published snapshot: each source puts every snapshot it reads
 //! into [`Changes`] (one slot: the newest replaces one not yet taken, so the last state is never
 //! lost however fast changes come), and [`debounce`] publishes them, numbered, a burst at a time.
+//! [`debounce_with_mesh`] also stamps each with the current mesh config, and publishes the last
+//! snapshot again when only the mesh config changed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,16 +67,37 @@ pub async fn debounce(
     after: Duration,
     max: Duration,
 ) {
+    let (_fixed, mesh) = watch::channel(Arc::default());
+    debounce_with_mesh(changes, publish, after, max, mesh).await;
+}
+
+/// [`debounce`], each snapshot stamped with the mesh config `mesh` holds at publication (its
+/// root namespace too). A change of the mesh config alone publishes the last snapshot again
+/// with it, so the translation never mixes a snapshot with an older mesh config.
+pub async fn debounce_with_mesh(
+    changes: Changes,
+    publish: watch::Sender<Arc<Snapshot>>,
+    after: Duration,
+    max: Duration,
+    mut mesh: watch::Receiver<Arc<mesh_api::mesh::MeshConfig>>,
+) {
     let mut version = publish.borrow().version;
     let mut arrivals = changes.slot.subscribe();
     if arrivals.borrow().is_some() {
         // Put before this started: a change all the same.
         arrivals.mark_changed();
     }
+    let mut mesh_open = true;
     loop {
+        let mut mesh_changed = false;
         tokio::select! {
             // `changes` holds a sender itself: this never fails.
             _ = arrivals.changed() => {}
+            changed = mesh.changed(), if mesh_open => match changed {
+                Ok(()) => mesh_changed = true,
+                // Nobody changes it any more: the last value stays.
+                Err(_) => mesh_open = false,
+            },
             () = publish.closed() => return,
         }
         let burst_started = tokio::time::Instant::now();
@@ -86,7 +109,14 @@ pub async fn debounce(
                 Ok(_) | Err(_) => break,
             }
         }
-        let Some(mut latest) = changes.take() else { continue };
+        let mut latest = match changes.take() {
+            Some(latest) => latest,
+            None if mesh_changed && version > 0 => Snapshot::clone(&publish.borrow()),
+            None => continue,
+        };
+        let mesh_config = mesh.borrow_and_update().clone();
+        latest.root_namespace.clone_from(&mesh_config.root_namespace);
+        latest.mesh_config = mesh_config;
         version += 1;
         latest.version = version;
         latest.published = Some(std::time::Instant::now());
@@ -130,5 +160,27 @@ mod tests {
         assert_eq!(last.domain, "c99", "the last state is published");
         // Under churn a push goes at least every `max`; without it there would be one.
         assert!(last.version >= 4, "{} pushes", last.version);
+    }
+
+    #[tokio::test]
+    async fn a_new_mesh_config_publishes_the_last_snapshot_with_it() {
+        let changes = Changes::default();
+        let (publish, mut published) = watch::channel(Arc::new(Snapshot::default()));
+        let (mesh_tx, mesh) = watch::channel(Arc::new(mesh_api::mesh::MeshConfig::default()));
+        let (after, max) = (Duration::from_millis(10), Duration::from_millis(100));
+        tokio::spawn(debounce_with_mesh(changes.clone(), publish, after, max, mesh));
+        changes.put(Snapshot { domain: "d".into(), ..Snapshot::default() });
+        published.changed().await.unwrap();
+        assert_eq!(published.borrow_and_update().mesh_config.root_namespace, "mesh-system");
+        let config = mesh_api::mesh::MeshConfig {
+            root_namespace: "istio-system".into(),
+            ..mesh_api::mesh::MeshConfig::default()
+        };
+        mesh_tx.send_replace(Arc::new(config));
+        published.changed().await.unwrap();
+        let again = published.borrow_and_update().clone();
+        assert_eq!((again.version, again.domain.as_str()), (2, "d"), "the same snapshot, again");
+        assert_eq!(again.root_namespace, "istio-system");
+        assert_eq!(again.mesh_config.root_namespace, "istio-system");
     }
 }

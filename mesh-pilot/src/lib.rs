@@ -5,14 +5,16 @@
 //!
 //! Translation is pure ([`translate`]), and so are the admission webhooks' answers
 //! ([`webhook`]: sidecar injection and validation); only the config sources, the ADS server
-//! ([`ads`]), the fetching of token issuers' keys ([`jwks`]) and the debug endpoint do I/O; [`app`] puts them together for the binary and for tests. The
-//! pilot never holds a workload's private key.
+//! ([`ads`]), the fetching of token issuers' keys ([`jwks`]), the reading of the mesh config
+//! ([`mesh_config`]) and the debug endpoint do I/O; [`app`] puts them together for the binary
+//! and for tests. The pilot never holds a workload's private key.
 
 pub mod ads;
 pub mod app;
 pub mod changes;
 pub mod debug;
 pub mod jwks;
+pub mod mesh_config;
 pub mod metrics;
 pub mod model;
 pub mod source;

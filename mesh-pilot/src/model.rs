@@ -199,6 +199,13 @@ pub struct Snapshot {
     /// The key sets of the RequestAuthentications' `jwksUri`s, by URI, as the pilot fetched
     /// them (a key set no token matches while a fetch has not succeeded: [`crate::jwks`]).
     pub jwks: BTreeMap<String, String>,
+    /// Telemetries (tracing and access logging of the HCMs), in Istio's order: oldest first
+    /// (creation time, then namespace and name), so that the first of two that select a
+    /// workload is the one that applies.
+    pub telemetries: Vec<mesh_api::telemetry::Telemetry>,
+    /// The mesh config: its providers, tracing and access log defaults (the rest is the
+    /// proxies' own settings).
+    pub mesh_config: std::sync::Arc<mesh_api::mesh::MeshConfig>,
     /// The namespace whose selector-less Sidecar is the mesh-wide default.
     pub root_namespace: String,
     /// When the change that made this snapshot was published (for convergence time).
@@ -224,6 +231,8 @@ impl Default for Snapshot {
             authorization_policies: Vec::new(),
             request_authentications: Vec::new(),
             jwks: BTreeMap::new(),
+            telemetries: Vec::new(),
+            mesh_config: std::sync::Arc::default(),
             root_namespace: mesh_api::ports::CONTROL_PLANE_NAMESPACE.to_owned(),
             published: None,
         }

@@ -131,6 +131,8 @@ fn rendered_resources_pass_envoy_validate() {
     let files = tempfile::tempdir().unwrap();
     let golden = with_real_tls_files(common::golden_mesh(), files.path());
     envoy_validates(&golden, &common::frontend());
+    // Telemetry: the OpenTelemetry tracer, custom tags, access logs with filters.
+    envoy_validates(&common::telemetry_mesh(), &common::reviews());
 }
 
 /// The snapshot with every TLS file a DestinationRule names replaced by a real one in `dir`.
@@ -187,15 +189,42 @@ async fn envoy_acks_every_type(api_type: &str) {
         return;
     }
     let pilot = TestPilot::from_dir(&common::mesh_dir()).await;
+    let node = "sidecar~127.0.0.1~hello-v1.demo~demo.svc.cluster.local";
+    let metadata = r#"{NAMESPACE: demo, INSTANCE_IPS: "127.0.0.1", SERVICE_ACCOUNT: hello}"#;
+    envoy_acks(&pilot, api_type, node, metadata).await;
+}
+
+#[tokio::test]
+async fn envoy_acks_telemetry_over_ads() {
+    // Tracing to the collector's cluster, custom tags, access logs with filters and JSON
+    // formats: what Telemetry and the mesh config's providers make, as an Envoy reads them.
+    if !mesh_testing::require::envoy("Envoy conformance test") {
+        return;
+    }
+    let mut config = TestPilot::config(&common::telemetry_dir().join("config"));
+    config.mesh_config = Some(common::telemetry_dir().join("meshconfig.yaml"));
+    let pilot = TestPilot::start(config, TestPilot::listeners()).await;
+    let node = "sidecar~10.1.0.11~reviews-v1.demo~demo.svc.cluster.local";
+    let metadata = r#"{NAMESPACE: demo, INSTANCE_IPS: "10.1.0.11", SERVICE_ACCOUNT: reviews, LABELS: {app: reviews, version: v1}}"#;
+    envoy_acks(&pilot, "GRPC", node, metadata).await;
+    // The listeners Envoy accepted are the ones with the Telemetry's tracing.
+    let snapshot = pilot.bound().snapshots.borrow().clone();
+    assert!(!snapshot.telemetries.is_empty());
+    assert_eq!(snapshot.mesh_config.default_tracing_providers(), ["otel"]);
+}
+
+/// Starts an Envoy as `node` (with `metadata`, YAML) on the pilot's ADS and waits until it
+/// has accepted every type, failing with Envoy's log if it does not.
+async fn envoy_acks(pilot: &TestPilot, api_type: &str, node: &str, metadata: &str) {
     let port = pilot.xds.port();
 
     let sds = mesh_testing::ca::TestCa::new().sds("demo", "hello").await;
     let dir = tempfile::tempdir().unwrap();
     let bootstrap = format!(
         r#"node:
-  id: "sidecar~127.0.0.1~hello-v1.demo~demo.svc.cluster.local"
+  id: "{node}"
   cluster: demo
-  metadata: {{NAMESPACE: demo, INSTANCE_IPS: "127.0.0.1", SERVICE_ACCOUNT: hello}}
+  metadata: {metadata}
 dynamic_resources:
   ads_config: {{api_type: {api_type}, transport_api_version: V3, grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]}}
   cds_config: {{ads: {{}}, resource_api_version: V3}}

@@ -95,6 +95,22 @@ fn cluster(path: &str) -> Value {
         "/apis/security.istio.io/v1/requestauthentications" => {
             list("RequestAuthentication", "security.istio.io/v1", json!([]))
         }
+        // The cluster has the Telemetry CRD: Telemetries are read (and sorted oldest first).
+        "/apis/telemetry.istio.io/v1" => json!({
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "telemetry.istio.io/v1",
+            "resources": [{"name": "telemetries", "singularName": "telemetry", "namespaced": true, "kind": "Telemetry", "verbs": ["list", "watch"]}]
+        }),
+        "/apis/telemetry.istio.io/v1/telemetries" => list(
+            "Telemetry",
+            "telemetry.istio.io/v1",
+            json!([{
+                "metadata": {"name": "newer", "namespace": "bookinfo", "resourceVersion": "1", "creationTimestamp": "2025-02-01T00:00:00Z"},
+                "spec": {"accessLogging": [{"providers": [{"name": "envoy"}]}]}
+            }, {
+                "metadata": {"name": "older", "namespace": "bookinfo", "resourceVersion": "1", "creationTimestamp": "2025-01-01T00:00:00Z"},
+                "spec": {"tracing": [{"randomSamplingPercentage": 10}], "metrics": [{"providers": [{"name": "prometheus"}]}]}
+            }]),
+        ),
         // The cluster serves the Gateway API: its kinds are watched too.
         "/apis/gateway.networking.k8s.io/v1" => json!({
             "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "gateway.networking.k8s.io/v1",
@@ -203,7 +219,7 @@ fn api_server(gateway_api: bool) -> (kube::Client, Received, Received) {
                 "/apis/networking.istio.io/v1alpha3",
                 "/apis/networking.istio.io/v1beta1",
                 "/apis/extensions.istio.io",
-                "/apis/telemetry.istio.io",
+                "/apis/telemetry.istio.io/v1alpha1",
             ]
             .iter()
             .any(|p| path.starts_with(p));
@@ -408,4 +424,9 @@ async fn lists_become_the_model() {
     assert_eq!(endpoints[0].locality, "zone-a");
     // The valid VirtualService and the HTTPRoute's (the broken one is left out).
     assert_eq!(snapshot.virtual_services.len(), 2);
+    // Telemetries, oldest first: Istio's order, in which the first of two that select a
+    // workload applies.
+    let telemetries: Vec<&str> =
+        snapshot.telemetries.iter().filter_map(|t| t.metadata.name.as_deref()).collect();
+    assert_eq!(telemetries, ["older", "newer"]);
 }

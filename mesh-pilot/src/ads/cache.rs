@@ -206,6 +206,8 @@ struct Digest {
     gateways: u64,
     credentials: u64,
     security: u64,
+    /// The mesh config (its providers and tracing and access log defaults).
+    mesh_config: u64,
 }
 
 impl Digest {
@@ -226,6 +228,9 @@ impl Digest {
             authorization_policies,
             request_authentications,
             jwks,
+            // Listeners read the Telemetries that apply to the proxy: hashed per key.
+            telemetries: _,
+            mesh_config,
             root_namespace,
             published: _,
         } = snapshot;
@@ -251,6 +256,9 @@ impl Digest {
                 authorization_policies.iter().for_each(|a| config(serde_json::to_vec(a), a, h));
                 request_authentications.iter().for_each(|r| config(serde_json::to_vec(r), r, h));
                 jwks.hash(h);
+            }),
+            mesh_config: hash_of(|h| {
+                config(serde_json::to_vec(mesh_config.as_ref()), mesh_config, h)
             }),
         }
     }
@@ -292,6 +300,10 @@ struct Reads {
     endpoints: Endpoints,
     /// Whether it has the proxy's inbound side (so depends on its addresses).
     inbound: bool,
+    /// Whether it reads Telemetry and the mesh config (the HCMs' tracing and access logs):
+    /// only the Telemetries that apply to the proxy count, so one workload's Telemetry
+    /// changes the listeners of the proxies it selects and no others.
+    telemetry: bool,
 }
 
 impl Reads {
@@ -308,7 +320,8 @@ impl Reads {
             // Routes: VirtualServices, and services for their hosts and ports.
             _ => (true, Endpoints::None, false),
         };
-        Self { virtual_services, endpoints, inbound }
+        let telemetry = type_url == mesh_api::xds::LISTENER_TYPE;
+        Self { virtual_services, endpoints, inbound, telemetry }
     }
 
     /// The proxy's own endpoints, by service port.
@@ -334,6 +347,12 @@ impl Reads {
                 Endpoints::None => {}
                 Endpoints::All => digest.endpoints.hash(h),
                 Endpoints::Own => Self::own(snapshot, proxy).for_each(|own| own.hash(h)),
+            }
+            if self.telemetry {
+                digest.mesh_config.hash(h);
+                for t in translate::telemetry::applicable(snapshot, proxy).levels() {
+                    config(serde_json::to_vec(t), t, h);
+                }
             }
         })
     }
@@ -366,6 +385,8 @@ impl Reads {
             authorization_policies: snapshot.authorization_policies.clone(),
             request_authentications: snapshot.request_authentications.clone(),
             jwks: snapshot.jwks.clone(),
+            telemetries: if self.telemetry { snapshot.telemetries.clone() } else { Vec::new() },
+            mesh_config: if self.telemetry { snapshot.mesh_config.clone() } else { Arc::default() },
             root_namespace: snapshot.root_namespace.clone(),
             published: snapshot.published,
         }

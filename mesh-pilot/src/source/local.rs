@@ -126,6 +126,7 @@ pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
             Resource::RequestAuthentication(ra) => {
                 snapshot.request_authentications.push(ra.clone());
             }
+            Resource::Telemetry(t) => snapshot.telemetries.push(t.clone()),
             Resource::Gateway(gw) => snapshot.gateways.push(gw.clone()),
             Resource::KubeGateway(gw) => gateway_api.gateways.push(gw),
             Resource::HttpRoute(route) => gateway_api.http_routes.push(route),
@@ -148,6 +149,7 @@ pub fn build(objects: &[Arc<Loaded>]) -> (Snapshot, Vec<Rejected>) {
     let (gateways, routes) = super::gateway_api::convert(&gateway_api, &snapshot.domain);
     snapshot.gateways.extend(gateways);
     snapshot.virtual_services.extend(routes);
+    crate::translate::telemetry::sort(&mut snapshot.telemetries);
     (snapshot, rejected)
 }
 

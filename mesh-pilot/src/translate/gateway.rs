@@ -158,6 +158,8 @@ pub fn listen_port(snapshot: &Snapshot, proxy: &Proxy, port: u16) -> u16 {
 /// passed-through SNI, and a chain for plain HTTP.
 pub fn listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
     let servers = selected(snapshot, proxy);
+    let telemetry =
+        super::telemetry::HcmTelemetry::of(snapshot, proxy, super::telemetry::Class::Gateway);
     let mut by_port: BTreeMap<u16, Vec<&Selected<'_>>> = BTreeMap::new();
     for server in &servers {
         if server.kind() != ServerKind::Unsupported {
@@ -190,7 +192,9 @@ pub fn listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
                                 &credential,
                                 mutual,
                             )),
-                            filters: vec![super::listener::gateway_hcm(&stat, rds, &rbac)],
+                            filters: vec![super::listener::gateway_hcm(
+                                &stat, rds, &rbac, &telemetry,
+                            )],
                             ..FilterChain::default()
                         });
                     }
@@ -205,7 +209,9 @@ pub fn listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
                             name: server.https_routes(),
                             filter_chain_match: sni(server.server_names()),
                             transport_socket: Some(super::tls::downstream_mesh(&alpn)),
-                            filters: vec![super::listener::gateway_hcm(&stat, rds, &rbac)],
+                            filters: vec![super::listener::gateway_hcm(
+                                &stat, rds, &rbac, &telemetry,
+                            )],
                             ..FilterChain::default()
                         });
                     }
@@ -219,7 +225,7 @@ pub fn listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
                 });
                 chains.push(FilterChain {
                     name: route_name(port),
-                    filters: vec![super::listener::gateway_hcm(&stat, rds, &rbac)],
+                    filters: vec![super::listener::gateway_hcm(&stat, rds, &rbac, &telemetry)],
                     ..FilterChain::default()
                 });
             }

@@ -28,6 +28,7 @@ use mesh_api::xds::{
     VIRTUAL_INBOUND_LISTENER, VIRTUAL_OUTBOUND_LISTENER, mtls,
 };
 
+use super::telemetry::{Class, HcmTelemetry};
 use super::{any, duration};
 use crate::model::{Protocol, Proxy, Snapshot};
 
@@ -64,6 +65,7 @@ fn capture_listener(
 }
 
 fn virtual_outbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
+    let telemetry = HcmTelemetry::of(snapshot, proxy, Class::SidecarOutbound);
     let mut http_ports = BTreeMap::new();
     let mut chains = Vec::new();
     for service in snapshot.services.values() {
@@ -112,6 +114,7 @@ fn virtual_outbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
                     config_source: Some(super::cluster::ads()),
                     route_config_name: mesh_api::xds::route_config_name(port),
                 }),
+                &telemetry,
             )],
             ..FilterChain::default()
         });
@@ -177,6 +180,7 @@ pub fn api_listener(snapshot: &Snapshot, name: &str) -> Option<Listener> {
 /// leaves no plaintext way in at all.
 fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
     let peer = super::peer_auth::policies(snapshot, &proxy.namespace, &proxy.labels);
+    let telemetry = HcmTelemetry::of(snapshot, proxy, Class::SidecarInbound);
     // AuthorizationPolicies: RBAC filters in front of the app, on every way in.
     let http_rbac = super::authz::http_filters(snapshot, proxy);
     let tcp_rbac = super::authz::network_filters(snapshot, proxy);
@@ -201,7 +205,8 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
             if protocol == Protocol::Tcp {
                 guarded(tcp_proxy_filter(&cluster, &cluster, None))
             } else {
-                vec![inbound_hcm(&format!("inbound_0.0.0.0_{port}"), &cluster, mtls, &http_rbac)]
+                let stat = format!("inbound_0.0.0.0_{port}");
+                vec![inbound_hcm(&stat, &cluster, mtls, &http_rbac, &telemetry)]
             }
         };
         let alpn: &[&str] = if protocol.is_http() { &["h2", "http/1.1"] } else { &[] };
@@ -294,11 +299,18 @@ fn port_match(port: u16) -> FilterChainMatch {
 
 /// The HTTP connection manager in front of the app: the peer's identity is passed on in
 /// `x-forwarded-client-cert` (and a client's own header of that name never is).
-fn inbound_hcm(stat_prefix: &str, cluster: &str, mtls: bool, rbac: &[HttpFilter]) -> Filter {
+fn inbound_hcm(
+    stat_prefix: &str,
+    cluster: &str,
+    mtls: bool,
+    rbac: &[HttpFilter],
+    telemetry: &HcmTelemetry,
+) -> Filter {
     let mut hcm = hcm(
         stat_prefix,
         http_connection_manager::RouteSpecifier::RouteConfig(inbound_routes(cluster)),
     );
+    telemetry.apply(&mut hcm);
     hcm.http_filters.splice(0..0, rbac.iter().cloned());
     hcm.forward_client_cert_details = if mtls {
         http_connection_manager::ForwardClientCertDetails::SanitizeSet
@@ -377,20 +389,28 @@ pub fn tls_inspector() -> ListenerFilter {
 }
 
 /// A gateway's HTTP connection manager: the edge of the mesh, so the client's address is the
-/// connection's (`use_remote_address`), as Istio sets it for gateways.
+/// connection's (`use_remote_address`), as Istio sets it for gateways; tracing and access logs
+/// as the gateway's Telemetry says ([`Class::Gateway`]).
 pub fn gateway_hcm(
     stat_prefix: &str,
     routes: http_connection_manager::RouteSpecifier,
     rbac: &[HttpFilter],
+    telemetry: &HcmTelemetry,
 ) -> Filter {
     let mut hcm = hcm(stat_prefix, routes);
+    telemetry.apply(&mut hcm);
     hcm.use_remote_address = Some(BoolValue { value: true });
     hcm.http_filters.splice(0..0, rbac.iter().cloned());
     Filter { name: HCM.to_owned(), config_type: Some(filter::ConfigType::TypedConfig(any(hcm))) }
 }
 
-fn hcm_filter(stat_prefix: &str, routes: http_connection_manager::RouteSpecifier) -> Filter {
-    let hcm = hcm(stat_prefix, routes);
+fn hcm_filter(
+    stat_prefix: &str,
+    routes: http_connection_manager::RouteSpecifier,
+    telemetry: &HcmTelemetry,
+) -> Filter {
+    let mut hcm = hcm(stat_prefix, routes);
+    telemetry.apply(&mut hcm);
     Filter { name: HCM.to_owned(), config_type: Some(filter::ConfigType::TypedConfig(any(hcm))) }
 }
 

@@ -17,6 +17,7 @@ pub mod peer_auth;
 pub mod route;
 pub mod scope;
 pub mod sorted;
+pub mod telemetry;
 pub mod tls;
 
 /// Every resource of one type for one proxy, by name.

@@ -40,3 +40,50 @@ pub fn with_field(message: &impl Message, tag: u32, field: Vec<u8>) -> Vec<u8> {
 pub fn any<T: prost::Name>(value: Vec<u8>) -> Any {
     Any { type_url: T::type_url(), value }
 }
+
+/// A JSON object as an encoded `google.protobuf.Struct`, its fields (and those of nested
+/// objects) in key order: prost keeps a `Struct`'s fields in a `HashMap`.
+pub fn json_struct<'a>(
+    fields: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)>,
+) -> Vec<u8> {
+    let mut fields: Vec<_> = fields.into_iter().collect();
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = Vec::new();
+    for (key, value) in fields {
+        let mut entry = Vec::new();
+        prost::encoding::string::encode(1, key, &mut entry);
+        length_delimited(2, &json_value(value), &mut entry);
+        length_delimited(1, &entry, &mut out);
+    }
+    out
+}
+
+/// A JSON value as an encoded `google.protobuf.Value`.
+fn json_value(value: &serde_json::Value) -> Vec<u8> {
+    use serde_json::Value;
+    let mut out = Vec::new();
+    match value {
+        Value::Null => prost::encoding::int32::encode(1, &0, &mut out),
+        Value::Number(n) => {
+            prost::encoding::double::encode(2, &n.as_f64().unwrap_or(0.0), &mut out)
+        }
+        Value::String(s) => prost::encoding::string::encode(3, s, &mut out),
+        Value::Bool(b) => prost::encoding::bool::encode(4, b, &mut out),
+        Value::Object(map) => length_delimited(5, &json_struct(map), &mut out),
+        Value::Array(items) => {
+            let mut list = Vec::new();
+            for item in items {
+                length_delimited(1, &json_value(item), &mut list);
+            }
+            length_delimited(6, &list, &mut out);
+        }
+    }
+    out
+}
+
+/// Field `tag` holding `bytes` (a message or string already encoded).
+fn length_delimited(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}

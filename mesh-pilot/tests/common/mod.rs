@@ -35,6 +35,57 @@ pub fn golden_mesh() -> Snapshot {
     snapshot
 }
 
+/// The directory of the telemetry mesh: `config/` (the objects) and `meshconfig.yaml`.
+pub fn telemetry_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/telemetry")
+}
+
+/// Telemetry at every scope with the providers of its mesh config (`tests/data/telemetry`),
+/// stamped as the pilot publishes it.
+pub fn telemetry_mesh() -> Snapshot {
+    let dir = telemetry_dir();
+    let (mut snapshot, rejected) = local::read(&dir.join("config"));
+    assert!(rejected.is_empty(), "the telemetry mesh is valid: {rejected:#?}");
+    let mesh = mesh_api::mesh::MeshConfig::from_file(&dir.join("meshconfig.yaml")).unwrap();
+    snapshot.root_namespace.clone_from(&mesh.root_namespace);
+    snapshot.mesh_config = std::sync::Arc::new(mesh);
+    snapshot.version = 1;
+    snapshot
+}
+
+/// The sidecar of `reviews` v1 in the telemetry mesh.
+pub fn reviews() -> mesh_pilot::model::Proxy {
+    mesh_pilot::model::Proxy {
+        id: "sidecar~10.1.0.11~reviews-v1.demo~demo.svc.cluster.local".into(),
+        namespace: "demo".into(),
+        labels: [
+            ("app", "reviews"),
+            ("version", "v1"),
+            ("service.istio.io/canonical-name", "reviews"),
+            ("service.istio.io/canonical-revision", "v1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        ips: vec!["10.1.0.11".parse().unwrap()],
+        service_account: "reviews".into(),
+        ..mesh_pilot::model::Proxy::default()
+    }
+}
+
+/// The ingress gateway of the telemetry mesh.
+pub fn ingress() -> mesh_pilot::model::Proxy {
+    mesh_pilot::model::Proxy {
+        id: "router~10.1.0.99~ingress-1.demo~demo.svc.cluster.local".into(),
+        namespace: "demo".into(),
+        labels: [("istio".to_owned(), "ingressgateway".to_owned())].into(),
+        ips: vec!["10.1.0.99".parse().unwrap()],
+        service_account: "ingress".into(),
+        router: true,
+        ..mesh_pilot::model::Proxy::default()
+    }
+}
+
 /// The sidecar of `frontend` in the golden mesh.
 pub fn frontend() -> mesh_pilot::model::Proxy {
     mesh_pilot::model::Proxy {

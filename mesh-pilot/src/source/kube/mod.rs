@@ -19,6 +19,7 @@ use mesh_api::networking::{
     DestinationRule, Gateway, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
 use mesh_api::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use mesh_api::telemetry::Telemetry;
 use mesh_api::{ObjectRef, Resource};
 use tracing::warn;
 
@@ -56,6 +57,8 @@ pub struct Objects {
     pub authorization_policies: Vec<Arc<AuthorizationPolicy>>,
     /// RequestAuthentications.
     pub request_authentications: Vec<Arc<RequestAuthentication>>,
+    /// Telemetries (when the cluster serves `telemetry.istio.io/v1`).
+    pub telemetries: Vec<Arc<Telemetry>>,
     /// TLS Secrets (`kubernetes.io/tls`): gateways' `credentialName`s.
     pub secrets: Vec<Arc<Secret>>,
     /// Gateway API Gateways (when the cluster has the Gateway API).
@@ -120,6 +123,7 @@ fn build_with(
     add_all!(objects.peer_authentications, PeerAuthentication);
     add_all!(objects.authorization_policies, AuthorizationPolicy);
     add_all!(objects.request_authentications, RequestAuthentication);
+    add_all!(objects.telemetries, Telemetry);
     add_all!(objects.secrets, Secret);
     add_all!(objects.kube_gateways, KubeGateway);
     add_all!(objects.gateway_classes, GatewayClass);
@@ -226,6 +230,20 @@ async fn report(
     *reported = current;
 }
 
+/// Says once per Telemetry that its `metrics` are read but not enforced (its tracing and
+/// access logging are), as the local source's loader does for files.
+fn metrics_not_enforced(telemetries: &[Arc<Telemetry>], said: &mut HashSet<ObjectRef>) {
+    let current: HashSet<ObjectRef> = telemetries
+        .iter()
+        .filter(|t| !t.spec.metrics.is_empty())
+        .map(|t| ObjectRef::of(t.as_ref()))
+        .collect();
+    for object in current.difference(said) {
+        warn!("{object}: spec.metrics is read but not enforced");
+    }
+    *said = current;
+}
+
 /// Reflector stores of every kind the source watches.
 struct Stores {
     services: Store<KubeService>,
@@ -240,6 +258,8 @@ struct Stores {
     peer_authentications: Store<PeerAuthentication>,
     authorization_policies: Store<AuthorizationPolicy>,
     request_authentications: Store<RequestAuthentication>,
+    /// Watched only when the cluster serves the kind (Istio's CRD or the mesh's).
+    telemetries: Option<Store<Telemetry>>,
     secrets: Store<Secret>,
     /// The Gateway API's kinds, watched only when the cluster serves them (their CRDs are not
     /// the mesh's).
@@ -270,6 +290,7 @@ impl Stores {
             peer_authentications: self.peer_authentications.state(),
             authorization_policies: self.authorization_policies.state(),
             request_authentications: self.request_authentications.state(),
+            telemetries: self.telemetries.as_ref().map(Store::state).unwrap_or_default(),
             secrets: self.secrets.state(),
             kube_gateways: self
                 .gateway_api
@@ -345,15 +366,23 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
         peer_authentications: watch!(PeerAuthentication),
         authorization_policies: watch!(AuthorizationPolicy),
         request_authentications: watch!(RequestAuthentication),
+        telemetries: None,
         // Only TLS Secrets: a gateway's certificate (with `ca.crt` for MUTUAL) is one.
         secrets: watch!(Secret, watcher::Config::default().fields("type=kubernetes.io/tls")),
         gateway_api: None,
     };
+    let serves = |list: &k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList,
+                  plural: &str| list.resources.iter().any(|r| r.name == plural);
+    // Telemetry is watched where its CRD is (a cluster installed before it has none).
+    let telemetry = client.list_api_group_resources("telemetry.istio.io/v1").await.ok();
+    if telemetry.is_some_and(|list| serves(&list, "telemetries")) {
+        stores.telemetries = Some(watch!(Telemetry));
+    } else {
+        tracing::info!("the cluster does not serve telemetry.istio.io/v1 Telemetry: not watched");
+    }
     // The Gateway API is watched when the cluster serves it; without its CRDs the mesh's own
     // kinds still make the mesh. GRPCRoute (standard since v1.1) and TLSRoute (experimental)
     // are watched where the cluster has them.
-    let serves = |list: &k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList,
-                  plural: &str| list.resources.iter().any(|r| r.name == plural);
     let v1 = client.list_api_group_resources("gateway.networking.k8s.io/v1").await.ok();
     if let Some(resources) = v1 {
         let grpc = serves(&resources, "grpcroutes");
@@ -395,6 +424,12 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
             return;
         }
     }
+    if let Some(store) = &stores.telemetries
+        && store.wait_until_ready().await.is_err()
+    {
+        warn!("the Telemetry watch stopped before its first list");
+        return;
+    }
     if let Some(gateway_api) = &stores.gateway_api {
         let mut lists = vec![
             gateway_api.classes.wait_until_ready().await,
@@ -421,8 +456,10 @@ pub async fn run(client: Client, on_change: impl Fn(Snapshot, Vec<Rejected>) + S
     );
     let mut admission = Admission::default();
     let mut reported = HashSet::new();
+    let mut metrics_said = HashSet::new();
     loop {
         let objects = stores.objects();
+        metrics_not_enforced(&objects.telemetries, &mut metrics_said);
         let (snapshot, rejected, references) = build_with(&mut admission, &objects);
         report(&recorder, &rejected, &references, &mut reported).await;
         unenforced.report(&recorder).await;

@@ -1,5 +1,5 @@
 //! Istio kinds the mesh does not implement (EnvoyFilter, WorkloadGroup, ProxyConfig,
-//! WasmPlugin, Telemetry), watched where the cluster has their CRDs so that none is silently
+//! WasmPlugin), watched where the cluster has their CRDs so that none is silently
 //! ignored: each object is named once in the log and gets a Warning Event (`NotEnforced`),
 //! as `meshctl local apply` and the local source say it for files.
 
@@ -19,7 +19,6 @@ const VERSIONS: &[(&str, &[&str])] = &[
     ("WorkloadGroup", &["v1", "v1beta1", "v1alpha3"]),
     ("ProxyConfig", &["v1beta1"]),
     ("WasmPlugin", &["v1alpha1"]),
-    ("Telemetry", &["v1", "v1alpha1"]),
 ];
 
 /// The watched kinds and what was said about their objects.
