@@ -659,6 +659,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_telemetry_retranslates_only_the_listeners_of_the_proxies_it_applies_to() {
+        let cache = TranslationCache::default();
+        let first = mesh();
+        let hello = hello_v1();
+        let other = workload("demo", "other", "10.9.0.1", &[("app", "other")]);
+        let mut before = HashMap::new();
+        for (proxy, type_url) in
+            [(&hello, LISTENER_TYPE), (&other, LISTENER_TYPE), (&hello, CLUSTER_TYPE)]
+        {
+            before.insert(
+                (proxy.id.clone(), type_url),
+                cache.get(type_url, &first, proxy).await.unwrap(),
+            );
+        }
+        let kept = |proxy: &Proxy, type_url: &'static str, now: &Arc<Translated>| {
+            Arc::ptr_eq(&before[&(proxy.id.clone(), type_url)], now)
+        };
+        // A Telemetry selecting hello: its listeners translate again (and log now); the other
+        // workload's and hello's clusters are kept.
+        let mut with = first.clone();
+        with.version = 2;
+        let loaded = mesh_api::load::load_str(
+            "t.yaml",
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: hello, namespace: demo}\nspec:\n  selector: {matchLabels: {app: hello}}\n  accessLogging: [{providers: [{name: envoy}]}]\n",
+        );
+        let Some(mesh_api::Resource::Telemetry(t)) =
+            loaded.objects.into_iter().next().map(|o| o.resource)
+        else {
+            panic!("a Telemetry")
+        };
+        with.telemetries.push(t);
+        let listeners = cache.get(LISTENER_TYPE, &with, &hello).await.unwrap();
+        assert!(!kept(&hello, LISTENER_TYPE, &listeners));
+        assert_eq!(
+            changed(&before[&(hello.id.clone(), LISTENER_TYPE)], &listeners),
+            ["virtualOutbound", "virtualInbound"]
+        );
+        assert!(kept(
+            &other,
+            LISTENER_TYPE,
+            &cache.get(LISTENER_TYPE, &with, &other).await.unwrap()
+        ));
+        assert!(kept(&hello, CLUSTER_TYPE, &cache.get(CLUSTER_TYPE, &with, &hello).await.unwrap()));
+        // The mesh config is read by every proxy's listeners, and by nothing else.
+        let mut mesh_changed = with.clone();
+        mesh_changed.version = 3;
+        mesh_changed.mesh_config = Arc::new(mesh_api::mesh::MeshConfig {
+            access_log_file: "/dev/stdout".into(),
+            ..mesh_api::mesh::MeshConfig::default()
+        });
+        let now = cache.get(LISTENER_TYPE, &mesh_changed, &other).await.unwrap();
+        assert!(!kept(&other, LISTENER_TYPE, &now), "the other proxy logs to the mesh's file now");
+        assert!(kept(
+            &hello,
+            CLUSTER_TYPE,
+            &cache.get(CLUSTER_TYPE, &mesh_changed, &hello).await.unwrap()
+        ));
+    }
+
+    #[tokio::test]
     async fn the_cache_answers_what_translation_of_the_whole_snapshot_does() {
         // Each type is translated from only the parts it reads: that must change nothing.
         let cache = TranslationCache::default();
@@ -719,7 +779,23 @@ spec:
             labels: [("istio".to_owned(), "ingressgateway".to_owned())].into(),
             ..workload("demo", "edge", "10.1.0.7", &[])
         };
-        let cases = [(&mesh, hello_v1()), (&golden, frontend), (&golden, grpc), (&edge, gateway)];
+        // Telemetry at every scope, with the mesh config's providers.
+        let telemetry_dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/telemetry");
+        let (mut telemetry, rejected) = crate::source::local::read(&telemetry_dir.join("config"));
+        assert!(rejected.is_empty(), "{rejected:?}");
+        telemetry.mesh_config = Arc::new(
+            mesh_api::mesh::MeshConfig::from_file(&telemetry_dir.join("meshconfig.yaml")).unwrap(),
+        );
+        telemetry.version = 1;
+        let reviews = workload("demo", "reviews", "10.1.0.11", &[("app", "reviews")]);
+        let cases = [
+            (&mesh, hello_v1()),
+            (&golden, frontend),
+            (&golden, grpc),
+            (&edge, gateway),
+            (&telemetry, reviews),
+        ];
         for (snapshot, proxy) in cases {
             for type_url in PUSH_ORDER {
                 let whole = translate::generate(type_url, snapshot, &proxy).unwrap();
