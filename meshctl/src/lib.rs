@@ -17,4 +17,5 @@ pub mod kube_inject;
 pub mod local;
 pub mod proxy_config;
 pub mod proxy_status;
+pub mod trace;
 pub mod version;

@@ -42,6 +42,23 @@ enum Command {
         after_help = "Keys: Tab view, arrows or j/k move, Enter drill in, / filter, q quit.\n\nExamples:\n  meshctl dashboard\n  meshctl dashboard -n bookinfo --refresh 1\n  meshctl dashboard envoy productpage-v1\n  meshctl dashboard envoy productpage-v1.bookinfo --port 0"
     )]
     Dashboard(DashboardCli),
+    /// One request followed through the mesh: a trace from the local mesh's collector
+    /// (`meshctl local up --tracing`) as an indented tree with timings.
+    #[command(
+        after_help = "Examples:\n  meshctl trace\n  meshctl trace --last 5\n  meshctl trace --id 4bf92f3577b34da6a3ce929d0e0e4736\n  meshctl trace --last 1 -o json"
+    )]
+    Trace(TraceCli),
+}
+
+/// `meshctl trace`'s flags, and the mesh whose collector it reads.
+#[derive(Debug, clap::Args)]
+struct TraceCli {
+    /// Which traces and how to print them.
+    #[command(flatten)]
+    args: meshctl::trace::TraceArgs,
+    /// Which mesh.
+    #[command(flatten)]
+    mesh: meshctl::access::MeshArgs,
 }
 
 /// `meshctl dashboard`'s flags and subcommands.
@@ -128,6 +145,9 @@ fn main() -> ExitCode {
             ..
         }) => meshctl::forward::envoy(&args, &mesh).map(|()| 0).map_err(Into::into),
         Command::Dashboard(DashboardCli { which: None, view, mesh }) => dashboard(&view, &mesh),
+        Command::Trace(TraceCli { args, mesh }) => meshctl::access::choose(&mesh)
+            .map_err(Into::into)
+            .and_then(|mesh| meshctl::trace::run(&args, mesh.as_ref()).map_err(Into::into)),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,

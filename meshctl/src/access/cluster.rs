@@ -173,6 +173,15 @@ impl Mesh for ClusterMesh {
             Target::Pilot => self.control_plane_pod("mesh-pilot")?,
             Target::Ca => self.control_plane_pod("mesh-ca")?,
             Target::Pod(pod) => pod.clone(),
+            Target::Tracing => {
+                return Err(AccessError::NotFound(format!(
+                    "meshctl reads traces from the local mesh's receiver only \
+                     (`meshctl local up --tracing`); {} sends its spans to the collector \
+                     MeshConfig's extensionProviders name: look the trace up there (Jaeger, \
+                     Tempo)",
+                    self.describe()
+                )));
+            }
         };
         let what = format!("port-forward to {pod}:{port}");
         let api: Api<KubePod> = Api::namespaced(self.client.clone(), &pod.namespace);

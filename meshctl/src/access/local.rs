@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{AccessError, Conn, Mesh, Pod, Target};
+use crate::local::collector;
 use crate::local::plan::{self, CA_IP, PILOT_IP};
 use crate::local::state::{STATE_FILE, State};
 
@@ -64,6 +65,12 @@ impl LocalMesh {
         match target {
             Target::Pilot => Ok((cp, at(PILOT_IP))),
             Target::Ca => Ok((cp, at(CA_IP))),
+            Target::Tracing if self.state.tracing => Ok((cp, at(collector::IP))),
+            Target::Tracing => Err(AccessError::NotFound(format!(
+                "{} runs no trace receiver: bring it up with tracing \
+                 (`meshctl local down`, then `meshctl local up --tracing`)",
+                self.describe()
+            ))),
             Target::Pod(pod) => {
                 let found = self.pod(pod)?;
                 // Admin and metrics listen on loopback; the namespace is the pod's own.

@@ -67,6 +67,8 @@ pub enum Target {
     Ca,
     /// A pod of the mesh (a sidecar's or a gateway's).
     Pod(Pod),
+    /// The local mesh's trace receiver (`meshctl local up --tracing`), its JSON API.
+    Tracing,
 }
 
 /// A pod, as `kubectl` names it.
@@ -254,6 +256,7 @@ fn describe_target(target: &Target, port: u16, path: &str) -> String {
         Target::Pilot => format!("mesh-pilot :{port}{path}"),
         Target::Ca => format!("mesh-ca :{port}{path}"),
         Target::Pod(pod) => format!("{pod} :{port}{path}"),
+        Target::Tracing => format!("the trace receiver :{port}{path}"),
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use mesh_api::ports;
 
+use super::collector::{self, MESH_CONFIG_FILE};
 use super::plan::{self, CA_IP, CA_NAME, PILOT_IP};
 use super::process::{self, Spawn};
 use super::state::{Sidecar, State, StateDir};
@@ -27,8 +28,17 @@ pub const CA_DIR: &str = "ca";
 /// Everything the mesh makes in its state directory (besides the state file and its lock):
 /// what `down` removes there, and nothing else.
 /// (The default config directory is recorded in the state when `up` makes it.)
-const OWNED: [&str; 8] =
-    ["ca", "logs", "pods", "bin", TOKENS, PILOT_TOKEN, PILOT_DEBUG_TOKEN, "state.json.new"];
+const OWNED: [&str; 9] = [
+    "ca",
+    "logs",
+    "pods",
+    "bin",
+    TOKENS,
+    PILOT_TOKEN,
+    PILOT_DEBUG_TOKEN,
+    MESH_CONFIG_FILE,
+    "state.json.new",
+];
 
 /// Flags of `meshctl local up`.
 #[derive(Debug, clap::Args)]
@@ -46,7 +56,27 @@ pub struct UpArgs {
     /// The sidecar pods get unless `deploy --proxy` says otherwise.
     #[arg(long, value_enum, default_value = "mesh-proxy")]
     pub proxy: Sidecar,
+    /// Run a trace collector (`otel-collector.mesh-system:4317`, keeping the last traces in
+    /// memory for `meshctl trace` and the dashboard) and name it in the mesh config as the
+    /// default tracing provider; the pilot and the CA send it their spans too.
+    #[arg(long)]
+    pub tracing: bool,
+    /// With --tracing: the percentage of requests sampled where no Telemetry says otherwise
+    /// (MeshConfig's `defaultConfig.tracing.sampling`; Istio's demo profile samples all).
+    #[arg(long, default_value_t = 100.0, requires = "tracing", value_parser = percentage)]
+    pub trace_sampling: f64,
 }
+
+/// A percentage from 0 to 100.
+fn percentage(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{text:?} is not a percentage from 0 to 100")),
+    }
+}
+
+/// The roles of the control plane's processes: the mesh is up while they run.
+const CONTROL_PLANE: [&str; 2] = ["mesh-ca", "mesh-pilot"];
 
 /// The flags that take a process to mesh-ca with `token` (mesh-pilot's, mesh-proxy's and
 /// mesh-agent's, which share their names).
@@ -89,7 +119,15 @@ pub fn binary(bin_dir: &Path, name: &str) -> Result<PathBuf, LocalError> {
 pub fn up(dir: &StateDir, args: UpArgs) -> Result<(), LocalError> {
     plan::check_name("mesh", &args.name).map_err(LocalError::Refused)?;
     if let Some(previous) = dir.read()? {
-        if previous.up && previous.processes.iter().take(2).all(process::alive) {
+        let running =
+            |role: &str| previous.processes.iter().any(|p| p.role == role && process::alive(p));
+        if previous.up && CONTROL_PLANE.iter().all(|role| running(role)) {
+            if args.tracing && !previous.tracing {
+                return Err(LocalError::Refused(format!(
+                    "the local mesh {} is up without tracing: `meshctl local down`, then `meshctl local up --tracing`",
+                    previous.name
+                )));
+            }
             println!(
                 "A local mesh ({}) is already up; its state is in {}.\n`meshctl local status` shows it, `meshctl local down` removes it.",
                 previous.name,
@@ -110,11 +148,13 @@ pub fn up(dir: &StateDir, args: UpArgs) -> Result<(), LocalError> {
     let config_dir = args.dir.unwrap_or_else(|| dir.join("config"));
     let mut state = State::new(args.name.clone(), config_dir.clone(), bin_dir.clone());
     state.proxy = args.proxy;
+    state.tracing = args.tracing;
+    let sampling = args.tracing.then_some(args.trace_sampling);
     if !config_dir.exists() {
         state.created(&config_dir);
     }
     dir.write(&state)?;
-    let result = start(dir, &mut state);
+    let result = start(dir, &mut state, sampling);
     if let Err(e) = result {
         // Half a mesh is worse than none: take it down, say why it failed.
         let _ = dir.write(&state);
@@ -129,11 +169,21 @@ pub fn up(dir: &StateDir, args: UpArgs) -> Result<(), LocalError> {
         ports::CA_GRPC,
         name = state.name,
     );
+    if state.tracing {
+        println!(
+            "  {}  {}:{} (OTLP/gRPC, the mesh config's default tracing provider, sampling {}%)\nTraces: `meshctl trace` (the last request's tree), `meshctl trace --id ID`, and `t` in the dashboard's Live view.",
+            collector::NAME,
+            collector::IP,
+            collector::OTLP_PORT,
+            args.trace_sampling
+        );
+    }
     Ok(())
 }
 
-/// Makes the network and starts the CA and the pilot, recording each step before taking it.
-fn start(dir: &StateDir, state: &mut State) -> Result<(), LocalError> {
+/// Makes the network and starts the CA and the pilot (and, with `sampling`, the trace
+/// collector first), recording each step before taking it.
+fn start(dir: &StateDir, state: &mut State, sampling: Option<f64>) -> Result<(), LocalError> {
     let hub = plan::hub_namespace(&state.name);
     let cp = plan::control_plane_namespace(&state.name);
     for ns in [&hub, &cp] {
@@ -158,7 +208,11 @@ fn start(dir: &StateDir, state: &mut State) -> Result<(), LocalError> {
     state.namespaces.push(cp.clone());
     dir.write(state)?;
     net::add_namespace(&cp)?;
-    net::attach(&hub, &cp, 0, &[PILOT_IP, CA_IP])?;
+    let mut addresses = vec![PILOT_IP, CA_IP];
+    if state.tracing {
+        addresses.push(collector::IP);
+    }
+    net::attach(&hub, &cp, 0, &addresses)?;
     net::set_vip_rules(&hub, &plan::vip_rules(state))?;
 
     let logs = dir.join("logs");
@@ -177,6 +231,21 @@ fn start(dir: &StateDir, state: &mut State) -> Result<(), LocalError> {
     write_private(&dir.join(PILOT_DEBUG_TOKEN), &super::pods::new_token()?)?;
 
     let monitoring = |ip| SocketAddr::new(ip, ports::CONTROL_PLANE_MONITORING);
+    // The control plane's own spans go to the collector when there is one (an environment
+    // variable, which a binary without tracing ignores).
+    let mut control_plane_env = Vec::new();
+    let mut pilot_args = Vec::new();
+    if let Some(sampling) = sampling {
+        start_collector(dir, state, &cp)?;
+        let mesh_config = dir.join(MESH_CONFIG_FILE);
+        std::fs::write(&mesh_config, collector::mesh_config(Some(sampling)))
+            .map_err(|e| LocalError::Io(format!("cannot write {}", mesh_config.display()), e))?;
+        pilot_args.push(format!("--mesh-config={}", mesh_config.display()));
+        control_plane_env.push((
+            "MESH_OTLP_ENDPOINT".to_owned(),
+            format!("http://{}", SocketAddr::new(collector::IP.into(), collector::OTLP_PORT)),
+        ));
+    }
     let ca_log = logs.join("mesh-ca.log");
     let ca = process::spawn_recorded(
         dir,
@@ -195,7 +264,7 @@ fn start(dir: &StateDir, state: &mut State) -> Result<(), LocalError> {
                 format!("--tokens-file={}", tokens.display()),
                 format!("--server-name={CA_NAME}"),
             ],
-            env: Vec::new(),
+            env: control_plane_env.clone(),
             log: &ca_log,
         },
     )?;
@@ -226,9 +295,10 @@ fn start(dir: &StateDir, state: &mut State) -> Result<(), LocalError> {
                 "--poll-interval=250ms".into(),
             ]
             .into_iter()
+            .chain(pilot_args)
             .chain(ca_client_args(dir, &dir.join(PILOT_TOKEN)))
             .collect(),
-            env: Vec::new(),
+            env: control_plane_env,
             log: &pilot_log,
         },
     )?;
@@ -239,10 +309,46 @@ fn start(dir: &StateDir, state: &mut State) -> Result<(), LocalError> {
     dir.write(state)
 }
 
+/// Starts the trace collector (`meshctl local otlp`) in the control plane's namespace and
+/// gives it its Service and WorkloadEntry, so sidecars reach it through the mesh as any
+/// service.
+fn start_collector(dir: &StateDir, state: &mut State, cp: &str) -> Result<(), LocalError> {
+    let vip = plan::host_address(plan::VIP_NETWORK, state.next_vip_host)
+        .ok_or_else(|| LocalError::Refused("the VIP range is full".into()))?;
+    state.next_vip_host += 1;
+    let service = collector::service(vip);
+    state.services.insert(format!("{}/{}", service.namespace, service.name), service);
+    super::pods::refresh(state)?;
+    dir.write(state)?;
+    let meshctl = std::env::current_exe()
+        .map_err(|e| LocalError::Io("cannot find meshctl itself".into(), e))?;
+    let api = SocketAddr::new(collector::IP.into(), collector::API_PORT);
+    let log = dir.join("logs").join(format!("{}.log", collector::NAME));
+    let collector = process::spawn_recorded(
+        dir,
+        state,
+        Spawn {
+            role: collector::NAME.into(),
+            namespace: cp,
+            user: None,
+            argv: vec![
+                meshctl.display().to_string(),
+                "local".into(),
+                "otlp".into(),
+                format!("--listen={}", SocketAddr::new(collector::IP.into(), collector::OTLP_PORT)),
+                format!("--api={api}"),
+            ],
+            env: Vec::new(),
+            log: &log,
+        },
+    )?;
+    wait_ready(collector::NAME, &collector, READY_LIMIT, || ready(cp, api, "/healthz"))
+}
+
 /// Flags of `meshctl local restart`.
 #[derive(Debug, clap::Args)]
 pub struct RestartArgs {
-    /// `mesh-pilot`, `mesh-ca`, or a pod.
+    /// `mesh-pilot`, `mesh-ca`, `otel-collector` (with --tracing), or a pod.
     pub name: String,
     /// A pod's sidecar rather than its app.
     #[arg(long)]
@@ -255,6 +361,7 @@ pub fn restart(dir: &StateDir, args: &RestartArgs) -> Result<(), LocalError> {
     let cp = plan::control_plane_namespace(&state.name);
     let role = match args.name.as_str() {
         "mesh-pilot" | "mesh-ca" => args.name.clone(),
+        collector::NAME if state.tracing => args.name.clone(),
         pod if state.pods.contains_key(pod) => {
             format!("{pod}/{}", if args.proxy { "proxy" } else { "app" })
         }
@@ -276,6 +383,10 @@ pub fn restart(dir: &StateDir, args: &RestartArgs) -> Result<(), LocalError> {
         }
         "mesh-ca" => {
             wait_ready(&role, &started, READY_LIMIT, || ready(&cp, monitoring(CA_IP), "/ready"))?
+        }
+        collector::NAME => {
+            let api = SocketAddr::new(collector::IP.into(), collector::API_PORT);
+            wait_ready(&role, &started, READY_LIMIT, || ready(&cp, api, "/healthz"))?
         }
         _ => {
             let pod = &state.pods[&args.name];

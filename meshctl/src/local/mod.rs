@@ -5,11 +5,13 @@
 //! app as `nobody`. Everything made is recorded first in a state directory, so `down` removes
 //! it all, also after a crash.
 
+pub mod collector;
 mod config;
 pub(crate) mod control_plane;
 mod gateway;
 pub mod kubelet;
 mod net;
+pub mod otlp;
 pub mod plan;
 mod pods;
 pub(crate) mod probe;
@@ -114,7 +116,9 @@ pub struct LocalArgs {
 #[derive(Debug, Subcommand)]
 pub enum LocalCommand {
     /// Start the control plane (mesh-ca and mesh-pilot) in a network namespace of its own.
-    #[command(after_help = "Examples:\n  meshctl local up\n  meshctl local up --dir ./mesh-config")]
+    #[command(
+        after_help = "Examples:\n  meshctl local up\n  meshctl local up --dir ./mesh-config\n  meshctl local up --tracing"
+    )]
     Up(control_plane::UpArgs),
     /// Remove everything the local mesh created: processes, namespaces, links, files.
     Down,
@@ -132,6 +136,9 @@ pub enum LocalCommand {
     /// Carry a port of the host to a pod (started by `gateway`).
     #[command(hide = true)]
     Forward(gateway::ForwardArgs),
+    /// The trace collector (started by `up --tracing`).
+    #[command(hide = true)]
+    Otlp(otlp::OtlpArgs),
     /// Remove one pod (its sidecar, app, namespace and WorkloadEntry).
     Remove {
         /// The pod's name.
@@ -172,6 +179,9 @@ pub fn run(args: LocalArgs) -> Result<i32, LocalError> {
     if let LocalCommand::Forward(forward) = &args.command {
         return gateway::forward(forward);
     }
+    if let LocalCommand::Otlp(otlp) = &args.command {
+        return otlp::otlp(otlp);
+    }
     // Only `up` makes a state directory: looking at, or removing, a mesh that is not there
     // must leave nothing behind.
     if !matches!(args.command, LocalCommand::Up(_))
@@ -193,6 +203,7 @@ pub fn run(args: LocalArgs) -> Result<i32, LocalError> {
         LocalCommand::Deploy(deploy) => pods::deploy(&dir, deploy).map(|()| 0),
         LocalCommand::Gateway(args) => gateway::gateway(&dir, args).map(|()| 0),
         LocalCommand::Forward(forward) => gateway::forward(&forward),
+        LocalCommand::Otlp(otlp) => otlp::otlp(&otlp),
         LocalCommand::Remove { name } => pods::remove(&dir, &name).map(|()| 0),
         LocalCommand::Service(service) => pods::service(&dir, service).map(|()| 0),
         LocalCommand::Apply(files) => config::apply(&dir, &files).map(|()| 0),

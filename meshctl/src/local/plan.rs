@@ -137,7 +137,7 @@ pub fn workload_labels(pod: &Pod) -> BTreeMap<String, String> {
 }
 
 /// Quotes a string for YAML (a JSON string is a YAML string).
-fn quoted(text: &str) -> String {
+pub(super) fn quoted(text: &str) -> String {
     serde_json::Value::String(text.to_owned()).to_string()
 }
 
@@ -164,6 +164,21 @@ pub fn workload_entry(pod: &Pod) -> String {
 /// The labels file of a pod, in the downward API's format the proxy reads.
 pub fn labels_file(pod: &Pod) -> String {
     workload_labels(pod).iter().map(|(k, v)| format!("{k}={}\n", quoted(v))).collect()
+}
+
+/// The addresses behind a service: the pods it selects, and the collector when tracing is on
+/// and the service selects it.
+pub fn backends(state: &State, service: &Service) -> Vec<Ipv4Addr> {
+    let mut backends: Vec<Ipv4Addr> = selected(state, service).map(|pod| pod.ip).collect();
+    let collector = super::collector::labels();
+    if state.tracing
+        && service.namespace == mesh_api::ports::CONTROL_PLANE_NAMESPACE
+        && !service.selector.is_empty()
+        && service.selector.iter().all(|(k, v)| collector.get(k) == Some(v))
+    {
+        backends.push(super::collector::IP);
+    }
+    backends
 }
 
 /// The Service the pilot reads: its VIP, ports and selector.
@@ -212,7 +227,7 @@ pub fn vip_rules(state: &State) -> String {
     let mut chains = String::new();
     let mut rules = String::from("-A PREROUTING -j MESH-SERVICES\n");
     for (n, service) in state.services.values().enumerate() {
-        let pods: Vec<&Pod> = selected(state, service).collect();
+        let backends = backends(state, service);
         for port in &service.ports {
             let chain = format!("MESH-SVC-{n}-{}", port.port);
             let _ = writeln!(chains, ":{chain} - [0:0]");
@@ -221,8 +236,8 @@ pub fn vip_rules(state: &State) -> String {
                 "-A MESH-SERVICES -d {}/32 -p tcp -m tcp --dport {} -j {chain}",
                 service.vip, port.port
             );
-            for (i, pod) in pods.iter().enumerate() {
-                let left = pods.len() - i;
+            for (i, ip) in backends.iter().enumerate() {
+                let left = backends.len() - i;
                 let pick = if left > 1 {
                     format!("-m statistic --mode random --probability {:.5} ", 1.0 / left as f64)
                 } else {
@@ -230,8 +245,8 @@ pub fn vip_rules(state: &State) -> String {
                 };
                 let _ = writeln!(
                     rules,
-                    "-A {chain} -p tcp {pick}-j DNAT --to-destination {}:{}",
-                    pod.ip, port.target_port
+                    "-A {chain} -p tcp {pick}-j DNAT --to-destination {ip}:{}",
+                    port.target_port
                 );
             }
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use mesh_api::{inject, ports};
 
+use super::collector;
 use super::control_plane::{self, TOKENS, binary};
 use super::plan::{self, POD_NETWORK, VIP_NETWORK};
 use super::process::{self, APP_USER, PROXY_USER, Spawn};
@@ -441,9 +442,9 @@ fn envoy_binary(dir: &StateDir) -> Result<PathBuf, LocalError> {
 }
 
 /// Writes what follows from the pods and services: every pod's hosts file, the pilot's
-/// WorkloadEntries and Services, the hub's VIP rules. Files of pods and services that are gone
-/// are removed.
-fn refresh(state: &mut State) -> Result<(), LocalError> {
+/// WorkloadEntries (the trace collector's too, when it runs) and Services, the hub's VIP
+/// rules. Files of pods and services that are gone are removed.
+pub(super) fn refresh(state: &mut State) -> Result<(), LocalError> {
     let workloads = state.config_dir.join("workloads");
     let services = state.config_dir.join("services");
     let mut wanted = Vec::new();
@@ -454,6 +455,12 @@ fn refresh(state: &mut State) -> Result<(), LocalError> {
         }
         let path = workloads.join(format!("{}.{}.yaml", pod.namespace, pod.name));
         write_if_changed(&path, &plan::workload_entry(pod))?;
+        wanted.push(path);
+    }
+    if state.tracing {
+        let ns = mesh_api::ports::CONTROL_PLANE_NAMESPACE;
+        let path = workloads.join(format!("{ns}.{}.yaml", collector::NAME));
+        write_if_changed(&path, &collector::workload_entry())?;
         wanted.push(path);
     }
     for service in state.services.values() {

@@ -147,6 +147,10 @@ pub struct State {
     pub next_vip_host: u32,
     /// Whether the control plane came up completely.
     pub up: bool,
+    /// Whether the trace collector runs (`up --tracing`): its process, Service and
+    /// WorkloadEntry, and the mesh config naming it.
+    #[serde(default)]
+    pub tracing: bool,
 }
 
 impl State {
@@ -165,6 +169,7 @@ impl State {
             next_pod_host: super::plan::FIRST_POD_HOST,
             next_vip_host: super::plan::FIRST_VIP_HOST,
             up: false,
+            tracing: false,
         }
     }
 

@@ -5,6 +5,7 @@ use std::process::Command;
 
 use mesh_api::ports;
 
+use super::collector;
 use super::control_plane::ready;
 use super::plan::{self, CA_IP, PILOT_IP};
 use super::process::{self, APP_USER};
@@ -44,7 +45,7 @@ pub struct ExecArgs {
 /// Flags of `meshctl local logs`.
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
-    /// The pod (or `mesh-pilot`, `mesh-ca`).
+    /// The pod (or `mesh-pilot`, `mesh-ca`, `otel-collector`).
     pub pod: String,
     /// The sidecar's log (its access log included) instead of the app's.
     #[arg(long)]
@@ -68,7 +69,7 @@ pub fn status(dir: &StateDir, args: &StatusArgs) -> Result<(), LocalError> {
     let state = running(dir)?;
     let cp = plan::control_plane_namespace(&state.name);
     let monitoring = |ip: Ipv4Addr| SocketAddr::new(ip.into(), ports::CONTROL_PLANE_MONITORING);
-    let control_plane: Vec<(&str, String, (bool, String))> = vec![
+    let mut control_plane: Vec<(&str, String, (bool, String))> = vec![
         (
             "mesh-pilot",
             format!("{PILOT_IP}:{}", ports::PILOT_XDS_TLS),
@@ -80,6 +81,23 @@ pub fn status(dir: &StateDir, args: &StatusArgs) -> Result<(), LocalError> {
             health(&state, "mesh-ca", || ready(&cp, monitoring(CA_IP), "/ready")),
         ),
     ];
+    if state.tracing {
+        let api = SocketAddr::new(collector::IP.into(), collector::API_PORT);
+        control_plane.push((
+            collector::NAME,
+            format!("{}:{}", collector::IP, collector::OTLP_PORT),
+            health(&state, collector::NAME, || ready(&cp, api, "/healthz")),
+        ));
+    }
+    // A service's endpoints by name: its pods, and the collector.
+    let endpoints = |service: &super::state::Service| -> Vec<String> {
+        let mut names: Vec<String> =
+            plan::selected(&state, service).map(|p| p.name.clone()).collect();
+        if plan::backends(&state, service).contains(&collector::IP) {
+            names.push(collector::NAME.to_owned());
+        }
+        names
+    };
     let pods: Vec<_> = state
         .pods
         .values()
@@ -123,7 +141,7 @@ pub fn status(dir: &StateDir, args: &StatusArgs) -> Result<(), LocalError> {
                 "namespace": s.namespace,
                 "vip": s.vip,
                 "ports": s.ports.iter().map(|p| format!("{}:{}/{}", p.port, p.target_port, p.name)).collect::<Vec<_>>(),
-                "endpoints": plan::selected(&state, s).map(|p| p.name.clone()).collect::<Vec<_>>(),
+                "endpoints": endpoints(s),
             })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
@@ -170,8 +188,7 @@ pub fn status(dir: &StateDir, args: &StatusArgs) -> Result<(), LocalError> {
     for service in state.services.values() {
         let ports: Vec<String> =
             service.ports.iter().map(|p| format!("{}/{}", p.port, p.name)).collect();
-        let endpoints: Vec<String> =
-            plan::selected(&state, service).map(|p| p.name.clone()).collect();
+        let endpoints = endpoints(service);
         println!(
             "{:<20} {:<10} {:<12} {:<16} {}",
             service.name,
@@ -213,6 +230,9 @@ pub fn logs(dir: &StateDir, args: &LogsArgs) -> Result<(), LocalError> {
     let state = running(dir)?;
     let path = match args.pod.as_str() {
         "mesh-pilot" | "mesh-ca" => dir.join("logs").join(format!("{}.log", args.pod)),
+        collector::NAME if state.tracing => {
+            dir.join("logs").join(format!("{}.log", collector::NAME))
+        }
         pod if state.pods.contains_key(pod) => {
             dir.join("pods").join(pod).join(if args.proxy { "proxy.log" } else { "app.log" })
         }
