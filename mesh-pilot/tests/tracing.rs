@@ -1,6 +1,7 @@
 //! The `mesh-pilot` binary traces its pushes: with `--otlp-endpoint` naming a collector, each
 //! response to a proxy is a span naming the proxy, the type, the resources and the bytes sent,
-//! and the log lines inside it carry its trace id.
+//! and the log lines inside it carry its trace id. Without the flag, the mesh config's default
+//! tracing provider names the collector.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
@@ -106,4 +107,49 @@ async fn pushes_to_a_proxy_are_spans_at_the_collector() {
 
     let metrics = get(monitoring, "/metrics").await.unwrap();
     assert!(metrics.contains("\npilot_spans_dropped_total 0\n"), "{metrics}");
+}
+
+#[tokio::test]
+async fn without_the_flag_the_mesh_configs_provider_names_the_collector() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = listener.local_addr().unwrap();
+    let receiver = Receiver::new(Limits::default());
+    tokio::spawn(receiver.clone().serve(listener, std::future::pending()));
+    let files = tempfile::tempdir().unwrap();
+    let mesh = files.path().join("mesh.yaml");
+    std::fs::write(&mesh, format!("tracing: {{otlpEndpoint: \"{collector}\"}}\n")).unwrap();
+
+    let xds = free_port();
+    let _pilot = Running(
+        Command::new(env!("CARGO_BIN_EXE_mesh-pilot"))
+            .arg("--config-dir")
+            .arg(common::mesh_dir())
+            .arg("--mesh-config")
+            .arg(&mesh)
+            .args(["--xds-listen", &format!("127.0.0.1:{xds}")])
+            .args(["--monitoring-listen", &format!("127.0.0.1:{}", free_port())])
+            .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+            .env_remove("MESH_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + WAIT;
+    let (requests, mut responses) = loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", xds)).await.is_ok() {
+            break ads_stream(&format!("http://127.0.0.1:{xds}")).await;
+        }
+        assert!(Instant::now() < deadline, "mesh-pilot did not serve xDS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    requests.send(cds_request("", "")).await.unwrap();
+    tokio::time::timeout(WAIT, responses.message()).await.expect("a CDS response").unwrap();
+    let push = receiver
+        .wait_for_span(WAIT, |span| span.name == "push cds")
+        .await
+        .expect("a push span at the mesh config's collector");
+    assert_eq!(push.attributes["proxy"], NODE);
 }
