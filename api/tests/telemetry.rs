@@ -177,10 +177,7 @@ defaultConfig: {tracing: {sampling: -1}}
                 "meshConfig.extensionProviders[0].opentelemetry.port",
                 "port 0 is out of range: must be 1 to 65535"
             ),
-            (
-                "meshConfig.extensionProviders[0].opentelemetry.http.path",
-                "path is required"
-            ),
+            ("meshConfig.extensionProviders[0].opentelemetry.http.path", "path is required"),
             (
                 "meshConfig.extensionProviders[1].name",
                 "provider name \"A\" is declared more than once"
