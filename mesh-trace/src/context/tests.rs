@@ -514,3 +514,62 @@ fn formats_are_a_set() {
     assert!(both.contains(Formats::NONE));
     assert!(!both.is_empty());
 }
+
+// --- arbitrary input ---
+
+fn pick(n: usize) -> usize {
+    usize::try_from(random_u64() % u64::try_from(n).unwrap()).unwrap()
+}
+
+/// `base` with a few characters replaced by ones the headers are made of (and a few others),
+/// and sometimes cut short.
+fn mutated(base: &str) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefABF-=,@ *_/d";
+    let mut bytes = base.as_bytes().to_vec();
+    for _ in 0..pick(4) {
+        let at = pick(bytes.len());
+        bytes[at] = ALPHABET[pick(ALPHABET.len())];
+    }
+    if pick(4) == 0 {
+        bytes.truncate(pick(bytes.len() + 1));
+    }
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn mutated_values_never_panic_and_what_parses_writes_back_the_same() {
+    let mut parsed = (0, 0);
+    for _ in 0..20_000 {
+        let _ = parse_tracestate(&mutated("rojo=00f067aa0ba902b7,congo@t61=rcWkgMzE"));
+        if let Some(ctx) = parse_traceparent(&mutated(W3C_SAMPLED)) {
+            parsed.0 += 1;
+            let mut out = HeaderMap::new();
+            inject(&mut out, &ctx, Formats::NONE);
+            let again = parse_traceparent(value(&out, "traceparent").unwrap()).unwrap();
+            assert_eq!(again, TraceContext { debug: false, ..ctx });
+        }
+        let text = mutated("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90");
+        if let Some(B3Single { context: Some(ctx), .. }) = parse_b3_single(&text) {
+            parsed.1 += 1;
+            let mut out = HeaderMap::new();
+            inject(&mut out, &ctx, Formats::B3_SINGLE);
+            let again = parse_b3_single(value(&out, "b3").unwrap()).unwrap().context.unwrap();
+            assert_eq!(again, ctx, "{text:?}");
+        }
+    }
+    // Both kinds of value were read back many times, not only refused.
+    assert!(parsed.0 > 1_000 && parsed.1 > 1_000, "{parsed:?}");
+}
+
+#[test]
+fn prefixes_of_valid_values_are_rejected_or_read_the_same() {
+    let b3 = "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90";
+    for end in 0..b3.len() {
+        if let Some(b3) = parse_b3_single(&b3[..end]) {
+            assert!(b3.context.is_none() || end >= 49, "{end}");
+        }
+    }
+    for end in 0..W3C_SAMPLED.len() {
+        assert_eq!(parse_traceparent(&W3C_SAMPLED[..end]), None, "{end}");
+    }
+}
