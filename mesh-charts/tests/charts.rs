@@ -463,7 +463,11 @@ fn webhooks_call_the_pilot_service() {
     let rule = &webhooks[0].rules.clone().unwrap()[0];
     assert_eq!(
         rule.api_groups,
-        Some(vec!["networking.istio.io".to_owned(), "security.istio.io".to_owned()])
+        Some(vec![
+            "networking.istio.io".to_owned(),
+            "security.istio.io".to_owned(),
+            "telemetry.istio.io".to_owned()
+        ])
     );
     assert_eq!(rule.operations, Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]));
     assert_eq!(webhooks[0].failure_policy.as_deref(), Some("Ignore"));

@@ -301,4 +301,29 @@ mod tests {
             true
         );
     }
+
+    #[test]
+    fn a_telemetry_filter_the_mesh_cannot_compile_is_refused() {
+        let telemetry = json!({
+            "apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+            "metadata": {"name": "logs"},
+            "spec": {
+                "accessLogging": [{"providers": [{"name": "envoy"}], "filter": {"expression": "connection.mtls"}}],
+                "metrics": [{"providers": [{"name": "prometheus"}]}]
+            }
+        });
+        let answer = review_validate(&review(telemetry.clone(), "shop")).unwrap();
+        assert_eq!(answer["response"]["allowed"], false);
+        let message = answer["response"]["status"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(
+                "Telemetry shop/logs: spec.accessLogging[0].filter.expression: unsupported attribute or function `connection`"
+            ),
+            "{message}"
+        );
+        // Metrics are not enforced, which is no reason to refuse the object.
+        let mut fixed = telemetry;
+        fixed["spec"]["accessLogging"][0]["filter"]["expression"] = json!("response.code >= 400");
+        assert_eq!(review_validate(&review(fixed, "shop")).unwrap()["response"]["allowed"], true);
+    }
 }
