@@ -39,7 +39,7 @@ enum Command {
     /// A live view of the mesh in the terminal: services, the service graph, proxies, live
     /// requests and config; `dashboard envoy POD` opens a proxy's admin on a local port.
     #[command(
-        after_help = "Keys: Tab view, arrows or j/k move, Enter drill in, / filter, q quit.\n\nExamples:\n  meshctl dashboard\n  meshctl dashboard -n bookinfo --refresh 1\n  meshctl dashboard envoy productpage-v1\n  meshctl dashboard envoy productpage-v1.bookinfo --port 0"
+        after_help = "Keys: Tab view, arrows or j/k move, Enter drill in, / filter, t a request's trace (Live), q quit.\n\nExamples:\n  meshctl dashboard\n  meshctl dashboard -n bookinfo --refresh 1\n  meshctl dashboard envoy productpage-v1\n  meshctl dashboard envoy productpage-v1.bookinfo --port 0"
     )]
     Dashboard(DashboardCli),
     /// One request followed through the mesh: a trace from the local mesh's collector

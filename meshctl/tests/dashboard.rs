@@ -258,6 +258,31 @@ fn live_view() {
         app.tap_event(parse_line(line));
     }
     golden("live.txt", &screen(&app, 100, 20));
+
+    // `t` on a request without a trace says how to turn tracing on; nothing is fetched.
+    press(&mut app, "t");
+    assert_eq!(app.trace_shown(), None);
+    let text = screen(&app, 120, 24);
+    assert!(text.contains("meshctl local up --tracing"), "{text}");
+    app.on_key(key(KeyCode::Esc));
+    assert_eq!((app.view, app.trace.is_none()), (View::Live, true), "Esc closes the panel first");
+
+    // On the traced request (the oldest, last row), `t` asks for its trace; the answer shows
+    // as `meshctl trace` prints it.
+    press(&mut app, "G");
+    press(&mut app, "t");
+    let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    assert_eq!(app.trace_shown(), Some(id));
+    let bookinfo = read("../trace/bookinfo.json");
+    app.trace_loaded(id, Ok(bookinfo));
+    golden("live-trace.txt", &screen(&app, 140, 24));
+    // Another view stops the fetching; coming back resumes it.
+    app.on_key(key(KeyCode::Tab));
+    assert_eq!(app.trace_shown(), None);
+    app.on_key(key(KeyCode::BackTab));
+    assert_eq!(app.trace_shown(), Some(id));
+    app.on_key(key(KeyCode::Esc));
+
     // Leaving the view closes the tap; Esc goes back where Enter came from.
     app.on_key(key(KeyCode::Esc));
     assert_eq!(app.view, View::Proxies);

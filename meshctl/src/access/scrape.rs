@@ -118,4 +118,8 @@ impl Source for MeshSource {
         super::stream(self.mesh.as_ref(), &target, ports::PROXY_ADMIN, "/tap", Some(TAP_IDLE))
             .map_err(|e| e.to_string())
     }
+
+    fn trace(&self, trace_id: &str) -> Result<String, String> {
+        crate::trace::fetch(self.mesh.as_ref(), trace_id).map_err(|e| e.to_string())
+    }
 }

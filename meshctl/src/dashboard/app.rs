@@ -15,6 +15,7 @@ use super::pods::Pods;
 use super::source::{ConfigDoc, ProxyId, Scrape};
 use super::status::{ProxyRow, parse_syncz, proxy_rows};
 use super::tap::{TapEvent, TapLine, TapLog};
+use super::trace::TracePanel;
 
 /// The views, in Tab order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,6 +78,8 @@ pub struct App {
     pub live: Option<ProxyId>,
     /// What the Live view's tap has delivered.
     pub tap: TapLog,
+    /// The Live view's trace panel, when `t` opened it.
+    pub trace: Option<TracePanel>,
     /// The last window's traffic.
     pub traffic: Traffic,
     /// The proxies' state.
@@ -178,6 +181,31 @@ impl App {
     /// Notes that the Live view's tap stream ended, and why.
     pub fn tap_ended(&mut self, why: String) {
         self.tap.ended = Some(why);
+    }
+
+    /// The trace the Live view's panel shows, while it shows: the event loop fetches it (again
+    /// every refresh: spans arrive over seconds) and hands the answer to [`App::trace_loaded`].
+    pub fn trace_shown(&self) -> Option<&str> {
+        self.trace.as_ref().filter(|_| self.view == View::Live)?.trace_id.as_deref()
+    }
+
+    /// Takes in the collector's answer for trace `trace_id`.
+    pub fn trace_loaded(&mut self, trace_id: &str, answer: Result<String, String>) {
+        if let Some(panel) = &mut self.trace {
+            panel.loaded(trace_id, answer);
+        }
+    }
+
+    /// Opens the trace panel on the selected request's trace.
+    fn open_trace(&mut self) {
+        let selected = self.selected(View::Live);
+        let Some(line) = self.live_lines().get(selected).copied() else {
+            return;
+        };
+        let trace_id = line.trace_id.clone();
+        if self.trace.as_ref().is_none_or(|p| p.trace_id != trace_id || trace_id.is_none()) {
+            self.trace = Some(TracePanel::open(trace_id));
+        }
     }
 
     /// The proxy whose tap should be open now: the Live view's, while it shows.
@@ -333,6 +361,7 @@ impl App {
     fn watch(&mut self, proxy: ProxyId) {
         if self.live.as_ref() != Some(&proxy) {
             self.tap = TapLog::default();
+            self.trace = None;
             self.selected[View::Live.index()] = 0;
         }
         self.live = Some(proxy);
@@ -386,7 +415,9 @@ impl App {
     }
 
     fn escape(&mut self) {
-        if self.view == View::Live {
+        if self.view == View::Live && self.trace.is_some() {
+            self.trace = None;
+        } else if self.view == View::Live {
             self.view = self.back;
         } else if self.drill.is_some() && matches!(self.view, View::Services | View::Config) {
             self.drill = None;
@@ -454,6 +485,7 @@ impl App {
                     self.watch(proxy);
                 }
             }
+            KeyCode::Char('t') if self.view == View::Live => self.open_trace(),
             KeyCode::Char('/') => self.editing = true,
             KeyCode::Esc | KeyCode::Backspace => self.escape(),
             _ => {}

@@ -4,9 +4,9 @@
 //!
 //! The data comes through a [`Source`] (the lead's access code, or recorded data in tests);
 //! everything from parsing to layout is pure ([`metrics`], [`model`], [`envoy_stats`] and
-//! [`pods`] for stock Envoy sidecars, [`status`], [`tap`], [`config`], [`app`], [`views`]),
-//! and this module holds the only I/O: the terminal, a scraping thread and, while the Live
-//! view shows, a tap-reading thread.
+//! [`pods`] for stock Envoy sidecars, [`status`], [`tap`], [`trace`], [`config`], [`app`],
+//! [`views`]), and this module holds the only I/O: the terminal, a scraping thread and, while
+//! the Live view shows, a tap-reading thread (and a request's trace, while its panel shows).
 
 pub mod app;
 pub mod config;
@@ -17,6 +17,7 @@ pub mod pods;
 pub mod source;
 pub mod status;
 pub mod tap;
+pub mod trace;
 pub mod views;
 
 use std::io;
@@ -93,7 +94,7 @@ pub fn run_with_analyzer(
     let guard = TerminalGuard::enter()?;
     let mut terminal =
         Terminal::new(CrosstermBackend::new(io::stdout())).map_err(DashboardError::Terminal)?;
-    let result = event_loop(&mut terminal, &mut app, &source, &scrapes);
+    let result = event_loop(&mut terminal, &mut app, &source, &scrapes, refresh);
     drop(terminal);
     drop(guard);
     result
@@ -104,8 +105,10 @@ fn event_loop(
     app: &mut App,
     source: &Arc<dyn Source>,
     scrapes: &Receiver<Scrape>,
+    refresh: Duration,
 ) -> Result<(), DashboardError> {
     let mut tap: Option<Tap> = None;
+    let mut traces = TraceFetch::default();
     loop {
         loop {
             match scrapes.try_recv() {
@@ -131,6 +134,7 @@ fn event_loop(
                 }
             }
         }
+        traces.poll(app, source, refresh)?;
         terminal.draw(|frame| views::render(frame, app)).map_err(DashboardError::Terminal)?;
         if event::poll(TICK).map_err(DashboardError::Input)?
             && let Event::Key(key) = event::read().map_err(DashboardError::Input)?
@@ -234,6 +238,58 @@ fn read_tap(
             Err(TrySendError::Full(_)) => lost += 1,
             Err(TrySendError::Disconnected(_)) => return,
         }
+    }
+}
+
+/// The trace panel's fetching: one request at a time on a thread of its own, asked again
+/// every refresh while the panel shows the trace (its spans arrive over seconds).
+#[derive(Default)]
+struct TraceFetch {
+    /// The trace last asked for, and when.
+    last: Option<(String, Instant)>,
+    /// The answer being waited for.
+    pending: Option<Receiver<(String, Result<String, String>)>>,
+}
+
+impl TraceFetch {
+    fn poll(
+        &mut self,
+        app: &mut App,
+        source: &Arc<dyn Source>,
+        refresh: Duration,
+    ) -> Result<(), DashboardError> {
+        if let Some(pending) = &self.pending {
+            match pending.try_recv() {
+                Ok((id, answer)) => {
+                    app.trace_loaded(&id, answer);
+                    self.pending = None;
+                }
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Disconnected) => self.pending = None,
+            }
+        }
+        let Some(id) = app.trace_shown() else {
+            return Ok(());
+        };
+        let due = match &self.last {
+            Some((last, at)) => last != id || at.elapsed() >= refresh,
+            None => true,
+        };
+        if !due {
+            return Ok(());
+        }
+        let (tx, rx) = sync_channel(1);
+        let (id, source) = (id.to_owned(), Arc::clone(source));
+        self.last = Some((id.clone(), Instant::now()));
+        thread::Builder::new()
+            .name("dashboard-trace".into())
+            .spawn(move || {
+                let answer = source.trace(&id);
+                let _ = tx.try_send((id, answer));
+            })
+            .map_err(|e| DashboardError::Thread("trace", e))?;
+        self.pending = Some(rx);
+        Ok(())
     }
 }
 

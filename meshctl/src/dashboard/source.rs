@@ -62,4 +62,12 @@ pub trait Source: Send + Sync + 'static {
     /// a read that never returns keeps a thread until the next line, so the stream should
     /// time out or send keep-alive lines.
     fn tap(&self, proxy: &ProxyId) -> Result<Box<dyn BufRead + Send>, String>;
+
+    /// The JSON of trace `trace_id` (`meshctl trace --id ID -o json`), from the mesh's trace
+    /// collector; an error says why there is none (an error naming `answered 404` when it was
+    /// not received yet). Called from a background thread while the Live view's trace panel
+    /// shows it.
+    fn trace(&self, trace_id: &str) -> Result<String, String> {
+        Err(format!("this dashboard reads no traces (trace {trace_id})"))
+    }
 }

@@ -44,6 +44,9 @@ pub struct TapLine {
     pub mtls: Option<String>,
     /// `HTTP/1.1`, `HTTP/2`, `TCP`.
     pub protocol: Option<String>,
+    /// The trace the request was recorded in (32 hex characters); `None` when it was not
+    /// (tracing off, not sampled, a connection).
+    pub trace_id: Option<String>,
 }
 
 /// What one stream line says.
@@ -92,6 +95,7 @@ pub fn parse_line(line: &str) -> TapEvent {
         destination_workload: field("destination_workload"),
         mtls: field("mtls"),
         protocol: field("protocol"),
+        trace_id: field("trace_id"),
     }))
 }
 
@@ -170,6 +174,13 @@ mod tests {
         assert_eq!(parsed.duration_ms.as_deref(), Some("12.5"));
         assert_eq!(parsed.mtls.as_deref(), Some("true"));
         assert_eq!(parsed.upstream_host, None);
+        assert_eq!(parsed.trace_id, None);
+        let traced = r#"{"method": "GET", "trace_id": "0af7651916cd43dd8448eb211c80319c"}"#;
+        let TapEvent::Line(parsed) = parse_line(traced) else { panic!() };
+        assert_eq!(parsed.trace_id.as_deref(), Some("0af7651916cd43dd8448eb211c80319c"));
+        let untraced = r#"{"method": "GET", "trace_id": ""}"#;
+        let TapEvent::Line(parsed) = parse_line(untraced) else { panic!() };
+        assert_eq!(parsed.trace_id, None);
         let tcp = r#"{"kind": "tcp", "protocol": "TCP", "method": "", "status": 0}"#;
         let TapEvent::Line(parsed) = parse_line(tcp) else { panic!() };
         assert_eq!((parsed.method, parsed.status), (None, None));

@@ -54,7 +54,8 @@ pub fn keys(frame: &mut Frame, area: Rect, app: &App) {
     let extra = match app.view {
         View::Services if app.drill.is_some() => "  l live  Esc back",
         View::Services | View::Proxies => "  l live",
-        View::Live => "  Esc back",
+        View::Live if app.trace.is_some() => "  t trace  Esc close",
+        View::Live => "  t trace  Esc back",
         View::Config if app.drill.is_some() => "  Esc back",
         _ => "",
     };

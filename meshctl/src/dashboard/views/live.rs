@@ -1,5 +1,6 @@
 //! The Live view: the requests one proxy sees, newest first, from its admin's tap stream
-//! (open only while this view shows); under them, the selected request's details.
+//! (open only while this view shows); under them, the selected request's details, or its
+//! trace's tree when `t` opened it.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -9,8 +10,11 @@ use super::super::app::{App, View};
 use super::super::tap::TapLine;
 use super::{or_dash, selection, table};
 
-const HEADER: [&str; 9] =
-    ["TIME", "DIR", "METHOD", "PATH", "STATUS", "LATENCY", "UPSTREAM", "FLAGS", "MTLS"];
+const HEADER: [&str; 10] =
+    ["TIME", "DIR", "METHOD", "PATH", "STATUS", "LATENCY", "UPSTREAM", "FLAGS", "MTLS", "TRACE"];
+
+/// How many characters of a trace id the table shows (the details show it whole).
+const SHORT_TRACE: usize = 8;
 
 /// `03:04:05.678` of an RFC 3339 time; other text as it is.
 fn clock(time: Option<&str>) -> String {
@@ -41,6 +45,9 @@ fn row(l: &TapLine) -> Row<'static> {
         or_dash(l.upstream_host.as_deref()).to_owned(),
         or_dash(l.response_flags.as_deref()).to_owned(),
         or_dash(l.mtls.as_deref()).to_owned(),
+        l.trace_id
+            .as_deref()
+            .map_or_else(|| "-".to_owned(), |t| t.chars().take(SHORT_TRACE).collect()),
     ])
 }
 
@@ -65,6 +72,13 @@ pub fn details(l: &TapLine) -> Vec<String> {
             or_dash(l.upstream_cluster.as_deref()),
             or_dash(l.upstream_host.as_deref())
         ),
+        match l.trace_id.as_deref() {
+            Some(id) => format!("trace: {id} (t shows it)"),
+            None if l.protocol.as_deref() == Some("TCP") => {
+                "trace: - (connections are not traced)".to_owned()
+            }
+            None => "trace: none (tracing off or not sampled; t says how to turn it on)".to_owned(),
+        },
     ]
 }
 
@@ -81,7 +95,11 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         return;
     };
     let lines = app.live_lines();
-    let [list, pane] = Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).areas(area);
+    let pane_height = match &app.trace {
+        Some(_) => Constraint::Percentage(60),
+        None => Constraint::Length(6),
+    };
+    let [list, pane] = Layout::vertical([Constraint::Min(3), pane_height]).areas(area);
     let mut title = format!(" Live: {}.{} · {} requests", proxy.pod, proxy.namespace, lines.len());
     if app.tap.dropped > 0 {
         title.push_str(&format!(", {} dropped", app.tap.dropped));
@@ -103,6 +121,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(18),
         Constraint::Length(5),
         Constraint::Length(5),
+        Constraint::Length(SHORT_TRACE as u16),
     ];
     let selected = app.selected(View::Live);
     let table = table(
@@ -112,6 +131,18 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         Block::bordered().title(title),
     );
     frame.render_stateful_widget(table, list, &mut selection(selected, lines.len()));
+    if let Some(panel) = &app.trace {
+        let title = match &panel.trace_id {
+            Some(id) => format!(" Trace {id} · t on another request shows its own · Esc closes "),
+            None => " Trace · Esc closes ".to_owned(),
+        };
+        // The tree's lines are wide: cut at the right, never wrapped into each other.
+        frame.render_widget(
+            Paragraph::new(panel.lines.join("\n")).block(Block::bordered().title(title)),
+            pane,
+        );
+        return;
+    }
     let text = lines.get(selected).map(|l| details(l).join("\n")).unwrap_or_default();
     frame.render_widget(Paragraph::new(text).block(Block::bordered()), pane);
 }
