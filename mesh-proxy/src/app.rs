@@ -58,6 +58,8 @@ pub struct Bound {
     /// The admin endpoints' drain, after the data path's: readiness must say DRAINING
     /// for as long as connections drain.
     admin_drain: drain::Trigger,
+    /// Stops the span exporters, which send what they hold first.
+    exporters: crate::trace::exporters::StopExporters,
     startup: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -100,6 +102,7 @@ pub async fn build(config: Config, log: Option<LogHandle>) -> anyhow::Result<Bou
     let (trigger, _) = drain::channel();
     let (admin_drain, _) = drain::channel();
     let shutdown = Shutdown::default();
+    let (exporters, exporters_stopped) = crate::trace::stop_channel();
     let started = Started {
         config: config.clone(),
         settings,
@@ -111,6 +114,7 @@ pub async fn build(config: Config, log: Option<LogHandle>) -> anyhow::Result<Bou
         shutdown: shutdown.clone(),
         control,
         workers,
+        exporters: exporters_stopped,
     };
     let startup = tokio::spawn(started.start((health, stats, own, status), steps));
     Ok(Bound {
@@ -123,6 +127,7 @@ pub async fn build(config: Config, log: Option<LogHandle>) -> anyhow::Result<Bou
         drain: trigger,
         drain_duration: config.drain_duration,
         admin_drain,
+        exporters,
         startup,
     })
 }
@@ -132,7 +137,16 @@ impl Bound {
     /// not ready, no new connections, requests in flight get the drain period to finish.
     /// Returns early with the error if the proxy cannot start.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Bound { ready, shutdown, drain, drain_duration, admin_drain, mut startup, .. } = self;
+        let Bound {
+            ready,
+            shutdown,
+            drain,
+            drain_duration,
+            admin_drain,
+            exporters,
+            mut startup,
+            ..
+        } = self;
         let stopping = shutdown::run(&shutdown, &ready, &drain, drain_duration);
         tokio::pin!(stopping);
         let ended = tokio::select! {
@@ -146,6 +160,8 @@ impl Bound {
         if let Err(err) = ended {
             warn!("closing connections still open: {err}");
         }
+        // The spans of the last requests go out before the process does.
+        exporters.stop(EXPORT_DEADLINE).await;
         if let Err(err) = admin_drain.drain(ADMIN_DRAIN).await {
             warn!("admin endpoints: {err}");
         }
@@ -155,6 +171,8 @@ impl Bound {
 
 /// How long admin requests in flight get once the data path has drained.
 const ADMIN_DRAIN: Duration = Duration::from_secs(1);
+/// How long the span exporters get to send what they hold when the proxy stops.
+const EXPORT_DEADLINE: Duration = Duration::from_secs(1);
 
 /// What readiness waits for, released in order as start-up gets there.
 struct Steps {
@@ -175,6 +193,7 @@ struct Started {
     shutdown: Shutdown,
     control: tokio::runtime::Handle,
     workers: Vec<tokio::runtime::Handle>,
+    exporters: crate::trace::exporters::ExportersStopped,
 }
 
 impl Started {
@@ -201,6 +220,7 @@ impl Started {
             shutdown,
             control,
             workers,
+            exporters,
         } = self;
         let started = (std::time::Instant::now(), std::time::SystemTime::now());
         let trust_domain = settings.identity.trust_domain().to_owned();
@@ -268,6 +288,15 @@ impl Started {
             settings.identity.clone(),
             tuning,
         ));
+        shared.spans.set_node_id(settings.node_id.to_string());
+        registry.register_collector(Box::new(shared.spans.metrics()));
+        let identity = crate::trace::Identity {
+            service_name: format!("{}.{}", settings.workload_name, settings.node_id.namespace),
+            resource: vec![
+                ("k8s.namespace.name".to_owned(), settings.node_id.namespace.clone()),
+                ("k8s.pod.name".to_owned(), settings.node_id.pod.clone()),
+            ],
+        };
         let admin = Arc::new(Admin {
             shared: shared.clone(),
             store: store.clone(),
@@ -305,6 +334,10 @@ impl Started {
         let channel = xds_channel(&config, &settings, &trust_domain, cert_store, roots)?;
         tokio::spawn(crate::xds::client::run(channel, settings.node(), store.clone(), xds_state));
         let mut complete = shared.clone().follow(store);
+        // The `OTEL_*` variables, read once: the exporters' settings besides the collector.
+        let env = std::env::vars().collect();
+        let exporters_task = crate::trace::Exporters::new(env, identity);
+        tokio::spawn(crate::trace::follow(shared.clone(), exporters_task, exporters));
         drop(entered);
         info!("waiting for a complete configuration from the pilot");
         let _ = complete.wait_for(|c| *c).await;

@@ -2,9 +2,10 @@
 //! the listener: the network RBAC filters (ahead of `tcp_proxy` or the HTTP connection
 //! manager), and for an HTTP chain its connection manager's request options: the path and
 //! host normalization ([`crate::path`]), how the client's address is found (for RBAC's
-//! `remote_ip`), its jwt_authn filter ([`crate::jwt`], ahead of RBAC), and its HTTP RBAC
-//! filters in the order `http_filters` lists them (Istio's AUDIT, DENY, ALLOW). Other HTTP
-//! filters are the business of routing and policy.
+//! `remote_ip`), its jwt_authn filter ([`crate::jwt`], ahead of RBAC), its HTTP RBAC
+//! filters in the order `http_filters` lists them (Istio's AUDIT, DENY, ALLOW), its `tracing`
+//! ([`crate::trace`]) and its access loggers' filters. Other HTTP filters are the business of
+//! routing and policy.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -90,6 +91,10 @@ pub struct HttpOptions {
     /// The jwt_authn filter, which runs ahead of RBAC (`Err`: one the proxy cannot enforce,
     /// which refuses every request).
     pub jwt: Option<Result<crate::jwt::JwtAuthn, crate::jwt::ConfigError>>,
+    /// Its `tracing`, when it traces.
+    pub trace: Option<Arc<crate::trace::TraceConfig>>,
+    /// Which requests its access loggers log.
+    pub access_log: crate::telemetry::log_filter::LogPolicy,
 }
 
 impl HttpOptions {
@@ -115,6 +120,13 @@ impl HttpOptions {
             xff_num_trusted_hops: hcm.xff_num_trusted_hops,
             rbac: Filters::new(rbac),
             jwt: crate::jwt::JwtAuthn::of_connection_manager(hcm),
+            // Environment tags are read once, here, as Envoy reads them at configuration.
+            trace: hcm.tracing.as_ref().map(|tracing| {
+                Arc::new(crate::trace::TraceConfig::compile(tracing, |name| {
+                    std::env::var(name).ok()
+                }))
+            }),
+            access_log: crate::telemetry::log_filter::LogPolicy::of(&hcm.access_log),
         }
     }
 

@@ -10,9 +10,10 @@
 //! RBAC ([`authz`]) and the connection manager's path normalization ([`path`]).
 //! Traffic: [`proxy`] (listeners, HTTP, TCP, upstream pools and mesh mTLS) on top of [`net`]
 //! (original destination, protocol sniffing). Operability: [`telemetry`] (Istio's metrics,
-//! access log), [`admin`] (15000, 15021, 15090) and [`app_health`] (the app's probes on 15020).
-//! [`app`] puts it together for `main` and tests. It may use `mesh-api`, `mesh-identity` and
-//! `mesh-runtime`; no panics on the data path.
+//! access log), [`trace`] (spans over OTLP), [`admin`] (15000, 15021, 15090) and
+//! [`app_health`] (the app's probes on 15020). [`app`] puts it together for `main` and tests.
+//! It may use `mesh-api`, `mesh-identity`, `mesh-runtime` and `mesh-trace`; no panics on the
+//! data path.
 
 pub mod admin;
 pub mod app;
@@ -32,4 +33,5 @@ pub mod runtime;
 pub mod settings;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 pub mod xds;

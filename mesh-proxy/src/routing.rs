@@ -191,6 +191,28 @@ impl HeaderRule {
     }
 }
 
+/// One header matcher compiled (Envoy's `HeaderMatcher`: string and presence matches, maybe
+/// inverted), for what matches request headers outside routing (access log filters).
+pub struct HeaderMatch(HeaderRule);
+
+impl HeaderMatch {
+    /// Compiles `matcher`; the error names what is not implemented.
+    pub fn compile(matcher: &HeaderMatcher) -> Result<Self, String> {
+        HeaderRule::compile(matcher).map(Self)
+    }
+
+    /// Whether `request`'s headers match.
+    pub fn matches(&self, request: &RequestHead) -> bool {
+        self.0.matches(request)
+    }
+}
+
+impl std::fmt::Debug for HeaderMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("HeaderMatch").field(&self.0.name).finish()
+    }
+}
+
 struct QueryRule {
     name: String,
     test: Option<Matcher>,

@@ -9,6 +9,7 @@
 
 pub mod cardinality;
 mod flags;
+pub mod log_filter;
 mod metrics;
 mod protocol;
 pub mod tap;
@@ -341,6 +342,8 @@ pub struct Entry {
     /// Why the proxy answered or closed itself, when it says (Envoy's response code and
     /// connection termination details: `rbac_access_denied_matched_policy[<policy>]`).
     pub details: String,
+    /// The trace the request was recorded in (32 hex characters), empty when it was not.
+    pub trace_id: String,
 }
 
 fn dash(s: &str) -> &str {
@@ -464,6 +467,15 @@ impl AccessLog {
     /// than [`AccessLog::log`].
     pub fn record(&self, entry: &Entry, report: &Report, reporter: Reporter) {
         self.log(entry);
+        self.tap.publish(|| tap::Record::new(entry, report, reporter));
+    }
+
+    /// As [`AccessLog::record`], writing the line only when `logged` (the connection
+    /// manager's access log filters passed); the taps see every request.
+    pub fn record_if(&self, logged: bool, entry: &Entry, report: &Report, reporter: Reporter) {
+        if logged {
+            self.log(entry);
+        }
         self.tap.publish(|| tap::Record::new(entry, report, reporter));
     }
 

@@ -118,6 +118,8 @@ pub struct Shared {
     /// Counts the configurations put in force: connections held by a listener an update
     /// replaced drain when it moves ([`listen::serve_http`]).
     pub updates: watch::Sender<u64>,
+    /// Where recorded requests' spans go (the exporters the control thread keeps).
+    pub spans: crate::trace::Spans,
 }
 
 impl Shared {
@@ -142,6 +144,7 @@ impl Shared {
             identity,
             tuning,
             updates: watch::Sender::new(0),
+            spans: crate::trace::Spans::default(),
         }
     }
 }

@@ -201,6 +201,11 @@ impl CompiledListener {
         }
     }
 
+    /// Every chain, the default one last.
+    pub fn chains(&self) -> impl Iterator<Item = &CompiledChain> {
+        self.chains.iter().chain(self.default.as_ref())
+    }
+
     /// SDS names of the secrets its chains' TLS was built from: when one of them changes,
     /// the listener is compiled again.
     pub fn secret_names(&self) -> impl Iterator<Item = &String> {

@@ -13,6 +13,8 @@ pub struct ResponseFlags(u32);
 impl ResponseFlags {
     /// No flag: the request went as asked.
     pub const NONE: Self = Self(0);
+    /// Every flag (a mask: never a request's flags).
+    pub const ALL: Self = Self(u32::MAX);
     /// `UH`: the cluster has no healthy endpoint.
     pub const NO_HEALTHY_UPSTREAM: Self = Self(1 << 1);
     /// `UT`: the upstream did not answer in time.
@@ -56,6 +58,16 @@ impl ResponseFlags {
         (Self::UPSTREAM_PROTOCOL_ERROR, "UPE"),
         (Self::NO_CLUSTER_FOUND, "NC"),
     ];
+
+    /// The flag Envoy prints as `code` (`UH`), if the proxy sets it.
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::CODES.iter().find(|(_, c)| *c == code).map(|(flag, _)| *flag)
+    }
+
+    /// Whether any flag of `other` is set here.
+    pub const fn intersects(self, other: Self) -> bool {
+        self.0 & other.0 != 0
+    }
 
     /// Whether no flag is set.
     pub const fn is_empty(self) -> bool {

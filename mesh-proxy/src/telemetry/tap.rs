@@ -1,6 +1,6 @@
 //! A live feed of what the proxy carries, for `GET /tap` on the admin port: one record per
 //! finished HTTP request and per closed TCP connection, taken where the access log takes its
-//! line. Off unless someone watches: with no tap open a request pays one relaxed atomic load,
+//! line (whatever its filters say), with the trace a recorded request belongs to. Off unless someone watches: with no tap open a request pays one relaxed atomic load,
 //! and nothing is built or buffered. At most [`MAX_TAPS`] watchers at once, all reading one
 //! ring of [`BUFFER`] records: a reader that falls behind loses the oldest records and is told
 //! how many, and the data path never waits for it.
@@ -88,6 +88,9 @@ pub struct Record {
     pub service: String,
     /// Whether the hop was mesh mutual TLS.
     pub mtls: bool,
+    /// The trace the request was recorded in (32 hex characters), empty when it was not
+    /// (not sampled, not traced, or a TCP connection).
+    pub trace_id: String,
 }
 
 impl Record {
@@ -122,6 +125,7 @@ impl Record {
             destination: report.destination.clone(),
             service: report.service.clone(),
             mtls: report.mutual_tls,
+            trace_id: entry.trace_id.clone(),
         }
     }
 
@@ -150,6 +154,7 @@ impl Record {
             "destination_namespace": namespace(&self.destination),
             "destination_service": super::or_unknown(&self.service),
             "mtls": self.mtls,
+            "trace_id": self.trace_id,
         })
         .to_string()
     }
@@ -385,5 +390,15 @@ mod tests {
         assert_eq!(json["response_flags"], "-");
         assert_eq!(json["source_workload"], "unknown");
         assert_eq!(json["mtls"], false);
+        assert_eq!(json["trace_id"], "", "not traced");
+    }
+
+    #[test]
+    fn a_traced_request_names_its_trace() {
+        let entry =
+            Entry { trace_id: "0af7651916cd43dd8448eb211c80319c".to_owned(), ..Entry::default() };
+        let line = Record::new(&entry, &Report::default(), Reporter::Source).json();
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(json["trace_id"], "0af7651916cd43dd8448eb211c80319c");
     }
 }

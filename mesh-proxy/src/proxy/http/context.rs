@@ -4,18 +4,23 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::Request;
 use hyper::body::Incoming;
 
 use super::{Connection, head};
+use crate::filters::HttpOptions;
 use crate::policy::RoutePolicy;
 use crate::proxy::Shared;
+use crate::routing::RequestHead;
 use crate::runtime::{Runtime, Transport};
+use crate::telemetry::log_filter;
 use crate::telemetry::{
     Entry, PEER_HEADER, PROTOCOL_HEADER, Protocol, Report, Reporter, RequestProtocol,
 };
+use crate::trace::RequestTrace;
+use crate::trace::request;
 
 /// One request on its way through the stages, in place of long argument lists. Borrows what
 /// the connection holds; owns only the record of the request.
@@ -69,6 +74,25 @@ impl<'a> RequestContext<'a> {
         let peer = connection.peer.as_ref().map(|peer| peer.workload(metadata));
         let report = Report::new(label, connection.reporter, &shared.me, peer);
         entry.request_id = head::request_id(request.headers_mut());
+        let options = connection.admission.options.clone();
+        let trace = options.trace.as_ref().map(|config| {
+            RequestTrace::start(config, request.headers_mut(), connection.reporter, SystemTime::now)
+        });
+        if let Some(trace) = trace.as_ref().filter(|t| t.sampled()) {
+            entry.trace_id = trace.trace_id();
+        }
+        let log_headers = if options.access_log.is_configured() {
+            let path = head::path(request.uri());
+            let head = RequestHead {
+                authority: head::authority(request),
+                path: &path,
+                method: request.method().as_str(),
+                headers: request.headers(),
+            };
+            options.access_log.header_bits(&head)
+        } else {
+            0
+        };
         let finish = Finish {
             shared: shared.clone(),
             reporter: connection.reporter,
@@ -77,6 +101,9 @@ impl<'a> RequestContext<'a> {
             started,
             request_bytes: Arc::default(),
             response_bytes: 0,
+            options,
+            trace,
+            log_headers,
         };
         Self { shared, connection, protocol, grpc, finish, jwt_payload: None }
     }
@@ -104,8 +131,8 @@ pub(super) struct Target<'a> {
 }
 
 /// What is reported when a request finishes: kept in the response body, reported when the
-/// body ends or is dropped (a client that goes away mid-body is still logged). Tracing's span
-/// will finish where this reports.
+/// body ends or is dropped (a client that goes away mid-body is still logged and its span
+/// still ends).
 pub(super) struct Finish {
     shared: Arc<Shared>,
     reporter: Reporter,
@@ -118,6 +145,12 @@ pub(super) struct Finish {
     pub(super) request_bytes: Arc<AtomicU64>,
     /// Response body bytes, counted as the body goes downstream.
     pub(super) response_bytes: u64,
+    /// The connection manager's options: its access loggers' filters.
+    options: Arc<HttpOptions>,
+    /// The request's trace, when the connection manager traces.
+    pub(super) trace: Option<RequestTrace>,
+    /// The results of the access log filters' header tests, taken when the request arrived.
+    log_headers: u64,
 }
 
 impl Drop for Finish {
@@ -135,6 +168,26 @@ impl Drop for Finish {
             self.entry.bytes_received,
             self.response_bytes,
         );
-        self.shared.log.record(&self.entry, &self.report, self.reporter);
+        let traced = self.trace.as_ref().is_some_and(RequestTrace::sampled);
+        if let Some(trace) = self.trace.take().filter(RequestTrace::sampled) {
+            let ended = request::Ended {
+                entry: &self.entry,
+                report: &self.report,
+                elapsed,
+                me: &self.shared.me,
+                node_id: self.shared.spans.node_id(),
+            };
+            let export = trace.export().clone();
+            self.shared.spans.send(&export, trace.finish(&ended));
+        }
+        let logged = self.options.access_log.logs(&log_filter::Ended {
+            status: self.report.status,
+            duration_ms: self.entry.duration_ms,
+            flags: self.report.flags,
+            grpc_status: self.report.grpc_status,
+            traced,
+            header_bits: self.log_headers,
+        });
+        self.shared.log.record_if(logged, &self.entry, &self.report, self.reporter);
     }
 }

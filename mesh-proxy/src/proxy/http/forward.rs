@@ -62,6 +62,10 @@ pub(super) async fn forward(
         } => (cluster, path, authority, set_headers, add_headers, remove_headers),
     };
     cx.finish.entry.upstream_cluster = cluster.clone();
+    if let Some(trace) = &mut cx.finish.trace {
+        let authority = head::authority(&request);
+        trace.routed(route, &cluster, authority, cx.connection.destination.port());
+    }
     let transport = runtime.transports.get(&cluster).cloned();
     cx.finish.report.service = crate::telemetry::destination_service(
         cx.connection.reporter,
@@ -143,11 +147,14 @@ fn authorize(cx: &RequestContext<'_>, request: &Request<Incoming>) -> Result<(),
     admit::authorize(cx, request)
 }
 
-/// Tracing plugs in here: the request's span will join the caller's trace (read from
-/// `headers`) and write this hop's trace headers into `headers`, once the head going upstream
-/// is settled (so mirrors and every attempt carry them). The span starts with the request
-/// and will finish where its [`super::context::Finish`] reports. Nothing is traced yet.
-fn trace(_cx: &mut RequestContext<'_>, _headers: &mut HeaderMap) {}
+/// This hop's trace headers, written into the head going upstream once it is settled (so
+/// mirrors and every attempt carry them): the request joined or started its trace when it
+/// arrived, and its span ends where its [`super::context::Finish`] reports.
+fn trace(cx: &mut RequestContext<'_>, headers: &mut HeaderMap) {
+    if let Some(trace) = &cx.finish.trace {
+        trace.inject(headers);
+    }
+}
 
 /// The route table of the connection: inline, or the named RDS configuration in force.
 fn route_table(runtime: &Runtime, routes: &Routes) -> Result<Arc<RouteTable>, LocalReply> {
