@@ -244,6 +244,7 @@ impl Mesh for ClusterMesh {
         documents.extend(self.list(self.scoped::<sec::PeerAuthentication>(namespace))?);
         documents.extend(self.list(self.scoped::<sec::AuthorizationPolicy>(namespace))?);
         documents.extend(self.list(self.scoped::<sec::RequestAuthentication>(namespace))?);
+        documents.extend(self.list(self.scoped::<mesh_api::telemetry::Telemetry>(namespace))?);
         documents.extend(self.list(Api::<gw::GatewayClass>::all(self.client.clone()))?);
         documents.extend(self.list(self.scoped::<gw::Gateway>(namespace))?);
         documents.extend(self.list(self.scoped::<gw::HTTPRoute>(namespace))?);

@@ -68,7 +68,12 @@ fn display_name(object: &ObjectRef) -> String {
         "PeerAuthentication" | "AuthorizationPolicy" | "RequestAuthentication" => {
             ".security.istio.io"
         }
-        "Service" | "Namespace" => "",
+        "Telemetry" => ".telemetry.istio.io",
+        "HTTPRoute" | "GRPCRoute" | "TLSRoute" | "ReferenceGrant" | "GatewayClass" => {
+            ".gateway.networking.k8s.io"
+        }
+        // Core kinds, and the Gateway API's Gateway (its kind already names its group).
+        kind if matches!(kind, "Service" | "Namespace" | "Secret") || kind.contains('.') => "",
         _ => ".networking.istio.io",
     };
     format!("{}{group}/{}", object.kind.to_lowercase(), object.name)
@@ -166,6 +171,16 @@ mod tests {
         let object =
             ObjectRef { kind: "DestinationRule".into(), namespace: None, name: "reviews".into() };
         assert_eq!(display_name(&object), "destinationrule.networking.istio.io/reviews");
+        let named = |kind: &str| {
+            display_name(&ObjectRef { kind: kind.into(), namespace: None, name: "x".into() })
+        };
+        assert_eq!(named("Telemetry"), "telemetry.telemetry.istio.io/x");
+        assert_eq!(named("HTTPRoute"), "httproute.gateway.networking.k8s.io/x");
+        assert_eq!(
+            named("Gateway.gateway.networking.k8s.io"),
+            "gateway.gateway.networking.k8s.io/x"
+        );
+        assert_eq!(named("Secret"), "secret/x");
         assert_eq!(
             object_file(Path::new("/c"), &object),
             Path::new("/c/applied/destinationrule.default.reviews.yaml")
