@@ -57,6 +57,36 @@ fn the_bookinfo_call_tree() {
     assert!(lines[8].starts_with("            └─ ratings.default  GET /ratings/0"));
 }
 
+/// A page load through the local mesh's mesh-proxy sidecars, as the collector recorded it:
+/// each sidecar's client and server span, parent to child.
+#[test]
+fn a_recorded_page_load() {
+    let text = trace::format(
+        &args("--id cf7a6db538ad6427afbe0e5ba2fc8c94"),
+        &fixture("mesh-proxy-bookinfo.json"),
+    )
+    .unwrap();
+    golden("mesh-proxy-bookinfo.txt", &text);
+    let starts: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split("  GET").next().unwrap_or_default().trim_end().to_owned())
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "client.default",
+            "└─ productpage.default",
+            "   ├─ productpage.default",
+            "   │  └─ details.default",
+            "   └─ productpage.default",
+            "      └─ reviews.default",
+            "         └─ reviews.default",
+            "            └─ ratings.default",
+        ]
+    );
+}
+
 #[test]
 fn failures_orphans_and_other_roots() {
     let text =

@@ -162,10 +162,11 @@ pub fn up(dir: &StateDir, args: UpArgs) -> Result<(), LocalError> {
         return Err(e);
     }
     println!(
-        "Local mesh {name} is up.\n  mesh-pilot  {PILOT_IP} (xDS {}, mTLS {}), reading {}\n  mesh-ca     {CA_IP}:{}\nNext: `meshctl local deploy`, `meshctl local service`, `meshctl local apply -f`, `meshctl local status`.",
+        "Local mesh {name} is up.\n  mesh-pilot  {PILOT_IP} (xDS {}, mTLS {}), reading {} and the mesh config {}\n  mesh-ca     {CA_IP}:{}\nNext: `meshctl local deploy`, `meshctl local service`, `meshctl local apply -f`, `meshctl local status`.",
         ports::PILOT_XDS_PLAINTEXT,
         ports::PILOT_XDS_TLS,
         config_dir.display(),
+        dir.join(MESH_CONFIG_FILE).display(),
         ports::CA_GRPC,
         name = state.name,
     );
@@ -234,13 +235,13 @@ fn start(dir: &StateDir, state: &mut State, sampling: Option<f64>) -> Result<(),
     // The control plane's own spans go to the collector when there is one (an environment
     // variable, which a binary without tracing ignores).
     let mut control_plane_env = Vec::new();
-    let mut pilot_args = Vec::new();
-    if let Some(sampling) = sampling {
+    // The mesh config, which the pilot reads again when it changes.
+    let mesh_config = dir.join(MESH_CONFIG_FILE);
+    std::fs::write(&mesh_config, collector::mesh_config(sampling))
+        .map_err(|e| LocalError::Io(format!("cannot write {}", mesh_config.display()), e))?;
+    let pilot_args = vec![format!("--mesh-config={}", mesh_config.display())];
+    if sampling.is_some() {
         start_collector(dir, state, &cp)?;
-        let mesh_config = dir.join(MESH_CONFIG_FILE);
-        std::fs::write(&mesh_config, collector::mesh_config(Some(sampling)))
-            .map_err(|e| LocalError::Io(format!("cannot write {}", mesh_config.display()), e))?;
-        pilot_args.push(format!("--mesh-config={}", mesh_config.display()));
         control_plane_env.push((
             "MESH_OTLP_ENDPOINT".to_owned(),
             format!("http://{}", SocketAddr::new(collector::IP.into(), collector::OTLP_PORT)),

@@ -184,13 +184,13 @@ pub fn status(dir: &StateDir, args: &StatusArgs) -> Result<(), LocalError> {
             labels.join(",")
         );
     }
-    println!("\n{:<20} {:<10} {:<12} {:<16} ENDPOINTS", "SERVICE", "NAMESPACE", "VIP", "PORTS");
+    println!("\n{:<20} {:<11} {:<12} {:<16} ENDPOINTS", "SERVICE", "NAMESPACE", "VIP", "PORTS");
     for service in state.services.values() {
         let ports: Vec<String> =
             service.ports.iter().map(|p| format!("{}/{}", p.port, p.name)).collect();
         let endpoints = endpoints(service);
         println!(
-            "{:<20} {:<10} {:<12} {:<16} {}",
+            "{:<20} {:<11} {:<12} {:<16} {}",
             service.name,
             service.namespace,
             service.vip.to_string(),
