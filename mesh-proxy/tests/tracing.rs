@@ -405,3 +405,113 @@ async fn the_tap_names_the_trace_of_a_recorded_request() {
     let recorded = mesh_trace::context::to_hex(&trace_of(&sampled["traceparent"]));
     assert_eq!(trace_ids, vec![String::new(), recorded], "only a recorded request names one");
 }
+
+/// A configuration whose one listener's connection manager traces to [`COLLECTOR`], the
+/// collector's cluster having its endpoint at `collector`.
+fn traced_config(collector: SocketAddr) -> Arc<Config> {
+    use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+    let hcm = HttpConnectionManager {
+        tracing: Some(tracing("gateway.demo", 100.0)),
+        route_specifier: Some(
+            envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier::RouteConfig(
+                common::route_config(common::route("x", |_| {}, Vec::new())),
+            ),
+        ),
+        ..Default::default()
+    };
+    let listener = Listener {
+        name: "0.0.0.0_8080".into(),
+        address: Some(envoy_types::pb::envoy::config::core::v3::Address {
+            address: Some(envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(
+                envoy_types::pb::envoy::config::core::v3::SocketAddress {
+                    address: "0.0.0.0".into(),
+                    port_specifier: Some(
+                        envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(8080),
+                    ),
+                    ..Default::default()
+                },
+            )),
+        }),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(envoy_types::util::pack_any(hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut config = Config::default();
+    config.listeners.insert(listener.name.clone(), listener);
+    let cluster = common::static_cluster(COLLECTOR, &[collector], None);
+    config.clusters.insert(cluster.name.clone(), cluster);
+    Arc::new(config)
+}
+
+fn span(n: u8) -> mesh_trace::export::SpanRecord {
+    let start = std::time::SystemTime::now();
+    mesh_trace::export::SpanRecord {
+        trace_id: [n; 16],
+        span_id: [n; 8],
+        parent_span_id: None,
+        name: "test".into(),
+        kind: mesh_trace::export::Kind::Server,
+        start,
+        end: start,
+        attributes: Vec::new(),
+        status: mesh_trace::export::SpanStatus::Unset,
+    }
+}
+
+#[tokio::test]
+async fn the_exporters_follow_the_collector_when_an_update_moves_it() {
+    let ((first, first_address), (second, second_address)) = (collector().await, collector().await);
+    let runtime = Runtime::build(traced_config(first_address)).unwrap();
+    let spec = mesh_proxy::trace::exporters::specs(&runtime).pop().expect("the tracer's collector");
+    assert_eq!(spec.collector, mesh_proxy::trace::Collector::Cluster(COLLECTOR.into()));
+    let (shared, _) = common::shared_as(runtime, &mesh_testing::ca::TestCa::new(), "demo", "gw");
+    let env = BTreeMap::from([("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "20".to_owned())]);
+    let (stop, stopped) = mesh_proxy::trace::stop_channel();
+    tokio::spawn(mesh_proxy::trace::follow(
+        shared.clone(),
+        Exporters::new(env, Identity::default()),
+        stopped,
+    ));
+
+    let sent = |n| shared.spans.send(&spec, vec![span(n)]);
+    let arrived = |receiver: &Receiver, n: u8, within: Duration| {
+        let receiver = receiver.clone();
+        async move { receiver.wait_for_trace(&[n; 16], 1, within).await.is_some() }
+    };
+    // The first sync happens as the task starts: wait for it.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !shared.spans.exports(&spec) {
+        assert!(std::time::Instant::now() < deadline, "no exporter for {spec:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sent(1);
+    assert!(arrived(&first, 1, WAIT).await, "to the first collector");
+
+    // An update moves the collector's endpoint: the spans sent once the exporters have
+    // followed it go to the new one.
+    let moved = Runtime::update(traced_config(second_address), &shared.runtime.load()).unwrap();
+    shared.runtime.store(Arc::new(moved));
+    shared.updates.send_modify(|n| *n += 1);
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut n = 2;
+    loop {
+        sent(n);
+        if arrived(&second, n, Duration::from_millis(200)).await {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never exported to the moved collector");
+        n += 1;
+    }
+    assert!(second.spans_of(&[1; 16]).await.is_none(), "nothing sent twice");
+
+    // Stopping sends what is queued.
+    sent(200);
+    stop.stop(Duration::from_secs(5)).await;
+    assert!(second.spans_of(&[200; 16]).await.is_some(), "flushed at stop");
+    assert_eq!(shared.spans.dropped(), 0);
+}
