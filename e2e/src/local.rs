@@ -48,6 +48,17 @@ pub struct Mesh {
 impl Mesh {
     /// Brings a mesh up with `meshctl local up --name NAME --proxy PROXY`.
     pub fn up(state_dir: &Path, name: &str, proxy: &str, echo: bool) -> anyhow::Result<Self> {
+        Self::up_with(state_dir, name, proxy, echo, &[])
+    }
+
+    /// The same, with more flags of `meshctl local up` (`--tracing`).
+    pub fn up_with(
+        state_dir: &Path,
+        name: &str,
+        proxy: &str,
+        echo: bool,
+        flags: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut mesh = Self {
             state_dir: state_dir.to_owned(),
             name: name.to_owned(),
@@ -56,7 +67,9 @@ impl Mesh {
             bin_dir: bin_dir(),
             down: false,
         };
-        mesh.meshctl(&["up", "--name", name, "--proxy", proxy])?;
+        let mut args = vec!["up", "--name", name, "--proxy", proxy];
+        args.extend_from_slice(flags);
+        mesh.meshctl(&args)?;
         Ok(mesh)
     }
 

@@ -34,6 +34,8 @@ use rustls_pki_types::pem::PemObject as _;
 /// A scenario: it changes the mesh and checks what traffic shows.
 #[path = "local_mesh/day_two.rs"]
 mod day_two;
+#[path = "local_mesh/tracing.rs"]
+mod tracing;
 
 type Scenario<'a> = dyn Fn(&mut Mesh) -> anyhow::Result<()> + 'a;
 
@@ -1224,7 +1226,11 @@ fn suite(proxy: &str, pick: impl Fn(&str) -> bool) {
     let state_dir = dir.path().join("state");
     let tag = if proxy == "envoy" { "e" } else { "m" };
     let name = format!("e2{tag}{}", std::process::id() % 100_000);
-    let mut mesh = Mesh::up(&state_dir, &name, proxy, false).unwrap();
+    // A collector, sampling nothing unless asked (the tracing scenario asks): the other
+    // scenarios' requests carry trace headers but send no spans.
+    let mut mesh =
+        Mesh::up_with(&state_dir, &name, proxy, false, &["--tracing", "--trace-sampling", "0"])
+            .unwrap();
     let result = (|| -> anyhow::Result<()> {
         mesh.deploy_bookinfo()?;
         let app = Bookinfo::new(&mut mesh)?;
@@ -1234,7 +1240,7 @@ fn suite(proxy: &str, pick: impl Fn(&str) -> bool) {
             ensure!(Instant::now() < deadline, "Bookinfo never answered whole");
             std::thread::sleep(Duration::from_millis(300));
         }
-        let scenarios: [(&str, &Scenario); 14] = [
+        let scenarios: [(&str, &Scenario); 15] = [
             ("routing", &|m| routing(m, &app)),
             ("ingress", &|m| ingress(m, &app)),
             ("egress", &|m| egress(m)),
@@ -1248,6 +1254,7 @@ fn suite(proxy: &str, pick: impl Fn(&str) -> bool) {
             ("mtls", &|m| mtls(m)),
             ("telemetry", &|m| telemetry(m, &app)),
             ("day two", &|m| day_two::day_two(m, &app)),
+            ("tracing", &|m| tracing::tracing(m, &app)),
             ("churn", &|m| churn(m, &app)),
         ];
         // `E2E_SCENARIOS=egress,gateway api` runs only those (for working on one).
@@ -1306,13 +1313,15 @@ fn bookinfo_on_the_local_mesh_with_mesh_proxy() {
 
 /// Envoy, driven by the same pilot with its certificate over SDS from mesh-agent, is the
 /// oracle: the traffic-management scenarios must show the same. (Its metrics are Envoy's own,
-/// not Istio's: stock Envoy has no Istio stats filter, so telemetry is mesh-proxy's alone.)
+/// not Istio's: stock Envoy has no Istio stats filter, so telemetry is mesh-proxy's alone.
+/// Its OpenTelemetry tracer reads and writes W3C trace context only, B3 being its Zipkin
+/// tracer's, so the tracing scenario's B3 sampling and formats are mesh-proxy's alone too.)
 #[test]
 fn bookinfo_on_the_local_mesh_with_envoy() {
     if !mesh_testing::require::envoy("Bookinfo with Envoy sidecars") {
         return;
     }
-    suite("envoy", |name| !matches!(name, "telemetry" | "churn"));
+    suite("envoy", |name| !matches!(name, "telemetry" | "churn" | "tracing"));
 }
 
 fn tail(text: &str, n: usize) -> String {

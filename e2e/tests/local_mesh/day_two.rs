@@ -56,13 +56,13 @@ fn row<'a>(out: &'a str, name: &str) -> Option<&'a str> {
 
 /// Page loads from the client pod until dropped, so rates are not zero while the dashboard is
 /// read.
-struct Traffic {
+pub(super) struct Traffic {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Traffic {
-    fn start(app: &Bookinfo) -> Self {
+    pub(super) fn start(app: &Bookinfo) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let call = app.call(None);
         let running = stop.clone();
