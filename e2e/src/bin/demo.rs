@@ -74,6 +74,7 @@ fn main() -> anyhow::Result<()> {
                 "meshctl proxy-config routes productpage-v1     # also clusters, listeners, endpoints, secret",
                 "meshctl analyze -k                             # Istio's checks on the running config",
                 "meshctl dashboard envoy productpage-v1         # the proxy's admin on 127.0.0.1:15000",
+                "meshctl trace                                  # the last request through the sidecars, with timings",
                 "make demo-down                                  # removes everything",
             ] {
                 println!("  {line}");
@@ -134,7 +135,7 @@ fn start(state_dir: &Path) -> anyhow::Result<(Mesh, SocketAddr)> {
     println!("The control plane (mesh-ca, mesh-pilot) runs in a network namespace of its own;");
     println!("every pod is a network namespace on a bridge, with mesh-init's iptables rules,");
     println!("mesh-proxy as uid 1337 and the app as nobody.\n");
-    let mut mesh = Mesh::up(state_dir, "mesh", "mesh-proxy", true)?;
+    let mut mesh = Mesh::up_with(state_dir, "mesh", "mesh-proxy", true, &["--tracing"])?;
     heading("Bookinfo: productpage, details, reviews v1 v2 v3, ratings");
     mesh.deploy_bookinfo()?;
     println!();
