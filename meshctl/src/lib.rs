@@ -4,7 +4,8 @@
 //!
 //! It talks to the other components only through their public wire APIs and starts their
 //! binaries as they are; it never links their servers. It may use `mesh-api` (the config types,
-//! loading and validation) and, for identity, `mesh-identity`.
+//! loading and validation), `mesh-trace` (trace ids, and the in-memory receiver the local mesh's
+//! collector runs) and, for identity, `mesh-identity`.
 
 #![forbid(unsafe_code)]
 
