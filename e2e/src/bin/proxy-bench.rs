@@ -6,7 +6,9 @@
 //! mTLS), HTTP/1.1 and HTTP/2, 1 KiB responses. Measured with `oha`: latency at a fixed rate
 //! with latency correction, and maximum throughput; plus each proxy's CPU time per 1000
 //! requests and peak RSS, read from /proc. Writes a Markdown table with ratios to direct and
-//! to Envoy.
+//! to Envoy. The cost of tracing: mesh-proxy again with a Telemetry sampling 0 %, 1 % and
+//! 100 % of requests into an OTLP collector (`mesh-trace`'s receiver, in the peer's
+//! namespace), reported as ratios to the same hops untraced.
 //!
 //! `make bench` builds mesh-proxy in release and runs this as root.
 
@@ -39,9 +41,13 @@ struct Flags {
     /// Where to write the results (Markdown).
     #[arg(long, default_value = "e2e/results/proxy-bench.md")]
     out: PathBuf,
-    /// Only these proxies (comma separated: direct, mesh-proxy, envoy, nginx, haproxy).
-    #[arg(long, default_value = "direct,mesh-proxy,envoy,nginx,haproxy")]
+    /// Only these proxies (comma separated: direct, mesh-proxy, envoy, nginx, haproxy, and
+    /// traced: mesh-proxy with tracing at each of `--sampling`).
+    #[arg(long, default_value = "direct,mesh-proxy,envoy,nginx,haproxy,traced")]
     only: String,
+    /// The sampling percentages of the traced mesh-proxy runs (comma separated).
+    #[arg(long, default_value = "0,1,100")]
+    sampling: String,
     /// Only these protocols (comma separated: http1, http2).
     #[arg(long, default_value = "http1,http2")]
     protocols: String,
@@ -51,6 +57,46 @@ struct Flags {
 }
 
 const BODY: usize = 1024;
+
+/// Where the traced runs' collector listens: the peer's address (its sidecar, when it has one,
+/// does not capture the port).
+const COLLECTOR_PORT: u16 = 4317;
+
+/// The mesh config of the traced runs: Istio's OpenTelemetry provider as the default.
+const TRACING_MESH_CONFIG: &str = r#"
+extensionProviders:
+- name: otel
+  opentelemetry: {service: otel-collector.mesh-system.svc.cluster.local, port: 4317}
+defaultProviders: {tracing: [otel]}
+"#;
+
+/// The collector's Service and endpoint, and a Telemetry sampling `percentage` of requests.
+fn tracing_yaml(percentage: f64) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: otel-collector, namespace: mesh-system}}
+spec:
+  clusterIP: 10.96.0.40
+  selector: {{app: otel-collector}}
+  ports: [{{name: grpc-otlp, port: {COLLECTOR_PORT}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: otel-collector-1, namespace: mesh-system}}
+spec:
+  address: 10.99.0.1
+  labels: {{app: otel-collector}}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: sampling, namespace: demo}}
+spec:
+  tracing: [{{randomSamplingPercentage: {percentage}}}]
+"#
+    )
+}
 
 fn mesh_yaml(two_hops: bool) -> String {
     let tls = if two_hops { ", security.istio.io/tlsMode: istio" } else { "" };
@@ -262,13 +308,25 @@ struct Mesh {
     _publish: tokio::sync::watch::Sender<Arc<mesh_pilot::model::Snapshot>>,
 }
 
-fn mesh(two_hops: bool) -> Mesh {
+/// The mesh of a run; with `sampling`, traced at that percentage.
+fn mesh(two_hops: bool, sampling: Option<f64>) -> Mesh {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config");
     std::fs::create_dir(&config).unwrap();
-    std::fs::write(config.join("mesh.yaml"), mesh_yaml(two_hops)).unwrap();
+    let mut yaml = mesh_yaml(two_hops);
+    if let Some(percentage) = sampling {
+        yaml.push_str("---");
+        yaml.push_str(&tracing_yaml(percentage));
+    }
+    std::fs::write(config.join("mesh.yaml"), yaml).unwrap();
     let (mut snapshot, rejected) = mesh_pilot::source::local::read(&config);
     assert!(rejected.is_empty(), "{rejected:?}");
+    if sampling.is_some() {
+        let mesh_config =
+            mesh_api::mesh::MeshConfig::from_yaml("mesh config", TRACING_MESH_CONFIG).unwrap();
+        snapshot.root_namespace.clone_from(&mesh_config.root_namespace);
+        snapshot.mesh_config = Arc::new(mesh_config);
+    }
     snapshot.version = 1;
     let (publish, snapshots) = tokio::sync::watch::channel(Arc::new(snapshot));
     let discovery = mesh_pilot::ads::Discovery::new(snapshots);
@@ -406,7 +464,45 @@ struct Row {
     proxy: String,
     hops: u8,
     protocol: &'static str,
+    /// The sampling percentage of a traced mesh-proxy run.
+    sampling: Option<f64>,
     run: Run,
+}
+
+/// Serves an OTLP collector (`mesh-trace`'s receiver, which keeps the last traces in memory,
+/// bounded) in `ns` on every address.
+fn collector(ns: &str) -> tokio::sync::oneshot::Sender<()> {
+    let listener = netns::listen(ns, ([0, 0, 0, 0], COLLECTOR_PORT).into());
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let receiver = mesh_trace::receiver::Receiver::default();
+    tokio::spawn(receiver.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+/// Spans a sidecar in `ns` exported and dropped, from its metrics.
+fn span_counts(ns: &str) -> (u64, u64) {
+    let stats = netns::in_netns(ns, || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", 15090)) else {
+            return String::new();
+        };
+        let _ = write!(s, "GET /stats/prometheus HTTP/1.0\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    });
+    let metric = |name: &str| {
+        stats
+            .lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (metric("mesh_proxy_spans_exported_total"), metric("mesh_proxy_spans_dropped_total"))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
@@ -425,6 +521,12 @@ async fn main() {
     let oha_copy = std::env::temp_dir().join("proxy-bench-oha");
     std::fs::copy(&oha_bin, &oha_copy).unwrap();
     let only: Vec<&str> = flags.only.split(',').collect();
+    let mut cases: Vec<(&str, Option<f64>)> =
+        ["direct", "mesh-proxy", "envoy", "nginx", "haproxy"].map(|p| (p, None)).to_vec();
+    for percentage in flags.sampling.split(',').filter(|s| !s.trim().is_empty()) {
+        let percentage: f64 = percentage.trim().parse().expect("--sampling: percentages");
+        cases.push(("traced", Some(percentage)));
+    }
     let mut rows: Vec<Row> = Vec::new();
     let protocols: Vec<&str> = flags.protocols.split(',').collect();
     for protocol in ["HTTP/1.1", "HTTP/2"] {
@@ -432,19 +534,26 @@ async fn main() {
         if !protocols.contains(&if h2 { "http2" } else { "http1" }) {
             continue;
         }
-        for proxy in ["direct", "mesh-proxy", "envoy", "nginx", "haproxy"] {
-            if !only.contains(&proxy) {
+        for &(case, sampling) in &cases {
+            if !only.contains(&case) {
                 continue;
             }
+            // A traced run is mesh-proxy's, with a collector.
+            let proxy = if case == "traced" { "mesh-proxy" } else { case };
+            let label = match sampling {
+                Some(percentage) => format!("mesh-proxy, tracing {percentage}%"),
+                None => proxy.to_owned(),
+            };
             let hop_counts: &[u8] = match proxy {
                 "mesh-proxy" | "envoy" => &[1, 2],
                 "direct" => &[0],
                 _ => &[1],
             };
             for &hops in hop_counts {
-                eprintln!("== {proxy}, {hops} hop(s), {protocol}");
+                eprintln!("== {label}, {hops} hop(s), {protocol}");
                 let net = PodAndPeer::new("pb");
-                let mesh = mesh(hops == 2);
+                let mesh = mesh(hops == 2, sampling);
+                let _collector = sampling.map(|_| collector(&net.peer));
                 let mut children: Vec<Child> = Vec::new();
                 let url = match proxy {
                     "direct" => {
@@ -492,8 +601,13 @@ async fn main() {
                     _ => {
                         sidecar::capture(&net.pod, &["-u", "0", "-g", "0", "--ipv6", "off"]);
                         if hops == 2 {
-                            backend(&net.peer, "127.0.0.1:8080");
-                            sidecar::capture(&net.peer, &["-u", "0", "-g", "0", "--ipv6", "off"]);
+                            // The server's sidecar calls its app on the pod's address, as
+                            // Istio's does.
+                            backend(&net.peer, "0.0.0.0:8080");
+                            // The collector's port is not the app's: not captured.
+                            let keep = "15090,15021,15020,4317";
+                            let capture = ["-u", "0", "-g", "0", "--ipv6", "off", "-d", keep];
+                            sidecar::capture(&net.peer, &capture);
                             children.push(start_sidecar(
                                 proxy,
                                 &flags,
@@ -534,7 +648,16 @@ async fn main() {
                     "   p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, {:.0} req/s, {:.3} CPU-s/1000, {:.1} MiB",
                     run.p50, run.p90, run.p99, run.rps, run.cpu_per_1000, run.rss_mib
                 );
-                rows.push(Row { proxy: proxy.to_owned(), hops, protocol, run });
+                if sampling.is_some() {
+                    let namespaces: &[&str] =
+                        if hops == 2 { &[&net.pod, &net.peer] } else { &[&net.pod] };
+                    let (exported, dropped) = namespaces
+                        .iter()
+                        .map(|ns| span_counts(ns))
+                        .fold((0, 0), |(e, d), (e2, d2)| (e + e2, d + d2));
+                    eprintln!("   spans: {exported} exported, {dropped} dropped");
+                }
+                rows.push(Row { proxy: label.clone(), hops, protocol, sampling, run });
                 for mut child in children {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -617,6 +740,43 @@ fn render(rows: &[Row], flags: &Flags) -> String {
             ratio(r.cpu_per_1000, envoy.map(|e| e.run.cpu_per_1000)),
             ratio(r.rss_mib, envoy.map(|e| e.run.rss_mib)),
         );
+    }
+    let traced: Vec<&Row> = rows.iter().filter(|r| r.sampling.is_some()).collect();
+    if !traced.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## The cost of tracing\n\nmesh-proxy with a Telemetry sampling the given \
+             percentage of requests into an OTLP collector, against mesh-proxy untraced with the \
+             same hops and protocol (above 1: the traced run is slower, or uses more).\n"
+        );
+        let _ = writeln!(
+            out,
+            "| protocol | hops | sampling | p50 | p99 | req/s | CPU-s/1000 req | peak RSS |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        for row in traced {
+            let untraced = rows.iter().find(|r| {
+                r.proxy == "mesh-proxy" && r.protocol == row.protocol && r.hops == row.hops
+            });
+            let ratio = |f: fn(&Run) -> f64| {
+                untraced
+                    .map(|u| f(&u.run))
+                    .filter(|u| *u > 0.0)
+                    .map_or("-".to_owned(), |u| format!("{:.2}", f(&row.run) / u))
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {}% | {} | {} | {} | {} | {} |",
+                row.protocol,
+                row.hops,
+                row.sampling.unwrap_or_default(),
+                ratio(|r| r.p50),
+                ratio(|r| r.p99),
+                ratio(|r| r.rps),
+                ratio(|r| r.cpu_per_1000),
+                ratio(|r| r.rss_mib),
+            );
+        }
     }
     out
 }
