@@ -1,13 +1,15 @@
 //! Tracing as the mesh runs it: two mesh-proxy sidecars (processes, uid 1337, in their pods'
 //! network namespaces behind mesh-init's capture, certificates from a real mesh-ca,
 //! configuration from a real mesh-pilot) and `mesh-trace`'s receiver as the OTLP collector.
-//! What the pilot sends goes through a relay that writes into every HTTP connection manager
-//! the `tracing` and `access_log` Envoy reads (the OpenTelemetry tracer naming the collector's
-//! cluster, an access log filter `response.code >= 400` on the client side), and adds the
-//! collector's cluster. Checked as a user would see it: one trace per request, the server
-//! span the child of the client span across mesh mTLS with each side's peer identity, the
-//! caller's B3 headers passed on, only failed requests in the client's access log, the spans
-//! counted in the metrics, and the spans still queued sent when a sidecar stops.
+//! The tracing configuration comes two ways: as the pilot translates the mesh config's
+//! OpenTelemetry provider and a Telemetry (clients sampled at 100 %, servers at 0 %, the
+//! clients' access log filtered to `response.code >= 400`), and written by hand into what the
+//! pilot sends (a relay writes the same into every HTTP connection manager). The collector
+//! listens on each pod's loopback. Checked as a user would see it: one trace per request,
+//! the server span the child of the client span across mesh mTLS with each side's peer
+//! identity, the caller's B3 headers passed on, only failed requests in the client's access
+//! log, the spans counted in the metrics, and the spans still queued sent when a sidecar
+//! stops.
 //!
 //! Needs root, iproute2, iptables and setpriv; outside CI a missing piece is reported loudly
 //! and the test passes, under `CI=true` it fails.
@@ -47,8 +49,9 @@ use mesh_trace::receiver::{Receiver, TraceView};
 use prost::Message as _;
 
 const COLLECTOR_CLUSTER: &str = "outbound|4317||otel-collector.mesh-system.svc.cluster.local";
-/// Where the collector listens, inside each pod's namespace (the sidecars' own traffic is
-/// never captured).
+/// Where the collector listens: on each pod's loopback, as a node-local agent would (the
+/// sidecars' own traffic is never captured; at a pod's own address it would be, as Istio's
+/// rules send a sidecar's calls to its own pod address to its inbound side).
 const COLLECTOR: &str = "127.0.0.1:4317";
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -78,6 +81,56 @@ spec:
   - match: [{uri: {prefix: /productpage}}]
     route: [{destination: {host: hello.demo.svc.cluster.local}}]
 "#;
+
+/// The collector's Service and endpoint (each pod's loopback), and the Telemetry of the
+/// `demo` namespace.
+const TELEMETRY: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: otel-collector, namespace: mesh-system}
+spec:
+  clusterIP: 10.96.0.40
+  selector: {app: otel-collector}
+  ports: [{name: grpc-otlp, port: 4317}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: otel-collector-1, namespace: mesh-system}
+spec:
+  address: 127.0.0.1
+  labels: {app: otel-collector}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: demo, namespace: demo}
+spec:
+  tracing:
+  - match: {mode: CLIENT}
+    randomSamplingPercentage: 100
+  - match: {mode: SERVER}
+    randomSamplingPercentage: 0
+  accessLogging:
+  - match: {mode: CLIENT}
+    providers: [{name: envoy}]
+    filter: {expression: "response.code >= 400"}
+"#;
+
+/// The mesh config: Istio's OpenTelemetry provider, the default for tracing.
+const MESH_CONFIG: &str = r#"
+extensionProviders:
+- name: otel
+  opentelemetry: {service: otel-collector.mesh-system.svc.cluster.local, port: 4317}
+defaultProviders: {tracing: [otel]}
+"#;
+
+/// Where the sidecars' tracing configuration comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The pilot's translation of the mesh config and a Telemetry.
+    Pilot,
+    /// Written by a relay into what the pilot sends.
+    Relay,
+}
 
 /// The HCM `tracing` the pilot writes for a workload named `service`, sampling `percentage`.
 fn tracing(service: &str, percentage: f64) -> Tracing {
@@ -204,10 +257,20 @@ fn tracing_relay(pilot: String, tracing: Tracing, access_log: Vec<AccessLog>) ->
     Relay { pilot, rewrite: Arc::new(rewrite) }
 }
 
-fn snapshot(dir: &Path) -> Arc<mesh_pilot::model::Snapshot> {
-    std::fs::write(dir.join("mesh.yaml"), CONFIG).unwrap();
+fn snapshot(dir: &Path, source: Source) -> Arc<mesh_pilot::model::Snapshot> {
+    let config = match source {
+        Source::Pilot => format!("{CONFIG}---{TELEMETRY}"),
+        Source::Relay => CONFIG.to_owned(),
+    };
+    std::fs::write(dir.join("mesh.yaml"), config).unwrap();
     let (mut snapshot, rejected) = mesh_pilot::source::local::read(dir);
     assert!(rejected.is_empty(), "{rejected:?}");
+    if source == Source::Pilot {
+        let mesh_config =
+            mesh_api::mesh::MeshConfig::from_yaml("mesh config", MESH_CONFIG).unwrap();
+        snapshot.root_namespace.clone_from(&mesh_config.root_namespace);
+        snapshot.mesh_config = Arc::new(mesh_config);
+    }
     snapshot.version = 1;
     Arc::new(snapshot)
 }
@@ -237,9 +300,9 @@ fn serve_relay(ns: &str, relay: Relay) {
     );
 }
 
-/// Serves `receiver` inside `ns` on [`COLLECTOR`].
-fn serve_collector(ns: &str, receiver: &Receiver) {
-    let listener = netns::listen(ns, COLLECTOR.parse().unwrap());
+/// Serves `receiver` inside `ns` on `address`.
+fn serve_collector(ns: &str, address: &str, receiver: &Receiver) {
+    let listener = netns::listen(ns, address.parse().unwrap());
     listener.set_nonblocking(true).unwrap();
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
     tokio::spawn(receiver.clone().serve(listener, std::future::pending()));
@@ -374,11 +437,20 @@ fn kind<'a>(trace: &'a TraceView, kind: &str) -> &'a mesh_trace::receiver::SpanV
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_sidecars_report_one_trace_per_request_to_the_collector() {
+async fn two_sidecars_trace_as_the_pilot_translates_a_telemetry() {
+    two_sidecars(Source::Pilot).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sidecars_trace_as_their_connection_managers_say() {
+    two_sidecars(Source::Relay).await;
+}
+
+async fn two_sidecars(source: Source) {
     if !netns::can_run(&[]) {
         return;
     }
-    let net = PodAndPeer::new("mt");
+    let net = PodAndPeer::new(if source == Source::Pilot { "mtp" } else { "mtr" });
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .unwrap();
@@ -386,7 +458,7 @@ async fn two_sidecars_report_one_trace_per_request_to_the_collector() {
     std::fs::create_dir(&config_dir).unwrap();
     serve_app(&net.peer);
 
-    let (_publish, snapshots) = tokio::sync::watch::channel(snapshot(&config_dir));
+    let (_publish, snapshots) = tokio::sync::watch::channel(snapshot(&config_dir, source));
     let discovery = mesh_pilot::ads::Discovery::new(snapshots);
     let ca = mesh_testing::ca::TestCa::new();
     let ca_state = dir.path().join("ca");
@@ -412,8 +484,11 @@ async fn two_sidecars_report_one_trace_per_request_to_the_collector() {
     ];
     let mut sidecars = Vec::new();
     for (ns, pod, ip, sa, tracing, access_log, delay) in pods {
-        serve_relay(ns, tracing_relay(pilot.clone(), tracing, access_log));
-        serve_collector(ns, &receiver);
+        match source {
+            Source::Pilot => sidecar::serve_xds(ns, &discovery),
+            Source::Relay => serve_relay(ns, tracing_relay(pilot.clone(), tracing, access_log)),
+        }
+        serve_collector(ns, COLLECTOR, &receiver);
         sidecar::serve_ca(ns, &ca_state, &tokens);
         sidecar::capture(ns, &["-u", "1337", "-g", "1337", "--ipv6", "off"]);
         let env = [("OTEL_BSP_SCHEDULE_DELAY", delay)];
