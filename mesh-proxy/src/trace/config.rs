@@ -122,10 +122,8 @@ impl TraceConfig {
     /// Compiles a connection manager's `tracing`; `env` reads the environment variables of
     /// `environment` tags.
     pub fn compile(hcm: &Tracing, env: impl Fn(&str) -> Option<String>) -> Self {
+        // A provider the proxy cannot export to is said once, by the exporters.
         let export = Arc::new(export_spec(hcm.provider.as_ref()));
-        if let Collector::Unsupported(why) = &export.collector {
-            tracing::warn!("spans of this listener are not exported: {why}");
-        }
         let mut custom_tags = Vec::new();
         for tag in hcm.custom_tags.iter().take(MAX_CUSTOM_TAGS) {
             let value = match &tag.r#type {

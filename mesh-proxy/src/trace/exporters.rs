@@ -142,7 +142,8 @@ impl PromCollector for SpanMetrics {
 }
 
 /// The collectors `runtime`'s connection managers name, each once (at most
-/// [`MAX_EXPORTERS`]; more are left without an exporter, and their spans counted as dropped).
+/// [`MAX_EXPORTERS`]; more are left without an exporter, and their spans counted as dropped),
+/// those the proxy cannot export to included (so that it says why, once).
 pub fn specs(runtime: &Runtime) -> Vec<Arc<ExportSpec>> {
     let mut seen = HashSet::new();
     let mut specs = Vec::new();
@@ -151,7 +152,6 @@ pub fn specs(runtime: &Runtime) -> Vec<Arc<ExportSpec>> {
     for port in ports {
         for chain in runtime.listeners[&port].chains() {
             if let Some(config) = &chain.filters.http.trace
-                && !matches!(config.export.collector, Collector::Unsupported(_))
                 && seen.insert(config.export.clone())
             {
                 specs.push(config.export.clone());
@@ -292,6 +292,8 @@ impl Exporters {
         wanted: Vec<Arc<ExportSpec>>,
         spans: &Spans,
     ) {
+        // What is said of collectors no longer named is forgotten: the map stays bounded.
+        self.problems.retain(|spec, _| wanted.contains(spec));
         let mut queues = HashMap::new();
         let mut kept = HashMap::new();
         for spec in wanted {
