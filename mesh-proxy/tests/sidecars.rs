@@ -14,7 +14,9 @@
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 mod relay;
+mod sidecar_process;
 use relay::Relay;
+use sidecar_process::{Options, Sidecar, serve_pilot_here, serve_relay};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,7 +26,6 @@ use std::time::{Duration, Instant};
 use e2e::netns::{self, PodAndPeer};
 use e2e::sidecar;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 
 const CONFIG: &str = r#"
 apiVersion: v1
@@ -104,90 +105,7 @@ fn client(ns: &str, args: &[&str]) -> String {
 
 /// A plain HTTP GET from inside `ns` (to the sidecar's own ports on loopback).
 fn local_get(ns: &str, port: u16, path: &str) -> (u16, String) {
-    let path = path.to_owned();
-    netns::in_netns(ns, move || {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-            return (0, String::new());
-        };
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let status = out.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
-    })
-}
-
-/// A sidecar process in a pod namespace, as uid 1337.
-struct Sidecar {
-    child: Child,
-    ns: String,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Sidecar {
-    fn start(ns: &str, dir: &Path, pod: &str, ip: &str, sa: &str, root: &Path) -> Self {
-        let token = dir.join(format!("{sa}.token"));
-        let labels = dir.join(format!("{sa}.labels"));
-        std::fs::write(&labels, format!("app=\"{sa}\"\nversion=\"v1\"\n")).unwrap();
-        let (stdout, stderr) = (dir.join(format!("{sa}.out")), dir.join(format!("{sa}.err")));
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                "setpriv",
-                "--reuid=1337",
-                "--regid=1337",
-                "--clear-groups",
-            ])
-            .arg(env!("CARGO_BIN_EXE_mesh-proxy"))
-            .args(["--pilot-address", &format!("http://{}", sidecar::XDS)])
-            .args(["--ca-address", sidecar::CA, "--ca-server-name", sidecar::CA_NAME])
-            .arg("--root-cert")
-            .arg(root)
-            .arg("--token-path")
-            .arg(&token)
-            .arg("--labels-file")
-            .arg(&labels)
-            .args(["--pod-name", pod, "--pod-namespace", "demo", "--service-account", sa])
-            .args(["--pod-ip", ip, "--access-log", "json", "--drain-duration", "2s"])
-            .env("RUST_LOG", "info,mesh_proxy=debug")
-            .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
-            .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
-            .spawn()
-            .unwrap();
-        Self { child, ns: ns.to_owned(), stdout, stderr }
-    }
-
-    fn ready(&mut self) -> bool {
-        local_get(&self.ns, 15021, "/healthz/ready").0 == 200
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "--- stdout\n{}\n--- stderr\n{}",
-            std::fs::read_to_string(&self.stdout).unwrap_or_default(),
-            std::fs::read_to_string(&self.stderr).unwrap_or_default()
-        )
-    }
-
-    fn access_log(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.stdout)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    sidecar_process::request(ns, &format!("127.0.0.1:{port}"), path, &[])
 }
 
 /// A relay to `pilot` that, while `taint` is set, adds a route configuration the proxy must
@@ -228,31 +146,6 @@ fn tainting_relay(pilot: String, taint: Arc<std::sync::atomic::AtomicBool>) -> R
         response
     };
     Relay { pilot, rewrite: Arc::new(rewrite) }
-}
-
-/// Serves the pilot on loopback of this (the test's) namespace; returns its URL.
-async fn serve_pilot_here(discovery: &Arc<mesh_pilot::ads::Discovery>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let service = discovery.service();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    url
-}
-
-/// Serves `relay` inside `ns` where the sidecar looks for the pilot.
-fn serve_relay(ns: &str, relay: Relay) {
-    let listener = netns::listen(ns, sidecar::XDS.parse().unwrap());
-    listener.set_nonblocking(true).unwrap();
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(relay))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
 }
 
 fn snapshot(dir: &Path, extra: &str, version: u64) -> Arc<mesh_pilot::model::Snapshot> {
@@ -303,9 +196,6 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
     std::fs::write(&root_file, &ca.root_pem).unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "t-client demo/client\nt-hello demo/hello\n").unwrap();
-    for sa in ["client", "hello"] {
-        std::fs::write(dir.path().join(format!("{sa}.token")), format!("t-{sa}")).unwrap();
-    }
 
     let pods = [
         (&net.pod, "client-1", "10.99.0.2", "client"),
@@ -322,7 +212,9 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
         }
         sidecar::serve_ca(ns, &ca_state, &tokens);
         sidecar::capture(ns, &["-u", "1337", "-g", "1337", "--ipv6", "off"]);
-        sidecars.push(Sidecar::start(ns, dir.path(), pod, ip, sa, &root_file));
+        let env = [("RUST_LOG", "info,mesh_proxy=debug")];
+        let options = Options { root: &root_file, drain: "2s", env: &env };
+        sidecars.push(Sidecar::start(ns, dir.path(), pod, ip, sa, &options));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while !sidecars.iter_mut().all(Sidecar::ready) {

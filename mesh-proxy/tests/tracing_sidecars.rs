@@ -17,11 +17,13 @@
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 mod relay;
+mod sidecar_process;
 use relay::Relay;
+use sidecar_process::{Options, Sidecar, request, serve_pilot_here, serve_relay};
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -275,127 +277,12 @@ fn snapshot(dir: &Path, source: Source) -> Arc<mesh_pilot::model::Snapshot> {
     Arc::new(snapshot)
 }
 
-/// Serves the pilot on loopback of this (the test's) namespace; returns its URL.
-async fn serve_pilot_here(discovery: &Arc<mesh_pilot::ads::Discovery>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(discovery.service())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    url
-}
-
-/// Serves `relay` inside `ns` where the sidecar looks for the pilot.
-fn serve_relay(ns: &str, relay: Relay) {
-    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-    let listener = netns::listen(ns, sidecar::XDS.parse().unwrap());
-    listener.set_nonblocking(true).unwrap();
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(relay))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-}
-
 /// Serves `receiver` inside `ns` on `address`.
 fn serve_collector(ns: &str, address: &str, receiver: &Receiver) {
     let listener = netns::listen(ns, address.parse().unwrap());
     listener.set_nonblocking(true).unwrap();
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
     tokio::spawn(receiver.clone().serve(listener, std::future::pending()));
-}
-
-/// A plain HTTP/1.1 request from inside `ns` (as root: captured by its sidecar when it goes
-/// out, answered by the sidecar's own ports on loopback): the status and the body.
-fn request(ns: &str, to: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let (to, path) = (to.to_owned(), path.to_owned());
-    let headers: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-    netns::in_netns(ns, move || {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(&to) else { return (0, String::new()) };
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let host = to.split(':').next().unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}\r\n")
-            .unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let status = out.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
-    })
-}
-
-/// A sidecar process in a pod namespace, as uid 1337.
-struct Sidecar {
-    child: Child,
-    ns: String,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Sidecar {
-    fn start(ns: &str, dir: &Path, pod: &str, ip: &str, sa: &str, env: &[(&str, &str)]) -> Self {
-        let (token, labels) = (dir.join(format!("{sa}.token")), dir.join(format!("{sa}.labels")));
-        std::fs::write(&token, format!("t-{sa}")).unwrap();
-        std::fs::write(&labels, format!("app=\"{sa}\"\nversion=\"v1\"\n")).unwrap();
-        let (stdout, stderr) = (dir.join(format!("{sa}.out")), dir.join(format!("{sa}.err")));
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "setpriv", "--reuid=1337", "--regid=1337"])
-            .arg("--clear-groups")
-            .arg(env!("CARGO_BIN_EXE_mesh-proxy"))
-            .args(["--pilot-address", &format!("http://{}", sidecar::XDS)])
-            .args(["--ca-address", sidecar::CA, "--ca-server-name", sidecar::CA_NAME])
-            .arg("--root-cert")
-            .arg(dir.join("root-cert.pem"))
-            .arg("--token-path")
-            .arg(&token)
-            .arg("--labels-file")
-            .arg(&labels)
-            .args(["--pod-name", pod, "--pod-namespace", "demo", "--service-account", sa])
-            .args(["--pod-ip", ip, "--access-log", "json", "--drain-duration", "1s"])
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
-            .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
-            .spawn()
-            .unwrap();
-        Self { child, ns: ns.to_owned(), stdout, stderr }
-    }
-
-    fn ready(&mut self) -> bool {
-        request(&self.ns, "127.0.0.1:15021", "/healthz/ready", &[]).0 == 200
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "--- stdout\n{}\n--- stderr\n{}",
-            std::fs::read_to_string(&self.stdout).unwrap_or_default(),
-            std::fs::read_to_string(&self.stderr).unwrap_or_default()
-        )
-    }
-
-    fn access_log(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.stdout)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    fn metric(&self, name: &str) -> Option<u64> {
-        let (_, stats) = request(&self.ns, "127.0.0.1:15090", "/stats/prometheus", &[]);
-        let line = stats.lines().find(|l| l.split(' ').next() == Some(name))?;
-        line.rsplit(' ').next()?.parse().ok()
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The app: echoes the trace headers it got, one `name=value` a line.
@@ -463,7 +350,8 @@ async fn two_sidecars(source: Source) {
     let ca = mesh_testing::ca::TestCa::new();
     let ca_state = dir.path().join("ca");
     ca.write_state_dir(&ca_state);
-    std::fs::write(dir.path().join("root-cert.pem"), &ca.root_pem).unwrap();
+    let root = dir.path().join("root-cert.pem");
+    std::fs::write(&root, &ca.root_pem).unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "t-client demo/client\nt-hello demo/hello\n").unwrap();
     let receiver = Receiver::default();
@@ -492,7 +380,8 @@ async fn two_sidecars(source: Source) {
         sidecar::serve_ca(ns, &ca_state, &tokens);
         sidecar::capture(ns, &["-u", "1337", "-g", "1337", "--ipv6", "off"]);
         let env = [("OTEL_BSP_SCHEDULE_DELAY", delay)];
-        sidecars.push(Sidecar::start(ns, dir.path(), pod, ip, sa, &env));
+        let options = Options { root: &root, drain: "1s", env: &env };
+        sidecars.push(Sidecar::start(ns, dir.path(), pod, ip, sa, &options));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while !sidecars.iter_mut().all(Sidecar::ready) {
