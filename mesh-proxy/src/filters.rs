@@ -4,8 +4,8 @@
 //! host normalization ([`crate::path`]), how the client's address is found (for RBAC's
 //! `remote_ip`), its jwt_authn filter ([`crate::jwt`], ahead of RBAC), its HTTP RBAC
 //! filters in the order `http_filters` lists them (Istio's AUDIT, DENY, ALLOW), its `tracing`
-//! ([`crate::trace`]) and its access loggers' filters. Other HTTP filters are the business of
-//! routing and policy.
+//! ([`crate::trace`]) and its access loggers' filters; for a TCP chain, its `tcp_proxy`'s
+//! access loggers. Other HTTP filters are the business of routing and policy.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_filter,
 };
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use prost::Message as _;
 
 use crate::authz::{self, Filter, Filters};
@@ -22,6 +23,8 @@ use crate::path::PathOptions;
 
 /// Envoy's name of the HTTP connection manager.
 const HCM: &str = "envoy.filters.network.http_connection_manager";
+/// Envoy's name of the TCP proxy.
+const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 
 /// What a chain's filters check before its connections and requests go on.
 #[derive(Debug, Default)]
@@ -30,6 +33,8 @@ pub struct ChainFilters {
     pub network: Filters,
     /// The connection manager's request options (defaults for a TCP chain).
     pub http: Arc<HttpOptions>,
+    /// Which connections the `tcp_proxy`'s access loggers log (none, on an HTTP chain).
+    pub tcp_log: crate::telemetry::log_filter::LogPolicy,
 }
 
 impl ChainFilters {
@@ -38,6 +43,7 @@ impl ChainFilters {
     pub fn of(chain: &FilterChain) -> Self {
         let mut network = Vec::new();
         let mut http = HttpOptions::default();
+        let mut tcp_log = crate::telemetry::log_filter::LogPolicy::default();
         for filter in &chain.filters {
             let typed = match &filter.config_type {
                 Some(ConfigType::TypedConfig(any)) => Some(any),
@@ -50,6 +56,13 @@ impl ChainFilters {
                         .and_then(|any| HttpConnectionManager::decode(any.value.as_slice()).ok())
                     {
                         http = HttpOptions::of(&hcm);
+                    }
+                }
+                TCP_PROXY => {
+                    if let Some(proxy) =
+                        typed.and_then(|any| TcpProxy::decode(any.value.as_slice()).ok())
+                    {
+                        tcp_log = crate::telemetry::log_filter::LogPolicy::of(&proxy.access_log);
                     }
                 }
                 _ => {}
@@ -65,7 +78,7 @@ impl ChainFilters {
                 );
             }
         }
-        Self { network, http: Arc::new(http) }
+        Self { network, http: Arc::new(http), tcp_log }
     }
 
     /// Whether any RBAC filter runs on the chain (then the peer certificate is read).

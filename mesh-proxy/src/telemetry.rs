@@ -462,17 +462,11 @@ impl AccessLog {
         &self.tap
     }
 
-    /// Logs one entry, and shows it to the taps open with what `report` says of the peers,
-    /// as `reporter` reported it. With no tap open this costs one relaxed atomic load more
-    /// than [`AccessLog::log`].
-    pub fn record(&self, entry: &Entry, report: &Report, reporter: Reporter) {
-        self.log(entry);
-        self.tap.publish(|| tap::Record::new(entry, report, reporter));
-    }
-
-    /// As [`AccessLog::record`], writing the line only when `logged` (the connection
-    /// manager's access log filters passed); the taps see every request.
-    pub fn record_if(&self, logged: bool, entry: &Entry, report: &Report, reporter: Reporter) {
+    /// Logs one entry when `logged` (its connection manager's, TCP proxy's or listener's
+    /// access loggers say so), and shows it to the taps open, which see every request, with
+    /// what `report` says of the peers as `reporter` reported it. With no tap open this costs
+    /// one relaxed atomic load more than [`AccessLog::log`].
+    pub fn record(&self, logged: bool, entry: &Entry, report: &Report, reporter: Reporter) {
         if logged {
             self.log(entry);
         }

@@ -152,6 +152,9 @@ fn snapshot(dir: &Path, extra: &str, version: u64) -> Arc<mesh_pilot::model::Sna
     std::fs::write(dir.join("mesh.yaml"), format!("{CONFIG}---{extra}")).unwrap();
     let (mut snapshot, rejected) = mesh_pilot::source::local::read(dir);
     assert!(rejected.is_empty(), "{rejected:?}");
+    // Every request in the access log (the proxies log only what their config lists).
+    let logging = mesh_api::mesh::MeshConfig::from_yaml("mesh", "accessLogFile: /dev/stdout");
+    snapshot.mesh_config = Arc::new(logging.unwrap());
     snapshot.version = version;
     Arc::new(snapshot)
 }
@@ -387,6 +390,15 @@ async fn two_sidecars_carry_every_protocol_over_mesh_mtls() {
     assert_eq!(refused["response_code"], 503);
     // Istio's default retry policy (two retries on connect-failure, another host) ran out.
     assert_eq!(refused["response_flags"], "UF,URX");
+    // A TCP connection is logged by its chain's tcp_proxy loggers.
+    assert!(
+        sidecars[0].access_log().iter().any(|l| l["protocol"] == "TCP"
+            && l["upstream_cluster"]
+                .as_str()
+                .is_some_and(|c| c.ends_with("||hello.demo.svc.cluster.local"))),
+        "no TCP line:\n{}",
+        logs()
+    );
 
     for (status, flag) in [(400, "DPE"), (431, "DPE"), (404, "NR")] {
         assert!(

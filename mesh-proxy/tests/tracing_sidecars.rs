@@ -119,6 +119,7 @@ spec:
 
 /// The mesh config: Istio's OpenTelemetry provider, the default for tracing.
 const MESH_CONFIG: &str = r#"
+accessLogFile: /dev/stdout
 extensionProviders:
 - name: otel
   opentelemetry: {service: otel-collector.mesh-system.svc.cluster.local, port: 4317}
@@ -162,6 +163,11 @@ fn tracing(service: &str, percentage: f64) -> Tracing {
         }),
         ..Default::default()
     }
+}
+
+/// The file logger logging every request, as the pilot writes it for `accessLogFile`.
+fn everything() -> AccessLog {
+    AccessLog { name: "envoy.access_loggers.file".into(), filter: None, config_type: None }
 }
 
 /// The file logger with the filter the pilot compiles `response.code >= 400` into.
@@ -368,7 +374,15 @@ async fn two_sidecars(source: Source) {
             vec![errors_only()],
             "100",
         ),
-        (&net.peer, "hello-1", "10.99.0.1", "hello", tracing("hello.demo", 0.0), vec![], "60000"),
+        (
+            &net.peer,
+            "hello-1",
+            "10.99.0.1",
+            "hello",
+            tracing("hello.demo", 0.0),
+            vec![everything()],
+            "60000",
+        ),
     ];
     let mut sidecars = Vec::new();
     for (ns, pod, ip, sa, tracing, access_log, delay) in pods {
@@ -446,7 +460,7 @@ async fn two_sidecars(source: Source) {
 
     // The access log filter: the client's sidecar logs the 404 and not the 200s (its lines
     // are written in order: once the 404 is there, the 200s would be too); the server's
-    // connection manager lists no logger, so it logs every request as before.
+    // logger has no filter: it logs every request (the mesh config's `accessLogFile`).
     let deadline = Instant::now() + WAIT;
     while !sidecars[0].access_log().iter().any(|l| l["response_code"] == 404) {
         assert!(Instant::now() < deadline, "no 404 in the access log:\n{}", logs(&sidecars));

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
@@ -198,7 +199,9 @@ pub fn listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
                             ..FilterChain::default()
                         });
                     }
-                    ServerKind::Passthrough => chains.extend(passthrough(snapshot, server)),
+                    ServerKind::Passthrough => {
+                        chains.extend(passthrough(snapshot, server, &telemetry.access_log));
+                    }
                     ServerKind::IstioMutual => {
                         let rds = http_connection_manager::RouteSpecifier::Rds(Rds {
                             route_config_name: server.https_routes(),
@@ -243,6 +246,7 @@ pub fn listeners(snapshot: &Snapshot, proxy: &Proxy) -> Vec<Listener> {
                     Vec::new()
                 },
                 traffic_direction: TrafficDirection::Outbound as i32,
+                access_log: telemetry.listener_access_log(),
                 ..Listener::default()
             })
         })
@@ -266,7 +270,11 @@ fn has_certificate(snapshot: &Snapshot, proxy: &Proxy, credential: &str) -> bool
 
 /// The chains of a PASSTHROUGH server: one per SNI host of the `tls` rules of the
 /// VirtualServices bound to its Gateway, forwarding the bytes to the rule's destination.
-fn passthrough(snapshot: &Snapshot, server: &Selected<'_>) -> Vec<FilterChain> {
+fn passthrough(
+    snapshot: &Snapshot,
+    server: &Selected<'_>,
+    access_log: &[AccessLog],
+) -> Vec<FilterChain> {
     let mut chains = Vec::new();
     for vs in bound(snapshot, server) {
         let vs_namespace = vs.metadata.namespace.as_deref().unwrap_or("default");
@@ -294,7 +302,9 @@ fn passthrough(snapshot: &Snapshot, server: &Selected<'_>) -> Vec<FilterChain> {
             chains.push(FilterChain {
                 name: format!("passthrough.{}.{}", server.port, names.join(",")),
                 filter_chain_match: if all { None } else { sni(names) },
-                filters: vec![super::listener::tcp_proxy_filter(&cluster, &cluster, None)],
+                filters: vec![super::listener::tcp_proxy_filter(
+                    &cluster, &cluster, None, access_log,
+                )],
                 ..FilterChain::default()
             });
         }

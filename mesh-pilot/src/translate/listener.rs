@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
 use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
 use envoy_types::pb::envoy::config::listener::v3::{
     ApiListener, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter,
@@ -52,6 +53,7 @@ fn capture_listener(
     chains: Vec<FilterChain>,
     default: Option<FilterChain>,
     direction: TrafficDirection,
+    telemetry: &HcmTelemetry,
 ) -> Listener {
     Listener {
         name: name.to_owned(),
@@ -60,6 +62,7 @@ fn capture_listener(
         filter_chains: chains,
         default_filter_chain: default,
         traffic_direction: direction as i32,
+        access_log: telemetry.listener_access_log(),
         ..Listener::default()
     }
 }
@@ -95,6 +98,7 @@ fn virtual_outbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
                             &service.hostname,
                             port.port,
                         ),
+                        &telemetry.access_log,
                     )],
                     ..FilterChain::default()
                 });
@@ -128,7 +132,7 @@ fn virtual_outbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
     };
     let default = FilterChain {
         name: unknown.to_owned(),
-        filters: vec![tcp_proxy_filter(unknown, unknown, None)],
+        filters: vec![tcp_proxy_filter(unknown, unknown, None, &telemetry.access_log)],
         ..FilterChain::default()
     };
     capture_listener(
@@ -137,6 +141,7 @@ fn virtual_outbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
         chains,
         Some(default),
         TrafficDirection::Outbound,
+        &telemetry,
     )
 }
 
@@ -203,7 +208,7 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
         let cluster = ClusterName::inbound(port).to_string();
         let filter = |mtls: bool| {
             if protocol == Protocol::Tcp {
-                guarded(tcp_proxy_filter(&cluster, &cluster, None))
+                guarded(tcp_proxy_filter(&cluster, &cluster, None, &telemetry.access_log))
             } else {
                 let stat = format!("inbound_0.0.0.0_{port}");
                 vec![inbound_hcm(&stat, &cluster, mtls, &http_rbac, &telemetry)]
@@ -229,7 +234,8 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
         }
     }
     let passthrough = || {
-        guarded(tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, None))
+        let cluster = INBOUND_PASSTHROUGH_CLUSTER;
+        guarded(tcp_proxy_filter(cluster, cluster, None, &telemetry.access_log))
     };
     // A port-level setting for a port no service declares: its own way in, as its mode says
     // (a STRICT workload may still take plaintext on one port, or refuse it on one).
@@ -255,7 +261,8 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
             filters: if mode.plaintext() {
                 passthrough()
             } else {
-                vec![tcp_proxy_filter(BLACKHOLE_CLUSTER, BLACKHOLE_CLUSTER, None)]
+                let cluster = BLACKHOLE_CLUSTER;
+                vec![tcp_proxy_filter(cluster, cluster, None, &telemetry.access_log)]
             },
             ..FilterChain::default()
         });
@@ -284,6 +291,7 @@ fn virtual_inbound(snapshot: &Snapshot, proxy: &Proxy) -> Listener {
         chains,
         default,
         TrafficDirection::Inbound,
+        &telemetry,
     );
     listener.listener_filters = vec![tls_inspector()];
     listener
@@ -353,16 +361,19 @@ fn inbound_routes(cluster: &str) -> RouteConfiguration {
     }
 }
 
-/// A TCP proxy to `cluster`; `idle_timeout` unset is Envoy's default (an hour).
+/// A TCP proxy to `cluster` logging with `access_log`; `idle_timeout` unset is Envoy's
+/// default (an hour).
 pub fn tcp_proxy_filter(
     stat_prefix: &str,
     cluster: &str,
     idle_timeout: Option<envoy_types::pb::google::protobuf::Duration>,
+    access_log: &[AccessLog],
 ) -> Filter {
     let proxy = TcpProxy {
         stat_prefix: stat_prefix.to_owned(),
         cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_owned())),
         idle_timeout,
+        access_log: access_log.to_vec(),
         ..TcpProxy::default()
     };
     Filter {

@@ -25,7 +25,7 @@ use crate::model::{Proxy, Snapshot};
 mod access_log;
 mod trace;
 
-pub use access_log::{compile_filter, envoy_access_logs};
+pub use access_log::{compile_filter, envoy_access_logs, listener_access_logs};
 pub use trace::{OPENTELEMETRY_TRACER, envoy_tracing, service_name};
 
 /// Which kind of HTTP connection manager (Istio's listener classes).
@@ -297,6 +297,11 @@ impl HcmTelemetry {
     pub fn apply(&self, hcm: &mut HttpConnectionManager) {
         hcm.tracing.clone_from(&self.tracing);
         hcm.access_log.clone_from(&self.access_log);
+    }
+
+    /// The listener's own `access_log` (for connections no chain takes).
+    pub fn listener_access_log(&self) -> Vec<AccessLog> {
+        listener_access_logs(&self.access_log)
     }
 }
 

@@ -67,7 +67,10 @@ pub(super) fn admit(
             };
             let report =
                 Report { protocol: crate::telemetry::RequestProtocol::Tcp, ..Report::default() };
-            shared.log.record(&entry, &report, peers.reporter);
+            // As Envoy's tcp_proxy logs the connection RBAC closed; an HTTP chain's
+            // connection manager logs requests, and there were none.
+            let logged = filters.tcp_log.logs(&crate::telemetry::log_filter::Ended::default());
+            shared.log.record(logged, &entry, &report, peers.reporter);
             shared.metrics.tcp_closed(peers.reporter, &report, 0, 0);
             return None;
         }

@@ -110,13 +110,15 @@ const NR: crate::telemetry::ResponseFlags = crate::telemetry::ResponseFlags::NO_
 const UF: crate::telemetry::ResponseFlags =
     crate::telemetry::ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
 
-/// Logs a connection the proxy closes without proxying it.
+/// Counts a connection the proxy closes without proxying it, and logs it when `listener`'s
+/// (or, once a chain took it, the chain's) loggers say so.
 fn refuse(
     shared: &Shared,
     reporter: Reporter,
     downstream: SocketAddr,
     flag: crate::telemetry::ResponseFlags,
     why: &str,
+    logged: bool,
 ) {
     tracing::debug!(%downstream, "connection closed: {why}");
     let entry = Entry {
@@ -131,8 +133,13 @@ fn refuse(
         flags: flag,
         ..Report::default()
     };
-    shared.log.record(&entry, &report, reporter);
+    shared.log.record(logged, &entry, &report, reporter);
     shared.metrics.tcp_closed(reporter, &report, 0, 0);
+}
+
+/// Whether the listener on `port` logs a connection it closes with `flag` (no listener: no).
+fn listener_logs(shared: &Shared, port: u16, flag: crate::telemetry::ResponseFlags) -> bool {
+    shared.runtime.load().listeners.get(&port).is_some_and(|l| l.logs_refused(flag))
 }
 
 /// Where a connection redirected by iptables was going; `None` when it was not redirected
@@ -189,7 +196,7 @@ fn choose(shared: &Shared, port: u16, connection: &listener::Connection) -> Resu
 async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {
     let reporter = Reporter::Source;
     let Some((local, destination)) = redirected(&tcp) else {
-        return refuse(&shared, reporter, peer, NR, "not redirected (a loop)");
+        return refuse(&shared, reporter, peer, NR, "not redirected (a loop)", false);
     };
     let connection = listener::Connection {
         destination,
@@ -199,20 +206,26 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
     };
     let chosen = match choose(&shared, local.port(), &connection) {
         Ok(chosen) => chosen,
-        Err(why) => return refuse(&shared, reporter, peer, NR, &why),
+        Err(why) => {
+            let logged = listener_logs(&shared, local.port(), NR);
+            return refuse(&shared, reporter, peer, NR, &why, logged);
+        }
     };
     let peers = Peers { reporter, downstream: peer, destination, server_name: None };
     let Some(admission) = admit(&shared, &chosen.filters, &peers, None) else { return };
-    let flow = |(cluster, idle_timeout)| Flow {
+    let flow = |(cluster, idle_timeout), filters| Flow {
         reporter,
         cluster,
         destination,
         downstream: peer,
         peer: None,
         idle_timeout,
+        filters,
     };
     let routes = match chosen.plan {
-        Plan::Tcp(cluster, idle) => return proxy(shared, tcp, flow((cluster, idle))).await,
+        Plan::Tcp(cluster, idle) => {
+            return proxy(shared, tcp, flow((cluster, idle), chosen.filters)).await;
+        }
         Plan::Http(routes) => routes,
     };
     let sniffed = if SERVER_FIRST_PORTS.contains(&destination.port()) {
@@ -234,8 +247,14 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
             serve_http(shared, tcp, connection, sniffed == Sniffed::Http2, drain, None).await;
         }
         // Not HTTP on an HTTP port: passed through as the listener's default chain would.
-        (_, Some(fallback)) => proxy(shared, tcp, flow(fallback.clone())).await,
-        (_, None) => refuse(&shared, reporter, peer, NR, "not HTTP, and no passthrough"),
+        (_, Some(fallback)) => {
+            let filters = chosen.listener.fallback_filters();
+            proxy(shared, tcp, flow(fallback.clone(), filters)).await;
+        }
+        (_, None) => {
+            let logged = chosen.listener.logs_refused(NR);
+            refuse(&shared, reporter, peer, NR, "not HTTP, and no passthrough", logged);
+        }
     }
 }
 
@@ -247,7 +266,7 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
 async fn gateway(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {
     let reporter = Reporter::Source;
     let Ok(local) = tcp.local_addr() else {
-        return refuse(&shared, reporter, peer, NR, "no local address");
+        return refuse(&shared, reporter, peer, NR, "no local address", false);
     };
     let mut connection = listener::Connection {
         destination: local,
@@ -265,13 +284,17 @@ async fn gateway(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: d
             }
             Inspected::Plain => {}
             Inspected::TimedOut => {
-                return refuse(&shared, reporter, peer, NR, "no ClientHello in time");
+                let logged = listener_logs(&shared, local.port(), NR);
+                return refuse(&shared, reporter, peer, NR, "no ClientHello in time", logged);
             }
         }
     }
     let chosen = match choose(&shared, local.port(), &connection) {
         Ok(chosen) => chosen,
-        Err(why) => return refuse(&shared, reporter, peer, NR, &why),
+        Err(why) => {
+            let logged = listener_logs(&shared, local.port(), NR);
+            return refuse(&shared, reporter, peer, NR, &why, logged);
+        }
     };
     let (offered, server_name) = (connection.alpn, connection.server_name);
     let ends = Ends { reporter, downstream: peer, destination: local, offered, server_name };
@@ -322,6 +345,7 @@ async fn carry(
     // anything goes upstream.
     let server_name = ends.server_name.as_deref();
     let peers = Peers { reporter, downstream, destination, server_name };
+    let filters = chosen.filters.clone();
     let flow = |(cluster, idle_timeout), mesh_peer| Flow {
         reporter,
         cluster,
@@ -329,6 +353,7 @@ async fn carry(
         downstream,
         peer: mesh_peer,
         idle_timeout,
+        filters: filters.clone(),
     };
     let http = |routes, mesh_peer, admission| Connection {
         reporter,
@@ -354,7 +379,14 @@ async fn carry(
         ChainTls::Mesh => {
             let (tls, mesh_peer, h2) = match accept_mesh(&shared, tcp).await {
                 Ok(accepted) => accepted,
-                Err(why) => return refuse(&shared, reporter, downstream, UF, &why),
+                Err(why) => {
+                    // As Envoy's tcp_proxy logs the connection; a connection manager logs
+                    // requests, and there were none.
+                    let ended =
+                        crate::telemetry::log_filter::Ended { flags: UF, ..Default::default() };
+                    let logged = chosen.filters.tcp_log.logs(&ended);
+                    return refuse(&shared, reporter, downstream, UF, &why, logged);
+                }
             };
             let peer_certificate = certificate(&chosen.filters, tls.get_ref().1);
             let Some(admission) = admit(&shared, &chosen.filters, &peers, peer_certificate) else {
@@ -506,12 +538,13 @@ async fn accept_mesh(
 async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: drain::Watch) {
     let reporter = Reporter::Destination;
     let Some((local, destination)) = redirected(&tcp) else {
-        return refuse(&shared, reporter, peer, NR, "not redirected (a loop)");
+        return refuse(&shared, reporter, peer, NR, "not redirected (a loop)", false);
     };
     // Whatever the configuration says, the sidecar's own ports (admin, health, metrics...)
     // are never reached from outside the pod through it.
     if mesh_api::ports::is_proxy_port(destination.port()) {
-        return refuse(&shared, reporter, peer, NR, "a port of the sidecar's own, never an app's");
+        let why = "a port of the sidecar's own, never an app's";
+        return refuse(&shared, reporter, peer, NR, why, listener_logs(&shared, local.port(), NR));
     }
     let mut connection = listener::Connection {
         destination,
@@ -536,12 +569,13 @@ async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: d
         connection.server_name = hello.server_name;
         connection.alpn = hello.alpn;
     }
+    let logged = listener_logs(&shared, local.port(), NR);
     let chosen = match choose(&shared, local.port(), &connection) {
         Ok(chosen) => chosen,
-        Err(why) => return refuse(&shared, reporter, peer, NR, &why),
+        Err(why) => return refuse(&shared, reporter, peer, NR, &why, logged),
     };
     if matches!(chosen.tls, ChainTls::Mesh) && connection.transport != "tls" {
-        return refuse(&shared, reporter, peer, NR, "plaintext on an mTLS-only chain");
+        return refuse(&shared, reporter, peer, NR, "plaintext on an mTLS-only chain", logged);
     }
     // Mesh mTLS chains, and chains with certificates of their own (Istio's Sidecar ingress
     // TLS), are terminated here as at a gateway.
@@ -563,6 +597,7 @@ pub async fn serve_http<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (reporter, downstream) = (connection.reporter, connection.downstream);
+    let options = connection.admission.options.clone();
     let connection = Arc::new(connection);
     let served = shared.clone();
     let service = hyper::service::service_fn(move |request| {
@@ -638,7 +673,12 @@ pub async fn serve_http<I>(
             flags: crate::telemetry::ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
             ..Report::default()
         };
-        shared.log.record(&entry, &report, reporter);
+        let logged = options.access_log.logs(&crate::telemetry::log_filter::Ended {
+            status,
+            flags: crate::telemetry::ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+            ..Default::default()
+        });
+        shared.log.record(logged, &entry, &report, reporter);
         shared.metrics.request(reporter, &report, 0.0, 0, 0);
     }
 }

@@ -31,6 +31,8 @@ pub struct Flow {
     pub peer: Option<Peer>,
     /// Closes the connection after this long with no bytes either way (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// Its chain's filters, whose `tcp_proxy` access loggers say whether it is logged.
+    pub filters: Arc<crate::filters::ChainFilters>,
 }
 
 /// Proxies `io` as TCP per `flow` until either side closes.
@@ -63,7 +65,12 @@ where
         entry.bytes_sent = sent;
         entry.bytes_received = received;
         entry.flags = report.flags;
-        shared.log.record(entry, report, flow.reporter);
+        let ended = crate::telemetry::log_filter::Ended {
+            duration_ms: entry.duration_ms,
+            flags: report.flags,
+            ..Default::default()
+        };
+        shared.log.record(flow.filters.tcp_log.logs(&ended), entry, report, flow.reporter);
     };
     let picked = match pick(&runtime, &flow.cluster, flow.destination, None).await {
         Ok(picked) => picked,

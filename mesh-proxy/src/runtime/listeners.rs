@@ -168,6 +168,9 @@ pub struct CompiledListener {
     pub fallback: Option<(String, Option<Duration>)>,
     /// Whether a gateway inspects its connections for a ClientHello before choosing a chain.
     pub inspector: Option<Inspector>,
+    /// The listener's own access loggers: for connections it closes before any chain takes
+    /// them (Istio's, filtered to `NR`).
+    pub access_log: crate::telemetry::log_filter::LogPolicy,
 }
 
 impl CompiledListener {
@@ -190,7 +193,20 @@ impl CompiledListener {
             default,
             fallback,
             inspector: Inspector::of(listener),
+            access_log: crate::telemetry::log_filter::LogPolicy::of(&listener.access_log),
         }
+    }
+
+    /// What the default chain's filters check (its `tcp_proxy`'s access loggers), for the
+    /// connections that go by [`CompiledListener::fallback`].
+    pub fn fallback_filters(&self) -> Arc<crate::filters::ChainFilters> {
+        self.default.as_ref().map(|c| c.filters.clone()).unwrap_or_default()
+    }
+
+    /// Whether the listener's own loggers log a connection it closes with `flags`.
+    pub fn logs_refused(&self, flags: crate::telemetry::ResponseFlags) -> bool {
+        let ended = crate::telemetry::log_filter::Ended { flags, ..Default::default() };
+        self.access_log.logs(&ended)
     }
 
     /// The chain that takes `connection` (`None`: no chain matches and there is no default).
@@ -287,6 +303,31 @@ mod tests {
         // A chain the proxy cannot run is compiled to its reason, for each connection it takes.
         let why = compiled.select(&connection("10.0.0.1:9999")).unwrap().plan.clone().unwrap_err();
         assert!(why.contains("redis_proxy"), "{why}");
+
+        // Its own loggers, as Istio writes them, log only the connections no chain takes.
+        assert!(!compiled.logs_refused(crate::telemetry::ResponseFlags::NO_ROUTE_FOUND));
+        let nr = envoy_types::pb::envoy::config::accesslog::v3::AccessLogFilter {
+            filter_specifier: Some(
+                envoy_types::pb::envoy::config::accesslog::v3::access_log_filter::FilterSpecifier::ResponseFlagFilter(
+                    envoy_types::pb::envoy::config::accesslog::v3::ResponseFlagFilter {
+                        flags: vec!["NR".to_owned()],
+                    },
+                ),
+            ),
+        };
+        let logging = Listener {
+            access_log: vec![envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
+                name: "envoy.access_loggers.file".to_owned(),
+                filter: Some(nr),
+                config_type: None,
+            }],
+            ..listener.clone()
+        };
+        let logging = CompiledListener::compile(&logging, &BTreeMap::new());
+        assert!(logging.logs_refused(crate::telemetry::ResponseFlags::NO_ROUTE_FOUND));
+        assert!(
+            !logging.logs_refused(crate::telemetry::ResponseFlags::UPSTREAM_CONNECTION_FAILURE)
+        );
 
         let no_default = Listener {
             filter_chains: vec![tcp_chain("db", Some(5432), "db")],

@@ -4,9 +4,11 @@
 //! `not_health_check_filter`), the form the pilot compiles a Telemetry's filter expression
 //! into, compiled with the listener and decided when a request ends. Pure.
 //!
-//! A request is logged once (the proxy has one access log, in the format of its flag) when
-//! any logger would log it. A connection manager that lists no logger leaves the proxy's
-//! own log as it is: every request logged.
+//! As in Envoy, a request is logged only when its connection manager (a TCP connection: its
+//! `tcp_proxy`; a connection no chain takes: its listener) lists a file access logger whose
+//! filter passes; it is logged once (the proxy has one access log, in the format of its
+//! `--access-log` flag) however many loggers would log it. Loggers of other kinds (gRPC or
+//! OpenTelemetry access log services) are not the proxy's to run, and log nothing.
 
 use envoy_types::pb::envoy::config::accesslog::v3::{
     AccessLog, AccessLogFilter, ComparisonFilter, access_log_filter, comparison_filter,
@@ -80,32 +82,36 @@ pub struct Ended {
     pub header_bits: u64,
 }
 
-/// A connection manager's access logging.
+/// Envoy's name of the file access logger.
+pub const FILE_LOGGER: &str = "envoy.access_loggers.file";
+/// The type of its configuration.
+const FILE_LOGGER_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
+
+/// The access logging of a connection manager, a TCP proxy or a listener.
 #[derive(Debug, Default)]
 pub struct LogPolicy {
-    /// `None`: no logger listed (every request is logged); else the filter of each logger
-    /// (`None`: it logs every request).
-    loggers: Option<Vec<Option<Node>>>,
+    /// The filter of each file logger (`None`: it logs every request); none: nothing logged.
+    loggers: Vec<Option<Node>>,
     headers: Vec<HeaderMatch>,
 }
 
 impl LogPolicy {
-    /// The policy of a connection manager's `access_log` list.
+    /// The policy of an `access_log` list.
     pub fn of(loggers: &[AccessLog]) -> Self {
-        if loggers.is_empty() {
-            return Self::default();
-        }
         let mut headers = Vec::new();
         let compiled = loggers
             .iter()
+            .filter(|logger| is_file_logger(logger))
             .map(|logger| logger.filter.as_ref().map(|f| compile(f, &mut headers, 0)))
             .collect();
-        Self { loggers: Some(compiled), headers }
+        Self { loggers: compiled, headers }
     }
 
-    /// Whether the connection manager lists loggers (else the proxy logs every request).
+    /// Whether any file logger is listed (else nothing is logged, and a request's headers
+    /// need not be kept for the log).
     pub fn is_configured(&self) -> bool {
-        self.loggers.is_some()
+        !self.loggers.is_empty()
     }
 
     /// The header tests' results for a request (bit `i` for test `i`); 0 when there are none,
@@ -120,12 +126,17 @@ impl LogPolicy {
 
     /// Whether the request is logged.
     pub fn logs(&self, ended: &Ended) -> bool {
-        match &self.loggers {
-            None => true,
-            Some(loggers) => {
-                loggers.iter().any(|filter| filter.as_ref().is_none_or(|f| eval(f, ended)))
-            }
-        }
+        self.loggers.iter().any(|filter| filter.as_ref().is_none_or(|f| eval(f, ended)))
+    }
+}
+
+/// Whether `logger` writes lines to a file (by its name or its configuration's type), which
+/// the proxy's access log stands for.
+fn is_file_logger(logger: &AccessLog) -> bool {
+    use envoy_types::pb::envoy::config::accesslog::v3::access_log::ConfigType;
+    match &logger.config_type {
+        Some(ConfigType::TypedConfig(any)) => any.type_url == FILE_LOGGER_TYPE,
+        _ => logger.name == FILE_LOGGER,
     }
 }
 
@@ -281,14 +292,33 @@ mod tests {
     }
 
     #[test]
-    fn no_logger_logs_everything_and_a_logger_without_filter_too() {
+    fn no_logger_logs_nothing_and_a_logger_without_filter_everything() {
         let none = LogPolicy::of(&[]);
         assert!(!none.is_configured());
-        assert!(none.logs(&Ended { status: 200, ..Ended::default() }));
+        assert!(!none.logs(&Ended { status: 200, ..Ended::default() }), "as Envoy: no logger");
         let errors = logger(Some(status(comparison_filter::Op::Ge, 400)));
         let both = LogPolicy::of(&[errors, logger(None)]);
         assert!(both.is_configured());
         assert!(both.logs(&Ended { status: 200, ..Ended::default() }), "the second logs all");
+    }
+
+    #[test]
+    fn only_file_loggers_count() {
+        use envoy_types::pb::envoy::config::accesslog::v3::access_log::ConfigType;
+        use envoy_types::pb::google::protobuf::Any;
+        let typed = |type_url: &str| AccessLog {
+            name: "anything".to_owned(),
+            filter: None,
+            config_type: Some(ConfigType::TypedConfig(Any {
+                type_url: type_url.to_owned(),
+                value: Vec::new(),
+            })),
+        };
+        let otel = typed(
+            "type.googleapis.com/envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
+        );
+        assert!(!LogPolicy::of(&[otel]).logs(&Ended::default()), "not the proxy's to run");
+        assert!(LogPolicy::of(&[typed(FILE_LOGGER_TYPE)]).logs(&Ended::default()));
     }
 
     #[test]

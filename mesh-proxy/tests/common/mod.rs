@@ -320,6 +320,7 @@ pub async fn tcp_proxy(
                 downstream: peer,
                 peer: None,
                 idle_timeout,
+                filters: Arc::default(),
             };
             tokio::spawn(mesh_proxy::proxy::tcp::proxy(shared.clone(), tcp, flow));
         }

@@ -58,12 +58,16 @@ pub fn workload_entry() -> String {
     out
 }
 
-/// The mesh config the pilot reads: with `tracing`, Istio's MeshConfig naming the local
-/// collector as the default tracing provider (as Istio's OpenTelemetry task configures it),
-/// sampling `sampling` percent of requests where no Telemetry says otherwise.
+/// The mesh config the pilot reads: every proxy's access log on its stdout, as Istio's demo
+/// profile has it; with `tracing`, the local collector named as the default tracing provider
+/// (as Istio's OpenTelemetry task configures it), sampling `sampling` percent of requests
+/// where no Telemetry says otherwise.
 pub fn mesh_config(tracing: Option<f64>) -> String {
     let mut out = String::from(
-        "# Written by meshctl local up: Istio's MeshConfig, read by the pilot (edits are picked up).\n",
+        "# Written by meshctl local up: Istio's MeshConfig, read by the pilot (edits are picked up).\n\
+         # The proxies' access logs (`meshctl local logs POD --proxy`); a Telemetry's\n\
+         # accessLogging overrides this, an empty value turns it off.\n\
+         accessLogFile: /dev/stdout\n",
     );
     if let Some(sampling) = tracing {
         let _ = write!(
@@ -141,6 +145,10 @@ mod tests {
         let some = MeshConfig::from_yaml("mesh.yaml", &mesh_config(Some(2.5))).unwrap();
         assert_eq!(some.trace_sampling(), 2.5);
         let off = MeshConfig::from_yaml("mesh.yaml", &mesh_config(None)).unwrap();
-        assert_eq!(off, MeshConfig::default());
+        assert_eq!(
+            off,
+            MeshConfig { access_log_file: "/dev/stdout".into(), ..MeshConfig::default() }
+        );
+        assert_eq!(config.access_log_file, "/dev/stdout", "access logs, traced or not");
     }
 }

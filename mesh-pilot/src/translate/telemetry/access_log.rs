@@ -1,12 +1,15 @@
 //! The HCM's `access_log`: Envoy's file logger for each provider that logs, with Istio's
 //! formats, and the Telemetry's filter expression compiled into Envoy's native access log
-//! filters (where istiod writes a CEL filter, which the mesh's proxy does not evaluate).
+//! filters (where istiod writes a CEL filter, which the mesh's proxy does not evaluate). The
+//! same loggers go on the TCP proxies, and on the listeners filtered to the connections no
+//! chain takes (`NR`), as istiod writes them.
 
 use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::accesslog::v3::{
     AccessLog, AccessLogFilter, AndFilter, ComparisonFilter, DurationFilter, HeaderFilter,
-    OrFilter, StatusCodeFilter, access_log, access_log_filter, comparison_filter,
+    OrFilter, ResponseFlagFilter, StatusCodeFilter, access_log, access_log_filter,
+    comparison_filter,
 };
 use envoy_types::pb::envoy::config::core::v3::{
     DataSource, JsonFormatOptions, RuntimeUInt32, SubstitutionFormatString, data_source,
@@ -96,6 +99,18 @@ pub fn envoy_access_logs(snapshot: &Snapshot, proxy: &Proxy, class: Class) -> Ve
             Some(log)
         })
         .collect()
+}
+
+/// A listener's own loggers: `loggers` (its connection managers'), each logging only the
+/// connections the listener closes because no chain takes them (Envoy's `NR`), in place of
+/// their own filters (which speak of requests).
+pub fn listener_access_logs(loggers: &[AccessLog]) -> Vec<AccessLog> {
+    let no_route = AccessLogFilter {
+        filter_specifier: Some(access_log_filter::FilterSpecifier::ResponseFlagFilter(
+            ResponseFlagFilter { flags: vec!["NR".to_owned()] },
+        )),
+    };
+    loggers.iter().map(|l| AccessLog { filter: Some(no_route.clone()), ..l.clone() }).collect()
 }
 
 /// The mesh config's `accessLogFile` logger, if it names a file.

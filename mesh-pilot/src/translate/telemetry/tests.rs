@@ -511,3 +511,46 @@ fn the_filter_applies_to_the_logger_of_its_providers() {
     assert_eq!(logs.len(), 1);
     assert_eq!(show(logs[0].filter.as_ref().unwrap()), "status>=400");
 }
+
+#[test]
+fn tcp_proxies_log_as_the_connection_managers_do_and_listeners_log_what_no_chain_takes() {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+    let services = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: demo}\nspec:\n  clusterIP: 10.96.0.7\n  ports: [{name: tcp-db, port: 5432}]\n---\n";
+    let tcp_logs = |snapshot: &Snapshot| -> Vec<(String, usize)> {
+        let listeners = crate::translate::listener::listeners(snapshot, &proxy("demo", "x"));
+        listeners
+            .iter()
+            .flat_map(|l| l.filter_chains.iter().chain(&l.default_filter_chain))
+            .flat_map(|c| &c.filters)
+            .filter(|f| f.name == "envoy.filters.network.tcp_proxy")
+            .map(|f| {
+                let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else { panic!() };
+                let proxy = TcpProxy::decode(any.value.as_slice()).unwrap();
+                (proxy.stat_prefix, proxy.access_log.len())
+            })
+            .collect()
+    };
+    use envoy_types::pb::envoy::config::listener::v3::filter;
+
+    let logged = build(services, "accessLogFile: /dev/stdout\n");
+    let tcp = tcp_logs(&logged);
+    assert!(tcp.iter().any(|(name, _)| name == "outbound|5432||db.demo.svc.cluster.local"));
+    assert!(tcp.iter().any(|(name, _)| name == "PassthroughCluster"));
+    assert!(tcp.iter().all(|(_, loggers)| *loggers == 1), "{tcp:?}");
+    for listener in crate::translate::listener::listeners(&logged, &proxy("demo", "x")) {
+        assert_eq!(listener.access_log.len(), 1, "{}", listener.name);
+        let flags = match &listener.access_log[0].filter {
+            Some(AccessLogFilter {
+                filter_specifier: Some(access_log_filter::FilterSpecifier::ResponseFlagFilter(f)),
+            }) => f.flags.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(flags, ["NR"], "only the connections no chain takes");
+    }
+
+    // No logger anywhere: nothing is logged.
+    let quiet = build(services, "");
+    assert!(tcp_logs(&quiet).iter().all(|(_, loggers)| *loggers == 0));
+    let listeners = crate::translate::listener::listeners(&quiet, &proxy("demo", "x"));
+    assert!(listeners.iter().all(|l| l.access_log.is_empty()));
+}

@@ -188,6 +188,6 @@ impl Drop for Finish {
             traced,
             header_bits: self.log_headers,
         });
-        self.shared.log.record_if(logged, &self.entry, &self.report, self.reporter);
+        self.shared.log.record(logged, &self.entry, &self.report, self.reporter);
     }
 }
