@@ -31,12 +31,14 @@ use e2e::traffic::{Bookinfo, near};
 use e2e::wire::Sniffer;
 use rustls_pki_types::pem::PemObject as _;
 
-/// A scenario: it changes the mesh and checks what traffic shows.
+#[path = "local_mesh/access_logs.rs"]
+mod access_logs;
 #[path = "local_mesh/day_two.rs"]
 mod day_two;
 #[path = "local_mesh/tracing.rs"]
 mod tracing;
 
+/// A scenario: it changes the mesh and checks what traffic shows.
 type Scenario<'a> = dyn Fn(&mut Mesh) -> anyhow::Result<()> + 'a;
 
 fn can_run() -> bool {
@@ -1240,7 +1242,7 @@ fn suite(proxy: &str, pick: impl Fn(&str) -> bool) {
             ensure!(Instant::now() < deadline, "Bookinfo never answered whole");
             std::thread::sleep(Duration::from_millis(300));
         }
-        let scenarios: [(&str, &Scenario); 15] = [
+        let scenarios: [(&str, &Scenario); 16] = [
             ("routing", &|m| routing(m, &app)),
             ("ingress", &|m| ingress(m, &app)),
             ("egress", &|m| egress(m)),
@@ -1253,6 +1255,7 @@ fn suite(proxy: &str, pick: impl Fn(&str) -> bool) {
             ("retries and circuit breaking", &|m| retries_and_circuit_breaking(m)),
             ("mtls", &|m| mtls(m)),
             ("telemetry", &|m| telemetry(m, &app)),
+            ("access logs", &|m| access_logs::access_logs(m)),
             ("day two", &|m| day_two::day_two(m, &app)),
             ("tracing", &|m| tracing::tracing(m, &app)),
             ("churn", &|m| churn(m, &app)),

@@ -82,6 +82,13 @@ fn start(role: String, spec: ProcessSpec, log_path: &Path) -> Result<Process, Lo
         .append(true)
         .open(log_path)
         .map_err(|e| failed(format!("{}: {e}", log_path.display())))?;
+    // The process's user owns its log: a proxy opens `/dev/stdout` again by name (Envoy's
+    // file access logger), which for a file is the file itself, checked against that user.
+    if let Some((uid, gid)) = spec.user {
+        std::os::unix::fs::fchown(&log, Some(uid), Some(gid)).map_err(|e| {
+            failed(format!("{}: cannot hand it to uid {uid}: {e}", log_path.display()))
+        })?;
+    }
     let err = log.try_clone().map_err(|e| failed(e.to_string()))?;
     // An empty namespace is the host's own (a port forward listens there).
     let mut words: Vec<String> = Vec::new();
