@@ -177,20 +177,9 @@ pub fn inject(
 
     let mut meta = meta;
     let labels = meta.labels.get_or_insert_with(BTreeMap::new);
-    let name = labels
-        .get("app.kubernetes.io/name")
-        .or_else(|| labels.get("app"))
-        .cloned()
-        .or_else(|| workload.map(str::to_owned))
-        .unwrap_or_else(|| "unknown".to_owned());
-    let revision = labels
-        .get("app.kubernetes.io/version")
-        .or_else(|| labels.get("version"))
-        .cloned()
-        .unwrap_or_else(|| "latest".to_owned());
+    let canonical = canonical_labels(labels, workload);
     labels.insert("security.istio.io/tlsMode".to_owned(), "istio".to_owned());
-    labels.entry("service.istio.io/canonical-name".to_owned()).or_insert(name);
-    labels.entry("service.istio.io/canonical-revision".to_owned()).or_insert(revision);
+    labels.extend(canonical);
     let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert("prometheus.io/scrape".to_owned(), "true".to_owned());
     annotations.insert("prometheus.io/port".to_owned(), ports::PROXY_PROMETHEUS.to_string());
@@ -551,4 +540,53 @@ fn mesh_volumes() -> Vec<Volume> {
             ..Volume::default()
         },
     ]
+}
+
+/// Label of a workload's canonical service, which telemetry names it by.
+pub const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
+/// Label of a workload's canonical revision.
+pub const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
+
+/// The canonical service labels Istio's injector gives a pod of `workload` with `labels`:
+/// those it has, else the name from `app.kubernetes.io/name`, `app`, the workload's name (or
+/// `unknown`), and the revision from `app.kubernetes.io/version`, `version` (or `latest`).
+pub fn canonical_labels(
+    labels: &BTreeMap<String, String>,
+    workload: Option<&str>,
+) -> [(String, String); 2] {
+    let first = |keys: &[&str]| keys.iter().find_map(|k| labels.get(*k)).cloned();
+    let name = first(&[CANONICAL_NAME, "app.kubernetes.io/name", "app"])
+        .or_else(|| workload.map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let revision = first(&[CANONICAL_REVISION, "app.kubernetes.io/version", "version"])
+        .unwrap_or_else(|| "latest".to_owned());
+    [(CANONICAL_NAME.to_owned(), name), (CANONICAL_REVISION.to_owned(), revision)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_labels_follow_istios_injector() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let values =
+            |l: &BTreeMap<String, String>, w: Option<&str>| canonical_labels(l, w).map(|(_, v)| v);
+        assert_eq!(
+            values(&labels(&[("app", "reviews"), ("version", "v2")]), None),
+            ["reviews", "v2"]
+        );
+        let kube = labels(&[
+            ("app", "r"),
+            ("app.kubernetes.io/name", "reviews"),
+            ("app.kubernetes.io/version", "2.1"),
+        ]);
+        assert_eq!(values(&kube, Some("w")), ["reviews", "2.1"], "the recommended labels first");
+        let own = labels(&[(CANONICAL_NAME, "rev"), ("app", "reviews")]);
+        assert_eq!(values(&own, None), ["rev", "latest"], "a pod's own are kept");
+        assert_eq!(values(&BTreeMap::new(), Some("reviews-v2")), ["reviews-v2", "latest"]);
+        assert_eq!(values(&BTreeMap::new(), None), ["unknown", "latest"]);
+    }
 }

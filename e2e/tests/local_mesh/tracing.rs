@@ -141,6 +141,11 @@ fn bookinfo_tree(trace: &Value, caller: &str) -> anyhow::Result<()> {
             parent["kind"]
         );
     }
+    // Each sidecar's canonical service and revision, from the labels the mesh gave its pod.
+    for (s, service, revision) in [(productpage, "productpage", "v1"), (reviews, "reviews", "v3")] {
+        ensure!(attribute(s, "istio.canonical_service") == service, "{s:#}");
+        ensure!(attribute(s, "istio.canonical_revision") == revision, "{s:#}");
+    }
     for s in spans {
         ensure!(s["trace_id"] == trace["trace_id"], "a span of another trace: {s:#}");
         ensure!(attribute(s, "http.method") == "GET", "{s:#}");

@@ -125,13 +125,16 @@ pub fn hosts_file(state: &State, for_namespace: &str) -> String {
     out
 }
 
-/// Labels the mesh adds to a pod with a sidecar (as Istio's injector does), so the pilot
-/// knows to speak mTLS to it. A gateway has none: its listeners are what its Gateways say
-/// (plain HTTP unless a server says TLS), as Istio's gateway pods carry no such label.
+/// Labels the mesh adds to a pod with a sidecar, as Istio's injector does: `tlsMode`, so the
+/// pilot knows to speak mTLS to it, and its canonical service and revision, which telemetry
+/// names it by. A gateway has none: its listeners are what its Gateways say (plain HTTP
+/// unless a server says TLS), as Istio's gateway pods carry no such label.
 pub fn workload_labels(pod: &Pod) -> BTreeMap<String, String> {
     let mut labels = pod.labels.clone();
     if pod.sidecar.is_some() && !pod.gateway {
+        let canonical = mesh_api::inject::canonical_labels(&labels, Some(&pod.name));
         labels.insert("security.istio.io/tlsMode".to_owned(), "istio".to_owned());
+        labels.extend(canonical);
     }
     labels
 }
@@ -506,7 +509,10 @@ mod tests {
         assert_eq!(we.spec.service_account.as_deref(), Some("bookinfo-reviews"));
         assert_eq!(
             labels_file(pod),
-            "app=\"reviews\"\nsecurity.istio.io/tlsMode=\"istio\"\nversion=\"v2\"\n"
+            "app=\"reviews\"\nsecurity.istio.io/tlsMode=\"istio\"\n\
+             service.istio.io/canonical-name=\"reviews\"\n\
+             service.istio.io/canonical-revision=\"v2\"\nversion=\"v2\"\n",
+            "the labels Istio's injector gives a pod"
         );
     }
 
