@@ -1,6 +1,7 @@
 //! A terminal program driven as a person would, in a detached tmux session: keys sent with
-//! `send-keys`, the screen read with `capture-pane`. The session is killed when the value is
-//! dropped, also when a test fails.
+//! `send-keys`, the screen read with `capture-pane`. Each session has a tmux server of its own
+//! (`-L`), so tests running at once never race one server's exit; it is killed when the value
+//! is dropped, also when a test fails.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ impl Tmux {
     /// Starts `command` (a shell command line) in a new session of `width` x `height` cells.
     pub fn start(session: &str, command: &str, width: u16, height: u16) -> anyhow::Result<Self> {
         let out = Command::new("tmux")
-            .args(["new-session", "-d", "-s", session])
+            .args(["-L", session, "-f", "/dev/null", "new-session", "-d", "-s", session])
             .args(["-x", &width.to_string(), "-y", &height.to_string()])
             .arg(command)
             .env("TERM", "xterm-256color")
@@ -30,9 +31,17 @@ impl Tmux {
         Ok(Self { session: session.to_owned() })
     }
 
+    /// A tmux command to this session's server.
+    fn tmux(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command.args(["-L", &self.session]);
+        command
+    }
+
     /// Sends keys, in tmux's names (`Tab`, `Enter`, `Down`, `q`, `/`).
     pub fn keys(&self, keys: &[&str]) -> anyhow::Result<()> {
-        let out = Command::new("tmux")
+        let out = self
+            .tmux()
             .args(["send-keys", "-t", &self.session])
             .args(keys)
             .output()
@@ -43,7 +52,8 @@ impl Tmux {
 
     /// Resizes the window (the program gets SIGWINCH, as from a person's terminal).
     pub fn resize(&self, width: u16, height: u16) -> anyhow::Result<()> {
-        let out = Command::new("tmux")
+        let out = self
+            .tmux()
             .args(["resize-window", "-t", &self.session])
             .args(["-x", &width.to_string(), "-y", &height.to_string()])
             .output()
@@ -58,7 +68,8 @@ impl Tmux {
 
     /// The screen as text, a line per row.
     pub fn screen(&self) -> anyhow::Result<String> {
-        let out = Command::new("tmux")
+        let out = self
+            .tmux()
             .args(["capture-pane", "-p", "-t", &self.session])
             .output()
             .context("cannot run tmux")?;
@@ -72,7 +83,7 @@ impl Tmux {
 
     /// Whether the session (and so its program) is still there.
     pub fn alive(&self) -> bool {
-        Command::new("tmux")
+        self.tmux()
             .args(["has-session", "-t", &self.session])
             .output()
             .is_ok_and(|o| o.status.success())
@@ -102,6 +113,6 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).output();
+        let _ = self.tmux().arg("kill-server").output();
     }
 }
