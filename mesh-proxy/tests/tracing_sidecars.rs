@@ -4,8 +4,9 @@
 //! The tracing configuration comes two ways: as the pilot translates the mesh config's
 //! OpenTelemetry provider and a Telemetry (clients sampled at 100 %, servers at 0 %, the
 //! clients' access log filtered to `response.code >= 400`), and written by hand into what the
-//! pilot sends (a relay writes the same into every HTTP connection manager). The collector
-//! listens on each pod's loopback. Checked as a user would see it: one trace per request,
+//! pilot sends (a relay writes the same into every HTTP connection manager, the server's with
+//! an OTLP/HTTP collector, as Istio's `opentelemetry.http` provider). The collector listens on
+//! each pod's loopback, OTLP/gRPC on 4317 and OTLP/HTTP on 4318. Checked as a user would see it: one trace per request,
 //! the server span the child of the client span across mesh mTLS with each side's peer
 //! identity, the caller's B3 headers passed on, only failed requests in the client's access
 //! log, the spans counted in the metrics, and the spans still queued sent when a sidecar
@@ -55,6 +56,9 @@ const COLLECTOR_CLUSTER: &str = "outbound|4317||otel-collector.mesh-system.svc.c
 /// sidecars' own traffic is never captured; at a pod's own address it would be, as Istio's
 /// rules send a sidecar's calls to its own pod address to its inbound side).
 const COLLECTOR: &str = "127.0.0.1:4317";
+/// The collector's OTLP/HTTP side, which the server's sidecar exports to in the relay variant.
+const COLLECTOR_HTTP_CLUSTER: &str = "outbound|4318||otel-collector.mesh-system.svc.cluster.local";
+const COLLECTOR_HTTP: &str = "127.0.0.1:4318";
 const WAIT: Duration = Duration::from_secs(20);
 
 const CONFIG: &str = r#"
@@ -135,6 +139,27 @@ enum Source {
     Relay,
 }
 
+/// The HCM `tracing` the pilot writes for a workload named `service`, sampling `percentage`,
+/// for an `opentelemetry` provider with `http` (OTLP over HTTP).
+fn tracing_over_http(service: &str, percentage: f64) -> Tracing {
+    use envoy_types::pb::envoy::config::core::v3::{HttpService, HttpUri, http_uri};
+    let otel = OpenTelemetryConfig {
+        http_service: Some(HttpService {
+            http_uri: Some(HttpUri {
+                uri: "otel-collector.mesh-system.svc.cluster.local/v1/traces".into(),
+                http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(
+                    COLLECTOR_HTTP_CLUSTER.into(),
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        service_name: service.into(),
+        ..Default::default()
+    };
+    tracing_to(otel, percentage)
+}
+
 /// The HCM `tracing` the pilot writes for a workload named `service`, sampling `percentage`.
 fn tracing(service: &str, percentage: f64) -> Tracing {
     let otel = OpenTelemetryConfig {
@@ -150,6 +175,11 @@ fn tracing(service: &str, percentage: f64) -> Tracing {
         service_name: service.into(),
         ..Default::default()
     };
+    tracing_to(otel, percentage)
+}
+
+/// The HCM `tracing` with Envoy's OpenTelemetry tracer configured by `otel`.
+fn tracing_to(otel: OpenTelemetryConfig, percentage: f64) -> Tracing {
     Tracing {
         client_sampling: Some(Percent { value: 100.0 }),
         random_sampling: Some(Percent { value: percentage }),
@@ -191,9 +221,9 @@ fn errors_only() -> AccessLog {
     }
 }
 
-/// The collector's cluster: a static endpoint on the pod's loopback.
-fn collector_cluster() -> Cluster {
-    let address: SocketAddr = COLLECTOR.parse().unwrap();
+/// A collector's cluster `name`: a static endpoint, `address`, on the pod's loopback.
+fn collector_cluster(name: &str, address: &str) -> Cluster {
+    let address: SocketAddr = address.parse().unwrap();
     let endpoint = LbEndpoint {
         host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
             address: Some(Address {
@@ -210,12 +240,12 @@ fn collector_cluster() -> Cluster {
         ..Default::default()
     };
     Cluster {
-        name: COLLECTOR_CLUSTER.into(),
+        name: name.into(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Static as i32,
         )),
         load_assignment: Some(ClusterLoadAssignment {
-            cluster_name: COLLECTOR_CLUSTER.into(),
+            cluster_name: name.into(),
             endpoints: vec![LocalityLbEndpoints {
                 lb_endpoints: vec![endpoint],
                 ..Default::default()
@@ -258,7 +288,13 @@ fn tracing_relay(pilot: String, tracing: Tracing, access_log: Vec<AccessLog>) ->
             }
         }
         if response.type_url == mesh_api::xds::CLUSTER_TYPE {
-            response.resources.push(envoy_types::util::pack_any(collector_cluster()));
+            for (name, address) in
+                [(COLLECTOR_CLUSTER, COLLECTOR), (COLLECTOR_HTTP_CLUSTER, COLLECTOR_HTTP)]
+            {
+                response
+                    .resources
+                    .push(envoy_types::util::pack_any(collector_cluster(name, address)));
+            }
         }
         response
     };
@@ -289,6 +325,14 @@ fn serve_collector(ns: &str, address: &str, receiver: &Receiver) {
     listener.set_nonblocking(true).unwrap();
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
     tokio::spawn(receiver.clone().serve(listener, std::future::pending()));
+}
+
+/// Serves `receiver`'s OTLP/HTTP side inside `ns` on `address`.
+fn serve_collector_over_http(ns: &str, address: &str, receiver: &Receiver) {
+    let listener = netns::listen(ns, address.parse().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(receiver.clone().serve_http(listener, std::future::pending()));
 }
 
 /// The app: echoes the trace headers it got, one `name=value` a line.
@@ -379,7 +423,7 @@ async fn two_sidecars(source: Source) {
             "hello-1",
             "10.99.0.1",
             "hello",
-            tracing("hello.demo", 0.0),
+            tracing_over_http("hello.demo", 0.0),
             vec![everything()],
             "60000",
         ),
@@ -391,6 +435,7 @@ async fn two_sidecars(source: Source) {
             Source::Relay => serve_relay(ns, tracing_relay(pilot.clone(), tracing, access_log)),
         }
         serve_collector(ns, COLLECTOR, &receiver);
+        serve_collector_over_http(ns, COLLECTOR_HTTP, &receiver);
         sidecar::serve_ca(ns, &ca_state, &tokens);
         sidecar::capture(ns, &["-u", "1337", "-g", "1337", "--ipv6", "off"]);
         let env = [("OTEL_BSP_SCHEDULE_DELAY", delay)];

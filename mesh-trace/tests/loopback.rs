@@ -103,6 +103,41 @@ async fn records_arrive_at_the_receiver_with_their_tree_and_attributes() {
 }
 
 #[tokio::test]
+async fn records_arrive_over_otlp_http_too_and_the_receiver_refuses_what_is_not_otlp() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let receiver = Receiver::new(Limits::default());
+    tokio::spawn(receiver.clone().serve_http(listener, std::future::pending()));
+    let mut settings = settings(address);
+    settings.transport = export::Transport::Http { path: "/v1/traces".to_owned() };
+    settings.headers = vec![("x-token".to_owned(), "t".to_owned())];
+    let exporter = Exporter::start(&settings).unwrap();
+    let ids = NewIds::random();
+    assert!(exporter.queue().send(record(ids.trace_id, [1; 8], None, "reviews:9080/*")));
+    let trace = receiver.wait_for_trace(&ids.trace_id, 1, WAIT).await.expect("the span");
+    assert_eq!(trace.spans[0].service, "reviews-v1.default");
+    assert_eq!(trace.spans[0].attributes["http.status_code"], 200);
+    let report = exporter.shutdown(WAIT).await;
+    assert_eq!((report.exported, report.dropped), (1, 0));
+
+    // A wrong path is a failed export: its spans are dropped and counted.
+    settings.transport = export::Transport::Http { path: "/v1/metrics".to_owned() };
+    let exporter = Exporter::start(&settings).unwrap();
+    assert!(exporter.queue().send(record(ids.trace_id, [2; 8], None, "elsewhere")));
+    let report = exporter.shutdown(WAIT).await;
+    assert_eq!((report.exported, report.dropped), (0, 1));
+    assert_eq!(receiver.spans_of(&ids.trace_id).await.unwrap().spans.len(), 1);
+
+    // JSON is not taken.
+    let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = "POST /v1/traces HTTP/1.1\r\nhost: c\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut tcp, &mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+}
+
+#[tokio::test]
 async fn shutdown_sends_what_is_queued() {
     let (receiver, address, _stop) = receiver().await;
     let mut settings = settings(address);

@@ -136,13 +136,20 @@ async fn the_collector_answers_what_it_received() {
     use mesh_trace::export::{ExportSettings, Exporter, Kind, SpanRecord, SpanStatus};
 
     let otlp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp_http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (otlp_address, api_address) = (otlp.local_addr().unwrap(), api.local_addr().unwrap());
+    let http_address = otlp_http.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let collector =
-        tokio::spawn(meshctl::local::otlp::collect(otlp, api, Limits::default(), async {
+    let collector = tokio::spawn(meshctl::local::otlp::collect(
+        otlp,
+        Some(otlp_http),
+        api,
+        Limits::default(),
+        async {
             let _ = stopped.await;
-        }));
+        },
+    ));
 
     let mut settings =
         ExportSettings::new(&otlp_address.to_string(), "productpage.default").unwrap();
@@ -166,9 +173,16 @@ async fn the_collector_answers_what_it_received() {
         status: SpanStatus::Unset,
     };
     assert!(exporter.queue().send(record([1; 8], None, Kind::Server, "/productpage")));
+    let report = exporter.shutdown(Duration::from_secs(20)).await;
+    assert!(report.flushed && report.exported == 1, "{report:?}");
+    // The child span over OTLP/HTTP: one trace, whichever way its spans came.
+    let mut settings =
+        ExportSettings::new(&http_address.to_string(), "productpage.default").unwrap();
+    settings.transport = mesh_trace::export::Transport::Http { path: "/v1/traces".into() };
+    let exporter = Exporter::start(&settings).unwrap();
     assert!(exporter.queue().send(record([2; 8], Some([1; 8]), Kind::Client, "/details/0")));
     let report = exporter.shutdown(Duration::from_secs(20)).await;
-    assert!(report.flushed && report.exported == 2, "{report:?}");
+    assert!(report.flushed && report.exported == 1, "{report:?}");
 
     let id = to_hex(&ids.trace_id);
     let (status, body) =

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::{GrpcService, grpc_service};
+use envoy_types::pb::envoy::config::core::v3::{GrpcService, HttpService, grpc_service, http_uri};
 use envoy_types::pb::envoy::config::trace::v3::{OpenTelemetryConfig, tracing as tracer};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::Tracing;
 use envoy_types::pb::envoy::r#type::tracing::v3::custom_tag;
@@ -34,8 +34,11 @@ pub struct ExportSpec {
     pub service_name: String,
     /// How long one export may take (the gRPC service's `timeout`), when set.
     pub timeout: Option<Duration>,
-    /// gRPC metadata sent with each export (the gRPC service's `initial_metadata`).
+    /// gRPC metadata sent with each export (the gRPC service's `initial_metadata`), or the
+    /// HTTP service's `request_headers_to_add`.
     pub headers: Vec<(String, String)>,
+    /// OTLP over HTTP to this path (the HTTP service's URI's); `None`: OTLP over gRPC.
+    pub http_path: Option<String>,
 }
 
 /// Where the collector is.
@@ -49,8 +52,8 @@ pub enum Collector {
     /// No provider (Istio's older `enableTracing`): the collector the standard
     /// `OTEL_EXPORTER_OTLP_*` variables name, if any.
     Environment,
-    /// A provider the proxy does not export to (another tracer, OTLP over HTTP): headers are
-    /// still read and written, spans are counted as dropped.
+    /// A provider the proxy does not export to (another tracer): headers are still read and
+    /// written, spans are counted as dropped.
     Unsupported(String),
 }
 
@@ -173,6 +176,7 @@ fn export_spec(provider: Option<&tracer::Http>) -> ExportSpec {
         service_name: String::new(),
         timeout: None,
         headers: Vec::new(),
+        http_path: None,
     };
     let Some(provider) = provider else {
         return ExportSpec { collector: Collector::Environment, ..unsupported(String::new()) };
@@ -190,15 +194,46 @@ fn export_spec(provider: Option<&tracer::Http>) -> ExportSpec {
         Ok(config) => config,
         Err(err) => return unsupported(format!("OpenTelemetryConfig does not decode: {err}")),
     };
-    let Some(grpc) = &config.grpc_service else {
-        let what = if config.http_service.is_some() {
-            "OTLP over HTTP (http_service) is not implemented: use gRPC"
-        } else {
-            "OpenTelemetryConfig names no grpc_service"
-        };
-        return unsupported(what.to_owned());
+    match (&config.grpc_service, &config.http_service) {
+        (Some(grpc), _) => grpc_export(grpc, config.service_name).unwrap_or_else(unsupported),
+        (None, Some(http)) => http_export(http, config.service_name).unwrap_or_else(unsupported),
+        (None, None) => {
+            unsupported("OpenTelemetryConfig names no grpc_service or http_service".into())
+        }
+    }
+}
+
+/// OTLP over HTTP: to an endpoint of the URI's cluster, at the URI's path (Istio writes
+/// `<host>/<path>`, without a scheme).
+fn http_export(http: &HttpService, service_name: String) -> Result<ExportSpec, String> {
+    let uri = http.http_uri.as_ref().ok_or("the http_service has no http_uri")?;
+    let cluster = match &uri.http_upstream_type {
+        Some(http_uri::HttpUpstreamType::Cluster(cluster)) if !cluster.is_empty() => cluster,
+        _ => return Err("the http_service's URI names no cluster".to_owned()),
     };
-    grpc_export(grpc, config.service_name).unwrap_or_else(unsupported)
+    let without_scheme = uri.uri.split_once("://").map_or(uri.uri.as_str(), |(_, rest)| rest);
+    let path = match without_scheme.find('/') {
+        Some(slash) => &without_scheme[slash..],
+        None => "/v1/traces",
+    };
+    if path.parse::<http::uri::PathAndQuery>().is_err() {
+        return Err(format!("the http_service's URI {:?} has a bad path", uri.uri));
+    }
+    let timeout = uri.timeout.as_ref().and_then(crate::runtime::duration).filter(|t| !t.is_zero());
+    let headers = http
+        .request_headers_to_add
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .filter(|h| !h.key.is_empty())
+        .map(|h| (h.key.to_ascii_lowercase(), h.value.clone()))
+        .collect();
+    Ok(ExportSpec {
+        collector: Collector::Cluster(cluster.clone()),
+        service_name,
+        timeout,
+        headers,
+        http_path: Some(path.to_owned()),
+    })
 }
 
 fn grpc_export(grpc: &GrpcService, service_name: String) -> Result<ExportSpec, String> {
@@ -222,7 +257,7 @@ fn grpc_export(grpc: &GrpcService, service_name: String) -> Result<ExportSpec, S
         .filter(|h| !h.key.is_empty())
         .map(|h| (h.key.to_ascii_lowercase(), h.value.clone()))
         .collect();
-    Ok(ExportSpec { collector, service_name, timeout, headers })
+    Ok(ExportSpec { collector, service_name, timeout, headers, http_path: None })
 }
 
 #[cfg(test)]
@@ -316,6 +351,7 @@ mod tests {
                 service_name: "reviews.default".to_owned(),
                 timeout: Some(Duration::from_secs(2)),
                 headers: vec![("x-tenant".to_owned(), "a".to_owned())],
+                http_path: None,
             }
         );
         assert_eq!(
@@ -386,19 +422,68 @@ mod tests {
 
         let http =
             OpenTelemetryConfig { http_service: Some(Default::default()), ..Default::default() };
-        let mut over_http = istio_tracing();
-        over_http.provider.as_mut().unwrap().config_type =
-            Some(tracer::http::ConfigType::TypedConfig(Any {
-                type_url: String::new(),
-                value: http.encode_to_vec(),
-            }));
-        let config = TraceConfig::compile(&over_http, |_| None);
+        let config = TraceConfig::compile(&with_otel(&http), |_| None);
         assert!(
-            matches!(&config.export.collector, Collector::Unsupported(why) if why.contains("OTLP over HTTP")),
+            matches!(&config.export.collector, Collector::Unsupported(why) if why.contains("no http_uri")),
             "{:?}",
             config.export
         );
         assert_eq!(config.random_sampling, 1.5, "sampling still applies to the headers");
+    }
+
+    /// Istio's tracing with `otel` as its OpenTelemetry tracer's config.
+    fn with_otel(otel: &OpenTelemetryConfig) -> Tracing {
+        let mut tracing = istio_tracing();
+        tracing.provider.as_mut().unwrap().config_type =
+            Some(tracer::http::ConfigType::TypedConfig(Any {
+                type_url: String::new(),
+                value: otel.encode_to_vec(),
+            }));
+        tracing
+    }
+
+    #[test]
+    fn an_http_service_exports_otlp_over_http_to_its_cluster_and_path() {
+        use envoy_types::pb::envoy::config::core::v3::{HeaderValueOption, HttpUri};
+        // As the pilot writes Istio's `opentelemetry.http` provider.
+        let http = OpenTelemetryConfig {
+            http_service: Some(HttpService {
+                http_uri: Some(HttpUri {
+                    uri: "otel-collector.observability.svc.cluster.local/v1/traces".to_owned(),
+                    http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(
+                        "outbound|4318||otel-collector.observability.svc.cluster.local".to_owned(),
+                    )),
+                    timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                        seconds: 3,
+                        nanos: 0,
+                    }),
+                }),
+                request_headers_to_add: vec![HeaderValueOption {
+                    header: Some(HeaderValue {
+                        key: "X-Token".to_owned(),
+                        value: "t".to_owned(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            service_name: "reviews.default".to_owned(),
+            ..Default::default()
+        };
+        let config = TraceConfig::compile(&with_otel(&http), |_| None);
+        assert_eq!(
+            *config.export,
+            ExportSpec {
+                collector: Collector::Cluster(
+                    "outbound|4318||otel-collector.observability.svc.cluster.local".to_owned()
+                ),
+                service_name: "reviews.default".to_owned(),
+                timeout: Some(Duration::from_secs(3)),
+                headers: vec![("x-token".to_owned(), "t".to_owned())],
+                http_path: Some("/v1/traces".to_owned()),
+            }
+        );
     }
 
     #[test]

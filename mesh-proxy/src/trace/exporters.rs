@@ -258,6 +258,9 @@ impl Exporters {
         if let Some(timeout) = spec.timeout {
             settings.timeout = timeout;
         }
+        if let Some(path) = &spec.http_path {
+            settings.transport = mesh_trace::export::Transport::Http { path: path.clone() };
+        }
         for (key, value) in &spec.headers {
             settings.headers.retain(|(k, _)| k != key);
             settings.headers.push((key.clone(), value.clone()));

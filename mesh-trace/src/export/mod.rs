@@ -1,12 +1,14 @@
 //! The one OTLP exporter of the mesh: finished spans go into a bounded queue that never blocks
 //! (a full queue drops the span and counts it), and one task batches them and sends them with
-//! opentelemetry-otlp's gRPC exporter, on the workspace's tonic.
+//! opentelemetry-otlp's gRPC exporter, on the workspace's tonic, or over OTLP/HTTP ([`http`],
+//! for the providers that name an HTTP collector).
 //!
 //! A data path hands over plain [`SpanRecord`]s through a [`Queue`] (cheap to clone, usable
 //! from any thread, no lock); the control plane's `tracing` spans come through the layer of
 //! [`layer()`], into the same queue. [`Exporter::shutdown`] flushes within a deadline.
 
 mod flags;
+mod http;
 mod layer;
 mod metric;
 mod record;
@@ -21,7 +23,7 @@ pub use settings::{
     OTEL_BSP_SCHEDULE_DELAY, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS,
     OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
     OTEL_EXPORTER_OTLP_TRACES_HEADERS, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, OTEL_RESOURCE_ATTRIBUTES,
-    OTEL_SERVICE_NAME, SettingsError, normalize_endpoint,
+    OTEL_SERVICE_NAME, SettingsError, Transport, normalize_endpoint,
 };
 
 use std::sync::Arc;
@@ -164,14 +166,34 @@ impl Exporter {
             let value = value.parse().map_err(|_| build(format!("bad value of header {key}")))?;
             metadata.append(key, value);
         }
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(settings.endpoint.clone())
-            .with_timeout(settings.timeout)
-            .with_metadata(metadata)
-            .build()
-            .map_err(|e| build(e.to_string()))?;
-        exporter.set_resource(&resource(&settings));
+        let exporter = match &settings.transport {
+            Transport::Grpc => {
+                let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(settings.endpoint.clone())
+                    .with_timeout(settings.timeout)
+                    .with_metadata(metadata)
+                    .build()
+                    .map_err(|e| build(e.to_string()))?;
+                exporter.set_resource(&resource(&settings));
+                Sender::Grpc(exporter)
+            }
+            Transport::Http { path } => {
+                let uri = format!("{}{path}", settings.endpoint)
+                    .parse()
+                    .map_err(|_| build(format!("bad path {path:?}")))?;
+                let mut headers = ::http::HeaderMap::new();
+                for (key, value) in &settings.headers {
+                    let name = ::http::HeaderName::from_bytes(key.as_bytes())
+                        .map_err(|_| build(format!("bad header name {key:?}")))?;
+                    let value = ::http::HeaderValue::from_str(value)
+                        .map_err(|_| build(format!("bad value of header {key}")))?;
+                    headers.insert(name, value);
+                }
+                let sender = http::HttpSender::new(uri, headers, &resource(&settings));
+                Sender::Http(sender.map_err(build)?)
+            }
+        };
 
         let (tx, rx) = mpsc::channel(settings.max_queue);
         let stats = Arc::new(Stats::default());
@@ -227,9 +249,31 @@ fn resource(settings: &ExportSettings) -> Resource {
         .build()
 }
 
+/// Where a batch goes.
+#[allow(clippy::large_enum_variant)] // One per exporter, made once: its size does not matter.
+enum Sender {
+    Grpc(opentelemetry_otlp::SpanExporter),
+    Http(http::HttpSender),
+}
+
+impl Sender {
+    async fn export(&self, spans: Vec<SpanData>) -> Result<(), String> {
+        match self {
+            Self::Grpc(exporter) => exporter.export(spans).await.map_err(|e| e.to_string()),
+            Self::Http(sender) => sender.export(spans).await,
+        }
+    }
+
+    fn shutdown(&self) {
+        if let Self::Grpc(exporter) = self {
+            let _ = exporter.shutdown();
+        }
+    }
+}
+
 /// The export task's state.
 struct Worker {
-    exporter: opentelemetry_otlp::SpanExporter,
+    exporter: Sender,
     stats: Arc<Stats>,
     timeout: Duration,
     max_batch: usize,
@@ -281,7 +325,7 @@ impl Worker {
             }
         }
         self.export(&mut batch).await;
-        let _ = self.exporter.shutdown();
+        self.exporter.shutdown();
     }
 
     /// Sends `batch` (emptying it); a failure or a timeout counts its spans as dropped.
@@ -296,7 +340,7 @@ impl Worker {
         self.stats.in_flight.store(0, Ordering::Relaxed);
         let error = match result {
             Ok(Ok(())) => None,
-            Ok(Err(err)) => Some(err.to_string()),
+            Ok(Err(err)) => Some(err),
             Err(_) => Some(format!("no answer within {:?}", self.timeout)),
         };
         match error {

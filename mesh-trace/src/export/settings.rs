@@ -37,12 +37,28 @@ const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_secs(5);
 /// No queue larger than this, whatever is asked: it holds finished spans in memory.
 const MAX_QUEUE_LIMIT: usize = 1 << 20;
 
-/// How and where spans are exported (OTLP over gRPC).
+/// How spans travel to the collector.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// OTLP over gRPC (the collector's `TraceService`, port 4317 by convention).
+    #[default]
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies, POSTed to this path of the endpoint (`/v1/traces`
+    /// by convention, port 4318).
+    Http {
+        /// The path, starting with `/`.
+        path: String,
+    },
+}
+
+/// How and where spans are exported.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportSettings {
     /// The collector, `http://host:port`.
     pub endpoint: String,
-    /// gRPC metadata sent with every export (lowercase keys).
+    /// gRPC or HTTP (the default is gRPC; the `OTEL_*` variables are read for gRPC only).
+    pub transport: Transport,
+    /// gRPC metadata, or HTTP headers, sent with every export (lowercase keys).
     pub headers: Vec<(String, String)>,
     /// How long one export may take before its spans count as dropped.
     pub timeout: Duration,
@@ -64,6 +80,7 @@ impl ExportSettings {
     pub fn new(endpoint: &str, service_name: &str) -> Result<Self, SettingsError> {
         Ok(Self {
             endpoint: normalize_endpoint(endpoint)?,
+            transport: Transport::Grpc,
             headers: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             max_batch: DEFAULT_MAX_BATCH,
@@ -261,6 +278,7 @@ mod tests {
             settings,
             ExportSettings {
                 endpoint: "http://collector:4317".to_owned(),
+                transport: Transport::Grpc,
                 headers: vec![],
                 timeout: Duration::from_secs(10),
                 max_batch: 512,
@@ -306,6 +324,7 @@ mod tests {
             settings,
             ExportSettings {
                 endpoint: "http://127.0.0.1:4317".to_owned(),
+                transport: Transport::Grpc,
                 headers: vec![
                     ("authorization".to_owned(), "Bearer abc".to_owned()),
                     ("x-tenant".to_owned(), "b".to_owned()),

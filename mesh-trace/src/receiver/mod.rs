@@ -1,8 +1,10 @@
 //! A small OTLP collector: the OpenTelemetry `TraceService` over gRPC (opentelemetry-proto's
-//! tonic server) keeping the last traces in memory, for tests and `meshctl local`. Look a trace
+//! tonic server), and OTLP/HTTP ([`http`]), keeping the last traces in memory, for tests and
+//! `meshctl local`. Look a trace
 //! up by id ([`Receiver::spans_of`]), list the latest ([`Receiver::latest`]), or wait for spans
 //! to arrive ([`Receiver::wait_for_trace`], [`Receiver::wait_for_span`]).
 
+pub mod http;
 mod store;
 mod view;
 
@@ -149,11 +151,16 @@ impl TraceService for Receiver {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let rejected = self.receive(request.into_inner()).await;
-        let partial_success = (rejected > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
-            error_message: "spans with invalid ids, or over the receiver's limit for one trace"
-                .to_owned(),
-        });
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success }))
+        Ok(tonic::Response::new(answer(rejected)))
     }
+}
+
+/// The answer to an export of which `rejected` spans were not kept.
+fn answer(rejected: u64) -> ExportTraceServiceResponse {
+    let partial_success = (rejected > 0).then(|| ExportTracePartialSuccess {
+        rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
+        error_message: "spans with invalid ids, or over the receiver's limit for one trace"
+            .to_owned(),
+    });
+    ExportTraceServiceResponse { partial_success }
 }

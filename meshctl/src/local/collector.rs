@@ -17,6 +17,8 @@ pub const IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 4);
 pub const NAME: &str = "otel-collector";
 /// Where the collector receives OTLP/gRPC (OTLP's standard port).
 pub const OTLP_PORT: u16 = 4317;
+/// Its OTLP/HTTP port (for Istio's `opentelemetry` providers with `http`).
+pub const OTLP_HTTP_PORT: u16 = 4318;
 /// Where the collector answers `meshctl trace` (Jaeger's query port).
 pub const API_PORT: u16 = 16686;
 /// The extension provider the mesh config names the collector by.
@@ -29,17 +31,21 @@ pub fn labels() -> BTreeMap<String, String> {
 }
 
 /// The collector's Service: OTLP/gRPC on 4317 (`grpc-otlp`, so the pilot makes its cluster
-/// HTTP/2 as gRPC needs), selecting the collector's WorkloadEntry.
+/// HTTP/2 as gRPC needs) and OTLP/HTTP on 4318 (`http-otlp`), selecting the collector's
+/// WorkloadEntry.
 pub fn service(vip: Ipv4Addr) -> Service {
     Service {
         name: NAME.to_owned(),
         namespace: mesh_api::ports::CONTROL_PLANE_NAMESPACE.to_owned(),
         vip,
-        ports: vec![ServicePort {
-            name: "grpc-otlp".to_owned(),
-            port: OTLP_PORT,
-            target_port: OTLP_PORT,
-        }],
+        ports: vec![
+            ServicePort { name: "grpc-otlp".to_owned(), port: OTLP_PORT, target_port: OTLP_PORT },
+            ServicePort {
+                name: "http-otlp".to_owned(),
+                port: OTLP_HTTP_PORT,
+                target_port: OTLP_HTTP_PORT,
+            },
+        ],
         selector: labels(),
     }
 }
@@ -116,6 +122,7 @@ mod tests {
         assert_eq!(we.spec.labels["app"], "otel-collector");
         assert!(text.contains("namespace: mesh-system"), "{text}");
         assert!(text.contains("{name: \"grpc-otlp\", port: 4317, targetPort: 4317}"), "{text}");
+        assert!(text.contains("{name: \"http-otlp\", port: 4318, targetPort: 4318}"), "{text}");
 
         // Its VIP leads to it, as a pod's leads to the pod.
         state.services.insert("mesh-system/otel-collector".into(), service.clone());

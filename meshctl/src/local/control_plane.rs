@@ -172,11 +172,12 @@ pub fn up(dir: &StateDir, args: UpArgs) -> Result<(), LocalError> {
     );
     if state.tracing {
         println!(
-            "  {}  {}:{} (OTLP/gRPC, the mesh config's default tracing provider, sampling {}%)\nTraces: `meshctl trace` (the last request's tree), `meshctl trace --id ID`, and `t` in the dashboard's Live view.",
+            "  {}  {}:{} (OTLP/gRPC, the mesh config's default tracing provider, sampling {}%; OTLP/HTTP on {})\nTraces: `meshctl trace` (the last request's tree), `meshctl trace --id ID`, and `t` in the dashboard's Live view.",
             collector::NAME,
             collector::IP,
             collector::OTLP_PORT,
-            args.trace_sampling
+            args.trace_sampling,
+            collector::OTLP_HTTP_PORT,
         );
     }
     Ok(())
@@ -337,6 +338,10 @@ fn start_collector(dir: &StateDir, state: &mut State, cp: &str) -> Result<(), Lo
                 "local".into(),
                 "otlp".into(),
                 format!("--listen={}", SocketAddr::new(collector::IP.into(), collector::OTLP_PORT)),
+                format!(
+                    "--listen-http={}",
+                    SocketAddr::new(collector::IP.into(), collector::OTLP_HTTP_PORT)
+                ),
                 format!("--api={api}"),
             ],
             env: Vec::new(),

@@ -30,6 +30,9 @@ pub struct OtlpArgs {
     /// Where OTLP/gRPC is received (the `otel-collector.mesh-system` Service's endpoint).
     #[arg(long)]
     pub listen: SocketAddr,
+    /// Where OTLP/HTTP is received (`POST /v1/traces`), if anywhere.
+    #[arg(long)]
+    pub listen_http: Option<SocketAddr>,
     /// Where the JSON API answers.
     #[arg(long)]
     pub api: SocketAddr,
@@ -143,15 +146,19 @@ async fn serve_api(listener: tokio::net::TcpListener, receiver: Receiver) -> std
     }
 }
 
-/// The collector: OTLP/gRPC received on `otlp`, the JSON API on `api`, until `shutdown`
-/// completes.
+/// The collector: OTLP/gRPC received on `otlp` (and OTLP/HTTP on `otlp_http`), the JSON API on
+/// `api`, until `shutdown` completes.
 pub async fn collect(
     otlp: tokio::net::TcpListener,
+    otlp_http: Option<tokio::net::TcpListener>,
     api: tokio::net::TcpListener,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), LocalError> {
     let receiver = Receiver::new(limits);
+    if let Some(listener) = otlp_http {
+        tokio::spawn(receiver.clone().serve_http(listener, std::future::pending()));
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let grpc = receiver.clone().serve(otlp, async {
         let _ = stopped.await;
@@ -181,12 +188,21 @@ pub fn otlp(args: &OtlpArgs) -> Result<i32, LocalError> {
         let api = tokio::net::TcpListener::bind(args.api)
             .await
             .map_err(|e| failed(format!("cannot listen on {}", args.api), e))?;
+        let otlp_http = match args.listen_http {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|e| failed(format!("cannot listen on {address}"), e))?,
+            ),
+            None => None,
+        };
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .map_err(|e| failed("cannot watch for SIGTERM".into(), e))?;
         let limits = Limits { max_traces: args.max_traces.max(1), ..Limits::default() };
+        let http = args.listen_http.map(|a| format!(", OTLP/HTTP on {a}")).unwrap_or_default();
         println!(
-            "otel-collector: OTLP/gRPC on {}, the trace API on http://{}{API_TRACES}, keeping the last {} traces",
+            "otel-collector: OTLP/gRPC on {}{http}, the trace API on http://{}{API_TRACES}, keeping the last {} traces",
             args.listen, args.api, limits.max_traces
         );
         let shutdown = async move {
@@ -195,7 +211,7 @@ pub fn otlp(args: &OtlpArgs) -> Result<i32, LocalError> {
                 _ = tokio::signal::ctrl_c() => {}
             }
         };
-        collect(otlp, api, limits, shutdown).await.map(|()| 0)
+        collect(otlp, otlp_http, api, limits, shutdown).await.map(|()| 0)
     })
 }
 

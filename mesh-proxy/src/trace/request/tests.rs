@@ -22,6 +22,7 @@ fn config(random: f64) -> Arc<TraceConfig> {
             service_name: "client.demo".into(),
             timeout: None,
             headers: Vec::new(),
+            http_path: None,
         }),
         client_sampling: 100.0,
         random_sampling: random,
