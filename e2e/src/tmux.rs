@@ -114,5 +114,11 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.tmux().arg("kill-server").output();
+        // The server exits after answering: wait (briefly) until it is gone, so a session of
+        // the same name can start at once rather than meet the server on its way out.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }

@@ -274,8 +274,9 @@ fn dashboard(mesh: &Mesh) -> anyhow::Result<()> {
 
     // A fresh view for the resize and the quit: after the Live and Config steps above, a
     // `q` sometimes takes effect only with the next key (a known fault, not yet found).
+    // (A session of another name: its own tmux server, not the one still exiting.)
     drop(tmux);
-    let tmux = Tmux::start(&session, &command, 160, 45)?;
+    let tmux = Tmux::start(&format!("{session}-quit"), &command, 160, 45)?;
     tmux.wait_for("the services again", limit, |screen| screen.contains("productpage.default"))?;
     tmux.resize(90, 24)?;
     tmux.wait_for("the help line after a resize", limit, |screen| {
