@@ -38,12 +38,22 @@ fn sidecar_log(mesh: &Mesh, pod: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// Sends `path` to httpbin with a fresh request id; the id.
+/// Sends `path` to httpbin with a fresh request id; the id. A 503 is tried again (with a new
+/// id): when a Telemetry changes the listener, an Envoy sidecar closes the connections of the
+/// old one, and a request caught on one may fail.
 fn send(echo: &impl Fn(&str) -> Call, path: &str, status: u16) -> anyhow::Result<String> {
-    let id = request_id()?;
-    let answer = echo(path).header("x-request-id", &id).send()?;
-    ensure!(answer.status == status, "{path} answered {}, not {status}", answer.status);
-    Ok(id)
+    let mut tries = 0;
+    loop {
+        let id = request_id()?;
+        let answer = echo(path).header("x-request-id", &id).send()?;
+        tries += 1;
+        if answer.status == 503 && status != 503 && tries < 5 {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        ensure!(answer.status == status, "{path} answered {}, not {status}", answer.status);
+        return Ok(id);
+    }
 }
 
 /// Waits until `pod`'s sidecar has logged `id`.
