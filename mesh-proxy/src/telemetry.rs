@@ -66,16 +66,15 @@ impl Workload {
         let first = |keys: &[&str]| keys.iter().find_map(|k| labels.get(*k)).cloned();
         let app = first(&["app", "app.kubernetes.io/name"]).unwrap_or_default();
         let version = first(&["version", "app.kubernetes.io/version"]).unwrap_or_default();
+        // The injector's labels, or its rule where a pod has none (a workload not injected).
+        let [(_, canonical_service), (_, canonical_revision)] =
+            mesh_api::inject::canonical_labels(labels, Some(name));
         Self {
             name: name.to_owned(),
             namespace: namespace.to_owned(),
             principal: principal.to_owned(),
-            canonical_service: first(&["service.istio.io/canonical-name"])
-                .or_else(|| (!app.is_empty()).then(|| app.clone()))
-                .unwrap_or_else(|| name.to_owned()),
-            canonical_revision: first(&["service.istio.io/canonical-revision"])
-                .or_else(|| (!version.is_empty()).then(|| version.clone()))
-                .unwrap_or_else(|| "latest".to_owned()),
+            canonical_service,
+            canonical_revision,
             app,
             version,
             cluster: cluster.to_owned(),
@@ -518,4 +517,29 @@ fn civil(at: std::time::SystemTime) -> String {
         rest % 3600 / 60,
         rest % 60,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workload_is_named_by_its_canonical_labels_or_the_injectors_rule() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let named = |l: &BTreeMap<String, String>| {
+            let w = Workload::from_labels("reviews-v2-abc", "demo", "spiffe://x", "c", l);
+            (w.canonical_service, w.canonical_revision)
+        };
+        let injected = labels(&[
+            ("app", "reviews"),
+            ("service.istio.io/canonical-name", "reviews-svc"),
+            ("service.istio.io/canonical-revision", "2"),
+        ]);
+        assert_eq!(named(&injected), ("reviews-svc".into(), "2".into()));
+        let plain = labels(&[("app", "reviews"), ("version", "v2")]);
+        assert_eq!(named(&plain), ("reviews".into(), "v2".into()));
+        assert_eq!(named(&BTreeMap::new()), ("reviews-v2-abc".into(), "latest".into()));
+    }
 }

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
 mod common;
+mod otel;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,12 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{GrpcService, grpc_service};
-use envoy_types::pb::envoy::config::trace::v3::{OpenTelemetryConfig, tracing as tracer};
+use envoy_types::pb::envoy::config::trace::v3::OpenTelemetryConfig;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::Tracing;
 use envoy_types::pb::envoy::r#type::tracing::v3::{CustomTag, custom_tag};
-use envoy_types::pb::envoy::r#type::v3::Percent;
-use envoy_types::pb::google::protobuf::Any;
 use mesh_proxy::filters::HttpOptions;
 use mesh_proxy::listener::Upgrades;
 use mesh_proxy::proxy::Shared;
@@ -33,7 +32,6 @@ use mesh_proxy::telemetry::Reporter;
 use mesh_proxy::trace::{Exporters, Identity};
 use mesh_proxy::xds::store::Config;
 use mesh_trace::receiver::{Receiver, TraceView};
-use prost::Message as _;
 
 const COLLECTOR: &str = "outbound|4317||otel-collector.mesh-system.svc.cluster.local";
 const SERVER_CLUSTER: &str = "outbound|9080||reviews.demo.svc.cluster.local";
@@ -64,21 +62,11 @@ fn tracing(service: &str, percentage: f64) -> Tracing {
         ..Default::default()
     };
     Tracing {
-        client_sampling: Some(Percent { value: 100.0 }),
-        random_sampling: Some(Percent { value: percentage }),
-        overall_sampling: Some(Percent { value: 100.0 }),
-        provider: Some(tracer::Http {
-            name: "envoy.tracers.opentelemetry".into(),
-            config_type: Some(tracer::http::ConfigType::TypedConfig(Any {
-                type_url: "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig".into(),
-                value: otel.encode_to_vec(),
-            })),
-        }),
         custom_tags: vec![CustomTag {
             tag: "istio.namespace".into(),
             r#type: Some(custom_tag::Type::Literal(custom_tag::Literal { value: "demo".into() })),
         }],
-        ..Default::default()
+        ..otel::tracing_to(&otel, percentage)
     }
 }
 

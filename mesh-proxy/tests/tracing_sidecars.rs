@@ -17,6 +17,7 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a panic is the failure report.
 
+mod otel;
 mod relay;
 mod sidecar_process;
 use relay::Relay;
@@ -42,12 +43,10 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener, filter};
-use envoy_types::pb::envoy::config::trace::v3::{OpenTelemetryConfig, tracing as tracer};
+use envoy_types::pb::envoy::config::trace::v3::OpenTelemetryConfig;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::Tracing;
-use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
-use envoy_types::pb::google::protobuf::Any;
 use mesh_trace::receiver::{Receiver, TraceView};
 use prost::Message as _;
 
@@ -157,7 +156,7 @@ fn tracing_over_http(service: &str, percentage: f64) -> Tracing {
         service_name: service.into(),
         ..Default::default()
     };
-    tracing_to(otel, percentage)
+    otel::tracing_to(&otel, percentage)
 }
 
 /// The HCM `tracing` the pilot writes for a workload named `service`, sampling `percentage`.
@@ -175,24 +174,7 @@ fn tracing(service: &str, percentage: f64) -> Tracing {
         service_name: service.into(),
         ..Default::default()
     };
-    tracing_to(otel, percentage)
-}
-
-/// The HCM `tracing` with Envoy's OpenTelemetry tracer configured by `otel`.
-fn tracing_to(otel: OpenTelemetryConfig, percentage: f64) -> Tracing {
-    Tracing {
-        client_sampling: Some(Percent { value: 100.0 }),
-        random_sampling: Some(Percent { value: percentage }),
-        overall_sampling: Some(Percent { value: 100.0 }),
-        provider: Some(tracer::Http {
-            name: "envoy.tracers.opentelemetry".into(),
-            config_type: Some(tracer::http::ConfigType::TypedConfig(Any {
-                type_url: "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig".into(),
-                value: otel.encode_to_vec(),
-            })),
-        }),
-        ..Default::default()
-    }
+    otel::tracing_to(&otel, percentage)
 }
 
 /// The file logger logging every request, as the pilot writes it for `accessLogFile`.

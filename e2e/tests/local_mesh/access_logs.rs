@@ -26,9 +26,7 @@ const DISABLED: &str = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmeta
 
 /// A fresh request id.
 fn request_id() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 8];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
-    Ok(format!("e2e-log-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    Ok(format!("e2e-log-{}", super::tracing::random_hex(8)?))
 }
 
 /// `pod`'s sidecar log, as `meshctl local logs POD --proxy` prints it.

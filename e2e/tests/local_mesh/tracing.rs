@@ -23,7 +23,7 @@ const SAMPLE_ALL: &str = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nme
 const SPANS_WAIT: Duration = Duration::from_secs(30);
 
 /// `n` random bytes as lowercase hex.
-fn random_hex(n: usize) -> anyhow::Result<String> {
+pub fn random_hex(n: usize) -> anyhow::Result<String> {
     let mut bytes = vec![0u8; n];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())

@@ -137,9 +137,11 @@ fn refuse(
     shared.metrics.tcp_closed(reporter, &report, 0, 0);
 }
 
-/// Whether the listener on `port` logs a connection it closes with `flag` (no listener: no).
-fn listener_logs(shared: &Shared, port: u16, flag: crate::telemetry::ResponseFlags) -> bool {
-    shared.runtime.load().listeners.get(&port).is_some_and(|l| l.logs_refused(flag))
+/// Refuses a connection no chain of the listener on `port` takes (`NR`), logged when that
+/// listener's own loggers say so (no listener: not logged).
+fn no_route(shared: &Shared, reporter: Reporter, downstream: SocketAddr, port: u16, why: &str) {
+    let logged = shared.runtime.load().listeners.get(&port).is_some_and(|l| l.logs_refused(NR));
+    refuse(shared, reporter, downstream, NR, why, logged);
 }
 
 /// Where a connection redirected by iptables was going; `None` when it was not redirected
@@ -206,10 +208,7 @@ async fn outbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: 
     };
     let chosen = match choose(&shared, local.port(), &connection) {
         Ok(chosen) => chosen,
-        Err(why) => {
-            let logged = listener_logs(&shared, local.port(), NR);
-            return refuse(&shared, reporter, peer, NR, &why, logged);
-        }
+        Err(why) => return no_route(&shared, reporter, peer, local.port(), &why),
     };
     let peers = Peers { reporter, downstream: peer, destination, server_name: None };
     let Some(admission) = admit(&shared, &chosen.filters, &peers, None) else { return };
@@ -284,17 +283,13 @@ async fn gateway(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: d
             }
             Inspected::Plain => {}
             Inspected::TimedOut => {
-                let logged = listener_logs(&shared, local.port(), NR);
-                return refuse(&shared, reporter, peer, NR, "no ClientHello in time", logged);
+                return no_route(&shared, reporter, peer, local.port(), "no ClientHello in time");
             }
         }
     }
     let chosen = match choose(&shared, local.port(), &connection) {
         Ok(chosen) => chosen,
-        Err(why) => {
-            let logged = listener_logs(&shared, local.port(), NR);
-            return refuse(&shared, reporter, peer, NR, &why, logged);
-        }
+        Err(why) => return no_route(&shared, reporter, peer, local.port(), &why),
     };
     let (offered, server_name) = (connection.alpn, connection.server_name);
     let ends = Ends { reporter, downstream: peer, destination: local, offered, server_name };
@@ -544,7 +539,7 @@ async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: d
     // are never reached from outside the pod through it.
     if mesh_api::ports::is_proxy_port(destination.port()) {
         let why = "a port of the sidecar's own, never an app's";
-        return refuse(&shared, reporter, peer, NR, why, listener_logs(&shared, local.port(), NR));
+        return no_route(&shared, reporter, peer, local.port(), why);
     }
     let mut connection = listener::Connection {
         destination,
@@ -569,12 +564,12 @@ async fn inbound(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, drain: d
         connection.server_name = hello.server_name;
         connection.alpn = hello.alpn;
     }
-    let logged = listener_logs(&shared, local.port(), NR);
     let chosen = match choose(&shared, local.port(), &connection) {
         Ok(chosen) => chosen,
-        Err(why) => return refuse(&shared, reporter, peer, NR, &why, logged),
+        Err(why) => return no_route(&shared, reporter, peer, local.port(), &why),
     };
     if matches!(chosen.tls, ChainTls::Mesh) && connection.transport != "tls" {
+        let logged = chosen.listener.logs_refused(NR);
         return refuse(&shared, reporter, peer, NR, "plaintext on an mTLS-only chain", logged);
     }
     // Mesh mTLS chains, and chains with certificates of their own (Istio's Sidecar ingress

@@ -159,20 +159,25 @@ impl Exporter {
         let settings = settings.clone().bounded();
         let build =
             |reason: String| ExportError::Build { endpoint: settings.endpoint.clone(), reason };
-        let mut metadata = tonic::metadata::MetadataMap::new();
+        // gRPC metadata or HTTP headers alike.
+        let mut headers = ::http::HeaderMap::new();
         for (key, value) in &settings.headers {
-            let key = tonic::metadata::MetadataKey::from_bytes(key.as_bytes())
+            let name = ::http::HeaderName::from_bytes(key.as_bytes())
                 .map_err(|_| build(format!("bad header name {key:?}")))?;
-            let value = value.parse().map_err(|_| build(format!("bad value of header {key}")))?;
-            metadata.append(key, value);
+            let value = ::http::HeaderValue::from_str(value)
+                .map_err(|_| build(format!("bad value of header {key}")))?;
+            headers.append(name, value);
         }
         let exporter = match &settings.transport {
             Transport::Grpc => {
+                if let Some(key) = headers.keys().find(|k| k.as_str().ends_with("-bin")) {
+                    return Err(build(format!("binary gRPC metadata ({key}) is not supported")));
+                }
                 let mut exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
                     .with_endpoint(settings.endpoint.clone())
                     .with_timeout(settings.timeout)
-                    .with_metadata(metadata)
+                    .with_metadata(tonic::metadata::MetadataMap::from_headers(headers))
                     .build()
                     .map_err(|e| build(e.to_string()))?;
                 exporter.set_resource(&resource(&settings));
@@ -182,14 +187,6 @@ impl Exporter {
                 let uri = format!("{}{path}", settings.endpoint)
                     .parse()
                     .map_err(|_| build(format!("bad path {path:?}")))?;
-                let mut headers = ::http::HeaderMap::new();
-                for (key, value) in &settings.headers {
-                    let name = ::http::HeaderName::from_bytes(key.as_bytes())
-                        .map_err(|_| build(format!("bad header name {key:?}")))?;
-                    let value = ::http::HeaderValue::from_str(value)
-                        .map_err(|_| build(format!("bad value of header {key}")))?;
-                    headers.insert(name, value);
-                }
                 let sender = http::HttpSender::new(uri, headers, &resource(&settings));
                 Sender::Http(sender.map_err(build)?)
             }
